@@ -1,0 +1,1 @@
+"""Custom Kedro datasets of the project (map store, XGBoost model, ...)."""

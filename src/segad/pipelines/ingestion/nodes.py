@@ -1,0 +1,32 @@
+"""Thin nodes over segad.layouts and segad.demo."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from segad.demo import DemoConfig, write_demo
+from segad.layouts import build_index
+
+log = logging.getLogger(__name__)
+
+
+def ingest(dataset: dict, demo: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read `dataset.root` in `dataset.layout` into (image_index, ingestion_problems).
+
+    For layout `demo` the demo is first written to `dataset.root` (skipped when the folder already
+    holds the same demo configuration).
+    """
+    if dataset["layout"] == "demo":
+        write_demo(dataset["root"], DemoConfig.from_params(demo))
+    options = dict(dataset.get("options") or {})
+    index, problems = build_index(
+        dataset["layout"], dataset.get("root"), dataset.get("category"),
+        on_bad_image=dataset.get("on_bad_image", "fail"), **options,
+    )
+    for row in problems.itertuples():
+        log.warning("skipped unreadable image %s: %s", row.path, row.problem)
+    summary = index.groupby(["category", "split", "label"]).size()
+    log.info("image index: %d images\n%s", len(index), summary.to_string())
+    return index, problems
