@@ -1,0 +1,72 @@
+"""Kedro dataset for a folder of PNG pictures given as uint8 arrays (e.g. inspection overlays).
+
+Saving takes ``{file name: uint8 (H, W, 3) or (H, W) array}``: every PNG already in the folder is
+removed first (pictures of an earlier run must not pass for this run's), then each picture is
+written to a temporary file and ``os.replace``d. Loading returns ``{file name: array}``.
+
+Example:
+    >>> import numpy as np, tempfile
+    >>> from segad.datasets.png_folder_dataset import PngFolderDataset
+    >>> ds = PngFolderDataset(tempfile.mkdtemp())
+    >>> ds.save({"a.png": np.zeros((4, 6, 3), np.uint8)})
+    >>> {k: v.shape for k, v in ds.load().items()}
+    {'a.png': (4, 6, 3)}
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kedro.io import AbstractDataset, DatasetError
+from PIL import Image
+
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]+\.png$")
+
+
+class PngFolderDataset(AbstractDataset[dict, dict]):
+    """PNG files directly inside `path`."""
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+    def save(self, data: dict[str, np.ndarray]) -> None:
+        for name, picture in data.items():
+            if not _NAME.match(name):
+                raise DatasetError(f"{self._path}: invalid picture file name {name!r}")
+            picture = np.asarray(picture)
+            if picture.dtype != np.uint8 or picture.ndim not in (2, 3):
+                raise DatasetError(f"{self._path / name}: expected a uint8 (H, W[, 3]) array, "
+                                   f"got {picture.dtype} {picture.shape}")
+        self._path.mkdir(parents=True, exist_ok=True)
+        for old in self._path.glob("*.png"):
+            old.unlink()
+        for name, picture in data.items():
+            handle, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self._path)
+            try:
+                with os.fdopen(handle, "wb") as stream:
+                    Image.fromarray(np.asarray(picture)).save(stream, format="PNG")
+                os.replace(temp, self._path / name)
+            except BaseException:
+                Path(temp).unlink(missing_ok=True)
+                raise
+
+    def load(self) -> dict[str, np.ndarray]:
+        if not self._path.is_dir():
+            raise DatasetError(f"{self._path}: no such folder")
+        pictures = {}
+        for path in sorted(self._path.glob("*.png")):
+            with Image.open(path) as image:
+                pictures[path.name] = np.asarray(image.convert("RGB"))
+        return pictures
+
+    def _exists(self) -> bool:
+        return self._path.is_dir()

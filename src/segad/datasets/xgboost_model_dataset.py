@@ -1,0 +1,80 @@
+"""Kedro dataset for one XGBoost model as XGBoost's own JSON or UBJSON file (never pickle).
+
+The format follows the file suffix (``.json`` or ``.ubj``). Saving writes a temporary file in the
+target folder and then ``os.replace``s it, so a crash never leaves half a model. Loading returns
+an ``xgboost.XGBClassifier`` (the BRF's class); feature names given at fit time travel inside the
+file (``model.get_booster().feature_names``).
+
+Use it alone, or under ``partitions.PartitionedDataset`` for one model per method and split seed
+(conf/base/catalog_brf.yml)::
+
+    brf_models:
+      type: partitions.PartitionedDataset
+      path: data/06_models/brf
+      dataset: segad.datasets.xgboost_model_dataset.XGBoostModelDataset
+      filename_suffix: .json
+
+Example:
+    >>> from segad.datasets.xgboost_model_dataset import XGBoostModelDataset
+    >>> ds = XGBoostModelDataset(filepath="/tmp/brf.json")   # doctest: +SKIP
+    >>> ds.save(model); ds.load().predict(X, output_margin=True)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from kedro.io import AbstractDataset, DatasetError
+
+FORMATS = (".json", ".ubj")
+
+
+
+class XGBoostModelDataset(AbstractDataset):
+    """An `xgboost.XGBClassifier` stored at `filepath` (suffix .json or .ubj)."""
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        # PartitionedDataset builds one instance with an empty path to inspect it: check on use
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+    def _check_suffix(self) -> None:
+        suffix = PurePosixPath(str(self._filepath)).suffix.lower()
+        if suffix not in FORMATS:
+            raise DatasetError(f"{self._filepath}: XGBoost model files must end in .json or .ubj, not {suffix!r}")
+
+    def load(self):
+        from xgboost import XGBClassifier
+
+        self._check_suffix()
+        if not self._filepath.is_file():
+            raise DatasetError(f"{self._filepath}: no such XGBoost model file")
+        model = XGBClassifier()
+        try:
+            model.load_model(str(self._filepath))
+        except Exception as error:  # noqa: BLE001 - xgboost raises XGBoostError for damaged files
+            raise DatasetError(f"{self._filepath}: unreadable XGBoost model ({error})") from error
+        return model
+
+    def save(self, data) -> None:
+        self._check_suffix()
+        if not hasattr(data, "save_model"):
+            raise DatasetError(f"{self._filepath}: expected an XGBoost model, got {type(data).__name__}")
+        self._filepath.parent.mkdir(parents=True, exist_ok=True)
+        # same folder, same suffix (xgboost picks JSON / UBJ from it); a plain open keeps the umask
+        temp = self._filepath.parent / f".{self._filepath.stem}.{uuid.uuid4().hex}{self._filepath.suffix}"
+        try:
+            data.save_model(str(temp))  # xgboost picks JSON / UBJ from the suffix
+            os.replace(temp, self._filepath)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()

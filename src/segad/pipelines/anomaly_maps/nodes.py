@@ -1,0 +1,56 @@
+"""Nodes of the anomaly-map stage: thin wrappers over `segad.detectors`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from segad.detectors import DetectorConfig, compute_anomaly_maps
+from segad.map_store import MapStore
+
+logger = logging.getLogger(__name__)
+
+
+def make_anomaly_maps(
+    image_index: pd.DataFrame,
+    splits: pd.DataFrame,
+    synthetic_index: pd.DataFrame | None,
+    detector: dict[str, Any],
+    image_size: int,
+    device: str,
+    map_store: MapStore,
+    detector_store: Path,
+    *,
+    detector_name: str,
+) -> pd.DataFrame:
+    """Fit ``detector_name`` per distinct detector_train set and store raw maps; return its map_index.
+
+    ``detector`` is the namespaced parameter block ``anomaly_maps.<detector_name>``; a missing or
+    empty ``synthetic_index`` means no synthetic images. Maps go into ``map_store``, fitted
+    detectors into ``detector_store/<model_key>/`` (both handles come from the catalog).
+    """
+    config = DetectorConfig.from_dict(detector_name, detector)
+    map_index, stats = compute_anomaly_maps(
+        image_index,
+        splits,
+        synthetic_index if synthetic_index is not None and len(synthetic_index) else None,
+        config,
+        int(image_size),
+        str(device),
+        map_store,
+        detector_store,
+    )
+    logger.info(
+        "%s: %d models fitted (%.1f s), %d reused; %d maps computed (%.1f img/s), %d from cache",
+        detector_name,
+        stats.models_fitted,
+        stats.fit_seconds,
+        stats.models_reused,
+        stats.maps_computed,
+        stats.images_per_second(),
+        stats.maps_cached,
+    )
+    return map_index

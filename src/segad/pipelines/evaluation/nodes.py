@@ -1,0 +1,239 @@
+"""Thin nodes over segad.metrics, segad.plots and segad.report."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import pandas as pd
+
+from segad.images import read_image
+from segad.metrics import COUNT_COLUMNS, METRIC_COLUMNS, aggregate_over_seeds, image_metrics
+from segad.plots import (
+    feature_importance_figure,
+    model_importances,
+    overlay_figure,
+    roc_figure,
+    score_histogram_figure,
+    worst_cases,
+)
+from segad.report import method_order, package_versions, render_report
+
+log = logging.getLogger(__name__)
+
+#: Columns of the ``metrics`` table (docs/schemas.md), in order.
+METRICS_COLUMNS = ["dataset", "category", "benchmark", "method", "split_seed", "subset",
+                   *METRIC_COLUMNS, *COUNT_COLUMNS]
+#: Columns of ``evaluation.test_scores``.
+TEST_SCORE_COLUMNS = ["dataset", "category", "method", "split_seed", "image_id", "label", "defect_type",
+                      "unseen", "score"]
+
+
+def _require(table: pd.DataFrame, columns: list[str], name: str) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{name} lacks columns {missing} (see docs/schemas.md); it has {list(table.columns)}")
+
+
+def label_test_scores(scores: pd.DataFrame, image_index: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
+    """Test-set scores with their labels: ``scores`` joined with the test rows of ``splits`` and the index.
+
+    Every (method, split_seed) must score every test image of that seed: a metric over a
+    partial test set would not be comparable, so missing images are an error.
+    Scores of non-test rows (brf_train, synthetic images) are dropped.
+    """
+    _require(scores, ["image_id", "split_seed", "method", "score"], "scores")
+    _require(image_index, ["image_id", "dataset", "category", "label", "defect_type", "unseen"], "image_index")
+    _require(splits, ["image_id", "split_seed", "role"], "splits")
+    if scores.duplicated(["image_id", "split_seed", "method"]).any():
+        first = scores[scores.duplicated(["image_id", "split_seed", "method"])].iloc[0]
+        raise ValueError(f"scores has duplicated (image_id, split_seed, method) rows, e.g. {first.to_dict()}")
+    test = splits.loc[splits["role"] == "test", ["image_id", "split_seed"]]
+    test = test.astype({"split_seed": "int64"})
+    scores = scores.astype({"split_seed": "int64"})
+    joined = scores.merge(test, on=["image_id", "split_seed"], how="inner")
+    for (method, seed), rows in joined.groupby(["method", "split_seed"], sort=False):
+        expected = test.loc[test["split_seed"] == seed, "image_id"]
+        missing = set(expected) - set(rows["image_id"])
+        if missing:
+            raise ValueError(f"scores: method {method!r} split_seed {seed} lacks {len(missing)} of "
+                             f"{len(expected)} test images, e.g. {sorted(missing)[:3]}")
+    if joined.empty:
+        raise ValueError(f"scores has no row for a test image of splits (split_seeds {sorted(set(test['split_seed']))})")
+    all_seeds = set(test["split_seed"])
+    for method, rows in joined.groupby("method", sort=False):
+        seeds_without = sorted(all_seeds - set(rows["split_seed"]))
+        if seeds_without:
+            raise ValueError(f"scores: method {method!r} has no test scores for split_seed(s) {seeds_without}")
+    index = image_index[["image_id", "dataset", "category", "label", "defect_type", "unseen"]]
+    joined = joined.merge(index, on="image_id", how="left", validate="many_to_one")
+    if joined["label"].isna().any():
+        raise ValueError(f"scores: image_id(s) not in image_index, e.g. {joined.loc[joined.label.isna(), 'image_id'].iloc[0]}")
+    joined["unseen"] = joined["unseen"].fillna(False).astype(bool)
+    joined["label"] = joined["label"].astype("int8")
+    joined["score"] = joined["score"].astype("float64")
+    order = {m: i for i, m in enumerate(method_order(list(joined["method"].unique())))}
+    joined = joined.sort_values(["split_seed", "image_id"], ignore_index=True)
+    joined = joined.sort_values("method", key=lambda s: s.map(order), kind="mergesort", ignore_index=True)
+    return joined[TEST_SCORE_COLUMNS]
+
+
+def _subsets(rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """all; plus seen / unseen (all good + seen resp. unseen bad) where unseen defects exist."""
+    subsets = {"all": rows}
+    bad = rows["label"] == 1
+    if (bad & rows["unseen"]).any():
+        good = rows["label"] == 0
+        if (bad & ~rows["unseen"]).any():
+            subsets["seen"] = rows[good | (bad & ~rows["unseen"])]
+        subsets["unseen"] = rows[good | (bad & rows["unseen"])]
+    return subsets
+
+
+def compute_metrics(test_scores: pd.DataFrame, benchmark: str) -> pd.DataFrame:
+    """The ``metrics`` table: per dataset, category, method, split_seed and subset, then mean/std rows.
+
+    With several categories, ``category = "mean"`` rows hold the mean over categories of each
+    metric (counts summed) per method, seed and subset, as VisA results are reported.
+    """
+    rows = []
+    for (dataset, category, method, seed), group in test_scores.groupby(
+            ["dataset", "category", "method", "split_seed"], sort=True):
+        for subset, part in _subsets(group).items():
+            name = f"dataset {dataset}, category {category}, method {method}, split_seed {seed}, subset {subset}"
+            metrics = image_metrics(part["label"].to_numpy(), part["score"].to_numpy(), name=name)
+            rows.append({"dataset": dataset, "category": category, "benchmark": benchmark, "method": method,
+                         "split_seed": int(seed), "subset": subset, **metrics.as_dict()})
+    table = pd.DataFrame(rows, columns=METRICS_COLUMNS)
+    if table["category"].nunique() > 1:
+        keys = ["dataset", "benchmark", "method", "split_seed", "subset"]
+        grouped = table.groupby(keys, sort=False)
+        mean = grouped[list(METRIC_COLUMNS)].mean().join(grouped[list(COUNT_COLUMNS)].sum()).reset_index()
+        mean["category"] = "mean"
+        table = pd.concat([table, mean[METRICS_COLUMNS]], ignore_index=True)
+    order = {m: i for i, m in enumerate(method_order(list(table["method"])))}
+    table = table.sort_values(["dataset", "category", "subset", "split_seed"], kind="mergesort")
+    table = table.sort_values("method", key=lambda s: s.map(order), kind="mergesort")
+    out = aggregate_over_seeds(table, keys=["dataset", "category", "benchmark", "method", "subset"])
+    for _, row in out[(out.split_seed == "mean") & (out.subset == "all")].iterrows():
+        log.info("%-28s %-10s AUROC %.3f  FPR@95TPR %.3f  PG2 %.3f  PB2 %.3f", row.method, row.category,
+                 row.auroc, row.fpr95tpr, row.pg2, row.pb2)
+    return out[METRICS_COLUMNS]
+
+
+def _per_category(test_scores: pd.DataFrame):
+    categories = list(dict.fromkeys(test_scores["category"]))
+    for category in categories:
+        suffix = "" if len(categories) == 1 else f"_{category}"
+        yield category, suffix, test_scores[test_scores["category"] == category]
+
+
+def plot_roc_curves(test_scores: pd.DataFrame) -> tuple[dict, list[str]]:
+    """ROC figures per category -> ({file name: figure}, file names)."""
+    figures = {f"roc{suffix}.png": roc_figure(rows, title=str(category))
+               for category, suffix, rows in _per_category(test_scores)}
+    return figures, list(figures)
+
+
+def plot_score_histograms(test_scores: pd.DataFrame, options: Mapping) -> tuple[dict, list[str]]:
+    """Score histograms (good / seen bad / unseen bad) per category -> (figures, file names)."""
+    figures = {f"histogram{suffix}.png": score_histogram_figure(
+        rows, split_seed=options.get("split_seed"), bins=int(options.get("histogram_bins", 30)),
+        title=str(category)) for category, suffix, rows in _per_category(test_scores)}
+    return figures, list(figures)
+
+
+def _parse_model_key(key: str) -> tuple[str, str, int]:
+    """``<method>/<category>/split_seed_<s>`` (brf stage's partition names) -> (method, category, seed)."""
+    parts = key.split("/")
+    if len(parts) != 3 or not parts[2].startswith("split_seed_"):
+        raise ValueError(f"brf_models: unexpected partition name {key!r}; expected <method>/<category>/split_seed_<s>")
+    return parts[0], parts[1], int(parts[2].removeprefix("split_seed_"))
+
+
+def plot_feature_importance(brf_models: Mapping, test_scores: pd.DataFrame, options: Mapping
+                            ) -> tuple[dict, list[str]]:
+    """Importance figures, one per SegAD combination of this run -> (figures, file names).
+
+    ``brf_models`` is the brf stage's partitioned dataset ({partition: loader}); only the
+    partitions of this run's methods, categories and seeds (those in ``test_scores``) are read,
+    since the folder may keep models of earlier runs. Importance = the feature's share of each
+    model's total ``importance_type``, averaged over categories and seeds.
+    """
+    importance_type = str(options.get("importance_type", "total_gain"))
+    methods = {m for m in test_scores["method"].unique() if m.endswith("+segad")}
+    categories = set(test_scores["category"].astype(str))
+    seeds = set(int(s) for s in test_scores["split_seed"].unique())
+    chosen: dict[str, list] = {}
+    for key, load in sorted(brf_models.items()):
+        method, category, seed = _parse_model_key(key)
+        if method in methods and category in categories and seed in seeds:
+            chosen.setdefault(method, []).append(load() if callable(load) else load)
+    missing = sorted(methods - set(chosen))
+    if missing:
+        raise ValueError(f"brf_models has no model for method(s) {missing} of this run's scores")
+    figures = {}
+    for method in method_order(list(chosen)):
+        values = model_importances(chosen[method], importance_type)
+        title = f"{method} (share of {importance_type}, mean over {len(chosen[method])} model(s))"
+        figures[f"importance_{method.replace('+', '_')}.png"] = feature_importance_figure(
+            values, title=title, importance_type=f"share of {importance_type}")
+    return figures, list(figures)
+
+
+def plot_overlays(test_scores: pd.DataFrame, image_index: pd.DataFrame, segmentation, options: Mapping,
+                  **maps) -> tuple[dict, list[str]]:
+    """Worst false negatives / positives of one method per category, with segments and raw maps.
+
+    ``maps`` holds ``<detector>__map_index`` (DataFrame) and ``<detector>__map_store``
+    (`segad.map_store.MapStore`) for every detector. The method is ``options['overlay_method']``
+    or, when null, the largest SegAD combination; the seed is ``options['split_seed']`` or the
+    smallest; ``options['n_worst']`` cases of each kind.
+    """
+    detectors = [k.removesuffix("__map_index") for k in maps if k.endswith("__map_index")]
+    methods = method_order(list(test_scores["method"].unique()))
+    method = options.get("overlay_method") or methods[-1]
+    if method not in methods:
+        raise ValueError(f"evaluation.plots.overlay_method {method!r} is not among the scored methods {methods}")
+    seeds = sorted(int(s) for s in test_scores["split_seed"].unique())
+    seed = int(options["split_seed"]) if options.get("split_seed") is not None else seeds[0]
+    n_worst = int(options.get("n_worst", 3))
+    paths = image_index.set_index("image_id")["path"]
+    keys = {d: maps[f"{d}__map_index"].set_index(["image_id", "split_seed"])["map_key"] for d in detectors}
+    figures = {}
+    for category, suffix, rows in _per_category(test_scores):
+        cases = []
+        for case in worst_cases(rows, method, seed, n=n_worst).itertuples():
+            anomaly_maps = {}
+            for detector in detectors:
+                try:
+                    map_key = keys[detector].loc[(case.image_id, seed)]
+                except KeyError as error:
+                    raise KeyError(f"{detector}.map_index has no map for image {case.image_id!r}, "
+                                   f"split_seed {seed}") from error
+                anomaly_maps[detector] = maps[f"{detector}__map_store"].read(str(map_key))
+            size = next(iter(anomaly_maps.values())).shape[0] if anomaly_maps else None
+            labels = segmentation.labels_for(category, [case.image_id]) if segmentation is not None else None
+            if labels is not None and labels.ndim == 3:
+                labels = labels[0]
+            kind = "FN" if case.case == "false_negative" else "FP"
+            cases.append({"image": read_image(paths.loc[case.image_id], size=size), "maps": anomaly_maps,
+                          "segments": labels,
+                          "caption": f"{kind} #{case.rank} score {case.score:.3g}\n{case.image_id}"})
+        title = f"{method}, split_seed {seed}, {category}\nworst false negatives (FN), false positives (FP)"
+        figures[f"overlays{suffix}.png"] = overlay_figure(cases, title=title)
+    return figures, list(figures)
+
+
+def write_report(metrics: pd.DataFrame, parameters: Mapping, options: Mapping,
+                 **plot_files: list[str]) -> str:
+    """report.md text; ``plot_files`` maps a plot dataset key (as in ``options['plot_dirs']``) to file names."""
+    plot_dirs = options["plot_dirs"]
+    titles = options.get("plot_titles", {})
+    figures = {}
+    for key, files in plot_files.items():
+        if key not in plot_dirs:
+            raise KeyError(f"evaluation.report.plot_dirs has no folder for plot set {key!r}")
+        figures[titles.get(key, key)] = [f"{plot_dirs[key]}/{name}" for name in files]
+    return render_report(metrics, parameters=parameters, figures=figures, versions=package_versions(),
+                         title=str(options.get("title", "SegAD evaluation report")))

@@ -1,0 +1,51 @@
+"""evaluation: scores, BRF models, anomaly maps, segment maps -> metrics, plots, report.
+
+All nodes live in the ``evaluation`` namespace; the shared datasets (``scores``, ``brf_models``,
+``image_index``, ``splits``, ``segment_maps``, ``<detector>.map_index`` / ``.map_store``,
+``metrics``, ``report``) keep their global names.
+"""
+
+from kedro.pipeline import Pipeline, node
+
+from segad.pipelines.evaluation.nodes import (
+    compute_metrics,
+    label_test_scores,
+    plot_feature_importance,
+    plot_overlays,
+    plot_roc_curves,
+    plot_score_histograms,
+    write_report,
+)
+
+
+def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
+    detectors = list(detectors or [])
+    maps = {}
+    for detector in detectors:
+        maps[f"{detector}__map_index"] = f"{detector}.map_index"
+        maps[f"{detector}__map_store"] = f"{detector}.map_store"
+    nodes = Pipeline([
+        node(label_test_scores, ["scores", "image_index", "splits"], "test_scores", name="label_test_scores"),
+        node(compute_metrics, ["test_scores", "params:benchmark"], "metrics", name="compute_metrics"),
+        node(plot_roc_curves, "test_scores", ["roc_curves", "roc_curves_files"], name="plot_roc_curves"),
+        node(plot_score_histograms, ["test_scores", "params:evaluation.plots"],
+             ["score_histograms", "score_histograms_files"], name="plot_score_histograms"),
+        node(plot_feature_importance, ["brf_models", "test_scores", "params:evaluation.plots"],
+             ["feature_importance", "feature_importance_files"], name="plot_feature_importance"),
+        node(plot_overlays,
+             {"test_scores": "test_scores", "image_index": "image_index", "segmentation": "segment_maps",
+              "options": "params:evaluation.plots", **maps},
+             ["overlays", "overlays_files"], name="plot_overlays"),
+        node(write_report,
+             {"metrics": "metrics", "parameters": "parameters", "options": "params:evaluation.report",
+              "roc_curves": "roc_curves_files", "score_histograms": "score_histograms_files",
+              "feature_importance": "feature_importance_files", "overlays": "overlays_files"},
+             "report", name="write_report"),
+    ])
+    return Pipeline(
+        nodes,
+        namespace="evaluation",
+        inputs={"scores", "brf_models", "image_index", "splits", "segment_maps", *maps.values()},
+        outputs={"metrics", "report"},
+        parameters={"params:benchmark", "params:evaluation.plots", "params:evaluation.report"},
+    )

@@ -1,0 +1,5 @@
+"""features: anomaly maps + segment maps -> per-segment statistics table (data/04_feature)."""
+
+from segad.pipelines.features.pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

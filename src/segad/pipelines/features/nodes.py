@@ -1,0 +1,89 @@
+"""Thin nodes over segad.segmentation, segad.features and segad.classifier."""
+
+from __future__ import annotations
+
+import logging
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from tqdm.auto import tqdm
+
+from segad.classifier import ClassifierConfig, classifier_scores as _classifier_scores, empty_scores
+from segad.features import build_feature_table, feature_rows
+from segad.images import read_image
+from segad.segmentation import Segmentation, SegmentationConfig, overlay, resolve_segmentation
+
+log = logging.getLogger(__name__)
+
+
+def build_segmentation(image_index: pd.DataFrame, params: dict, image_size: int) -> Segmentation:
+    """Segment maps of every category at map resolution (auto: from good `train` images only)."""
+    config = SegmentationConfig.from_params(params)
+    goods = image_index[(image_index["split"] == "train") & (image_index["label"] == 0)]
+    paths = goods.groupby("category")["path"].apply(list).to_dict()
+    segmentation = resolve_segmentation(config, sorted(image_index["category"].unique()), image_size, paths)
+    for category, source in segmentation.sources.items():
+        log.info("segments of %s: %s (%d segments)", category, source, segmentation.n_segments[category])
+    return segmentation
+
+
+def segmentation_overlays(image_index: pd.DataFrame, segmentation: Segmentation, params: dict) -> dict:
+    """A few images per category with their segments drawn over them, as figures."""
+    config = SegmentationConfig.from_params(params)
+    figures = {}
+    for category, rows in image_index.sort_values("image_id").groupby("category"):
+        picked = pd.concat([rows[rows["label"] == 0].head(config.overlay_images // 2 or 1),
+                            rows[rows["label"] == 1].head(config.overlay_images // 2)])
+        for _, row in picked.iterrows():
+            labels = segmentation.labels_for(category, [row["image_id"]])
+            labels = labels[0] if labels.ndim == 3 else labels
+            image = read_image(row["path"], size=labels.shape[0])
+            fig, ax = plt.subplots(figsize=(4, 4))
+            ax.imshow(overlay(image, labels))
+            ax.set_title(f"{category}: {row['image_id']}", fontsize=7)
+            ax.axis("off")
+            name = f"{category}__{row['image_id']}".replace("/", "_").rsplit(".", 1)[0]
+            figures[f"{name}.png"] = fig
+    return figures
+
+
+def train_classifier(image_index: pd.DataFrame, splits: pd.DataFrame, synthetic_index: pd.DataFrame,
+                     params: dict, image_size: int, device: str) -> pd.DataFrame:
+    """Supervised classifier scores (image_id, split_seed, score); empty when disabled."""
+    config = ClassifierConfig.from_params(params)
+    if not config.enabled:
+        return empty_scores()
+    return _classifier_scores(image_index, splits, synthetic_index, config, image_size, device)
+
+
+def compute_features(
+    image_index: pd.DataFrame,
+    splits: pd.DataFrame,
+    synthetic_index: pd.DataFrame,
+    segmentation: Segmentation,
+    classifier_scores: pd.DataFrame,
+    params: dict,
+    dataset: dict,
+    **maps,
+) -> pd.DataFrame:
+    """Feature table of brf_train, test and synthetic rows for every split seed.
+
+    `maps` holds ``<detector>__map_index`` and ``<detector>__map_store`` for each detector, in the
+    order of the `detectors` list.
+    """
+    detectors = [k[: -len("__map_index")] for k in maps if k.endswith("__map_index")]
+    rows = feature_rows(image_index, splits, synthetic_index)
+    use_classifier = classifier_scores is not None and len(classifier_scores) > 0
+    table = build_feature_table(
+        rows,
+        {d: maps[f"{d}__map_index"] for d in detectors},
+        {d: maps[f"{d}__map_store"].read for d in detectors},
+        segmentation,
+        batch_size=int(params.get("batch_size", 64)),
+        classifier_scores=classifier_scores if use_classifier else None,
+        progress=lambda it, desc: tqdm(it, desc=f"features {desc}", unit="batch"),
+    )
+    table.insert(0, "dataset", dataset["layout"])
+    table["detectors"] = "+".join(sorted(detectors))
+    log.info("feature table: %d rows x %d columns", *table.shape)
+    return table

@@ -1,0 +1,62 @@
+"""defects pipeline: synthetic images for one_class, an empty table with the schema otherwise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from kedro.io import DataCatalog
+from kedro.runner import SequentialRunner
+from PIL import Image
+
+from segad.defects import SYNTHETIC_COLUMNS
+from segad.images import read_image
+from segad.layouts import build_index
+from segad.pipelines.defects import create_pipeline
+from segad.segmentation import SegmentationConfig, resolve_segmentation
+from segad.splits import SplitConfig, make_splits
+
+from .test_features import project_config
+
+
+def _run(tiny_demo, tmp_path, benchmark):
+    params, catalog_conf = project_config()
+    index, _ = build_index("demo", tiny_demo)
+    splits = make_splits(index, SplitConfig(benchmark=benchmark, seeds=(0, 1)))
+    conf = {}
+    for name in ("synthetic_index", "synthetic_images"):
+        entry = dict(catalog_conf[name])
+        key = "path" if "path" in entry else "filepath"
+        entry[key] = str(tmp_path / entry[key])
+        conf[name] = entry
+    catalog = DataCatalog.from_config(conf)
+    catalog["image_index"] = index
+    catalog["splits"] = splits
+    catalog["segment_maps"] = resolve_segmentation(
+        SegmentationConfig(method="static", path=str(tiny_demo / "segmentation.png")), ["demo"], 64)
+    catalog["params:defects"] = dict(params["defects"], output_dir=str(tmp_path / params["defects"]["output_dir"]))
+    catalog["params:benchmark"] = benchmark
+    SequentialRunner().run(create_pipeline([]), catalog)
+    return catalog, index, splits
+
+
+def test_one_class_writes_synthetic_images(tiny_demo, tmp_path):
+    catalog, index, splits = _run(tiny_demo, tmp_path, "one_class")
+    table = catalog.load("synthetic_index")
+    assert list(table.columns) == list(SYNTHETIC_COLUMNS)
+    n_sources = splits[splits.role == "brf_train"].merge(index, on="image_id").query("label == 0").shape[0]
+    assert len(table) == n_sources and n_sources > 0
+    assert set(table.defect_type) <= {"synthetic_blur", "synthetic_rectangle"}
+    changed = 0
+    for row in table.itertuples():
+        assert Path(row.path).is_file(), row.path
+        source = index.set_index("image_id").loc[row.source_image_id, "path"]
+        changed += not np.array_equal(read_image(row.path), read_image(source))
+        assert Image.open(row.path).size == Image.open(source).size
+    assert changed == len(table)
+
+
+def test_other_regimes_give_an_empty_table_with_schema(tiny_demo, tmp_path):
+    catalog, _, _ = _run(tiny_demo, tmp_path, "high_shot")
+    table = catalog.load("synthetic_index")
+    assert list(table.columns) == list(SYNTHETIC_COLUMNS) and len(table) == 0

@@ -1,0 +1,121 @@
+"""features pipeline on the tiny demo with maps written to a real MapStore; catalog from conf/base."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from kedro.config import OmegaConfigLoader
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from segad.brf import is_feature_column
+from segad.images import read_image
+from segad.layouts import build_index
+from segad.map_store import MapStore
+from segad.pipelines.features import create_pipeline
+from segad.splits import SplitConfig, make_splits
+
+ROOT = Path(__file__).resolve().parents[2]
+DETECTORS = ["patchcore", "padim"]
+SIZE = 32
+
+
+def project_config():
+    loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="local", env="local")
+    return loader["parameters"], loader["catalog"]
+
+
+def write_maps(index: pd.DataFrame, splits: pd.DataFrame, store_root: Path, synthetic=None) -> dict:
+    """Fake raw maps (|gray - 0.5| per pixel, scaled per detector) in MapStores + map_index tables."""
+    rows = splits[splits.role.isin(["brf_train", "test"])].merge(index[["image_id", "path"]], on="image_id")
+    if synthetic is not None and len(synthetic):
+        rows = pd.concat([rows, synthetic[["image_id", "split_seed", "path"]]], ignore_index=True)
+    out = {}
+    for k, detector in enumerate(DETECTORS):
+        store = MapStore(store_root / detector)
+        records = []
+        for r in rows.itertuples():
+            gray = read_image(r.path, size=SIZE).mean(axis=0)
+            amap = (np.abs(gray - 0.5) * (10 + 90 * k)).astype(np.float32)
+            key = f"m{k}/{abs(hash(r.image_id)) % 10**12}"
+            store.write(key, amap)
+            records.append({"image_id": r.image_id, "detector": detector, "split_seed": r.split_seed,
+                            "model_key": f"m{k}", "map_key": key, "max_score": float(amap.max()),
+                            "height": SIZE, "width": SIZE})
+        out[f"{detector}.map_index"] = MemoryDataset(pd.DataFrame(records))
+        out[f"{detector}.map_store"] = MemoryDataset(store, copy_mode="assign")
+    return out
+
+
+def run_features(tiny_demo, tmp_path, benchmark="high_shot", seeds=(0, 1)):
+    params, catalog_conf = project_config()
+    index, _ = build_index("demo", tiny_demo)
+    splits = make_splits(index, SplitConfig(benchmark=benchmark, seeds=tuple(seeds)))
+    datasets = {}
+    for name in ("features", "segment_maps", "segmentation_overlays", "classifier_scores"):
+        conf = dict(catalog_conf[name])
+        for key in ("filepath", "path"):
+            if key in conf:
+                conf[key] = str(tmp_path / conf[key])
+        datasets[name] = conf
+    catalog = DataCatalog.from_config(datasets)
+    catalog["image_index"] = index
+    catalog["splits"] = splits
+    catalog["synthetic_index"] = pd.DataFrame(columns=["image_id", "split_seed", "source_image_id", "category",
+                                                       "defect_type", "label", "role", "path"])
+    segmentation = dict(params["segmentation"], path=str(tiny_demo / "segmentation.png"))
+    for key, value in {"segmentation": segmentation, "image_size": SIZE, "classifier": params["classifier"],
+                       "device": "cpu", "features": params["features"],
+                       "dataset": {"layout": "demo", "root": str(tiny_demo)}}.items():
+        catalog[f"params:{key}"] = value
+    for name, dataset in write_maps(index, splits, tmp_path / "maps").items():
+        catalog[name] = dataset
+    SequentialRunner().run(create_pipeline(DETECTORS), catalog)
+    return catalog, index, splits, params
+
+
+def test_features_pipeline_writes_partitioned_table(tiny_demo, tmp_path):
+    catalog, index, splits, _ = run_features(tiny_demo, tmp_path)
+    root = tmp_path / "data/04_feature/features"
+    parts = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.parquet"))
+    assert parts == [f"dataset=demo/category=demo/detectors=padim+patchcore/split_seed={s}/part-0.parquet"
+                     for s in (0, 1)]
+    table = catalog.load("features")
+    n_segments = catalog.load("segment_maps").n_segments["demo"]
+    assert n_segments == 6
+    expected_rows = splits[splits.role.isin(["brf_train", "test"])]
+    assert len(table) == len(expected_rows)
+    feature_cols = [c for c in table.columns if is_feature_column(c)]
+    assert len(feature_cols) == 4 * 2 * n_segments + 2
+    assert feature_cols[0] == "seg0__patchcore__q995" and feature_cols[-1] == "padim__max"
+    assert table["split_seed"].dtype == "int64" and set(table["role"]) == {"brf_train", "test"}
+    assert table["seg2__padim__mean"].notna().all() and (table["padim__max"] > table["patchcore__max"]).all()
+    overlays = list((tmp_path / "data/08_reporting/segmentation").glob("*.png"))
+    assert len(overlays) == 4
+    assert len(catalog.load("classifier_scores")) == 0  # disabled by default
+
+
+def test_duckdb_reads_the_partitions(tiny_demo, tmp_path):
+    duckdb = pytest.importorskip("duckdb")
+    run_features(tiny_demo, tmp_path, seeds=(0,))
+    glob = str(tmp_path / "data/04_feature/features/**/*.parquet")
+    n, seeds = duckdb.sql(
+        f"select count(*), count(distinct split_seed) from read_parquet('{glob}', hive_partitioning=true) "
+        "where dataset = 'demo' and role = 'test'").fetchall()[0]
+    assert n == 15 and seeds == 1
+
+
+def test_partitioned_dataset_replaces_only_saved_partitions(tmp_path):
+    from segad.datasets.partitioned_parquet_dataset import PartitionedParquetDataset
+
+    ds = PartitionedParquetDataset(str(tmp_path / "f"), partition_cols=["dataset", "split_seed"],
+                                   partition_types={"split_seed": "int64"})
+    ds.save(pd.DataFrame({"dataset": ["demo", "demo", "vad"], "split_seed": [0, 1, 0], "x": [1.0, 2.0, 3.0]}))
+    ds.save(pd.DataFrame({"dataset": ["demo"], "split_seed": [1], "x": [9.0], "seg7__padim__mean": [0.5]}))
+    table = ds.load().sort_values(["dataset", "split_seed"]).reset_index(drop=True)
+    assert table[["dataset", "split_seed", "x"]].values.tolist() == [["demo", 0, 1.0], ["demo", 1, 9.0], ["vad", 0, 3.0]]
+    assert table["split_seed"].dtype == "int64" and table["seg7__padim__mean"].isna().sum() == 2
+    assert not list((tmp_path / "f").rglob("*.tmp"))

@@ -1,0 +1,240 @@
+"""DaskRunner: same outputs as the SequentialRunner on a dask.distributed LocalCluster."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import yaml
+import pandas as pd
+import pytest
+from distributed import Client, LocalCluster
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.pipeline import Pipeline, node
+from kedro.runner import SequentialRunner
+from kedro_datasets.pandas import ParquetDataset
+
+from segad.runner import DaskDataset, DaskRunner
+from tests.conftest import PROJECT_ROOT, TINY_DEMO
+
+#: The chain up to the feature table (the map stage is the one Dask is for).
+FEATURE_CHAIN = ["ingestion", "split", "defects", "anomaly_maps", "features"]
+
+
+def make_table(n_rows: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"image_id": [f"img{i:03d}" for i in range(n_rows)],
+                         "value": rng.normal(size=n_rows)})
+
+
+def square(table: pd.DataFrame) -> pd.DataFrame:
+    return table.assign(value=table["value"] ** 2)
+
+
+def shift(table: pd.DataFrame, offset: float) -> pd.DataFrame:
+    return table.assign(value=table["value"] + offset)
+
+
+def join(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
+    return left.merge(right, on="image_id", suffixes=("_squared", "_shifted"))
+
+
+def explode(table: pd.DataFrame) -> pd.DataFrame:
+    raise RuntimeError(f"node failed on {len(table)} rows")
+
+
+def diamond() -> Pipeline:
+    """make -> (square, shift) in parallel -> join -> a persisted table."""
+    return Pipeline([
+        node(make_table, ["params:n_rows", "params:seed"], "table", name="make"),
+        node(square, "table", "squared", name="square"),
+        node(shift, ["table", "params:offset"], "shifted", name="shift", tags=["gpu"]),
+        node(join, ["squared", "shifted"], "joined", name="join"),
+    ])
+
+
+def catalog_for(out_dir, intermediate) -> DataCatalog:
+    datasets = {name: intermediate(name) for name in ("table", "squared", "shifted")}
+    datasets["joined"] = ParquetDataset(filepath=str(out_dir / "joined.parquet"))
+    catalog = DataCatalog(datasets)
+    for key, value in {"n_rows": 50, "seed": 7, "offset": 1.5}.items():
+        catalog[f"params:{key}"] = MemoryDataset(value)
+    return catalog
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two worker processes: node inputs, catalog and results really cross process borders."""
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None, resources={"GPU": 1}) as cluster:
+        yield cluster
+
+
+def test_dask_runner_matches_sequential_runner(tmp_path, cluster):
+    (tmp_path / "seq").mkdir()
+    (tmp_path / "dask").mkdir()
+    SequentialRunner().run(diamond(), catalog_for(tmp_path / "seq", lambda _: MemoryDataset()))
+    with Client(cluster):
+        DaskRunner(node_resources={"gpu": {"GPU": 1}}).run(
+            diamond(), catalog_for(tmp_path / "dask", DaskDataset))
+    expected = pd.read_parquet(tmp_path / "seq" / "joined.parquet")
+    got = pd.read_parquet(tmp_path / "dask" / "joined.parquet")
+    assert len(got) == 50
+    pd.testing.assert_frame_equal(got, expected)
+
+
+def test_intermediates_are_released_after_their_last_reader(tmp_path, cluster):
+    with Client(cluster) as client:
+        DaskRunner().run(diamond(), catalog_for(tmp_path, DaskDataset))
+        assert client.list_datasets() == ()
+
+
+def test_memory_intermediates_are_refused_before_any_node_runs(tmp_path, cluster):
+    with Client(cluster), pytest.raises(ValueError, match="--env dask") as error:
+        DaskRunner().run(diamond(), catalog_for(tmp_path, lambda _: MemoryDataset()))
+    assert "squared" in str(error.value)
+    assert not (tmp_path / "joined.parquet").exists()
+
+
+def test_node_error_reaches_the_caller(tmp_path, cluster):
+    pipeline = Pipeline([
+        node(make_table, ["params:n_rows", "params:seed"], "table", name="make"),
+        node(explode, "table", "squared", name="explode"),
+    ])
+    with Client(cluster) as client, pytest.raises(RuntimeError, match="node failed on 50 rows"):
+        DaskRunner().run(pipeline, catalog_for(tmp_path, DaskDataset))
+    with Client(cluster) as client:
+        assert "squared" not in client.list_datasets()
+
+
+def test_runner_builds_and_closes_its_own_local_cluster(tmp_path):
+    DaskRunner(cluster_args={"n_workers": 1, "processes": False}).run(
+        diamond(), catalog_for(tmp_path, DaskDataset))
+    assert len(pd.read_parquet(tmp_path / "joined.parquet")) == 50
+
+
+def test_node_resources_follow_tags_and_names():
+    from kedro.pipeline import pipeline
+
+    runner = DaskRunner(node_resources={"gpu": {"GPU": 1}, "join": {"MEMORY": 8e9},
+                                        "make": {"GPU": 0.5, "MEMORY": 1e9}})
+    nodes = {n.name: n for n in pipeline(diamond(), namespace="patchcore").nodes}
+    assert runner._resources(nodes["patchcore.shift"]) == {"GPU": 1.0}  # by tag
+    assert runner._resources(nodes["patchcore.join"]) == {"MEMORY": 8e9}  # by name without namespace
+    assert runner._resources(nodes["patchcore.make"]) == {"GPU": 0.5, "MEMORY": 1e9}
+    assert runner._resources(nodes["patchcore.square"]) is None
+
+
+# ------------------------------------------------------------------ the real segad pipelines
+
+
+def make_project(root: Path, demo: Path) -> Path:
+    """A copy of this project's conf (base + dask) in `root`, tuned to the tiny demo.
+
+    Catalog paths are relative to the project, so every output lands under `root/data`. The same
+    small overrides go to conf/local and conf/dask (`--env dask` replaces local).
+    """
+    (root / "src").mkdir(parents=True)  # bootstrap_project wants it; segad itself is installed
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", root / "pyproject.toml")
+    shutil.copytree(PROJECT_ROOT / "conf" / "base", root / "conf" / "base")
+    shutil.copytree(PROJECT_ROOT / "conf" / "dask", root / "conf" / "dask")
+    base = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_segmentation.yml").read_text())
+    brf = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_brf.yml").read_text())["brf"]
+    overrides = {
+        "dataset": {"layout": "demo", "root": str(demo), "category": None, "on_bad_image": "fail"},
+        "demo": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(TINY_DEMO).items()},
+        "benchmark": "high_shot",
+        "seeds": [0],
+        "image_size": 32,
+        "device": "cpu",
+        "detectors": ["patchcore"],
+        "anomaly_maps": {"patchcore": {
+            "model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"],
+                      "coreset_sampling_ratio": 0.05, "num_neighbors": 3},
+            "weights": "packaged:efficientnet_lite0", "trainer": {"max_epochs": 1}, "batch_size": 16}},
+        "segmentation": {**base["segmentation"], "path": str(demo / "segmentation.png")},
+        "brf": {**brf, "model": {**brf["model"], "n_estimators": 2, "num_parallel_tree": 10, "n_jobs": 1}},
+        "bundle": {"split_seed": None, "category": None, "detectors": None, "max_miss_rate": 0.02,
+                   "oof_folds": 3, "segment_names": None},
+    }
+    for env in ("local", "dask"):
+        (root / "conf" / env).mkdir(exist_ok=True)
+        (root / "conf" / env / "parameters_test.yml").write_text(yaml.safe_dump(overrides))
+    return root
+
+
+def run_project(root: Path, pipelines: list[str], runner, env: str = "local", params: dict | None = None):
+    """`kedro run --pipelines <pipelines> --env <env>` of the project at `root` (cwd = root)."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(root)
+    with KedroSession.create(project_path=root, env=env, runtime_params=params or {}) as session:
+        session.run(pipeline_names=pipelines, runner=runner)
+
+
+def read_features(root: Path) -> pd.DataFrame:
+    table = pd.read_parquet(root / "data" / "04_feature" / "features")
+    return table.sort_values(["split_seed", "image_id"]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def projects(tiny_demo, tmp_path_factory):
+    """The real chain (ingestion .. features, map stage included) run twice on the tiny demo:
+    with the SequentialRunner, and in a Dask worker process with `--env dask`.
+
+    The sequential run uses one torch thread like the Dask worker (OMP_NUM_THREADS=1 there):
+    with another thread count float32 sums run in another order and the maps move by ~1e-7
+    relative, so the feature tables would be equal only to that tolerance, not bit for bit.
+    """
+    import torch
+
+    root = tmp_path_factory.mktemp("projects")
+    sequential, distributed = make_project(root / "seq", tiny_demo), make_project(root / "dask", tiny_demo)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(sequential)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            run_project(sequential, FEATURE_CHAIN, SequentialRunner())
+        finally:
+            torch.set_num_threads(threads)
+        patch.chdir(distributed)
+        run_project(distributed, FEATURE_CHAIN, env="dask", runner=DaskRunner(
+            cluster_args={"n_workers": 1, "threads_per_worker": 2, "processes": True}))
+    return sequential, distributed
+
+
+def test_segad_features_are_identical_under_dask(projects):
+    sequential, distributed = projects
+    expected, got = read_features(sequential), read_features(distributed)
+    assert len(got) > 0 and any(c.startswith("seg") for c in got.columns)
+    assert set(got["role"]) == {"brf_train", "test"}
+    pd.testing.assert_frame_equal(got, expected)
+
+
+def test_a_bundle_trained_under_dask_scores_a_folder(projects, tiny_demo, monkeypatch):
+    """brf + bundle on Dask, then `kedro run --pipelines score --params score.input=<folder>`."""
+    _, project = projects
+    monkeypatch.chdir(project)
+    run_project(project, ["brf", "bundle"], env="dask", runner=DaskRunner(
+        cluster_args={"n_workers": 1, "threads_per_worker": 2, "processes": False}))
+    bundle = project / "data" / "06_models" / "segad_bundle"
+    manifest = yaml.safe_load((bundle / "manifest.json").read_text())  # JSON is YAML
+    assert manifest["detectors"] == ["patchcore"] and manifest["config"]["method"] == "patchcore+segad"
+    assert sorted(p.name for p in bundle.iterdir()) == ["brf.ubj", "detectors", "manifest.json",
+                                                        "segmentation.npy"]
+    report = yaml.safe_load((project / "data" / "08_reporting" / "operating_point.json").read_text())
+    assert report["threshold"] == manifest["operating_point"]["threshold"]
+    assert 0.0 <= report["expected_pass_rate"] <= 1.0
+
+    incoming = tiny_demo / "test"
+    run_project(project, ["score"], SequentialRunner(), params={"score": {"input": str(incoming)}})
+    table = pd.read_parquet(project / "data" / "07_model_output" / "inspection.parquet")
+    assert sorted(table["image"]) == sorted(p.relative_to(incoming).as_posix() for p in incoming.rglob("*.png"))
+    assert (table["status"] == "ok").all()
+    assert set(table["decision"]) <= {"accept", "reject"}
+    overlays = sorted(p.name for p in (project / "data" / "08_reporting" / "inspection_overlays").iterdir())
+    assert overlays == sorted(table.loc[table["decision"] == "reject", "overlay"])
