@@ -56,8 +56,10 @@ def assert_viz_shows(response: dict, expected, detectors: list[str]) -> None:
     wanted = sorted(key(n.name, n.namespace) for n in expected.nodes)
     assert shown == wanted, f"viz tasks differ: missing {sorted(set(wanted) - set(shown))}, extra {sorted(set(shown) - set(wanted))}"
     namespaces = set(response["modular_pipelines"])
-    assert "evaluation" in namespaces
-    assert set(detectors) <= namespaces, sorted(set(detectors) - namespaces)
+    stages = {"ingestion", "split", "defects", "anomaly_maps", "features", "brf", "evaluation", "bundle"}
+    assert stages <= namespaces, sorted(stages - namespaces)
+    per_detector = {f"anomaly_maps.{d}" for d in detectors}
+    assert per_detector <= namespaces, sorted(per_detector - namespaces)
     datasets = {n["name"] for n in response["nodes"] if n["type"] == "data"}
     assert {"scores", "metrics", "report", "evaluation.test_scores"} <= datasets
     assert {f"{d}.map_index" for d in detectors} <= datasets

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from kedro.config import OmegaConfigLoader
-from kedro.pipeline import Pipeline
+from kedro.pipeline import Pipeline, pipeline
 
 # In data-flow order; `segad` is their sum.
 STAGES = ("ingestion", "split", "defects", "anomaly_maps", "features", "brf", "evaluation", "bundle")
@@ -38,7 +38,19 @@ def _stage(name: str, detectors: list[str]) -> Pipeline | None:
         if error.name == f"segad.pipelines.{name}":
             return None
         raise
-    return module.create_pipeline(detectors=detectors)
+    return _grouped(name, module.create_pipeline(detectors=detectors))
+
+
+def _grouped(name: str, stage: Pipeline) -> Pipeline:
+    """Put a stage's nodes under the namespace `name` (kedro-viz draws it as one group) while
+    every dataset and parameter keeps its catalog name. Stages already namespaced as a whole
+    (evaluation) are left as they are."""
+    if all(node.namespace and node.namespace.split(".")[0] == name for node in stage.nodes):
+        return stage
+    free = stage.inputs()
+    parameters = {d for d in free if d.startswith("params:") or d == "parameters"}
+    return pipeline(stage, namespace=name, inputs=free - parameters,
+                    outputs=stage.all_outputs(), parameters=parameters)
 
 
 def register_pipelines() -> dict[str, Pipeline]:
