@@ -43,14 +43,15 @@ def make_anomaly_maps(
         map_store,
         detector_store,
     )
+    rate = f" ({stats.images_per_second():.1f} img/s)" if stats.maps_computed else ""
     logger.info(
-        "%s: %d models fitted (%.1f s), %d reused; %d maps computed (%.1f img/s), %d from cache",
+        "%s: %d models fitted (%.1f s), %d reused; %d maps computed%s, %d from cache",
         detector_name,
         stats.models_fitted,
         stats.fit_seconds,
         stats.models_reused,
         stats.maps_computed,
-        stats.images_per_second(),
+        rate,
         stats.maps_cached,
     )
     return map_index
