@@ -2,15 +2,13 @@
 
 from kedro.pipeline import Pipeline, node
 
+from segad.pipelines import detector_inputs
+
 from segad.pipelines.bundle.nodes import build_bundle
 
 
 def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
-    detectors = list(detectors or [])
-    handles = {}
-    for detector in detectors:
-        handles[f"{detector}__map_index"] = f"{detector}.map_index"
-        handles[f"{detector}__detector_store"] = f"{detector}.detector_store"
+    handles = detector_inputs(detectors, "map_index", "detector_store")
     return Pipeline([
         node(build_bundle,
              {"features": "features", "image_index": "image_index", "splits": "splits",

@@ -7,6 +7,8 @@ All nodes live in the ``evaluation`` namespace; the shared datasets (``scores``,
 
 from kedro.pipeline import Pipeline, node
 
+from segad.pipelines import detector_inputs
+
 from segad.pipelines.evaluation.nodes import (
     compute_metrics,
     label_test_scores,
@@ -19,11 +21,7 @@ from segad.pipelines.evaluation.nodes import (
 
 
 def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
-    detectors = list(detectors or [])
-    maps = {}
-    for detector in detectors:
-        maps[f"{detector}__map_index"] = f"{detector}.map_index"
-        maps[f"{detector}__map_store"] = f"{detector}.map_store"
+    maps = detector_inputs(detectors, "map_index", "map_store")
     nodes = Pipeline([
         node(label_test_scores, ["scores", "image_index", "splits"], "test_scores", name="label_test_scores"),
         node(compute_metrics, ["test_scores", "params:benchmark"], "metrics", name="compute_metrics"),

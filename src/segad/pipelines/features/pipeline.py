@@ -2,6 +2,8 @@
 
 from kedro.pipeline import Pipeline, node
 
+from segad.pipelines import detector_inputs
+
 from segad.pipelines.features.nodes import (
     build_segmentation,
     compute_features,
@@ -11,11 +13,7 @@ from segad.pipelines.features.nodes import (
 
 
 def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
-    detectors = list(detectors or [])
-    maps = {}
-    for detector in detectors:
-        maps[f"{detector}__map_index"] = f"{detector}.map_index"
-        maps[f"{detector}__map_store"] = f"{detector}.map_store"
+    maps = detector_inputs(detectors, "map_index", "map_store")
     return Pipeline([
         node(build_segmentation, ["image_index", "params:segmentation", "params:image_size"],
              "segment_maps", name="build_segmentation"),
