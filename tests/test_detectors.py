@@ -181,7 +181,7 @@ def _tables(root, test_seed=10):
     train = _write_images(root / "train", 6, 0)
     test = _write_images(root / f"test{test_seed}", 3, test_seed, bright=True)
     rows = [(f"train/{i}", p, 0) for i, p in enumerate(train)] + [(f"test/{i}", p, 1) for i, p in enumerate(test)]
-    index = pd.DataFrame(rows, columns=["image_id", "path", "label"])
+    index = pd.DataFrame(rows, columns=["image_id", "path", "label"]).assign(category="part")
     split = []
     for seed in (0, 1):
         for i in range(6):
@@ -235,6 +235,25 @@ def test_another_seed_split_gets_its_own_model(tmp_path, images):
     assert map_index["model_key"].nunique() == 2
 
 
+def test_each_category_gets_its_own_detector(tmp_path, images):
+    """One-class detectors model one product: a category's maps come from a detector fitted on that
+    category's detector_train goods only, never on several categories mixed."""
+    index, splits = _tables(tmp_path)
+    other_train = _write_images(tmp_path / "other", 6, 42)
+    other = index.assign(image_id="other/" + index["image_id"], category="other")
+    other.loc[other["image_id"].str.startswith("other/train/"), "path"] = other_train
+    index = pd.concat([index, other], ignore_index=True)
+    splits = pd.concat([splits, splits.assign(image_id="other/" + splits["image_id"])], ignore_index=True)
+    map_index, stats = _run(tmp_path, index, splits, images)
+    assert stats.models_fitted == 2
+    per_category = map_index.assign(category=map_index["image_id"].str.startswith("other/")).groupby("category")
+    keys = per_category["model_key"].unique()
+    assert all(len(k) == 1 for k in keys) and keys.iloc[0][0] != keys.iloc[1][0]
+    no_train = splits[~(splits["image_id"].str.startswith("other/") & (splits["role"] == "detector_train"))]
+    with pytest.raises(ValueError, match="category 'other' has no detector_train image"):
+        _run(tmp_path / "again", index, no_train, images)
+
+
 def test_test_images_cannot_influence_the_fitted_detector(tmp_path, images):
     index_a, splits = _tables(tmp_path / "a", test_seed=10)
     index_b, _ = _tables(tmp_path / "b", test_seed=99)  # other test images, same training images
@@ -265,7 +284,8 @@ def test_synthetic_images_get_maps_under_their_seed(tmp_path, images):
     index, splits = _tables(tmp_path)
     synthetic_paths = _write_images(tmp_path / "synthetic", 2, 7, bright=True)
     synthetic = pd.DataFrame(
-        {"image_id": ["synthetic/0/a__0.png", "synthetic/1/b__0.png"], "split_seed": [0, 1], "path": synthetic_paths}
+        {"image_id": ["synthetic/0/a__0.png", "synthetic/1/b__0.png"], "split_seed": [0, 1], "path": synthetic_paths,
+         "category": "part"}
     )
     map_index, _ = _run(tmp_path, index, splits, images, synthetic)
     rows = map_index[map_index["image_id"].str.startswith("synthetic/")]

@@ -715,26 +715,33 @@ def plan_models(
     config: DetectorConfig,
     image_size: int,
     hashes: dict[str, str],
-) -> dict[int, tuple[str, list[str]]]:
-    """``{split_seed: (model_key, detector_train image paths)}``; seeds with equal sets share a key.
+) -> dict[tuple[str, int], tuple[str, list[str]]]:
+    """``{(category, split_seed): (model_key, detector_train image paths)}``.
 
-    Raises ValueError when a detector_train image is not good (label != 0) or not in the index.
+    One-class detectors are fitted per category (a product), never on several categories mixed;
+    seeds whose detector_train sets are equal share a key. Raises ValueError when a
+    detector_train image is not good (label != 0) or not in the index, or when a category has no
+    detector_train image for a seed.
     """
-    paths = image_index.set_index("image_id")["path"]
-    labels = image_index.set_index("image_id")["label"]
-    plan: dict[int, tuple[str, list[str]]] = {}
+    indexed = image_index.set_index("image_id")
+    paths, labels, categories = indexed["path"], indexed["label"], indexed["category"]
+    plan: dict[tuple[str, int], tuple[str, list[str]]] = {}
     train = splits[splits["role"] == "detector_train"]
+    missing = sorted(set(train["image_id"]) - set(paths.index))
+    if missing:
+        raise ValueError(f"splits: detector_train images not in image_index: {missing[:5]}")
+    train = train.assign(category=train["image_id"].map(categories))
     for seed in sorted(splits["split_seed"].unique()):
-        ids = sorted(train.loc[train["split_seed"] == seed, "image_id"])
-        missing = [i for i in ids if i not in paths.index]
-        if missing:
-            raise ValueError(f"splits: detector_train images not in image_index: {missing[:5]}")
-        bad = [i for i in ids if int(labels[i]) != 0]
-        if bad:
-            raise ValueError(f"splits: detector_train holds bad images for split_seed {seed}: {bad[:5]}")
-        train_paths = [str(paths[i]) for i in ids]
-        key = model_key(config, image_size, [hashes[p] for p in train_paths])
-        plan[int(seed)] = (key, train_paths)
+        for category in sorted(categories.unique()):
+            ids = sorted(train.loc[(train["split_seed"] == seed) & (train["category"] == category), "image_id"])
+            if not ids:
+                raise ValueError(f"splits: category {category!r} has no detector_train image for split_seed {seed}")
+            bad = [i for i in ids if int(labels[i]) != 0]
+            if bad:
+                raise ValueError(f"splits: detector_train holds bad images for split_seed {seed}: {bad[:5]}")
+            train_paths = [str(paths[i]) for i in ids]
+            key = model_key(config, image_size, [hashes[p] for p in train_paths])
+            plan[(str(category), int(seed))] = (key, train_paths)
     return plan
 
 
@@ -767,7 +774,7 @@ def compute_anomaly_maps(
     if config.name == "efficient_ad" and image_size < 256:
         raise DetectorConfigError(f"efficient_ad needs image_size >= 256 (its autoencoder), got {image_size}")
     for name, table, columns in (
-        ("image_index", image_index, ("image_id", "path", "label")),
+        ("image_index", image_index, ("image_id", "path", "label", "category")),
         ("splits", splits, ("image_id", "split_seed", "role")),
     ):
         absent = [c for c in columns if c not in table.columns]
@@ -775,7 +782,7 @@ def compute_anomaly_maps(
             raise ValueError(f"{name}: missing columns {absent}")
     synthetic = synthetic_index if synthetic_index is not None else pd.DataFrame()
     if len(synthetic):
-        absent = [c for c in ("image_id", "split_seed", "path") if c not in synthetic.columns]
+        absent = [c for c in ("image_id", "split_seed", "path", "category") if c not in synthetic.columns]
         if absent:
             raise ValueError(f"synthetic_index: missing columns {absent}")
 
@@ -785,18 +792,21 @@ def compute_anomaly_maps(
     if unknown:
         raise ValueError(f"splits: images not in image_index: {unknown[:5]}")
     needed["path"] = needed["image_id"].map(paths)
+    needed["category"] = needed["image_id"].map(image_index.set_index("image_id")["category"])
     if len(synthetic):
-        needed = pd.concat([needed, synthetic[["image_id", "split_seed", "path"]].astype({"path": str})])
+        needed = pd.concat([needed, synthetic[["image_id", "split_seed", "path", "category"]].astype({"path": str})])
     needed["split_seed"] = needed["split_seed"].astype("int64")
+    needed["category"] = needed["category"].astype(str)
 
     train_ids = splits.loc[splits["role"] == "detector_train", "image_id"]
     all_paths = sorted(set(needed["path"]) | set(paths[paths.index.isin(train_ids)]))
     hashes = {p: content_hash(p) for p in _progress(all_paths, progress, f"{config.name}: hashing images")}
     plan = plan_models(image_index, splits, config, image_size, hashes)
-    missing_seeds = sorted(set(needed["split_seed"]) - set(plan))
-    if missing_seeds:
-        raise ValueError(f"synthetic_index: split_seed {missing_seeds} not in splits")
-    needed["model_key"] = needed["split_seed"].map(lambda s: plan[int(s)][0])
+    wanted = set(zip(needed["category"], needed["split_seed"]))
+    unplanned = sorted(wanted - set(plan))
+    if unplanned:
+        raise ValueError(f"synthetic_index: (category, split_seed) {unplanned[:5]} not in splits / image_index")
+    needed["model_key"] = [plan[(c, int(s))][0] for c, s in zip(needed["category"], needed["split_seed"])]
     needed["map_key"] = needed["model_key"] + "/" + needed["path"].map(hashes)
 
     stats = MapRunStats()
