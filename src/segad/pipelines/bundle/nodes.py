@@ -82,11 +82,14 @@ def build_bundle(
                          "new images have no per-image map, so production scoring needs a static, elpv, "
                          "auto or single segmentation")
     detector_dirs = {}
+    in_category = image_index.loc[image_index["category"] == category, "image_id"]
     for name in members:
         index = detector_handles[f"{name}__map_index"]
-        model_keys = sorted(index.loc[index["split_seed"] == seed, "model_key"].unique())
+        rows = index[(index["split_seed"] == seed) & index["image_id"].isin(in_category)]
+        model_keys = sorted(rows["model_key"].unique())
         if len(model_keys) != 1:
-            raise ValueError(f"{name}.map_index has model keys {model_keys} for split_seed {seed}, expected one")
+            raise ValueError(f"{name}.map_index has model keys {model_keys} for split_seed {seed} and "
+                             f"category {category}, expected one")
         detector_dirs[name] = Path(detector_handles[f"{name}__detector_store"]) / model_keys[0]
 
     in_training = splits[(splits["split_seed"] == seed) & splits["role"].isin(TRAINING_ROLES)]["image_id"]
