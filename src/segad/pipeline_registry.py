@@ -11,7 +11,7 @@ import importlib
 import os
 from pathlib import Path
 
-from kedro.config import OmegaConfigLoader
+import yaml
 from kedro.pipeline import Pipeline, pipeline
 
 # In data-flow order; `segad` is their sum.
@@ -21,13 +21,22 @@ EXTRA = ("score",)
 
 
 def configured_detectors(conf_source: str | Path | None = None, env: str | None = None) -> list[str]:
-    """Detector names from the `detectors` parameter of the active configuration environment."""
+    """Detector names from the `detectors` parameter: conf/base, overridden by the run environment.
+
+    The run environment is `KEDRO_ENV` (default `local`); `kedro run --env X` does not reach the
+    registry, so set `KEDRO_ENV=X` when X changes the detector list. Read as plain YAML on purpose:
+    building another OmegaConfigLoader here would re-register OmegaConf's process-wide `globals`
+    resolver and hide the session's environment-specific globals (e.g. conf/elpv/globals.yml).
+    """
     conf_source = Path(conf_source or Path.cwd() / "conf")
     env = env or os.environ.get("KEDRO_ENV") or "local"
-    loader = OmegaConfigLoader(str(conf_source), base_env="base", default_run_env="local", env=env)
-    detectors = loader["parameters"].get("detectors", [])
-    if isinstance(detectors, dict):
-        detectors = list(detectors)
+    detectors: list[str] = []
+    for folder in (conf_source / "base", conf_source / env):
+        for path in sorted(folder.glob("**/parameters*.yml")) + sorted(folder.glob("**/parameters*.yaml")):
+            values = yaml.safe_load(path.read_text()) or {}
+            if isinstance(values, dict) and "detectors" in values:
+                found = values["detectors"]
+                detectors = list(found) if isinstance(found, (list, dict)) else [found]
     return [str(name) for name in detectors]
 
 
