@@ -59,7 +59,8 @@ def test_pipeline_runs_and_reads_writes_through_catalog_handles(tmp_path):
         path.parent.mkdir(exist_ok=True)
         Image.fromarray(rng.integers(90, 110, (32, 32, 3)).astype(np.uint8)).save(path)
         paths.append(str(path))
-    index = pd.DataFrame({"image_id": [f"i{i}" for i in range(5)], "path": paths, "label": [0, 0, 0, 0, 1]})
+    index = pd.DataFrame({"image_id": [f"i{i}" for i in range(5)], "path": paths, "label": [0, 0, 0, 0, 1],
+                          "category": "part"})
     splits = pd.DataFrame(
         {"image_id": index["image_id"], "split_seed": 0,
          "role": ["detector_train", "detector_train", "detector_train", "brf_train", "test"]}
