@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from segad.params import known_params
 
 SEGAD_SUFFIX = "segad"
 _FEATURE_COLUMN = re.compile(r"^(seg\d+__[a-z0-9_]+__(q995|skew|kurtosis|mean)|[a-z0-9_]+__max|classifier__score)$")
@@ -55,10 +56,7 @@ class BRFConfig:
 
     @classmethod
     def from_params(cls, params: Mapping | None) -> BRFConfig:
-        params = dict(params or {})
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown brf parameters {sorted(unknown)}")
+        params = known_params(cls, params, "brf")
         return cls(**params)
 
 

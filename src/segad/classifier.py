@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from segad.params import known_params
 
 SCORE_COLUMNS = ("image_id", "split_seed", "score")
 TRAIN_ROLES = ("detector_train", "brf_train")
@@ -51,10 +52,7 @@ class ClassifierConfig:
 
     @classmethod
     def from_params(cls, params: Mapping | None) -> ClassifierConfig:
-        params = dict(params or {})
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown classifier parameters {sorted(unknown)}")
+        params = known_params(cls, params, "classifier")
         config = cls(**params)
         if not 0.0 < config.train_share <= 1.0:
             raise ValueError(f"classifier.train_share must be in (0, 1], got {config.train_share}")

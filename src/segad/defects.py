@@ -34,6 +34,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 
 from segad.images import read_image
+from segad.params import known_params
 
 KINDS = {"blur": "synthetic_blur", "rectangle": "synthetic_rectangle"}
 SYNTHETIC_COLUMNS = ("image_id", "split_seed", "source_image_id", "category", "defect_type", "label", "role", "path")
@@ -71,10 +72,7 @@ class DefectConfig:
 
     @classmethod
     def from_params(cls, params: Mapping | None) -> DefectConfig:
-        params = dict(params or {})
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown defects parameters {sorted(unknown)}")
+        params = known_params(cls, params, "defects")
         for key in ("kinds", "blur_sigma", "rect_length", "rect_thickness", "part_size"):
             if key in params:
                 params[key] = tuple(params[key])

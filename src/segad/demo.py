@@ -30,6 +30,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
 
+from segad.params import known_params
+
 # Segment labels of the static map, in the style of VAD's 7-segment map.
 SEGMENTS = {0: "background", 1: "disk_ring", 2: "ceramic_centre", 3: "solder_dots", 4: "wires", 5: "pins"}
 LOGICAL_DEFECTS = ("missing_wire", "wire_off_dot", "bent_wire", "misplaced_solder")
@@ -58,10 +60,7 @@ class DemoConfig:
         for key in ("seen_defects", "unseen_defects"):
             if key in params:
                 params[key] = tuple(params[key])
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown demo parameters {sorted(unknown)}")
-        config = cls(**params)
+        config = cls(**known_params(cls, params, "demo"))
         bad = set(config.seen_defects + config.unseen_defects) - set(LOGICAL_DEFECTS + STRUCTURAL_DEFECTS)
         if bad:
             raise ValueError(f"unknown demo defect types {sorted(bad)}")

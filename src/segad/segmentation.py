@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from segad.params import known_params
 
 METHODS = ("static", "per_image", "elpv", "auto", "single")
 ELPV_SEGMENTS = {0: "interior", 1: "busbars", 2: "border", 3: "corners"}
@@ -64,10 +65,7 @@ class SegmentationConfig:
 
     @classmethod
     def from_params(cls, params: Mapping | None) -> SegmentationConfig:
-        params = dict(params or {})
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown segmentation parameters {sorted(unknown)}")
+        params = known_params(cls, params, "segmentation")
         config = cls(**params)
         if config.method not in METHODS:
             raise ValueError(f"segmentation.method must be one of {METHODS}, got {config.method!r}")
