@@ -306,3 +306,19 @@ def test_fit_is_deterministic_whatever_the_global_random_state(images, tmp_path)
     assert torch.equal(fitted[0].model.idx, fitted[1].model.idx)
     probe = np.stack([read_image(p, SIZE) for p in images["probe"]])
     np.testing.assert_allclose(predict_maps(fitted[0], probe), predict_maps(fitted[1], probe), rtol=1e-5)
+
+
+def test_model_key_changes_with_the_libraries_that_compute_maps(monkeypatch):
+    import segad.detectors as detectors
+
+    config = DetectorConfig.from_dict("padim", {"model": {"backbone": "resnet18"}, "pretrained": False})
+    key = detectors.model_key(config, 64, ["a", "b"])
+    assert detectors.model_key(config, 64, ["b", "a"]) == key  # order of the training set is irrelevant
+    installed = detectors.library_versions()
+    assert set(installed) == set(detectors.MAP_LIBRARIES) and installed["torch"] == torch.__version__.split("+")[0]
+    for name in detectors.MAP_LIBRARIES:
+        monkeypatch.setattr(detectors, "library_versions", lambda name=name: {**installed, name: "0.0.1"})
+        assert detectors.model_key(config, 64, ["a", "b"]) != key, name
+    monkeypatch.setattr(detectors, "library_versions", lambda: installed)
+    monkeypatch.setattr(detectors, "FORMAT_VERSION", detectors.FORMAT_VERSION + 1)
+    assert detectors.model_key(config, 64, ["a", "b"]) != key

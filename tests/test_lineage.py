@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from kedro.config import OmegaConfigLoader
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,3 +88,13 @@ def test_elpv_environment_is_a_valid_run(monkeypatch):
     pipeline = _segad_pipeline(monkeypatch, env="elpv")
     assert any(n.name == "evaluation.compute_metrics" for n in pipeline.nodes)
     assert {"patchcore.map_index", "padim.map_index"} <= pipeline.all_outputs()
+
+
+@pytest.mark.parametrize("env", ["local", "elpv"])
+def test_synthetic_images_folder_is_one_setting_under_the_data_root(env):
+    loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="local", env=env)
+    data_root = loader["globals"]["data_root"]
+    folder = loader["catalog"]["synthetic_images"]["path"]
+    assert loader["parameters"]["defects"]["output_dir"] == folder
+    assert folder.startswith(f"{data_root}/")
+    assert loader["catalog"]["synthetic_index"]["filepath"].startswith(f"{data_root}/")

@@ -55,8 +55,8 @@ class DefectConfig:
         max_sources: cap on source images per seed and category (None = all), the first ones
             in a seeded shuffle.
         seed: base seed, combined with the split seed.
-        output_dir: folder of the written images; must equal the path of the catalog entry
-            `synthetic_images` (conf/base/catalog_defects.yml).
+        output_dir: folder of the written images, the path of the catalog entry
+            `synthetic_images` (both read `synthetic_dir` from conf/<env>/globals.yml).
     """
 
     per_image: int = 1

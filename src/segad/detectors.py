@@ -70,7 +70,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # bump when saved detectors or maps change meaning (it is part of model_key)
+#: Bump when segad's own code changes what a saved detector or a map means (part of model_key).
+#: 2: model_key also holds the versions of the libraries that compute the maps.
+FORMAT_VERSION = 2
+#: Libraries whose exact installed version is part of model_key: a new release may fit or
+#: score differently, so its maps are not reused.
+MAP_LIBRARIES = ("anomalib", "torch", "torchvision", "timm")
 
 
 @dataclass(frozen=True)
@@ -235,10 +240,25 @@ def content_hash(path: str | Path) -> str:
     return file_sha256(path)[:32]
 
 
+def library_versions() -> dict[str, str]:
+    """Installed versions of `MAP_LIBRARIES` (distribution metadata; 'missing' when absent)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in MAP_LIBRARIES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "missing"
+    return versions
+
+
 def model_key(config: DetectorConfig, image_size: int, train_hashes: Sequence[str]) -> str:
-    """16-hex hash of the detector's identity, image size and its training set (content hashes)."""
+    """16-hex hash of the detector's identity, image size, training set (content hashes), segad's
+    `FORMAT_VERSION` and the `library_versions` that compute the maps."""
     payload = {
         "format": FORMAT_VERSION,
+        "libraries": library_versions(),
         "config": config.identity(),
         "image_size": int(image_size),
         "train": sorted(train_hashes),
