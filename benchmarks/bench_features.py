@@ -4,15 +4,18 @@ Compares, on the same maps:
 - reference: the straightforward loop of the SegAD reference code, one image at a time:
   boolean mask per segment, numpy.quantile, scipy.stats.skew / kurtosis, mean;
 - segad.features: `segment_statistics` (the compiled kernel of segad.segment_kernels) on batches
-  of maps with the static label map;
+  of maps with the static label map, on one thread and on every CPU (`--threads`);
 - per-image labels: the general (N, H, W) label path;
 - torch: `segment_statistics_torch` on CPU tensors, and on CUDA when available;
 and reports features/s (one feature vector = all segments x 4 statistics of one map), the ratio
 to the reference, and the peak traced memory (tracemalloc) of streaming N maps from a real
 `MapStore` in batches, for growing N (should stay flat).
 
-Maps: float32 gamma noise with a few bright blobs at 256 x 256; labels: the demo's 6-segment
-static map (`segad.demo.segmentation_map`).
+Maps: float32 gamma noise with a few bright blobs at 256 x 256 (independent pixel noise: the
+hardest case for the candidate search, whose candidates are then spread over every row); labels:
+the demo's 6-segment static map (`segad.demo.segmentation_map`). With ``--map-store FOLDER``
+(repeatable, e.g. data/03_primary/patchcore/maps after `make run`) the reference loop and the
+static path are also timed on up to ``--maps`` real stored maps of that size.
 
 With ``--compare-segmentations`` it instead measures, on the project's own run (image_index,
 splits and anomaly maps under data/, e.g. the demo), the test AUROC (mean +- std over seeds) of
@@ -21,6 +24,8 @@ single segment, for every detector alone and all together.
 
 Usage:
     .venv/bin/python benchmarks/bench_features.py                   # defaults below
+    .venv/bin/python benchmarks/bench_features.py --map-store data/03_primary/patchcore/maps \
+        --map-store data/03_primary/padim/maps                      # + the demo run's real maps
     .venv/bin/python benchmarks/bench_features.py --ref-maps 32 --maps 512 --stream 256 1024
     .venv/bin/python benchmarks/bench_features.py --compare-segmentations --auto-segments 4 6
 """
@@ -37,6 +42,7 @@ import numpy as np
 from segad.demo import segmentation_map
 from segad.features import (
     SegmentLayout,
+    default_threads,
     reference_segment_statistics,
     segment_statistics,
     segment_statistics_torch,
@@ -53,6 +59,18 @@ def make_maps(n: int, size: int, seed: int = 0) -> np.ndarray:
             cy, cx, r = rng.integers(0, size, 2).tolist() + [rng.uniform(3, 12)]
             maps[i] += (8.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))).astype(np.float32)
     return maps
+
+
+def read_store(folder: str, n: int, shape: tuple[int, int]) -> np.ndarray | None:
+    """Up to `n` stored maps of `shape` from a MapStore folder, float32 (N, H, W)."""
+    from pathlib import Path
+
+    from segad.map_store import MapStore
+
+    store = MapStore(folder)
+    keys = sorted(str(p.relative_to(folder))[: -len(".npz")] for p in Path(folder).rglob("*.npz"))
+    maps = [m for m in (store.read(k) for k in keys[: 4 * n]) if m.shape == shape][:n]
+    return np.stack(maps) if maps else None
 
 
 def timed(fn, repeat: int = 1) -> float:
@@ -73,6 +91,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--stream", type=int, nargs="*", default=[128, 512], help="N for the memory test")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, nargs="*", default=None,
+                        help="thread counts for the static path (default: 1 and every CPU)")
+    parser.add_argument("--map-store", action="append", default=[], help="folder of stored .npz maps")
     parser.add_argument("--compare-segmentations", action="store_true")
     parser.add_argument("--auto-segments", type=int, nargs="*", default=[4, 6])
     args = parser.parse_args()
@@ -88,29 +109,35 @@ def main() -> None:
           f"{layout.counts.tolist()}), batch {args.batch_size}")
 
     ref_maps = maps[: args.ref_maps]
-    t_ref = timed(lambda: [reference_segment_statistics(m, labels, n_segments) for m in ref_maps], 1)
+    t_ref = timed(lambda: [reference_segment_statistics(m, labels, n_segments) for m in ref_maps], args.repeat)
     rate_ref = len(ref_maps) / t_ref
 
     vec_maps = maps[: args.maps]
 
-    def vectorised():
-        for s in range(0, len(vec_maps), args.batch_size):
-            segment_statistics(vec_maps[s : s + args.batch_size], layout)
+    threads = args.threads or sorted({1, default_threads()})
 
-    rate_vec = len(vec_maps) / timed(vectorised, args.repeat)
+    def vectorised(maps_, n_threads):
+        def run():
+            for s in range(0, len(maps_), args.batch_size):
+                segment_statistics(maps_[s : s + args.batch_size], layout, threads=n_threads)
+        return run
+
+    rates_vec = {t: len(vec_maps) / timed(vectorised(vec_maps, t), args.repeat) for t in threads}
 
     per_image = np.broadcast_to(labels, (args.batch_size, *labels.shape)).copy()
 
-    def per_image_path():
-        for s in range(0, len(vec_maps), args.batch_size):
-            batch = vec_maps[s : s + args.batch_size]
-            segment_statistics(batch, per_image[: len(batch)], n_segments)
+    def per_image_path(n_threads):
+        def run():
+            for s in range(0, len(vec_maps), args.batch_size):
+                batch = vec_maps[s : s + args.batch_size]
+                segment_statistics(batch, per_image[: len(batch)], n_segments, threads=n_threads)
+        return run
 
-    rate_per_image = len(vec_maps) / timed(per_image_path, 1)
+    rates_per_image = {t: len(vec_maps) / timed(per_image_path(t), args.repeat) for t in threads}
 
-    rows = [("reference loop (numpy/scipy, 1 image at a time)", rate_ref),
-            ("segad.features, static labels", rate_vec),
-            ("segad.features, per-image labels", rate_per_image)]
+    rows = [("reference loop (numpy/scipy, 1 image at a time)", rate_ref)]
+    rows += [(f"segad.features, static labels, {t} thread{'s' * (t > 1)}", rate) for t, rate in rates_vec.items()]
+    rows += [(f"segad.features, per-image labels, {t} thread{'s' * (t > 1)}", rate) for t, rate in rates_per_image.items()]
 
     try:
         import torch
@@ -148,6 +175,19 @@ def main() -> None:
     print(f"{'path':52s} {'maps/s':>10s} {'x reference':>12s}")
     for name, rate in rows:
         print(f"{name:52s} {rate:10.1f} {rate / rate_ref:12.1f}")
+
+    for folder in args.map_store:
+        real = read_store(folder, max(args.maps, args.ref_maps), labels.shape)
+        if real is None:
+            print(f"\n{folder}: no stored {labels.shape} maps")
+            continue
+        t_ref = timed(lambda: [reference_segment_statistics(m, labels, n_segments) for m in real[: args.ref_maps]], args.repeat)
+        ref_rate = min(len(real), args.ref_maps) / t_ref
+        print(f"\n{len(real)} stored maps of {folder}")
+        print(f"  {'reference loop':50s} {ref_rate:10.1f} {1.0:12.1f}")
+        for t in threads:
+            rate = len(real) / timed(vectorised(real, t), args.repeat)
+            print(f"  {f'static labels, {t} thread' + 's' * (t > 1):50s} {rate:10.1f} {rate / ref_rate:12.1f}")
 
     if args.stream:
         print(f"\nstreaming from a MapStore (batch {args.batch_size}): peak traced memory")

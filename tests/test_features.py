@@ -110,6 +110,36 @@ def test_non_finite_maps_are_named():
         stream_statistics(["k0", "k1", "k2"], lambda key: maps[int(key[1])], labels, n, batch_size=2)
 
 
+@pytest.mark.parametrize("per_image", [False, True])
+def test_threads_give_identical_statistics_and_name_the_bad_map(per_image):
+    maps, labels, n = _maps_and_labels(n=7, seed=9)
+    lab = np.stack([np.roll(labels, i, axis=0) for i in range(len(maps))]) if per_image else labels
+    one = segment_statistics(maps, lab, n)
+    for threads in (2, 3, 16):  # 16 > maps: one map per chunk
+        np.testing.assert_array_equal(segment_statistics(maps, lab, n, threads=threads), one)
+    _assert_equal_stats(one, _expected(maps, lab, n))
+    maps[5, 0, 0] = np.inf  # in the last chunk of three
+    names = [f"m{i}" for i in range(len(maps))]
+    with pytest.raises(ValueError, match="'m5' contains NaN or infinite"):
+        segment_statistics(maps, lab, n, names=names, threads=3)
+    if per_image:
+        lab = lab.copy()
+        lab[4, 0, 0] = n  # a label out of range in the second chunk
+        with pytest.raises(ValueError, match=f"must lie in \\[0, {n}\\).*'m4'"):
+            segment_statistics(maps, lab, n, names=names, threads=3)
+
+
+def test_feature_config_checks_its_keys_and_values():
+    from segad.features import FeatureConfig, default_threads
+
+    assert FeatureConfig.from_params({"batch_size": 8}).kernel_threads == default_threads() >= 1
+    assert FeatureConfig.from_params({"threads": 2}).kernel_threads == 2
+    with pytest.raises(ValueError, match="unknown features parameters \\['thread'\\]"):
+        FeatureConfig.from_params({"thread": 2})
+    with pytest.raises(ValueError, match=">= 1"):
+        FeatureConfig.from_params({"threads": 0})
+
+
 def test_float64_maps_and_prepared_layout_agree():
     maps, labels, n = _maps_and_labels(seed=3)
     layout = SegmentLayout.from_labels(labels, n)

@@ -39,14 +39,43 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
+from segad.params import known_params
+
 STATS: tuple[str, ...] = ("q995", "skew", "kurtosis", "mean")
 QUANTILE: float = 0.995
 CLASSIFIER_COLUMN = "classifier__score"
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Settings of the features stage (conf/base/parameters_features.yml, `features`).
+
+    Attributes:
+        batch_size: maps held in memory at once per detector (peak memory is flat in N).
+        threads: threads of the statistics kernel; None = every CPU this process may use.
+    """
+
+    batch_size: int = 64
+    threads: int | None = None
+
+    @classmethod
+    def from_params(cls, params: Mapping | None) -> FeatureConfig:
+        config = cls(**known_params(cls, params, "features"))
+        if config.batch_size < 1 or (config.threads is not None and config.threads < 1):
+            raise ValueError(f"features.batch_size and features.threads must be >= 1, got {config}")
+        return config
+
+    @property
+    def kernel_threads(self) -> int:
+        return default_threads() if self.threads is None else int(self.threads)
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,6 +176,7 @@ def segment_statistics(
     labels: np.ndarray | SegmentLayout,
     n_segments: int | None = None,
     names: Sequence[str] | None = None,
+    threads: int = 1,
 ) -> np.ndarray:
     """q995, skew, kurtosis, mean of every segment of every map: float64 (N, L, 4).
 
@@ -156,11 +186,11 @@ def segment_statistics(
             `SegmentLayout`), or (N, H, W) one label map per image.
         n_segments: L; required unless `labels` is a `SegmentLayout`.
         names: optional name of each map (e.g. its map_key), used in error messages.
+        threads: the batch is cut into this many chunks of consecutive maps, summarised at once on
+            as many threads (the compiled kernel releases the GIL); the result does not depend on it.
     Raises:
         ValueError: on a shape or label mismatch, or a map holding NaN or infinity (named).
     """
-    from segad.segment_kernels import segment_statistics_kernel
-
     maps = np.asarray(maps)
     if maps.ndim != 3:
         raise ValueError(f"maps must be (N, H, W), got shape {maps.shape}")
@@ -190,9 +220,7 @@ def segment_statistics(
     out = np.empty((n, n_segments, 4), dtype=np.float64)
     if n == 0:
         return out
-    first_bad, bad_labels = segment_statistics_kernel(
-        flat, flat_labels, label_of_map, float(np.finfo(stored).eps), out
-    )
+    first_bad, bad_labels = _run_kernel(flat, flat_labels, label_of_map, float(np.finfo(stored).eps), out, threads)
     if bad_labels >= 0:
         wrong = flat_labels[label_of_map[bad_labels]]
         raise ValueError(
@@ -203,6 +231,42 @@ def segment_statistics(
         name = repr(names[first_bad]) if names is not None else f"number {first_bad} of the batch"
         raise ValueError(f"anomaly map {name} contains NaN or infinite values")
     return out
+
+
+def _run_kernel(flat, flat_labels, label_of_map, eps: float, out: np.ndarray, threads: int) -> tuple[int, int]:
+    """`segment_statistics_kernel` over `threads` chunks of the batch; (first bad map, first bad
+    label map) as batch indices, -1 for none."""
+    from segad.segment_kernels import segment_statistics_kernel
+
+    n = flat.shape[0]
+    chunks = min(max(int(threads), 1), n)
+    if chunks == 1:
+        return segment_statistics_kernel(flat, flat_labels, label_of_map, eps, out)
+    bounds = np.linspace(0, n, chunks + 1).astype(int)
+    parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    results = _thread_pool(chunks).map(
+        lambda part: segment_statistics_kernel(flat[part], flat_labels, label_of_map[part], eps, out[part]), parts
+    )
+    first_bad = bad_labels = -1
+    for part, (bad, wrong) in zip(parts, results):
+        if bad >= 0 and first_bad < 0:
+            first_bad = part.start + bad
+        if wrong >= 0 and bad_labels < 0:
+            bad_labels = part.start + wrong
+    return first_bad, bad_labels
+
+
+@functools.cache
+def _thread_pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="segad-features")
+
+
+def default_threads() -> int:
+    """Threads for the feature kernel when none is configured: the CPUs this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,6 +464,7 @@ def build_feature_table(
     batch_size: int = 64,
     classifier_scores=None,
     progress: Callable[..., Iterable] | None = None,
+    threads: int = 1,
 ):
     """The feature table: `rows` (from `feature_rows`) + one column per feature.
 
@@ -411,6 +476,7 @@ def build_feature_table(
         batch_size: maps held in memory at once per detector (peak memory is flat in N).
         classifier_scores: optional DataFrame (image_id, split_seed, score) -> ``classifier__score``.
         progress: optional tqdm-like factory ``progress(iterable, desc=...)``.
+        threads: threads of the statistics kernel (see `segment_statistics`).
     Each distinct map (map_key) is summarised once, whatever the number of rows that use it.
     Categories are processed separately (each has its own segment count).
     """
@@ -428,7 +494,7 @@ def build_feature_table(
             if segmentation.is_static(category):
                 s, m = stream_statistics(
                     unique_keys, read_maps[detector], segmentation.static_maps[category], n_segments,
-                    batch_size, progress, f"{detector} {category}",
+                    batch_size, progress, f"{detector} {category}", threads,
                 )
             else:
                 # per-image maps: the segment map of a key is the one of its first row
@@ -437,7 +503,7 @@ def build_feature_table(
                 sources = cat_rows["source_image_id"].to_numpy()[first]
                 s, m = _per_image_category_stats(
                     unique_keys, sources, read_maps[detector], segmentation, category, n_segments,
-                    batch_size, progress, f"{detector} {category}",
+                    batch_size, progress, f"{detector} {category}", threads,
                 )
             stats.append(s[inverse])
             maxima.append(m[inverse])
@@ -468,10 +534,12 @@ def stream_statistics(
     batch_size: int = 64,
     progress: Callable[..., Iterable] | None = None,
     desc: str = "features",
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Statistics float64 (N, L, 4) and map maxima (N,) of maps read `batch_size` at a time.
 
-    Peak memory: one batch of maps plus the outputs, whatever N. `labels` is a static (H, W) map.
+    Peak memory: one batch of maps plus the outputs, whatever N. `labels` is a static (H, W) map;
+    `threads` as in `segment_statistics`.
     """
     layout = SegmentLayout.from_labels(labels, n_segments)
     stats = np.zeros((len(keys), n_segments, 4))
@@ -479,12 +547,13 @@ def stream_statistics(
     for start in _batches(len(keys), batch_size, progress, desc):
         batch = np.stack([_checked(read_map(k), layout.shape, k) for k in keys[start : start + batch_size]])
         names = list(keys[start : start + batch_size])
-        stats[start : start + len(batch)] = segment_statistics(batch, layout, names=names)
+        stats[start : start + len(batch)] = segment_statistics(batch, layout, names=names, threads=threads)
         maxima[start : start + len(batch)] = batch.reshape(len(batch), -1).max(axis=1)
     return stats, maxima
 
 
-def _per_image_category_stats(keys, sources, read_map, segmentation, category, n_segments, batch_size, progress, desc):
+def _per_image_category_stats(keys, sources, read_map, segmentation, category, n_segments, batch_size, progress, desc,
+                              threads):
     stats = np.zeros((len(keys), n_segments, 4))
     maxima = np.zeros(len(keys))
     for start in _batches(len(keys), batch_size, progress, desc):
@@ -492,7 +561,7 @@ def _per_image_category_stats(keys, sources, read_map, segmentation, category, n
         labels = segmentation.labels_for(category, list(sources[chunk]))
         batch = np.stack([_checked(read_map(k), labels.shape[1:], k) for k in keys[chunk]])
         names = list(keys[chunk])
-        stats[start : start + len(batch)] = segment_statistics(batch, labels, n_segments, names=names)
+        stats[start : start + len(batch)] = segment_statistics(batch, labels, n_segments, names=names, threads=threads)
         maxima[start : start + len(batch)] = batch.reshape(len(batch), -1).max(axis=1)
     return stats, maxima
 

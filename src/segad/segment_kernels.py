@@ -1,14 +1,20 @@
 """Compiled (numba) kernels behind `segad.features.segment_statistics`.
 
-One call summarises a batch of maps. Per map, pixels are copied into segment-contiguous order by
-runs of equal labels (a label map with R runs costs R small copies, computed once per label map);
-then, per segment, two vectorised float64 passes give the mean and the central moments m2, m3, m4,
-and the two order statistics around the 99.5 % position come from a quickselect over the few
-values above a threshold drawn from a ~512-value strided subsample (the whole segment when the
-threshold leaves too few values, so the result is exact whatever the data).
+One call summarises a batch of maps. Per map, pixels are copied, in the map's own dtype, into
+segment-contiguous order by runs of equal labels (a label map with R runs costs R small copies,
+computed once per label map); then, per segment:
+
+- two vectorised passes with float64 arithmetic give the mean and the central moments m2, m3, m4;
+- a threshold: the `keep`-th largest value of a ~512-value strided subsample, kept in a small
+  sorted buffer during one scan, with `keep` chosen to leave about twice the values needed;
+- a branch-free pass copies the values at or above it (the candidates, ~2 % of the segment);
+- quickselect among the candidates gives the two order statistics around the 99.5 % position.
+  When the threshold leaves too few candidates, the whole segment is used: the result is exact
+  whatever the data.
 
 Compiled on first use and cached on disk (numba ``cache=True``: ``__pycache__`` next to this file,
-or numba's user-wide cache when that is read-only). Single-threaded and GIL-free (``nogil``).
+or numba's user-wide cache when that is read-only). Single-threaded and GIL-free (``nogil``), so
+`segad.features.segment_statistics` runs chunks of a batch on several threads.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import numpy as np
 QUANTILE = 0.995
 _SUBSAMPLE = 512  # values in the strided subsample that sets the candidate threshold
 _DIRECT = 1024  # segments up to this size are selected on directly
+_KEEP_MAX = 64  # room of the top-values buffer (keep is ~9 for large segments, at most ~17)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -57,17 +64,17 @@ def _select(values, k):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _moments(segment):  # pragma: no cover - compiled
-    """(mean, m2, m3, m4) of a 1-D float64 array: two passes, float64 sums (reassociated)."""
+    """(mean, m2, m3, m4) of a 1-D float array: two passes, float64 arithmetic and sums (reassociated)."""
     count = segment.size
     total = 0.0
     for j in range(count):
-        total += segment[j]
+        total += np.float64(segment[j])
     mean = total / count
     m2 = 0.0
     m3 = 0.0
     m4 = 0.0
     for j in range(count):
-        d = segment[j] - mean
+        d = np.float64(segment[j]) - mean
         d2 = d * d
         m2 += d2
         m3 += d2 * d
@@ -76,36 +83,44 @@ def _moments(segment):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _candidate_threshold(segment, need, subsample):  # pragma: no cover - compiled
-    """A value expected to leave ~2x `need` values at or above it (-inf: take them all)."""
+def _candidate_threshold(segment, need, top):  # pragma: no cover - compiled
+    """A value expected to leave ~2x `need` values at or above it (-inf: take them all).
+
+    The `keep`-th largest value of a strided subsample of ~`_SUBSAMPLE` values, kept in the small
+    ascending buffer `top` (at least `_KEEP_MAX` long) while scanning the subsample once.
+    """
     count = segment.size
     if count <= _DIRECT:
         return -np.inf
     stride = count // _SUBSAMPLE
-    size = 0
-    for j in range(0, count, stride):
-        subsample[size] = segment[j]
-        size += 1
+    size = (count + stride - 1) // stride
     keep = (2 * need * size + count - 1) // count + 4
-    if keep >= size:
+    if keep >= size or keep > _KEEP_MAX:
         return -np.inf
-    kth = size - keep
-    _select(subsample[:size], kth)
-    return subsample[kth]
+    for t in range(keep):
+        top[t] = -np.inf
+    for j in range(0, count, stride):
+        value = segment[j]
+        if value > top[0]:
+            t = 1
+            while t < keep and top[t] < value:
+                top[t - 1] = top[t]
+                t += 1
+            top[t - 1] = value
+    return top[0]
 
 
 @numba.njit(cache=True, nogil=True)
 def _order_statistics(segment, low, candidates, subsample):  # pragma: no cover - compiled
-    """Ascending order statistics `low` and `min(low + 1, n - 1)` of a 1-D float64 array."""
+    """Ascending order statistics `low` and `min(low + 1, n - 1)` of a 1-D float array."""
     count = segment.size
     need = count - low  # values at ascending ranks >= low
     threshold = _candidate_threshold(segment, need, subsample)
     k = 0
-    for j in range(count):
+    for j in range(count):  # branch-free: every value is written, the count advances on a hit
         value = segment[j]
-        if value >= threshold:
-            candidates[k] = value
-            k += 1
+        candidates[k] = value
+        k += value >= threshold
     if k < need:  # the threshold was too high: select on the whole segment
         candidates[:count] = segment
         k = count
@@ -163,7 +178,7 @@ def segment_statistics_kernel(maps, labels, label_of_map, eps, out):  # pragma: 
     """q995, skew, kurtosis, mean per segment of every map into `out`.
 
     Args:
-        maps: float32/float64 (N, P) flattened maps.
+        maps: float32/float64 (N, P) flattened maps (the caller widens float16 maps to float32).
         labels: int64 (M, P) flattened label maps, values in [0, L) (checked here).
         label_of_map: int64 (N,) row of `labels` for each map (consecutive maps sharing a label
             map reuse its runs).
@@ -175,9 +190,9 @@ def segment_statistics_kernel(maps, labels, label_of_map, eps, out):  # pragma: 
     """
     n_maps, n_pixels = maps.shape
     n_segments = out.shape[1]
-    grouped = np.empty(n_pixels, np.float64)
-    candidates = np.empty(n_pixels, np.float64)
-    subsample = np.empty(2 * _SUBSAMPLE + 1, np.float64)
+    grouped = np.empty(n_pixels, maps.dtype)
+    candidates = np.empty(n_pixels, maps.dtype)
+    subsample = np.empty(_KEEP_MAX, maps.dtype)
     run_source = np.empty(n_pixels, np.int64)
     run_target = np.empty(n_pixels, np.int64)
     run_length = np.empty(n_pixels, np.int64)
@@ -215,6 +230,8 @@ def segment_statistics_kernel(maps, labels, label_of_map, eps, out):  # pragma: 
             low = int(np.floor(position))
             frac = position - low
             lower, upper = _order_statistics(pixels, low, candidates, subsample)
+            lower = np.float64(lower)
+            upper = np.float64(upper)
             diff = upper - lower  # numpy.quantile's linear interpolation
             out[i, segment, 0] = upper - diff * (1.0 - frac) if frac >= 0.5 else lower + diff * frac
             if m2 <= (eps * mean) ** 2:  # numerically constant: scipy returns NaN

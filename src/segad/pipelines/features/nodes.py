@@ -9,7 +9,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from segad.classifier import ClassifierConfig, classifier_scores as _classifier_scores, empty_scores
-from segad.features import build_feature_table, feature_rows
+from segad.features import FeatureConfig, build_feature_table, feature_rows
 from segad.images import read_image
 from segad.segmentation import Segmentation, SegmentationConfig, overlay, resolve_segmentation
 
@@ -72,6 +72,7 @@ def compute_features(
     order of the `detectors` list.
     """
     detectors = [k[: -len("__map_index")] for k in maps if k.endswith("__map_index")]
+    config = FeatureConfig.from_params(params)
     rows = feature_rows(image_index, splits, synthetic_index)
     use_classifier = classifier_scores is not None and len(classifier_scores) > 0
     table = build_feature_table(
@@ -79,9 +80,10 @@ def compute_features(
         {d: maps[f"{d}__map_index"] for d in detectors},
         {d: maps[f"{d}__map_store"].read for d in detectors},
         segmentation,
-        batch_size=int(params.get("batch_size", 64)),
+        batch_size=config.batch_size,
         classifier_scores=classifier_scores if use_classifier else None,
         progress=lambda it, desc: tqdm(it, desc=f"features {desc}", unit="batch"),
+        threads=config.kernel_threads,
     )
     table.insert(0, "dataset", dataset["layout"])
     table["detectors"] = "+".join(sorted(detectors))
