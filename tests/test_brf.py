@@ -143,6 +143,17 @@ def test_run_brf_models_and_scores(tmp_path):
     assert (tmp_path / "m.json").read_text().startswith("{")
 
 
+def test_run_brf_scores_the_classifier_alone_and_with_the_detectors():
+    table = _feature_table(seeds=(0,))
+    table["classifier__score"] = np.random.default_rng(1).normal(size=len(table)) + table["label"]
+    models, scores = run_brf(table, ["patchcore", "padim"], SMALL)
+    assert "classifier+padim+patchcore+segad/c/split_seed_0" in models
+    alone = scores[scores.method == "classifier"]
+    np.testing.assert_array_equal(alone["score"], table.loc[table.role == "test", "classifier__score"])
+    assert "classifier__score" in models["classifier+padim+patchcore+segad/c/split_seed_0"].get_booster().feature_names
+    assert "classifier__score" not in models["padim+patchcore+segad/c/split_seed_0"].get_booster().feature_names
+
+
 def test_run_brf_without_bad_rows_names_seed():
     table = _feature_table(seeds=(3,))
     table = table[(table.label == 0) | (table.role == "test")]

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from segad.features import CLASSIFIER_COLUMN
 from segad.params import known_params
 
 SEGAD_SUFFIX = "segad"
@@ -192,11 +193,12 @@ def run_brf(
     Returns:
         (models, scores): models ``{"<method>/<category>/split_seed_<s>": XGBClassifier}``;
         scores DataFrame (image_id, split_seed, method, score) over the test rows, with one
-        method per detector alone (its map max) and one per combination (BRF raw margin).
+        method per detector alone (its map max), ``classifier`` alone (its logit) when the table
+        has ``classifier__score``, and one per combination (BRF raw margin).
     """
     import pandas as pd
 
-    has_classifier = "classifier__score" in features.columns
+    has_classifier = CLASSIFIER_COLUMN in features.columns
     combos = [sorted(c) for c in combinations] if combinations else default_combinations(detectors, has_classifier)
     feature_cols = [c for c in features.columns if is_feature_column(c)]
     for combo in combos:
@@ -213,9 +215,12 @@ def run_brf(
     for (category, seed), rows in progress(groups) if progress else groups:
         train = rows[rows["role"] == "brf_train"]
         test = rows[rows["role"] == "test"]
-        for detector in detectors:
+        alone = {detector: f"{detector}__max" for detector in detectors}
+        if has_classifier:
+            alone["classifier"] = CLASSIFIER_COLUMN
+        for method, column in alone.items():
             frames.append(pd.DataFrame({"image_id": test["image_id"].to_numpy(), "split_seed": int(seed),
-                                        "method": detector, "score": test[f"{detector}__max"].to_numpy(np.float64)}))
+                                        "method": method, "score": test[column].to_numpy(np.float64)}))
         for combo in combos:
             method = method_name(combo)
             cols = columns_for(combo, present[category])

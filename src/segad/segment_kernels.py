@@ -111,11 +111,11 @@ def _candidate_threshold(segment, need, top):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _order_statistics(segment, low, candidates, subsample):  # pragma: no cover - compiled
+def _order_statistics(segment, low, candidates, top):  # pragma: no cover - compiled
     """Ascending order statistics `low` and `min(low + 1, n - 1)` of a 1-D float array."""
     count = segment.size
     need = count - low  # values at ascending ranks >= low
-    threshold = _candidate_threshold(segment, need, subsample)
+    threshold = _candidate_threshold(segment, need, top)
     k = 0
     for j in range(count):  # branch-free: every value is written, the count advances on a hit
         value = segment[j]
@@ -192,7 +192,7 @@ def segment_statistics_kernel(maps, labels, label_of_map, eps, out):  # pragma: 
     n_segments = out.shape[1]
     grouped = np.empty(n_pixels, maps.dtype)
     candidates = np.empty(n_pixels, maps.dtype)
-    subsample = np.empty(_KEEP_MAX, maps.dtype)
+    top = np.empty(_KEEP_MAX, maps.dtype)
     run_source = np.empty(n_pixels, np.int64)
     run_target = np.empty(n_pixels, np.int64)
     run_length = np.empty(n_pixels, np.int64)
@@ -229,7 +229,7 @@ def segment_statistics_kernel(maps, labels, label_of_map, eps, out):  # pragma: 
             position = QUANTILE * (count - 1)
             low = int(np.floor(position))
             frac = position - low
-            lower, upper = _order_statistics(pixels, low, candidates, subsample)
+            lower, upper = _order_statistics(pixels, low, candidates, top)
             lower = np.float64(lower)
             upper = np.float64(upper)
             diff = upper - lower  # numpy.quantile's linear interpolation
