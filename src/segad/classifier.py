@@ -117,7 +117,7 @@ def fit_classifier(
         raise ValueError(f"classifier training needs good and bad images, got {n_good} good and {n_bad} bad")
     torch.manual_seed(seed)
     model = build_model(config).to(device)
-    _train_mode_with_frozen_norm_statistics(model)
+    model.train()
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(n_good / n_bad, device=device))
     from tqdm.auto import tqdm
@@ -130,6 +130,8 @@ def fit_classifier(
     for _ in range(config.epochs):
         order = rng.permutation(len(paths))
         for start in range(0, len(order), config.batch_size):
+            if config.max_steps is not None and steps >= config.max_steps:
+                break
             chosen = order[start : start + config.batch_size]
             x = _load_batch([paths[i] for i in chosen], image_size).to(device)
             y = torch.from_numpy(labels[chosen].astype(np.float32)).to(device)
@@ -140,26 +142,26 @@ def fit_classifier(
             steps += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
-            if config.max_steps is not None and steps >= config.max_steps:
-                bar.close()
-                model.eval()
-                return model
     bar.close()
+    _recalibrate_norm_statistics(model, paths, image_size, config.batch_size, device)
     model.eval()
     return model
 
 
-def _train_mode_with_frozen_norm_statistics(model) -> None:
-    """Train mode, except batch-norm layers, which keep normalising with their pretrained running
-    statistics: with small batches of unusual images, batch statistics differ from the running
-    ones that eval mode uses, and the fine-tuned head would not see at test time what it learned
-    on (measured: on dark-vs-bright 32 px test images the eval logits collapsed to one value)."""
-    import torch
+def _recalibrate_norm_statistics(model, paths: Sequence[str], image_size: int, batch_size: int, device: str) -> None:
+    """Re-estimate the batch-norm running statistics on the training images (one no-grad pass).
 
-    model.train()
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.eval()
+    Training normalises with batch statistics, but eval mode uses running averages that move
+    slowly (timm's TF-ported EfficientNets use momentum 0.01) and still hold ImageNet's after a
+    few hundred steps; the logits at test time then come from other activations than the ones
+    the head was fitted on. Measured on the dark-vs-bright 64 px images of the tests: AUROC 0.52
+    without this pass, 1.0 with it.
+    """
+    from torch.optim.swa_utils import update_bn
+
+    batches = (_load_batch(paths[start : start + batch_size], image_size).to(device)
+               for start in range(0, len(paths), batch_size))
+    update_bn(batches, model, device=device)
 
 
 def predict_scores(model, paths: Sequence[str], image_size: int, batch_size: int = 32, device: str = "cpu") -> np.ndarray:
