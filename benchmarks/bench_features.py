@@ -231,7 +231,9 @@ def compare_segmentations(auto_segments: list[int]) -> None:
     rows = feature_rows(index, splits, synthetic)
     goods = index[(index["split"] == "train") & (index["label"] == 0)]
     paths = goods.groupby("category")["path"].apply(list).to_dict()
-    configs = {"static (configured map)": SegmentationConfig.from_params(params["segmentation"]),
+    configured = SegmentationConfig.from_params(params["segmentation"]).for_dataset(
+        params["dataset"]["layout"], params["dataset"]["root"])
+    configs = {f"{configured.method} (configured)": configured,
                "single segment": SegmentationConfig(method="single")}
     for k in auto_segments:
         configs[f"auto k-means, {k} segments"] = SegmentationConfig(method="auto", auto_segments=k)

@@ -110,6 +110,26 @@ def test_resolve_static_and_single_and_dataset_roundtrip(tmp_path):
         SegmentationConfig.from_params({"method": "sam"})
 
 
+def test_method_follows_from_what_is_given():
+    unset = SegmentationConfig.from_params({"auto_segments": 3})
+    assert unset.method is None
+    with pytest.raises(ValueError, match="for_dataset"):
+        resolve_segmentation(unset, ["a"], 8)
+    demo = unset.for_dataset("demo", "data/01_raw/demo")
+    assert (demo.method, demo.path) == ("static", "data/01_raw/demo/segmentation.png")
+    assert unset.for_dataset("elpv", None).method == "elpv"
+    vad = unset.for_dataset("vad", "/data/vad")   # VAD ships no map file: automatic, never the demo's
+    assert (vad.method, vad.path, vad.auto_segments) == ("auto", None, 3)
+    given = SegmentationConfig.from_params({"path": "/maps/vad.png"}).for_dataset("vad", "/data/vad")
+    assert (given.method, given.path) == ("static", "/maps/vad.png")
+    folder = SegmentationConfig.from_params({"folder": "/maps", "n_segments": 2}).for_dataset("visa", "/v")
+    assert folder.method == "per_image"
+    with pytest.raises(ValueError, match="n_segments"):  # a folder still needs its segment count
+        SegmentationConfig.from_params({"folder": "/maps"}).for_dataset("visa", "/v")
+    explicit = SegmentationConfig.from_params({"method": "single"})
+    assert explicit.for_dataset("demo", "x") is explicit
+
+
 def test_overlay_marks_borders():
     image = np.zeros((3, 16, 16), np.float32)
     out = overlay(image, _labels())

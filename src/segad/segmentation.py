@@ -16,6 +16,11 @@ the resolution of the anomaly maps. Sources (`SegmentationConfig.method`):
   It assumes aligned images (as VAD, the demo and ELPV); it is static, never sees test images.
 - ``single``: one segment covering the whole map (the ablation's "one segment + stats").
 
+With ``method: null`` (the default) the method follows from what is given (`for_dataset`): a
+``path`` means ``static``, a ``folder`` ``per_image``; with neither, the demo layout uses the map
+it ships (``<dataset.root>/segmentation.png``), ELPV its built-in map, and every other dataset
+``auto`` (logged, so nobody mistakes it for a map of theirs).
+
 Every map is resized to the map resolution by nearest neighbour. A file whose labels fall outside
 [0, n_segments) or whose shape is not 2-D raises `SegmentationError` naming the file.
 
@@ -29,7 +34,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +59,7 @@ class SegmentationError(ValueError):
 class SegmentationConfig:
     """Where segment maps come from (see the module docstring); built from `segmentation` params."""
 
-    method: str = "static"
+    method: str | None = None
     path: str | Mapping[str, str] | None = None
     folder: str | None = None
     n_segments: int | None = None
@@ -67,6 +72,8 @@ class SegmentationConfig:
     def from_params(cls, params: Mapping | None) -> SegmentationConfig:
         params = known_params(cls, params, "segmentation")
         config = cls(**params)
+        if config.method is None:
+            return config  # chosen by `for_dataset` from what is given
         if config.method not in METHODS:
             raise ValueError(f"segmentation.method must be one of {METHODS}, got {config.method!r}")
         if config.method == "static" and not config.path:
@@ -74,6 +81,23 @@ class SegmentationConfig:
         if config.method == "per_image" and (not config.folder or not config.n_segments):
             raise ValueError("segmentation.method 'per_image' needs segmentation.folder and n_segments")
         return config
+
+
+    def for_dataset(self, layout: str, root: str | None) -> SegmentationConfig:
+        """This config with its method chosen when it is None (see the module docstring)."""
+        if self.method is not None:
+            return self
+        if self.path:
+            method, path = "static", self.path
+        elif self.folder:
+            method, path = "per_image", None
+        elif layout == "demo":
+            method, path = "static", str(Path(root or "data/01_raw/demo") / "segmentation.png")
+        elif layout == "elpv":
+            method, path = "elpv", None
+        else:
+            method, path = "auto", None
+        return SegmentationConfig.from_params({**asdict(self), "method": method, "path": path})
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,6 +280,8 @@ def resolve_segmentation(
 
     `good_train_paths[category]` (image paths) is needed for method `auto` only.
     """
+    if config.method is None:
+        raise ValueError("segmentation method not chosen: call SegmentationConfig.for_dataset(layout, root) first")
     size = (size, size) if isinstance(size, int) else tuple(size)
     seg = Segmentation(method=config.method, size=size, n_segments={})
     for category in categories:

@@ -66,7 +66,7 @@ def run_features(tiny_demo, tmp_path, benchmark="high_shot", seeds=(0, 1)):
     catalog["splits"] = splits
     catalog["synthetic_index"] = pd.DataFrame(columns=["image_id", "split_seed", "source_image_id", "category",
                                                        "defect_type", "label", "role", "path"])
-    segmentation = dict(params["segmentation"], path=str(tiny_demo / "segmentation.png"))
+    segmentation = params["segmentation"]  # method null: the demo layout takes <root>/segmentation.png
     for key, value in {"segmentation": segmentation, "image_size": SIZE, "classifier": params["classifier"],
                        "device": "cpu", "features": params["features"],
                        "dataset": {"layout": "demo", "root": str(tiny_demo)}}.items():
@@ -84,8 +84,9 @@ def test_features_pipeline_writes_partitioned_table(tiny_demo, tmp_path):
     assert parts == [f"dataset=demo/category=demo/detectors=padim+patchcore/split_seed={s}/part-0.parquet"
                      for s in (0, 1)]
     table = catalog.load("features")
-    n_segments = catalog.load("segment_maps").n_segments["demo"]
-    assert n_segments == 6
+    segment_maps = catalog.load("segment_maps")
+    n_segments = segment_maps.n_segments["demo"]
+    assert n_segments == 6 and segment_maps.sources["demo"] == str(tiny_demo / "segmentation.png")
     expected_rows = splits[splits.role.isin(["brf_train", "test"])]
     assert len(table) == len(expected_rows)
     feature_cols = [c for c in table.columns if is_feature_column(c)]

@@ -16,9 +16,14 @@ from segad.segmentation import Segmentation, SegmentationConfig, overlay, resolv
 log = logging.getLogger(__name__)
 
 
-def build_segmentation(image_index: pd.DataFrame, params: dict, image_size: int) -> Segmentation:
+def build_segmentation(image_index: pd.DataFrame, params: dict, image_size: int, dataset: dict) -> Segmentation:
     """Segment maps of every category at map resolution (auto: from good `train` images only)."""
-    config = SegmentationConfig.from_params(params)
+    given = SegmentationConfig.from_params(params)
+    config = given.for_dataset(dataset["layout"], dataset.get("root"))
+    if given.method is None and config.method == "auto":
+        log.warning("no segment map given for dataset %r: automatic k-means map with %d segments; set "
+                    "segmentation.path (static) or segmentation.folder (per_image) to use your own",
+                    dataset["layout"], config.auto_segments)
     goods = image_index[(image_index["split"] == "train") & (image_index["label"] == 0)]
     paths = goods.groupby("category")["path"].apply(list).to_dict()
     segmentation = resolve_segmentation(config, sorted(image_index["category"].unique()), image_size, paths)

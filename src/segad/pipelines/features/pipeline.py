@@ -15,7 +15,7 @@ from segad.pipelines.features.nodes import (
 def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
     maps = detector_inputs(detectors, "map_index", "map_store")
     return Pipeline([
-        node(build_segmentation, ["image_index", "params:segmentation", "params:image_size"],
+        node(build_segmentation, ["image_index", "params:segmentation", "params:image_size", "params:dataset"],
              "segment_maps", name="build_segmentation"),
         node(segmentation_overlays, ["image_index", "segment_maps", "params:segmentation"],
              "segmentation_overlays", name="segmentation_overlays"),
