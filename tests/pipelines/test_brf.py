@@ -31,6 +31,7 @@ def _brf_catalog(tmp_path, features_catalog, index, params, brf_params):
     catalog["params:brf"] = brf_params
     catalog["params:dataset"] = {"layout": "demo"}
     catalog["params:seeds"] = [0, 1]
+    catalog["params:benchmark"] = "high_shot"
     return catalog
 
 
@@ -63,6 +64,8 @@ def test_select_run_refuses_missing_partitions(tiny_demo, tmp_path):
     features_catalog, index, _, _ = run_features(tiny_demo, tmp_path, seeds=(0,))
     table = features_catalog.load("features")
     with pytest.raises(ValueError, match=r"lack split_seed \[1\]"):
-        select_run(table, index, {"layout": "demo"}, [0, 1], DETECTORS)
+        select_run(table, index, {"layout": "demo"}, [0, 1], DETECTORS, "high_shot")
     with pytest.raises(ValueError, match="detectors=patchcore"):
-        select_run(table, index, {"layout": "demo"}, [0], ["patchcore"])
+        select_run(table, index, {"layout": "demo"}, [0], ["patchcore"], "high_shot")
+    with pytest.raises(ValueError, match="benchmark=low_shot"):  # another regime's rows are not this run's
+        select_run(table, index, {"layout": "demo"}, [0], DETECTORS, "low_shot")

@@ -69,7 +69,7 @@ def run_features(tiny_demo, tmp_path, benchmark="high_shot", seeds=(0, 1)):
     segmentation = params["segmentation"]  # method null: the demo layout takes <root>/segmentation.png
     for key, value in {"segmentation": segmentation, "image_size": SIZE, "classifier": params["classifier"],
                        "device": "cpu", "features": params["features"],
-                       "dataset": {"layout": "demo", "root": str(tiny_demo)}}.items():
+                       "dataset": {"layout": "demo", "root": str(tiny_demo)}, "benchmark": benchmark}.items():
         catalog[f"params:{key}"] = value
     for name, dataset in write_maps(index, splits, tmp_path / "maps").items():
         catalog[name] = dataset
@@ -81,7 +81,7 @@ def test_features_pipeline_writes_partitioned_table(tiny_demo, tmp_path):
     catalog, index, splits, _ = run_features(tiny_demo, tmp_path)
     root = tmp_path / "data/04_feature/features"
     parts = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.parquet"))
-    assert parts == [f"dataset=demo/category=demo/detectors=padim+patchcore/split_seed={s}/part-0.parquet"
+    assert parts == [f"dataset=demo/benchmark=high_shot/category=demo/detectors=padim+patchcore/split_seed={s}/part-0.parquet"
                      for s in (0, 1)]
     table = catalog.load("features")
     segment_maps = catalog.load("segment_maps")

@@ -13,33 +13,37 @@ log = logging.getLogger(__name__)
 
 
 def select_run(features: pd.DataFrame, image_index: pd.DataFrame, dataset: dict, seeds: list[int],
-               detectors: list[str]) -> pd.DataFrame:
-    """Rows of the feature table that belong to this run (dataset, categories, detectors, seeds).
+               detectors: list[str], benchmark: str) -> pd.DataFrame:
+    """Rows of the feature table that belong to this run (dataset, benchmark, categories, detectors,
+    seeds).
 
     The table folder caches earlier runs beside this one; only this run's partitions are used.
     """
     key = "+".join(sorted(detectors))
     chosen = features[
         (features["dataset"] == dataset["layout"])
+        & (features["benchmark"] == benchmark)
         & (features["detectors"] == key)
         & (features["category"].isin(image_index["category"].unique()))
         & (features["split_seed"].isin([int(s) for s in seeds]))
     ]
     if chosen.empty:
         raise ValueError(
-            f"no features for dataset={dataset['layout']}, detectors={key}, split_seed in {list(seeds)}: "
+            f"no features for dataset={dataset['layout']}, benchmark={benchmark}, detectors={key}, "
+            f"split_seed in {list(seeds)}: "
             "run the features pipeline first"
         )
     missing = sorted(set(int(s) for s in seeds) - set(chosen["split_seed"].unique()))
     if missing:
-        raise ValueError(f"features lack split_seed {missing} for dataset={dataset['layout']}, detectors={key}")
+        raise ValueError(f"features lack split_seed {missing} for dataset={dataset['layout']}, "
+                         f"benchmark={benchmark}, detectors={key}")
     return chosen.dropna(axis=1, how="all").reset_index(drop=True)
 
 
 def train_brf(features: pd.DataFrame, image_index: pd.DataFrame, params: dict, dataset: dict, seeds: list[int],
-              detectors: list[str]) -> tuple[dict, pd.DataFrame]:
+              benchmark: str, detectors: list[str]) -> tuple[dict, pd.DataFrame]:
     """Fit the BRFs of this run; return (models by `<method>/<category>/split_seed_<s>`, test scores)."""
-    table = select_run(features, image_index, dataset, seeds, detectors)
+    table = select_run(features, image_index, dataset, seeds, detectors, benchmark)
     params = dict(params)
     combinations = params.pop("combinations", None)
     config = BRFConfig.from_params(params.pop("model", {}))

@@ -62,7 +62,7 @@ def build_bundle(
     if not columns:
         raise ValueError(f"BRF model {key} carries no feature names; retrain it with the brf pipeline")
 
-    table = select_run(features, image_index, parameters["dataset"], seeds, run_detectors)
+    table = select_run(features, image_index, parameters["dataset"], seeds, run_detectors, parameters["benchmark"])
     rows = table[(table["category"] == category) & (table["split_seed"] == seed)
                  & (table["role"] == "brf_train")]
     labels = rows["label"].to_numpy().astype(np.int64)

@@ -69,6 +69,7 @@ def compute_features(
     classifier_scores: pd.DataFrame,
     params: dict,
     dataset: dict,
+    benchmark: str,
     **maps,
 ) -> pd.DataFrame:
     """Feature table of brf_train, test and synthetic rows for every split seed.
@@ -91,6 +92,7 @@ def compute_features(
         threads=config.kernel_threads,
     )
     table.insert(0, "dataset", dataset["layout"])
+    table.insert(1, "benchmark", benchmark)
     table["detectors"] = "+".join(sorted(detectors))
     log.info("feature table: %d rows x %d columns", *table.shape)
     return table
