@@ -239,7 +239,7 @@ def compare_segmentations(auto_segments: list[int]) -> None:
         configs[f"auto k-means, {k} segments"] = SegmentationConfig(method="auto", auto_segments=k)
     config = BRFConfig.from_params(params["brf"]["model"])
     labels = index.set_index("image_id")["label"]
-    print(f"{'segmentation':30s} {'method':28s} AUROC (%) mean +- std over seeds {sorted(int(s) for s in splits.split_seed.unique())}")
+    print(f"{'segmentation':30s} {'method':28s} AUROC (%) mean +- sample std over seeds {sorted(int(s) for s in splits.split_seed.unique())}")
     for name, seg_config in configs.items():
         segmentation = resolve_segmentation(seg_config, sorted(index["category"].unique()), params["image_size"], paths)
         table = build_feature_table(rows, map_indexes, {d: stores[d].read for d in detectors}, segmentation)
@@ -247,7 +247,7 @@ def compare_segmentations(auto_segments: list[int]) -> None:
         scores = scores.assign(label=labels.reindex(scores["image_id"]).to_numpy())
         for method, group in scores.groupby("method", sort=False):
             per_seed = [auroc(g["label"], g["score"]) for _, g in group.groupby("split_seed")]
-            print(f"{name:30s} {method:28s} {100 * np.mean(per_seed):6.2f} +- {100 * np.std(per_seed):5.2f}")
+            print(f"{name:30s} {method:28s} {100 * np.mean(per_seed):6.2f} +- {100 * np.std(per_seed, ddof=1):5.2f}")
 
 
 if __name__ == "__main__":
