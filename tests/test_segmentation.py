@@ -117,6 +117,8 @@ def test_method_follows_from_what_is_given():
         resolve_segmentation(unset, ["a"], 8)
     demo = unset.for_dataset("demo", "data/01_raw/demo")
     assert (demo.method, demo.path) == ("static", "data/01_raw/demo/segmentation.png")
+    with pytest.raises(ValueError, match="dataset.root"):
+        unset.for_dataset("demo", None)
     assert unset.for_dataset("elpv", None).method == "elpv"
     vad = unset.for_dataset("vad", "/data/vad")   # VAD ships no map file: automatic, never the demo's
     assert (vad.method, vad.path, vad.auto_segments) == ("auto", None, 3)

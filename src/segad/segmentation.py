@@ -82,7 +82,6 @@ class SegmentationConfig:
             raise ValueError("segmentation.method 'per_image' needs segmentation.folder and n_segments")
         return config
 
-
     def for_dataset(self, layout: str, root: str | None) -> SegmentationConfig:
         """This config with its method chosen when it is None (see the module docstring)."""
         if self.method is not None:
@@ -92,7 +91,9 @@ class SegmentationConfig:
         elif self.folder:
             method, path = "per_image", None
         elif layout == "demo":
-            method, path = "static", str(Path(root or "data/01_raw/demo") / "segmentation.png")
+            if not root:
+                raise ValueError("dataset.root is needed to find the demo's segmentation.png")
+            method, path = "static", str(Path(root) / "segmentation.png")
         elif layout == "elpv":
             method, path = "elpv", None
         else:
