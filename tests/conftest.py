@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
@@ -24,7 +25,7 @@ TINY_DEMO = DemoConfig(n_train_good=12, n_train_bad=6, n_test_good=6, n_test_bad
 def write_png(path: Path, size: tuple[int, int] = (32, 32), value: int = 128, mode: str = "RGB") -> Path:
     """Write a small noisy image (width, height) at `path`, creating folders."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(abs(hash(str(path))) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(path.name.encode()))  # stable across processes
     channels = 3 if mode == "RGB" else 1
     pixels = np.clip(value + rng.normal(0, 10, (size[1], size[0], channels)), 0, 255).astype(np.uint8)
     Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode).save(path)

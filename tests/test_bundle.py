@@ -190,3 +190,30 @@ def test_rewriting_replaces_the_bundle_atomically(trained, bundle_dir):
     write_bundle(bundle_dir, **arguments)
     assert load_bundle(bundle_dir).bundle_id != first
     assert sorted(p.name for p in bundle_dir.parent.iterdir()) == ["bundle"]  # no staging left
+
+
+def test_a_non_finite_map_is_that_images_error_and_the_batch_goes_on(bundle_dir, tiny_demo, monkeypatch):
+    import segad.detectors
+    from segad.scoring import overlay_name, score_images
+
+    bundle = load_bundle(bundle_dir)
+    models = bundle.load_detectors("cpu")
+    real = segad.detectors.predict_maps
+
+    def second_map_broken(model, x):
+        maps = real(model, x)
+        maps[1, 0, 0] = np.nan
+        return maps
+
+    monkeypatch.setattr(segad.detectors, "predict_maps", second_map_broken)
+    paths = sorted((tiny_demo / "test" / "bad").glob("*.png"))[:3]
+    table = score_images(paths, bundle, models, root=tiny_demo, batch_size=3, progress=False).table
+    assert table["status"].tolist() == ["ok", "error", "ok"]
+    assert table["decision"].tolist()[1] == "error"
+    assert "non-finite values" in table["error"][1] and str(paths[1].resolve()) in table["error"][1]
+    assert np.isfinite(table["score"][[0, 2]]).all() and np.isnan(table["score"][1])
+    monkeypatch.setattr(segad.detectors, "predict_maps", real)
+    clean = score_images(paths, bundle, models, root=tiny_demo, batch_size=3, progress=False).table
+    np.testing.assert_array_equal(clean["score"][[0, 2]], table["score"][[0, 2]])
+    # names that sanitise alike still get their own overlay
+    assert overlay_name("a/b.png") != overlay_name("a__b.png") != overlay_name("a?b.png")

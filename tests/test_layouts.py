@@ -184,3 +184,9 @@ def test_truncated_images_fail_or_skip_and_report(tmp_path):
     assert len(index) == 9 and len(problems) == 2
     assert {p.split("/")[-1] for p in problems.path} == {"001.png", "002.png"}
     assert "test/good/001.png" not in set(index.image_id)
+
+
+def test_elpv_root_without_labels_is_an_error_not_the_packaged_copy(tmp_path):
+    (tmp_path / "images").mkdir()
+    with pytest.raises(LayoutError, match=r"no labels.csv, so it is not an ELPV folder"):
+        build_index("elpv", tmp_path)

@@ -36,12 +36,10 @@ Example:
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import importlib
 import importlib.metadata
 import json
 import logging
-import os
 import shutil
 import tempfile
 import uuid
@@ -52,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from segad.files import file_sha256, replace_folder
 from segad.scoring import InputSpec, OperatingPoint
 
 logger = logging.getLogger(__name__)
@@ -132,17 +131,8 @@ def version_mismatches(recorded: Mapping[str, str], installed: Mapping[str, str]
 # files
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _file_hashes(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): sha256_of(p)
+    return {p.relative_to(root).as_posix(): file_sha256(p)
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
 
 
@@ -354,7 +344,7 @@ def write_bundle(
             "files": _file_hashes(staging),
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False))
-        _replace_folder(staging, target)
+        replace_folder(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -370,17 +360,6 @@ def _copy_detector(name: str, source: Path, destination: Path) -> None:
     if saved != name:
         raise BundleSchemaError(f"{source}: holds detector {saved!r}, expected {name!r}")
     shutil.copytree(source, destination)
-
-
-def _replace_folder(staging: Path, target: Path) -> None:
-    """Move `staging` to `target`; an existing target is moved aside first, then deleted."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(target, old)
-    os.replace(staging, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _first_difference(got: Sequence[str], want: Sequence[str]) -> str:

@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -30,13 +29,14 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
 
+from segad.files import check_owned, replace_folder
 from segad.params import known_params
 
 # Segment labels of the static map, in the style of VAD's 7-segment map.
 SEGMENTS = {0: "background", 1: "disk_ring", 2: "ceramic_centre", 3: "solder_dots", 4: "wires", 5: "pins"}
 LOGICAL_DEFECTS = ("missing_wire", "wire_off_dot", "bent_wire", "misplaced_solder")
 STRUCTURAL_DEFECTS = ("crack", "burn", "pollution")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -185,35 +185,53 @@ def render_part(rng: np.random.Generator, size: int, defect: str | None = None, 
     return image
 
 
+def demo_plan(config: DemoConfig) -> list[tuple[str, str | None]]:
+    """(image_id, defect_type or None) of every image the demo writes, in writing order."""
+    plan = (
+        [("train/good", None)] * config.n_train_good
+        + [("train/bad", config.seen_defects[i % len(config.seen_defects)]) for i in range(config.n_train_bad)]
+        + [("test/good", None)] * config.n_test_good
+        + [("test/bad", config.seen_defects[i % len(config.seen_defects)]) for i in range(config.n_test_bad)]
+        + [("test/bad_unseen_defects", config.unseen_defects[i % len(config.unseen_defects)])
+           for i in range(config.n_test_unseen if config.unseen_defects else 0)]
+    )
+    counters: dict[str, int] = {}
+    images = []
+    for folder, defect in plan:
+        number = counters[folder] = counters.get(folder, -1) + 1
+        images.append((f"{folder}/{number:04d}.png", defect))
+    return images
+
+
+def demo_files(config: DemoConfig) -> list[str]:
+    """Every file the demo writes for `config`, as sorted POSIX paths relative to its root."""
+    return sorted([image_id for image_id, _ in demo_plan(config)] + ["defects.csv", "manifest.json", "segmentation.png"])
+
+
 def write_demo(root: str | Path, config: DemoConfig = DemoConfig()) -> Path:
     """Write the demo under `root` (VAD layout + defects.csv + segmentation.png + manifest.json).
 
-    Skips the work when `root/manifest.json` already records the same configuration. Writes into a
-    temporary sibling folder and renames it into place, so an interrupted run leaves nothing half
-    written.
+    Skips the work when `root/manifest.json` already records the same configuration. Writes only
+    into a missing or empty folder, or one that holds a demo with its own manifest and no other
+    file: anything else raises `NotOwnedError` naming the folder, and nothing is changed. Writes
+    into a temporary sibling folder and swaps it into place, so an interrupted run leaves nothing
+    half written.
     """
     root = Path(root)
-    manifest = {"format_version": FORMAT_VERSION, "config": _jsonable(asdict(config)), "segments": SEGMENTS}
-    if _manifest(root) == json.loads(json.dumps(manifest)):
+    manifest = {"format_version": FORMAT_VERSION, "config": _jsonable(asdict(config)), "segments": SEGMENTS,
+                "files": demo_files(config)}
+    existing = _manifest(root)
+    if existing is not None and existing.get("config") == manifest["config"] \
+            and existing.get("format_version") in (1, FORMAT_VERSION):
         return root
+    check_owned(root, _owned_files(existing), "the demo generator")
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     try:
         rng = np.random.default_rng(config.seed)
-        plan = (
-            [("train/good", None)] * config.n_train_good
-            + [("train/bad", config.seen_defects[i % len(config.seen_defects)]) for i in range(config.n_train_bad)]
-            + [("test/good", None)] * config.n_test_good
-            + [("test/bad", config.seen_defects[i % len(config.seen_defects)]) for i in range(config.n_test_bad)]
-            + [("test/bad_unseen_defects", config.unseen_defects[i % len(config.unseen_defects)])
-               for i in range(config.n_test_unseen if config.unseen_defects else 0)]
-        )
-        counters: dict[str, int] = {}
         types = ["image_id,defect_type"]
-        for folder, defect in tqdm(plan, desc="writing demo", unit="img"):
-            number = counters[folder] = counters.get(folder, -1) + 1
-            image_id = f"{folder}/{number:04d}.png"
-            (staging / folder).mkdir(parents=True, exist_ok=True)
+        for image_id, defect in tqdm(demo_plan(config), desc="writing demo", unit="img"):
+            (staging / image_id).parent.mkdir(parents=True, exist_ok=True)
             image = render_part(np.random.default_rng(rng.integers(2**63)), config.image_size, defect, config.jitter_px)
             image.save(staging / image_id)
             if defect is not None:
@@ -223,9 +241,7 @@ def write_demo(root: str | Path, config: DemoConfig = DemoConfig()) -> Path:
         (staging / "defects.csv").write_text("\n".join(types) + "\n")
         Image.fromarray(segmentation_map(config.image_size)).save(staging / "segmentation.png")
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(staging, root)
+        replace_folder(staging, root)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
@@ -233,9 +249,25 @@ def write_demo(root: str | Path, config: DemoConfig = DemoConfig()) -> Path:
 
 
 def _manifest(root: Path) -> dict | None:
+    """The demo manifest at `root`, or None when there is none (or it is not the demo's)."""
     try:
-        return json.loads((root / "manifest.json").read_text())
+        manifest = json.loads((root / "manifest.json").read_text())
     except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(manifest, dict) or not {"format_version", "config", "segments"} <= set(manifest):
+        return None
+    return manifest
+
+
+def _owned_files(manifest: dict | None) -> list[str] | None:
+    """Files a demo manifest says the demo wrote; format 1 manifests are rebuilt from their config."""
+    if manifest is None:
+        return None
+    if "files" in manifest:
+        return list(manifest["files"])
+    try:
+        return demo_files(DemoConfig.from_params(manifest["config"]))
+    except (TypeError, ValueError):
         return None
 
 

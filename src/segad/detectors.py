@@ -38,7 +38,6 @@ import hashlib
 import inspect
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -50,12 +49,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from segad.files import file_sha256, replace_folder
 from segad.images import IMAGE_SUFFIXES, ImageReadError, read_image
 from segad.weights import (
     HUB,
     WeightsError,
     WeightsSource,
-    file_sha256,
     hub_hint,
     prepare_backbone,
     read_state_dict,
@@ -581,9 +580,7 @@ def save_detector(model: torch.nn.Module, config: DetectorConfig, image_size: in
             "state_sha256": file_sha256(staging / "state_dict.pt"),
         }
         (staging / "detector.json").write_text(json.dumps(meta, indent=2, default=str))
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
+        replace_folder(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

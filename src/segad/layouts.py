@@ -342,8 +342,14 @@ def _existing_root(root: str | Path | None) -> Path:
 
 
 def _elpv_root(root: str | Path | None) -> Path:
-    """dataset.root if it holds labels.csv, else the data folder of the installed elpv-dataset."""
-    if root and (Path(root) / "labels.csv").is_file():
+    """dataset.root (a folder holding labels.csv), or with root None the installed elpv-dataset's data."""
+    if root:
+        if not (Path(root) / "labels.csv").is_file():
+            raise LayoutError(
+                f"dataset.root {root}: no labels.csv, so it is not an ELPV folder. Give a folder holding "
+                "labels.csv and images/, or dataset.root=null for the copy in the elpv-dataset package "
+                "(as `--env elpv` does)"
+            )
         return Path(root).resolve()
     try:
         import elpv_dataset

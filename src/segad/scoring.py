@@ -35,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -411,9 +412,11 @@ class ScoringResult:
 
 
 def overlay_name(image: str) -> str:
-    """File name of the overlay of `image` (its relative path with '/' -> '__', suffix .png)."""
+    """File name of the overlay of `image`: its sanitised relative path ('/' -> '__') + '-' + the
+    first 8 hex digits of the SHA-1 of `image`, so two images never share an overlay name."""
     stem = Path(image).with_suffix("").as_posix().lstrip("/")
-    return re.sub(r"[^A-Za-z0-9_.\-]", "_", stem.replace("/", "__")) + ".png"
+    digest = hashlib.sha1(image.encode()).hexdigest()[:8]
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", stem.replace("/", "__")) + f"-{digest}.png"
 
 
 def score_images(
@@ -534,14 +537,19 @@ def _score_batch(x, rows, bundle, models, layout, explain, overlays, pictures, c
         finite = np.ones(n, dtype=bool)
         for name in detectors:
             finite &= np.isfinite(maps[name].reshape(n, -1)).all(axis=1)
-        stats = [segment_statistics(maps[name], layout) for name in detectors]
-        maxima = [maps[name].reshape(n, -1).max(axis=1) for name in detectors]
-        features = feature_matrix(stats, maxima)[:, bundle.column_positions]
+        # A non-finite map makes that image an error row; the rest of the batch is scored.
+        maxima = [np.where(finite, np.nan_to_num(maps[name].reshape(n, -1), nan=-np.inf).max(axis=1), np.nan)
+                  for name in detectors]
+        features = np.full((n, len(bundle.feature_columns)), np.nan)
+        if finite.any():
+            stats = [segment_statistics(maps[name][finite], layout) for name in detectors]
+            features[finite] = feature_matrix(stats, [m[finite] for m in maxima])[:, bundle.column_positions]
 
     with clock("brf"):
-        scores = brf_scores(bundle.brf, features)
-        scores[~finite] = np.nan  # never decide on a broken map
-        decisions = decide(scores, op.threshold)
+        scores = np.full(n, np.nan)
+        if finite.any():
+            scores[finite] = brf_scores(bundle.brf, features[finite])
+        decisions = decide(scores, op.threshold)  # NaN -> 'error': never decide on a broken map
 
     with clock("explain"):
         wanted, segment_part, detector_part, tops = _explain(features, finite, decisions, explain, bundle)

@@ -25,15 +25,17 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from segad.files import file_sha256
 
 HUB = "hub"
 PACKAGED_PREFIX = "packaged:"
@@ -181,15 +183,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(loaded)
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def weights_fingerprint(source: WeightsSource, pretrained: bool) -> str:
     """A short string that changes whenever the backbone weights would change (part of model_key)."""
     if not pretrained:
@@ -242,7 +235,7 @@ def write_timm_local_dir(
         json.dumps({"architecture": architecture, "num_classes": cfg.get("num_classes", 1000), "pretrained_cfg": cfg})
     )
     if directory.exists():  # another process finished first: keep theirs
-        _remove_tree(staging)
+        shutil.rmtree(staging)
     else:
         os.replace(staging, directory)
     return directory
@@ -252,12 +245,6 @@ def _head_prefixes(model: torch.nn.Module) -> tuple[str, ...]:
     classifier = getattr(model, "pretrained_cfg", {}).get("classifier", "classifier")
     names = classifier if isinstance(classifier, (list, tuple)) else [classifier]
     return tuple(f"{n}." for n in names)
-
-
-def _remove_tree(path: Path) -> None:
-    for child in sorted(path.rglob("*"), reverse=True):
-        child.unlink() if child.is_file() else child.rmdir()
-    path.rmdir()
 
 
 def prepare_backbone(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import zlib
 import numpy as np
 import pandas as pd
 import pytest
@@ -44,7 +45,7 @@ def make_tables(categories=("demo",), unseen=True, n_good=12, n_bad=8, n_train=6
             index.append({"image_id": image_id, "dataset": "demo", "category": category, "split": split,
                           "label": label, "defect_type": defect, "unseen": uns})
             for seed in SEEDS:
-                role = "test" if split == "test" else ("detector_train" if hash((image_id, seed)) % 2 else "brf_train")
+                role = "test" if split == "test" else ("detector_train" if zlib.crc32(f"{image_id}/{seed}".encode()) % 2 else "brf_train")
                 splits.append({"image_id": image_id, "split_seed": seed, "role": role, "in_benchmark": True})
                 for method, gap in (("patchcore", 0.8), ("patchcore+segad", 2.5)):
                     scores.append({"image_id": image_id, "split_seed": seed, "method": method,

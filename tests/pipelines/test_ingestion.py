@@ -1,4 +1,5 @@
 import pandas as pd
+import pytest
 
 from segad.pipelines.ingestion.nodes import ingest
 from tests.conftest import TINY_DEMO
@@ -13,3 +14,17 @@ def test_ingest_writes_the_demo_then_indexes_it(tmp_path):
     assert len(index) == 33 and problems.empty
     assert index.groupby("label").size().to_dict() == {0: 18, 1: 15}
     assert isinstance(index, pd.DataFrame) and index.image_id.is_unique
+
+
+def test_ingest_with_the_demo_layout_never_touches_a_folder_of_user_files(tmp_path):
+    """A user who forgets dataset.layout (default demo) gets an error, and keeps every file."""
+    from segad.files import NotOwnedError
+
+    user = tmp_path / "my_parts"
+    (user / "train" / "good").mkdir(parents=True)
+    (user / "train" / "good" / "0001.png").write_bytes(b"not really a png, but mine")
+    (user / "README").write_text("my notes")
+    with pytest.raises(NotOwnedError, match="my_parts"):
+        ingest({"layout": "demo", "root": str(user), "category": None, "on_bad_image": "fail"}, {})
+    assert (user / "train" / "good" / "0001.png").read_bytes() == b"not really a png, but mine"
+    assert (user / "README").read_text() == "my notes"
