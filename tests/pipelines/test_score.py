@@ -98,9 +98,10 @@ def test_score_pipeline_scores_a_folder_and_reports_bad_files(bundle_dir, new_im
                                atol=1e-4)
     assert accepted[contrib].isna().all().all()
     assert (rejected["top_segment"] >= -1).all() and (accepted["top_segment"] == -1).all()
-    # one overlay per rejected part, nothing else (the stale picture is gone)
-    overlays = sorted(p.name for p in (tmp_path / "overlays").iterdir())
+    # one overlay per rejected part; the user's own picture in the folder is left as it was
+    overlays = sorted(p.name for p in (tmp_path / "overlays").glob("*.png") if p.name != "stale_from_last_run.png")
     assert overlays == sorted(rejected["overlay"])
+    assert (tmp_path / "overlays" / "stale_from_last_run.png").is_file()
     picture = np.asarray(Image.open(tmp_path / "overlays" / overlays[0]))
     assert picture.shape == (SIZE + TITLE_HEIGHT, 2 * SIZE, 3)
     assert table["bundle_id"].nunique() == 1

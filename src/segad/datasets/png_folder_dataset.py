@@ -1,8 +1,10 @@
 """Kedro dataset for a folder of PNG pictures given as uint8 arrays (e.g. inspection overlays).
 
-Saving takes ``{file name: uint8 (H, W, 3) or (H, W) array}``: every PNG already in the folder is
-removed first (pictures of an earlier run must not pass for this run's), then each picture is
-written to a temporary file and ``os.replace``d. Loading returns ``{file name: array}``.
+Saving takes ``{file name: uint8 (H, W, 3) or (H, W) array}``. The folder's manifest
+(``.segad_pictures.json``) lists the pictures this dataset wrote: the ones of the earlier save are
+removed first (they must not pass for this run's), then each picture is written to a temporary
+file and ``os.replace``d, then the manifest. Files the dataset did not write are never touched.
+Loading returns ``{file name: array}`` of the pictures of the last save.
 
 Example:
     >>> import numpy as np, tempfile
@@ -15,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -25,6 +28,7 @@ import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 from PIL import Image
 
+MANIFEST = ".segad_pictures.json"
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+\.png$")
 
 
@@ -47,8 +51,9 @@ class PngFolderDataset(AbstractDataset[dict, dict]):
                 raise DatasetError(f"{self._path / name}: expected a uint8 (H, W[, 3]) array, "
                                    f"got {picture.dtype} {picture.shape}")
         self._path.mkdir(parents=True, exist_ok=True)
-        for old in self._path.glob("*.png"):
-            old.unlink()
+        for old in self._written():
+            (self._path / old).unlink(missing_ok=True)
+        self._write_manifest([])
         for name, picture in data.items():
             handle, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self._path)
             try:
@@ -58,15 +63,30 @@ class PngFolderDataset(AbstractDataset[dict, dict]):
             except BaseException:
                 Path(temp).unlink(missing_ok=True)
                 raise
+        self._write_manifest(sorted(data))
+
+    def _written(self) -> list[str]:
+        """Names of the pictures the last save wrote (from the manifest; none without one)."""
+        try:
+            names = json.loads((self._path / MANIFEST).read_text())["pictures"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
+        return [name for name in names if isinstance(name, str) and _NAME.match(name)]
+
+    def _write_manifest(self, names: list[str]) -> None:
+        handle, temp = tempfile.mkstemp(prefix=f"{MANIFEST}.", suffix=".tmp", dir=self._path)
+        with os.fdopen(handle, "w") as stream:
+            json.dump({"pictures": names}, stream)
+        os.replace(temp, self._path / MANIFEST)
 
     def load(self) -> dict[str, np.ndarray]:
         if not self._path.is_dir():
             raise DatasetError(f"{self._path}: no such folder")
         pictures = {}
-        for path in sorted(self._path.glob("*.png")):
-            with Image.open(path) as image:
-                pictures[path.name] = np.asarray(image.convert("RGB"))
+        for name in sorted(self._written()):
+            with Image.open(self._path / name) as image:
+                pictures[name] = np.asarray(image.convert("RGB"))
         return pictures
 
     def _exists(self) -> bool:
-        return self._path.is_dir()
+        return (self._path / MANIFEST).is_file()
