@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from segad.files import file_sha256, replace_folder
+from segad.files import check_owned, file_sha256, replace_folder
 from segad.images import IMAGE_SUFFIXES, ImageReadError, read_image
 from segad.weights import (
     HUB,
@@ -580,6 +580,8 @@ def save_detector(model: torch.nn.Module, config: DetectorConfig, image_size: in
             "state_sha256": file_sha256(staging / "state_dict.pt"),
         }
         (staging / "detector.json").write_text(json.dumps(meta, indent=2, default=str))
+        owned = ["detector.json", "state_dict.pt"] if (directory / "detector.json").is_file() else None
+        check_owned(directory, owned, "save_detector")
         replace_folder(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
