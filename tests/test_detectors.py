@@ -322,3 +322,15 @@ def test_model_key_changes_with_the_libraries_that_compute_maps(monkeypatch):
     monkeypatch.setattr(detectors, "library_versions", lambda: installed)
     monkeypatch.setattr(detectors, "FORMAT_VERSION", detectors.FORMAT_VERSION + 1)
     assert detectors.model_key(config, 64, ["a", "b"]) != key
+
+
+def test_padim_channel_subset_does_not_depend_on_the_backbone_cache(images, tmp_path):
+    """Writing the backbone cache on first use drew from the global RNG, so PaDiM's channel subset
+    (drawn in its constructor) differed between a fresh data folder and one that held a run."""
+    config = _config("padim", images)
+    fresh = build_detector(config, SIZE, tmp_path / "cache")  # writes the backbone folder
+    torch.rand(7)  # whatever ran before must not matter either
+    warm = build_detector(config, SIZE, tmp_path / "cache")  # reads it
+    other_seed = build_detector(DetectorConfig(**{**config.__dict__, "seed": config.seed + 1}), SIZE, tmp_path / "cache")
+    assert torch.equal(fresh.model.idx, warm.model.idx)
+    assert not torch.equal(fresh.model.idx, other_seed.model.idx)

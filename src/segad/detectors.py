@@ -71,7 +71,9 @@ logger = logging.getLogger(__name__)
 
 #: Bump when segad's own code changes what a saved detector or a map means (part of model_key).
 #: 2: model_key also holds the versions of the libraries that compute the maps.
-FORMAT_VERSION = 2
+#: 3: the seed is set right before the model is constructed (PaDiM's channel subset no longer
+#:    depends on whether the backbone cache existed), so format-2 PaDiM models are refitted.
+FORMAT_VERSION = 3
 #: Libraries whose exact installed version is part of model_key: a new release may fit or
 #: score differently, so its maps are not reused.
 MAP_LIBRARIES = ("anomalib", "torch", "torchvision", "timm")
@@ -381,6 +383,11 @@ def build_detector(
         evaluator=False,
         visualizer=False,
     )
+    # Seed right before the constructor: some models draw in it (PaDiM's channel subset), and
+    # preparing the backbone may or may not have drawn, depending on what the cache held.
+    import lightning.pytorch as pl
+
+    pl.seed_everything(config.seed, workers=True, verbose=False)
     try:
         model = model_class(**kwargs)
     except Exception as error:  # noqa: BLE001 - hub failures surface as many exception types
@@ -409,8 +416,10 @@ def _random_local_dir(architecture: str, cache: Path) -> str:
 
     directory = cache / "scaffold" / architecture
     if not (directory / "model.safetensors").is_file():
-        torch.manual_seed(0)
-        write_timm_local_dir(timm.create_model(architecture, pretrained=False).state_dict(), architecture, directory)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            state = timm.create_model(architecture, pretrained=False).state_dict()
+        write_timm_local_dir(state, architecture, directory)
     return f"local-dir:{directory.resolve()}"
 
 

@@ -146,7 +146,8 @@ def packaged_efficientnet_lite0_state_dict() -> dict[str, torch.Tensor]:
     import timm
 
     raw = torch.load(packaged_efficientnet_lite0_file(), map_location="cpu", weights_only=True)
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    with torch.random.fork_rng(devices=[]):  # a random init must not move the caller's RNG
+        model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     renamed = lukemelas_to_timm_efficientnet(raw, list(model.state_dict()))
     try:
         model.load_state_dict(renamed, strict=True)
@@ -214,7 +215,8 @@ def write_timm_local_dir(
     from safetensors.torch import save_file
 
     directory = Path(directory)
-    model = timm.create_model(architecture, pretrained=False)
+    with torch.random.fork_rng(devices=[]):  # a random init must not move the caller's RNG
+        model = timm.create_model(architecture, pretrained=False)
     result = model.load_state_dict(state_dict, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(_head_prefixes(model))]
     if missing or result.unexpected_keys:
