@@ -1,0 +1,117 @@
+"""The whole `segad` pipeline end to end in a real `kedro run`, uninterrupted and SIGKILLed.
+
+A real `python -m kedro run --pipelines segad` runs in a subprocess on a small demo, in a copy of
+this project's configuration (tests.test_runner.make_project), so every output lands under the
+test's own folder. One run is killed with SIGKILL while it writes anomaly maps, then rerun. The
+rerun must reuse the saved detector and the finished maps, compute only the missing ones, read no
+damaged file, and give a metrics.csv byte-identical to the uninterrupted run's. The same run is
+then killed again just after the feature table is written (BRF, scores, reports still to come),
+and its rerun gives the same metrics.csv again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from segad.demo import DemoConfig
+from tests.test_runner import make_project
+
+# More test images than the tiny demo and one map per batch, so map writing lasts long enough
+# to be interrupted; still about 20 s a run on 2 cores.
+DEMO = DemoConfig(n_train_good=12, n_train_bad=6, n_test_good=40, n_test_bad=30, n_test_unseen=10, image_size=64)
+STATS = re.compile(r"patchcore: (\d+) models fitted .*?, (\d+) reused; (\d+) maps computed.*?, (\d+) from cache")
+
+
+def _project(root: Path) -> Path:
+    project = make_project(root, root / "raw_demo")
+    overrides_file = project / "conf" / "local" / "parameters_test.yml"
+    overrides = yaml.safe_load(overrides_file.read_text())
+    overrides["demo"] = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(DEMO).items()}
+    overrides["image_size"] = 64
+    overrides["anomaly_maps"]["patchcore"]["batch_size"] = 1
+    overrides_file.write_text(yaml.safe_dump(overrides))
+    (project / "logging.yml").write_text(yaml.safe_dump({  # plain lines, no rich wrapping
+        "version": 1, "disable_existing_loggers": False,
+        "handlers": {"plain": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
+        "root": {"level": "INFO", "handlers": ["plain"]}}))
+    return project
+
+
+def _command(project: Path) -> list[str]:
+    return [sys.executable, "-m", "kedro", "run", "--pipelines", "segad"]
+
+
+def _env(project: Path) -> dict[str, str]:
+    return {**os.environ, "KEDRO_LOGGING_CONFIG": str(project / "logging.yml"), "KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
+            "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+
+
+def _run(project: Path) -> str:
+    done = subprocess.run(_command(project), cwd=project, env=_env(project), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def _kill_when(project: Path, ready) -> None:
+    """Start the run and SIGKILL it as soon as `ready()` is true; fail if it ended first."""
+    process = subprocess.Popen(_command(project), cwd=project, env=_env(project),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if ready():
+                process.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.005)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be interrupted"
+
+
+def _temporary_files(project: Path) -> list[Path]:
+    return [p for p in (project / "data").rglob("*") if p.is_file() and (p.suffix == ".tmp" or ".old-" in p.name)]
+
+
+def test_sigkill_during_map_writing_then_rerun_equals_an_uninterrupted_run(tmp_path):
+    reference = _project(tmp_path / "uninterrupted")
+    log = _run(reference)
+    fitted, reused, computed, cached = map(int, STATS.search(log).groups())
+    assert (fitted, reused, cached) == (1, 0, 0)
+    total = computed
+    metrics = (reference / "data" / "08_reporting" / "metrics.csv").read_bytes()
+    assert b"patchcore+segad" in metrics
+
+    interrupted = _project(tmp_path / "interrupted")
+    maps = interrupted / "data" / "03_primary" / "patchcore" / "maps"
+    _kill_when(interrupted, lambda: maps.is_dir() and len(list(maps.rglob("*.npz"))) >= 5)
+    present = len(list(maps.rglob("*.npz")))
+    assert 5 <= present < total
+    log = _run(interrupted)
+    fitted, reused, computed, cached = map(int, STATS.search(log).groups())
+    # only the missing work is redone: the saved detector and every finished map are reused
+    assert (fitted, reused) == (0, 1)
+    assert cached >= present - 1 and computed + cached == total  # at most the map being written is lost
+    assert "damaged" not in log.lower()
+    assert (interrupted / "data" / "08_reporting" / "metrics.csv").read_bytes() == metrics
+    assert _temporary_files(interrupted) == []
+
+    # killed again once the feature table is written (BRF, scores and reports still to come)
+    for written in ("08_reporting", "07_model_output", "06_models/brf", "04_feature"):
+        subprocess.run(["rm", "-rf", str(interrupted / "data" / written)], check=True)
+    features = interrupted / "data" / "04_feature" / "features"
+    _kill_when(interrupted, lambda: any(features.rglob("*.parquet")) if features.is_dir() else False)
+    log = _run(interrupted)
+    assert tuple(map(int, STATS.search(log).groups())) == (0, 1, 0, total)  # every map from cache
+    assert (interrupted / "data" / "08_reporting" / "metrics.csv").read_bytes() == metrics
+    assert _temporary_files(interrupted) == []
