@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from segad.demo import DemoConfig
@@ -46,8 +47,8 @@ def _project(root: Path) -> Path:
     return project
 
 
-def _command(project: Path) -> list[str]:
-    return [sys.executable, "-m", "kedro", "run", "--pipelines", "segad"]
+def _command(project: Path, params: str | None = None) -> list[str]:
+    return [sys.executable, "-m", "kedro", "run", "--pipelines", "segad"] + (["--params", params] if params else [])
 
 
 def _env(project: Path) -> dict[str, str]:
@@ -55,8 +56,8 @@ def _env(project: Path) -> dict[str, str]:
             "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
 
 
-def _run(project: Path) -> str:
-    done = subprocess.run(_command(project), cwd=project, env=_env(project), capture_output=True, text=True, timeout=600)
+def _run(project: Path, params: str | None = None) -> str:
+    done = subprocess.run(_command(project, params), cwd=project, env=_env(project), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout + done.stderr
 
@@ -79,6 +80,19 @@ def _kill_when(project: Path, ready) -> None:
     assert process.returncode == -signal.SIGKILL, "the run ended before it could be interrupted"
 
 
+def _detector_states(project: Path) -> dict[str, bytes]:
+    """{model_key: state_dict.pt bytes} of the run's saved detectors (the other dataset's excluded)."""
+    store = project / "data" / "03_primary" / "patchcore" / "map_index.parquet"
+    keys = set(pd.read_parquet(store)["model_key"])
+    return {key: (project / "data" / "06_models" / "patchcore" / key / "state_dict.pt").read_bytes() for key in keys}
+
+
+def _feature_files(project: Path) -> dict[str, bytes]:
+    folder = project / "data" / "04_feature" / "features" / "dataset=demo"
+    wanted = [p for p in folder.rglob("*.parquet")]
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in wanted}
+
+
 def _temporary_files(project: Path) -> list[Path]:
     return [p for p in (project / "data").rglob("*") if p.is_file() and (p.suffix == ".tmp" or ".old-" in p.name)]
 
@@ -92,10 +106,15 @@ def test_sigkill_during_map_writing_then_rerun_equals_an_uninterrupted_run(tmp_p
     metrics = (reference / "data" / "08_reporting" / "metrics.csv").read_bytes()
     assert b"patchcore+segad" in metrics
 
+    # the second project first runs another dataset (another demo) in the same data folder, so
+    # its caches (backbone, other detectors and tables) exist before the run that is compared
     interrupted = _project(tmp_path / "interrupted")
+    other = tmp_path / "other_demo"
+    _run(interrupted, f"dataset.root={other},demo.seed=5,segmentation.path={other / 'segmentation.png'}")
     maps = interrupted / "data" / "03_primary" / "patchcore" / "maps"
-    _kill_when(interrupted, lambda: maps.is_dir() and len(list(maps.rglob("*.npz"))) >= 5)
-    present = len(list(maps.rglob("*.npz")))
+    before = len(list(maps.rglob("*.npz")))  # the other dataset's maps
+    _kill_when(interrupted, lambda: len(list(maps.rglob("*.npz"))) >= before + 5)
+    present = len(list(maps.rglob("*.npz"))) - before
     assert 5 <= present < total
     log = _run(interrupted)
     fitted, reused, computed, cached = map(int, STATS.search(log).groups())
@@ -105,6 +124,8 @@ def test_sigkill_during_map_writing_then_rerun_equals_an_uninterrupted_run(tmp_p
     assert "damaged" not in log.lower()
     assert (interrupted / "data" / "08_reporting" / "metrics.csv").read_bytes() == metrics
     assert _temporary_files(interrupted) == []
+    assert _feature_files(interrupted) == _feature_files(reference)
+    assert _detector_states(interrupted) == _detector_states(reference)
 
     # killed again once the feature table is written (BRF, scores and reports still to come)
     for written in ("08_reporting", "07_model_output", "06_models/brf", "04_feature"):
@@ -115,3 +136,4 @@ def test_sigkill_during_map_writing_then_rerun_equals_an_uninterrupted_run(tmp_p
     assert tuple(map(int, STATS.search(log).groups())) == (0, 1, 0, total)  # every map from cache
     assert (interrupted / "data" / "08_reporting" / "metrics.csv").read_bytes() == metrics
     assert _temporary_files(interrupted) == []
+    assert _feature_files(interrupted) == _feature_files(reference)
