@@ -155,9 +155,9 @@ def render_part(rng: np.random.Generator, size: int, defect: str | None = None, 
 
     for pin in part.pins:
         _pin(draw, pin, part.pin_size, (170, 172, 178))
-    for k, (end, bend, pin) in enumerate(zip(wire_ends, part.bends, part.pins)):
-        if k != missing:
-            colour = (150, 30, 30) if k == 0 else (30, 30, 30)
+    for wire, (end, bend, pin) in enumerate(zip(wire_ends, part.bends, part.pins)):
+        if wire != missing:
+            colour = (150, 30, 30) if wire == 0 else (30, 30, 30)
             draw.line(_wire_points(end, bend, pin), fill=colour, width=max(1, int(3 * s)))
     for dot in part.dots:
         _disk(draw, dot, 6 * s, (196, 198, 204))
@@ -180,8 +180,8 @@ def render_part(rng: np.random.Generator, size: int, defect: str | None = None, 
     if defect == "pollution":
         for _ in range(int(3 + 5 * severity)):
             spot = part.centre + rng.normal(0, 0.6, 2) * part.radius
-            colour = tuple(int(c) for c in rng.integers(60, 255, 3))
-            _disk(draw, spot, rng.uniform(1.5, 3.5) * s, colour)
+            spot_colour = tuple(int(c) for c in rng.integers(60, 255, 3))
+            _disk(draw, spot, rng.uniform(1.5, 3.5) * s, spot_colour)
     return image
 
 

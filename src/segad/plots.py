@@ -73,7 +73,8 @@ def roc_figure(table: pd.DataFrame, title: str = "") -> Figure:
             (line,) = ax.plot(fpr, tpr, color=colour, lw=1.2, alpha=0.8)
             first_line = first_line or line
         spread = f" ± {np.std(aurocs, ddof=1):.3f}" if len(aurocs) > 1 else ""
-        first_line.set_label(f"{method} (AUROC {np.mean(aurocs):.3f}{spread})")
+        if first_line is not None:
+            first_line.set_label(f"{method} (AUROC {np.mean(aurocs):.3f}{spread})")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate (good flagged)",
            ylabel="true positive rate (bad caught)", title=f"ROC {title}".strip())

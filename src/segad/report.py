@@ -64,7 +64,7 @@ def method_order(methods: Sequence[str]) -> list[str]:
     return sorted(dict.fromkeys(methods), key=lambda m: (m.endswith("segad"), m.count("+"), m))
 
 
-def _cell(mean: float, std: float) -> str:
+def _cell(mean: float, std: float | None) -> str:
     if mean is None or pd.isna(mean):
         return "–"
     text = f"{100 * mean:.1f}"

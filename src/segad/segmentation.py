@@ -112,7 +112,7 @@ def resize_labels(labels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray
     if labels.shape == (height, width):
         return labels.astype(np.int64, copy=False)
     image = Image.fromarray(labels.astype(np.int32), mode="I")
-    return np.asarray(image.resize((width, height), Image.NEAREST)).astype(np.int64)
+    return np.asarray(image.resize((width, height), Image.Resampling.NEAREST)).astype(np.int64)
 
 
 def read_label_map(
@@ -274,16 +274,16 @@ def _gray_images(paths: Sequence[str], size: tuple[int, int]) -> np.ndarray:
 def resolve_segmentation(
     config: SegmentationConfig,
     categories: Sequence[str],
-    size: int | tuple[int, int],
+    map_size: int | tuple[int, int],
     good_train_paths: Mapping[str, Sequence[str]] | None = None,
 ) -> Segmentation:
-    """Build the `Segmentation` of every category at map resolution `size`.
+    """Build the `Segmentation` of every category at map resolution `map_size` (pixels, int or (H, W)).
 
     `good_train_paths[category]` (image paths) is needed for method `auto` only.
     """
     if config.method is None:
         raise ValueError("segmentation method not chosen: call SegmentationConfig.for_dataset(layout, root) first")
-    size = (size, size) if isinstance(size, int) else tuple(size)
+    size = (map_size, map_size) if isinstance(map_size, int) else (int(map_size[0]), int(map_size[1]))
     seg = Segmentation(method=config.method, size=size, n_segments={})
     for category in categories:
         if config.method == "static":
@@ -307,6 +307,8 @@ def resolve_segmentation(
             n = config.auto_segments
             seg.sources[category] = f"auto:kmeans({n}) on {len(paths)} good train images"
         else:  # per_image
+            if config.n_segments is None:
+                raise SegmentationError("per_image segmentation needs segmentation.n_segments")
             seg.n_segments[category] = int(config.n_segments)
             seg.folder = str(config.folder)
             seg.sources[category] = f"per_image:{config.folder}"
