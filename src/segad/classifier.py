@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -80,8 +81,9 @@ def build_model(config: ClassifierConfig):
         WeightsSource.parse(config.weights), config.backbone, config.pretrained, config.cache_dir
     )
     net = timm.create_model(backbone, pretrained=pretrained, num_classes=1)
-    mean = torch.tensor(net.pretrained_cfg.get("mean", (0.485, 0.456, 0.406)), dtype=torch.float32)
-    std = torch.tensor(net.pretrained_cfg.get("std", (0.229, 0.224, 0.225)), dtype=torch.float32)
+    pretrained_cfg = cast(dict, net.pretrained_cfg)
+    mean = torch.tensor(pretrained_cfg.get("mean", (0.485, 0.456, 0.406)), dtype=torch.float32)
+    std = torch.tensor(pretrained_cfg.get("std", (0.229, 0.224, 0.225)), dtype=torch.float32)
 
     class Normalised(torch.nn.Module):
         def __init__(self) -> None:
@@ -111,8 +113,8 @@ def fit_classifier(
     """Fine-tune `build_model(config)` on images (paths) with labels 0 good / 1 bad; returns the model."""
     import torch
 
-    labels = np.asarray(labels, dtype=np.int64)
-    n_bad, n_good = int(labels.sum()), int((labels == 0).sum())
+    y_all = np.asarray(labels, dtype=np.int64)
+    n_bad, n_good = int(y_all.sum()), int((y_all == 0).sum())
     if n_bad == 0 or n_good == 0:
         raise ValueError(f"classifier training needs good and bad images, got {n_good} good and {n_bad} bad")
     torch.manual_seed(seed)
@@ -134,7 +136,7 @@ def fit_classifier(
                 break
             chosen = order[start : start + config.batch_size]
             x = _load_batch([paths[i] for i in chosen], image_size).to(device)
-            y = torch.from_numpy(labels[chosen].astype(np.float32)).to(device)
+            y = torch.from_numpy(y_all[chosen].astype(np.float32)).to(device)
             optimiser.zero_grad()
             loss = loss_fn(model(x)[:, 0], y)
             loss.backward()
@@ -157,11 +159,12 @@ def _recalibrate_norm_statistics(model, paths: Sequence[str], image_size: int, b
     the head was fitted on. Measured on the dark-vs-bright 64 px images of the tests: AUROC 0.52
     without this pass, 1.0 with it.
     """
+    import torch
     from torch.optim.swa_utils import update_bn
 
     batches = (_load_batch(paths[start : start + batch_size], image_size).to(device)
                for start in range(0, len(paths), batch_size))
-    update_bn(batches, model, device=device)
+    update_bn(batches, model, device=torch.device(device))
 
 
 def predict_scores(model, paths: Sequence[str], image_size: int, batch_size: int = 32, device: str = "cpu") -> np.ndarray:

@@ -333,7 +333,7 @@ def build_detector(
     size = (int(image_size), int(image_size))
     cache = Path(backbone_cache_dir or Path(tempfile.gettempdir()) / "segad-backbones")
     kwargs = dict(config.model)
-    model_class = _model_class(config.name)
+    model_class: Any = _model_class(config.name)
     state_to_load: dict[str, torch.Tensor] | None = None
 
     if spec.backbone == "none":  # EfficientAD
@@ -352,6 +352,7 @@ def build_detector(
             kwargs["imagenet_dir"] = str(_check_imagenet_dir(config.imagenet_dir))
     else:
         architecture = config.architecture()
+        assert architecture is not None, "every detector with a backbone has an architecture"
         source = WeightsSource.parse(config.weights)
         pretrained = config.pretrained and not for_loading
         if not config.pretrained and not spec.has_pre_trained_arg:
@@ -404,9 +405,10 @@ def build_detector(
 
 def _looks_like_download_failure(error: BaseException) -> bool:
     chain: list[BaseException] = []
-    while error is not None and len(chain) < 10:
-        chain.append(error)
-        error = error.__cause__ or error.__context__
+    current: BaseException | None = error
+    while current is not None and len(chain) < 10:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
     names = " ".join(type(e).__name__ + " " + str(e) for e in chain).lower()
     return any(w in names for w in ("hub", "offline", "connection", "download", "urlopen", "entrynotfound", "resolve"))
 
@@ -521,7 +523,7 @@ def fit_detector(
     torch_device = resolve_device(device)
     # Seed first: some models draw randomness in their constructor (PaDiM's channel subset).
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    model = build_detector(config, image_size, backbone_cache_dir)
+    model: Any = build_detector(config, image_size, backbone_cache_dir)  # an anomalib AnomalibModule
     arguments = {
         k: v
         for k, v in model.trainer_arguments.items()
@@ -863,6 +865,7 @@ def compute_anomaly_maps(
             continue
         start = time.perf_counter()
         label = f"{config.name} maps [{key[:8]}]" if progress else None
+        assert model is not None, "a model is loaded or fitted whenever maps are to be computed"
         for index, anomaly_map in iter_maps(
             model, [p for _, p in todo], image_size, config.batch_size, config.num_workers, config.amp, label,
             config.channels_last,

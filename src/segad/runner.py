@@ -129,6 +129,8 @@ class DaskDataset(AbstractDataset[Any, Any]):
 class _client:
     """Context manager giving a client: `worker_client` inside a task, else the default one."""
 
+    _context: Any = None  # worker_client()'s context manager inside a task
+
     def __enter__(self) -> Client:
         if _in_worker():
             self._context = worker_client()
@@ -136,7 +138,7 @@ class _client:
         self._context = None
         return get_client()
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         if self._context is not None:
             self._context.__exit__(*exc)
 
@@ -276,7 +278,7 @@ class DaskRunner(AbstractRunner):
         nodes = pipeline.nodes  # topologically sorted: dependencies are submitted first
         load_counts = Counter(chain.from_iterable(n.inputs for n in nodes))
         node_dependencies = pipeline.node_dependencies
-        futures = {}
+        futures: dict[Node, Any] = {}
         token = uuid.uuid4().hex[:12]  # fresh task keys: a rerun never reuses old results
         for node in nodes:
             dependencies = [futures[dep] for dep in node_dependencies[node]]

@@ -476,7 +476,9 @@ def score_images(
     bar = tqdm(total=len(paths), desc="scoring", unit="img", disable=not progress, smoothing=0.1)
     for start in range(0, len(paths), batch_size):
         batch = [Path(p) for p in paths[start : start + batch_size]]
-        batch_rows, arrays, ok = [], [], []
+        batch_rows: list[dict] = []
+        arrays: list[np.ndarray] = []
+        ok: list[int] = []
         with clock("read"):
             for path in batch:
                 absolute = path.resolve()
@@ -519,6 +521,7 @@ class _Clock:
     def __exit__(self, *exc: object) -> None:
         import time
 
+        assert self._stage is not None, "a stage is entered through clock(stage)"
         self.wall[self._stage] += time.perf_counter() - self._start[0]
         self.cpu[self._stage] += time.process_time() - self._start[1]
 

@@ -32,6 +32,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -226,7 +227,7 @@ def write_timm_local_dir(
     if "vit" in str(directory.resolve()).lower() and "vit" not in architecture:
         # anomalib switches to its transformer code path when the backbone string contains "vit"
         raise WeightsError(f"{directory}: folder path must not contain 'vit' (anomalib reads it as a ViT)")
-    cfg = dict(model.pretrained_cfg)
+    cfg = dict(cast(dict, model.pretrained_cfg))
     for key in ("url", "hf_hub_id", "file", "source", "state_dict"):
         cfg.pop(key, None)
     cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}

@@ -44,7 +44,7 @@ class SegmentMapsDataset(AbstractDataset):
         temp = self._filepath.parent / f".{self._filepath.name}.{uuid.uuid4().hex}.tmp"  # umask applies
         try:
             with open(temp, "xb") as stream:
-                np.savez_compressed(stream, meta=np.array(json.dumps(meta)), **arrays)
+                np.savez_compressed(stream, meta=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]  # numpy's stub reads **arrays as allow_pickle
             os.replace(temp, self._filepath)
         except BaseException:
             Path(temp).unlink(missing_ok=True)
