@@ -236,5 +236,5 @@ def test_a_bundle_trained_under_dask_scores_a_folder(projects, tiny_demo, monkey
     assert sorted(table["image"]) == sorted(p.relative_to(incoming).as_posix() for p in incoming.rglob("*.png"))
     assert (table["status"] == "ok").all()
     assert set(table["decision"]) <= {"accept", "reject"}
-    overlays = sorted(p.name for p in (project / "data" / "08_reporting" / "inspection_overlays").iterdir())
+    overlays = sorted(p.name for p in (project / "data" / "08_reporting" / "inspection_overlays").glob("*.png"))
     assert overlays == sorted(table.loc[table["decision"] == "reject", "overlay"])
