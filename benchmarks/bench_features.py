@@ -181,7 +181,8 @@ def main() -> None:
         if real is None:
             print(f"\n{folder}: no stored {labels.shape} maps")
             continue
-        t_ref = timed(lambda: [reference_segment_statistics(m, labels, n_segments) for m in real[: args.ref_maps]], args.repeat)
+        t_ref = timed(lambda real=real: [reference_segment_statistics(m, labels, n_segments) for m in real[: args.ref_maps]],
+                      args.repeat)
         ref_rate = min(len(real), args.ref_maps) / t_ref
         print(f"\n{len(real)} stored maps of {folder}")
         print(f"  {'reference loop':50s} {ref_rate:10.1f} {1.0:12.1f}")
@@ -212,7 +213,6 @@ def main() -> None:
 
 def compare_segmentations(auto_segments: list[int]) -> None:
     """Test AUROC of the BRF per segmentation on the project's data (run from the project root)."""
-    import pandas as pd
     from kedro.config import OmegaConfigLoader
     from kedro.io import DataCatalog
 

@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import yaml
 import pandas as pd
 import pytest
+import yaml
 from distributed import Client, LocalCluster
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline, node

@@ -27,7 +27,6 @@ from segad.scoring import (
 )
 from tests.conftest import write_png
 
-
 # ------------------------------------------------------------------ operating point
 
 

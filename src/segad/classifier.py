@@ -29,6 +29,7 @@ from typing import cast
 
 import numpy as np
 import pandas as pd
+
 from segad.params import known_params
 
 SCORE_COLUMNS = ("image_id", "split_seed", "score")

@@ -55,7 +55,7 @@ class DemoConfig:
     jitter_px: float = 3.0  # max position jitter of the whole part, in pixels at 256 px
 
     @classmethod
-    def from_params(cls, params: dict | None) -> "DemoConfig":
+    def from_params(cls, params: dict | None) -> DemoConfig:
         params = dict(params or {})
         for key in ("seen_defects", "unseen_defects"):
             if key in params:

@@ -711,8 +711,7 @@ def iter_maps(
     try:
         for indices, images in loader:
             maps = predict_maps(model, images, amp=amp)
-            for index, anomaly_map in zip(indices.tolist(), maps, strict=True):
-                yield index, anomaly_map
+            yield from zip(indices.tolist(), maps, strict=True)
             bar.update(len(indices))
     finally:
         bar.close()

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
 from segad.params import known_params
 
 METHODS = ("static", "per_image", "elpv", "auto", "single")

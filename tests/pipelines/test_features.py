@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
-import zlib
 import numpy as np
 import pandas as pd
 import pytest

@@ -25,7 +25,6 @@ from kedro.io import AbstractDataset, DatasetError
 from segad.segmentation import Segmentation
 
 
-
 class SegmentMapsDataset(AbstractDataset):
     """A `Segmentation` stored at `filepath` (.npz)."""
 

@@ -8,7 +8,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from tqdm.auto import tqdm
 
-from segad.classifier import ClassifierConfig, classifier_scores as _classifier_scores, empty_scores
+from segad.classifier import ClassifierConfig, empty_scores
+from segad.classifier import classifier_scores as _classifier_scores
 from segad.features import FeatureConfig, build_feature_table, feature_rows
 from segad.images import read_image
 from segad.segmentation import Segmentation, SegmentationConfig, overlay, resolve_segmentation
