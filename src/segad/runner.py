@@ -27,6 +27,7 @@ Usage::
 
 Example (runs as is)::
 
+    >>> import logging
     >>> from operator import neg
     >>> from distributed import Client, LocalCluster
     >>> from kedro.io import DataCatalog, MemoryDataset
@@ -34,6 +35,8 @@ Example (runs as is)::
     >>> from segad.runner import DaskDataset, DaskRunner
     >>> catalog = DataCatalog({"x": MemoryDataset(-2), "y": DaskDataset("y"), "z": DaskDataset("z")})
     >>> pipe = Pipeline([node(abs, "x", "y"), node(neg, "y", "z")])
+    >>> for name in ("distributed", "kedro"):  # keep the example's output to its result
+    ...     logging.getLogger(name).setLevel(logging.WARNING)
     >>> with LocalCluster(processes=False, n_workers=1, dashboard_address=None) as cluster, \\
     ...         Client(cluster) as client:
     ...     _ = DaskRunner().run(pipe, catalog)  # doctest: +ELLIPSIS
