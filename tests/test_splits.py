@@ -133,3 +133,13 @@ def test_check_splits_catches_leaks():
         check_splits(bad_det, index, "high_shot")
     with pytest.raises(SplitError, match="two roles"):
         check_splits(pd.concat([splits, splits.iloc[:1]]), index, "high_shot")
+
+
+def test_low_shot_json_integer_keys_sort_numerically():
+    index = fake_index(n_train_bad=5)
+    names = [f"{i:03d}.png" for i in range(5)]
+    draws = {"10": names[2:4], "2": names[:2]}
+    splits = make_splits(index, SplitConfig(benchmark="low_shot", seeds=(0, 1), low_shot_draws=draws))
+    splits = splits.merge(index, on="image_id").query("role == 'brf_train' and label == 1")
+    assert sorted(splits[splits.split_seed == 0].image_id.str[-7:]) == ["000.png", "001.png"]
+    assert sorted(splits[splits.split_seed == 1].image_id.str[-7:]) == ["002.png", "003.png"]

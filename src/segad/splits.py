@@ -9,7 +9,7 @@ Regimes (SegAD paper, section 4-5):
 - `one_class`: no real bad image in brf_train (the defects stage adds synthetic ones).
 - `high_shot`: every training bad image goes to brf_train.
 - `low_shot`: `low_shot_n` training bad images per seed (drawn with the seed, or VAD's
-  low_shot_train.json draws in key order), the rest unused.
+  low_shot_train.json draws in key order: integer keys numerically, "2" before "10"), the rest unused.
 - `visa_supervised`: `visa_moved_bad` test bad images per category move to brf_train per seed;
   the rest of the test set stays.
 - `kfold`: k-fold cross-validation over all images (SensumSODF); split_seed is the fold number.
@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -136,10 +137,15 @@ def _roles(images: pd.DataFrame, config: SplitConfig, seed: int, category: str) 
     return roles
 
 
+def draw_order(keys: Iterable[str]) -> list[str]:
+    """Low-shot draw keys in seed order: integer keys numerically ("2" before "10"), then the rest as strings."""
+    return sorted(keys, key=lambda k: (0, int(k), "") if k.isdigit() else (1, 0, k))
+
+
 def _low_shot(images: pd.DataFrame, train_bad: np.ndarray, config: SplitConfig, seed: int,
               rng: np.random.Generator, category: str) -> np.ndarray:
     if config.low_shot_draws:
-        keys = sorted(config.low_shot_draws)
+        keys = draw_order(config.low_shot_draws)
         position = list(config.seeds).index(seed)
         if position >= len(keys):
             raise SplitError(f"low_shot_train.json has {len(keys)} draws; seed {seed} is seed number "
