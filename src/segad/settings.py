@@ -10,3 +10,7 @@ CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
 }
+
+from segad.hooks import UpstreamCheckHooks  # noqa: E402
+
+HOOKS = (UpstreamCheckHooks(),)
