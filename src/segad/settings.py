@@ -5,6 +5,11 @@ See https://docs.kedro.org/en/stable/kedro_project_setup/settings.html.
 
 from kedro.config import OmegaConfigLoader
 
+from segad.hooks import UpstreamCheckHooks
+
+# A stage run alone stops before running when an upstream output is missing (segad.hooks).
+HOOKS = (UpstreamCheckHooks(),)
+
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

@@ -1,0 +1,108 @@
+"""Project hooks: a stage pipeline run alone stops early, in one line, when upstream output is missing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from kedro.framework.hooks import hook_impl
+from kedro.io import MemoryDataset
+from kedro.pipeline import Pipeline
+
+# Pipelines that are sums of stages: never named as the producer of a dataset.
+COMPOSITE = ("__default__", "segad")
+
+
+class MissingUpstreamError(click.ClickException, RuntimeError):
+    """A pipeline's input that another pipeline writes does not exist yet.
+
+    A ClickException, so that `kedro run` prints it as one `Error: ...` line and exits with
+    status 1 instead of a traceback; from Python it is an ordinary RuntimeError.
+    """
+
+    def __init__(self, pipeline_name: str, missing: list[str], producers: list[str], chain: bool) -> None:
+        self.pipeline_name = pipeline_name
+        self.missing = missing
+        self.producers = producers
+        needed = ", ".join(missing)
+        if chain:  # running the producers one after the other works
+            rest = ", ".join(producers[1:])
+            first = f"run `kedro run --pipelines {producers[0]}`" + (f" (then {rest})" if rest else "")
+        else:  # a stage on the way needs output of a later one: let Kedro pick the nodes
+            first = (f"run `kedro run --pipelines segad --to-outputs {','.join(missing)}` "
+                     f"(it runs the nodes of {', '.join(producers)} that make them)")
+        super().__init__(f"pipeline '{pipeline_name}' needs {needed}, which no run has written yet: "
+                         f"{first} first, or `kedro run --pipelines segad` for the whole flow")
+
+
+def _producers(pipelines: dict[str, Pipeline]) -> dict[str, str]:
+    """Dataset name -> the smallest non-composite registered pipeline that writes it."""
+    stages = sorted(((name, p) for name, p in pipelines.items() if name not in COMPOSITE),
+                    key=lambda item: len(item[1].nodes))
+    producer: dict[str, str] = {}
+    for name, stage in stages:
+        for dataset in stage.all_outputs():
+            producer.setdefault(dataset, name)
+    return producer
+
+
+def _exists(catalog: Any, name: str) -> bool | None:
+    """Whether `name` is written; None when it is in memory only or its dataset cannot tell."""
+    dataset = catalog.get(name)
+    if dataset is None or isinstance(dataset, MemoryDataset):
+        return None
+    try:
+        return bool(dataset.exists())
+    except Exception:  # noqa: BLE001 - a dataset that cannot tell must not block the run
+        return None
+
+
+def _missing(pipeline: Pipeline, catalog: Any, producer: dict[str, str]) -> list[str]:
+    """Free inputs of `pipeline` that a registered pipeline writes and that do not exist."""
+    return sorted(name for name in pipeline.inputs()
+                  if name != "parameters" and not name.startswith("params:")
+                  and name in producer and _exists(catalog, name) is False)
+
+
+def missing_upstream(pipeline: Pipeline, catalog: Any, pipelines: dict[str, Pipeline],
+                     pipeline_name: str) -> MissingUpstreamError | None:
+    """The error for `pipeline`'s missing upstream inputs, or None when all exist.
+
+    Inputs no registered pipeline writes (stores the nodes fill through a handle, raw data) and
+    parameters are not checked. When running the producing stages one after the other works (each
+    one's missing inputs made by an earlier one), the error names them in the registry's order;
+    otherwise (a stage on the way needs output of a later one) it names the `segad --to-outputs`
+    run and the stages whose nodes that run includes.
+    """
+    producer = _producers(pipelines)
+    missing = _missing(pipeline, catalog, producer)
+    if not missing:
+        return None
+    order = [name for name in pipelines if name not in COMPOSITE]
+    producers = sorted({producer[name] for name in missing}, key=order.index)
+    needs = {name: _missing(pipelines[name], catalog, producer) for name in producers}
+    while True:  # add the producers of the producers' own missing inputs
+        extra = {producer[d] for names in needs.values() for d in names} - set(needs)
+        if not extra:
+            break
+        needs.update({name: _missing(pipelines[name], catalog, producer) for name in extra})
+    chain = sorted(needs, key=order.index)
+    if all(order.index(producer[d]) < order.index(name) for name in chain for d in needs[name]):
+        return MissingUpstreamError(pipeline_name, missing, chain, True)
+    made_by = pipelines["segad"].filter(to_outputs=missing).nodes
+    stages = {node.namespace.split(".")[0] for node in made_by if node.namespace}
+    return MissingUpstreamError(pipeline_name, missing, sorted(stages, key=order.index), False)
+
+
+class UpstreamCheckHooks:
+    """Check before a run that every upstream output the pipeline reads has been written."""
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
+        """Raise MissingUpstreamError when an upstream output of `pipeline` is missing."""
+        from segad.pipeline_registry import register_pipelines
+
+        names = run_params.get("pipeline_names") or ["__default__"]
+        error = missing_upstream(pipeline, catalog, register_pipelines(), "+".join(names))
+        if error is not None:
+            raise error
