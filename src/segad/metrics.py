@@ -12,7 +12,7 @@ Definitions (scores: higher = more anomalous; quantiles are numpy's default line
   PBn = share of bad scores > threshold.
 - F1-max: the best F1 over all thresholds "bad if score >= t" (t over the distinct scores).
 - AP: average precision, sum over thresholds of (R_k - R_{k-1}) * P_k (scikit-learn's step-wise
-  definition; anomalib's AUPR computes the same number).
+  definition). An AUPR integrated with the trapezoid rule is a different number (docs/metrics.md).
 
 All rates are fractions in [0, 1]. Every function raises `MetricInputError` naming the evaluated
 set when it has no good or no bad image, or when a score is NaN / infinite.
