@@ -190,6 +190,8 @@ def test_importance_reads_only_this_runs_models(tmp_path):
     widths = {t.get_text(): p.get_width() for t, p in zip(bars.get_yticklabels(), bars.patches, strict=True)}
     assert widths["seg1"] > widths["seg0"]  # the informative feature lives in segment 1
     assert sum(widths.values()) == pytest.approx(1.0)
+    models["padim+segad/demo/split_seed_0"] = lambda: pytest.fail("a regime-less file is skipped")
+    assert plot_feature_importance(models, labelled, {}, {"layout": "demo"}, "high_shot")[1] == files
     with pytest.raises(ValueError, match="no model of dataset=demo, benchmark=high_shot for method"):
         plot_feature_importance({}, labelled, {}, {"layout": "demo"}, "high_shot")
 

@@ -172,10 +172,18 @@ def plot_feature_importance(brf_models: Mapping, test_scores: pd.DataFrame, opti
     seeds = set(int(s) for s in test_scores["split_seed"].unique())
     regime = (str(dataset["layout"]), str(benchmark))
     chosen: dict[str, list] = {}
+    legacy = []
     for key, load in sorted(brf_models.items()):
-        layout, bench, category, method, seed = parse_model_key(key)
+        try:
+            layout, bench, category, method, seed = parse_model_key(key)
+        except ValueError:
+            legacy.append(key)  # e.g. <method>/<category>/split_seed_<s> of the regime-less layout
+            continue
         if (layout, bench) == regime and method in methods and category in categories and seed in seeds:
             chosen.setdefault(method, []).append(load() if callable(load) else load)
+    if legacy:
+        log.warning("brf_models: %d file(s) not named <dataset>/<benchmark>/<category>/<method>/"
+                    "split_seed_<s> were skipped (e.g. %s)", len(legacy), legacy[0])
     missing = sorted(methods - set(chosen))
     if missing:
         raise ValueError(f"brf_models has no model of dataset={regime[0]}, benchmark={regime[1]} for "
