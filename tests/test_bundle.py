@@ -217,3 +217,43 @@ def test_a_non_finite_map_is_that_images_error_and_the_batch_goes_on(bundle_dir,
     np.testing.assert_array_equal(clean["score"][[0, 2]], table["score"][[0, 2]])
     # names that sanitise alike still get their own overlay
     assert overlay_name("a/b.png") != overlay_name("a__b.png") != overlay_name("a?b.png")
+
+
+def test_each_build_is_a_new_version_and_latest_points_to_the_newest(trained, tmp_path):
+    from kedro.io import DatasetError
+
+    from segad.bundle import LATEST, list_bundles, resolve_bundle
+    from segad.datasets.bundle_dataset import BundleDataset
+
+    arguments = {k: v for k, v in trained.items() if not k.startswith("_")}
+    parent = tmp_path / "segad_bundle"
+    dataset = BundleDataset(str(parent))
+    assert not dataset.exists()
+    dataset.save(arguments)
+    first = (parent / LATEST).read_text().strip()
+    dataset.save(arguments)
+    second = (parent / LATEST).read_text().strip()
+    assert first != second
+    assert list_bundles(parent) == sorted([first, second])  # both kept
+    assert sorted(p.name for p in parent.iterdir()) == sorted([LATEST, first, second])  # no temp left
+    assert resolve_bundle(parent) == parent / second
+    assert dataset.load().bundle_id == second  # the parent loads the latest
+    assert load_bundle(parent / second).bundle_id == second  # folder name = bundle_id
+    assert BundleDataset(str(parent / first)).load().bundle_id == first  # an explicit older bundle
+    with pytest.raises(DatasetError, match="versioned bundle"):
+        BundleDataset(str(parent / first)).save(arguments)
+    (parent / "notes.txt").write_text("not ours")
+    with pytest.raises(DatasetError, match="did not write"):
+        dataset.save(arguments)
+    assert list_bundles(parent) == sorted([first, second])
+
+
+def test_an_unversioned_bundle_becomes_the_first_version(trained, bundle_dir):
+    from segad.bundle import LATEST, list_bundles, write_versioned_bundle
+
+    old = load_bundle(bundle_dir).bundle_id
+    arguments = {k: v for k, v in trained.items() if not k.startswith("_")}
+    new = write_versioned_bundle(bundle_dir, **arguments)
+    assert list_bundles(bundle_dir) == sorted([old, new.name])
+    assert (bundle_dir / LATEST).read_text().strip() == new.name
+    assert load_bundle(bundle_dir / old).bundle_id == old

@@ -221,9 +221,12 @@ def test_a_bundle_trained_under_dask_scores_a_folder(projects, tiny_demo, monkey
     monkeypatch.chdir(project)
     run_project(project, ["brf", "bundle"], env="dask", runner=DaskRunner(
         cluster_args={"n_workers": 1, "threads_per_worker": 2, "processes": False}))
-    bundle = project / "data" / "06_models" / "segad_bundle"
+    parent = project / "data" / "06_models" / "segad_bundle"
+    bundle = parent / (parent / "LATEST").read_text().strip()
     manifest = yaml.safe_load((bundle / "manifest.json").read_text())  # JSON is YAML
     assert manifest["detectors"] == ["patchcore"] and manifest["config"]["method"] == "patchcore+segad"
+    assert manifest["bundle_id"] == bundle.name
+    assert (manifest["config"]["dataset"], manifest["config"]["benchmark"]) == ("demo", "high_shot")
     assert sorted(p.name for p in bundle.iterdir()) == ["brf.ubj", "detectors", "manifest.json",
                                                         "segmentation.npy"]
     report = yaml.safe_load((project / "data" / "08_reporting" / "operating_point.json").read_text())
@@ -235,6 +238,7 @@ def test_a_bundle_trained_under_dask_scores_a_folder(projects, tiny_demo, monkey
     table = pd.read_parquet(project / "data" / "07_model_output" / "inspection.parquet")
     assert sorted(table["image"]) == sorted(p.relative_to(incoming).as_posix() for p in incoming.rglob("*.png"))
     assert (table["status"] == "ok").all()
+    assert set(table["bundle_id"]) == {bundle.name}  # the version that decided
     assert set(table["decision"]) <= {"accept", "reject"}
     overlays = sorted(p.name for p in (project / "data" / "08_reporting" / "inspection_overlays").glob("*.png"))
     assert overlays == sorted(table.loc[table["decision"] == "reject", "overlay"])

@@ -1,6 +1,17 @@
 """The SegAD bundle: everything production scoring needs, in one versioned folder.
 
-Layout (all paths relative to the bundle folder)::
+Versions: the bundle pipeline writes each bundle as a new folder ``<parent>/<bundle_id>``
+(`write_versioned_bundle`; ``bundle_id`` = UTC time + random, e.g. ``20261202T123456Z-1a2b3c4d``)
+and then points ``<parent>/LATEST`` (a text file holding that folder name, replaced atomically) at
+it. Older bundles stay. `resolve_bundle` turns a parent folder into its latest bundle and accepts
+a bundle folder itself::
+
+    data/06_models/segad_bundle/
+        LATEST                        "20261202T123456Z-1a2b3c4d"
+        20261201T090000Z-5e6f7a8b/    an older bundle
+        20261202T123456Z-1a2b3c4d/    the latest bundle
+
+Layout of one bundle (all paths relative to the bundle folder)::
 
     manifest.json             format name + version, bundle id, creation time, package versions,
                               configuration, detectors, feature schema, operating point, input
@@ -25,7 +36,8 @@ Nothing is unpickled: the BRF loads from UBJSON, the segment map with
 ``weights_only=True``), the manifest is JSON.
 
 Writing is atomic: the bundle is assembled in a temporary sibling folder and moved into place
-with ``os.replace``; an interrupted write leaves the previous bundle intact.
+with ``os.replace`` (`segad.files.replace_folder`); an interrupted write leaves the previous
+bundle and LATEST intact.
 
 Example:
     >>> from segad.bundle import package_versions
@@ -40,6 +52,8 @@ import importlib
 import importlib.metadata
 import json
 import logging
+import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -50,7 +64,7 @@ from typing import Any
 
 import numpy as np
 
-from segad.files import file_sha256, replace_folder
+from segad.files import check_owned, file_sha256, relative_files, replace_folder
 from segad.scoring import InputSpec, OperatingPoint
 
 logger = logging.getLogger(__name__)
@@ -61,6 +75,10 @@ MANIFEST = "manifest.json"
 SEGMENTATION_FILE = "segmentation.npy"
 BRF_FILE = "brf.ubj"
 DETECTORS_DIR = "detectors"
+#: The file in a bundle parent folder naming its latest bundle folder.
+LATEST = "LATEST"
+#: Folder names of versioned bundles (= their bundle_id).
+BUNDLE_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 #: Libraries whose major.minor must match between training and scoring: they define the
 #: detector weights' meaning (anomalib, torch, timm), the BRF file (xgboost) and the features.
 CHECKED_PACKAGES = ("segad", "anomalib", "torch", "timm", "xgboost")
@@ -268,6 +286,11 @@ def column_positions(columns: Sequence[str], computed: Sequence[str]) -> np.ndar
     return positions
 
 
+def new_bundle_id() -> str:
+    """A fresh bundle id: UTC time to the second + 8 random hex digits (sorts by time)."""
+    return f"{_dt.datetime.now(_dt.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
 def write_bundle(
     target: str | Path,
     *,
@@ -280,11 +303,14 @@ def write_bundle(
     config: Mapping[str, Any],
     n_segments: int | None = None,
     segment_names: Mapping[int, str] | None = None,
+    bundle_id: str | None = None,
 ) -> Path:
     """Write a bundle folder at `target` atomically; returns `target`.
 
     Args:
-        target: bundle folder (replaced if it exists).
+        target: bundle folder (replaced if it exists and holds only a bundle's own files;
+            `segad.files.NotOwnedError` otherwise). The bundle pipeline uses
+            `write_versioned_bundle`, which never replaces a bundle.
         detector_dirs: detector name -> folder written by `segad.detectors.save_detector`, in
             feature order; each folder is copied into the bundle unchanged.
         segments: int (S, S) label map at map resolution S = input_spec.image_size.
@@ -298,6 +324,7 @@ def write_bundle(
         config: the training configuration to record (parameters, split seed, ...).
         n_segments: L (default: largest label + 1).
         segment_names: optional readable names of the segments.
+        bundle_id: the id to record (default `new_bundle_id`).
     """
     target = Path(target)
     detectors = list(detector_dirs)
@@ -313,6 +340,8 @@ def write_bundle(
     if segments.shape != (input_spec.image_size, input_spec.image_size):
         raise BundleSchemaError(
             f"segment map {segments.shape} is not at the map resolution {input_spec.image_size}")
+    check_owned(target, _own_files(target), "write_bundle")
+    bundle_id = bundle_id or new_bundle_id()
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -329,7 +358,7 @@ def write_bundle(
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "bundle_id": f"{_dt.datetime.now(_dt.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}",
+            "bundle_id": bundle_id,
             "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "packages": package_versions(),
             "detectors": list(detectors),
@@ -350,6 +379,105 @@ def write_bundle(
         raise
     logger.info("wrote bundle %s at %s", manifest["bundle_id"], target)
     return target
+
+
+def _own_files(folder: Path) -> list[str] | None:
+    """Files of the bundle at `folder` per its manifest (+ the manifest), or None if it has none."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return [MANIFEST, *manifest.get("files", {})] if isinstance(manifest, dict) else None
+
+
+def _parent_files(parent: Path) -> list[str]:
+    """Files of `parent` that versioned bundle writing owns: LATEST (and its temp files), the
+    bundle folders (those with a manifest) and staging folders left by an interrupted write."""
+    owned: list[str] = []
+    for child in parent.iterdir() if parent.is_dir() else []:
+        name = child.name
+        if child.is_file() and (name == LATEST or name.startswith(f".{LATEST}.")):
+            owned.append(name)
+        elif child.is_dir() and ((child / MANIFEST).is_file()
+                                 or BUNDLE_ID.match(name.lstrip(".").split(".")[0] or "")):
+            owned.extend(f"{name}/{f}" for f in relative_files(child))
+    return owned
+
+
+def write_latest(parent: str | Path, name: str) -> None:
+    """Point `parent`/LATEST at the bundle folder `name` (temp file + ``os.replace``: atomic)."""
+    parent = Path(parent)
+    if not (parent / name / MANIFEST).is_file():
+        raise BundleError(f"{parent / name}: not a bundle folder; LATEST must name one")
+    temp = parent / f".{LATEST}.{uuid.uuid4().hex}.tmp"
+    try:
+        temp.write_text(name + "\n")
+        os.replace(temp, parent / LATEST)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def write_versioned_bundle(parent: str | Path, **arguments: Any) -> Path:
+    """Write a new bundle folder ``parent/<bundle_id>`` and point ``parent/LATEST`` at it.
+
+    `arguments` are those of `write_bundle` (without `bundle_id`). Older bundles under `parent`
+    stay. A bundle of the earlier, unversioned layout at `parent` itself is first moved into
+    ``parent/<its bundle_id>``. `segad.files.NotOwnedError` when `parent` holds files that are
+    not bundles (nothing is changed then). Returns the new bundle folder.
+    """
+    parent = Path(parent)
+    if (parent / MANIFEST).is_file():
+        if BUNDLE_ID.match(parent.name) and (parent.parent / LATEST).is_file():
+            raise BundleError(f"{parent}: is one versioned bundle of {parent.parent}; "
+                              "write new bundles to the parent folder")
+        _move_unversioned(parent)
+    check_owned(parent, _parent_files(parent), "the bundle pipeline")
+    bundle_id = new_bundle_id()
+    while (parent / bundle_id).exists():  # same second, same random digits: practically never
+        bundle_id = new_bundle_id()
+    folder = write_bundle(parent / bundle_id, bundle_id=bundle_id, **arguments)
+    write_latest(parent, bundle_id)
+    return folder
+
+
+def _move_unversioned(parent: Path) -> None:
+    """Move an unversioned bundle at `parent` to ``parent/<bundle_id>`` and write LATEST."""
+    check_owned(parent, _own_files(parent), "the bundle pipeline")
+    bundle_id = str(read_manifest(parent).get("bundle_id", ""))
+    if not BUNDLE_ID.match(bundle_id):
+        raise BundleError(f"{parent}: unversioned bundle with unexpected bundle_id {bundle_id!r}; "
+                          "move it elsewhere before writing a new bundle here")
+    aside = parent.with_name(f".{parent.name}.unversioned-{uuid.uuid4().hex[:8]}")
+    os.replace(parent, aside)
+    parent.mkdir()
+    os.replace(aside, parent / bundle_id)
+    write_latest(parent, bundle_id)
+    logger.info("moved the unversioned bundle %s into %s", bundle_id, parent / bundle_id)
+
+
+def resolve_bundle(path: str | Path) -> Path:
+    """The bundle folder `path` names: `path` itself when it holds a manifest, else the folder
+    ``path/LATEST`` names. `BundleIntegrityError` when neither is a bundle."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        return path
+    latest = path / LATEST
+    if not latest.is_file():
+        raise BundleIntegrityError(f"{path}: neither a bundle ({MANIFEST}) nor a bundle parent ({LATEST})")
+    name = latest.read_text().strip()
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise BundleIntegrityError(f"{latest}: {name!r} is not a bundle folder name")
+    if not (path / name / MANIFEST).is_file():
+        raise BundleIntegrityError(f"{latest}: names {name!r}, which is not a bundle under {path}")
+    return path / name
+
+
+def list_bundles(parent: str | Path) -> list[str]:
+    """Names of the bundle folders under `parent`, oldest first (ids sort by creation time)."""
+    parent = Path(parent)
+    return sorted(c.name for c in parent.iterdir() if c.is_dir() and (c / MANIFEST).is_file()) \
+        if parent.is_dir() else []
 
 
 def _copy_detector(name: str, source: Path, destination: Path) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 
 from segad.pipelines.brf import create_pipeline
-from segad.pipelines.brf.nodes import select_run
+from segad.pipelines.brf.nodes import model_key, parse_model_key, select_run
 
 from .test_features import DETECTORS, project_config, run_features
 
@@ -41,6 +42,8 @@ def test_brf_pipeline_fits_models_and_scores_test_rows(tiny_demo, tmp_path):
     catalog = _brf_catalog(tmp_path, features_catalog, index, params, brf_params)
     SequentialRunner().run(create_pipeline(DETECTORS), catalog)
     scores = catalog.load("scores")
+    assert set(zip(scores.dataset, scores.benchmark)) == {("demo", "high_shot")}
+    assert (tmp_path / "data/07_model_output/scores/dataset=demo/benchmark=high_shot/part-0.parquet").is_file()
     methods = {"patchcore", "padim", "patchcore+segad", "padim+segad", "padim+patchcore+segad"}
     assert set(scores.method) == methods
     n_test = int((splits[splits.split_seed == 0].role == "test").sum())
@@ -48,11 +51,12 @@ def test_brf_pipeline_fits_models_and_scores_test_rows(tiny_demo, tmp_path):
     assert scores.groupby(["method", "split_seed"]).image_id.nunique().eq(n_test).all()
     files = sorted(p.relative_to(tmp_path / "data/06_models/brf").as_posix()
                    for p in (tmp_path / "data/06_models/brf").rglob("*.json"))
-    assert files == sorted(f"{m}/demo/split_seed_{s}.json" for m in methods if m.endswith("segad") for s in (0, 1))
-    model_file = tmp_path / "data/06_models/brf/padim+patchcore+segad/demo/split_seed_0.json"
+    assert files == sorted(f"demo/high_shot/demo/{m}/split_seed_{s}.json"
+                           for m in methods if m.endswith("segad") for s in (0, 1))
+    model_file = tmp_path / "data/06_models/brf/demo/high_shot/demo/padim+patchcore+segad/split_seed_0.json"
     assert "learner" in json.loads(model_file.read_text())  # XGBoost's JSON, not a pickle
     models = catalog.load("brf_models")
-    model = models["padim+patchcore+segad/demo/split_seed_0"]()
+    model = models[model_key("demo", "high_shot", "demo", "padim+patchcore+segad", 0)]()
     names = model.get_booster().feature_names
     table = catalog.load("features")
     test = table[(table.split_seed == 0) & (table.role == "test")]
@@ -69,3 +73,35 @@ def test_select_run_refuses_missing_partitions(tiny_demo, tmp_path):
         select_run(table, index, {"layout": "demo"}, [0], ["patchcore"], "high_shot")
     with pytest.raises(ValueError, match="benchmark=low_shot"):  # another regime's rows are not this run's
         select_run(table, index, {"layout": "demo"}, [0], DETECTORS, "low_shot")
+
+
+def test_brf_runs_of_two_benchmarks_coexist(tiny_demo, tmp_path):
+    """A one_class run beside a high_shot run of the same dataset: both models and scores stay."""
+    features_catalog, index, _, params = run_features(tiny_demo, tmp_path)
+    table = features_catalog.load("features")
+    # the same rows relabelled as another regime's partitions (the features stage keys them so)
+    features = pd.concat([table, table.assign(benchmark="one_class")], ignore_index=True)
+    brf_params = dict(params["brf"], model=dict(params["brf"]["model"], **FAST))
+    for benchmark in ("high_shot", "one_class"):
+        catalog = _brf_catalog(tmp_path, features_catalog, index, params, brf_params)
+        catalog["features"] = features
+        catalog["params:benchmark"] = benchmark
+        SequentialRunner().run(create_pipeline(DETECTORS), catalog)
+    models = catalog.load("brf_models")
+    regimes = {parse_model_key(k)[:2] for k in models}
+    assert regimes == {("demo", "high_shot"), ("demo", "one_class")}
+    per_regime = {r: sorted(k.split("/", 2)[2] for k in models if parse_model_key(k)[:2] == r) for r in regimes}
+    assert per_regime[("demo", "high_shot")] == per_regime[("demo", "one_class")]
+    scores = catalog.load("scores")
+    assert set(scores.benchmark) == {"high_shot", "one_class"}
+    counts = scores.groupby("benchmark").size()
+    assert counts["high_shot"] == counts["one_class"]
+    assert not scores.duplicated(["dataset", "benchmark", "image_id", "split_seed", "method"]).any()
+
+
+def test_model_key_round_trip():
+    key = model_key("visa", "one_class", "pcb1", "padim+patchcore+segad", 3)
+    assert key == "visa/one_class/pcb1/padim+patchcore+segad/split_seed_3"
+    assert parse_model_key(key) == ("visa", "one_class", "pcb1", "padim+patchcore+segad", 3)
+    with pytest.raises(ValueError, match="unexpected partition name"):
+        parse_model_key("padim+segad/pcb1/split_seed_0")  # the old, regime-less key

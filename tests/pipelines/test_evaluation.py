@@ -137,8 +137,9 @@ def _run_inputs(tmp_path, index, splits, scores):
         y = np.r_[np.zeros(30), np.ones(10)]
         x.loc[y == 1, "seg1__patchcore__q995"] += 3.0  # one informative feature
         model = fit_brf(x, y, BRFConfig(n_estimators=2, num_parallel_tree=3, n_jobs=1), seed=seed)
-        models[f"patchcore+segad/demo/split_seed_{seed}"] = (lambda m=model: m)
-    models["patchcore+segad/other_category/split_seed_0"] = lambda: pytest.fail("stale model must not be read")
+        models[f"demo/high_shot/demo/patchcore+segad/split_seed_{seed}"] = (lambda m=model: m)
+    models["demo/high_shot/other_category/patchcore+segad/split_seed_0"] = lambda: pytest.fail("stale model must not be read")
+    models["demo/one_class/demo/patchcore+segad/split_seed_0"] = lambda: pytest.fail("other regime must not be read")
     return index, store, pd.DataFrame(map_rows), segmentation, models
 
 
@@ -149,7 +150,7 @@ def test_pipeline_writes_metrics_plots_and_report(tmp_path):
     plot_dirs = {"roc_curves": "plots/roc", "score_histograms": "plots/histograms",
                  "feature_importance": "plots/importance", "overlays": "plots/overlays"}
     catalog = DataCatalog({
-        "scores": MemoryDataset(scores), "image_index": MemoryDataset(index), "splits": MemoryDataset(splits),
+        "scores": MemoryDataset(scores.assign(dataset="demo", benchmark="high_shot")), "image_index": MemoryDataset(index), "splits": MemoryDataset(splits),
         "brf_models": MemoryDataset(models, copy_mode="assign"),
         "segment_maps": MemoryDataset(segmentation, copy_mode="assign"),
         "patchcore.map_index": MemoryDataset(map_index),
@@ -158,6 +159,7 @@ def test_pipeline_writes_metrics_plots_and_report(tmp_path):
         **{f"evaluation.{key}": MatplotlibDataset(filepath=str(out / folder)) for key, folder in plot_dirs.items()},
         "report": TextDataset(filepath=str(out / "report.md")),
         "params:benchmark": MemoryDataset("high_shot"),
+        "params:dataset": MemoryDataset({"layout": "demo"}),
         "params:evaluation.plots": MemoryDataset({"split_seed": None, "histogram_bins": 10, "n_worst": 2,
                                                   "overlay_method": None, "importance_type": "total_gain"}),
         "params:evaluation.report": MemoryDataset({"plot_dirs": plot_dirs}),
@@ -181,14 +183,28 @@ def test_importance_reads_only_this_runs_models(tmp_path):
     index, splits, scores = make_tables()
     _, _, _, _, models = _run_inputs(tmp_path, index, splits, scores)
     labelled = label_test_scores(scores, index, splits)
-    figures, files = plot_feature_importance(models, labelled, {"importance_type": "total_gain"})
+    figures, files = plot_feature_importance(models, labelled, {"importance_type": "total_gain"},
+                                             {"layout": "demo"}, "high_shot")
     assert files == ["importance_patchcore_segad.png"]
     bars = figures[files[0]].axes[0]
     widths = {t.get_text(): p.get_width() for t, p in zip(bars.get_yticklabels(), bars.patches, strict=True)}
     assert widths["seg1"] > widths["seg0"]  # the informative feature lives in segment 1
     assert sum(widths.values()) == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="no model for method"):
-        plot_feature_importance({}, labelled, {})
+    models["padim+segad/demo/split_seed_0"] = lambda: pytest.fail("a regime-less file is skipped")
+    assert plot_feature_importance(models, labelled, {}, {"layout": "demo"}, "high_shot")[1] == files
+    with pytest.raises(ValueError, match="no model of dataset=demo, benchmark=high_shot for method"):
+        plot_feature_importance({}, labelled, {}, {"layout": "demo"}, "high_shot")
+
+
+def test_label_test_scores_selects_this_runs_regime():
+    index, splits, scores = make_tables()
+    both = pd.concat([scores.assign(dataset="demo", benchmark="high_shot"),
+                      scores.assign(dataset="demo", benchmark="one_class", score=0.0)], ignore_index=True)
+    labelled = label_test_scores(both, index, splits, {"layout": "demo"}, "high_shot")
+    expected = label_test_scores(scores, index, splits)
+    pd.testing.assert_frame_equal(labelled, expected)
+    with pytest.raises(ValueError, match="no rows for dataset=demo, benchmark=low_shot"):
+        label_test_scores(both, index, splits, {"layout": "demo"}, "low_shot")
 
 
 def test_catalog_plot_folders_match_report_links():

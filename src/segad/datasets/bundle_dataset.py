@@ -1,9 +1,12 @@
-"""Kedro dataset for the SegAD bundle folder (`segad.bundle`).
+"""Kedro dataset for SegAD bundles (`segad.bundle`), versioned under one parent folder.
 
 Saving takes the keyword arguments of `segad.bundle.write_bundle` (a dict the bundle node
-returns) and writes the folder atomically; loading returns a checked `segad.bundle.Bundle`
-(format and package versions, file hashes, feature schema; no pickle anywhere). Detectors stay
-on disk until `Bundle.load_detectors(device)`.
+returns) and writes a new bundle folder ``<path>/<bundle_id>`` atomically, then points
+``<path>/LATEST`` at it (`segad.bundle.write_versioned_bundle`); older bundles stay. Loading
+resolves ``LATEST`` when `path` is the parent folder, or takes `path` as the bundle folder when
+it holds a manifest, and returns a checked `segad.bundle.Bundle` (format and package versions,
+file hashes, feature schema; no pickle anywhere). Detectors stay on disk until
+`Bundle.load_detectors(device)`.
 
 Catalog entry (conf/base/catalog_bundle.yml)::
 
@@ -13,24 +16,30 @@ Catalog entry (conf/base/catalog_bundle.yml)::
 
 Example:
     >>> from segad.datasets.bundle_dataset import BundleDataset
-    >>> BundleDataset("data/06_models/segad_bundle").load().operating_point  # doctest: +SKIP
+    >>> BundleDataset("data/06_models/segad_bundle").load().bundle_id  # the latest  # doctest: +SKIP
+    >>> BundleDataset("data/06_models/segad_bundle/20261202T123456Z-1a2b3c4d").load()  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from segad.bundle import MANIFEST, Bundle, BundleError, load_bundle, write_bundle
+from segad.bundle import Bundle, BundleError, load_bundle, resolve_bundle, write_versioned_bundle
+from segad.files import NotOwnedError
+
+log = logging.getLogger(__name__)
 
 
 class BundleDataset(AbstractDataset[dict, Bundle]):
-    """A SegAD bundle folder at `path`.
+    """SegAD bundles at `path`: a parent folder of versioned bundles (+ LATEST), or one bundle.
 
     Args:
-        path: the bundle folder.
+        path: the parent folder (load: its latest bundle; save: a new bundle in it), or a bundle
+            folder itself (load only).
         allow_version_mismatch: load even when the recorded major.minor versions of the checked
             packages differ from the installed ones (a warning is logged).
     """
@@ -45,20 +54,31 @@ class BundleDataset(AbstractDataset[dict, Bundle]):
         return {"path": str(self._path), "allow_version_mismatch": self._allow_version_mismatch}
 
     def load(self) -> Bundle:
-        if not (self._path / MANIFEST).is_file():
-            raise DatasetError(
-                f"{self._path}: no SegAD bundle here; train one with `kedro run --pipelines segad` "
-                "(the bundle pipeline writes it) or point score.bundle at a bundle folder")
         try:
-            return load_bundle(self._path, allow_version_mismatch=self._allow_version_mismatch)
+            folder = resolve_bundle(self._path)
+        except BundleError as error:
+            raise DatasetError(
+                f"{error}; train one with `kedro run --pipelines segad` (the bundle pipeline writes "
+                "it) or point score.bundle at a bundle folder or a parent folder with LATEST") from error
+        try:
+            bundle = load_bundle(folder, allow_version_mismatch=self._allow_version_mismatch)
         except BundleError as error:
             raise DatasetError(str(error)) from error
+        log.info("bundle %s from %s", bundle.bundle_id, folder)
+        return bundle
 
     def save(self, data: dict) -> None:
         if not isinstance(data, dict):
             raise DatasetError(f"{self._path}: expected the keyword arguments of write_bundle, "
                                f"got {type(data).__name__}")
-        write_bundle(self._path, **data)
+        try:
+            write_versioned_bundle(self._path, **data)
+        except (NotOwnedError, BundleError) as error:
+            raise DatasetError(str(error)) from error
 
     def _exists(self) -> bool:
-        return (self._path / MANIFEST).is_file()
+        try:
+            resolve_bundle(self._path)
+        except BundleError:
+            return False
+        return True

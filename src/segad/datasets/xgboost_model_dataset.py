@@ -5,8 +5,9 @@ target folder and then ``os.replace``s it, so a crash never leaves half a model.
 an ``xgboost.XGBClassifier`` (the BRF's class); feature names given at fit time travel inside the
 file (``model.get_booster().feature_names``).
 
-Use it alone, or under ``partitions.PartitionedDataset`` for one model per method and split seed
-(conf/base/catalog_brf.yml)::
+Use it alone, or under ``partitions.PartitionedDataset`` for one model per dataset, benchmark,
+category, method and split seed (``<dataset>/<benchmark>/<category>/<method>/split_seed_<s>.json``,
+conf/base/catalog_brf.yml)::
 
     brf_models:
       type: partitions.PartitionedDataset

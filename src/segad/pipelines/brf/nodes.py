@@ -11,6 +11,23 @@ from segad.brf import BRFConfig, run_brf
 
 log = logging.getLogger(__name__)
 
+#: Partition name of one BRF in ``brf_models``: ``<dataset>/<benchmark>/<category>/<method>/split_seed_<s>``.
+MODEL_KEY = "{dataset}/{benchmark}/{category}/{method}/split_seed_{seed}"
+
+
+def model_key(dataset: str, benchmark: str, category: str, method: str, seed: int) -> str:
+    """Partition name of one BRF (a file ``<key>.json`` under data/06_models/brf)."""
+    return MODEL_KEY.format(dataset=dataset, benchmark=benchmark, category=category, method=method, seed=int(seed))
+
+
+def parse_model_key(key: str) -> tuple[str, str, str, str, int]:
+    """Inverse of `model_key`: (dataset, benchmark, category, method, split_seed)."""
+    parts = key.split("/")
+    if len(parts) != 5 or not parts[4].startswith("split_seed_") or not parts[4].removeprefix("split_seed_").isdigit():
+        raise ValueError(f"brf_models: unexpected partition name {key!r}; "
+                         "expected <dataset>/<benchmark>/<category>/<method>/split_seed_<s>")
+    return parts[0], parts[1], parts[2], parts[3], int(parts[4].removeprefix("split_seed_"))
+
 
 def select_run(features: pd.DataFrame, image_index: pd.DataFrame, dataset: dict, seeds: list[int],
                detectors: list[str], benchmark: str) -> pd.DataFrame:
@@ -42,7 +59,14 @@ def select_run(features: pd.DataFrame, image_index: pd.DataFrame, dataset: dict,
 
 def train_brf(features: pd.DataFrame, image_index: pd.DataFrame, params: dict, dataset: dict, seeds: list[int],
               benchmark: str, detectors: list[str]) -> tuple[dict, pd.DataFrame]:
-    """Fit the BRFs of this run; return (models by `<method>/<category>/split_seed_<s>`, test scores)."""
+    """Fit the BRFs of this run.
+
+    Returns:
+        (models, scores): models keyed by `model_key` (``<dataset>/<benchmark>/<category>/<method>/
+        split_seed_<s>``), so runs of other datasets or regimes stay beside them; scores with columns
+        dataset, benchmark, image_id, split_seed, method, score (``scores`` is partitioned by
+        dataset and benchmark, so saving replaces only this regime's scores).
+    """
     table = select_run(features, image_index, dataset, seeds, detectors, benchmark)
     params = dict(params)
     combinations = params.pop("combinations", None)
@@ -51,5 +75,12 @@ def train_brf(features: pd.DataFrame, image_index: pd.DataFrame, params: dict, d
         raise ValueError(f"unknown brf parameters {sorted(params)}")
     models, scores = run_brf(table, detectors, config, combinations,
                              progress=lambda it: tqdm(it, desc="brf (category, split_seed)", unit="fit"))
-    log.info("BRF: %d models; scores for methods %s", len(models), sorted(scores["method"].unique()))
-    return models, scores
+    layout = str(dataset["layout"])
+    keyed = {}
+    for key, model in models.items():
+        method, category, seed = key.split("/")  # segad.brf.run_brf: <method>/<category>/split_seed_<s>
+        keyed[model_key(layout, benchmark, category, method, int(seed.removeprefix("split_seed_")))] = model
+    scores.insert(0, "benchmark", str(benchmark))
+    scores.insert(0, "dataset", layout)
+    log.info("BRF: %d models; scores for methods %s", len(keyed), sorted(scores["method"].unique()))
+    return keyed, scores

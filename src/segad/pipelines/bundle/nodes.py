@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from segad.brf import BRFConfig, method_name
-from segad.pipelines.brf.nodes import select_run
+from segad.pipelines.brf.nodes import model_key, select_run
 from segad.scoring import choose_operating_point, input_spec_from_paths, out_of_fold_scores
 from segad.segmentation import ELPV_SEGMENTS, Segmentation
 
@@ -53,10 +53,12 @@ def build_bundle(
         raise ValueError(f"bundle.detectors {list(wanted)} must be detectors of this run {run_detectors} "
                          "(the supervised classifier cannot be bundled yet)")
     method = method_name(members)
-    key = f"{method}/{category}/split_seed_{seed}"
+    layout, benchmark = str(parameters["dataset"]["layout"]), str(parameters["benchmark"])
+    key = model_key(layout, benchmark, category, method, seed)  # this run's regime only
     if key not in brf_models:
-        raise ValueError(f"no BRF model {key!r} (brf.combinations must include {members}); "
-                         f"available: {sorted(brf_models)[:10]}")
+        ours = sorted(k for k in brf_models if k.startswith(f"{layout}/{benchmark}/"))
+        raise ValueError(f"no BRF model {key!r} (run the brf pipeline for dataset {layout}, benchmark "
+                         f"{benchmark}; brf.combinations must include {members}); this regime has: {ours[:10]}")
     brf = brf_models[key]()
     columns = list(brf.get_booster().feature_names or [])
     if not columns:
@@ -106,10 +108,12 @@ def build_bundle(
         operating_point=op,
         input_spec=spec,
         segment_names={int(k): str(v) for k, v in (names or {}).items()},
-        config={"split_seed": seed, "category": category, "method": method, "brf_model": key,
+        config={"dataset": layout, "benchmark": benchmark, "split_seed": seed, "category": category,
+                "method": method, "brf_model": key,
                 "segmentation_source": segment_maps.sources.get(category), "parameters": parameters},
     )
-    report = {"method": method, "category": category, "split_seed": seed, **op.as_dict(),
+    report = {"dataset": layout, "benchmark": benchmark, "method": method, "category": category,
+              "split_seed": seed, **op.as_dict(),
               "input_spec": spec.as_dict()}
     return contents, report
 

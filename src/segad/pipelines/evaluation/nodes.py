@@ -9,6 +9,7 @@ import pandas as pd
 
 from segad.images import read_image
 from segad.metrics import COUNT_COLUMNS, METRIC_COLUMNS, aggregate_over_seeds, image_metrics
+from segad.pipelines.brf.nodes import parse_model_key
 from segad.plots import (
     feature_importance_figure,
     model_importances,
@@ -35,13 +36,25 @@ def _require(table: pd.DataFrame, columns: list[str], name: str) -> None:
         raise ValueError(f"{name} lacks columns {missing} (see docs/schemas.md); it has {list(table.columns)}")
 
 
-def label_test_scores(scores: pd.DataFrame, image_index: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
+def label_test_scores(scores: pd.DataFrame, image_index: pd.DataFrame, splits: pd.DataFrame,
+                      dataset: Mapping | None = None, benchmark: str | None = None) -> pd.DataFrame:
     """Test-set scores with their labels: ``scores`` joined with the test rows of ``splits`` and the index.
 
+    ``scores`` (the brf stage's table, partitioned by dataset and benchmark) may hold other
+    regimes' runs: with ``dataset`` (``params:dataset``) and ``benchmark`` given, only the rows of
+    ``dataset['layout']`` and ``benchmark`` are used.
     Every (method, split_seed) must score every test image of that seed: a metric over a
     partial test set would not be comparable, so missing images are an error.
     Scores of non-test rows (brf_train, synthetic images) are dropped.
     """
+    if dataset is not None and benchmark is not None:
+        _require(scores, ["dataset", "benchmark"], "scores")
+        layout = str(dataset["layout"])
+        ours = (scores["dataset"] == layout) & (scores["benchmark"] == str(benchmark))
+        if not ours.any():
+            raise ValueError(f"scores has no rows for dataset={layout}, benchmark={benchmark}: run the brf "
+                             f"pipeline first (it has {sorted(set(zip(scores['dataset'], scores['benchmark'])))})")
+        scores = scores[ours].drop(columns=["dataset", "benchmark"])
     _require(scores, ["image_id", "split_seed", "method", "score"], "scores")
     _require(image_index, ["image_id", "dataset", "category", "label", "defect_type", "unseen"], "image_index")
     _require(splits, ["image_id", "split_seed", "role"], "splits")
@@ -143,35 +156,38 @@ def plot_score_histograms(test_scores: pd.DataFrame, options: Mapping) -> tuple[
     return figures, list(figures)
 
 
-def _parse_model_key(key: str) -> tuple[str, str, int]:
-    """``<method>/<category>/split_seed_<s>`` (brf stage's partition names) -> (method, category, seed)."""
-    parts = key.split("/")
-    if len(parts) != 3 or not parts[2].startswith("split_seed_"):
-        raise ValueError(f"brf_models: unexpected partition name {key!r}; expected <method>/<category>/split_seed_<s>")
-    return parts[0], parts[1], int(parts[2].removeprefix("split_seed_"))
-
-
-def plot_feature_importance(brf_models: Mapping, test_scores: pd.DataFrame, options: Mapping
-                            ) -> tuple[dict, list[str]]:
+def plot_feature_importance(brf_models: Mapping, test_scores: pd.DataFrame, options: Mapping,
+                            dataset: Mapping, benchmark: str) -> tuple[dict, list[str]]:
     """Importance figures, one per SegAD combination of this run -> (figures, file names).
 
-    ``brf_models`` is the brf stage's partitioned dataset ({partition: loader}); only the
-    partitions of this run's methods, categories and seeds (those in ``test_scores``) are read,
-    since the folder may keep models of earlier runs. Importance = the feature's share of each
-    model's total ``importance_type``, averaged over categories and seeds.
+    ``brf_models`` is the brf stage's partitioned dataset ({``<dataset>/<benchmark>/<category>/
+    <method>/split_seed_<s>``: loader}); only the partitions of this run's dataset
+    (``dataset['layout']``), benchmark, methods, categories and seeds (those in ``test_scores``)
+    are read, since the folder keeps models of other runs. Importance = the feature's share of
+    each model's total ``importance_type``, averaged over categories and seeds.
     """
     importance_type = str(options.get("importance_type", "total_gain"))
     methods = {m for m in test_scores["method"].unique() if m.endswith("+segad")}
     categories = set(test_scores["category"].astype(str))
     seeds = set(int(s) for s in test_scores["split_seed"].unique())
+    regime = (str(dataset["layout"]), str(benchmark))
     chosen: dict[str, list] = {}
+    legacy = []
     for key, load in sorted(brf_models.items()):
-        method, category, seed = _parse_model_key(key)
-        if method in methods and category in categories and seed in seeds:
+        try:
+            layout, bench, category, method, seed = parse_model_key(key)
+        except ValueError:
+            legacy.append(key)  # e.g. <method>/<category>/split_seed_<s> of the regime-less layout
+            continue
+        if (layout, bench) == regime and method in methods and category in categories and seed in seeds:
             chosen.setdefault(method, []).append(load() if callable(load) else load)
+    if legacy:
+        log.warning("brf_models: %d file(s) not named <dataset>/<benchmark>/<category>/<method>/"
+                    "split_seed_<s> were skipped (e.g. %s)", len(legacy), legacy[0])
     missing = sorted(methods - set(chosen))
     if missing:
-        raise ValueError(f"brf_models has no model for method(s) {missing} of this run's scores")
+        raise ValueError(f"brf_models has no model of dataset={regime[0]}, benchmark={regime[1]} for "
+                         f"method(s) {missing} of this run's scores")
     figures = {}
     for method in method_order(list(chosen)):
         values = model_importances(chosen[method], importance_type)

@@ -23,12 +23,14 @@ from segad.pipelines.evaluation.nodes import (
 def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
     maps = detector_inputs(detectors, "map_index", "map_store")
     nodes = Pipeline([
-        node(label_test_scores, ["scores", "image_index", "splits"], "test_scores", name="label_test_scores"),
+        node(label_test_scores, ["scores", "image_index", "splits", "params:dataset", "params:benchmark"],
+             "test_scores", name="label_test_scores"),
         node(compute_metrics, ["test_scores", "params:benchmark"], "metrics", name="compute_metrics"),
         node(plot_roc_curves, "test_scores", ["roc_curves", "roc_curves_files"], name="plot_roc_curves"),
         node(plot_score_histograms, ["test_scores", "params:evaluation.plots"],
              ["score_histograms", "score_histograms_files"], name="plot_score_histograms"),
-        node(plot_feature_importance, ["brf_models", "test_scores", "params:evaluation.plots"],
+        node(plot_feature_importance, ["brf_models", "test_scores", "params:evaluation.plots",
+                                        "params:dataset", "params:benchmark"],
              ["feature_importance", "feature_importance_files"], name="plot_feature_importance"),
         node(plot_overlays,
              {"test_scores": "test_scores", "image_index": "image_index", "segmentation": "segment_maps",
@@ -45,5 +47,5 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
         namespace="evaluation",
         inputs={"scores", "brf_models", "image_index", "splits", "segment_maps", *maps.values()},
         outputs={"metrics", "report"},
-        parameters={"params:benchmark", "params:evaluation.plots", "params:evaluation.report"},
+        parameters={"params:dataset", "params:benchmark", "params:evaluation.plots", "params:evaluation.report"},
     )

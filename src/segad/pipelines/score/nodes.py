@@ -20,7 +20,8 @@ def score_folder(bundle: Bundle, params: dict, device: str) -> tuple[pd.DataFram
     """Score every image under ``params['input']``: (inspection table, overlays of rejected parts).
 
     ``params['bundle']`` (when given with ``--params score.bundle=...``) is read by the catalog
-    entry of the bundle, not here.
+    entry of the bundle, not here: a parent folder resolves to its ``LATEST`` bundle, a bundle
+    folder is used as is. The table's ``bundle_id`` column records the version used.
     """
     unknown = set(params) - KNOWN
     if unknown:
