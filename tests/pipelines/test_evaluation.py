@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
-import zlib
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_datasets.matplotlib import MatplotlibDataset
 from kedro_datasets.pandas import CSVDataset
 from kedro_datasets.text import TextDataset
+from PIL import Image
 
 from segad.brf import BRFConfig, fit_brf
 from segad.features import feature_columns

@@ -3,7 +3,6 @@
 from kedro.pipeline import Pipeline, node
 
 from segad.pipelines import detector_inputs
-
 from segad.pipelines.bundle.nodes import build_bundle
 
 

@@ -8,7 +8,6 @@ All nodes live in the ``evaluation`` namespace; the shared datasets (``scores``,
 from kedro.pipeline import Pipeline, node
 
 from segad.pipelines import detector_inputs
-
 from segad.pipelines.evaluation.nodes import (
     compute_metrics,
     label_test_scores,
