@@ -215,3 +215,24 @@ def test_catalog_plot_folders_match_report_links():
         assert entry is not None, f"no catalog entry evaluation.{key}"
         assert entry["filepath"] == f"data/08_reporting/{folder}"
         assert Path(catalog["report"]["filepath"]).parent == Path("data/08_reporting")
+
+
+def test_metrics_and_reports_of_two_regimes_are_both_kept(tmp_path):
+    from kedro.io import DataCatalog
+
+    from segad.pipelines.evaluation.nodes import keep_by_regime
+
+    loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="local", env="local")
+    config = {k: dict(loader["catalog"][k]) for k in ("metrics_by_regime", "report_by_regime")}
+    for entry in config.values():
+        entry["path"] = str(tmp_path / "by_regime")
+    catalog = DataCatalog.from_config(config)
+    for benchmark, auroc in (("high_shot", 0.9), ("one_class", 0.7)):
+        metrics = pd.DataFrame({"method": ["padim+segad"], "benchmark": [benchmark], "auroc": [auroc]})
+        by_metrics, by_report = keep_by_regime(metrics, f"# {benchmark}\n", {"layout": "demo"}, benchmark)
+        catalog.save("metrics_by_regime", by_metrics)
+        catalog.save("report_by_regime", by_report)
+    assert pd.read_csv(tmp_path / "by_regime/demo/high_shot/metrics.csv")["auroc"].tolist() == [0.9]
+    assert pd.read_csv(tmp_path / "by_regime/demo/one_class/metrics.csv")["auroc"].tolist() == [0.7]
+    assert (tmp_path / "by_regime/demo/high_shot/report.md").read_text() == "# high_shot\n"
+    assert sorted(catalog.load("metrics_by_regime")) == ["demo/high_shot/metrics", "demo/one_class/metrics"]

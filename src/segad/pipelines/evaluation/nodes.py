@@ -253,3 +253,13 @@ def write_report(metrics: pd.DataFrame, parameters: Mapping, options: Mapping,
         figures[titles.get(key, key)] = [f"{plot_dirs[key]}/{name}" for name in files]
     return render_report(metrics, parameters=parameters, figures=figures, versions=package_versions(),
                          title=str(options.get("title", "SegAD evaluation report")))
+
+
+def keep_by_regime(metrics: pd.DataFrame, report: str, dataset: Mapping, benchmark: str) -> tuple[dict, dict]:
+    """This run's metrics and report under ``<dataset layout>/<benchmark>/``, beside other regimes'.
+
+    metrics.csv and report.md show the latest run; these partitions keep one copy per dataset and
+    regime, so a one_class run never replaces the high_shot figures.
+    """
+    key = f"{dataset['layout']}/{benchmark}"
+    return {f"{key}/metrics": metrics}, {f"{key}/report": report}

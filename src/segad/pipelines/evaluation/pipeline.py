@@ -10,6 +10,7 @@ from kedro.pipeline import Pipeline, node
 from segad.pipelines import detector_inputs
 from segad.pipelines.evaluation.nodes import (
     compute_metrics,
+    keep_by_regime,
     label_test_scores,
     plot_feature_importance,
     plot_overlays,
@@ -40,11 +41,13 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
               "roc_curves": "roc_curves_files", "score_histograms": "score_histograms_files",
               "feature_importance": "feature_importance_files", "overlays": "overlays_files"},
              "report", name="write_report"),
+        node(keep_by_regime, ["metrics", "report", "params:dataset", "params:benchmark"],
+             ["metrics_by_regime", "report_by_regime"], name="keep_by_regime"),
     ])
     return Pipeline(
         nodes,
         namespace="evaluation",
         inputs={"scores", "brf_models", "image_index", "splits", "segment_maps", *maps.values()},
-        outputs={"metrics", "report"},
+        outputs={"metrics", "report", "metrics_by_regime", "report_by_regime"},
         parameters={"params:dataset", "params:benchmark", "params:evaluation.plots", "params:evaluation.report"},
     )
