@@ -24,6 +24,8 @@ run: $(STAMP)
 	$(BIN)/kedro run --pipelines segad
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 viz: $(STAMP)

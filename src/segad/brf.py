@@ -27,11 +27,11 @@ Example:
 from __future__ import annotations
 
 import re
-
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
 from segad.features import CLASSIFIER_COLUMN
 from segad.params import known_params
 

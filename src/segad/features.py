@@ -493,7 +493,7 @@ def build_feature_table(
             unique_keys, inverse = np.unique(keys.astype(str), return_inverse=True)
             if segmentation.is_static(category):
                 s, m = stream_statistics(
-                    unique_keys, read_maps[detector], segmentation.static_maps[category], n_segments,
+                    unique_keys.tolist(), read_maps[detector], segmentation.static_maps[category], n_segments,
                     batch_size, progress, f"{detector} {category}", threads,
                 )
             else:

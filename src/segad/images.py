@@ -4,10 +4,14 @@ Every image that enters the project goes through `read_image`, so an unreadable,
 oddly shaped file fails in one place with a message that names the file and the problem.
 
 Example:
+    >>> import tempfile, numpy as np
+    >>> from PIL import Image
     >>> from segad.images import read_image
-    >>> x = read_image("data/01_raw/demo/train/good/0000.png", size=256)  # doctest: +SKIP
+    >>> path = tempfile.mkdtemp() + "/part.png"
+    >>> Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(path)
+    >>> x = read_image(path, size=32)
     >>> x.shape, x.dtype
-    ((3, 256, 256), dtype('float32'))
+    ((3, 32, 32), dtype('float32'))
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ def read_image(path: str | Path, size: int | None = None) -> np.ndarray:
     with _open(path) as image:
         rgb = image.convert("RGB")
         if size is not None and rgb.size != (size, size):
-            rgb = rgb.resize((size, size), Image.BILINEAR)
+            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
         array = np.asarray(rgb, dtype=np.float32) / 255.0
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
@@ -53,7 +57,7 @@ def read_mask(path: str | Path, size: int | None = None) -> np.ndarray:
     with _open(path) as image:
         gray = image.convert("L")
         if size is not None and gray.size != (size, size):
-            gray = gray.resize((size, size), Image.NEAREST)
+            gray = gray.resize((size, size), Image.Resampling.NEAREST)
         return np.asarray(gray) > 0
 
 

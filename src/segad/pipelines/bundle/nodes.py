@@ -54,7 +54,7 @@ def build_bundle(
                          "(the supervised classifier cannot be bundled yet)")
     method = method_name(members)
     layout, benchmark = str(parameters["dataset"]["layout"]), str(parameters["benchmark"])
-    key = model_key(layout, benchmark, category, method, seed)  # this run's regime only
+    key = model_key(layout, benchmark, str(category), method, seed)  # this run's regime only
     if key not in brf_models:
         ours = sorted(k for k in brf_models if k.startswith(f"{layout}/{benchmark}/"))
         raise ValueError(f"no BRF model {key!r} (run the brf pipeline for dataset {layout}, benchmark "
