@@ -119,3 +119,153 @@ def test_unknown_params_key():
 
     with pytest.raises(ValueError, match=r"unknown brf parameters \['max_depht'\]"):
         known_params(Cfg, {"max_depht": 5}, "brf")
+
+
+# --- layouts ---------------------------------------------------------------------------------
+
+from segad.layouts import LayoutError, build_index  # noqa: E402
+
+
+def _vad(root, n=2):
+    for split in ("train", "test"):
+        for i in range(n):
+            write_png(root / split / "good" / f"{split}_g{i}.png", (16, 16))
+    write_png(root / "test" / "bad" / "b0.png", (16, 16))
+    return root
+
+
+def _mvtec(root, cat="cat"):
+    write_png(root / cat / "train" / "good" / "000.png", (16, 16))
+    write_png(root / cat / "test" / "good" / "000.png", (16, 16))
+    write_png(root / cat / "test" / "crack" / "000.png", (16, 16))
+    write_png(root / cat / "ground_truth" / "crack" / "000_mask.png", (16, 16), mode="L")
+    return root
+
+
+def test_root_not_set():
+    with pytest.raises(LayoutError, match="dataset.root is not set"):
+        build_index("vad", None)
+
+
+def test_root_missing(tmp_path):
+    with pytest.raises(LayoutError, match=r"dataset.root .*nowhere does not exist or is not a folder"):
+        build_index("vad", tmp_path / "nowhere")
+
+
+def test_root_is_a_file(tmp_path):
+    """Stands in for an unwritable/unusable data folder: root ignores chmod, a file path is testable."""
+    (tmp_path / "data").write_text("x")
+    with pytest.raises(LayoutError, match=r"data does not exist or is not a folder"):
+        build_index("vad", tmp_path / "data")
+
+
+def test_unknown_layout(tmp_path):
+    with pytest.raises(LayoutError, match="unknown dataset.layout 'vda'"):
+        build_index("vda", tmp_path)
+
+
+def test_bad_on_bad_image(tmp_path):
+    with pytest.raises(ValueError, match="dataset.on_bad_image must be 'fail' or 'skip', got 'ignore'"):
+        build_index("vad", _vad(tmp_path), on_bad_image="ignore")
+
+
+def test_vad_missing_folders(tmp_path):
+    (tmp_path / "train").mkdir()
+    with pytest.raises(LayoutError, match=r"not a VAD-style folder: expected train/good.*found train/"):
+        build_index("vad", tmp_path)
+
+
+def test_vad_empty_folders(tmp_path):
+    (tmp_path / "train" / "good").mkdir(parents=True)
+    (tmp_path / "test" / "good").mkdir(parents=True)
+    with pytest.raises(LayoutError, match="no images found for layout 'vad'"):
+        build_index("vad", tmp_path)
+
+
+def test_vad_truncated_image_fail(tmp_path):
+    root = _vad(tmp_path)
+    bad = root / "test" / "bad" / "b0.png"
+    bad.write_bytes(bad.read_bytes()[:50])
+    with pytest.raises(ImageReadError, match=r"1 unreadable image or mask file\(s\)[\s\S]*b0\.png"):
+        build_index("vad", root)
+
+
+def test_vad_truncated_image_skip(tmp_path):
+    root = _vad(tmp_path)
+    bad = root / "test" / "bad" / "b0.png"
+    bad.write_bytes(b"")
+    index, problems = build_index("vad", root, on_bad_image="skip")
+    assert len(problems) == 1 and problems.path.iloc[0].endswith("b0.png")
+    assert not index.image_id.str.endswith("b0.png").any()
+
+
+def test_vad_wrong_extension_ignored(tmp_path):
+    root = _vad(tmp_path)
+    (root / "test" / "bad" / "notes.txt").write_text("x")
+    index, _ = build_index("vad", root)
+    assert not index.image_id.str.endswith(".txt").any()
+
+
+def test_low_shot_bad_json(tmp_path):
+    root = _vad(tmp_path)
+    (root / "low_shot_train.json").write_text("{")
+    with pytest.raises(LayoutError, match=r"low_shot_train\.json: not valid JSON"):
+        build_index("vad", root)
+
+
+def test_low_shot_names_missing_file(tmp_path):
+    root = _vad(tmp_path)
+    (root / "low_shot_train.json").write_text('{"1": ["ghost.png"]}')
+    with pytest.raises(LayoutError, match=r"low_shot_train\.json: draw '1' names files not in train/bad"):
+        build_index("vad", root)
+
+
+def test_mvtec_not_mvtec(tmp_path):
+    (tmp_path / "x").mkdir()
+    with pytest.raises(LayoutError, match="not an MVTec-style folder"):
+        build_index("mvtec", tmp_path)
+
+
+def test_mvtec_masks_without_images(tmp_path):
+    root = _mvtec(tmp_path)
+    write_png(root / "cat" / "ground_truth" / "crack" / "777_mask.png", (16, 16), mode="L")
+    with pytest.raises(LayoutError, match=r"crack: masks without images in test/crack: \['777'\]"):
+        build_index("mvtec", root)
+
+
+def test_mvtec_no_test_folder(tmp_path):
+    write_png(tmp_path / "train" / "good" / "0.png")
+    with pytest.raises(LayoutError, match="expected a test/ folder beside train/"):
+        build_index("mvtec", tmp_path)
+
+
+def test_mvtec_unknown_category(tmp_path):
+    with pytest.raises(LayoutError, match=r"categories \['dog'\] not found; present: \['cat'\]"):
+        build_index("mvtec", _mvtec(tmp_path), category="dog")
+
+
+def test_mvtec_case_only_category(tmp_path):
+    with pytest.raises(LayoutError, match=r"categories \['Cat'\] not found; present: \['cat'\]"):
+        build_index("mvtec", _mvtec(tmp_path), category="Cat")
+
+
+def test_names_differing_by_case_accepted(tmp_path):
+    root = _vad(tmp_path)
+    write_png(root / "train" / "good" / "A.png", (16, 16))
+    write_png(root / "train" / "good" / "a.png", (16, 16))
+    index, _ = build_index("vad", root)
+    if (root / "train" / "good" / "A.png").samefile(root / "train" / "good" / "a.png"):
+        pytest.skip("case-insensitive file system")
+    assert {"train/good/A.png", "train/good/a.png"} <= set(index.image_id)
+
+
+def test_symlink_loop(tmp_path):
+    root = _vad(tmp_path)
+    (root / "test" / "bad" / "loop.png").symlink_to(root / "test" / "bad" / "loop.png")
+    index, _ = build_index("vad", root)  # a looping link is not a file: ignored
+    assert not index.image_id.str.endswith("loop.png").any()
+
+
+def test_elpv_root_without_labels(tmp_path):
+    with pytest.raises(LayoutError, match=r"no labels\.csv, so it is not an ELPV folder"):
+        build_index("elpv", tmp_path)
