@@ -269,3 +269,160 @@ def test_symlink_loop(tmp_path):
 def test_elpv_root_without_labels(tmp_path):
     with pytest.raises(LayoutError, match=r"no labels\.csv, so it is not an ELPV folder"):
         build_index("elpv", tmp_path)
+
+
+# --- parameters and splits -------------------------------------------------------------------
+
+import pandas as pd  # noqa: E402
+
+from segad.features import FeatureConfig, segment_statistics  # noqa: E402
+from segad.splits import SplitConfig, SplitError, make_splits  # noqa: E402
+
+
+def _index(n_train_bad=3, n_test_bad=4, cat="a"):
+    rows = []
+    for split, label, n in (("train", 0, 6), ("train", 1, n_train_bad), ("test", 0, 4), ("test", 1, n_test_bad)):
+        rows += [{"image_id": f"{cat}/{split}/{label}/{i}.png", "category": cat, "split": split, "label": label}
+                 for i in range(n)]
+    return pd.DataFrame(rows)
+
+
+def test_empty_seeds():
+    with pytest.raises(SplitError, match="seeds is empty: give at least one split seed"):
+        SplitConfig(seeds=())
+
+
+def test_unknown_benchmark():
+    with pytest.raises(SplitError, match="unknown benchmark 'highshot'"):
+        SplitConfig(benchmark="highshot")
+
+
+def test_detector_share_out_of_range():
+    with pytest.raises(SplitError, match=r"detector_share must be in \(0, 1\), got 1.5"):
+        SplitConfig(detector_share=1.5)
+
+
+def test_supervised_regime_category_without_bad():
+    with pytest.raises(SplitError, match="a: the high_shot regime needs bad training images; this category has none"):
+        make_splits(_index(n_train_bad=0), SplitConfig(benchmark="high_shot", seeds=(0,)))
+
+
+def test_visa_moved_bad_larger_than_exists():
+    with pytest.raises(SplitError, match="a: 4 test bad image\\(s\\); cannot move 10 to brf_train"):
+        make_splits(_index(), SplitConfig(benchmark="visa_supervised", seeds=(0,), visa_moved_bad=10))
+
+
+def test_low_shot_n_larger_than_exists():
+    with pytest.raises(SplitError, match="low_shot_n=100 but only 3 training bad images"):
+        make_splits(_index(), SplitConfig(benchmark="low_shot", seeds=(0,), low_shot_n=100))
+
+
+def test_one_good_training_image():
+    index = _index()
+    index = index[~((index.split == "train") & (index.label == 0))].iloc[:0]._append(
+        index[(index.split == "train") & (index.label == 0)].iloc[:1])._append(index[index.split == "test"])
+    with pytest.raises(SplitError, match="a: 1 good training image\\(s\\); need at least 2"):
+        make_splits(index, SplitConfig(benchmark="one_class", seeds=(0,)))
+
+
+def test_features_wrong_type():
+    with pytest.raises(ValueError, match="features.batch_size and features.threads must be >= 1"):
+        FeatureConfig.from_params({"batch_size": 0})
+
+
+# --- data: maps and segments -----------------------------------------------------------------
+
+def test_nan_map_named():
+    maps = np.zeros((2, 4, 4), np.float32)
+    maps[1, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="anomaly map 'img_b' contains NaN or infinite values"):
+        segment_statistics(maps, np.zeros((4, 4), np.int64), 1, names=["img_a", "img_b"])
+
+
+def test_segment_map_wrong_shape():
+    with pytest.raises(ValueError, match=r"label map \(8, 8\) does not match maps \(4, 4\)"):
+        segment_statistics(np.zeros((1, 4, 4)), np.zeros((8, 8), np.int64), 1)
+
+
+def test_image_size_differs_from_cached_maps():
+    """Maps cached at 4 px, segmentation at the new image_size 6: shape mismatch is named."""
+    with pytest.raises(ValueError, match=r"label map \(6, 6\) does not match maps \(4, 4\)"):
+        segment_statistics(np.zeros((3, 4, 4)), np.zeros((6, 6), np.int64), 1)
+
+
+def test_segment_labels_float():
+    with pytest.raises(ValueError, match="segment labels must be integers, got dtype float64"):
+        segment_statistics(np.zeros((1, 4, 4)), np.zeros((4, 4)), 1)
+
+
+def test_segment_labels_out_of_range():
+    with pytest.raises(ValueError, match=r"segment labels must lie in \[0, 2\)"):
+        segment_statistics(np.zeros((1, 4, 4)), np.full((4, 4), 5, np.int64), 2)
+
+
+def test_maps_not_3d():
+    with pytest.raises(ValueError, match=r"maps must be \(N, H, W\), got shape \(4, 4\)"):
+        segment_statistics(np.zeros((4, 4)), np.zeros((4, 4), np.int64), 1)
+
+
+def test_constant_maps_accepted_nan_moments():
+    out = segment_statistics(np.full((2, 4, 4), 0.5), np.zeros((4, 4), np.int64), 1)
+    assert np.allclose(out[:, 0, [0, 3]], 0.5) and np.isnan(out[:, 0, [1, 2]]).all()  # XGBoost: missing
+
+
+# --- production: scoring inputs, output folders, bundles -------------------------------------
+
+from segad.files import NotOwnedError, check_owned  # noqa: E402
+from segad.scoring import InputMismatchError, input_spec_from_paths, list_images, load_checked  # noqa: E402
+
+
+def test_mixed_sizes_at_scoring(tmp_path):
+    spec = input_spec_from_paths([write_png(tmp_path / "t.png", (16, 16))], 16)
+    other = write_png(tmp_path / "big.png", (20, 16))
+    with pytest.raises(InputMismatchError, match=r"big\.png: wrong size 20x16 \(width x height\); the bundle was trained on 16x16"):
+        load_checked(other, spec)
+
+
+def test_grayscale_for_colour_bundle(tmp_path):
+    spec = input_spec_from_paths([write_png(tmp_path / "t.png", (16, 16))], 16)
+    gray = write_png(tmp_path / "g.png", (16, 16), mode="L")
+    with pytest.raises(InputMismatchError, match=r"g\.png: gray image but the bundle was trained on rgb images"):
+        load_checked(gray, spec)
+
+
+def test_training_mixes_gray_and_colour(tmp_path):
+    paths = [write_png(tmp_path / "c.png"), write_png(tmp_path / "g.png", mode="L")]
+    with pytest.raises(InputMismatchError, match="training images mix grayscale and colour files"):
+        input_spec_from_paths(paths, 16)
+
+
+def test_truncated_image_at_scoring(tmp_path):
+    spec = input_spec_from_paths([write_png(tmp_path / "t.png", (16, 16))], 16)
+    (tmp_path / "cut.png").write_bytes(b"\x89PNG\r\n")
+    with pytest.raises(ImageReadError, match=r"cut\.png"):
+        load_checked(tmp_path / "cut.png", spec)
+
+
+def test_score_folder_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"score input folder .*absent does not exist or is not a folder"):
+        list_images(tmp_path / "absent")
+
+
+def test_output_folder_not_owned(tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.txt").write_text("x")
+    with pytest.raises(NotOwnedError, match=r"out: not empty and not written by demo"):
+        check_owned(tmp_path / "out", None, "demo")
+
+
+def test_output_path_is_a_file(tmp_path):
+    (tmp_path / "out").write_text("x")
+    with pytest.raises(NotOwnedError, match=r"out: exists and is not a folder"):
+        check_owned(tmp_path / "out", None, "demo")
+
+
+def test_bundle_folder_without_manifest(tmp_path):
+    from segad.bundle import BundleIntegrityError, load_bundle
+
+    with pytest.raises(BundleIntegrityError, match="no bundle manifest"):
+        load_bundle(tmp_path)
