@@ -91,8 +91,17 @@ def test_exif_rotation_not_applied(tmp_path):
 def test_decompression_bomb(tmp_path, monkeypatch):
     write_png(tmp_path / "big.png", (64, 64))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
-    with pytest.raises((ImageReadError, Image.DecompressionBombError), match=r"big\.png|exceeds limit"):
+    with pytest.raises(ImageReadError, match=r"big\.png: too many pixels, refused as a possible decompression bomb"):
         read_image(tmp_path / "big.png")
+
+
+def test_decompression_bomb_in_layout_skip(tmp_path, monkeypatch):
+    root = _vad(tmp_path)
+    write_png(root / "test" / "bad" / "huge.png", (64, 64))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # error above 2x: 16x16 passes, 64x64 fails
+    index, problems = build_index("vad", root, on_bad_image="skip")
+    assert list(problems.path.str.endswith("huge.png")) == [True]
+    assert "decompression bomb" in problems.problem.iloc[0]
 
 
 @pytest.mark.parametrize("name", ["patchcore_x", "PatchCore", ""])

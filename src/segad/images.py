@@ -68,6 +68,8 @@ def _open(path: str | Path) -> Image.Image:
     try:
         image = Image.open(path)
         image.load()  # decode fully: a truncated file fails here, not later
+    except Image.DecompressionBombError as error:  # not an OSError: would escape unnamed
+        raise ImageReadError(f"{path}: too many pixels, refused as a possible decompression bomb ({error})") from error
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ImageReadError(f"{path}: unreadable or truncated image ({error})") from error
     return image
