@@ -435,3 +435,25 @@ def test_bundle_folder_without_manifest(tmp_path):
 
     with pytest.raises(BundleIntegrityError, match="no bundle manifest"):
         load_bundle(tmp_path)
+
+
+from tests.test_bundle import _edit_manifest, bundle_dir, trained  # noqa: E402,F401  (fixtures)
+
+
+def test_tampered_bundle(bundle_dir):  # noqa: F811
+    from segad.bundle import BundleIntegrityError, load_bundle
+
+    brf = bundle_dir / "brf.ubj"
+    data = bytearray(brf.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    brf.write_bytes(bytes(data))
+    with pytest.raises(BundleIntegrityError, match=r"changed since writing.*brf.ubj"):
+        load_bundle(bundle_dir)
+
+
+def test_bundle_of_another_version(bundle_dir):  # noqa: F811
+    from segad.bundle import FORMAT_VERSION, BundleVersionError, load_bundle
+
+    _edit_manifest(bundle_dir, lambda m: m.update(format_version=FORMAT_VERSION + 1))
+    with pytest.raises(BundleVersionError, match="upgrade segad"):
+        load_bundle(bundle_dir)
