@@ -115,10 +115,6 @@ def test_unknown_detector_setting():
         DetectorConfig.from_dict("patchcore", {"max_epoch": 1})
 
 
-class _Cfg:
-    pass
-
-
 def test_unknown_params_key():
     from dataclasses import dataclass
 
