@@ -453,3 +453,12 @@ def test_bundle_of_another_version(bundle_dir):  # noqa: F811
     _edit_manifest(bundle_dir, lambda m: m.update(format_version=FORMAT_VERSION + 1))
     with pytest.raises(BundleVersionError, match="upgrade segad"):
         load_bundle(bundle_dir)
+
+
+@pytest.mark.parametrize(("key", "value", "kind"), [("batch_size", "8", "int"), ("seed", 1.5, "int"),
+                                                     ("amp", "yes", "bool"), ("num_workers", True, "int")])
+def test_detector_setting_of_the_wrong_type(key, value, kind):
+    from segad.detectors import DetectorConfig, DetectorConfigError
+
+    with pytest.raises(DetectorConfigError, match=rf"detector padim: {key} must be {kind}, got {value!r}"):
+        DetectorConfig.from_dict("padim", {key: value})

@@ -172,6 +172,11 @@ class DetectorConfig:
         values["model"] = dict(values.get("model") or {})
         values["trainer"] = dict(values.get("trainer") or {})
         config = cls(name=name, **values)
+        for key, kind in (("train_batch_size", int), ("batch_size", int), ("num_workers", int), ("seed", int),
+                          ("pretrained", bool), ("amp", bool), ("channels_last", bool)):
+            value = getattr(config, key)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise DetectorConfigError(f"detector {name}: {key} must be {kind.__name__}, got {value!r}")
         for key in ("train_batch_size", "batch_size"):
             if int(getattr(config, key)) < 1:
                 raise DetectorConfigError(f"detector {name}: {key} must be >= 1")
