@@ -35,13 +35,13 @@ Example (runs as is)::
     >>> from segad.runner import DaskDataset, DaskRunner
     >>> catalog = DataCatalog({"x": MemoryDataset(-2), "y": DaskDataset("y"), "z": DaskDataset("z")})
     >>> pipe = Pipeline([node(abs, "x", "y"), node(neg, "y", "z")])
-    >>> for name in ("distributed", "kedro"):  # keep the example's output to its result
-    ...     logging.getLogger(name).setLevel(logging.WARNING)
+    >>> logging.disable(logging.INFO)  # keep the example's output to its result
     >>> with LocalCluster(processes=False, n_workers=1, dashboard_address=None) as cluster, \\
     ...         Client(cluster) as client:
     ...     _ = DaskRunner().run(pipe, catalog)  # doctest: +ELLIPSIS
     ...     z = catalog.load("z")
     ...     catalog.release("z")
+    >>> logging.disable(logging.NOTSET)
     >>> z
     -2
 """
