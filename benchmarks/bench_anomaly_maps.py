@@ -54,7 +54,7 @@ def bench_one(name: str, n_train: int, n_images: int, size: int, batch_size: int
     """Fit + predict one detector in this process; peak RSS of this process."""
     import torch
 
-    from segad.detectors import DetectorConfig, fit_detector, iter_maps
+    from segad.detection.detectors import DetectorConfig, fit_detector, iter_maps
 
     config = DetectorConfig.from_dict(name, {**_params(name), "batch_size": batch_size})
     start = time.perf_counter()
@@ -99,7 +99,7 @@ def bench_detectors(names: list[str], n_train: int, n_images: int, size: int, ba
 
 
 def bench_store(n: int = 1000, size: int = 256, shard: int = 100) -> None:
-    from segad.map_store import MapStore
+    from segad.detection.map_store import MapStore
 
     rng = np.random.default_rng(0)
     # smooth, PatchCore-like maps: upsampled low-resolution noise plus an offset
@@ -143,8 +143,8 @@ def bench_float16(names: list[str], n_images: int, size: int) -> None:
     """Max deviation of the SegAD statistics when real maps are stored as float16."""
     from PIL import Image
 
-    from segad.detectors import DetectorConfig, fit_detector, iter_maps
-    from segad.features import reference_segment_statistics
+    from segad.detection.detectors import DetectorConfig, fit_detector, iter_maps
+    from segad.segments.features import reference_segment_statistics
 
     labels = np.asarray(Image.open(DEMO / "segmentation.png").resize((size, size), Image.NEAREST)).astype(np.int64)
     n_segments = int(labels.max()) + 1

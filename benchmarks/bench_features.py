@@ -1,9 +1,9 @@
-"""Speed and memory of the per-segment feature computation (segad.features).
+"""Speed and memory of the per-segment feature computation (segad.segments.features).
 
 Compares, on the same maps:
 - reference: the straightforward loop of the SegAD reference code, one image at a time:
   boolean mask per segment, numpy.quantile, scipy.stats.skew / kurtosis, mean;
-- segad.features: `segment_statistics` (the compiled kernel of segad.segment_kernels) on batches
+- segad.segments.features: `segment_statistics` (the compiled kernel of segad.segments.kernels) on batches
   of maps with the static label map, on one thread and on every CPU (`--threads`);
 - per-image labels: the general (N, H, W) label path;
 - torch: `segment_statistics_torch` on CPU tensors, and on CUDA when available;
@@ -13,7 +13,7 @@ to the reference, and the peak traced memory (tracemalloc) of streaming N maps f
 
 Maps: float32 gamma noise with a few bright blobs at 256 x 256 (independent pixel noise: the
 hardest case for the candidate search, whose candidates are then spread over every row); labels:
-the demo's 6-segment static map (`segad.demo.segmentation_map`). With ``--map-store FOLDER``
+the demo's 6-segment static map (`segad.ingestion.demo.segmentation_map`). With ``--map-store FOLDER``
 (repeatable, e.g. data/03_primary/patchcore/maps after `make run`) the reference loop and the
 static path are also timed on up to ``--maps`` real stored maps of that size.
 
@@ -39,8 +39,8 @@ import tracemalloc
 
 import numpy as np
 
-from segad.demo import segmentation_map
-from segad.features import (
+from segad.ingestion.demo import segmentation_map
+from segad.segments.features import (
     SegmentLayout,
     default_threads,
     reference_segment_statistics,
@@ -65,7 +65,7 @@ def read_store(folder: str, n: int, shape: tuple[int, int]) -> np.ndarray | None
     """Up to `n` stored maps of `shape` from a MapStore folder, float32 (N, H, W)."""
     from pathlib import Path
 
-    from segad.map_store import MapStore
+    from segad.detection.map_store import MapStore
 
     store = MapStore(folder)
     keys = sorted(str(p.relative_to(folder))[: -len(".npz")] for p in Path(folder).rglob("*.npz"))
@@ -136,8 +136,8 @@ def main() -> None:
     rates_per_image = {t: len(vec_maps) / timed(per_image_path(t), args.repeat) for t in threads}
 
     rows = [("reference loop (numpy/scipy, 1 image at a time)", rate_ref)]
-    rows += [(f"segad.features, static labels, {t} thread{'s' * (t > 1)}", rate) for t, rate in rates_vec.items()]
-    rows += [(f"segad.features, per-image labels, {t} thread{'s' * (t > 1)}", rate) for t, rate in rates_per_image.items()]
+    rows += [(f"segad.segments.features, static labels, {t} thread{'s' * (t > 1)}", rate) for t, rate in rates_vec.items()]
+    rows += [(f"segad.segments.features, per-image labels, {t} thread{'s' * (t > 1)}", rate) for t, rate in rates_per_image.items()]
 
     try:
         import torch
@@ -170,7 +170,7 @@ def main() -> None:
     check = segment_statistics(maps[:8], layout)
     ref = np.stack([reference_segment_statistics(m.astype(np.float64), labels, n_segments) for m in maps[:8]])
     rel = np.nanmax(np.abs(check - ref) / np.maximum(np.abs(ref), 1e-300))
-    print(f"max relative difference segad.features vs reference (float64): {rel:.2e}\n")
+    print(f"max relative difference segad.segments.features vs reference (float64): {rel:.2e}\n")
 
     print(f"{'path':52s} {'maps/s':>10s} {'x reference':>12s}")
     for name, rate in rows:
@@ -192,7 +192,7 @@ def main() -> None:
 
     if args.stream:
         print(f"\nstreaming from a MapStore (batch {args.batch_size}): peak traced memory")
-        from segad.map_store import MapStore
+        from segad.detection.map_store import MapStore
 
         with tempfile.TemporaryDirectory() as folder:
             store = MapStore(folder)
@@ -216,10 +216,10 @@ def compare_segmentations(auto_segments: list[int]) -> None:
     from kedro.config import OmegaConfigLoader
     from kedro.io import DataCatalog
 
-    from segad.brf import BRFConfig, run_brf
-    from segad.features import build_feature_table, feature_rows
-    from segad.metrics import auroc
-    from segad.segmentation import SegmentationConfig, resolve_segmentation
+    from segad.evaluation.metrics import auroc
+    from segad.meta.brf import BRFConfig, run_brf
+    from segad.segments.features import build_feature_table, feature_rows
+    from segad.segments.segmentation import SegmentationConfig, resolve_segmentation
 
     loader = OmegaConfigLoader("conf", base_env="base", default_run_env="local", env="local")
     params, catalog = loader["parameters"], DataCatalog.from_config(loader["catalog"])

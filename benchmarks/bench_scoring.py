@@ -1,8 +1,8 @@
 """End-to-end scoring throughput of a SegAD bundle, and how the time splits between stages.
 
-Builds a demo dataset (segad.demo) in a temporary folder, fits the detectors on a few good
+Builds a demo dataset (segad.ingestion.demo) in a temporary folder, fits the detectors on a few good
 images, trains the BRF with the paper's settings (2000 trees) and its out-of-fold operating
-point, writes and loads a bundle, then scores the demo's test images with `segad.scoring`
+point, writes and loads a bundle, then scores the demo's test images with `segad.production.scoring`
 (the same code the score pipeline runs). Prints images/s, milliseconds per image per stage,
 the SegAD stage (features + BRF score) relative to the detector time, and peak memory.
 
@@ -33,20 +33,20 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from segad.brf import BRFConfig, fit_brf  # noqa: E402
-from segad.bundle import load_bundle, write_bundle  # noqa: E402
-from segad.demo import DemoConfig, write_demo  # noqa: E402
-from segad.detectors import DetectorConfig, fit_detector, predict_maps, save_detector  # noqa: E402
-from segad.features import SegmentLayout, feature_columns, feature_matrix, segment_statistics  # noqa: E402
+from segad.detection.detectors import DetectorConfig, fit_detector, predict_maps, save_detector  # noqa: E402
 from segad.images import read_image  # noqa: E402
-from segad.scoring import (  # noqa: E402
+from segad.ingestion.demo import DemoConfig, write_demo  # noqa: E402
+from segad.meta.brf import BRFConfig, fit_brf  # noqa: E402
+from segad.production.bundle import load_bundle, write_bundle  # noqa: E402
+from segad.production.scoring import (  # noqa: E402
     STAGES,
     choose_operating_point,
     input_spec_from_paths,
     out_of_fold_scores,
     score_images,
 )
-from segad.segmentation import read_label_map  # noqa: E402
+from segad.segments.features import SegmentLayout, feature_columns, feature_matrix, segment_statistics  # noqa: E402
+from segad.segments.segmentation import read_label_map  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DETECTORS = {

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from segad.demo import DemoConfig, write_demo  # noqa: E402
+from segad.ingestion.demo import DemoConfig, write_demo  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

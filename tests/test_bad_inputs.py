@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segad.detectors import DetectorConfig, DetectorConfigError
+from segad.detection.detectors import DetectorConfig, DetectorConfigError
 from segad.images import ImageReadError, image_size, read_image, read_mask
 from segad.params import known_params
 from tests.conftest import write_png
@@ -128,7 +128,7 @@ def test_unknown_params_key():
 
 # --- layouts ---------------------------------------------------------------------------------
 
-from segad.layouts import LayoutError, build_index  # noqa: E402
+from segad.ingestion.layouts import LayoutError, build_index  # noqa: E402
 
 
 def _vad(root, n=2):
@@ -280,8 +280,8 @@ def test_elpv_root_without_labels(tmp_path):
 
 import pandas as pd  # noqa: E402
 
-from segad.features import FeatureConfig, segment_statistics  # noqa: E402
-from segad.splits import SplitConfig, SplitError, make_splits  # noqa: E402
+from segad.ingestion.splits import SplitConfig, SplitError, make_splits  # noqa: E402
+from segad.segments.features import FeatureConfig, segment_statistics  # noqa: E402
 
 
 def _index(n_train_bad=3, n_test_bad=4, cat="a"):
@@ -378,7 +378,7 @@ def test_constant_maps_accepted_nan_moments():
 # --- production: scoring inputs, output folders, bundles -------------------------------------
 
 from segad.files import NotOwnedError, check_owned  # noqa: E402
-from segad.scoring import InputMismatchError, input_spec_from_paths, list_images, load_checked  # noqa: E402
+from segad.production.scoring import InputMismatchError, input_spec_from_paths, list_images, load_checked  # noqa: E402
 
 
 def test_mixed_sizes_at_scoring(tmp_path):
@@ -427,17 +427,17 @@ def test_output_path_is_a_file(tmp_path):
 
 
 def test_bundle_folder_without_manifest(tmp_path):
-    from segad.bundle import BundleIntegrityError, load_bundle
+    from segad.production.bundle import BundleIntegrityError, load_bundle
 
     with pytest.raises(BundleIntegrityError, match="no bundle manifest"):
         load_bundle(tmp_path)
 
 
-from tests.test_bundle import _edit_manifest, bundle_dir, trained  # noqa: E402,F401  (fixtures)
+from tests.production.test_bundle import _edit_manifest, bundle_dir, trained  # noqa: E402,F401  (fixtures)
 
 
 def test_bundle_of_another_version(bundle_dir):  # noqa: F811
-    from segad.bundle import FORMAT_VERSION, BundleVersionError, load_bundle
+    from segad.production.bundle import FORMAT_VERSION, BundleVersionError, load_bundle
 
     _edit_manifest(bundle_dir, lambda m: m.update(format_version=FORMAT_VERSION + 1))
     with pytest.raises(BundleVersionError, match="upgrade segad"):
@@ -447,7 +447,7 @@ def test_bundle_of_another_version(bundle_dir):  # noqa: F811
 @pytest.mark.parametrize(("key", "value", "kind"), [("batch_size", "8", "int"), ("seed", 1.5, "int"),
                                                      ("amp", "yes", "bool"), ("num_workers", True, "int")])
 def test_detector_setting_of_the_wrong_type(key, value, kind):
-    from segad.detectors import DetectorConfig, DetectorConfigError
+    from segad.detection.detectors import DetectorConfig, DetectorConfigError
 
     with pytest.raises(DetectorConfigError, match=rf"detector padim: {key} must be {kind}, got {value!r}"):
         DetectorConfig.from_dict("padim", {key: value})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from segad.demo import write_demo
+from segad.ingestion.demo import write_demo
 from tests.conftest import TINY_DEMO
 from tests.test_interruption import _command, _env, _project
 

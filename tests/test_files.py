@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from segad.demo import DemoConfig, demo_files, write_demo
 from segad.files import NotOwnedError, check_owned, replace_folder
+from segad.ingestion.demo import DemoConfig, demo_files, write_demo
 
 SMALL = DemoConfig(n_train_good=2, n_train_bad=1, n_test_good=1, n_test_bad=1, n_test_unseen=1, image_size=32)
 

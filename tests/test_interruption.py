@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from segad.demo import DemoConfig
+from segad.ingestion.demo import DemoConfig
 from tests.test_runner import make_project
 
 # More test images than the tiny demo and one map per batch, so map writing lasts long enough

@@ -73,7 +73,7 @@ def _detectors(env: str = "local") -> list[str]:
 
 
 def test_elpv_environment_is_a_valid_run(monkeypatch):
-    from segad.segmentation import SegmentationConfig
+    from segad.segments.segmentation import SegmentationConfig
 
     loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="local", env="elpv")
     params = loader["parameters"]

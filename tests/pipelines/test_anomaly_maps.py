@@ -17,8 +17,8 @@ from kedro.runner import SequentialRunner
 from PIL import Image
 
 from segad.datasets.map_store_dataset import DetectorStoreDataset, MapStoreDataset
-from segad.detectors import SUPPORTED_DETECTORS, DetectorConfig
-from segad.map_store import MapStore
+from segad.detection.detectors import SUPPORTED_DETECTORS, DetectorConfig
+from segad.detection.map_store import MapStore
 from segad.pipelines.anomaly_maps import create_pipeline
 
 CONF = Path(__file__).resolve().parents[2] / "conf"

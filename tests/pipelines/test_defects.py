@@ -9,12 +9,12 @@ from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 from PIL import Image
 
-from segad.defects import SYNTHETIC_COLUMNS
 from segad.images import read_image
-from segad.layouts import build_index
+from segad.ingestion.defects import SYNTHETIC_COLUMNS
+from segad.ingestion.layouts import build_index
+from segad.ingestion.splits import SplitConfig, make_splits
 from segad.pipelines.defects import create_pipeline
-from segad.segmentation import SegmentationConfig, resolve_segmentation
-from segad.splits import SplitConfig, make_splits
+from segad.segments.segmentation import SegmentationConfig, resolve_segmentation
 
 from .test_features import project_config
 

@@ -16,13 +16,13 @@ from kedro_datasets.pandas import CSVDataset
 from kedro_datasets.text import TextDataset
 from PIL import Image
 
-from segad.brf import BRFConfig, fit_brf
-from segad.features import feature_columns
-from segad.map_store import MapStore
-from segad.metrics import image_metrics
+from segad.detection.map_store import MapStore
+from segad.evaluation.metrics import image_metrics
+from segad.meta.brf import BRFConfig, fit_brf
 from segad.pipelines.evaluation import create_pipeline
 from segad.pipelines.evaluation.nodes import compute_metrics, label_test_scores, plot_feature_importance
-from segad.segmentation import Segmentation
+from segad.segments.features import feature_columns
+from segad.segments.segmentation import Segmentation
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEDS = (0, 1, 2)

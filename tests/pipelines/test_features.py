@@ -12,12 +12,12 @@ from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
-from segad.brf import is_feature_column
+from segad.detection.map_store import MapStore
 from segad.images import read_image
-from segad.layouts import build_index
-from segad.map_store import MapStore
+from segad.ingestion.layouts import build_index
+from segad.ingestion.splits import SplitConfig, make_splits
+from segad.meta.brf import is_feature_column
 from segad.pipelines.features import create_pipeline
-from segad.splits import SplitConfig, make_splits
 
 ROOT = Path(__file__).resolve().parents[2]
 DETECTORS = ["patchcore", "padim"]

@@ -14,12 +14,12 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from PIL import Image
 
-from segad.brf import brf_scores
-from segad.bundle import write_bundle
+from segad.meta.brf import brf_scores
 from segad.pipelines.score import create_pipeline
-from segad.scoring import TITLE_HEIGHT
+from segad.production.bundle import write_bundle
+from segad.production.scoring import TITLE_HEIGHT
 from tests.conftest import PROJECT_ROOT
-from tests.test_bundle import SIZE, train_tiny_bundle
+from tests.production.test_bundle import SIZE, train_tiny_bundle
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-from segad.layouts import build_index
+from segad.ingestion.layouts import build_index
 from segad.pipelines.split.nodes import split
 
 OPTIONS = {"detector_share": 0.5, "low_shot_n": 2, "use_low_shot_json": True, "visa_moved_bad": 10,

@@ -1,4 +1,4 @@
-"""Kedro dataset for the segment maps of a run (`segad.segmentation.Segmentation`) as one ``.npz``.
+"""Kedro dataset for the segment maps of a run (`segad.segments.segmentation.Segmentation`) as one ``.npz``.
 
 The file holds one int16 label array ``labels/<category>`` per category with a static map and a
 JSON string ``meta`` (method, map size, segment count and source per category, per-image folder).
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
-from segad.segmentation import Segmentation
+from segad.segments.segmentation import Segmentation
 
 
 class SegmentMapsDataset(AbstractDataset):

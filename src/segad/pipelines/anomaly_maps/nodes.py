@@ -1,4 +1,4 @@
-"""Nodes of the anomaly-map stage: thin wrappers over `segad.detectors`."""
+"""Nodes of the anomaly-map stage: thin wrappers over `segad.detection.detectors`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from segad.detectors import DetectorConfig, compute_anomaly_maps
-from segad.map_store import MapStore
+from segad.detection.detectors import DetectorConfig, compute_anomaly_maps
+from segad.detection.map_store import MapStore
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Thin node over segad.brf."""
+"""Thin node over segad.meta.brf."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import pandas as pd
 from tqdm.auto import tqdm
 
-from segad.brf import BRFConfig, run_brf
+from segad.meta.brf import BRFConfig, run_brf
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def train_brf(features: pd.DataFrame, image_index: pd.DataFrame, params: dict, d
     layout = str(dataset["layout"])
     keyed = {}
     for key, model in models.items():
-        method, category, seed = key.split("/")  # segad.brf.run_brf: <method>/<category>/split_seed_<s>
+        method, category, seed = key.split("/")  # segad.meta.brf.run_brf: <method>/<category>/split_seed_<s>
         keyed[model_key(layout, benchmark, category, method, int(seed.removeprefix("split_seed_")))] = model
     scores.insert(0, "benchmark", str(benchmark))
     scores.insert(0, "dataset", layout)

@@ -1,4 +1,4 @@
-"""Thin node over segad.bundle / segad.scoring: assemble the production bundle of a training run."""
+"""Thin node over segad.production.bundle / segad.production.scoring: assemble the production bundle of a training run."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from segad.brf import BRFConfig, method_name
+from segad.meta.brf import BRFConfig, method_name
 from segad.pipelines.brf.nodes import model_key, select_run
-from segad.scoring import choose_operating_point, input_spec_from_paths, out_of_fold_scores
-from segad.segmentation import ELPV_SEGMENTS, Segmentation
+from segad.production.scoring import choose_operating_point, input_spec_from_paths, out_of_fold_scores
+from segad.segments.segmentation import ELPV_SEGMENTS, Segmentation
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def build_bundle(
     parameters: dict,
     **detector_handles,
 ) -> tuple[dict, dict]:
-    """(arguments of `segad.bundle.write_bundle`, operating-point report) for one seed and category.
+    """(arguments of `segad.production.bundle.write_bundle`, operating-point report) for one seed and category.
 
     `detector_handles` holds ``<detector>__map_index`` (its model_key per seed) and
     ``<detector>__detector_store`` (the folder of fitted detectors) for every run detector.
@@ -122,7 +122,7 @@ def _builtin_segment_names(segment_maps: Segmentation, parameters: dict) -> dict
     if segment_maps.method == "elpv":
         return ELPV_SEGMENTS
     if segment_maps.method == "static" and parameters["dataset"].get("layout") == "demo":
-        from segad.demo import SEGMENTS
+        from segad.ingestion.demo import SEGMENTS
 
         return SEGMENTS
     return None

@@ -1,4 +1,4 @@
-"""Thin node over segad.defects."""
+"""Thin node over segad.ingestion.defects."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import logging
 
 import pandas as pd
 
-from segad.defects import DefectConfig, empty_synthetic_index, plan_synthetic
-from segad.segmentation import Segmentation
+from segad.ingestion.defects import DefectConfig, empty_synthetic_index, plan_synthetic
+from segad.segments.segmentation import Segmentation
 
 log = logging.getLogger(__name__)
 

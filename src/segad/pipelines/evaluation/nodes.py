@@ -1,4 +1,4 @@
-"""Thin nodes over segad.metrics, segad.plots and segad.report."""
+"""Thin nodes over segad.evaluation.metrics, segad.evaluation.plots and segad.evaluation.report."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from segad.images import read_image
-from segad.metrics import COUNT_COLUMNS, METRIC_COLUMNS, aggregate_over_seeds, image_metrics
-from segad.pipelines.brf.nodes import parse_model_key
-from segad.plots import (
+from segad.evaluation.metrics import COUNT_COLUMNS, METRIC_COLUMNS, aggregate_over_seeds, image_metrics
+from segad.evaluation.plots import (
     feature_importance_figure,
     model_importances,
     overlay_figure,
@@ -18,7 +16,9 @@ from segad.plots import (
     score_histogram_figure,
     worst_cases,
 )
-from segad.report import method_order, package_versions, render_report
+from segad.evaluation.report import method_order, package_versions, render_report
+from segad.images import read_image
+from segad.pipelines.brf.nodes import parse_model_key
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ def plot_overlays(test_scores: pd.DataFrame, image_index: pd.DataFrame, segmenta
     """Worst false negatives / positives of one method per category, with segments and raw maps.
 
     ``maps`` holds ``<detector>__map_index`` (DataFrame) and ``<detector>__map_store``
-    (`segad.map_store.MapStore`) for every detector. The method is ``options['overlay_method']``
+    (`segad.detection.map_store.MapStore`) for every detector. The method is ``options['overlay_method']``
     or, when null, the largest SegAD combination; the seed is ``options['split_seed']`` or the
     smallest; ``options['n_worst']`` cases of each kind.
     """

@@ -1,4 +1,4 @@
-"""Thin nodes over segad.segmentation, segad.features and segad.classifier."""
+"""Thin nodes over segad.segments.segmentation, segad.segments.features and segad.meta.classifier."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from tqdm.auto import tqdm
 
-from segad.classifier import ClassifierConfig, empty_scores
-from segad.classifier import classifier_scores as _classifier_scores
-from segad.features import FeatureConfig, build_feature_table, feature_rows
 from segad.images import read_image
-from segad.segmentation import Segmentation, SegmentationConfig, overlay, resolve_segmentation
+from segad.meta.classifier import ClassifierConfig, empty_scores
+from segad.meta.classifier import classifier_scores as _classifier_scores
+from segad.segments.features import FeatureConfig, build_feature_table, feature_rows
+from segad.segments.segmentation import Segmentation, SegmentationConfig, overlay, resolve_segmentation
 
 log = logging.getLogger(__name__)
 

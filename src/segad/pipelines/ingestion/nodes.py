@@ -1,4 +1,4 @@
-"""Thin nodes over segad.layouts and segad.demo."""
+"""Thin nodes over segad.ingestion.layouts and segad.ingestion.demo."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import logging
 
 import pandas as pd
 
-from segad.demo import DemoConfig, write_demo
-from segad.layouts import build_index
+from segad.ingestion.demo import DemoConfig, write_demo
+from segad.ingestion.layouts import build_index
 
 log = logging.getLogger(__name__)
 

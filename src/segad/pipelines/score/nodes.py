@@ -1,4 +1,4 @@
-"""Thin nodes over segad.scoring: score a folder of new images with a SegAD bundle."""
+"""Thin nodes over segad.production.scoring: score a folder of new images with a SegAD bundle."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from segad.bundle import Bundle
-from segad.scoring import ERROR, REJECT, STAGES, list_images, score_images
+from segad.production.bundle import Bundle
+from segad.production.scoring import ERROR, REJECT, STAGES, list_images, score_images
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Thin node over segad.splits."""
+"""Thin node over segad.ingestion.splits."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from segad.layouts import read_low_shot, read_sensum_folds
-from segad.splits import SplitConfig, make_splits
+from segad.ingestion.layouts import read_low_shot, read_sensum_folds
+from segad.ingestion.splits import SplitConfig, make_splits
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Evaluation: the metrics, the report and the plots."""

@@ -1,0 +1,225 @@
+"""Synthetic defects for the one-class regime: stand-ins for the missing bad training images.
+
+As in the SegAD paper (section 4.1), a synthetic defect is one of
+
+- ``synthetic_blur``: a Gaussian blur (sigma drawn from ``blur_sigma``, in pixels of the stored
+  image) applied inside a region;
+- ``synthetic_rectangle``: a thin rectangle of one random gray level, random length, thickness,
+  angle and position, drawn inside a region;
+
+where the region is a random non-empty segment of the image's segment map, either the whole
+segment (probability ``whole_segment_prob``) or a part of it: the segment intersected with a
+random box (side ``part_size`` x image side) centred on a random pixel of the segment. The
+segment map is resized to the stored image by nearest neighbour. Everything is drawn from
+``numpy.random.default_rng([seed, split_seed, row])``, so a run is reproducible.
+
+Example:
+    >>> import numpy as np
+    >>> from segad.ingestion.defects import DefectConfig, synthesize
+    >>> image = np.full((64, 64, 3), 120, np.uint8)
+    >>> labels = np.repeat(np.arange(2), 2048).reshape(64, 64)
+    >>> out, kind, segment = synthesize(image, labels, np.random.default_rng(0), DefectConfig())
+    >>> out.shape, kind in ("synthetic_blur", "synthetic_rectangle")
+    ((64, 64, 3), True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw, ImageFilter
+
+from segad.images import read_image
+from segad.params import known_params
+
+KINDS = {"blur": "synthetic_blur", "rectangle": "synthetic_rectangle"}
+SYNTHETIC_COLUMNS = ("image_id", "split_seed", "source_image_id", "category", "defect_type", "label", "role", "path")
+
+
+@dataclass(frozen=True)
+class DefectConfig:
+    """Synthetic defect settings (conf/base/parameters_defects.yml, `defects`).
+
+    Attributes:
+        per_image: synthetic images made from each brf_train good image.
+        kinds: subset of ("blur", "rectangle"), drawn uniformly.
+        blur_sigma: (min, max) Gaussian sigma in pixels of the stored image.
+        rect_length: (min, max) rectangle length as a share of the image side.
+        rect_thickness: (min, max) rectangle thickness as a share of the image side (>= 1 px).
+        whole_segment_prob: probability that the region is a whole segment, not a part of one.
+        part_size: (min, max) side of the box that cuts a part of a segment, share of the side.
+        max_sources: cap on source images per seed and category (None = all), the first ones
+            in a seeded shuffle.
+        seed: base seed, combined with the split seed.
+        output_dir: folder of the written images, the path of the catalog entry
+            `synthetic_images` (both read `synthetic_dir` from conf/<env>/globals.yml).
+    """
+
+    per_image: int = 1
+    kinds: tuple[str, ...] = ("blur", "rectangle")
+    blur_sigma: tuple[float, float] = (2.0, 6.0)
+    rect_length: tuple[float, float] = (0.05, 0.3)
+    rect_thickness: tuple[float, float] = (0.005, 0.02)
+    whole_segment_prob: float = 0.5
+    part_size: tuple[float, float] = (0.1, 0.4)
+    max_sources: int | None = None
+    seed: int = 0
+    output_dir: str = "data/02_intermediate/synthetic"
+
+    @classmethod
+    def from_params(cls, params: Mapping | None) -> DefectConfig:
+        params = known_params(cls, params, "defects")
+        for key in ("kinds", "blur_sigma", "rect_length", "rect_thickness", "part_size"):
+            if key in params:
+                params[key] = tuple(params[key])
+        config = cls(**params)
+        bad = set(config.kinds) - set(KINDS)
+        if bad or not config.kinds:
+            raise ValueError(f"defects.kinds must be a non-empty subset of {sorted(KINDS)}, got {config.kinds}")
+        return config
+
+
+def empty_synthetic_index() -> pd.DataFrame:
+    """`synthetic_index` with its columns and no rows (regimes other than one_class)."""
+    return pd.DataFrame({
+        "image_id": pd.Series(dtype="string"), "split_seed": pd.Series(dtype="int64"),
+        "source_image_id": pd.Series(dtype="string"), "category": pd.Series(dtype="string"),
+        "defect_type": pd.Series(dtype="string"), "label": pd.Series(dtype="int8"),
+        "role": pd.Series(dtype="string"), "path": pd.Series(dtype="string"),
+    })
+
+
+def choose_region(labels: np.ndarray, rng: np.random.Generator, config: DefectConfig) -> tuple[np.ndarray, int]:
+    """A boolean (H, W) region inside one random non-empty segment, and that segment's label."""
+    present = np.unique(labels)
+    segment = int(rng.choice(present))
+    region = labels == segment
+    if rng.random() >= config.whole_segment_prob:
+        height, width = labels.shape
+        ys, xs = np.nonzero(region)
+        pick = int(rng.integers(len(ys)))
+        side = rng.uniform(*config.part_size)
+        half_h, half_w = max(1, int(side * height / 2)), max(1, int(side * width / 2))
+        box = np.zeros_like(region)
+        box[max(0, ys[pick] - half_h) : ys[pick] + half_h + 1, max(0, xs[pick] - half_w) : xs[pick] + half_w + 1] = True
+        region &= box
+    return region, segment
+
+
+def blur_region(image: np.ndarray, region: np.ndarray, sigma: float) -> np.ndarray:
+    """`image` uint8 (H, W[, C]) with a Gaussian blur of `sigma` px applied where `region` is true."""
+    blurred = np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(radius=sigma)))
+    out = image.copy()
+    out[region] = blurred[region]
+    return out
+
+
+def rectangle_in_region(image: np.ndarray, region: np.ndarray, rng: np.random.Generator, config: DefectConfig) -> np.ndarray:
+    """`image` uint8 with a thin rectangle of a random gray level, centred in `region`, clipped to it."""
+    height, width = region.shape
+    side = min(height, width)
+    ys, xs = np.nonzero(region)
+    pick = int(rng.integers(len(ys)))
+    cy, cx = float(ys[pick]), float(xs[pick])
+    length = rng.uniform(*config.rect_length) * side
+    thickness = max(1.0, rng.uniform(*config.rect_thickness) * side)
+    angle = rng.uniform(0, np.pi)
+    u = np.array([np.cos(angle), np.sin(angle)])
+    v = np.array([-u[1], u[0]])
+    corners = [np.array([cx, cy]) + a * u * length / 2 + b * v * thickness / 2 for a, b in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+    canvas = Image.new("L", (width, height), 0)
+    ImageDraw.Draw(canvas).polygon([tuple(c) for c in corners], fill=255)
+    stroke = (np.asarray(canvas) > 0) & region
+    if not stroke.any():
+        stroke = np.zeros_like(region)
+        stroke[int(cy), int(cx)] = True
+    gray = int(rng.integers(0, 256))
+    out = image.copy()
+    out[stroke] = gray
+    return out
+
+
+def synthesize(
+    image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, config: DefectConfig
+) -> tuple[np.ndarray, str, int]:
+    """One synthetic defect on uint8 `image` (H, W[, C]) with labels (H, W): (image, defect_type, segment)."""
+    if image.shape[:2] != labels.shape:
+        labels = _resize_nearest(labels, image.shape[:2])
+    region, segment = choose_region(labels, rng, config)
+    kind = config.kinds[int(rng.integers(len(config.kinds)))]
+    if kind == "blur":
+        out = blur_region(image, region, rng.uniform(*config.blur_sigma))
+    else:
+        out = rectangle_in_region(image, region, rng, config)
+    return out, KINDS[kind], segment
+
+
+def _resize_nearest(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    from segad.segments.segmentation import resize_labels
+
+    return resize_labels(labels, shape)
+
+
+def synthetic_image_id(split_seed: int, source_image_id: str, k: int) -> str:
+    """``synthetic/<split_seed>/<source id without suffix, / -> _>__<k>.png`` (unique per source)."""
+    stem = str(PurePosixPath(source_image_id).with_suffix("")).replace("/", "_")
+    return f"synthetic/{int(split_seed)}/{stem}__{k}.png"
+
+
+def plan_synthetic(
+    image_index: pd.DataFrame,
+    splits: pd.DataFrame,
+    labels_for: Callable[[str, str], np.ndarray],
+    config: DefectConfig,
+) -> tuple[pd.DataFrame, dict[str, Callable[[], Image.Image]]]:
+    """The synthetic_index and, per image, a callable that renders it (for lazy saving).
+
+    Args:
+        image_index, splits: the project tables (docs/schemas.md).
+        labels_for: ``(category, image_id) -> int (H, W)`` segment map of a source image.
+        config: the defect settings.
+    Returns: (synthetic_index, {partition key ``<split_seed>/<name>`` without suffix: render()}).
+    """
+    goods = splits[(splits["role"] == "brf_train")].merge(
+        image_index[["image_id", "category", "label", "path"]], on="image_id", how="left"
+    )
+    goods = goods[goods["label"] == 0]
+    rows, renders = [], {}
+    output_dir = Path(config.output_dir).resolve()
+    for (split_seed, category), group in goods.groupby(["split_seed", "category"], sort=True):
+        order = np.random.default_rng([config.seed, int(split_seed)]).permutation(len(group))
+        if config.max_sources is not None:
+            order = order[: config.max_sources]
+        for row_number in np.sort(order):
+            source = group.iloc[int(row_number)]
+            for k in range(config.per_image):
+                image_id = synthetic_image_id(split_seed, source["image_id"], k)
+                row_seed = [config.seed, int(split_seed), int(row_number), k]
+                kind = config.kinds[int(np.random.default_rng(row_seed).integers(len(config.kinds)))]
+                key = image_id[len("synthetic/") : -len(".png")]
+                renders[key] = _renderer(source["path"], category, source["image_id"], labels_for, config, row_seed)
+                rows.append({
+                    "image_id": image_id, "split_seed": int(split_seed), "source_image_id": source["image_id"],
+                    "category": category, "defect_type": KINDS[kind], "label": 1, "role": "brf_train",
+                    "path": str(output_dir / f"{key}.png"),
+                })
+    if not rows:
+        return empty_synthetic_index(), {}
+    table = pd.DataFrame(rows, columns=list(SYNTHETIC_COLUMNS))
+    return table.astype({"split_seed": "int64", "label": "int8"}), renders
+
+
+def _renderer(path, category, image_id, labels_for, config, row_seed):
+    def render() -> Image.Image:
+        image = (read_image(path).transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)  # stored size, RGB
+        rng = np.random.default_rng(row_seed)
+        kinds_draw = int(rng.integers(len(config.kinds)))  # same first draw as the planned kind
+        cfg = DefectConfig(**{**config.__dict__, "kinds": (config.kinds[kinds_draw],)})
+        out, _, _ = synthesize(image, labels_for(category, image_id), rng, cfg)
+        return Image.fromarray(out)
+
+    return render

@@ -1,0 +1,184 @@
+"""Benchmark regimes: which image plays which role for each split seed.
+
+Roles (docs/schemas.md): `detector_train` (good images the detectors are fitted on),
+`brf_train` (good images the detectors never see, plus the regime's bad training images),
+`test`, `unused`. The good training images of each category are divided between
+detector_train and brf_train by `detector_share` and the seed (VAD: 0.5; VisA reference: 0.9).
+
+Regimes (SegAD paper, section 4-5):
+- `one_class`: no real bad image in brf_train (the defects stage adds synthetic ones).
+- `high_shot`: every training bad image goes to brf_train.
+- `low_shot`: `low_shot_n` training bad images per seed (drawn with the seed, or VAD's
+  low_shot_train.json draws in key order: integer keys numerically, "2" before "10"), the rest unused.
+- `visa_supervised`: `visa_moved_bad` test bad images per category move to brf_train per seed;
+  the rest of the test set stays.
+- `kfold`: k-fold cross-validation over all images (SensumSODF); split_seed is the fold number.
+  The folds are drawn once with `kfold_seed` (stratified by label) or read from official fold files.
+
+Example:
+    >>> from segad.ingestion.splits import SplitConfig, make_splits
+    >>> splits = make_splits(index, SplitConfig(benchmark="high_shot", seeds=[0, 1]))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+BENCHMARKS = ("one_class", "high_shot", "low_shot", "visa_supervised", "kfold")
+ROLES = ("detector_train", "brf_train", "test", "unused")
+SPLIT_COLUMNS = ["image_id", "split_seed", "role", "in_benchmark"]
+
+
+class SplitError(ValueError):
+    """The regime cannot be built from this index; the message says which category and why."""
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Regime and its knobs. Shares are fractions in [0, 1]; counts are images per category."""
+
+    benchmark: str = "high_shot"
+    seeds: tuple[int, ...] = (0, 1, 2)
+    detector_share: float = 0.5
+    low_shot_n: int = 100
+    visa_moved_bad: int = 10
+    n_folds: int = 3
+    kfold_seed: int = 0
+    low_shot_draws: dict[str, list[str]] = field(default_factory=dict)  # VAD low_shot_train.json
+    official_folds: dict[str, dict[int, dict[str, set[str]]]] = field(default_factory=dict)  # per category
+
+    def __post_init__(self) -> None:
+        if self.benchmark not in BENCHMARKS:
+            raise SplitError(f"unknown benchmark {self.benchmark!r}; expected one of {', '.join(BENCHMARKS)}")
+        if not 0.0 < self.detector_share < 1.0:
+            raise SplitError(f"detector_share must be in (0, 1), got {self.detector_share}")
+        if not self.seeds:
+            raise SplitError("seeds is empty: give at least one split seed")
+
+
+def make_splits(index: pd.DataFrame, config: SplitConfig) -> pd.DataFrame:
+    """One row per (image, split_seed) with its role; see the module docstring for the regimes."""
+    parts = []
+    for category, images in index.groupby("category", sort=True):
+        for seed in config.seeds:
+            roles = _roles(images, config, int(seed), str(category))
+            parts.append(pd.DataFrame({"image_id": images.image_id.to_numpy(), "split_seed": int(seed), "role": roles}))
+    splits = pd.concat(parts, ignore_index=True)
+    splits["in_benchmark"] = splits.role != "unused"
+    splits = splits.astype({"image_id": "string", "split_seed": "int64", "role": "string", "in_benchmark": "bool"})
+    check_splits(splits, index, config.benchmark)
+    return splits[SPLIT_COLUMNS]
+
+
+def check_splits(splits: pd.DataFrame, index: pd.DataFrame, benchmark: str) -> None:
+    """Raise SplitError if a rule is broken: one role per image and seed, test images never in a
+    training role (except the moved bad ones of visa_supervised, and every image under kfold),
+    detector_train good only."""
+    if splits.duplicated(["image_id", "split_seed"]).any():
+        raise SplitError("an image has two roles for one split seed")
+    unknown = set(splits.role.unique()) - set(ROLES)
+    if unknown:
+        raise SplitError(f"unknown roles {sorted(unknown)}")
+    merged = splits.merge(index[["image_id", "split", "label"]], on="image_id", how="left", validate="many_to_one")
+    if merged.label.isna().any():
+        raise SplitError("splits name images that are not in the image index")
+    if (merged[merged.role == "detector_train"].label != 0).any():
+        raise SplitError("a bad image has role detector_train")
+    leaked = merged[(merged.split == "test") & merged.role.isin(["detector_train", "brf_train"])]
+    if benchmark == "visa_supervised":
+        leaked = leaked[(leaked.role != "brf_train") | (leaked.label != 1)]
+    if benchmark != "kfold" and len(leaked):
+        raise SplitError(f"test images in a training role, e.g. {leaked.image_id.iloc[0]}")
+
+
+def _roles(images: pd.DataFrame, config: SplitConfig, seed: int, category: str) -> np.ndarray:
+    rng = np.random.default_rng([seed, _stable_hash(category)])
+    roles = np.full(len(images), "unused", dtype=object)
+    label = images.label.to_numpy()
+    is_train = (images.split == "train").to_numpy()
+    is_test = ~is_train
+
+    if config.benchmark == "kfold":
+        fold_of = _folds(images, config, category)
+        if seed not in set(fold_of):
+            raise SplitError(f"{category}: fold {seed} does not exist (folds {sorted(set(fold_of))})")
+        is_test = fold_of == seed
+        is_train = ~is_test
+
+    roles[is_test] = "test"
+    train_good = np.flatnonzero(is_train & (label == 0))
+    if len(train_good) < 2:
+        raise SplitError(f"{category}: {len(train_good)} good training image(s); need at least 2 to split "
+                         "between detector_train and brf_train")
+    shuffled = rng.permutation(train_good)
+    n_detector = min(max(1, int(round(config.detector_share * len(shuffled)))), len(shuffled) - 1)
+    roles[shuffled[:n_detector]] = "detector_train"
+    roles[shuffled[n_detector:]] = "brf_train"
+
+    train_bad = np.flatnonzero(is_train & (label == 1))
+    if config.benchmark in ("high_shot", "kfold"):
+        roles[train_bad] = "brf_train"
+    elif config.benchmark == "low_shot":
+        roles[_low_shot(images, train_bad, config, seed, rng, category)] = "brf_train"
+    elif config.benchmark == "visa_supervised":
+        test_bad = np.flatnonzero(is_test & (label == 1))
+        if len(test_bad) <= config.visa_moved_bad:
+            raise SplitError(f"{category}: {len(test_bad)} test bad image(s); cannot move "
+                             f"{config.visa_moved_bad} to brf_train and keep some for test")
+        roles[rng.choice(test_bad, config.visa_moved_bad, replace=False)] = "brf_train"
+    if config.benchmark != "one_class" and not (roles[label == 1] == "brf_train").any():
+        raise SplitError(f"{category}: the {config.benchmark} regime needs bad training images; "
+                         "this category has none (use benchmark one_class)")
+    return roles
+
+
+def draw_order(keys: Iterable[str]) -> list[str]:
+    """Low-shot draw keys in seed order: integer keys numerically ("2" before "10"), then the rest as strings."""
+    return sorted(keys, key=lambda k: (0, int(k), "") if k.isdigit() else (1, 0, k))
+
+
+def _low_shot(images: pd.DataFrame, train_bad: np.ndarray, config: SplitConfig, seed: int,
+              rng: np.random.Generator, category: str) -> np.ndarray:
+    if config.low_shot_draws:
+        keys = draw_order(config.low_shot_draws)
+        position = list(config.seeds).index(seed)
+        if position >= len(keys):
+            raise SplitError(f"low_shot_train.json has {len(keys)} draws; seed {seed} is seed number "
+                             f"{position + 1}: give at most {len(keys)} seeds")
+        names = set(config.low_shot_draws[keys[position]])
+        file_names = images.image_id.iloc[train_bad].map(lambda i: i.rsplit("/", 1)[-1]).to_numpy()
+        return train_bad[np.isin(file_names, list(names))]
+    if len(train_bad) < config.low_shot_n:
+        raise SplitError(f"{category}: low_shot_n={config.low_shot_n} but only {len(train_bad)} training bad images")
+    return rng.choice(train_bad, config.low_shot_n, replace=False)
+
+
+def _folds(images: pd.DataFrame, config: SplitConfig, category: str) -> np.ndarray:
+    """Fold number of each image: official fold files' test parts, or seeded stratified folds."""
+    official = config.official_folds.get(category)
+    stems = images.image_id.map(lambda i: i.rsplit("/", 1)[-1].rsplit(".", 1)[0]).to_numpy()
+    fold_of = np.full(len(images), -1)
+    if official:
+        kinds = np.where(images.label.to_numpy() == 1, "pos", "neg")
+        for fold, parts in official.items():
+            in_test = np.isin(stems, list(parts.get("test", set())))
+            fold_of[in_test & (fold_of == -1)] = fold
+        missing = images.image_id[fold_of == -1]
+        if len(missing):
+            raise SplitError(f"{category}: {len(missing)} image(s) in no official test fold, e.g. {missing.iloc[0]} ({kinds[0]})")
+        return fold_of
+    rng = np.random.default_rng([config.kfold_seed, _stable_hash(category)])
+    for label in (0, 1):
+        members = rng.permutation(np.flatnonzero(images.label.to_numpy() == label))
+        fold_of[members] = np.arange(len(members)) % config.n_folds
+    return fold_of
+
+
+def _stable_hash(text: str) -> int:
+    """A process-independent small integer for a string (Python's hash() is salted)."""
+    return zlib.crc32(text.encode("utf-8"))

@@ -1,0 +1,235 @@
+"""The boosted random forest (BRF) of SegAD: XGBoost on the per-segment feature vectors.
+
+Settings of the paper and its reference code (`BRFConfig` defaults, all configurable in
+conf/base/parameters_brf.yml): ``n_estimators=10, num_parallel_tree=200, max_depth=5,
+learning_rate=0.3, objective="binary:logitraw", colsample_bynode=0.6, colsample_bytree=0.6,
+subsample=0.6, reg_alpha=1.0``, ``scale_pos_weight = n_good / n_bad`` of the training rows and
+``random_state = split_seed``.
+
+With ``binary:logitraw`` the model output is a raw margin (any real number; higher = more
+anomalous). It is a *score* for ranking metrics, never a probability; a probability would need an
+explicit calibration step that this module does not do.
+
+Method names: a detector alone is its own name (its map max is the score); a SegAD combination is
+the detector names sorted alphabetically, joined with ``+``, then ``+segad``
+(``padim+patchcore+segad``); with the supervised classifier ``classifier`` joins the names.
+
+Example:
+    >>> import numpy as np
+    >>> from segad.meta.brf import BRFConfig, fit_brf, brf_scores
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.normal(size=(40, 5)), np.r_[np.zeros(30), np.ones(10)]
+    >>> model = fit_brf(X, y, BRFConfig(n_estimators=2, num_parallel_tree=5), seed=0)
+    >>> brf_scores(model, X).shape
+    (40,)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from segad.params import known_params
+from segad.segments.features import CLASSIFIER_COLUMN
+
+SEGAD_SUFFIX = "segad"
+_FEATURE_COLUMN = re.compile(r"^(seg\d+__[a-z0-9_]+__(q995|skew|kurtosis|mean)|[a-z0-9_]+__max|classifier__score)$")
+
+
+@dataclass(frozen=True)
+class BRFConfig:
+    """XGBClassifier settings of the BRF (paper values by default)."""
+
+    n_estimators: int = 10
+    num_parallel_tree: int = 200
+    max_depth: int = 5
+    learning_rate: float = 0.3
+    objective: str = "binary:logitraw"
+    colsample_bynode: float = 0.6
+    colsample_bytree: float = 0.6
+    subsample: float = 0.6
+    reg_alpha: float = 1.0
+    tree_method: str = "hist"
+    n_jobs: int | None = None
+
+    @classmethod
+    def from_params(cls, params: Mapping | None) -> BRFConfig:
+        params = known_params(cls, params, "brf")
+        return cls(**params)
+
+
+class BRFTrainingError(ValueError):
+    """The BRF training rows cannot train a classifier (e.g. no bad or no good row)."""
+
+
+def method_name(members: Iterable[str]) -> str:
+    """SegAD method name of a combination: sorted member names + ``segad`` (``padim+patchcore+segad``)."""
+    members = sorted(set(members))
+    if not members:
+        raise ValueError("a SegAD combination needs at least one detector")
+    return "+".join([*members, SEGAD_SUFFIX])
+
+
+def combination_members(method: str) -> list[str]:
+    """Inverse of `method_name`: ``padim+patchcore+segad`` -> ['padim', 'patchcore']."""
+    parts = method.split("+")
+    if parts[-1] != SEGAD_SUFFIX or len(parts) < 2:
+        raise ValueError(f"{method!r} is not a SegAD method name (expected '<a>+...+segad')")
+    return parts[:-1]
+
+
+def default_combinations(detectors: Sequence[str], classifier: bool = False) -> list[list[str]]:
+    """Each detector alone, then all detectors together (once if there is only one detector).
+
+    With the classifier enabled, it is added to the all-detector combination.
+    """
+    combos = [[d] for d in detectors]
+    everything = sorted(detectors)
+    if len(detectors) > 1:
+        combos.append(everything)
+    if classifier:
+        combos.append(sorted([*detectors, "classifier"]))
+    unique: dict[str, list[str]] = {}
+    for combo in combos:
+        unique.setdefault(method_name(combo), sorted(combo))
+    return list(unique.values())
+
+
+def columns_for(members: Sequence[str], columns: Sequence[str]) -> list[str]:
+    """Feature columns of a combination, in table order: the detectors' segment statistics and
+    maxima, plus ``classifier__score`` when ``classifier`` is a member."""
+    wanted = set(members)
+    selected = []
+    for column in columns:
+        parts = column.split("__")
+        if column == "classifier__score":
+            if "classifier" in wanted:
+                selected.append(column)
+        elif len(parts) == 3 and parts[0].startswith("seg") and parts[1] in wanted:
+            selected.append(column)
+        elif len(parts) == 2 and parts[1] == "max" and parts[0] in wanted:
+            selected.append(column)
+    return selected
+
+
+def is_feature_column(column: str) -> bool:
+    """True for ``seg<l>__<detector>__<stat>``, ``<detector>__max`` and ``classifier__score``."""
+    return bool(_FEATURE_COLUMN.match(column))
+
+
+def scale_pos_weight(labels: np.ndarray, context: str = "") -> float:
+    """n_good / n_bad of training labels (0 good, 1 bad); `BRFTrainingError` if either is 0."""
+    labels = np.asarray(labels)
+    n_bad = int((labels == 1).sum())
+    n_good = int((labels == 0).sum())
+    where = f" ({context})" if context else ""
+    if n_bad == 0:
+        raise BRFTrainingError(
+            f"BRF training rows have no bad image{where}: {n_good} good, 0 bad. The regime needs bad "
+            "training images, or synthetic defects (benchmark one_class runs the defects pipeline)."
+        )
+    if n_good == 0:
+        raise BRFTrainingError(f"BRF training rows have no good image{where}: 0 good, {n_bad} bad.")
+    return n_good / n_bad
+
+
+def fit_brf(
+    features: np.ndarray, labels: np.ndarray, config: BRFConfig = BRFConfig(), seed: int = 0, context: str = ""
+):
+    """Fit the BRF on float (N, F) features (NaN = missing) and labels (N,) in {0, 1}.
+
+    Returns an `xgboost.XGBClassifier`. `context` names the seed/category in errors.
+    """
+    if not hasattr(features, "columns"):  # a DataFrame keeps its column names inside the model file
+        features = np.asarray(features, dtype=np.float64)
+    else:
+        features = features.astype(np.float64)
+    labels = np.asarray(labels).astype(np.int64)
+    if features.ndim != 2 or features.shape[0] != labels.shape[0]:
+        raise ValueError(f"features {features.shape} and labels {labels.shape} do not match{context and ' (' + context + ')'}")
+    model = make_brf(config, scale_pos_weight(labels, context), seed)
+    model.fit(features, labels)
+    return model
+
+
+def make_brf(config: BRFConfig, pos_weight: float, seed: int):
+    """The unfitted `xgboost.XGBClassifier` of the BRF with `scale_pos_weight` and `random_state`."""
+    from xgboost import XGBClassifier
+
+    params = {k: v for k, v in asdict(config).items() if v is not None}
+    return XGBClassifier(**params, scale_pos_weight=float(pos_weight), random_state=int(seed))
+
+
+def brf_scores(model, features: np.ndarray) -> np.ndarray:
+    """Raw margins float64 (N,) of the BRF: a score (higher = more anomalous), not a probability."""
+    features = features.astype(np.float64) if hasattr(features, "columns") else np.asarray(features, np.float64)
+    return np.asarray(model.predict(features, output_margin=True), dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# a run: one model per category, split seed and combination
+
+
+def run_brf(
+    features,
+    detectors: Sequence[str],
+    config: BRFConfig = BRFConfig(),
+    combinations: Sequence[Sequence[str]] | None = None,
+    progress=None,
+):
+    """Fit every BRF of a feature table and score its test rows.
+
+    Args:
+        features: the feature table of one run (rows of one dataset and detector set), with
+            columns image_id, split_seed, category, role, label and the feature columns.
+        detectors: the run's detectors.
+        config: XGBoost settings.
+        combinations: lists of members (detector names, ``classifier``); default
+            `default_combinations` (classifier added when the table has ``classifier__score``).
+        progress: optional tqdm-like wrapper of the (category, seed) iterator.
+    Returns:
+        (models, scores): models ``{"<method>/<category>/split_seed_<s>": XGBClassifier}``;
+        scores DataFrame (image_id, split_seed, method, score) over the test rows, with one
+        method per detector alone (its map max), ``classifier`` alone (its logit) when the table
+        has ``classifier__score``, and one per combination (BRF raw margin).
+    """
+    import pandas as pd
+
+    has_classifier = CLASSIFIER_COLUMN in features.columns
+    combos = [sorted(c) for c in combinations] if combinations else default_combinations(detectors, has_classifier)
+    feature_cols = [c for c in features.columns if is_feature_column(c)]
+    for combo in combos:
+        unknown = set(combo) - set(detectors) - ({"classifier"} if has_classifier else set())
+        if unknown:
+            raise ValueError(f"combination {method_name(combo)} names {sorted(unknown)}, not in this run's features")
+    # a category's columns: those with a value in its rows (categories differ in segment count)
+    present = {
+        category: [c for c in feature_cols if rows[c].notna().any()]
+        for category, rows in features.groupby("category", sort=True)
+    }
+    models, frames = {}, []
+    groups = list(features.groupby(["category", "split_seed"], sort=True))
+    for (category, seed), rows in progress(groups) if progress else groups:
+        train = rows[rows["role"] == "brf_train"]
+        test = rows[rows["role"] == "test"]
+        alone = {detector: f"{detector}__max" for detector in detectors}
+        if has_classifier:
+            alone["classifier"] = CLASSIFIER_COLUMN
+        for method, column in alone.items():
+            frames.append(pd.DataFrame({"image_id": test["image_id"].to_numpy(), "split_seed": int(seed),
+                                        "method": method, "score": test[column].to_numpy(np.float64)}))
+        for combo in combos:
+            method = method_name(combo)
+            cols = columns_for(combo, present[category])
+            model = fit_brf(train[cols], train["label"].to_numpy(), config, seed=int(seed),
+                            context=f"category {category!r}, split_seed {seed}, method {method}")
+            models[f"{method}/{category}/split_seed_{int(seed)}"] = model
+            frames.append(pd.DataFrame({"image_id": test["image_id"].to_numpy(), "split_seed": int(seed),
+                                        "method": method, "score": brf_scores(model, test[cols])}))
+    if not frames:
+        raise ValueError("feature table has no rows for this run")
+    scores = pd.concat(frames, ignore_index=True)
+    return models, scores.astype({"split_seed": "int64", "score": "float64"})

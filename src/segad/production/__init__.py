@@ -1,0 +1,1 @@
+"""Production: the deployable bundle and batch scoring of new images."""

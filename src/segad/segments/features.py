@@ -1,0 +1,573 @@
+"""Per-segment statistics of raw anomaly maps: the SegAD feature vector, vectorised.
+
+For one image, detector k and segment l, with ``sel = map_k[S == l]`` (1-D, raw map values):
+
+- ``q995``: ``numpy.quantile(sel, 0.995)`` (linear interpolation, numpy's default);
+- ``skew``: ``scipy.stats.skew(sel)`` (bias=True: the biased population estimator m3 / m2**1.5);
+- ``kurtosis``: ``scipy.stats.kurtosis(sel)`` (fisher=True, bias=True: m4 / m2**2 - 3);
+- ``mean``: ``sel.mean()``.
+
+Edge cases, kept exactly as the reference (abc-125/segad) has them:
+
+- empty segment: all four statistics are 0.0;
+- constant or 1-pixel segment: skew and kurtosis are NaN (scipy's rule: NaN where
+  ``m2 <= (eps * mean)**2``, eps of the map's dtype, so float32 maps use float32's eps as scipy
+  does on a float32 array). XGBoost reads NaN as a missing value; nothing here crashes on it.
+
+Moments are accumulated in float64 from the stored values (more accurate than scipy run on a
+float32 array; equal to scipy run on the float64 values to ~1e-9 relative). Feature vector per
+image: ``4 * K * L`` segment statistics in segment-major order, then detector, then
+[q995, skew, kurtosis, mean]; then the K per-detector map maxima; then, when enabled, the
+supervised classifier score. Column names: ``seg<l>__<detector>__<stat>``, ``<detector>__max``,
+``classifier__score``.
+
+How it is fast: `segad.segments.kernels` (numba, compiled on first use and cached on disk) copies
+each map into segment-contiguous order by runs of equal labels, computes the moments in two
+vectorised float64 passes per segment, and finds the two order statistics around the 99.5 %
+position by quickselect among the few values above a threshold drawn from a strided subsample
+(the whole segment when that leaves too few values, so it stays exact). No per-pixel Python.
+`benchmarks/bench_features.py` measures it against the reference loop (docs/features.md).
+
+Example:
+    >>> import numpy as np
+    >>> from segad.segments.features import segment_statistics
+    >>> maps = np.random.default_rng(0).gamma(2.0, 1.0, (4, 32, 32)).astype(np.float32)
+    >>> labels = np.repeat(np.arange(4), 256).reshape(32, 32)
+    >>> segment_statistics(maps, labels, n_segments=4).shape   # (images, segments, 4 stats)
+    (4, 4, 4)
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from segad.params import known_params
+
+STATS: tuple[str, ...] = ("q995", "skew", "kurtosis", "mean")
+QUANTILE: float = 0.995
+CLASSIFIER_COLUMN = "classifier__score"
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Settings of the features stage (conf/base/parameters_features.yml, `features`).
+
+    Attributes:
+        batch_size: maps held in memory at once per detector (peak memory is flat in N).
+        threads: threads of the statistics kernel; None = every CPU this process may use.
+    """
+
+    batch_size: int = 64
+    threads: int | None = None
+
+    @classmethod
+    def from_params(cls, params: Mapping | None) -> FeatureConfig:
+        config = cls(**known_params(cls, params, "features"))
+        if config.batch_size < 1 or (config.threads is not None and config.threads < 1):
+            raise ValueError(f"features.batch_size and features.threads must be >= 1, got {config}")
+        return config
+
+    @property
+    def kernel_threads(self) -> int:
+        return default_threads() if self.threads is None else int(self.threads)
+
+
+# --------------------------------------------------------------------------------------------
+# column names
+
+
+def feature_columns(
+    detectors: Sequence[str], n_segments: int, classifier: bool = False
+) -> list[str]:
+    """Feature column names in the reference order (segment-major, detector, stat; maxima last)."""
+    columns = [
+        f"seg{segment}__{detector}__{stat}"
+        for segment in range(n_segments)
+        for detector in detectors
+        for stat in STATS
+    ]
+    columns += [f"{detector}__max" for detector in detectors]
+    if classifier:
+        columns.append(CLASSIFIER_COLUMN)
+    return columns
+
+
+# --------------------------------------------------------------------------------------------
+# reference implementation (the definition; used by tests and the benchmark)
+
+
+def reference_segment_statistics(
+    anomaly_map: np.ndarray, labels: np.ndarray, n_segments: int
+) -> np.ndarray:
+    """Straightforward per-segment loop, as the SegAD reference code: float64 (L, 4).
+
+    Boolean mask per segment, ``numpy.quantile``, ``scipy.stats.skew``/``kurtosis``. Slow; the
+    definition the vectorised path is tested against.
+    """
+    from scipy.stats import kurtosis, skew
+
+    out = np.zeros((n_segments, 4), dtype=np.float64)
+    for segment in range(n_segments):
+        sel = anomaly_map[labels == segment]
+        if sel.size:
+            out[segment] = (
+                np.quantile(sel, QUANTILE),
+                skew(sel),
+                kurtosis(sel),
+                sel.mean(),
+            )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the fast path (compiled kernels in segad.segments.kernels)
+
+
+@dataclass(frozen=True)
+class SegmentLayout:
+    """A static label map checked once, ready for `segment_statistics`.
+
+    Attributes:
+        labels: int64 (H, W) segment labels in [0, n_segments).
+        counts: int64 (L,) pixels per segment (0 for an empty segment).
+    """
+
+    labels: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def from_labels(cls, labels: np.ndarray, n_segments: int) -> SegmentLayout:
+        """Build from an integer (H, W) label map with values in [0, n_segments)."""
+        labels = _check_labels(labels, n_segments)
+        if labels.ndim != 2:
+            raise ValueError(f"a static label map must be (H, W), got shape {labels.shape}")
+        counts = np.bincount(labels.ravel(), minlength=n_segments).astype(np.int64)
+        return cls(labels=labels, counts=counts)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.labels.shape)
+
+    @property
+    def n_segments(self) -> int:
+        return int(self.counts.size)
+
+
+def _check_labels(labels: np.ndarray, n_segments: int, check_range: bool = True) -> np.ndarray:
+    """Labels as int64, after checking they are integers (in [0, n_segments) with `check_range`)."""
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"segment labels must be integers, got dtype {labels.dtype}")
+    if check_range and labels.size and (labels.min() < 0 or labels.max() >= n_segments):
+        raise ValueError(
+            f"segment labels must lie in [0, {n_segments}), got [{labels.min()}, {labels.max()}]"
+        )
+    return np.ascontiguousarray(labels, dtype=np.int64)
+
+
+def segment_statistics(
+    maps: np.ndarray,
+    labels: np.ndarray | SegmentLayout,
+    n_segments: int | None = None,
+    names: Sequence[str] | None = None,
+    threads: int = 1,
+) -> np.ndarray:
+    """q995, skew, kurtosis, mean of every segment of every map: float64 (N, L, 4).
+
+    Args:
+        maps: raw anomaly maps, float (N, H, W); every value must be finite.
+        labels: integer segment labels, (H, W) shared by all maps (or a prepared
+            `SegmentLayout`), or (N, H, W) one label map per image.
+        n_segments: L; required unless `labels` is a `SegmentLayout`.
+        names: optional name of each map (e.g. its map_key), used in error messages.
+        threads: the batch is cut into this many chunks of consecutive maps, summarised at once on
+            as many threads (the compiled kernel releases the GIL); the result does not depend on it.
+    Raises:
+        ValueError: on a shape or label mismatch, or a map holding NaN or infinity (named).
+    """
+    maps = np.asarray(maps)
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be (N, H, W), got shape {maps.shape}")
+    stored = maps.dtype if np.issubdtype(maps.dtype, np.floating) else np.dtype(np.float64)
+    n = maps.shape[0]
+    if isinstance(labels, SegmentLayout):
+        flat_labels, label_of_map, n_segments = labels.labels.reshape(1, -1), np.zeros(n, np.int64), labels.n_segments
+        label_shape = labels.shape
+    else:
+        if n_segments is None:
+            raise ValueError("n_segments is required with a label array")
+        labels = _check_labels(labels, n_segments, check_range=False)  # the kernel checks the range
+        if labels.ndim == 3:
+            if labels.shape != maps.shape:
+                raise ValueError(f"per-image labels {labels.shape} do not match maps {maps.shape}")
+            flat_labels, label_of_map = labels.reshape(n, -1), np.arange(n, dtype=np.int64)
+            label_shape = labels.shape[1:]
+        elif labels.ndim == 2:
+            flat_labels, label_of_map = labels.reshape(1, -1), np.zeros(n, np.int64)
+            label_shape = labels.shape
+        else:
+            raise ValueError(f"labels must be (H, W) or (N, H, W), got shape {labels.shape}")
+    if tuple(maps.shape[1:]) != tuple(label_shape):
+        raise ValueError(f"label map {tuple(label_shape)} does not match maps {maps.shape[1:]}")
+    compute = np.float64 if stored == np.float64 else np.float32
+    flat = np.ascontiguousarray(maps.reshape(n, -1), dtype=compute)
+    out = np.empty((n, n_segments, 4), dtype=np.float64)
+    if n == 0:
+        return out
+    first_bad, bad_labels = _run_kernel(flat, flat_labels, label_of_map, float(np.finfo(stored).eps), out, threads)
+    if bad_labels >= 0:
+        wrong = flat_labels[label_of_map[bad_labels]]
+        raise ValueError(
+            f"segment labels must lie in [0, {n_segments}), got [{wrong.min()}, {wrong.max()}]"
+            + (f" for map {names[bad_labels]!r}" if names is not None else "")
+        )
+    if first_bad >= 0:
+        name = repr(names[first_bad]) if names is not None else f"number {first_bad} of the batch"
+        raise ValueError(f"anomaly map {name} contains NaN or infinite values")
+    return out
+
+
+def _run_kernel(flat, flat_labels, label_of_map, eps: float, out: np.ndarray, threads: int) -> tuple[int, int]:
+    """`segment_statistics_kernel` over `threads` chunks of the batch; (first bad map, first bad
+    label map) as batch indices, -1 for none."""
+    from segad.segments.kernels import segment_statistics_kernel
+
+    n = flat.shape[0]
+    chunks = min(max(int(threads), 1), n)
+    if chunks == 1:
+        return segment_statistics_kernel(flat, flat_labels, label_of_map, eps, out)
+    bounds = np.linspace(0, n, chunks + 1).astype(int)
+    parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    results = _thread_pool(chunks).map(
+        lambda part: segment_statistics_kernel(flat[part], flat_labels, label_of_map[part], eps, out[part]), parts
+    )
+    first_bad = bad_labels = -1
+    for part, (bad, wrong) in zip(parts, results):
+        if bad >= 0 and first_bad < 0:
+            first_bad = part.start + bad
+        if wrong >= 0 and bad_labels < 0:
+            bad_labels = part.start + wrong
+    return first_bad, bad_labels
+
+
+@functools.cache
+def _thread_pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="segad-features")
+
+
+def default_threads() -> int:
+    """Threads for the feature kernel when none is configured: the CPUs this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+# --------------------------------------------------------------------------------------------
+# torch path (maps already on a GPU)
+
+
+def segment_statistics_torch(maps, labels, n_segments: int):
+    """Same statistics as `segment_statistics` for torch tensors on any device: float64 (N, L, 4).
+
+    Args:
+        maps: float tensor (N, H, W).
+        labels: integer tensor (H, W) shared, or (N, H, W), values in [0, n_segments).
+    Uses float64 scatter sums for the moments and a stable two-key sort for the quantile, so it
+    needs no host round trip. The zero rule uses the eps of `maps.dtype`, as the numpy path.
+    """
+    import torch
+
+    if maps.ndim != 3:
+        raise ValueError(f"maps must be (N, H, W), got shape {tuple(maps.shape)}")
+    n = maps.shape[0]
+    device = maps.device
+    labels = labels.to(device=device, dtype=torch.int64)
+    if labels.ndim == 2:
+        if tuple(labels.shape) != tuple(maps.shape[1:]):
+            raise ValueError(f"labels {tuple(labels.shape)} do not match maps {tuple(maps.shape)}")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n_segments):
+            raise ValueError(f"segment labels must lie in [0, {n_segments})")
+        return _torch_static(maps, labels, n_segments)
+    if labels.shape != maps.shape:
+        raise ValueError(f"labels {tuple(labels.shape)} do not match maps {tuple(maps.shape)}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n_segments):
+        raise ValueError(f"segment labels must lie in [0, {n_segments})")
+    keys = (torch.arange(n, device=device)[:, None] * n_segments + labels.reshape(n, -1)).reshape(-1)
+    values = maps.reshape(-1).to(torch.float64)
+    # lexicographic sort: by value, then stably by key
+    by_value = torch.argsort(values, stable=True)
+    by_key = torch.argsort(keys[by_value], stable=True)
+    order = by_value[by_key]
+    values, keys = values[order], keys[order]
+    groups = n * n_segments
+    counts = torch.bincount(keys, minlength=groups)
+    starts = torch.cumsum(counts, 0) - counts
+    cf = counts.to(torch.float64)
+    safe = cf.clamp(min=1.0)
+
+    def seg_sum(x):
+        return torch.zeros(groups, dtype=torch.float64, device=device).index_add_(0, keys, x)
+
+    mean = seg_sum(values) / safe
+    d = values - mean[keys]
+    d2 = d * d
+    m2 = seg_sum(d2) / safe
+    m3 = seg_sum(d2 * d) / safe
+    m4 = seg_sum(d2 * d2) / safe
+    eps = torch.finfo(maps.dtype).eps
+    zero = m2 <= (eps * mean) ** 2
+    nan = torch.tensor(float("nan"), dtype=torch.float64, device=device)
+    skew = torch.where(zero, nan, m3 / m2**1.5)
+    kurt = torch.where(zero, nan, m4 / m2**2.0) - 3.0
+    position = QUANTILE * (cf - 1.0)
+    low = torch.floor(position)
+    frac = position - low
+    low = low.to(torch.int64).clamp(min=0)
+    high = torch.minimum(low + 1, (counts - 1).clamp(min=0))
+    last = max(values.numel() - 1, 0)
+    lower = values[(starts + low).clamp(max=last)]
+    upper = values[(starts + high).clamp(max=last)]
+    diff = upper - lower
+    q = torch.where(frac >= 0.5, upper - diff * (1.0 - frac), lower + diff * frac)
+    out = torch.stack([q, skew, kurt, mean], dim=1)
+    out = torch.where((counts > 0)[:, None], out, torch.zeros_like(out))
+    return out.reshape(n, n_segments, 4)
+
+
+def _torch_static(maps, labels, n_segments: int):
+    """Shared (H, W) labels: gather once into segment order, then per segment moments + top-k."""
+    import torch
+
+    n = maps.shape[0]
+    flat_labels = labels.reshape(-1)
+    order = torch.argsort(flat_labels, stable=True)
+    counts = torch.bincount(flat_labels, minlength=n_segments).tolist()
+    grouped = maps.reshape(n, -1)[:, order]
+    eps = torch.finfo(maps.dtype).eps
+    out = torch.zeros((n, n_segments, 4), dtype=torch.float64, device=maps.device)
+    start = 0
+    for segment, count in enumerate(counts):
+        if count == 0:
+            continue  # empty segment: zeros
+        block = grouped[:, start : start + count].to(torch.float64)
+        start += count
+        mean = block.mean(dim=1)
+        d = block - mean[:, None]
+        d2 = d * d
+        m2, m3, m4 = d2.mean(dim=1), (d2 * d).mean(dim=1), (d2 * d2).mean(dim=1)
+        zero = m2 <= (eps * mean) ** 2
+        nan = torch.full_like(m2, float("nan"))
+        position = QUANTILE * (count - 1)
+        low = int(np.floor(position))
+        frac = position - low
+        need = count - low  # order statistics at ascending ranks >= low
+        top = torch.topk(block, need, dim=1, largest=True, sorted=True).values  # descending
+        lower = top[:, need - 1]
+        upper = top[:, max(need - 2, 0)]
+        diff = upper - lower
+        q = upper - diff * (1.0 - frac) if frac >= 0.5 else lower + diff * frac
+        out[:, segment, 0] = q
+        out[:, segment, 1] = torch.where(zero, nan, m3 / m2**1.5)
+        out[:, segment, 2] = torch.where(zero, nan, m4 / m2**2.0) - 3.0
+        out[:, segment, 3] = mean
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# assembling feature rows
+
+
+def feature_matrix(
+    stats: Sequence[np.ndarray], maxima: Sequence[np.ndarray], classifier: np.ndarray | None = None
+) -> np.ndarray:
+    """Stack per-detector (N, L, 4) statistics and (N,) maxima into float64 (N, 4*K*L + K [+1]).
+
+    The order matches `feature_columns(detectors, L, classifier is not None)`.
+    """
+    blocks = np.stack([np.asarray(s, dtype=np.float64) for s in stats], axis=2)  # (N, L, K, 4)
+    n = blocks.shape[0]
+    parts = [blocks.reshape(n, -1), np.stack([np.asarray(m, np.float64) for m in maxima], axis=1)]
+    if classifier is not None:
+        parts.append(np.asarray(classifier, dtype=np.float64).reshape(n, 1))
+    return np.concatenate(parts, axis=1)
+
+
+# --------------------------------------------------------------------------------------------
+# the feature table of a run
+
+MAP_INDEX_COLUMNS = ("image_id", "detector", "split_seed", "map_key", "max_score", "height", "width")
+ROW_COLUMNS = ("image_id", "split_seed", "role", "label", "defect_type", "unseen", "category", "source_image_id")
+FEATURE_ROLES = ("brf_train", "test")
+
+
+def feature_rows(image_index, splits, synthetic_index=None):
+    """Rows that need features: brf_train and test rows of `splits` plus synthetic images.
+
+    Returns a DataFrame with `ROW_COLUMNS`; ``source_image_id`` is the image whose segment map
+    applies (the source image of a synthetic defect, else the image itself).
+    """
+    import pandas as pd
+
+    for name, table, needed in (
+        ("image_index", image_index, ("image_id", "category", "label", "defect_type", "unseen")),
+        ("splits", splits, ("image_id", "split_seed", "role")),
+    ):
+        missing = set(needed) - set(table.columns)
+        if missing:
+            raise ValueError(f"{name} lacks columns {sorted(missing)}")
+    chosen = splits[splits["role"].isin(FEATURE_ROLES)][["image_id", "split_seed", "role"]]
+    rows = chosen.merge(
+        image_index[["image_id", "category", "label", "defect_type", "unseen"]], on="image_id", how="left",
+        validate="many_to_one",
+    )
+    if rows["category"].isna().any():
+        missing = rows.loc[rows["category"].isna(), "image_id"].head(5).tolist()
+        raise ValueError(f"splits name images absent from image_index, e.g. {missing}")
+    rows["source_image_id"] = rows["image_id"]
+    if synthetic_index is not None and len(synthetic_index):
+        synthetic = synthetic_index.assign(unseen=False, source_image_id=synthetic_index["source_image_id"])
+        rows = pd.concat([rows, synthetic[list(ROW_COLUMNS)]], ignore_index=True)
+    rows["split_seed"] = rows["split_seed"].astype("int64")
+    rows["label"] = rows["label"].astype("int8")
+    rows["unseen"] = rows["unseen"].astype(bool)
+    return rows[list(ROW_COLUMNS)].reset_index(drop=True)
+
+
+def _attach_map_keys(rows, map_index, detector: str):
+    missing = set(MAP_INDEX_COLUMNS) - set(map_index.columns)
+    if missing:
+        raise ValueError(f"{detector}.map_index lacks columns {sorted(missing)}")
+    keys = map_index[["image_id", "split_seed", "map_key"]].drop_duplicates(["image_id", "split_seed"])
+    merged = rows[["image_id", "split_seed"]].merge(keys, on=["image_id", "split_seed"], how="left")
+    if merged["map_key"].isna().any():
+        absent = merged[merged["map_key"].isna()].head(5)
+        pairs = ", ".join(f"{i} (split_seed {s})" for i, s in zip(absent["image_id"], absent["split_seed"]))
+        raise ValueError(
+            f"{detector}.map_index has no map for {int(merged['map_key'].isna().sum())} needed rows, e.g. {pairs}; "
+            "run the anomaly_maps pipeline first"
+        )
+    return merged["map_key"].to_numpy()
+
+
+def build_feature_table(
+    rows,
+    map_indexes: Mapping[str, object],
+    read_maps: Mapping[str, Callable[[str], np.ndarray]],
+    segmentation,
+    batch_size: int = 64,
+    classifier_scores=None,
+    progress: Callable[..., Iterable] | None = None,
+    threads: int = 1,
+):
+    """The feature table: `rows` (from `feature_rows`) + one column per feature.
+
+    Args:
+        rows: DataFrame with `ROW_COLUMNS`.
+        map_indexes: detector -> its map_index DataFrame (docs/schemas.md).
+        read_maps: detector -> ``read(map_key) -> float32 (H, W)`` (a `MapStore.read`).
+        segmentation: a `segad.segments.segmentation.Segmentation` at map resolution.
+        batch_size: maps held in memory at once per detector (peak memory is flat in N).
+        classifier_scores: optional DataFrame (image_id, split_seed, score) -> ``classifier__score``.
+        progress: optional tqdm-like factory ``progress(iterable, desc=...)``.
+        threads: threads of the statistics kernel (see `segment_statistics`).
+    Each distinct map (map_key) is summarised once, whatever the number of rows that use it.
+    Categories are processed separately (each has its own segment count).
+    """
+    import pandas as pd
+
+    detectors = list(map_indexes)
+    frames = []
+    for category, cat_rows in rows.groupby("category", sort=True):
+        cat_rows = cat_rows.reset_index(drop=True)
+        n_segments = segmentation.n_segments[category]
+        stats, maxima = [], []
+        for detector in detectors:
+            keys = _attach_map_keys(cat_rows, map_indexes[detector], detector)
+            unique_keys, inverse = np.unique(keys.astype(str), return_inverse=True)
+            if segmentation.is_static(category):
+                s, m = stream_statistics(
+                    unique_keys.tolist(), read_maps[detector], segmentation.static_maps[category], n_segments,
+                    batch_size, progress, f"{detector} {category}", threads,
+                )
+            else:
+                # per-image maps: the segment map of a key is the one of its first row
+                first = np.zeros(len(unique_keys), dtype=np.int64)
+                first[inverse[::-1]] = np.arange(len(inverse))[::-1]
+                sources = cat_rows["source_image_id"].to_numpy()[first]
+                s, m = _per_image_category_stats(
+                    unique_keys, sources, read_maps[detector], segmentation, category, n_segments,
+                    batch_size, progress, f"{detector} {category}", threads,
+                )
+            stats.append(s[inverse])
+            maxima.append(m[inverse])
+        score = None
+        if classifier_scores is not None:
+            merged = cat_rows[["image_id", "split_seed"]].merge(
+                classifier_scores[["image_id", "split_seed", "score"]], on=["image_id", "split_seed"], how="left"
+            )
+            if merged["score"].isna().any():
+                raise ValueError(f"classifier scores miss {int(merged['score'].isna().sum())} rows of {category!r}")
+            score = merged["score"].to_numpy()
+        matrix = feature_matrix(stats, maxima, score)
+        columns = feature_columns(detectors, n_segments, classifier=score is not None)
+        frames.append(pd.concat([cat_rows, pd.DataFrame(matrix, columns=columns)], axis=1))
+    return pd.concat(frames, ignore_index=True, sort=False)
+
+
+def _batches(n: int, batch_size: int, progress, desc: str):
+    starts = range(0, n, batch_size)
+    return progress(starts, desc=desc) if progress is not None else starts
+
+
+def stream_statistics(
+    keys: Sequence[str],
+    read_map: Callable[[str], np.ndarray],
+    labels: np.ndarray,
+    n_segments: int,
+    batch_size: int = 64,
+    progress: Callable[..., Iterable] | None = None,
+    desc: str = "features",
+    threads: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Statistics float64 (N, L, 4) and map maxima (N,) of maps read `batch_size` at a time.
+
+    Peak memory: one batch of maps plus the outputs, whatever N. `labels` is a static (H, W) map;
+    `threads` as in `segment_statistics`.
+    """
+    layout = SegmentLayout.from_labels(labels, n_segments)
+    stats = np.zeros((len(keys), n_segments, 4))
+    maxima = np.zeros(len(keys))
+    for start in _batches(len(keys), batch_size, progress, desc):
+        batch = np.stack([_checked(read_map(k), layout.shape, k) for k in keys[start : start + batch_size]])
+        names = list(keys[start : start + batch_size])
+        stats[start : start + len(batch)] = segment_statistics(batch, layout, names=names, threads=threads)
+        maxima[start : start + len(batch)] = batch.reshape(len(batch), -1).max(axis=1)
+    return stats, maxima
+
+
+def _per_image_category_stats(keys, sources, read_map, segmentation, category, n_segments, batch_size, progress, desc,
+                              threads):
+    stats = np.zeros((len(keys), n_segments, 4))
+    maxima = np.zeros(len(keys))
+    for start in _batches(len(keys), batch_size, progress, desc):
+        chunk = slice(start, start + batch_size)
+        labels = segmentation.labels_for(category, list(sources[chunk]))
+        batch = np.stack([_checked(read_map(k), labels.shape[1:], k) for k in keys[chunk]])
+        names = list(keys[chunk])
+        stats[start : start + len(batch)] = segment_statistics(batch, labels, n_segments, names=names, threads=threads)
+        maxima[start : start + len(batch)] = batch.reshape(len(batch), -1).max(axis=1)
+    return stats, maxima
+
+
+def _checked(anomaly_map: np.ndarray, shape, key: str) -> np.ndarray:
+    anomaly_map = np.asarray(anomaly_map)
+    if tuple(anomaly_map.shape) != tuple(shape):
+        raise ValueError(f"map {key!r} has shape {anomaly_map.shape}, the segment map is {tuple(shape)}")
+    return anomaly_map

@@ -1,0 +1,345 @@
+"""Segment maps: which segment every pixel of an anomaly map belongs to.
+
+A segment map is an integer array (H, W) with labels 0..L-1 (mutually exclusive segments), at
+the resolution of the anomaly maps. Sources (`SegmentationConfig.method`):
+
+- ``static``: one map file for all images of a category (VAD-style), PNG (8/16-bit gray, values =
+  labels) or ``.npy`` of integers; ``path`` is one file or a mapping {category: file}. The demo
+  ships ``data/01_raw/demo/segmentation.png``.
+- ``per_image``: a folder of maps matched by image id (VisA-style): the map of image
+  ``test/bad/012.JPG`` is ``<folder>/test/bad/012.png`` or ``.npy``.
+- ``elpv``: a built-in static map for the aligned 300 x 300 ELPV solar cells (`elpv_segment_map`):
+  interior, busbars, border, corners.
+- ``auto``: no map given; k-means (`auto_segment_map`) on two per-pixel statistics of up to
+  ``auto_max_images`` good *training* images of the category (mean and standard deviation of the
+  gray level over the images), so that pixels that look alike and vary alike share a segment.
+  It assumes aligned images (as VAD, the demo and ELPV); it is static, never sees test images.
+- ``single``: one segment covering the whole map (the ablation's "one segment + stats").
+
+With ``method: null`` (the default) the method follows from what is given (`for_dataset`): a
+``path`` means ``static``, a ``folder`` ``per_image``; with neither, the demo layout uses the map
+it ships (``<dataset.root>/segmentation.png``), ELPV its built-in map, and every other dataset
+``auto`` (logged, so nobody mistakes it for a map of theirs).
+
+Every map is resized to the map resolution by nearest neighbour. A file whose labels fall outside
+[0, n_segments) or whose shape is not 2-D raises `SegmentationError` naming the file.
+
+Example:
+    >>> from segad.segments.segmentation import elpv_segment_map, resize_labels
+    >>> labels = elpv_segment_map()            # (300, 300) int64, labels 0..3
+    >>> resize_labels(labels, 64).shape
+    (64, 64)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from segad.params import known_params
+
+METHODS = ("static", "per_image", "elpv", "auto", "single")
+ELPV_SEGMENTS = {0: "interior", 1: "busbars", 2: "border", 3: "corners"}
+# Busbar centre rows of a 300 x 300 ELPV cell, measured on the installed dataset: 3-busbar cells
+# (93 % of mono, 75 % of poly cells) have dark rows within +-8 px of 50, 150, 248; docs/features.md.
+ELPV_BUSBAR_ROWS = (50, 150, 248)
+ELPV_BUSBAR_HALF_WIDTH = 10
+ELPV_BORDER = 12
+ELPV_CORNER = 42
+
+
+class SegmentationError(ValueError):
+    """A segment map is missing, unreadable or inconsistent; the message names the file."""
+
+
+@dataclass(frozen=True)
+class SegmentationConfig:
+    """Where segment maps come from (see the module docstring); built from `segmentation` params."""
+
+    method: str | None = None
+    path: str | Mapping[str, str] | None = None
+    folder: str | None = None
+    n_segments: int | None = None
+    auto_segments: int = 4
+    auto_max_images: int = 64
+    seed: int = 0
+    overlay_images: int = 4
+
+    @classmethod
+    def from_params(cls, params: Mapping | None) -> SegmentationConfig:
+        params = known_params(cls, params, "segmentation")
+        config = cls(**params)
+        if config.method is None:
+            return config  # chosen by `for_dataset` from what is given
+        if config.method not in METHODS:
+            raise ValueError(f"segmentation.method must be one of {METHODS}, got {config.method!r}")
+        if config.method == "static" and not config.path:
+            raise ValueError("segmentation.method 'static' needs segmentation.path")
+        if config.method == "per_image" and (not config.folder or not config.n_segments):
+            raise ValueError("segmentation.method 'per_image' needs segmentation.folder and n_segments")
+        return config
+
+    def for_dataset(self, layout: str, root: str | None) -> SegmentationConfig:
+        """This config with its method chosen when it is None (see the module docstring)."""
+        if self.method is not None:
+            return self
+        if self.path:
+            method, path = "static", self.path
+        elif self.folder:
+            method, path = "per_image", None
+        elif layout == "demo":
+            if not root:
+                raise ValueError("dataset.root is needed to find the demo's segmentation.png")
+            method, path = "static", str(Path(root) / "segmentation.png")
+        elif layout == "elpv":
+            method, path = "elpv", None
+        else:
+            method, path = "auto", None
+        return SegmentationConfig.from_params({**asdict(self), "method": method, "path": path})
+
+
+# --------------------------------------------------------------------------------------------
+# reading and resizing
+
+
+def resize_labels(labels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an integer (H, W) label map to `size` (int or (H, W))."""
+    height, width = (size, size) if isinstance(size, int) else size
+    labels = np.asarray(labels)
+    if labels.shape == (height, width):
+        return labels.astype(np.int64, copy=False)
+    image = Image.fromarray(labels.astype(np.int32), mode="I")
+    return np.asarray(image.resize((width, height), Image.Resampling.NEAREST)).astype(np.int64)
+
+
+def read_label_map(
+    path: str | Path, n_segments: int | None = None, size: int | tuple[int, int] | None = None
+) -> np.ndarray:
+    """Integer label map int64 (H, W) from a PNG (gray values = labels) or `.npy` file.
+
+    Raises `SegmentationError` naming the file if it is missing, unreadable, not 2-D, not
+    integer, or has labels outside [0, n_segments) when n_segments is given.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SegmentationError(f"{path}: no such segment map file")
+    try:
+        if path.suffix.lower() == ".npy":
+            labels = np.load(path, allow_pickle=False)
+        else:
+            with Image.open(path) as image:
+                image.load()
+                if image.mode not in ("L", "I", "I;16", "P", "1"):
+                    raise SegmentationError(
+                        f"{path}: segment map must be a single-channel label image, got mode {image.mode}"
+                    )
+                labels = np.asarray(image)
+    except SegmentationError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any decoder error becomes a named file error
+        raise SegmentationError(f"{path}: unreadable segment map ({error})") from error
+    if labels.ndim != 2:
+        raise SegmentationError(f"{path}: segment map must be 2-D (H, W), got shape {labels.shape}")
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+        raise SegmentationError(f"{path}: segment map must hold integer labels, got {labels.dtype}")
+    labels = labels.astype(np.int64)
+    if labels.min() < 0:
+        raise SegmentationError(f"{path}: negative segment label {labels.min()}")
+    if n_segments is not None and labels.max() >= n_segments:
+        raise SegmentationError(
+            f"{path}: segment label {labels.max()} outside [0, {n_segments}) (n_segments={n_segments})"
+        )
+    return resize_labels(labels, size) if size is not None else labels
+
+
+def per_image_map_path(folder: str | Path, image_id: str) -> Path:
+    """The map of `image_id` in a per-image folder: same relative path, suffix .npy or .png."""
+    stem = Path(folder) / Path(image_id).with_suffix("")
+    for suffix in (".npy", ".png"):
+        candidate = stem.with_suffix(suffix)
+        if candidate.is_file():
+            return candidate
+    raise SegmentationError(f"{stem}.npy / .png: no segment map for image {image_id!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# built-in maps
+
+
+def single_segment_map(size: int | tuple[int, int]) -> np.ndarray:
+    """One segment (label 0) everywhere: int64 (H, W)."""
+    height, width = (size, size) if isinstance(size, int) else size
+    return np.zeros((height, width), dtype=np.int64)
+
+
+def elpv_segment_map(size: int | tuple[int, int] = 300) -> np.ndarray:
+    """Static map of an aligned ELPV cell, drawn at 300 x 300 then resized (nearest): int64.
+
+    Labels (`ELPV_SEGMENTS`): 0 interior, 1 busbars (3 horizontal bands of +-10 px around rows
+    50, 150, 248), 2 border (12 px frame), 3 corners (triangles with legs of 42 px: the
+    chamfered corners of mono cells). Later labels win where they overlap.
+    Limitation: 2-busbar poly cells (23 % of poly, busbars near rows 78 and 222) do not match
+    the busbar bands.
+    """
+    n = 300
+    rows, cols = np.mgrid[0:n, 0:n]
+    labels = np.zeros((n, n), dtype=np.int64)
+    for centre in ELPV_BUSBAR_ROWS:
+        labels[np.abs(rows - centre) <= ELPV_BUSBAR_HALF_WIDTH] = 1
+    border = (
+        (rows < ELPV_BORDER) | (cols < ELPV_BORDER) | (rows >= n - ELPV_BORDER) | (cols >= n - ELPV_BORDER)
+    )
+    labels[border] = 2
+    r, c = np.minimum(rows, n - 1 - rows), np.minimum(cols, n - 1 - cols)
+    labels[r + c < ELPV_CORNER] = 3
+    return resize_labels(labels, size)
+
+
+def auto_segment_map(
+    images: np.ndarray, n_segments: int, seed: int = 0, max_pixels: int = 20000
+) -> np.ndarray:
+    """k-means segment map from aligned good images: int64 (H, W), labels 0..n_segments-1.
+
+    Args:
+        images: float (N, H, W) gray or (N, 3, H, W) RGB in [0, 1], good training images only.
+        n_segments: number of clusters.
+        seed: k-means seed.
+        max_pixels: pixels sampled to fit k-means (all pixels are then assigned).
+    Per-pixel features: mean and standard deviation of the gray level over the images, each
+    standardised. Labels are ordered by ascending cluster mean gray level (deterministic).
+    """
+    from sklearn.cluster import KMeans
+
+    images = np.asarray(images, dtype=np.float64)
+    if images.ndim == 4:
+        images = images.mean(axis=1)
+    if images.ndim != 3 or images.shape[0] == 0:
+        raise ValueError(f"auto segmentation needs (N, H, W) or (N, 3, H, W) images, got {images.shape}")
+    height, width = images.shape[1:]
+    mean, std = images.mean(axis=0), images.std(axis=0)
+    features = np.stack([mean.ravel(), std.ravel()], axis=1)
+    features = (features - features.mean(0)) / np.where(features.std(0) > 0, features.std(0), 1.0)
+    rng = np.random.default_rng(seed)
+    sample = rng.choice(len(features), size=min(max_pixels, len(features)), replace=False)
+    kmeans = KMeans(n_clusters=n_segments, n_init=4, random_state=seed).fit(features[sample])
+    raw = kmeans.predict(features)
+    centre_gray = np.array([mean.ravel()[raw == k].mean() if (raw == k).any() else np.inf for k in range(n_segments)])
+    rank = np.empty(n_segments, dtype=np.int64)
+    rank[np.argsort(centre_gray, kind="stable")] = np.arange(n_segments)
+    return rank[raw].reshape(height, width)
+
+
+# --------------------------------------------------------------------------------------------
+# resolving the segmentation of a run
+
+
+@dataclass
+class Segmentation:
+    """Segment maps of a run at map resolution.
+
+    Static methods hold one map per category (`static_maps`); `per_image` reads a map per image
+    from `folder`. `labels_for(category, image_ids)` returns (H, W) shared or (N, H, W).
+    """
+
+    method: str
+    size: tuple[int, int]
+    n_segments: dict[str, int]
+    static_maps: dict[str, np.ndarray] = field(default_factory=dict)
+    folder: str | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def is_static(self, category: str) -> bool:
+        return category in self.static_maps
+
+    def labels_for(self, category: str, image_ids: Sequence[str]) -> np.ndarray:
+        if category in self.static_maps:
+            return self.static_maps[category]
+        if self.folder is None:
+            raise SegmentationError(f"no segment map for category {category!r}")
+        n = self.n_segments[category]
+        return np.stack(
+            [read_label_map(per_image_map_path(self.folder, i), n, self.size) for i in image_ids]
+        )
+
+
+def _gray_images(paths: Sequence[str], size: tuple[int, int]) -> np.ndarray:
+    from segad.images import read_image
+
+    return np.stack([read_image(p, size=size[0]).mean(axis=0) for p in paths])
+
+
+def resolve_segmentation(
+    config: SegmentationConfig,
+    categories: Sequence[str],
+    map_size: int | tuple[int, int],
+    good_train_paths: Mapping[str, Sequence[str]] | None = None,
+) -> Segmentation:
+    """Build the `Segmentation` of every category at map resolution `map_size` (pixels, int or (H, W)).
+
+    `good_train_paths[category]` (image paths) is needed for method `auto` only.
+    """
+    if config.method is None:
+        raise ValueError("segmentation method not chosen: call SegmentationConfig.for_dataset(layout, root) first")
+    size = (map_size, map_size) if isinstance(map_size, int) else (int(map_size[0]), int(map_size[1]))
+    seg = Segmentation(method=config.method, size=size, n_segments={})
+    for category in categories:
+        if config.method == "static":
+            path = config.path[category] if isinstance(config.path, Mapping) else config.path
+            if path is None:
+                raise SegmentationError(f"segmentation.path has no map for category {category!r}")
+            labels = read_label_map(path, config.n_segments, size)
+            n = config.n_segments or int(labels.max()) + 1
+            seg.sources[category] = str(path)
+        elif config.method == "elpv":
+            labels, n = elpv_segment_map(size), len(ELPV_SEGMENTS)
+            seg.sources[category] = "builtin:elpv"
+        elif config.method == "single":
+            labels, n = single_segment_map(size), 1
+            seg.sources[category] = "builtin:single"
+        elif config.method == "auto":
+            paths = list((good_train_paths or {}).get(category, []))[: config.auto_max_images]
+            if not paths:
+                raise SegmentationError(f"auto segmentation: no good training images for {category!r}")
+            labels = auto_segment_map(_gray_images(paths, size), config.auto_segments, config.seed)
+            n = config.auto_segments
+            seg.sources[category] = f"auto:kmeans({n}) on {len(paths)} good train images"
+        else:  # per_image
+            if config.n_segments is None:
+                raise SegmentationError("per_image segmentation needs segmentation.n_segments")
+            seg.n_segments[category] = int(config.n_segments)
+            seg.folder = str(config.folder)
+            seg.sources[category] = f"per_image:{config.folder}"
+            continue
+        seg.static_maps[category] = labels
+        seg.n_segments[category] = n
+    return seg
+
+
+# --------------------------------------------------------------------------------------------
+# overlays
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """RGB uint8 (H, W, 3): `image` (float (3, H, W) or (H, W) in [0, 1]) blended with label colours.
+
+    Segment borders are drawn in white.
+    """
+    from matplotlib import colormaps
+
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim == 3:
+        image = image.transpose(1, 2, 0)
+    else:
+        image = np.repeat(image[..., None], 3, axis=2)
+    labels = resize_labels(labels, image.shape[:2])
+    colours = colormaps["tab10"](labels % 10)[..., :3]
+    blended = (1 - alpha) * image + alpha * colours
+    edge = np.zeros(labels.shape, dtype=bool)
+    edge[:-1] |= labels[:-1] != labels[1:]
+    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    blended[edge] = 1.0
+    return (np.clip(blended, 0, 1) * 255).astype(np.uint8)

@@ -1,0 +1,53 @@
+import json
+
+import numpy as np
+from PIL import Image
+
+from segad.ingestion.demo import SEGMENTS, DemoConfig, render_part, segmentation_map, write_demo
+from tests.conftest import TINY_DEMO
+
+
+def test_layout_counts_and_files(tiny_demo):
+    counts = {f: len(list((tiny_demo / f).glob("*.png")))
+              for f in ("train/good", "train/bad", "test/good", "test/bad", "test/bad_unseen_defects")}
+    assert counts == {"train/good": 12, "train/bad": 6, "test/good": 6, "test/bad": 5, "test/bad_unseen_defects": 4}
+    seg = np.asarray(Image.open(tiny_demo / "segmentation.png"))
+    assert seg.shape == (64, 64) and set(np.unique(seg)) == set(SEGMENTS)
+    manifest = json.loads((tiny_demo / "manifest.json").read_text())
+    assert manifest["config"]["image_size"] == 64
+
+
+def test_deterministic_and_skips_when_unchanged(tmp_path, tiny_demo):
+    other = write_demo(tmp_path / "again", TINY_DEMO)
+    for name in ("train/good/0003.png", "test/bad_unseen_defects/0001.png"):
+        assert (other / name).read_bytes() == (tiny_demo / name).read_bytes()
+    stamp = (other / "train/good/0000.png").stat().st_mtime_ns
+    write_demo(other, TINY_DEMO)
+    assert (other / "train/good/0000.png").stat().st_mtime_ns == stamp
+    write_demo(other, DemoConfig(n_train_good=3, n_train_bad=1, n_test_good=1, n_test_bad=1, n_test_unseen=1, image_size=64))
+    assert len(list((other / "train/good").glob("*.png"))) == 3  # a new configuration rewrites the folder
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+
+def test_unseen_types_only_in_test(tiny_demo):
+    types = dict(line.split(",") for line in (tiny_demo / "defects.csv").read_text().split()[1:])
+    train_types = {t for i, t in types.items() if i.startswith("train/")}
+    unseen_types = {t for i, t in types.items() if "unseen" in i}
+    assert unseen_types and not (train_types & unseen_types)
+
+
+def test_good_parts_vary_and_defects_change_pixels():
+    good_a = np.asarray(render_part(np.random.default_rng(1), 128), np.float32)
+    good_b = np.asarray(render_part(np.random.default_rng(2), 128), np.float32)
+    assert np.abs(good_a - good_b).mean() > 1.0  # jitter, texture and lighting
+    for defect in ("missing_wire", "crack", "burn", "misplaced_solder"):
+        bad = np.asarray(render_part(np.random.default_rng(1), 128, defect), np.float32)
+        assert np.abs(bad - good_a).max() > 60, defect
+
+
+def test_segments_cover_the_part():
+    seg = segmentation_map(256)
+    image = np.asarray(render_part(np.random.default_rng(0), 256), np.float32)
+    background = image[seg == 0]
+    assert background.mean() < 80  # the part's bright regions lie inside its segments
+    assert (np.bincount(seg.ravel(), minlength=6) > 0).all()

@@ -1,0 +1,144 @@
+import pandas as pd
+import pytest
+
+from segad.ingestion.splits import SplitConfig, SplitError, check_splits, make_splits
+
+
+def fake_index(n_train_good=20, n_train_bad=10, n_test_good=8, n_test_bad=12, categories=("a",)):
+    rows = []
+    for cat in categories:
+        for split, label, n in (("train", 0, n_train_good), ("train", 1, n_train_bad),
+                                ("test", 0, n_test_good), ("test", 1, n_test_bad)):
+            rows += [{"image_id": f"{cat}/{split}/{label}/{i:03d}.png", "category": cat, "split": split,
+                      "label": label} for i in range(n)]
+    return pd.DataFrame(rows)
+
+
+def roles(splits, index, seed):
+    merged = splits[splits.split_seed == seed].merge(index, on="image_id")
+    return merged
+
+
+def assert_invariants(splits, index):
+    assert not splits.duplicated(["image_id", "split_seed"]).any()
+    assert len(splits) == len(index) * splits.split_seed.nunique()
+    merged = splits.merge(index, on="image_id")
+    assert (merged[merged.role == "detector_train"].label == 0).all()
+    assert (merged.in_benchmark == (merged.role != "unused")).all()
+
+
+@pytest.mark.parametrize("benchmark", ["one_class", "high_shot", "low_shot"])
+def test_test_images_never_reach_a_training_role(benchmark):
+    index = fake_index()
+    splits = make_splits(index, SplitConfig(benchmark=benchmark, seeds=(0, 1, 2), low_shot_n=4))
+    assert_invariants(splits, index)
+    merged = splits.merge(index, on="image_id")
+    assert (merged[merged.split == "test"].role == "test").all()
+
+
+def test_good_split_ratio_and_seed_dependence():
+    index = fake_index(n_train_good=20)
+    splits = make_splits(index, SplitConfig(benchmark="high_shot", seeds=(0, 1), detector_share=0.5))
+    goods = splits.merge(index, on="image_id").query("split == 'train' and label == 0")
+    counts = goods.groupby(["split_seed", "role"]).size()
+    assert counts[(0, "detector_train")] == 10 and counts[(0, "brf_train")] == 10
+    det0 = set(goods[(goods.split_seed == 0) & (goods.role == "detector_train")].image_id)
+    det1 = set(goods[(goods.split_seed == 1) & (goods.role == "detector_train")].image_id)
+    assert det0 != det1  # the seed drives the split
+    again = make_splits(index, SplitConfig(benchmark="high_shot", seeds=(0, 1)))
+    pd.testing.assert_frame_equal(splits, again)  # and only the seed
+
+
+def test_regimes_assign_bad_training_images():
+    index = fake_index(n_train_bad=10)
+    bad_train = lambda s: s.merge(index, on="image_id").query("split == 'train' and label == 1")  # noqa: E731
+    high = bad_train(make_splits(index, SplitConfig(benchmark="high_shot", seeds=(0,))))
+    assert (high.role == "brf_train").all()
+    one = bad_train(make_splits(index, SplitConfig(benchmark="one_class", seeds=(0,))))
+    assert (one.role == "unused").all() and not one.in_benchmark.any()
+    low = bad_train(make_splits(index, SplitConfig(benchmark="low_shot", seeds=(0, 1), low_shot_n=3)))
+    per_seed = low[low.role == "brf_train"].groupby("split_seed").image_id.apply(set)
+    assert all(len(s) == 3 for s in per_seed) and per_seed[0] != per_seed[1]
+
+
+def test_low_shot_json_draws_in_key_order():
+    index = fake_index(n_train_bad=5)
+    names = [f"{i:03d}.png" for i in range(5)]
+    config = SplitConfig(benchmark="low_shot", seeds=(7, 8), low_shot_draws={"b": names[2:4], "a": names[:2]})
+    splits = make_splits(index, config).merge(index, on="image_id").query("role == 'brf_train' and label == 1")
+    assert sorted(splits[splits.split_seed == 7].image_id.str[-7:]) == ["000.png", "001.png"]
+    assert sorted(splits[splits.split_seed == 8].image_id.str[-7:]) == ["002.png", "003.png"]
+    with pytest.raises(SplitError, match="has 2 draws"):
+        make_splits(index, SplitConfig(benchmark="low_shot", seeds=(1, 2, 3), low_shot_draws=config.low_shot_draws))
+
+
+def test_visa_supervised_moves_k_test_bad_per_category():
+    index = fake_index(n_train_bad=0, n_test_bad=15, categories=("candle", "pcb1"))
+    splits = make_splits(index, SplitConfig(benchmark="visa_supervised", seeds=(333, 576), visa_moved_bad=10,
+                                            detector_share=0.9))
+    assert_invariants(splits, index)
+    merged = splits.merge(index, on="image_id")
+    moved = merged[(merged.split == "test") & (merged.role == "brf_train")]
+    assert (moved.label == 1).all()
+    assert moved.groupby(["split_seed", "category"]).size().eq(10).all()
+    goods = merged.query("split == 'train'").groupby(["split_seed", "category", "role"]).size()
+    assert goods[(333, "candle", "detector_train")] == 18 and goods[(333, "candle", "brf_train")] == 2
+    with pytest.raises(SplitError, match="cannot move"):
+        make_splits(index, SplitConfig(benchmark="visa_supervised", seeds=(0,), visa_moved_bad=15))
+
+
+def test_kfold_each_image_tested_once():
+    index = fake_index(n_test_good=0, n_test_bad=0, n_train_good=30, n_train_bad=9)
+    splits = make_splits(index, SplitConfig(benchmark="kfold", seeds=(0, 1, 2), n_folds=3))
+    assert_invariants(splits, index)
+    tested = splits[splits.role == "test"]
+    assert tested.image_id.is_unique and len(tested) == len(index)
+    assert tested.merge(index, on="image_id").groupby(["split_seed", "label"]).size().eq([10, 3] * 3).all()
+    with pytest.raises(SplitError, match="fold 5 does not exist"):
+        make_splits(index, SplitConfig(benchmark="kfold", seeds=(5,)))
+
+
+def test_kfold_official_folds():
+    index = fake_index(n_test_good=0, n_test_bad=0, n_train_good=4, n_train_bad=4)
+    stems = index.image_id.str.rsplit("/", n=1).str[-1].str[:-4]
+    folds = {"a": {0: {"test": {"000", "001"}}, 1: {"test": {"002", "003"}}}}
+    splits = make_splits(index, SplitConfig(benchmark="kfold", seeds=(0, 1), official_folds=folds))
+    tested0 = set(splits[(splits.split_seed == 0) & (splits.role == "test")].image_id)
+    assert tested0 == set(index.image_id[stems.isin(["000", "001"])])
+
+
+def test_errors_name_the_problem():
+    with pytest.raises(SplitError, match="unknown benchmark"):
+        SplitConfig(benchmark="few_shot")
+    no_bad = fake_index(n_train_bad=0)
+    with pytest.raises(SplitError, match="needs bad training images"):
+        make_splits(no_bad, SplitConfig(benchmark="high_shot", seeds=(0,)))
+    with pytest.raises(SplitError, match="need at least 2"):
+        make_splits(fake_index(n_train_good=1), SplitConfig(benchmark="high_shot", seeds=(0,)))
+
+
+def test_check_splits_catches_leaks():
+    index = fake_index()
+    splits = make_splits(index, SplitConfig(benchmark="high_shot", seeds=(0,)))
+    test_id = index[index.split == "test"].image_id.iloc[0]
+    leaked = splits.copy()
+    leaked.loc[leaked.image_id == test_id, "role"] = "brf_train"
+    with pytest.raises(SplitError, match="test images in a training role"):
+        check_splits(leaked, index, "high_shot")
+    bad_det = splits.copy()
+    bad_id = index[(index.split == "train") & (index.label == 1)].image_id.iloc[0]
+    bad_det.loc[bad_det.image_id == bad_id, "role"] = "detector_train"
+    with pytest.raises(SplitError, match="bad image has role detector_train"):
+        check_splits(bad_det, index, "high_shot")
+    with pytest.raises(SplitError, match="two roles"):
+        check_splits(pd.concat([splits, splits.iloc[:1]]), index, "high_shot")
+
+
+def test_low_shot_json_integer_keys_sort_numerically():
+    index = fake_index(n_train_bad=5)
+    names = [f"{i:03d}.png" for i in range(5)]
+    draws = {"10": names[2:4], "2": names[:2]}
+    splits = make_splits(index, SplitConfig(benchmark="low_shot", seeds=(0, 1), low_shot_draws=draws))
+    splits = splits.merge(index, on="image_id").query("role == 'brf_train' and label == 1")
+    assert sorted(splits[splits.split_seed == 0].image_id.str[-7:]) == ["000.png", "001.png"]
+    assert sorted(splits[splits.split_seed == 1].image_id.str[-7:]) == ["002.png", "003.png"]

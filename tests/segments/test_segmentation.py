@@ -1,0 +1,141 @@
+"""Segment maps: files, per-image folders, built-ins, auto k-means, resizing, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from segad.datasets.segment_maps_dataset import SegmentMapsDataset
+from segad.segments.segmentation import (
+    ELPV_SEGMENTS,
+    SegmentationConfig,
+    SegmentationError,
+    auto_segment_map,
+    elpv_segment_map,
+    overlay,
+    per_image_map_path,
+    read_label_map,
+    resize_labels,
+    resolve_segmentation,
+)
+
+
+def _labels(size=16):
+    labels = np.zeros((size, size), np.uint8)
+    labels[: size // 2] = 1
+    labels[:, : size // 4] = 2
+    return labels
+
+
+def test_png_and_npy_read_and_resize_nearest(tmp_path):
+    labels = _labels()
+    Image.fromarray(labels).save(tmp_path / "s.png")
+    np.save(tmp_path / "s.npy", labels.astype(np.int32))
+    for name in ("s.png", "s.npy"):
+        out = read_label_map(tmp_path / name, n_segments=3, size=32)
+        assert out.shape == (32, 32) and out.dtype == np.int64
+        assert set(np.unique(out)) == {0, 1, 2}  # nearest neighbour: no new labels
+        np.testing.assert_array_equal(out[::2, ::2], labels)
+
+
+def test_errors_name_the_file(tmp_path):
+    Image.fromarray(_labels()).save(tmp_path / "s.png")
+    with pytest.raises(SegmentationError, match=r"s\.png.*label 2 outside \[0, 2\)"):
+        read_label_map(tmp_path / "s.png", n_segments=2)
+    np.save(tmp_path / "f.npy", np.zeros((4, 4), np.float32))
+    with pytest.raises(SegmentationError, match=r"f\.npy.*integer"):
+        read_label_map(tmp_path / "f.npy")
+    np.save(tmp_path / "3d.npy", np.zeros((2, 4, 4), np.int64))
+    with pytest.raises(SegmentationError, match=r"3d\.npy.*2-D"):
+        read_label_map(tmp_path / "3d.npy")
+    Image.new("RGB", (4, 4)).save(tmp_path / "rgb.png")
+    with pytest.raises(SegmentationError, match=r"rgb\.png.*single-channel"):
+        read_label_map(tmp_path / "rgb.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(SegmentationError, match=r"broken\.png"):
+        read_label_map(tmp_path / "broken.png")
+    with pytest.raises(SegmentationError, match="missing.png"):
+        read_label_map(tmp_path / "missing.png")
+
+
+def test_per_image_folder_matches_image_id(tmp_path):
+    target = tmp_path / "maps" / "test" / "bad" / "012.npy"
+    target.parent.mkdir(parents=True)
+    np.save(target, _labels())
+    assert per_image_map_path(tmp_path / "maps", "test/bad/012.JPG") == target
+    with pytest.raises(SegmentationError, match="013"):
+        per_image_map_path(tmp_path / "maps", "test/bad/013.JPG")
+    config = SegmentationConfig.from_params({"method": "per_image", "folder": str(tmp_path / "maps"), "n_segments": 3})
+    seg = resolve_segmentation(config, ["c"], 8)
+    assert not seg.is_static("c")
+    assert seg.labels_for("c", ["test/bad/012.JPG"]).shape == (1, 8, 8)
+
+
+def test_elpv_map_places_busbars_border_corners():
+    labels = elpv_segment_map()
+    assert labels.shape == (300, 300) and set(np.unique(labels)) == set(ELPV_SEGMENTS)
+    assert (labels[[50, 150, 248], 150] == 1).all()        # busbar rows
+    assert labels[100, 150] == 0 and labels[200, 150] == 0  # interior between busbars
+    assert labels[150, 3] == 2 and labels[296, 150] == 2    # border
+    assert labels[2, 2] == 3 and labels[297, 297] == 3      # corners
+    assert elpv_segment_map(64).shape == (64, 64)
+
+
+def test_auto_map_separates_regions_that_look_different():
+    rng = np.random.default_rng(0)
+    images = rng.normal(0.5, 0.01, (10, 32, 32))
+    images[:, :, :16] += 0.3                                # bright left half
+    images[:, 8:12, 20:30] += rng.normal(0, 0.2, (10, 4, 10))  # a noisy patch
+    labels = auto_segment_map(images, 3, seed=0)
+    assert labels.shape == (32, 32)
+    assert len(np.unique(labels[:, :16])) == 1 and labels[0, 0] != labels[0, 31]
+    assert labels[10, 25] not in (labels[0, 0], labels[0, 31])
+    np.testing.assert_array_equal(labels, auto_segment_map(images, 3, seed=0))
+
+
+def test_resolve_static_and_single_and_dataset_roundtrip(tmp_path):
+    Image.fromarray(_labels()).save(tmp_path / "s.png")
+    seg = resolve_segmentation(SegmentationConfig.from_params({"method": "static", "path": str(tmp_path / "s.png")}),
+                               ["a", "b"], 32)
+    assert seg.n_segments == {"a": 3, "b": 3} and seg.labels_for("a", ["x"]).shape == (32, 32)
+    ds = SegmentMapsDataset(str(tmp_path / "maps.npz"))
+    ds.save(seg)
+    back = ds.load()
+    assert back.n_segments == seg.n_segments and back.size == (32, 32)
+    np.testing.assert_array_equal(back.static_maps["b"], seg.static_maps["b"])
+    single = resolve_segmentation(SegmentationConfig(method="single"), ["a"], 8)
+    assert single.n_segments == {"a": 1} and not single.static_maps["a"].any()
+    with pytest.raises(ValueError, match="method"):
+        SegmentationConfig.from_params({"method": "sam"})
+
+
+def test_method_follows_from_what_is_given():
+    unset = SegmentationConfig.from_params({"auto_segments": 3})
+    assert unset.method is None
+    with pytest.raises(ValueError, match="for_dataset"):
+        resolve_segmentation(unset, ["a"], 8)
+    demo = unset.for_dataset("demo", "data/01_raw/demo")
+    assert (demo.method, demo.path) == ("static", "data/01_raw/demo/segmentation.png")
+    with pytest.raises(ValueError, match="dataset.root"):
+        unset.for_dataset("demo", None)
+    assert unset.for_dataset("elpv", None).method == "elpv"
+    vad = unset.for_dataset("vad", "/data/vad")   # VAD ships no map file: automatic, never the demo's
+    assert (vad.method, vad.path, vad.auto_segments) == ("auto", None, 3)
+    given = SegmentationConfig.from_params({"path": "/maps/vad.png"}).for_dataset("vad", "/data/vad")
+    assert (given.method, given.path) == ("static", "/maps/vad.png")
+    folder = SegmentationConfig.from_params({"folder": "/maps", "n_segments": 2}).for_dataset("visa", "/v")
+    assert folder.method == "per_image"
+    with pytest.raises(ValueError, match="n_segments"):  # a folder still needs its segment count
+        SegmentationConfig.from_params({"folder": "/maps"}).for_dataset("visa", "/v")
+    explicit = SegmentationConfig.from_params({"method": "single"})
+    assert explicit.for_dataset("demo", "x") is explicit
+
+
+def test_overlay_marks_borders():
+    image = np.zeros((3, 16, 16), np.float32)
+    out = overlay(image, _labels())
+    assert out.shape == (16, 16, 3) and out.dtype == np.uint8
+    assert (out[7, 8] == 255).all()       # border between label 1 and 0 rows is white
+    assert not (out[12, 12] == 255).all()
+    assert resize_labels(_labels(), (8, 4)).shape == (8, 4)
