@@ -45,7 +45,8 @@ from segad.production.scoring import (  # noqa: E402
     out_of_fold_scores,
     score_images,
 )
-from segad.segments.features import SegmentLayout, feature_columns, feature_matrix, segment_statistics  # noqa: E402
+from segad.segments.columns import feature_columns
+from segad.segments.features import SegmentLayout, feature_matrix, segment_statistics  # noqa: E402
 from segad.segments.segmentation import read_label_map  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

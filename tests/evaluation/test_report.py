@@ -70,6 +70,6 @@ def test_package_versions_match_metadata():
     versions = package_versions()
     assert versions["kedro"] == importlib.metadata.version("kedro")
     assert versions["numpy"] == importlib.metadata.version("numpy")
-    assert package_versions(["surely-not-a-package-xyz"])["surely-not-a-package-xyz"] == "not installed"
+    assert package_versions(["surely-not-a-package-xyz"])["surely-not-a-package-xyz"] == "missing"
     assert package_versions(["scipy"]) == {"python": platform.python_version(),
                                              "scipy": importlib.metadata.version("scipy")}

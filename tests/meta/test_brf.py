@@ -14,7 +14,7 @@ from segad.meta.brf import (
     BRFConfig,
     BRFTrainingError,
     brf_scores,
-    columns_for,
+    category_columns,
     combination_members,
     default_combinations,
     fit_brf,
@@ -23,7 +23,7 @@ from segad.meta.brf import (
     run_brf,
     scale_pos_weight,
 )
-from segad.segments.features import feature_columns
+from segad.segments.columns import feature_columns
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = BRFConfig(n_estimators=3, num_parallel_tree=4, n_jobs=1)
@@ -94,11 +94,15 @@ def test_method_names_are_sorted_and_invertible():
         combination_members("patchcore")
 
 
-def test_columns_for_selects_members_only():
-    cols = feature_columns(["padim", "patchcore"], 2, classifier=True)
-    chosen = columns_for(["patchcore"], cols)
-    assert len(chosen) == 4 * 2 + 1 and all("patchcore" in c for c in chosen)
-    assert columns_for(["classifier", "padim"], cols)[-1] == "classifier__score"
+def test_category_columns_keep_all_nan_statistics_and_drop_missing_segments():
+    cols = feature_columns(["padim"], 3)
+    rows = pd.DataFrame(np.ones((4, len(cols))), columns=cols)
+    rows[["seg1__padim__skew", "seg1__padim__kurtosis"]] = np.nan  # a 1-pixel segment: kept
+    rows[[c for c in cols if c.startswith("seg2__")]] = np.nan  # a segment this category lacks
+    kept = category_columns(cols, rows)
+    assert "seg1__padim__skew" in kept and "seg1__padim__kurtosis" in kept
+    assert not any(c.startswith("seg2__") for c in kept)
+    assert kept == [c for c in cols if not c.startswith("seg2__")]
 
 
 def _feature_table(seeds=(0, 1)):

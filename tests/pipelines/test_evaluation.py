@@ -21,7 +21,7 @@ from segad.evaluation.metrics import image_metrics
 from segad.meta.brf import BRFConfig, fit_brf
 from segad.pipelines.evaluation import create_pipeline
 from segad.pipelines.evaluation.nodes import compute_metrics, label_test_scores, plot_feature_importance
-from segad.segments.features import feature_columns
+from segad.segments.columns import feature_columns
 from segad.segments.segmentation import Segmentation
 
 ROOT = Path(__file__).resolve().parents[2]

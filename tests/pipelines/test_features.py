@@ -16,8 +16,8 @@ from segad.detection.map_store import MapStore
 from segad.images import read_image
 from segad.ingestion.layouts import build_index
 from segad.ingestion.splits import SplitConfig, make_splits
-from segad.meta.brf import is_feature_column
 from segad.pipelines.features import create_pipeline
+from segad.segments.columns import is_feature_column
 
 ROOT = Path(__file__).resolve().parents[2]
 DETECTORS = ["patchcore", "padim"]

@@ -23,7 +23,8 @@ from segad.production.bundle import (
     write_bundle,
 )
 from segad.production.scoring import choose_operating_point, input_spec_from_paths, out_of_fold_scores
-from segad.segments.features import SegmentLayout, feature_columns, feature_matrix, segment_statistics
+from segad.segments.columns import feature_columns
+from segad.segments.features import SegmentLayout, feature_matrix, segment_statistics
 from segad.segments.segmentation import read_label_map
 
 SIZE = 32

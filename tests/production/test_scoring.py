@@ -24,7 +24,7 @@ from segad.production.scoring import (
     render_overlay,
     top_segment,
 )
-from segad.segments.features import feature_columns
+from segad.segments.columns import feature_columns
 from tests.conftest import write_png
 
 # ------------------------------------------------------------------ operating point

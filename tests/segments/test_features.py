@@ -8,10 +8,10 @@ import pytest
 import torch
 from scipy.stats import kurtosis, skew
 
+from segad.segments.columns import feature_columns
 from segad.segments.features import (
     SegmentLayout,
     build_feature_table,
-    feature_columns,
     feature_matrix,
     feature_rows,
     reference_segment_statistics,
@@ -184,11 +184,11 @@ def test_bad_labels_and_shapes_raise():
         segment_statistics(maps, per_image, n, names=[f"m{i}" for i in range(len(maps))])
 
 
-def test_columns_and_matrix_order_is_segment_major():
+def test_matrix_order_matches_the_column_names():
     cols = feature_columns(["patchcore", "padim"], 2, classifier=True)
-    assert cols[:5] == ["seg0__patchcore__q995", "seg0__patchcore__skew", "seg0__patchcore__kurtosis",
-                        "seg0__patchcore__mean", "seg0__padim__q995"]
-    assert cols[-3:] == ["patchcore__max", "padim__max", "classifier__score"]
+    assert cols[:6] == ["classifier__score", "seg0__patchcore__q995", "seg0__patchcore__skew",
+                        "seg0__patchcore__kurtosis", "seg0__patchcore__mean", "seg0__padim__q995"]
+    assert cols[-2:] == ["patchcore__max", "padim__max"]
     assert len(cols) == 4 * 2 * 2 + 2 + 1
     a = np.arange(1, 2 * 4 + 1).reshape(1, 2, 4).repeat(3, 0).astype(float)   # detector A (N, L, 4)
     b = -a

@@ -61,6 +61,7 @@ from segad.detection.weights import (
 )
 from segad.files import check_owned, file_sha256, replace_folder
 from segad.images import IMAGE_SUFFIXES, ImageReadError, read_image
+from segad.versions import package_versions
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -247,16 +248,8 @@ def content_hash(path: str | Path) -> str:
 
 
 def library_versions() -> dict[str, str]:
-    """Installed versions of `MAP_LIBRARIES` (distribution metadata; 'missing' when absent)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {}
-    for name in MAP_LIBRARIES:
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = "missing"
-    return versions
+    """Installed versions of `MAP_LIBRARIES` ('missing' when absent)."""
+    return package_versions(MAP_LIBRARIES)
 
 
 def model_key(config: DetectorConfig, image_size: int, train_hashes: Sequence[str]) -> str:

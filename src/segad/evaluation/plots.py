@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -32,10 +31,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from segad.evaluation.metrics import auroc, roc_curve
+from segad.segments.columns import MAX_STAT, STATS, is_feature_column, parse_column
 
-#: Statistic names of the per-segment features, in the order of the feature vector.
-STATISTICS: tuple[str, ...] = ("q995", "skew", "kurtosis", "mean")
-_SEGMENT_FEATURE = re.compile(r"^seg(?P<segment>\d+)__(?P<detector>.+)__(?P<stat>[a-z0-9_]+)$")
 _TEST_COLUMNS = ("method", "split_seed", "image_id", "label", "unseen", "score")
 
 
@@ -132,14 +129,13 @@ def importance_table(importances: Mapping[str, float]) -> pd.DataFrame:
     """
     rows = []
     for feature, value in importances.items():
-        match = _SEGMENT_FEATURE.match(feature)
-        if match:
-            rows.append((feature, int(match["segment"]), match["detector"], match["stat"], float(value)))
-        elif "__" in feature:
-            detector, stat = feature.rsplit("__", 1)
-            rows.append((feature, -1, detector, stat, float(value)))
-        else:
+        if not is_feature_column(feature):
             rows.append((feature, -1, feature, "other", float(value)))
+            continue
+        column = parse_column(feature)
+        stat = column.stat or ("score" if column.kind == "classifier" else MAX_STAT)
+        segment = -1 if column.segment is None else column.segment
+        rows.append((feature, segment, column.owner, stat, float(value)))
     return pd.DataFrame(rows, columns=["feature", "segment", "detector", "stat", "importance"])
 
 
@@ -186,7 +182,7 @@ def feature_importance_figure(importances: Mapping[str, float], title: str = "",
     if not seg.empty:
         heat = seg.pivot_table(index="segment", columns=["detector", "stat"], values="importance",
                                aggfunc="sum", fill_value=0.0)
-        order = sorted(heat.columns, key=lambda c: (c[0], STATISTICS.index(c[1]) if c[1] in STATISTICS else 99))
+        order = sorted(heat.columns, key=lambda c: (c[0], STATS.index(c[1]) if c[1] in STATS else 99))
         heat = heat[order]
         image = right.imshow(heat.to_numpy(), aspect="auto", cmap="viridis")
         right.set_yticks(range(len(heat.index)), [f"seg{s}" for s in heat.index])

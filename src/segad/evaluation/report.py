@@ -18,14 +18,13 @@ Example:
 
 from __future__ import annotations
 
-import importlib.metadata
-import platform
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import yaml
 
+from segad import versions
 from segad.evaluation.metrics import METRIC_COLUMNS
 
 #: Column titles of the results table, as in the papers.
@@ -44,19 +43,9 @@ OPTIONAL_PACKAGES: frozenset[str] = frozenset({"xgboost", "xgboost-cpu"})
 
 
 def package_versions(packages: Sequence[str] = DEFAULT_PACKAGES) -> dict[str, str]:
-    """{distribution: version} from importlib.metadata, plus ``python``.
-
-    Absent distributions read 'not installed', except those in `OPTIONAL_PACKAGES`, which are
-    left out.
-    """
-    versions = {"python": platform.python_version()}
-    for name in packages:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            if name not in OPTIONAL_PACKAGES:
-                versions[name] = "not installed"
-    return versions
+    """{name: version} for ``python`` and `packages` ('missing' when absent; absent
+    `OPTIONAL_PACKAGES` are left out)."""
+    return versions.package_versions(("python", *packages), optional=OPTIONAL_PACKAGES)
 
 
 def method_order(methods: Sequence[str]) -> list[str]:

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from segad.files import check_owned, replace_folder
 from segad.params import known_params
+from segad.versions import jsonable
 
 # Segment labels of the static map, in the style of VAD's 7-segment map.
 SEGMENTS = {0: "background", 1: "disk_ring", 2: "ceramic_centre", 3: "solder_dots", 4: "wires", 5: "pins"}
@@ -218,7 +219,7 @@ def write_demo(root: str | Path, config: DemoConfig = DemoConfig()) -> Path:
     half written.
     """
     root = Path(root)
-    manifest = {"format_version": FORMAT_VERSION, "config": _jsonable(asdict(config)), "segments": SEGMENTS,
+    manifest = {"format_version": FORMAT_VERSION, "config": jsonable(asdict(config)), "segments": SEGMENTS,
                 "files": demo_files(config)}
     existing = _manifest(root)
     if existing is not None and existing.get("config") == manifest["config"] \
@@ -269,10 +270,6 @@ def _owned_files(manifest: dict | None) -> list[str] | None:
         return demo_files(DemoConfig.from_params(manifest["config"]))
     except (TypeError, ValueError):
         return None
-
-
-def _jsonable(value):
-    return json.loads(json.dumps(value))
 
 
 def _random_direction(rng: np.random.Generator) -> np.ndarray:

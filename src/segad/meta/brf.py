@@ -26,17 +26,22 @@ Example:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from segad.params import known_params
-from segad.segments.features import CLASSIFIER_COLUMN
+from segad.segments.columns import (
+    CLASSIFIER,
+    CLASSIFIER_COLUMN,
+    columns_of,
+    is_feature_column,
+    max_column,
+    parse_column,
+)
 
 SEGAD_SUFFIX = "segad"
-_FEATURE_COLUMN = re.compile(r"^(seg\d+__[a-z0-9_]+__(q995|skew|kurtosis|mean)|[a-z0-9_]+__max|classifier__score)$")
 
 
 @dataclass(frozen=True)
@@ -98,26 +103,22 @@ def default_combinations(detectors: Sequence[str], classifier: bool = False) -> 
     return list(unique.values())
 
 
-def columns_for(members: Sequence[str], columns: Sequence[str]) -> list[str]:
-    """Feature columns of a combination, in table order: the detectors' segment statistics and
-    maxima, plus ``classifier__score`` when ``classifier`` is a member."""
-    wanted = set(members)
-    selected = []
+def category_columns(columns: Sequence[str], rows) -> list[str]:
+    """The feature columns of one category's rows, in table order.
+
+    Categories of one table may differ in segment count, so a table holds every segment's columns
+    and a category's rows are NaN in the segments it lacks. A segment belongs to the category when
+    any of its columns has a value in `rows` (q995 and mean always have one: 0.0 for an empty
+    segment); then all its columns are kept, also a statistic that is NaN in every row (skew and
+    kurtosis of a 1-pixel segment), as the reference does: dropping it would change which columns
+    XGBoost's column sampling draws. Maxima and the classifier score are always kept.
+    """
+    segments = set()
     for column in columns:
-        parts = column.split("__")
-        if column == "classifier__score":
-            if "classifier" in wanted:
-                selected.append(column)
-        elif len(parts) == 3 and parts[0].startswith("seg") and parts[1] in wanted:
-            selected.append(column)
-        elif len(parts) == 2 and parts[1] == "max" and parts[0] in wanted:
-            selected.append(column)
-    return selected
-
-
-def is_feature_column(column: str) -> bool:
-    """True for ``seg<l>__<detector>__<stat>``, ``<detector>__max`` and ``classifier__score``."""
-    return bool(_FEATURE_COLUMN.match(column))
+        parsed = parse_column(column)
+        if parsed.kind == "segment" and rows[column].notna().any():
+            segments.add(parsed.segment)
+    return [c for c in columns if parse_column(c).kind != "segment" or parse_column(c).segment in segments]
 
 
 def scale_pos_weight(labels: np.ndarray, context: str = "") -> float:
@@ -202,28 +203,24 @@ def run_brf(
     combos = [sorted(c) for c in combinations] if combinations else default_combinations(detectors, has_classifier)
     feature_cols = [c for c in features.columns if is_feature_column(c)]
     for combo in combos:
-        unknown = set(combo) - set(detectors) - ({"classifier"} if has_classifier else set())
+        unknown = set(combo) - set(detectors) - ({CLASSIFIER} if has_classifier else set())
         if unknown:
             raise ValueError(f"combination {method_name(combo)} names {sorted(unknown)}, not in this run's features")
-    # a category's columns: those with a value in its rows (categories differ in segment count)
-    present = {
-        category: [c for c in feature_cols if rows[c].notna().any()]
-        for category, rows in features.groupby("category", sort=True)
-    }
+    present = {category: category_columns(feature_cols, rows) for category, rows in features.groupby("category")}
     models, frames = {}, []
     groups = list(features.groupby(["category", "split_seed"], sort=True))
     for (category, seed), rows in progress(groups) if progress else groups:
         train = rows[rows["role"] == "brf_train"]
         test = rows[rows["role"] == "test"]
-        alone = {detector: f"{detector}__max" for detector in detectors}
+        alone = {detector: max_column(detector) for detector in detectors}
         if has_classifier:
-            alone["classifier"] = CLASSIFIER_COLUMN
+            alone[CLASSIFIER] = CLASSIFIER_COLUMN
         for method, column in alone.items():
             frames.append(pd.DataFrame({"image_id": test["image_id"].to_numpy(), "split_seed": int(seed),
                                         "method": method, "score": test[column].to_numpy(np.float64)}))
         for combo in combos:
             method = method_name(combo)
-            cols = columns_for(combo, present[category])
+            cols = columns_of(combo, present[category])
             model = fit_brf(train[cols], train["label"].to_numpy(), config, seed=int(seed),
                             context=f"category {category!r}, split_seed {seed}, method {method}")
             models[f"{method}/{category}/split_seed_{int(seed)}"] = model

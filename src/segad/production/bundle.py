@@ -48,8 +48,6 @@ Example:
 from __future__ import annotations
 
 import datetime as _dt
-import importlib
-import importlib.metadata
 import json
 import logging
 import os
@@ -64,6 +62,7 @@ from typing import Any
 
 import numpy as np
 
+from segad import versions
 from segad.files import check_owned, file_sha256, relative_files, replace_folder
 from segad.production.scoring import InputSpec, OperatingPoint
 
@@ -109,26 +108,7 @@ class BundleIntegrityError(BundleError):
 
 def package_versions() -> dict[str, str]:
     """Installed versions of `RECORDED_PACKAGES` ('missing' for one that is not installed)."""
-    import platform
-
-    versions = {}
-    for name in RECORDED_PACKAGES:
-        if name == "python":
-            versions[name] = platform.python_version()
-            continue
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            versions[name] = "missing"
-            continue
-        version = getattr(module, "__version__", None)
-        if version is None:
-            try:
-                version = importlib.metadata.version(name)
-            except importlib.metadata.PackageNotFoundError:
-                version = "unknown"
-        versions[name] = str(version)
-    return versions
+    return versions.package_versions(RECORDED_PACKAGES)
 
 
 def _major_minor(version: str) -> tuple[str, ...]:
@@ -152,19 +132,6 @@ def version_mismatches(recorded: Mapping[str, str], installed: Mapping[str, str]
 def _file_hashes(root: Path) -> dict[str, str]:
     return {p.relative_to(root).as_posix(): file_sha256(p)
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
-
-
-def _jsonable(value: Any) -> Any:
-    """Configuration values as plain JSON (tuples -> lists, numpy scalars -> Python)."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def save_segmentation(path: Path, labels: np.ndarray) -> None:
@@ -369,7 +336,7 @@ def write_bundle(
             "score": "raw margin of the XGBoost BRF (binary:logitraw): a score, not a probability",
             "operating_point": operating_point.as_dict(),
             "input_spec": input_spec.as_dict(),
-            "config": _jsonable(dict(config)),
+            "config": versions.jsonable(dict(config)),
             "files": _file_hashes(staging),
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False))

@@ -48,10 +48,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from segad.params import known_params
+from segad.segments.columns import feature_columns
 
-STATS: tuple[str, ...] = ("q995", "skew", "kurtosis", "mean")
 QUANTILE: float = 0.995
-CLASSIFIER_COLUMN = "classifier__score"
 
 
 @dataclass(frozen=True)
@@ -76,26 +75,6 @@ class FeatureConfig:
     @property
     def kernel_threads(self) -> int:
         return default_threads() if self.threads is None else int(self.threads)
-
-
-# --------------------------------------------------------------------------------------------
-# column names
-
-
-def feature_columns(
-    detectors: Sequence[str], n_segments: int, classifier: bool = False
-) -> list[str]:
-    """Feature column names in the reference order (segment-major, detector, stat; maxima last)."""
-    columns = [
-        f"seg{segment}__{detector}__{stat}"
-        for segment in range(n_segments)
-        for detector in detectors
-        for stat in STATS
-    ]
-    columns += [f"{detector}__max" for detector in detectors]
-    if classifier:
-        columns.append(CLASSIFIER_COLUMN)
-    return columns
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,13 +368,14 @@ def feature_matrix(
 ) -> np.ndarray:
     """Stack per-detector (N, L, 4) statistics and (N,) maxima into float64 (N, 4*K*L + K [+1]).
 
-    The order matches `feature_columns(detectors, L, classifier is not None)`.
+    The order matches `segad.segments.columns.feature_columns(detectors, L, classifier is not None)`:
+    the classifier score first, the maxima last.
     """
     blocks = np.stack([np.asarray(s, dtype=np.float64) for s in stats], axis=2)  # (N, L, K, 4)
     n = blocks.shape[0]
     parts = [blocks.reshape(n, -1), np.stack([np.asarray(m, np.float64) for m in maxima], axis=1)]
     if classifier is not None:
-        parts.append(np.asarray(classifier, dtype=np.float64).reshape(n, 1))
+        parts.insert(0, np.asarray(classifier, dtype=np.float64).reshape(n, 1))
     return np.concatenate(parts, axis=1)
 
 

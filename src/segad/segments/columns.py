@@ -1,0 +1,100 @@
+"""The feature-column grammar: the one place that formats and parses SegAD feature names.
+
+A feature table has three kinds of feature columns:
+
+* ``seg<l>__<detector>__<stat>``: statistic `stat` (one of `STATS`) of `detector`'s map over
+  segment `l` (0-based);
+* ``<detector>__max``: the detector's own image score, the global maximum of its map;
+* ``classifier__score``: the supervised classifier's logit g(I).
+
+Detector names are lower-case anomalib names (``patchcore``, ``padim``...; ``[a-z0-9_]+``).
+
+Example (runs as is)::
+
+    >>> from segad.segments.columns import feature_columns, parse_column
+    >>> feature_columns(["padim"], n_segments=1, classifier=True)
+    ['classifier__score', 'seg0__padim__q995', 'seg0__padim__skew', 'seg0__padim__kurtosis', 'seg0__padim__mean', 'padim__max']
+    >>> parse_column("seg3__patchcore__q995")
+    Column(kind='segment', owner='patchcore', segment=3, stat='q995')
+    >>> parse_column("padim__max").owner
+    'padim'
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+#: Per-segment statistics, in the order of the feature vector.
+STATS: tuple[str, ...] = ("q995", "skew", "kurtosis", "mean")
+#: Name under which the classifier g(I) appears as a member of a SegAD combination.
+CLASSIFIER = "classifier"
+CLASSIFIER_COLUMN = f"{CLASSIFIER}__score"
+MAX_STAT = "max"
+
+_NAME = r"[a-z0-9_]+?"
+_SEGMENT = re.compile(rf"^seg(?P<segment>\d+)__(?P<owner>{_NAME})__(?P<stat>{'|'.join(STATS)})$")
+_MAX = re.compile(rf"^(?P<owner>{_NAME})__{MAX_STAT}$")
+
+
+@dataclass(frozen=True)
+class Column:
+    """A parsed feature column. `owner` is the detector (or ``classifier``) the value comes from;
+    `segment` and `stat` are None for a detector's maximum and the classifier score."""
+
+    kind: Literal["segment", "max", "classifier"]
+    owner: str
+    segment: int | None = None
+    stat: str | None = None
+
+
+def segment_column(segment: int, detector: str, stat: str) -> str:
+    """``seg<segment>__<detector>__<stat>``."""
+    return f"seg{int(segment)}__{detector}__{stat}"
+
+
+def max_column(detector: str) -> str:
+    """``<detector>__max``."""
+    return f"{detector}__{MAX_STAT}"
+
+
+def parse_column(name: str) -> Column:
+    """Parse a feature column name; ValueError naming it when it is not one."""
+    if name == CLASSIFIER_COLUMN:
+        return Column("classifier", CLASSIFIER)
+    match = _SEGMENT.match(name)
+    if match:
+        return Column("segment", match["owner"], int(match["segment"]), match["stat"])
+    match = _MAX.match(name)
+    if match and match["owner"] != CLASSIFIER:
+        return Column("max", match["owner"])
+    raise ValueError(f"{name!r} is not a feature column (seg<l>__<detector>__<stat>, <detector>__max "
+                     f"or {CLASSIFIER_COLUMN})")
+
+
+def is_feature_column(name: str) -> bool:
+    """True for the three kinds of feature column."""
+    try:
+        parse_column(name)
+    except ValueError:
+        return False
+    return True
+
+
+def feature_columns(detectors: Sequence[str], n_segments: int, classifier: bool = False) -> list[str]:
+    """Feature columns in the order of the feature vector: the classifier score first, as in the
+    paper's equation f = (g(I), q, z, c, m); then the reference code's order, segment-major, then
+    detector, then `STATS`; the detectors' maxima last."""
+    columns = [CLASSIFIER_COLUMN] if classifier else []
+    columns += [segment_column(s, d, stat) for s in range(n_segments) for d in detectors for stat in STATS]
+    columns += [max_column(d) for d in detectors]
+    return columns
+
+
+def columns_of(members: Iterable[str], columns: Sequence[str]) -> list[str]:
+    """The feature columns among `columns` (in their order) whose owner is one of `members`; the
+    classifier score is selected by the member ``classifier``."""
+    wanted = set(members)
+    return [c for c in columns if is_feature_column(c) and parse_column(c).owner in wanted]

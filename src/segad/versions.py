@@ -1,0 +1,67 @@
+"""Installed package versions and plain-JSON values: the records that caches, bundles and the
+report keep so that a result can be traced to the code that made it.
+
+Example (runs as is)::
+
+    >>> import platform
+    >>> from segad.versions import package_versions
+    >>> package_versions(["surely-not-a-package-xyz"])
+    {'surely-not-a-package-xyz': 'missing'}
+    >>> package_versions(["python"]) == {"python": platform.python_version()}
+    True
+    >>> jsonable({"size": (4, 4), "n": __import__("numpy").int64(3)})
+    {'size': [4, 4], 'n': 3}
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import platform
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MISSING = "missing"
+
+
+def package_version(name: str) -> str:
+    """Version of distribution or module `name`: distribution metadata first, then the module's
+    ``__version__`` (e.g. ``xgboost`` installed as the ``xgboost-cpu`` distribution), else
+    'missing'. ``python`` is the interpreter's version."""
+    if name == "python":
+        return platform.python_version()
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    try:
+        module = importlib.import_module(name)
+    except ImportError:
+        return MISSING
+    return str(getattr(module, "__version__", MISSING))
+
+
+def package_versions(names: Iterable[str], optional: Iterable[str] = ()) -> dict[str, str]:
+    """{name: version} for `names` in order; names in `optional` are left out when missing."""
+    optional = set(optional)
+    versions = {name: package_version(name) for name in names}
+    return {name: v for name, v in versions.items() if not (v == MISSING and name in optional)}
+
+
+def jsonable(value: Any) -> Any:
+    """`value` as plain JSON types: mappings -> dicts with str keys, tuples -> lists, numpy scalars
+    and arrays -> Python numbers and lists, paths -> str."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
