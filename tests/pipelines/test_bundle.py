@@ -44,3 +44,16 @@ def test_the_node_reads_named_parameters_that_exist():
     loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="local")
     assert set(entries) <= set(loader["parameters"])
     assert {"patchcore.map_index", "patchcore.detector_store"} <= set(bundle_node.inputs)
+
+
+def test_the_manifest_records_the_parameters_the_node_gets(monkeypatch):
+    import segad.pipelines.bundle.nodes as nodes
+
+    seen = {}
+    monkeypatch.setattr(nodes, "assemble_bundle", lambda *args, **kwargs: seen.update(kwargs) or ({}, {}))
+    stores = {"patchcore__map_index": "index", "patchcore__detector_store": "store/patchcore"}
+    nodes.build_bundle(None, None, None, None, {}, **PARAMETERS, **stores)
+    recorded = {("features" if k == "feature_params" else k): v for k, v in PARAMETERS.items()}
+    assert seen["recorded"] == recorded
+    assert seen["options"] == nodes.BundleOptions()
+    assert (seen["dataset"], seen["benchmark"], seen["seeds"]) == ({"layout": "demo"}, "high_shot", [0])
