@@ -143,8 +143,8 @@ def test_feature_columns_follow_the_grammar(tables):
     assert "missing column(s): none matches <detector>__max" in _problems(schemas.Features, no_max)
     as_text = features.astype({"seg0__padim__mean": str})
     assert "column 'seg0__padim__mean': dtype object, expected float64" in _problems(schemas.Features, as_text)
-    nan_max = features.assign(padim__max=np.nan)
-    assert "column 'padim__max':" in _problems(schemas.Features, nan_max)
+    bad_role = features.assign(role="detector_train")  # detectors' own training rows never get features
+    assert "column 'role': isin(['brf_train', 'test'])" in _problems(schemas.Features, bad_role)
 
 
 def test_aggregate_rows_and_inspection_values_are_checked(tables):

@@ -156,8 +156,8 @@ class MapIndex(pa.DataFrameModel):
 class Features(pa.DataFrameModel):
     """`features` — brf_train, test and synthetic rows with their feature columns (features).
 
-    Feature columns follow `segad.segments.columns`; a category's table lacks the segment columns
-    of segments it does not have (NaN there once categories are stacked)."""
+    Feature columns follow `segad.segments.columns`. Feature values may be NaN: a category lacks the
+    segments it does not have, and the folder keeps tables of other detector sets and regimes."""
 
     dataset: Series[str] = pa.Field(isin=list(LAYOUTS), description="`dataset.layout` (partition folder)")
     benchmark: Series[str] = pa.Field(isin=list(BENCHMARKS), description="the regime (partition folder)")
@@ -171,13 +171,14 @@ class Features(pa.DataFrameModel):
     category: Series[str] = pa.Field(description="partition folder")
     source_image_id: Series[str] = pa.Field(description=(
         "the image whose segment map applies (itself, or the good image a synthetic defect was made from)"))
-    classifier_score: Series[pa.Float64] = pa.Field(alias=CLASSIFIER_COLUMN, required=False, metadata=_doc(
-        CLASSIFIER_COLUMN, "supervised classifier score g(I), when enabled"))
+    classifier_score: Series[pa.Float64] = pa.Field(alias=CLASSIFIER_COLUMN, required=False, nullable=True,
+                                                    metadata=_doc(CLASSIFIER_COLUMN, "supervised classifier score "
+                                                                  "g(I), when enabled"))
     segment_stat: Series[pa.Float64] = pa.Field(alias=_SEGMENT.pattern, regex=True, nullable=True, metadata=_doc(
         "seg<l>__<detector>__<stat>",
         "stat ∈ q995, skew, kurtosis, mean of the raw map over segment l; NaN skew/kurtosis for constant or "
         "1-pixel segments (XGBoost reads NaN as missing), all 0.0 for an empty segment"))
-    detector_max: Series[pa.Float64] = pa.Field(alias=_MAX.pattern, regex=True, metadata=_doc(
+    detector_max: Series[pa.Float64] = pa.Field(alias=_MAX.pattern, regex=True, nullable=True, metadata=_doc(
         "<detector>__max", "global max of the map"))
     detectors: Series[str] = pa.Field(description="the run's detectors, sorted, joined by `+` (partition folder)")
 
