@@ -4,7 +4,10 @@ is the models' rendering."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -199,3 +202,29 @@ def test_docs_schemas_md_is_the_rendering_of_the_models():
     assert schemas.render_doc(text) == text, "docs/schemas.md is stale: run `python -m segad.schemas`"
     stale = text.replace("| label | int8, one of `0`, `1` | 0 good, 1 bad |", "| label | int64 | 0 good, 1 bad |")
     assert stale != text and schemas.render_doc(stale) == text
+
+
+def test_kedro_run_stops_on_a_bad_table_with_the_short_error(tmp_path):
+    """`kedro run` prints the summary as its `Error:` block, without a traceback."""
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf")
+    (tmp_path / "src").mkdir()  # the segad package comes from PYTHONPATH
+    index = pd.DataFrame({"image_id": ["a.png"], "dataset": ["demo"], "category": ["demo"], "split": ["test"],
+                          "label": [1], "defect_type": ["bad"], "unseen": [False], "path": ["/a.png"],
+                          "mask_path": [None], "width": [8], "height": [8]})  # label int64, sizes int64
+    (tmp_path / "data" / "02_intermediate").mkdir(parents=True)
+    index.to_parquet(tmp_path / "data" / "02_intermediate" / "image_index.parquet")
+    src = str(Path(schemas.__file__).resolve().parents[1])
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
+           "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "kedro", "run", "--pipelines", "split"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        "Error: dataset 'image_index' (loaded for node 'split.split') does not match segad.schemas.ImageIndex "
+        "(docs/schemas.md):",
+        "  column 'label': dtype int64, expected int8",
+        "  column 'width': dtype int64, expected int32",
+        "  column 'height': dtype int64, expected int32",
+    ]
+    assert "Traceback" not in result.stdout + result.stderr
