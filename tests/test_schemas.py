@@ -29,7 +29,7 @@ from segad.ingestion.splits import SplitConfig, make_splits
 from segad.pipelines.brf.nodes import train_brf
 from segad.pipelines.evaluation.nodes import compute_metrics, label_test_scores
 from segad.pipelines.features.nodes import compute_features
-from segad.production.scoring import _table
+from segad.production.batch import _table
 from segad.schema_hooks import DATASETS, DatasetSchemaError, SchemaHooks, model_for
 from segad.schemas import SchemaError, validate
 from segad.segments.segmentation import Segmentation

@@ -31,7 +31,8 @@ from pandera.typing import Series
 from segad.ingestion.defects import KINDS
 from segad.ingestion.layouts import LAYOUTS
 from segad.ingestion.splits import BENCHMARKS, ROLES
-from segad.segments.columns import _MAX, _SEGMENT, CLASSIFIER_COLUMN, is_feature_column, max_column
+from segad.production.explain import CONTRIBUTION_PATTERN
+from segad.segments.columns import CLASSIFIER_COLUMN, MAX_PATTERN, SEGMENT_PATTERN, is_feature_column, max_column
 from segad.segments.features import FEATURE_ROLES
 
 LABELS = (0, 1)
@@ -174,11 +175,11 @@ class Features(pa.DataFrameModel):
     classifier_score: Series[pa.Float64] = pa.Field(alias=CLASSIFIER_COLUMN, required=False, nullable=True,
                                                     metadata=_doc(CLASSIFIER_COLUMN, "supervised classifier score "
                                                                   "g(I), when enabled"))
-    segment_stat: Series[pa.Float64] = pa.Field(alias=_SEGMENT.pattern, regex=True, nullable=True, metadata=_doc(
+    segment_stat: Series[pa.Float64] = pa.Field(alias=SEGMENT_PATTERN.pattern, regex=True, nullable=True, metadata=_doc(
         "seg<l>__<detector>__<stat>",
         "stat ∈ q995, skew, kurtosis, mean of the raw map over segment l; NaN skew/kurtosis for constant or "
         "1-pixel segments (XGBoost reads NaN as missing), all 0.0 for an empty segment"))
-    detector_max: Series[pa.Float64] = pa.Field(alias=_MAX.pattern, regex=True, nullable=True, metadata=_doc(
+    detector_max: Series[pa.Float64] = pa.Field(alias=MAX_PATTERN.pattern, regex=True, nullable=True, metadata=_doc(
         "<detector>__max", "global max of the map"))
     detectors: Series[str] = pa.Field(description="the run's detectors, sorted, joined by `+` (partition folder)")
 
@@ -283,12 +284,12 @@ class Inspection(pa.DataFrameModel):
     top_segment: Series[pa.Int64] = pa.Field(ge=-1, description="segment contributing most to the score; -1 "
                                                                 "when not explained")
     top_segment_name: Series[str] = pa.Field(nullable=True, description="its name")
-    contribution: Series[pa.Float64] = pa.Field(alias=r"^contrib_(seg\d+|global|bias|det_[a-z0-9_]+)$", regex=True,
+    contribution: Series[pa.Float64] = pa.Field(alias=CONTRIBUTION_PATTERN.pattern, regex=True,
                                                 nullable=True, metadata=_doc(
         "contrib_seg<l>, contrib_global, contrib_bias, contrib_det_<detector>",
         "SHAP contributions to the score per segment, of the global features, of the bias, per detector; NaN "
         "where not explained"))
-    detector_max: Series[pa.Float64] = pa.Field(alias=_MAX.pattern, regex=True, nullable=True, metadata=_doc(
+    detector_max: Series[pa.Float64] = pa.Field(alias=MAX_PATTERN.pattern, regex=True, nullable=True, metadata=_doc(
         "<detector>__max", "global max of the detector's map; NaN on error rows"))
     overlay: Series[str] = pa.Field(nullable=True, description="name of the overlay picture (rejected parts)")
     bundle_id: Series[str] = pa.Field(description="the bundle version used")

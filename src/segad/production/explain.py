@@ -25,6 +25,8 @@ from segad.segments.columns import parse_column
 
 GLOBAL_GROUP, BIAS_GROUP = "global", "bias"
 _CONTRIB_SEGMENT = re.compile(r"^contrib_seg(\d+)$")
+#: Every column name `group_contributions` and `detector_contributions` make.
+CONTRIBUTION_PATTERN = re.compile(rf"^contrib_(seg\d+|{GLOBAL_GROUP}|{BIAS_GROUP}|det_[a-z0-9_]+)$")
 
 
 def contribution_columns(n_segments: int) -> list[str]:

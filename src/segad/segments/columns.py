@@ -35,8 +35,8 @@ CLASSIFIER_COLUMN = f"{CLASSIFIER}__score"
 MAX_STAT = "max"
 
 _NAME = r"[a-z0-9_]+?"
-_SEGMENT = re.compile(rf"^seg(?P<segment>\d+)__(?P<owner>{_NAME})__(?P<stat>{'|'.join(STATS)})$")
-_MAX = re.compile(rf"^(?P<owner>{_NAME})__{MAX_STAT}$")
+SEGMENT_PATTERN = re.compile(rf"^seg(?P<segment>\d+)__(?P<owner>{_NAME})__(?P<stat>{'|'.join(STATS)})$")
+MAX_PATTERN = re.compile(rf"^(?P<owner>{_NAME})__{MAX_STAT}$")
 
 
 @dataclass(frozen=True)
@@ -64,10 +64,10 @@ def parse_column(name: str) -> Column:
     """Parse a feature column name; ValueError naming it when it is not one."""
     if name == CLASSIFIER_COLUMN:
         return Column("classifier", CLASSIFIER)
-    match = _SEGMENT.match(name)
+    match = SEGMENT_PATTERN.match(name)
     if match:
         return Column("segment", match["owner"], int(match["segment"]), match["stat"])
-    match = _MAX.match(name)
+    match = MAX_PATTERN.match(name)
     if match and match["owner"] != CLASSIFIER:
         return Column("max", match["owner"])
     raise ValueError(f"{name!r} is not a feature column (seg<l>__<detector>__<stat>, <detector>__max "
