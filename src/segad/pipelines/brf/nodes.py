@@ -7,7 +7,7 @@ import logging
 import pandas as pd
 from tqdm.auto import tqdm
 
-from segad.meta.brf import BRFConfig, run_brf
+from segad.meta.brf import BRFParams, run_brf
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def select_run(features: pd.DataFrame, image_index: pd.DataFrame, dataset: dict,
     return chosen.dropna(axis=1, how="all").reset_index(drop=True)
 
 
-def train_brf(features: pd.DataFrame, image_index: pd.DataFrame, params: dict, dataset: dict, seeds: list[int],
+def train_brf(features: pd.DataFrame, image_index: pd.DataFrame, config: BRFParams, dataset: dict, seeds: list[int],
               benchmark: str, detectors: list[str]) -> tuple[dict, pd.DataFrame]:
     """Fit the BRFs of this run.
 
@@ -68,12 +68,7 @@ def train_brf(features: pd.DataFrame, image_index: pd.DataFrame, params: dict, d
         dataset and benchmark, so saving replaces only this regime's scores).
     """
     table = select_run(features, image_index, dataset, seeds, detectors, benchmark)
-    params = dict(params)
-    combinations = params.pop("combinations", None)
-    config = BRFConfig.from_params(params.pop("model", {}))
-    if params:
-        raise ValueError(f"unknown brf parameters {sorted(params)}")
-    models, scores = run_brf(table, detectors, config, combinations,
+    models, scores = run_brf(table, detectors, config.model, config.combinations,
                              progress=lambda it: tqdm(it, desc="brf (category, split_seed)", unit="fit"))
     layout = str(dataset["layout"])
     keyed = {}
