@@ -48,7 +48,8 @@ class RunConfigHooks:
         try:
             run = RunConfig.from_parameters(context.config_loader["parameters"])
         except ParameterError as error:
-            raise RunConfigError(f"Parameter validation failed (env {context.env!r}): {error}") from error
+            where = f" (environment {context.env})" if context.env else ""
+            raise RunConfigError(f"Parameter validation failed{where}: {error}") from error
         use_detectors(run.detectors)
 
     @hook_impl
@@ -57,6 +58,18 @@ class RunConfigHooks:
         values: Kedro puts its typed parameter blocks (segad.config) into that tree too."""
         if "parameters" in parameters:
             catalog.save("parameters", plain(parameters["parameters"]))
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        """The run is over: pipelines built later in this process (no session) follow conf/ again."""
+        from segad.pipeline_registry import use_detectors
+
+        use_detectors(None)
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        """As `after_pipeline_run`."""
+        self.after_pipeline_run()
 
 
 class MissingUpstreamError(click.ClickException, RuntimeError):

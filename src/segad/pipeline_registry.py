@@ -32,14 +32,18 @@ _session_detectors: list[str] | None = None
 _built_with: list[str] | None = None
 
 
-def use_detectors(detectors: list[str]) -> None:
-    """Build the pipelines with `detectors` (the session's `detectors` parameter) from now on.
+def use_detectors(detectors: list[str] | None) -> None:
+    """Build the pipelines with `detectors` (the session's `detectors` parameter) from now on;
+    None: with those of conf/ again (`configured_detectors`), e.g. once a session's run is over.
 
     When Kedro's lazily loaded pipelines were already built with another list (an earlier
     session of this process, or something that read them before this session's context was
     created), they are reset so that the next access builds them again.
     """
     global _session_detectors
+    if detectors is None:
+        _session_detectors = None
+        return
     _session_detectors = [str(name) for name in detectors]
     if _built_with is not None and _built_with != _session_detectors:
         from kedro.framework.project import pipelines
