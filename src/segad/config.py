@@ -8,17 +8,18 @@ them before any node runs (a node input type-hinted with such a class is convert
 
 Example (runs as is)::
 
-    >>> from segad.config import RunConfig
+    >>> from segad.config import ParameterError, RunConfig
     >>> run = RunConfig.from_parameters({"dataset": {"layout": "demo", "root": "data/01_raw/demo"},
     ...                                  "benchmark": "high_shot", "seeds": [0, 1], "image_size": 256,
     ...                                  "device": "cpu", "detectors": ["patchcore"],
     ...                                  "anomaly_maps": {"patchcore": {}}})
     >>> run.detectors, run.dataset.layout
     (['patchcore'], 'demo')
-    >>> RunConfig.from_parameters({**run.as_parameters(), "image_sise": 128})
-    Traceback (most recent call last):
-    ...
-    segad.config.ParameterError: unknown top-level parameter(s) ['image_sise'] ...
+    >>> try:
+    ...     RunConfig.from_parameters({**run.as_parameters(), "image_sise": 128})
+    ... except ParameterError as error:
+    ...     print(str(error).split(";")[0])
+    unknown top-level parameter(s) ['image_sise']
 """
 
 from __future__ import annotations
