@@ -231,13 +231,13 @@ def compare_segmentations(auto_segments: list[int]) -> None:
     rows = feature_rows(index, splits, synthetic)
     goods = index[(index["split"] == "train") & (index["label"] == 0)]
     paths = goods.groupby("category")["path"].apply(list).to_dict()
-    configured = SegmentationConfig.from_params(params["segmentation"]).for_dataset(
+    configured = SegmentationConfig(**params["segmentation"]).for_dataset(
         params["dataset"]["layout"], params["dataset"]["root"])
     configs = {f"{configured.method} (configured)": configured,
                "single segment": SegmentationConfig(method="single")}
     for k in auto_segments:
         configs[f"auto k-means, {k} segments"] = SegmentationConfig(method="auto", auto_segments=k)
-    config = BRFConfig.from_params(params["brf"]["model"])
+    config = BRFConfig(**params["brf"]["model"])
     labels = index.set_index("image_id")["label"]
     print(f"{'segmentation':30s} {'method':28s} AUROC (%) mean +- sample std over seeds {sorted(int(s) for s in splits.split_seed.unique())}")
     for name, seg_config in configs.items():

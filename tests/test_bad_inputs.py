@@ -8,7 +8,6 @@ from PIL import Image
 
 from segad.detection.detectors import DetectorConfig, DetectorConfigError
 from segad.images import ImageReadError, image_size, read_image, read_mask
-from segad.params import known_params
 from tests.conftest import write_png
 
 
@@ -116,14 +115,10 @@ def test_unknown_detector_setting():
 
 
 def test_unknown_params_key():
-    from dataclasses import dataclass
+    from segad.meta.brf import BRFParams
 
-    @dataclass
-    class Cfg:
-        max_depth: int = 3
-
-    with pytest.raises(ValueError, match=r"unknown brf parameters \['max_depht'\]"):
-        known_params(Cfg, {"max_depht": 5}, "brf")
+    with pytest.raises(ValueError, match=r"model\.max_depht\n  Unexpected keyword argument"):
+        BRFParams(**{"model": {"max_depht": 5}})
 
 
 # --- layouts ---------------------------------------------------------------------------------
@@ -331,8 +326,10 @@ def test_one_good_training_image():
 
 
 def test_features_wrong_type():
-    with pytest.raises(ValueError, match="features.batch_size and features.threads must be >= 1"):
-        FeatureConfig.from_params({"batch_size": 0})
+    with pytest.raises(ValueError, match="batch_size\n  Input should be greater than or equal to 1"):
+        FeatureConfig(batch_size=0)
+    with pytest.raises(ValueError, match="batch_size\n  Input should be a valid integer"):
+        FeatureConfig(**{"batch_size": "many"})
 
 
 # --- data: maps and segments -----------------------------------------------------------------

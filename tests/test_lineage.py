@@ -83,7 +83,7 @@ def test_elpv_environment_is_a_valid_run(monkeypatch):
     assert params["detectors"] == ["patchcore", "padim"]
     for detector in params["detectors"]:
         assert params["anomaly_maps"][detector]["weights"] == "packaged:efficientnet_lite0"
-    assert SegmentationConfig.from_params(params["segmentation"]).method == "elpv"
+    assert SegmentationConfig(**params["segmentation"]).method == "elpv"
     assert params["evaluation"]["report"]["plot_dirs"]  # base stage parameters still apply
     pipeline = _segad_pipeline(monkeypatch, env="elpv")
     assert any(n.name == "evaluation.compute_metrics" for n in pipeline.nodes)

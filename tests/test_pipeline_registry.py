@@ -1,5 +1,6 @@
 """The registry: detector list from conf, stages composed, environments kept apart."""
 
+import json
 import os
 import subprocess
 import sys
@@ -36,3 +37,40 @@ def test_registering_pipelines_keeps_the_environments_globals():
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "data/elpv/02_intermediate/image_index.parquet"
+
+
+def test_the_registry_and_the_nodes_share_the_sessions_detector_list(tmp_path):
+    """`--env` and `--params` reach the registry: the namespaced anomaly_maps pipelines, the brf
+    node's detectors and the `detectors` parameter the nodes read are one list, in one process
+    that runs two sessions (as `kedro run` does, with `KedroSession.run`)."""
+    from tests.test_config import kedro_project, project_env
+
+    project = kedro_project(tmp_path / "project")  # conf/two: detectors [padim]
+    code = (
+        "import json\n"
+        "from pathlib import Path\n"
+        "from kedro.framework.project import pipelines\n"
+        "from kedro.framework.session import KedroSession\n"
+        "from kedro.framework.startup import bootstrap_project\n"
+        "bootstrap_project(Path.cwd())\n"
+        "def seen(session):\n"
+        "    params = session.load_context().params\n"
+        "    maps = sorted({n.namespace.split('.')[1] for n in pipelines['segad'].nodes\n"
+        "                   if (n.namespace or '').startswith('anomaly_maps.')})\n"
+        "    brf = next(n for n in pipelines['brf'].nodes if n.name.endswith('train_brf'))\n"
+        "    return {'registry': maps, 'brf': sorted(brf.func.keywords['detectors']),\n"
+        "            'parameters': sorted(params['detectors'])}\n"
+        "with KedroSession.create(env='two') as session:\n"
+        "    print(json.dumps(seen(session)))\n"
+        "with KedroSession.create(env='two', runtime_params={'detectors': ['patchcore', 'padim']}) as session:\n"
+        "    print(json.dumps(seen(session)))\n"
+        "    session.run(pipeline_names=['ingestion'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=project, env=project_env(), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines == [{"registry": ["padim"], "brf": ["padim"], "parameters": ["padim"]},
+                     {"registry": ["padim", "patchcore"], "brf": ["padim", "patchcore"],
+                      "parameters": ["padim", "patchcore"]}]
+    assert (project / "data" / "02_intermediate" / "image_index.parquet").is_file()

@@ -1,4 +1,11 @@
-"""Project hooks: a stage pipeline run alone stops early, in one line, when upstream output is missing."""
+"""Project hooks.
+
+`RunConfigHooks`: the run configuration (`segad.config.RunConfig`) is checked once per session,
+before any pipeline is built, and gives the pipeline registry its detector list; nodes that read
+the whole ``parameters`` tree get it as plain values.
+`UpstreamCheckHooks`: a stage pipeline run alone stops early, in one line, when upstream output is
+missing.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +15,62 @@ import click
 from kedro.framework.hooks import hook_impl
 from kedro.io import MemoryDataset
 from kedro.pipeline import Pipeline
+from kedro.validation import ParameterValidationError
+
+from segad.config import ParameterError, RunConfig
+from segad.versions import jsonable
 
 # Pipelines that are sums of stages: never named as the producer of a dataset.
 COMPOSITE = ("__default__", "segad")
+
+
+class RunConfigError(click.ClickException, ParameterValidationError):
+    """The session's parameters are not a valid `RunConfig`.
+
+    A ClickException, so that `kedro run` prints it as one `Error: ...` line and exits with
+    status 1 before any pipeline is built; from Python it is Kedro's ParameterValidationError.
+    """
+
+
+class RunConfigHooks:
+    """One run configuration per session, from the session's own config loader.
+
+    `after_context_created` runs in `KedroSession.load_context()`, which `KedroSession.run` calls
+    before it first reads the registered pipelines; it reads ``context.config_loader["parameters"]``
+    (base, the run environment and ``--params``), not ``context.params``: that property runs
+    Kedro's typed-parameter validation, which builds every registered pipeline first.
+    """
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        """Check the run keys of the parameters and hand `detectors` to the pipeline registry."""
+        from segad.pipeline_registry import use_detectors
+
+        try:
+            run = RunConfig.from_parameters(context.config_loader["parameters"])
+        except ParameterError as error:
+            where = f" (environment {context.env})" if context.env else ""
+            raise RunConfigError(f"Parameter validation failed{where}: {error}") from error
+        use_detectors(run.detectors)
+
+    @hook_impl
+    def after_catalog_created(self, catalog: Any, parameters: dict[str, Any]) -> None:
+        """Give nodes that read the whole ``parameters`` tree (the report, the bundle manifest) plain
+        values: Kedro puts its typed parameter blocks (segad.config) into that tree too."""
+        if "parameters" in parameters:
+            catalog.save("parameters", jsonable(parameters["parameters"]))
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        """The run is over: pipelines built later in this process (no session) follow conf/ again."""
+        from segad.pipeline_registry import use_detectors
+
+        use_detectors(None)
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        """As `after_pipeline_run`."""
+        self.after_pipeline_run()
 
 
 class MissingUpstreamError(click.ClickException, RuntimeError):

@@ -1,8 +1,14 @@
 """Pipelines of the project.
 
 Every stage lives in `segad.pipelines.<stage>` and exposes `create_pipeline(detectors)`.
-The detector list is structural (it decides which namespaced nodes exist), so it is read from
-`conf/` here; change it in `conf/<env>/parameters.yml`, not with `--params`.
+
+The detector list is structural (it decides which namespaced nodes exist). In a Kedro session it
+is the session's own `detectors` parameter: `segad.hooks.RunConfigHooks.after_context_created`
+reads it from the session's config loader (so `kedro run --env X` and `--params` reach it) and
+hands it to `use_detectors` before Kedro first loads the pipelines (`KedroSession.run` loads them
+after `load_context()`, which calls that hook). Outside a session (`kedro registry list`,
+`from kedro.framework.project import pipelines` in a script) it is read from conf/base and
+conf/$KEDRO_ENV (`configured_detectors`).
 """
 
 from __future__ import annotations
@@ -20,13 +26,38 @@ STAGES = ("ingestion", "split", "defects", "anomaly_maps", "features", "brf", "e
 EXTRA = ("score",)
 
 
-def configured_detectors(conf_source: str | Path | None = None, env: str | None = None) -> list[str]:
-    """Detector names from the `detectors` parameter: conf/base, overridden by the run environment.
+#: The detector list of the current Kedro session (set by `use_detectors`), and the list the
+#: registered pipelines were last built with.
+_session_detectors: list[str] | None = None
+_built_with: list[str] | None = None
 
-    The run environment is `KEDRO_ENV` (default `local`); `kedro run --env X` does not reach the
-    registry, so set `KEDRO_ENV=X` when X changes the detector list. Read as plain YAML on purpose:
-    building another OmegaConfigLoader here would re-register OmegaConf's process-wide `globals`
-    resolver and hide the session's environment-specific globals (e.g. conf/elpv/globals.yml).
+
+def use_detectors(detectors: list[str] | None) -> None:
+    """Build the pipelines with `detectors` (the session's `detectors` parameter) from now on;
+    None: with those of conf/ again (`configured_detectors`), e.g. once a session's run is over.
+
+    When Kedro's lazily loaded pipelines were already built with another list (an earlier
+    session of this process, or something that read them before this session's context was
+    created), they are reset so that the next access builds them again.
+    """
+    global _session_detectors
+    if detectors is None:
+        _session_detectors = None
+        return
+    _session_detectors = [str(name) for name in detectors]
+    if _built_with is not None and _built_with != _session_detectors:
+        from kedro.framework.project import pipelines
+
+        pipelines.configure(__name__)
+
+
+def configured_detectors(conf_source: str | Path | None = None, env: str | None = None) -> list[str]:
+    """Detector names from the `detectors` parameter of conf/base, overridden by the environment.
+
+    The fallback outside a Kedro session: the environment is `KEDRO_ENV` (default `local`);
+    `--params` cannot reach it. Read as plain YAML on purpose: building another
+    OmegaConfigLoader here would re-register OmegaConf's process-wide `globals` resolver and
+    hide the session's environment-specific globals (e.g. conf/elpv/globals.yml).
     """
     conf_source = Path(conf_source or Path.cwd() / "conf")
     env = env or os.environ.get("KEDRO_ENV") or "local"
@@ -63,8 +94,13 @@ def _grouped(name: str, stage: Pipeline) -> Pipeline:
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    """Register every stage, `segad` (all training stages in order) and `__default__`."""
-    detectors = configured_detectors()
+    """Register every stage, `segad` (all training stages in order) and `__default__`.
+
+    The detectors are the session's (`use_detectors`), else those of conf/ (`configured_detectors`).
+    """
+    global _built_with
+    detectors = list(_session_detectors) if _session_detectors is not None else configured_detectors()
+    _built_with = detectors
     pipelines: dict[str, Pipeline] = {}
     for name in STAGES + EXTRA:
         stage = _stage(name, detectors)

@@ -5,12 +5,12 @@ See https://docs.kedro.org/en/stable/kedro_project_setup/settings.html.
 
 from kedro.config import OmegaConfigLoader
 
-from segad.hooks import UpstreamCheckHooks
+from segad.hooks import RunConfigHooks, UpstreamCheckHooks
 from segad.schema_hooks import SchemaHooks
 
 # A stage run alone stops before running when an upstream output is missing (segad.hooks); every
 # table a node loads or saves is checked against its schema (segad.schema_hooks, docs/schemas.md).
-HOOKS = (UpstreamCheckHooks(), SchemaHooks())
+HOOKS = (RunConfigHooks(), UpstreamCheckHooks(), SchemaHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

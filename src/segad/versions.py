@@ -15,6 +15,7 @@ Example (runs as is)::
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.metadata
 import platform
@@ -52,8 +53,10 @@ def package_versions(names: Iterable[str], optional: Iterable[str] = ()) -> dict
 
 
 def jsonable(value: Any) -> Any:
-    """`value` as plain JSON types: mappings -> dicts with str keys, tuples -> lists, numpy scalars
-    and arrays -> Python numbers and lists, paths -> str."""
+    """`value` as plain JSON/YAML types: parameter classes (dataclasses) and mappings -> dicts with
+    str keys, tuples -> lists, numpy scalars and arrays -> Python numbers and lists, paths -> str."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

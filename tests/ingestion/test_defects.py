@@ -95,6 +95,8 @@ def test_empty_index_has_schema_and_bad_params_fail():
     empty = empty_synthetic_index()
     assert list(empty.columns) == list(SYNTHETIC_COLUMNS) and len(empty) == 0
     with pytest.raises(ValueError, match="kinds"):
-        DefectConfig.from_params({"kinds": ["scratch"]})
-    with pytest.raises(ValueError, match="unknown"):
-        DefectConfig.from_params({"sigma": 1})
+        DefectConfig(**{"kinds": ["scratch"]})
+    with pytest.raises(ValueError, match="sigma\n  Unexpected keyword argument"):
+        DefectConfig(**{"sigma": 1})
+    with pytest.raises(ValueError, match=r"defects.blur_sigma must be \(min, max\)"):
+        DefectConfig(blur_sigma=(6.0, 2.0))

@@ -48,7 +48,7 @@ def test_paper_defaults_in_code_and_conf():
     assert params["random_state"] == 7 and params["scale_pos_weight"] == 3.0
     conf = yaml.safe_load((ROOT / "conf/base/parameters_brf.yml").read_text())["brf"]["model"]
     assert {k: conf[k] for k in PAPER} == PAPER
-    assert BRFConfig.from_params(conf) == BRFConfig()
+    assert BRFConfig(**conf) == BRFConfig()
 
 
 def test_fit_sets_scale_pos_weight_and_seed_from_training_rows():

@@ -10,7 +10,7 @@ import pytest
 from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 
-from segad.meta.brf import model_key, parse_model_key, select_run
+from segad.meta.brf import BRFParams, model_key, parse_model_key, select_run
 from segad.pipelines.brf import create_pipeline
 
 from .test_features import DETECTORS, project_config, run_features
@@ -29,7 +29,7 @@ def _brf_catalog(tmp_path, features_catalog, index, params, brf_params):
     catalog = DataCatalog.from_config(conf)
     catalog["features"] = features_catalog.load("features")
     catalog["image_index"] = index
-    catalog["params:brf"] = brf_params
+    catalog["params:brf"] = BRFParams(**brf_params)
     catalog["params:dataset"] = {"layout": "demo"}
     catalog["params:seeds"] = [0, 1]
     catalog["params:benchmark"] = "high_shot"

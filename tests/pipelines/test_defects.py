@@ -10,7 +10,7 @@ from kedro.runner import SequentialRunner
 from PIL import Image
 
 from segad.images import read_image
-from segad.ingestion.defects import SYNTHETIC_COLUMNS
+from segad.ingestion.defects import SYNTHETIC_COLUMNS, DefectConfig
 from segad.ingestion.layouts import build_index
 from segad.ingestion.splits import SplitConfig, make_splits
 from segad.pipelines.defects import create_pipeline
@@ -34,7 +34,8 @@ def _run(tiny_demo, tmp_path, benchmark):
     catalog["splits"] = splits
     catalog["segment_maps"] = resolve_segmentation(
         SegmentationConfig(method="static", path=str(tiny_demo / "segmentation.png")), ["demo"], 64)
-    catalog["params:defects"] = dict(params["defects"], output_dir=str(tmp_path / params["defects"]["output_dir"]))
+    catalog["params:defects"] = DefectConfig(**dict(params["defects"],
+                                                    output_dir=str(tmp_path / params["defects"]["output_dir"])))
     catalog["params:benchmark"] = benchmark
     SequentialRunner().run(create_pipeline([]), catalog)
     return catalog, index, splits

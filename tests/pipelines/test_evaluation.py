@@ -16,6 +16,7 @@ from kedro_datasets.pandas import CSVDataset
 from kedro_datasets.text import TextDataset
 from PIL import Image
 
+from segad.config import PlotOptions, ReportOptions
 from segad.detection.map_store import MapStore
 from segad.evaluation.metrics import image_metrics
 from segad.meta.brf import BRFConfig, fit_brf
@@ -160,9 +161,9 @@ def test_pipeline_writes_metrics_plots_and_report(tmp_path):
         "report": TextDataset(filepath=str(out / "report.md")),
         "params:benchmark": MemoryDataset("high_shot"),
         "params:dataset": MemoryDataset({"layout": "demo"}),
-        "params:evaluation.plots": MemoryDataset({"split_seed": None, "histogram_bins": 10, "n_worst": 2,
-                                                  "overlay_method": None, "importance_type": "total_gain"}),
-        "params:evaluation.report": MemoryDataset({"plot_dirs": plot_dirs}),
+        "params:evaluation.plots": MemoryDataset(PlotOptions(split_seed=None, histogram_bins=10, n_worst=2,
+                                                             overlay_method=None, importance_type="total_gain")),
+        "params:evaluation.report": MemoryDataset(ReportOptions(plot_dirs=plot_dirs)),
         "parameters": MemoryDataset({"benchmark": "high_shot", "seeds": list(SEEDS)}),
     })
     SequentialRunner().run(create_pipeline(["patchcore"]), catalog)
@@ -183,7 +184,7 @@ def test_importance_reads_only_this_runs_models(tmp_path):
     index, splits, scores = make_tables()
     _, _, _, _, models = _run_inputs(tmp_path, index, splits, scores)
     labelled = label_test_scores(scores, index, splits)
-    figures, files = plot_feature_importance(models, labelled, {"importance_type": "total_gain"},
+    figures, files = plot_feature_importance(models, labelled, PlotOptions(importance_type="total_gain"),
                                              {"layout": "demo"}, "high_shot")
     assert files == ["importance_patchcore_segad.png"]
     bars = figures[files[0]].axes[0]
@@ -191,9 +192,9 @@ def test_importance_reads_only_this_runs_models(tmp_path):
     assert widths["seg1"] > widths["seg0"]  # the informative feature lives in segment 1
     assert sum(widths.values()) == pytest.approx(1.0)
     models["padim+segad/demo/split_seed_0"] = lambda: pytest.fail("a regime-less file is skipped")
-    assert plot_feature_importance(models, labelled, {}, {"layout": "demo"}, "high_shot")[1] == files
+    assert plot_feature_importance(models, labelled, PlotOptions(), {"layout": "demo"}, "high_shot")[1] == files
     with pytest.raises(ValueError, match="no model of dataset=demo, benchmark=high_shot for method"):
-        plot_feature_importance({}, labelled, {}, {"layout": "demo"}, "high_shot")
+        plot_feature_importance({}, labelled, PlotOptions(), {"layout": "demo"}, "high_shot")
 
 
 def test_label_test_scores_selects_this_runs_regime():

@@ -16,8 +16,11 @@ from segad.detection.map_store import MapStore
 from segad.images import read_image
 from segad.ingestion.layouts import build_index
 from segad.ingestion.splits import SplitConfig, make_splits
+from segad.meta.classifier import ClassifierConfig
 from segad.pipelines.features import create_pipeline
 from segad.segments.columns import is_feature_column
+from segad.segments.features import FeatureConfig
+from segad.segments.segmentation import SegmentationConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 DETECTORS = ["patchcore", "padim"]
@@ -68,8 +71,9 @@ def run_features(tiny_demo, tmp_path, benchmark="high_shot", seeds=(0, 1)):
     catalog["synthetic_index"] = pd.DataFrame(columns=["image_id", "split_seed", "source_image_id", "category",
                                                        "defect_type", "label", "role", "path"])
     segmentation = params["segmentation"]  # method null: the demo layout takes <root>/segmentation.png
-    for key, value in {"segmentation": segmentation, "image_size": SIZE, "classifier": params["classifier"],
-                       "device": "cpu", "features": params["features"],
+    for key, value in {"segmentation": SegmentationConfig(**segmentation), "image_size": SIZE,
+                       "classifier": ClassifierConfig(**params["classifier"]),
+                       "device": "cpu", "features": FeatureConfig(**params["features"]),
                        "dataset": {"layout": "demo", "root": str(tiny_demo)}, "benchmark": benchmark}.items():
         catalog[f"params:{key}"] = value
     for name, dataset in write_maps(index, splits, tmp_path / "maps").items():

@@ -132,12 +132,12 @@ def test_threads_give_identical_statistics_and_name_the_bad_map(per_image):
 def test_feature_config_checks_its_keys_and_values():
     from segad.segments.features import FeatureConfig, default_threads
 
-    assert FeatureConfig.from_params({"batch_size": 8}).kernel_threads == default_threads() >= 1
-    assert FeatureConfig.from_params({"threads": 2}).kernel_threads == 2
-    with pytest.raises(ValueError, match="unknown features parameters \\['thread'\\]"):
-        FeatureConfig.from_params({"thread": 2})
-    with pytest.raises(ValueError, match=">= 1"):
-        FeatureConfig.from_params({"threads": 0})
+    assert FeatureConfig(batch_size=8).kernel_threads == default_threads() >= 1
+    assert FeatureConfig(threads=2).kernel_threads == 2
+    with pytest.raises(ValueError, match="thread\n  Unexpected keyword argument"):
+        FeatureConfig(**{"thread": 2})
+    with pytest.raises(ValueError, match="threads\n  Input should be greater than or equal to 1"):
+        FeatureConfig(threads=0)
 
 
 def test_float64_maps_and_prepared_layout_agree():

@@ -66,7 +66,7 @@ def test_per_image_folder_matches_image_id(tmp_path):
     assert per_image_map_path(tmp_path / "maps", "test/bad/012.JPG") == target
     with pytest.raises(SegmentationError, match="013"):
         per_image_map_path(tmp_path / "maps", "test/bad/013.JPG")
-    config = SegmentationConfig.from_params({"method": "per_image", "folder": str(tmp_path / "maps"), "n_segments": 3})
+    config = SegmentationConfig(**{"method": "per_image", "folder": str(tmp_path / "maps"), "n_segments": 3})
     seg = resolve_segmentation(config, ["c"], 8)
     assert not seg.is_static("c")
     assert seg.labels_for("c", ["test/bad/012.JPG"]).shape == (1, 8, 8)
@@ -96,7 +96,7 @@ def test_auto_map_separates_regions_that_look_different():
 
 def test_resolve_static_and_single_and_dataset_roundtrip(tmp_path):
     Image.fromarray(_labels()).save(tmp_path / "s.png")
-    seg = resolve_segmentation(SegmentationConfig.from_params({"method": "static", "path": str(tmp_path / "s.png")}),
+    seg = resolve_segmentation(SegmentationConfig(**{"method": "static", "path": str(tmp_path / "s.png")}),
                                ["a", "b"], 32)
     assert seg.n_segments == {"a": 3, "b": 3} and seg.labels_for("a", ["x"]).shape == (32, 32)
     ds = SegmentMapsDataset(str(tmp_path / "maps.npz"))
@@ -107,11 +107,11 @@ def test_resolve_static_and_single_and_dataset_roundtrip(tmp_path):
     single = resolve_segmentation(SegmentationConfig(method="single"), ["a"], 8)
     assert single.n_segments == {"a": 1} and not single.static_maps["a"].any()
     with pytest.raises(ValueError, match="method"):
-        SegmentationConfig.from_params({"method": "sam"})
+        SegmentationConfig(**{"method": "sam"})
 
 
 def test_method_follows_from_what_is_given():
-    unset = SegmentationConfig.from_params({"auto_segments": 3})
+    unset = SegmentationConfig(**{"auto_segments": 3})
     assert unset.method is None
     with pytest.raises(ValueError, match="for_dataset"):
         resolve_segmentation(unset, ["a"], 8)
@@ -122,13 +122,13 @@ def test_method_follows_from_what_is_given():
     assert unset.for_dataset("elpv", None).method == "elpv"
     vad = unset.for_dataset("vad", "/data/vad")   # VAD ships no map file: automatic, never the demo's
     assert (vad.method, vad.path, vad.auto_segments) == ("auto", None, 3)
-    given = SegmentationConfig.from_params({"path": "/maps/vad.png"}).for_dataset("vad", "/data/vad")
+    given = SegmentationConfig(**{"path": "/maps/vad.png"}).for_dataset("vad", "/data/vad")
     assert (given.method, given.path) == ("static", "/maps/vad.png")
-    folder = SegmentationConfig.from_params({"folder": "/maps", "n_segments": 2}).for_dataset("visa", "/v")
+    folder = SegmentationConfig(**{"folder": "/maps", "n_segments": 2}).for_dataset("visa", "/v")
     assert folder.method == "per_image"
     with pytest.raises(ValueError, match="n_segments"):  # a folder still needs its segment count
-        SegmentationConfig.from_params({"folder": "/maps"}).for_dataset("visa", "/v")
-    explicit = SegmentationConfig.from_params({"method": "single"})
+        SegmentationConfig(**{"folder": "/maps"}).for_dataset("visa", "/v")
+    explicit = SegmentationConfig(**{"method": "single"})
     assert explicit.for_dataset("demo", "x") is explicit
 
 

@@ -26,6 +26,7 @@ import yaml
 
 from segad import versions
 from segad.evaluation.metrics import METRIC_COLUMNS
+from segad.versions import jsonable
 
 #: Column titles of the results table, as in the papers.
 METRIC_TITLES: dict[str, str] = {"auroc": "AUROC", "fpr95tpr": "FPR@95TPR", "pg2": "PG2", "pb2": "PB2",
@@ -150,20 +151,7 @@ def render_report(metrics: pd.DataFrame, parameters: Mapping, figures: Mapping[s
             out += [f"### {section}", ""]
             out += [f"![{section}: {path}]({path})" for path in paths]
             out += [""]
-    out += ["## Configuration", "", "```yaml", yaml.safe_dump(_plain(parameters), sort_keys=True).rstrip(),
+    out += ["## Configuration", "", "```yaml", yaml.safe_dump(jsonable(parameters), sort_keys=True).rstrip(),
             "```", "", "## Package versions", "", "| package | version |", "|---|---|"]
     out += [f"| {name} | {version} |" for name, version in versions.items()]
     return "\n".join(out) + "\n"
-
-
-def _plain(value):
-    """Parameters as plain YAML-safe types (OmegaConf containers, tuples, numpy scalars)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)

@@ -25,22 +25,27 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 
+from segad.config import PARAMS
 from segad.images import read_image
-from segad.params import known_params
 
 KINDS = {"blur": "synthetic_blur", "rectangle": "synthetic_rectangle"}
 SYNTHETIC_COLUMNS = ("image_id", "split_seed", "source_image_id", "category", "defect_type", "label", "role", "path")
 
 
-@dataclass(frozen=True)
+Range = tuple[Annotated[float, Field(ge=0.0)], Annotated[float, Field(ge=0.0)]]
+
+
+@dataclass(config=PARAMS)
 class DefectConfig:
     """Synthetic defect settings (conf/base/parameters_defects.yml, `defects`).
 
@@ -59,28 +64,22 @@ class DefectConfig:
             `synthetic_images` (both read `synthetic_dir` from conf/<env>/globals.yml).
     """
 
-    per_image: int = 1
-    kinds: tuple[str, ...] = ("blur", "rectangle")
-    blur_sigma: tuple[float, float] = (2.0, 6.0)
-    rect_length: tuple[float, float] = (0.05, 0.3)
-    rect_thickness: tuple[float, float] = (0.005, 0.02)
-    whole_segment_prob: float = 0.5
-    part_size: tuple[float, float] = (0.1, 0.4)
-    max_sources: int | None = None
+    per_image: Annotated[int, Field(ge=1)] = 1
+    kinds: Annotated[tuple[Literal["blur", "rectangle"], ...], Field(min_length=1)] = ("blur", "rectangle")
+    blur_sigma: Range = (2.0, 6.0)
+    rect_length: Range = (0.05, 0.3)
+    rect_thickness: Range = (0.005, 0.02)
+    whole_segment_prob: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    part_size: Range = (0.1, 0.4)
+    max_sources: Annotated[int, Field(ge=1)] | None = None
     seed: int = 0
     output_dir: str = "data/02_intermediate/synthetic"
 
-    @classmethod
-    def from_params(cls, params: Mapping | None) -> DefectConfig:
-        params = known_params(cls, params, "defects")
-        for key in ("kinds", "blur_sigma", "rect_length", "rect_thickness", "part_size"):
-            if key in params:
-                params[key] = tuple(params[key])
-        config = cls(**params)
-        bad = set(config.kinds) - set(KINDS)
-        if bad or not config.kinds:
-            raise ValueError(f"defects.kinds must be a non-empty subset of {sorted(KINDS)}, got {config.kinds}")
-        return config
+    def __post_init__(self) -> None:
+        for name in ("blur_sigma", "rect_length", "rect_thickness", "part_size"):
+            low, high = getattr(self, name)
+            if low > high:
+                raise ValueError(f"defects.{name} must be (min, max), got {(low, high)}")
 
 
 def empty_synthetic_index() -> pd.DataFrame:

@@ -24,13 +24,16 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
+import pydantic.dataclasses
 from PIL import Image, ImageDraw, ImageFilter
+from pydantic import Field
 from tqdm.auto import tqdm
 
+from segad.config import PARAMS
 from segad.files import check_owned, replace_folder
-from segad.params import known_params
 from segad.versions import jsonable
 
 # Segment labels of the static map, in the style of VAD's 7-segment map.
@@ -40,32 +43,29 @@ STRUCTURAL_DEFECTS = ("crack", "burn", "pollution")
 FORMAT_VERSION = 2
 
 
-@dataclass(frozen=True)
+DefectType = Literal["missing_wire", "wire_off_dot", "bent_wire", "misplaced_solder", "crack", "burn", "pollution"]
+Count = Annotated[int, Field(ge=0)]
+
+
+@pydantic.dataclasses.dataclass(config=PARAMS)
 class DemoConfig:
-    """Sizes and randomness of the demo. Counts are images; image_size is pixels (square)."""
+    """Sizes and randomness of the demo (the `demo` params block). Counts are images; image_size
+    is pixels (square); defect types are of LOGICAL_DEFECTS + STRUCTURAL_DEFECTS."""
 
-    n_train_good: int = 200
-    n_train_bad: int = 100
-    n_test_good: int = 100
-    n_test_bad: int = 80
-    n_test_unseen: int = 40
-    image_size: int = 256
+    n_train_good: Count = 200
+    n_train_bad: Count = 100
+    n_test_good: Count = 100
+    n_test_bad: Count = 80
+    n_test_unseen: Count = 40
+    image_size: Annotated[int, Field(gt=0)] = 256
     seed: int = 0
-    seen_defects: tuple[str, ...] = ("missing_wire", "wire_off_dot", "misplaced_solder", "crack", "pollution")
-    unseen_defects: tuple[str, ...] = ("bent_wire", "burn")
-    jitter_px: float = 3.0  # max position jitter of the whole part, in pixels at 256 px
+    seen_defects: tuple[DefectType, ...] = ("missing_wire", "wire_off_dot", "misplaced_solder", "crack", "pollution")
+    unseen_defects: tuple[DefectType, ...] = ("bent_wire", "burn")
+    jitter_px: Annotated[float, Field(ge=0.0)] = 3.0  # max position jitter of the whole part, in pixels at 256 px
 
-    @classmethod
-    def from_params(cls, params: dict | None) -> DemoConfig:
-        params = dict(params or {})
-        for key in ("seen_defects", "unseen_defects"):
-            if key in params:
-                params[key] = tuple(params[key])
-        config = cls(**known_params(cls, params, "demo"))
-        bad = set(config.seen_defects + config.unseen_defects) - set(LOGICAL_DEFECTS + STRUCTURAL_DEFECTS)
-        if bad:
-            raise ValueError(f"unknown demo defect types {sorted(bad)}")
-        return config
+
+#: The demo of conf/base/parameters_ingestion.yml (an immutable default argument).
+DEFAULT_DEMO = DemoConfig()
 
 
 @dataclass
@@ -197,7 +197,7 @@ def demo_plan(config: DemoConfig) -> list[tuple[str, str | None]]:
            for i in range(config.n_test_unseen if config.unseen_defects else 0)]
     )
     counters: dict[str, int] = {}
-    images = []
+    images: list[tuple[str, str | None]] = []
     for folder, defect in plan:
         number = counters[folder] = counters.get(folder, -1) + 1
         images.append((f"{folder}/{number:04d}.png", defect))
@@ -209,7 +209,7 @@ def demo_files(config: DemoConfig) -> list[str]:
     return sorted([image_id for image_id, _ in demo_plan(config)] + ["defects.csv", "manifest.json", "segmentation.png"])
 
 
-def write_demo(root: str | Path, config: DemoConfig = DemoConfig()) -> Path:
+def write_demo(root: str | Path, config: DemoConfig = DEFAULT_DEMO) -> Path:
     """Write the demo under `root` (VAD layout + defects.csv + segmentation.png + manifest.json).
 
     Skips the work when `root/manifest.json` already records the same configuration. Writes only
@@ -267,7 +267,7 @@ def _owned_files(manifest: dict | None) -> list[str] | None:
     if "files" in manifest:
         return list(manifest["files"])
     try:
-        return demo_files(DemoConfig.from_params(manifest["config"]))
+        return demo_files(DemoConfig(**manifest["config"]))
     except (TypeError, ValueError):
         return None
 

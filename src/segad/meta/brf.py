@@ -27,11 +27,14 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 
-from segad.params import known_params
+from segad.config import PARAMS
 from segad.segments.columns import (
     CLASSIFIER,
     CLASSIFIER_COLUMN,
@@ -44,26 +47,47 @@ from segad.segments.columns import (
 SEGAD_SUFFIX = "segad"
 
 
-@dataclass(frozen=True)
-class BRFConfig:
-    """XGBClassifier settings of the BRF (paper values by default)."""
+Share = Annotated[float, Field(gt=0.0, le=1.0)]
 
-    n_estimators: int = 10
-    num_parallel_tree: int = 200
-    max_depth: int = 5
-    learning_rate: float = 0.3
+
+@dataclass(config=PARAMS)
+class BRFConfig:
+    """XGBClassifier settings of the BRF (paper values by default): the `brf.model` params block."""
+
+    n_estimators: Annotated[int, Field(ge=1)] = 10
+    num_parallel_tree: Annotated[int, Field(ge=1)] = 200
+    max_depth: Annotated[int, Field(ge=0)] = 5
+    learning_rate: Annotated[float, Field(gt=0.0)] = 0.3
     objective: str = "binary:logitraw"
-    colsample_bynode: float = 0.6
-    colsample_bytree: float = 0.6
-    subsample: float = 0.6
-    reg_alpha: float = 1.0
+    colsample_bynode: Share = 0.6
+    colsample_bytree: Share = 0.6
+    subsample: Share = 0.6
+    reg_alpha: Annotated[float, Field(ge=0.0)] = 1.0
     tree_method: str = "hist"
     n_jobs: int | None = None
 
     @classmethod
     def from_params(cls, params: Mapping | None) -> BRFConfig:
-        params = known_params(cls, params, "brf")
-        return cls(**params)
+        """`BRFConfig` of a plain ``brf.model`` dict (the bundle stage reads it from ``parameters``)."""
+        return params if isinstance(params, BRFConfig) else cls(**dict(params or {}))
+
+
+#: The paper's settings (an immutable default argument).
+DEFAULT_BRF = BRFConfig()
+
+
+@dataclass(config=PARAMS)
+class BRFParams:
+    """The `brf` params block (conf/base/parameters_brf.yml).
+
+    Attributes:
+        model: the XGBClassifier settings.
+        combinations: SegAD combinations, lists of members (detector names, ``classifier``);
+            None = each detector alone + all detectors together (+ classifier when enabled).
+    """
+
+    model: BRFConfig = DEFAULT_BRF
+    combinations: list[Annotated[list[str], Field(min_length=1)]] | None = None
 
 
 class BRFTrainingError(ValueError):
@@ -138,7 +162,7 @@ def scale_pos_weight(labels: np.ndarray, context: str = "") -> float:
 
 
 def fit_brf(
-    features: np.ndarray, labels: np.ndarray, config: BRFConfig = BRFConfig(), seed: int = 0, context: str = ""
+    features: np.ndarray, labels: np.ndarray, config: BRFConfig = DEFAULT_BRF, seed: int = 0, context: str = ""
 ):
     """Fit the BRF on float (N, F) features (NaN = missing) and labels (N,) in {0, 1}.
 
@@ -177,7 +201,7 @@ def brf_scores(model, features: np.ndarray) -> np.ndarray:
 def run_brf(
     features,
     detectors: Sequence[str],
-    config: BRFConfig = BRFConfig(),
+    config: BRFConfig = DEFAULT_BRF,
     combinations: Sequence[Sequence[str]] | None = None,
     progress=None,
 ):

@@ -23,21 +23,22 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import cast
+from collections.abc import Sequence
+from typing import Annotated, cast
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 
-from segad.params import known_params
+from segad.config import PARAMS
 
 SCORE_COLUMNS = ("image_id", "split_seed", "score")
 TRAIN_ROLES = ("detector_train", "brf_train")
 SCORED_ROLES = ("brf_train", "test")
 
 
-@dataclass(frozen=True)
+@dataclass(config=PARAMS)
 class ClassifierConfig:
     """Settings of the supervised classifier (conf/base/parameters_features.yml, `classifier`)."""
 
@@ -45,20 +46,12 @@ class ClassifierConfig:
     backbone: str = "tf_efficientnet_lite0"
     weights: str = "packaged:efficientnet_lite0"
     pretrained: bool = True
-    train_share: float = 0.8
-    epochs: int = 5
-    batch_size: int = 16
-    learning_rate: float = 3e-4
-    max_steps: int | None = None
+    train_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.8
+    epochs: Annotated[int, Field(ge=1)] = 5
+    batch_size: Annotated[int, Field(ge=1)] = 16
+    learning_rate: Annotated[float, Field(gt=0.0)] = 3e-4
+    max_steps: Annotated[int, Field(ge=1)] | None = None
     cache_dir: str = "data/06_models/backbones"
-
-    @classmethod
-    def from_params(cls, params: Mapping | None) -> ClassifierConfig:
-        params = known_params(cls, params, "classifier")
-        config = cls(**params)
-        if not 0.0 < config.train_share <= 1.0:
-            raise ValueError(f"classifier.train_share must be in (0, 1], got {config.train_share}")
-        return config
 
 
 def empty_scores() -> pd.DataFrame:

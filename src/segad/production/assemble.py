@@ -14,7 +14,7 @@ small operating-point report; it writes nothing.
 
 Example:
     >>> from segad.production.assemble import BundleOptions
-    >>> BundleOptions.from_params({"max_miss_rate": 0.05}).oof_folds
+    >>> BundleOptions(max_miss_rate=0.05).oof_folds
     5
 """
 
@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
+import pydantic
+from pydantic import Field
 
+from segad.config import PARAMS
 from segad.meta.brf import BRFConfig, method_name, model_key, select_run
-from segad.params import known_params
 from segad.production.inputs import input_spec_from_paths
 from segad.production.operating_point import OperatingPoint, choose_operating_point, out_of_fold_scores
 from segad.segments.columns import CLASSIFIER
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 TRAINING_ROLES = ("detector_train", "brf_train")
 
 
-@dataclass(frozen=True)
+@pydantic.dataclasses.dataclass(config=PARAMS)
 class BundleOptions:
     """The ``bundle`` parameters (conf/base/parameters_bundle.yml).
 
@@ -57,14 +58,10 @@ class BundleOptions:
 
     split_seed: int | None = None
     category: str | None = None
-    detectors: Sequence[str] | None = None
-    max_miss_rate: float = 0.02
-    oof_folds: int = 5
-    segment_names: Mapping | None = None
-
-    @classmethod
-    def from_params(cls, params: Mapping | None) -> BundleOptions:
-        return cls(**known_params(cls, params, "bundle"))
+    detectors: list[str] | None = None
+    max_miss_rate: Annotated[float, Field(gt=0, lt=1)] = 0.02
+    oof_folds: Annotated[int, Field(ge=2)] = 5
+    segment_names: dict[int, str] | None = None
 
 
 def assemble_bundle(
@@ -81,7 +78,7 @@ def assemble_bundle(
     seeds: Sequence[int],
     image_size: int,
     detectors: Sequence[str],
-    brf_params: Mapping | None,
+    brf_model: BRFConfig,
     options: BundleOptions,
     recorded: Mapping[str, Any],
 ) -> tuple[dict, dict]:
@@ -94,7 +91,7 @@ def assemble_bundle(
         map_indexes: detector -> its map index (rows image_id, split_seed, model_key, ...).
         detector_stores: detector -> folder of its fitted detectors (one sub-folder per model_key).
         dataset, benchmark, seeds, image_size, detectors: the run's parameters of those names.
-        brf_params: the ``brf`` parameters (its ``model`` block configures the out-of-fold BRFs).
+        brf_model: the BRF settings (``brf.model``) of the out-of-fold BRFs.
         options: the ``bundle`` parameters.
         recorded: run parameters stored in the manifest's ``config.parameters``.
     Raises:
@@ -117,7 +114,7 @@ def assemble_bundle(
 
     table = select_run(features, image_index, dataset, seeds, run_detectors, benchmark)
     rows = table[(table["category"] == category) & (table["split_seed"] == seed) & (table["role"] == "brf_train")]
-    op = _operating_point(rows, columns, BRFConfig.from_params((brf_params or {}).get("model", {})),
+    op = _operating_point(rows, columns, brf_model,
                           seed, category, options)
     log.info("operating point %s: threshold %.4f rejects at least %.1f%% of bad parts; expected pass "
              "rate of good parts %.1f%% (on %d good / %d bad held-out rows)", method, op.threshold,

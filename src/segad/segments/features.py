@@ -45,33 +45,29 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
+import pydantic.dataclasses
+from pydantic import Field
 
-from segad.params import known_params
+from segad.config import PARAMS
 from segad.segments.columns import feature_columns
 
 QUANTILE: float = 0.995
 
 
-@dataclass(frozen=True)
+@pydantic.dataclasses.dataclass(config=PARAMS)
 class FeatureConfig:
     """Settings of the features stage (conf/base/parameters_features.yml, `features`).
 
     Attributes:
-        batch_size: maps held in memory at once per detector (peak memory is flat in N).
-        threads: threads of the statistics kernel; None = every CPU this process may use.
+        batch_size: maps held in memory at once per detector (peak memory is flat in N), >= 1.
+        threads: threads of the statistics kernel, >= 1; None = every CPU this process may use.
     """
 
-    batch_size: int = 64
-    threads: int | None = None
-
-    @classmethod
-    def from_params(cls, params: Mapping | None) -> FeatureConfig:
-        config = cls(**known_params(cls, params, "features"))
-        if config.batch_size < 1 or (config.threads is not None and config.threads < 1):
-            raise ValueError(f"features.batch_size and features.threads must be >= 1, got {config}")
-        return config
+    batch_size: Annotated[int, Field(ge=1)] = 64
+    threads: Annotated[int, Field(ge=1)] | None = None
 
     @property
     def kernel_threads(self) -> int:

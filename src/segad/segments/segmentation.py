@@ -33,16 +33,21 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal, get_args
 
 import numpy as np
+import pydantic.dataclasses
 from PIL import Image
+from pydantic import Field
 
-from segad.params import known_params
+from segad.config import PARAMS
 
-METHODS = ("static", "per_image", "elpv", "auto", "single")
+Method = Literal["static", "per_image", "elpv", "auto", "single"]
+METHODS: tuple[str, ...] = get_args(Method)
 ELPV_SEGMENTS = {0: "interior", 1: "busbars", 2: "border", 3: "corners"}
 # Busbar centre rows of a 300 x 300 ELPV cell, measured on the installed dataset: 3-busbar cells
 # (93 % of mono, 75 % of poly cells) have dark rows within +-8 px of 50, 150, 248; docs/features.md.
@@ -56,37 +61,32 @@ class SegmentationError(ValueError):
     """A segment map is missing, unreadable or inconsistent; the message names the file."""
 
 
-@dataclass(frozen=True)
+@pydantic.dataclasses.dataclass(config=PARAMS)
 class SegmentationConfig:
-    """Where segment maps come from (see the module docstring); built from `segmentation` params."""
+    """Where segment maps come from (see the module docstring); the `segmentation` params block."""
 
-    method: str | None = None
-    path: str | Mapping[str, str] | None = None
+    method: Method | None = None
+    path: str | dict[str, str] | None = None
     folder: str | None = None
-    n_segments: int | None = None
-    auto_segments: int = 4
-    auto_max_images: int = 64
+    n_segments: Annotated[int, Field(ge=1)] | None = None
+    auto_segments: Annotated[int, Field(ge=1)] = 4
+    auto_max_images: Annotated[int, Field(ge=1)] = 64
     seed: int = 0
-    overlay_images: int = 4
+    overlay_images: Annotated[int, Field(ge=0)] = 4
 
-    @classmethod
-    def from_params(cls, params: Mapping | None) -> SegmentationConfig:
-        params = known_params(cls, params, "segmentation")
-        config = cls(**params)
-        if config.method is None:
-            return config  # chosen by `for_dataset` from what is given
-        if config.method not in METHODS:
-            raise ValueError(f"segmentation.method must be one of {METHODS}, got {config.method!r}")
-        if config.method == "static" and not config.path:
+    def __post_init__(self) -> None:
+        # method None: chosen by `for_dataset` from what is given
+        if self.method == "static" and not self.path:
             raise ValueError("segmentation.method 'static' needs segmentation.path")
-        if config.method == "per_image" and (not config.folder or not config.n_segments):
+        if self.method == "per_image" and (not self.folder or not self.n_segments):
             raise ValueError("segmentation.method 'per_image' needs segmentation.folder and n_segments")
-        return config
 
     def for_dataset(self, layout: str, root: str | None) -> SegmentationConfig:
         """This config with its method chosen when it is None (see the module docstring)."""
         if self.method is not None:
             return self
+        method: Method
+        path: str | dict[str, str] | None
         if self.path:
             method, path = "static", self.path
         elif self.folder:
@@ -99,7 +99,7 @@ class SegmentationConfig:
             method, path = "elpv", None
         else:
             method, path = "auto", None
-        return SegmentationConfig.from_params({**asdict(self), "method": method, "path": path})
+        return dataclasses.replace(self, method=method, path=path)
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,12 +7,12 @@ import logging
 import pandas as pd
 from tqdm.auto import tqdm
 
-from segad.meta.brf import BRFConfig, model_key, run_brf, select_run
+from segad.meta.brf import BRFParams, model_key, run_brf, select_run
 
 log = logging.getLogger(__name__)
 
 
-def train_brf(features: pd.DataFrame, image_index: pd.DataFrame, params: dict, dataset: dict, seeds: list[int],
+def train_brf(features: pd.DataFrame, image_index: pd.DataFrame, config: BRFParams, dataset: dict, seeds: list[int],
               benchmark: str, detectors: list[str]) -> tuple[dict, pd.DataFrame]:
     """Fit the BRFs of this run.
 
@@ -23,12 +23,7 @@ def train_brf(features: pd.DataFrame, image_index: pd.DataFrame, params: dict, d
         dataset and benchmark, so saving replaces only this regime's scores).
     """
     table = select_run(features, image_index, dataset, seeds, detectors, benchmark)
-    params = dict(params)
-    combinations = params.pop("combinations", None)
-    config = BRFConfig.from_params(params.pop("model", {}))
-    if params:
-        raise ValueError(f"unknown brf parameters {sorted(params)}")
-    models, scores = run_brf(table, detectors, config, combinations,
+    models, scores = run_brf(table, detectors, config.model, config.combinations,
                              progress=lambda it: tqdm(it, desc="brf (category, split_seed)", unit="fit"))
     layout = str(dataset["layout"])
     keyed = {}

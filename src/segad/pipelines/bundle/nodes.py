@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from segad.meta.brf import BRFParams
 from segad.production.assemble import BundleOptions, assemble_bundle
 from segad.segments.segmentation import Segmentation
+from segad.versions import jsonable
 
 
 def build_bundle(
@@ -16,13 +18,13 @@ def build_bundle(
     splits: pd.DataFrame,
     segment_maps: Segmentation,
     brf_models: dict,
-    bundle: dict,
+    bundle: BundleOptions,
     dataset: dict,
     benchmark: str,
     seeds: list[int],
     image_size: int,
     detectors: list[str],
-    brf: dict,
+    brf: BRFParams,
     split: dict,
     defects: dict,
     anomaly_maps: dict,
@@ -36,13 +38,13 @@ def build_bundle(
     folder of fitted detectors) per run detector. The parameters of the stages that produced the
     bundle are recorded in its manifest (``config.parameters``).
     """
-    recorded = {"dataset": dataset, "benchmark": benchmark, "seeds": seeds, "image_size": image_size,
-                "detectors": detectors, "split": split, "defects": defects, "anomaly_maps": anomaly_maps,
-                "segmentation": segmentation, "features": feature_params, "brf": brf, "bundle": bundle}
+    recorded = jsonable({"dataset": dataset, "benchmark": benchmark, "seeds": seeds, "image_size": image_size,
+                      "detectors": detectors, "split": split, "defects": defects, "anomaly_maps": anomaly_maps,
+                      "segmentation": segmentation, "features": feature_params, "brf": brf, "bundle": bundle})
     handles = {kind: {key.removesuffix(f"__{kind}"): value for key, value in detector_handles.items()
                       if key.endswith(f"__{kind}")} for kind in ("map_index", "detector_store")}
     return assemble_bundle(
         features, image_index, splits, segment_maps, brf_models,
         handles["map_index"], {name: Path(folder) for name, folder in handles["detector_store"].items()},
         dataset=dataset, benchmark=benchmark, seeds=seeds, image_size=image_size, detectors=detectors,
-        brf_params=brf, options=BundleOptions.from_params(bundle), recorded=recorded)
+        brf_model=brf.model, options=bundle, recorded=recorded)

@@ -13,13 +13,12 @@ log = logging.getLogger(__name__)
 
 
 def make_synthetic_defects(
-    image_index: pd.DataFrame, splits: pd.DataFrame, segmentation: Segmentation, params: dict, benchmark: str
+    image_index: pd.DataFrame, splits: pd.DataFrame, segmentation: Segmentation, config: DefectConfig, benchmark: str
 ) -> tuple[pd.DataFrame, dict]:
     """For benchmark one_class: synthetic_index and the images to write (lazily); else empty."""
     if benchmark != "one_class":
         log.info("benchmark %s: no synthetic defects (real bad training images)", benchmark)
         return empty_synthetic_index(), {}
-    config = DefectConfig.from_params(params)
 
     def labels_for(category: str, image_id: str):
         labels = segmentation.labels_for(category, [image_id])

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
+from segad.config import PlotOptions, ReportOptions
 from segad.evaluation.metrics import COUNT_COLUMNS, METRIC_COLUMNS, aggregate_over_seeds, image_metrics
 from segad.evaluation.plots import (
     feature_importance_figure,
@@ -19,6 +20,7 @@ from segad.evaluation.plots import (
 from segad.evaluation.report import method_order, package_versions, render_report
 from segad.images import read_image
 from segad.meta.brf import parse_model_key
+from segad.versions import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -148,15 +150,15 @@ def plot_roc_curves(test_scores: pd.DataFrame) -> tuple[dict, list[str]]:
     return figures, list(figures)
 
 
-def plot_score_histograms(test_scores: pd.DataFrame, options: Mapping) -> tuple[dict, list[str]]:
+def plot_score_histograms(test_scores: pd.DataFrame, options: PlotOptions) -> tuple[dict, list[str]]:
     """Score histograms (good / seen bad / unseen bad) per category -> (figures, file names)."""
     figures = {f"histogram{suffix}.png": score_histogram_figure(
-        rows, split_seed=options.get("split_seed"), bins=int(options.get("histogram_bins", 30)),
+        rows, split_seed=options.split_seed, bins=options.histogram_bins,
         title=str(category)) for category, suffix, rows in _per_category(test_scores)}
     return figures, list(figures)
 
 
-def plot_feature_importance(brf_models: Mapping, test_scores: pd.DataFrame, options: Mapping,
+def plot_feature_importance(brf_models: Mapping, test_scores: pd.DataFrame, options: PlotOptions,
                             dataset: Mapping, benchmark: str) -> tuple[dict, list[str]]:
     """Importance figures, one per SegAD combination of this run -> (figures, file names).
 
@@ -166,7 +168,7 @@ def plot_feature_importance(brf_models: Mapping, test_scores: pd.DataFrame, opti
     are read, since the folder keeps models of other runs. Importance = the feature's share of
     each model's total ``importance_type``, averaged over categories and seeds.
     """
-    importance_type = str(options.get("importance_type", "total_gain"))
+    importance_type = options.importance_type
     methods = {m for m in test_scores["method"].unique() if m.endswith("+segad")}
     categories = set(test_scores["category"].astype(str))
     seeds = set(int(s) for s in test_scores["split_seed"].unique())
@@ -197,23 +199,23 @@ def plot_feature_importance(brf_models: Mapping, test_scores: pd.DataFrame, opti
     return figures, list(figures)
 
 
-def plot_overlays(test_scores: pd.DataFrame, image_index: pd.DataFrame, segmentation, options: Mapping,
+def plot_overlays(test_scores: pd.DataFrame, image_index: pd.DataFrame, segmentation, options: PlotOptions,
                   **maps) -> tuple[dict, list[str]]:
     """Worst false negatives / positives of one method per category, with segments and raw maps.
 
     ``maps`` holds ``<detector>__map_index`` (DataFrame) and ``<detector>__map_store``
-    (`segad.detection.map_store.MapStore`) for every detector. The method is ``options['overlay_method']``
-    or, when null, the largest SegAD combination; the seed is ``options['split_seed']`` or the
-    smallest; ``options['n_worst']`` cases of each kind.
+    (`segad.detection.map_store.MapStore`) for every detector. The method is ``options.overlay_method``
+    or, when null, the largest SegAD combination; the seed is ``options.split_seed`` or the
+    smallest; ``options.n_worst`` cases of each kind.
     """
     detectors = [k.removesuffix("__map_index") for k in maps if k.endswith("__map_index")]
     methods = method_order(list(test_scores["method"].unique()))
-    method = options.get("overlay_method") or methods[-1]
+    method = options.overlay_method or methods[-1]
     if method not in methods:
         raise ValueError(f"evaluation.plots.overlay_method {method!r} is not among the scored methods {methods}")
     seeds = sorted(int(s) for s in test_scores["split_seed"].unique())
-    seed = int(options["split_seed"]) if options.get("split_seed") is not None else seeds[0]
-    n_worst = int(options.get("n_worst", 3))
+    seed = options.split_seed if options.split_seed is not None else seeds[0]
+    n_worst = options.n_worst
     paths = image_index.set_index("image_id")["path"]
     keys = {d: maps[f"{d}__map_index"].set_index(["image_id", "split_seed"])["map_key"] for d in detectors}
     figures = {}
@@ -241,18 +243,22 @@ def plot_overlays(test_scores: pd.DataFrame, image_index: pd.DataFrame, segmenta
     return figures, list(figures)
 
 
-def write_report(metrics: pd.DataFrame, parameters: Mapping, options: Mapping,
+def write_report(metrics: pd.DataFrame, parameters: Mapping, options: ReportOptions,
                  **plot_files: list[str]) -> str:
-    """report.md text; ``plot_files`` maps a plot dataset key (as in ``options['plot_dirs']``) to file names."""
-    plot_dirs = options["plot_dirs"]
-    titles = options.get("plot_titles", {})
+    """report.md text; ``plot_files`` maps a plot dataset key (as in ``options.plot_dirs``) to file names.
+
+    ``parameters`` (the whole tree, printed in the report) may hold typed parameter blocks; they
+    are printed as plain values.
+    """
+    plot_dirs = options.plot_dirs
+    titles = options.plot_titles
     figures = {}
     for key, files in plot_files.items():
         if key not in plot_dirs:
             raise KeyError(f"evaluation.report.plot_dirs has no folder for plot set {key!r}")
         figures[titles.get(key, key)] = [f"{plot_dirs[key]}/{name}" for name in files]
-    return render_report(metrics, parameters=parameters, figures=figures, versions=package_versions(),
-                         title=str(options.get("title", "SegAD evaluation report")))
+    return render_report(metrics, parameters=jsonable(parameters), figures=figures, versions=package_versions(),
+                         title=options.title)
 
 
 def keep_by_regime(metrics: pd.DataFrame, report: str, dataset: Mapping, benchmark: str) -> tuple[dict, dict]:

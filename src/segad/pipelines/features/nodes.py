@@ -17,9 +17,9 @@ from segad.segments.segmentation import Segmentation, SegmentationConfig, overla
 log = logging.getLogger(__name__)
 
 
-def build_segmentation(image_index: pd.DataFrame, params: dict, image_size: int, dataset: dict) -> Segmentation:
+def build_segmentation(image_index: pd.DataFrame, given: SegmentationConfig, image_size: int,
+                       dataset: dict) -> Segmentation:
     """Segment maps of every category at map resolution (auto: from good `train` images only)."""
-    given = SegmentationConfig.from_params(params)
     config = given.for_dataset(dataset["layout"], dataset.get("root"))
     if given.method is None and config.method == "auto":
         log.warning("no segment map given for dataset %r: automatic k-means map with %d segments; set "
@@ -33,9 +33,8 @@ def build_segmentation(image_index: pd.DataFrame, params: dict, image_size: int,
     return segmentation
 
 
-def segmentation_overlays(image_index: pd.DataFrame, segmentation: Segmentation, params: dict) -> dict:
+def segmentation_overlays(image_index: pd.DataFrame, segmentation: Segmentation, config: SegmentationConfig) -> dict:
     """A few images per category with their segments drawn over them, as figures."""
-    config = SegmentationConfig.from_params(params)
     figures = {}
     for category, rows in image_index.sort_values("image_id").groupby("category"):
         picked = pd.concat([rows[rows["label"] == 0].head(config.overlay_images // 2 or 1),
@@ -54,9 +53,8 @@ def segmentation_overlays(image_index: pd.DataFrame, segmentation: Segmentation,
 
 
 def train_classifier(image_index: pd.DataFrame, splits: pd.DataFrame, synthetic_index: pd.DataFrame,
-                     params: dict, image_size: int, device: str) -> pd.DataFrame:
+                     config: ClassifierConfig, image_size: int, device: str) -> pd.DataFrame:
     """Supervised classifier scores (image_id, split_seed, score); empty when disabled."""
-    config = ClassifierConfig.from_params(params)
     if not config.enabled:
         return empty_scores()
     return _classifier_scores(image_index, splits, synthetic_index, config, image_size, device)
@@ -68,7 +66,7 @@ def compute_features(
     synthetic_index: pd.DataFrame,
     segmentation: Segmentation,
     classifier_scores: pd.DataFrame,
-    params: dict,
+    config: FeatureConfig,
     dataset: dict,
     benchmark: str,
     **maps,
@@ -79,7 +77,6 @@ def compute_features(
     order of the `detectors` list.
     """
     detectors = [k[: -len("__map_index")] for k in maps if k.endswith("__map_index")]
-    config = FeatureConfig.from_params(params)
     rows = feature_rows(image_index, splits, synthetic_index)
     use_classifier = classifier_scores is not None and len(classifier_scores) > 0
     table = build_feature_table(

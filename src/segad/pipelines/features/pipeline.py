@@ -24,7 +24,7 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
         node(compute_features,
              {"image_index": "image_index", "splits": "splits", "synthetic_index": "synthetic_index",
               "segmentation": "segment_maps", "classifier_scores": "classifier_scores",
-              "params": "params:features", "dataset": "params:dataset",
+              "config": "params:features", "dataset": "params:dataset",
               "benchmark": "params:benchmark", **maps},
              "features", name="compute_features"),
     ])

@@ -12,14 +12,15 @@ from segad.ingestion.layouts import build_index
 log = logging.getLogger(__name__)
 
 
-def ingest(dataset: dict, demo: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+def ingest(dataset: dict, demo: DemoConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read `dataset.root` in `dataset.layout` into (image_index, ingestion_problems).
 
     For layout `demo` the demo is first written to `dataset.root` (skipped when the folder already
-    holds the same demo configuration).
+    holds the same demo configuration). ``dataset`` stays a plain dict (the split and bundle stages
+    read it too); it is checked with the run configuration (`segad.config.RunConfig`).
     """
     if dataset["layout"] == "demo":
-        write_demo(dataset["root"], DemoConfig.from_params(demo))
+        write_demo(dataset["root"], demo)
     options = dict(dataset.get("options") or {})
     index, problems = build_index(
         dataset["layout"], dataset.get("root"), dataset.get("category"),

@@ -1,0 +1,143 @@
+"""Typed parameter blocks: the run configuration and the options of the evaluation stage.
+
+Every block of conf/<env>/parameters*.yml that a node reads as ``params:<block>`` is a frozen
+pydantic dataclass built with `PARAMS` (``extra="forbid"``): a key that the class lacks fails
+naming the key, and a value of the wrong type fails naming its field. The Kedro project builds
+them before any node runs (a node input type-hinted with such a class is converted by Kedro;
+`RunConfig` is built by `segad.hooks.RunConfigHooks`); the library itself takes the instances.
+
+Example (runs as is)::
+
+    >>> from segad.config import ParameterError, RunConfig
+    >>> run = RunConfig.from_parameters({"dataset": {"layout": "demo", "root": "data/01_raw/demo"},
+    ...                                  "benchmark": "high_shot", "seeds": [0, 1], "image_size": 256,
+    ...                                  "device": "cpu", "detectors": ["patchcore"],
+    ...                                  "anomaly_maps": {"patchcore": {}}})
+    >>> run.detectors, run.dataset.layout
+    (['patchcore'], 'demo')
+    >>> try:
+    ...     RunConfig.from_parameters({**run.as_parameters(), "image_sise": 128})
+    ... except ParameterError as error:
+    ...     print(str(error).split(";")[0])
+    unknown top-level parameter(s) ['image_sise']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, ValidationError
+from pydantic.dataclasses import dataclass
+
+from segad.versions import jsonable
+
+#: The configuration of every parameter class: unknown keys fail, instances are immutable.
+PARAMS = ConfigDict(extra="forbid", frozen=True)
+
+#: Dataset layouts (segad.ingestion.layouts.LAYOUTS) and benchmark regimes
+#: (segad.ingestion.splits.BENCHMARKS); tests/test_config.py keeps them equal.
+Layout = Literal["demo", "vad", "visa", "sensum", "mvtec", "elpv"]
+Benchmark = Literal["one_class", "high_shot", "low_shot", "visa_supervised", "kfold"]
+Device = Literal["auto", "cpu", "cuda"]
+
+#: Top-level parameter blocks of the stages (each checked by the class of the node that reads it).
+STAGE_BLOCKS = ("anomaly_maps", "brf", "bundle", "classifier", "defects", "demo", "evaluation", "features",
+                "score", "segmentation", "split")
+
+
+class ParameterError(ValueError):
+    """The run's parameters do not form a valid run configuration; the message names the keys."""
+
+
+@dataclass(config=PARAMS)
+class DatasetConfig:
+    """The `dataset` block (conf/base/parameters.yml): which images, in which layout."""
+
+    layout: Layout = "demo"
+    root: str | None = None
+    category: str | list[str] | None = None
+    on_bad_image: Literal["fail", "skip"] = "fail"
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(config=PARAMS)
+class RunConfig:
+    """What one run is: the dataset, the regime and its seeds, the detectors, map size and device.
+
+    These are the top-level keys of conf/base/parameters.yml. ``detectors`` is structural: the
+    pipeline registry makes one namespaced anomaly_maps pipeline per name, so every name needs
+    its ``anomaly_maps.<name>`` block.
+    """
+
+    dataset: DatasetConfig
+    benchmark: Benchmark
+    seeds: Annotated[list[int], Field(min_length=1)]
+    detectors: Annotated[list[str], Field(min_length=1)]
+    image_size: Annotated[int, Field(gt=0)]
+    device: Device = "auto"
+
+    def __post_init__(self) -> None:
+        for name, values in (("seeds", self.seeds), ("detectors", self.detectors)):
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} must not repeat a value, got {values}")
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any]) -> RunConfig:
+        """The run configuration of a whole parameter tree (the session's ``parameters``).
+
+        Raises `ParameterError` naming every unknown top-level key, every invalid run key and
+        every detector without its ``anomaly_maps.<name>`` block.
+        """
+        run_keys = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(parameters) - set(run_keys) - set(STAGE_BLOCKS))
+        if unknown:
+            raise ParameterError(f"unknown top-level parameter(s) {unknown}; the known ones are "
+                                 f"{sorted([*run_keys, *STAGE_BLOCKS])}")
+        try:
+            run = cls(**{key: parameters[key] for key in run_keys if key in parameters})
+        except ValidationError as error:
+            raise ParameterError(describe(error, "")) from error
+        blocks = parameters.get("anomaly_maps") or {}
+        missing = [name for name in run.detectors if name not in blocks]
+        if missing:
+            raise ParameterError(f"detectors {missing} have no anomaly_maps.<name> block; "
+                                 f"configured detectors: {sorted(blocks)}")
+        return run
+
+    def as_parameters(self) -> dict[str, Any]:
+        """The run keys as plain parameters (the inverse of `from_parameters` for these keys)."""
+        return jsonable(self)
+
+
+@dataclass(config=PARAMS)
+class PlotOptions:
+    """The `evaluation.plots` block (conf/base/parameters_evaluation.yml)."""
+
+    split_seed: int | None = None
+    histogram_bins: Annotated[int, Field(gt=0)] = 30
+    overlay_method: str | None = None
+    n_worst: Annotated[int, Field(ge=0)] = 3
+    importance_type: Literal["weight", "gain", "cover", "total_gain", "total_cover"] = "total_gain"
+
+
+@dataclass(config=PARAMS)
+class ReportOptions:
+    """The `evaluation.report` block: the report title and, per plot dataset, its folder and heading."""
+
+    plot_dirs: dict[str, str]
+    title: str = "SegAD evaluation report"
+    plot_titles: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def describe(error: ValidationError, section: str) -> str:
+    """One line per pydantic error: ``<section>.<field>: <message> (got <value>)``."""
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in (section, *item["loc"]) if part != "")
+        value = "" if item["type"] == "missing" else f" (got {item['input']!r})"
+        lines.append(f"{where or section or 'parameters'}: {item['msg']}{value}")
+    return "; ".join(lines)
+
+

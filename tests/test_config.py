@@ -1,0 +1,164 @@
+"""Typed parameters: every block a node reads is checked by Kedro before any node runs, and the run
+configuration (`segad.config.RunConfig`) by `segad.hooks.RunConfigHooks`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import get_args
+
+import pytest
+import yaml
+from kedro.config import OmegaConfigLoader
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.validation import ParameterValidationError, ParameterValidator
+
+from segad.config import (
+    STAGE_BLOCKS,
+    Benchmark,
+    DatasetConfig,
+    Layout,
+    ParameterError,
+    PlotOptions,
+    ReportOptions,
+    RunConfig,
+    plain,
+)
+from segad.ingestion.defects import DefectConfig
+from segad.ingestion.demo import LOGICAL_DEFECTS, STRUCTURAL_DEFECTS, DefectType, DemoConfig
+from segad.ingestion.layouts import LAYOUTS
+from segad.ingestion.splits import BENCHMARKS
+from segad.meta.brf import BRFConfig, BRFParams
+from segad.meta.classifier import ClassifierConfig
+from segad.segments.features import FeatureConfig
+from segad.segments.segmentation import SegmentationConfig
+from tests.conftest import PROJECT_ROOT, TINY_DEMO
+
+#: The parameter class of each block a node of this project reads typed.
+TYPED = {"demo": DemoConfig, "defects": DefectConfig, "segmentation": SegmentationConfig,
+         "classifier": ClassifierConfig, "features": FeatureConfig, "brf": BRFParams,
+         "evaluation.plots": PlotOptions, "evaluation.report": ReportOptions}
+
+
+def project_parameters(env: str = "local") -> dict:
+    loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="local", env=env)
+    return loader["parameters"]
+
+
+def test_literal_values_follow_the_library_constants():
+    assert get_args(Layout) == LAYOUTS
+    assert get_args(Benchmark) == BENCHMARKS
+    assert set(get_args(DefectType)) == set(LOGICAL_DEFECTS + STRUCTURAL_DEFECTS)
+
+
+@pytest.mark.parametrize("env", ["local", "elpv"])
+def test_every_environment_is_a_valid_run_configuration(env):
+    parameters = project_parameters(env)
+    run = RunConfig.from_parameters(parameters)
+    assert run.detectors == parameters["detectors"] and isinstance(run.dataset, DatasetConfig)
+    assert set(parameters) <= {*run.as_parameters(), *STAGE_BLOCKS}
+
+
+def test_kedro_finds_and_builds_every_typed_block_of_the_registered_pipelines(monkeypatch):
+    from segad.pipeline_registry import register_pipelines, use_detectors
+
+    monkeypatch.chdir(PROJECT_ROOT)
+    use_detectors(None)
+    validator = ParameterValidator(register_pipelines())
+    assert validator.type_extractor.extract_types_from_pipelines() == TYPED
+    typed = validator.validate_raw_params(project_parameters())
+    assert isinstance(typed["brf"].model, BRFConfig) and typed["brf"].combinations is None
+    assert isinstance(typed["evaluation"]["plots"], PlotOptions)
+    assert isinstance(typed["dataset"], dict)  # the split and bundle stages read it as a dict
+    assert typed["demo"].seen_defects == tuple(project_parameters()["demo"]["seen_defects"])
+    assert plain(typed) == plain(validator.validate_raw_params(plain(typed)))
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    ({"features": {"thread": 2}}, r"'features'.*\n.*thread\n  Unexpected keyword argument"),
+    ({"features": {"batch_size": "many"}}, r"'features'.*\n.*batch_size\n  Input should be a valid integer"),
+    ({"brf": {"model": {"max_depht": 3}}}, r"'brf'.*\n.*model\.max_depht\n  Unexpected keyword argument"),
+    ({"defects": {"kinds": ["scratch"]}}, r"'defects'.*\n.*kinds\.0\n  Input should be 'blur' or 'rectangle'"),
+    ({"evaluation": {"plots": {"n_wrost": 2}, "report": {"plot_dirs": {}}}}, r"'evaluation.plots'.*\n.*n_wrost"),
+])
+def test_a_typo_in_a_typed_block_fails_naming_the_block_and_the_key(monkeypatch, change, named):
+    from segad.pipeline_registry import register_pipelines, use_detectors
+
+    monkeypatch.chdir(PROJECT_ROOT)
+    use_detectors(None)
+    with pytest.raises(ParameterValidationError, match=named):
+        ParameterValidator(register_pipelines()).validate_raw_params({**project_parameters(), **change})
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    ({"image_sise": 128}, r"unknown top-level parameter\(s\) \['image_sise'\]"),
+    ({"benchmark": "hihg_shot"}, r"benchmark: Input should be 'one_class', .* \(got 'hihg_shot'\)"),
+    ({"seeds": ["a"]}, r"seeds\.0: Input should be a valid integer"),
+    ({"seeds": []}, r"seeds: List should have at least 1 item"),
+    ({"seeds": [0, 0]}, r"seeds must not repeat a value"),
+    ({"image_size": 0}, r"image_size: Input should be greater than 0"),
+    ({"device": "gpu"}, r"device: Input should be 'auto', 'cpu' or 'cuda'"),
+    ({"dataset": {"layuot": "demo"}}, r"dataset\.layuot: Unexpected keyword argument"),
+    ({"dataset": {"layout": "vda"}}, r"dataset\.layout: Input should be 'demo', 'vad'"),
+    ({"detectors": ["patchcroe"]}, r"detectors \['patchcroe'\] have no anomaly_maps.<name> block"),
+])
+def test_a_wrong_run_key_fails_naming_the_key(change, named):
+    with pytest.raises(ParameterError, match=named):
+        RunConfig.from_parameters({**project_parameters(), **change})
+
+
+def test_the_parameters_tree_reaches_nodes_as_plain_values():
+    from segad.hooks import RunConfigHooks
+
+    typed = {"brf": BRFParams(), "evaluation": {"plots": PlotOptions()}, "seeds": [0]}
+    catalog = DataCatalog({"parameters": MemoryDataset(typed)})
+    RunConfigHooks().after_catalog_created(catalog=catalog, parameters={"parameters": typed})
+    tree = catalog.load("parameters")
+    assert tree["brf"]["model"]["max_depth"] == 5 and tree["brf"]["combinations"] is None
+    assert tree["evaluation"]["plots"]["importance_type"] == "total_gain" and tree["seeds"] == [0]
+    assert yaml.safe_load(yaml.safe_dump(tree)) == tree
+
+
+def test_the_project_settings_register_the_run_config_hooks():
+    from segad import settings
+    from segad.hooks import RunConfigHooks
+
+    assert any(isinstance(hook, RunConfigHooks) for hook in settings.HOOKS)
+
+
+def kedro_project(root: Path) -> Path:
+    """A copy of this project's conf/base in `root` (the segad package comes from PYTHONPATH) with an
+    environment `two` that runs one detector, padim, on a tiny demo."""
+    (root / "src").mkdir(parents=True)
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", root / "pyproject.toml")
+    shutil.copytree(PROJECT_ROOT / "conf" / "base", root / "conf" / "base")
+    (root / "conf" / "local").mkdir()
+    (root / "conf" / "two").mkdir()
+    demo = plain(TINY_DEMO)
+    (root / "conf" / "two" / "parameters.yml").write_text(yaml.safe_dump(
+        {"detectors": ["padim"], "seeds": [0], "image_size": 32, "device": "cpu", "demo": demo}))
+    return root
+
+
+def project_env() -> dict:
+    src = str(Path(sys.modules["segad"].__file__).resolve().parents[1])
+    return {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
+            "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+
+
+def test_kedro_run_stops_on_a_typo_before_any_node_runs(tmp_path):
+    project = kedro_project(tmp_path / "project")
+    for args, named in [
+        (["--params", "image_sise=128"], "Error: Parameter validation failed (environment two): unknown "
+                                         "top-level parameter(s) ['image_sise']"),
+        (["--params", "features.thread=2", "--pipelines", "features"], "thread"),
+    ]:
+        result = subprocess.run([sys.executable, "-m", "kedro", "run", "--env", "two", *args], cwd=project,
+                                env=project_env(), capture_output=True, text=True, timeout=300, check=False)
+        log = result.stdout + result.stderr
+        assert result.returncode == 1, log[-3000:]
+        assert named in " ".join(log.split()), log[-3000:]
+        assert "Running node" not in log and not (project / "data").exists(), log[-3000:]
