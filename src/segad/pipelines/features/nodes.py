@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from segad.images import read_image
 from segad.meta.classifier import ClassifierConfig, empty_scores
 from segad.meta.classifier import classifier_scores as _classifier_scores
+from segad.segments.columns import CLASSIFIER_COLUMN, feature_columns, is_feature_column, parse_column
 from segad.segments.features import FeatureConfig, build_feature_table, feature_rows
 from segad.segments.segmentation import Segmentation, SegmentationConfig, overlay, resolve_segmentation
 
@@ -92,8 +93,20 @@ def compute_features(
         progress=lambda it, desc: tqdm(it, desc=f"features {desc}", unit="batch"),
         threads=config.kernel_threads,
     )
+    table = _segment_major(table, detectors)
     table.insert(0, "dataset", dataset["layout"])
     table.insert(1, "benchmark", benchmark)
     table["detectors"] = "+".join(sorted(detectors))
     log.info("feature table: %d rows x %d columns", *table.shape)
     return table
+
+
+def _segment_major(table: pd.DataFrame, detectors: list[str]) -> pd.DataFrame:
+    """Feature columns in `feature_columns` order for the largest segment count: categories with
+    fewer segments (NaN in the others) then keep the reference's order, maxima last."""
+    features = [c for c in table.columns if is_feature_column(c)]
+    segments = [parse_column(c).segment for c in features if parse_column(c).kind == "segment"]
+    n_segments = max((s for s in segments if s is not None), default=-1) + 1
+    order = feature_columns(detectors, n_segments, classifier=CLASSIFIER_COLUMN in table.columns)
+    ordered = [c for c in order if c in features] + [c for c in features if c not in order]
+    return table[[c for c in table.columns if not is_feature_column(c)] + ordered]
