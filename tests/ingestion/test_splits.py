@@ -49,6 +49,28 @@ def test_good_split_ratio_and_seed_dependence():
     pd.testing.assert_frame_equal(splits, again)  # and only the seed
 
 
+def test_fixed_good_split_is_the_same_for_every_seed():
+    index = fake_index(n_train_bad=0, n_test_bad=15, categories=("candle", "pcb1"))
+    config = SplitConfig(benchmark="visa_supervised", seeds=(333, 576, 725), detector_share=0.9,
+                         good_split="fixed", good_split_seed=333)
+    merged = make_splits(index, config).merge(index, on="image_id")
+    goods = merged.query("split == 'train' and label == 0")
+    per_seed = goods.groupby(["category", "split_seed"]).apply(
+        lambda g: frozenset(g.image_id[g.role == "detector_train"]), include_groups=False)
+    assert per_seed.groupby(level="category").nunique().eq(1).all()  # one division per category
+    assert per_seed.map(len).eq(18).all() and per_seed["candle"].iloc[0] != per_seed["pcb1"].iloc[0]
+    moved = merged[(merged.split == "test") & (merged.role == "brf_train")]
+    assert moved.groupby("split_seed").image_id.apply(frozenset).nunique() == 3  # the seed still moves the bad
+    other = make_splits(index, SplitConfig(**{**config.__dict__, "good_split_seed": 1}))
+    assert set(other[other.role == "detector_train"].image_id) != set(merged[merged.role == "detector_train"].image_id)
+    per = make_splits(index, SplitConfig(**{**config.__dict__, "good_split": "per_seed"})).merge(index, on="image_id")
+    assert per.query("role == 'brf_train' and label == 0").groupby("split_seed").image_id.apply(frozenset).nunique() == 3
+    with pytest.raises(SplitError, match="unknown good_split 'once'"):
+        SplitConfig(good_split="once")
+    with pytest.raises(SplitError, match="kfold changes them per fold"):
+        SplitConfig(benchmark="kfold", good_split="fixed")
+
+
 def test_regimes_assign_bad_training_images():
     index = fake_index(n_train_bad=10)
     bad_train = lambda s: s.merge(index, on="image_id").query("split == 'train' and label == 1")  # noqa: E731

@@ -14,6 +14,7 @@ from segad.segments.columns import (
     max_column,
     parse_column,
     segment_column,
+    vector_order,
 )
 
 
@@ -51,3 +52,11 @@ def test_columns_of_selects_members_in_table_order():
     chosen = columns_of(["patchcore"], cols)
     assert len(chosen) == 4 * 2 + 1 and all(parse_column(c).owner == "patchcore" for c in chosen)
     assert columns_of(["classifier", "padim"], cols)[0] == CLASSIFIER_COLUMN
+
+
+def test_vector_order_puts_a_larger_category_segments_before_the_maxima():
+    two = feature_columns(["padim"], 2)
+    six = feature_columns(["padim"], 6)
+    joined = ["image_id", *two] + [c for c in six if c not in two]  # what concatenating 2 then 6 gives
+    assert joined[-1] != "padim__max"
+    assert vector_order(joined, ["padim"]) == ["image_id", *six]

@@ -18,6 +18,7 @@ from segad.segments.segmentation import (
     read_label_map,
     resize_labels,
     resolve_segmentation,
+    segment_count,
 )
 
 
@@ -70,6 +71,30 @@ def test_per_image_folder_matches_image_id(tmp_path):
     seg = resolve_segmentation(config, ["c"], 8)
     assert not seg.is_static("c")
     assert seg.labels_for("c", ["test/bad/012.JPG"]).shape == (1, 8, 8)
+
+
+def test_per_category_segment_counts(tmp_path):
+    for name, n in (("pcb1/0", 6), ("candle/0", 2)):
+        (tmp_path / name).parent.mkdir(parents=True)
+        np.save(tmp_path / f"{name}.npy", np.arange(8)[None, :].repeat(8, 0) * n // 8)
+    counts = {"default": 2, "pcb1": 6}
+    config = SegmentationConfig.from_params({"method": "per_image", "folder": str(tmp_path), "n_segments": counts})
+    seg = resolve_segmentation(config, ["candle", "pcb1"], 8)
+    assert seg.n_segments == {"candle": 2, "pcb1": 6}
+    assert seg.labels_for("pcb1", ["pcb1/0.JPG"]).max() == 5
+    with pytest.raises(SegmentationError, match=r"0\.npy.*label 5 outside \[0, 2\)"):  # the default count is checked
+        seg.labels_for("candle", ["pcb1/0.JPG"])
+    assert segment_count(3, "any") == 3 and segment_count(None, "any") is None
+    with pytest.raises(SegmentationError, match="no entry for category 'pcb2' and no 'default'"):
+        segment_count({"pcb1": 6}, "pcb2")
+    with pytest.raises(SegmentationError, match=r"n_segments\['pcb1'\] must be a positive integer, got 0"):
+        segment_count({"pcb1": 0}, "pcb1")
+    Image.fromarray(_labels()).save(tmp_path / "s.png")  # static maps check against the category's count too
+    static = SegmentationConfig.from_params({"method": "static", "path": str(tmp_path / "s.png"),
+                                             "n_segments": {"a": 3, "default": 2}})
+    assert resolve_segmentation(static, ["a"], 16).n_segments == {"a": 3}
+    with pytest.raises(SegmentationError, match="outside"):
+        resolve_segmentation(static, ["b"], 16)
 
 
 def test_elpv_map_places_busbars_border_corners():

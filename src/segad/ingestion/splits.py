@@ -3,7 +3,10 @@
 Roles (docs/schemas.md): `detector_train` (good images the detectors are fitted on),
 `brf_train` (good images the detectors never see, plus the regime's bad training images),
 `test`, `unused`. The good training images of each category are divided between
-detector_train and brf_train by `detector_share` and the seed (VAD: 0.5; VisA reference: 0.9).
+detector_train and brf_train by `detector_share` (VAD: 0.5; VisA reference: 0.9) and `good_split`:
+- `per_seed`: a new division for every split seed (drawn with the seed);
+- `fixed`: one division for all seeds, drawn with `good_split_seed` (the VisA reference: one
+  split with random_state 333), so the detectors are fitted once per category and reused.
 
 Regimes (SegAD paper, section 4-5):
 - `one_class`: no real bad image in brf_train (the defects stage adds synthetic ones).
@@ -11,7 +14,7 @@ Regimes (SegAD paper, section 4-5):
 - `low_shot`: `low_shot_n` training bad images per seed (drawn with the seed, or VAD's
   low_shot_train.json draws in key order: integer keys numerically, "2" before "10"), the rest unused.
 - `visa_supervised`: `visa_moved_bad` test bad images per category move to brf_train per seed;
-  the rest of the test set stays.
+  the rest of the test set stays (a category with visa_moved_bad or fewer test bad images is an error).
 - `kfold`: k-fold cross-validation over all images (SensumSODF); split_seed is the fold number.
   The folds are drawn once with `kfold_seed` (stratified by label) or read from official fold files.
 
@@ -31,6 +34,7 @@ import pandas as pd
 
 BENCHMARKS = ("one_class", "high_shot", "low_shot", "visa_supervised", "kfold")
 ROLES = ("detector_train", "brf_train", "test", "unused")
+GOOD_SPLITS = ("per_seed", "fixed")
 SPLIT_COLUMNS = ["image_id", "split_seed", "role", "in_benchmark"]
 
 
@@ -45,6 +49,8 @@ class SplitConfig:
     benchmark: str = "high_shot"
     seeds: tuple[int, ...] = (0, 1, 2)
     detector_share: float = 0.5
+    good_split: str = "per_seed"
+    good_split_seed: int = 0
     low_shot_n: int = 100
     visa_moved_bad: int = 10
     n_folds: int = 3
@@ -59,6 +65,13 @@ class SplitConfig:
             raise SplitError(f"detector_share must be in (0, 1), got {self.detector_share}")
         if not self.seeds:
             raise SplitError("seeds is empty: give at least one split seed")
+        if self.good_split not in GOOD_SPLITS:
+            raise SplitError(f"unknown good_split {self.good_split!r}; expected one of {', '.join(GOOD_SPLITS)}")
+        if self.visa_moved_bad < 1:
+            raise SplitError(f"visa_moved_bad must be at least 1, got {self.visa_moved_bad}")
+        if self.good_split == "fixed" and self.benchmark == "kfold":
+            raise SplitError("good_split 'fixed' needs the same good training images for every seed; "
+                             "kfold changes them per fold: use good_split per_seed")
 
 
 def make_splits(index: pd.DataFrame, config: SplitConfig) -> pd.DataFrame:
@@ -115,7 +128,10 @@ def _roles(images: pd.DataFrame, config: SplitConfig, seed: int, category: str) 
     if len(train_good) < 2:
         raise SplitError(f"{category}: {len(train_good)} good training image(s); need at least 2 to split "
                          "between detector_train and brf_train")
-    shuffled = rng.permutation(train_good)
+    if config.good_split == "fixed":  # one division for every seed; `rng` still draws the bad images
+        shuffled = np.random.default_rng([config.good_split_seed, _stable_hash(category)]).permutation(train_good)
+    else:
+        shuffled = rng.permutation(train_good)
     n_detector = min(max(1, int(round(config.detector_share * len(shuffled)))), len(shuffled) - 1)
     roles[shuffled[:n_detector]] = "detector_train"
     roles[shuffled[n_detector:]] = "brf_train"

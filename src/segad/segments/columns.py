@@ -98,3 +98,16 @@ def columns_of(members: Iterable[str], columns: Sequence[str]) -> list[str]:
     classifier score is selected by the member ``classifier``."""
     wanted = set(members)
     return [c for c in columns if is_feature_column(c) and parse_column(c).owner in wanted]
+
+
+def vector_order(names: Sequence[str], detectors: Sequence[str]) -> list[str]:
+    """`names` with its feature columns in `feature_columns` order (for the largest segment
+    present) after the other columns. A table joining categories with different segment counts
+    then keeps the reference's order, maxima last, whatever order the categories came in."""
+    features = [c for c in names if is_feature_column(c)]
+    segments = [parse_column(c).segment for c in features]
+    n_segments = max((s for s in segments if s is not None), default=-1) + 1
+    order = feature_columns(detectors, n_segments, classifier=CLASSIFIER_COLUMN in names)
+    wanted = set(features)
+    ordered = [c for c in order if c in wanted] + [c for c in features if c not in set(order)]
+    return [c for c in names if not is_feature_column(c)] + ordered

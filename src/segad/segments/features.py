@@ -52,7 +52,7 @@ import pydantic.dataclasses
 from pydantic import Field
 
 from segad.config import PARAMS
-from segad.segments.columns import feature_columns
+from segad.segments.columns import feature_columns, vector_order
 
 QUANTILE: float = 0.995
 
@@ -384,7 +384,8 @@ def build_feature_table(
         matrix = feature_matrix(stats, maxima, score)
         columns = feature_columns(detectors, n_segments, classifier=score is not None)
         frames.append(pd.concat([cat_rows, pd.DataFrame(matrix, columns=columns)], axis=1))
-    return pd.concat(frames, ignore_index=True, sort=False)
+    table = pd.concat(frames, ignore_index=True, sort=False)
+    return table[vector_order(list(table.columns), detectors)]
 
 
 def _batches(n: int, batch_size: int, progress, desc: str):

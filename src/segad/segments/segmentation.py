@@ -7,7 +7,8 @@ the resolution of the anomaly maps. Sources (`SegmentationConfig.method`):
   labels) or ``.npy`` of integers; ``path`` is one file or a mapping {category: file}. The demo
   ships ``data/01_raw/demo/segmentation.png``.
 - ``per_image``: a folder of maps matched by image id (VisA-style): the map of image
-  ``test/bad/012.JPG`` is ``<folder>/test/bad/012.png`` or ``.npy``.
+  ``test/bad/012.JPG`` is ``<folder>/test/bad/012.png`` or ``.npy``. ``n_segments`` is one count
+  or a mapping {category: count, default: count} (VisA: 2, but pcb1 6, pcb2 8, pcb3 8, pcb4 6).
 - ``elpv``: a built-in static map for the aligned 300 x 300 ELPV solar cells (`elpv_segment_map`):
   interior, busbars, border, corners.
 - ``auto``: no map given; k-means (`auto_segment_map`) on two per-pixel statistics of up to
@@ -68,7 +69,7 @@ class SegmentationConfig:
     method: Method | None = None
     path: str | dict[str, str] | None = None
     folder: str | None = None
-    n_segments: Annotated[int, Field(ge=1)] | None = None
+    n_segments: Annotated[int, Field(ge=1)] | dict[str, Annotated[int, Field(ge=1)]] | None = None
     auto_segments: Annotated[int, Field(ge=1)] = 4
     auto_max_images: Annotated[int, Field(ge=1)] = 64
     seed: int = 0
@@ -100,6 +101,25 @@ class SegmentationConfig:
         else:
             method, path = "auto", None
         return dataclasses.replace(self, method=method, path=path)
+
+
+def segment_count(n_segments: int | Mapping[str, int] | None, category: str) -> int | None:
+    """The `n_segments` setting for `category`: the int itself, or the mapping's entry for the
+    category, else its ``default``; None when unset. Raises `SegmentationError` for a mapping with
+    neither, or a count that is not a positive integer."""
+    if n_segments is None:
+        return None
+    if isinstance(n_segments, Mapping):
+        if category not in n_segments and "default" not in n_segments:
+            raise SegmentationError(f"segmentation.n_segments has no entry for category {category!r} and no "
+                                    f"'default' (entries: {', '.join(sorted(map(str, n_segments)))})")
+        value = n_segments.get(category, n_segments.get("default"))
+        where = f"segmentation.n_segments[{category!r}]" if category in n_segments else "segmentation.n_segments.default"
+    else:
+        value, where = n_segments, "segmentation.n_segments"
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SegmentationError(f"{where} must be a positive integer, got {value!r}")
+    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,8 +311,9 @@ def resolve_segmentation(
             path = config.path[category] if isinstance(config.path, Mapping) else config.path
             if path is None:
                 raise SegmentationError(f"segmentation.path has no map for category {category!r}")
-            labels = read_label_map(path, config.n_segments, size)
-            n = config.n_segments or int(labels.max()) + 1
+            expected = segment_count(config.n_segments, category)
+            labels = read_label_map(path, expected, size)
+            n = expected or int(labels.max()) + 1
             seg.sources[category] = str(path)
         elif config.method == "elpv":
             labels, n = elpv_segment_map(size), len(ELPV_SEGMENTS)
@@ -308,9 +329,10 @@ def resolve_segmentation(
             n = config.auto_segments
             seg.sources[category] = f"auto:kmeans({n}) on {len(paths)} good train images"
         else:  # per_image
-            if config.n_segments is None:
+            n_category = segment_count(config.n_segments, category)
+            if n_category is None:
                 raise SegmentationError("per_image segmentation needs segmentation.n_segments")
-            seg.n_segments[category] = int(config.n_segments)
+            seg.n_segments[category] = n_category
             seg.folder = str(config.folder)
             seg.sources[category] = f"per_image:{config.folder}"
             continue

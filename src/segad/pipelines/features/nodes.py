@@ -94,3 +94,4 @@ def compute_features(
     table["detectors"] = "+".join(sorted(detectors))
     log.info("feature table: %d rows x %d columns", *table.shape)
     return table
+

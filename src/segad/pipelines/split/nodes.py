@@ -25,6 +25,8 @@ def split(image_index: pd.DataFrame, dataset: dict, benchmark: str, seeds: list[
                                      if (f := read_sensum_folds(root, c))}
     options.pop("use_low_shot_json", None)
     splits = make_splits(image_index, SplitConfig(benchmark=benchmark, seeds=tuple(seeds), **options))
-    log.info("splits (%s):\n%s", benchmark,
+    good = options.get("good_split", "per_seed")
+    log.info("splits (%s, good split %s%s):\n%s", benchmark, good,
+             f" with seed {options.get('good_split_seed', 0)}" if good == "fixed" else "",
              splits.groupby(["split_seed", "role"]).size().unstack(fill_value=0).to_string())
     return splits
