@@ -25,7 +25,6 @@ from segad.config import (
     PlotOptions,
     ReportOptions,
     RunConfig,
-    plain,
 )
 from segad.ingestion.defects import DefectConfig
 from segad.ingestion.demo import LOGICAL_DEFECTS, STRUCTURAL_DEFECTS, DefectType, DemoConfig
@@ -35,6 +34,7 @@ from segad.meta.brf import BRFConfig, BRFParams
 from segad.meta.classifier import ClassifierConfig
 from segad.segments.features import FeatureConfig
 from segad.segments.segmentation import SegmentationConfig
+from segad.versions import jsonable
 from tests.conftest import PROJECT_ROOT, TINY_DEMO
 
 #: The parameter class of each block a node of this project reads typed.
@@ -74,7 +74,7 @@ def test_kedro_finds_and_builds_every_typed_block_of_the_registered_pipelines(mo
     assert isinstance(typed["evaluation"]["plots"], PlotOptions)
     assert isinstance(typed["dataset"], dict)  # the split and bundle stages read it as a dict
     assert typed["demo"].seen_defects == tuple(project_parameters()["demo"]["seen_defects"])
-    assert plain(typed) == plain(validator.validate_raw_params(plain(typed)))
+    assert jsonable(typed) == jsonable(validator.validate_raw_params(jsonable(typed)))
 
 
 @pytest.mark.parametrize(("change", "named"), [
@@ -137,7 +137,7 @@ def kedro_project(root: Path) -> Path:
     shutil.copytree(PROJECT_ROOT / "conf" / "base", root / "conf" / "base")
     (root / "conf" / "local").mkdir()
     (root / "conf" / "two").mkdir()
-    demo = plain(TINY_DEMO)
+    demo = jsonable(TINY_DEMO)
     (root / "conf" / "two" / "parameters.yml").write_text(yaml.safe_dump(
         {"detectors": ["padim"], "seeds": [0], "image_size": 32, "device": "cpu", "demo": demo}))
     return root

@@ -6,12 +6,17 @@ import pandas as pd
 import pytest
 from kedro.config import OmegaConfigLoader
 
+from segad.datasets.bundle_dataset import BundleDataset
+from segad.meta.brf import BRFParams
 from segad.pipelines.bundle import create_pipeline
 from segad.pipelines.bundle.nodes import build_bundle
+from segad.production.assemble import BundleOptions
+from segad.versions import jsonable
 from tests.conftest import PROJECT_ROOT
 
 PARAMETERS = {"detectors": ["patchcore"], "seeds": [0], "dataset": {"layout": "demo"}, "benchmark": "high_shot",
-              "image_size": 64, "brf": {}, "bundle": {}, "split": {}, "defects": {}, "anomaly_maps": {},
+              "image_size": 64, "brf": BRFParams(), "bundle": BundleOptions(), "split": {}, "defects": {},
+              "anomaly_maps": {},
               "segmentation": {}, "feature_params": {}}
 
 
@@ -26,13 +31,22 @@ def test_bundle_refuses_another_regimes_model():
 
 def test_bundle_options_are_checked():
     index = pd.DataFrame({"image_id": ["a.png"], "category": ["demo"]})
-    wrong = {**PARAMETERS, "bundle": {"split_seeds": 1}}
-    with pytest.raises(ValueError, match=r"unknown bundle parameters \['split_seeds'\]"):
-        build_bundle(None, index, None, None, {}, **wrong)
+    with pytest.raises(ValueError, match="split_seeds"):
+        BundleOptions(**{"split_seeds": 1})
+    with pytest.raises(ValueError, match="max_miss_rate"):
+        BundleOptions(max_miss_rate=1.5)
     with pytest.raises(ValueError, match="bundle.split_seed 3 is not one of the run's seeds"):
-        build_bundle(None, index, None, None, {}, **{**PARAMETERS, "bundle": {"split_seed": 3}})
+        build_bundle(None, index, None, None, {}, **{**PARAMETERS, "bundle": BundleOptions(split_seed=3)})
     with pytest.raises(ValueError, match="the supervised classifier cannot be bundled"):
-        build_bundle(None, index, None, None, {}, **{**PARAMETERS, "bundle": {"detectors": ["classifier"]}})
+        build_bundle(None, index, None, None, {}, **{**PARAMETERS, "bundle": BundleOptions(detectors=["classifier"])})
+
+
+def test_no_bundle_when_build_is_off(tmp_path):
+    arguments, report = build_bundle(None, None, None, None, {}, **{**PARAMETERS, "bundle": BundleOptions(build=False)})
+    assert arguments == {} and report == {"built": False, "reason": "bundle.build is false"}
+    dataset = BundleDataset(str(tmp_path / "segad_bundle"))
+    dataset.save(arguments)
+    assert not (tmp_path / "segad_bundle").exists() and not dataset.exists()
 
 
 def test_the_node_reads_named_parameters_that_exist():
@@ -54,6 +68,7 @@ def test_the_manifest_records_the_parameters_the_node_gets(monkeypatch):
     stores = {"patchcore__map_index": "index", "patchcore__detector_store": "store/patchcore"}
     nodes.build_bundle(None, None, None, None, {}, **PARAMETERS, **stores)
     recorded = {("features" if k == "feature_params" else k): v for k, v in PARAMETERS.items()}
-    assert seen["recorded"] == recorded
+    assert seen["recorded"] == jsonable(recorded)
+    assert seen["recorded"]["bundle"]["max_miss_rate"] == 0.02  # typed blocks recorded as plain values
     assert seen["options"] == nodes.BundleOptions()
     assert (seen["dataset"], seen["benchmark"], seen["seeds"]) == ({"layout": "demo"}, "high_shot", [0])

@@ -72,6 +72,9 @@ class BundleDataset(AbstractDataset[dict, Bundle]):
         if not isinstance(data, dict):
             raise DatasetError(f"{self._path}: expected the keyword arguments of write_bundle, "
                                f"got {type(data).__name__}")
+        if not data:
+            logging.getLogger(__name__).info("%s: no bundle written (bundle.build is false)", self._path)
+            return
         try:
             write_versioned_bundle(self._path, **data)
         except (NotOwnedError, BundleError) as error:

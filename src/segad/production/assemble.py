@@ -48,6 +48,8 @@ class BundleOptions:
     """The ``bundle`` parameters (conf/base/parameters_bundle.yml).
 
     Attributes:
+        build: False = the run builds no bundle (e.g. per-image segment maps, which new images
+            do not have, or a benchmark run over many categories).
         split_seed: whose detectors and BRF are bundled; None = the run's first seed.
         category: the product category; None = the run's only category.
         detectors: the SegAD combination; None = all run detectors.
@@ -56,6 +58,7 @@ class BundleOptions:
         segment_names: {label: name}; None = built-in names (demo, elpv), else ``seg<l>``.
     """
 
+    build: bool = True
     split_seed: int | None = None
     category: str | None = None
     detectors: list[str] | None = None

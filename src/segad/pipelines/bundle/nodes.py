@@ -36,8 +36,11 @@ def build_bundle(
 
     `detector_handles` holds ``<detector>__map_index`` and ``<detector>__detector_store`` (the
     folder of fitted detectors) per run detector. The parameters of the stages that produced the
-    bundle are recorded in its manifest (``config.parameters``).
+    bundle are recorded in its manifest (``config.parameters``). With ``bundle.build: false``
+    it returns no arguments (the bundle dataset then writes nothing) and says so in the report.
     """
+    if not bundle.build:
+        return {}, {"built": False, "reason": "bundle.build is false"}
     recorded = jsonable({"dataset": dataset, "benchmark": benchmark, "seeds": seeds, "image_size": image_size,
                       "detectors": detectors, "split": split, "defects": defects, "anomaly_maps": anomaly_maps,
                       "segmentation": segmentation, "features": feature_params, "brf": brf, "bundle": bundle})
