@@ -10,7 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segad.detection.detectors import DetectorConfig, fit_detector, predict_maps, save_detector
+from segad.detection.config import DetectorConfig
+from segad.detection.fit import fit_detector
+from segad.detection.inference import predict_maps
+from segad.detection.persistence import save_detector
 from segad.images import read_image
 from segad.meta.brf import BRFConfig, brf_scores, fit_brf
 from segad.production.bundle import (
@@ -104,8 +107,8 @@ def test_round_trip_keeps_models_schema_and_operating_point(trained, bundle_dir,
     np.testing.assert_array_equal(brf_scores(bundle.brf, trained["_features"]),
                                   brf_scores(trained["brf"], trained["_features"]))
     assert bundle.brf.get_booster().feature_names == trained["feature_columns"]
-    # the bundled detector gives the same maps as the one saved by segad.detection.detectors
-    from segad.detection.detectors import load_detector
+    # the bundled detector gives the same maps as the one saved by segad.detection.persistence
+    from segad.detection.persistence import load_detector
 
     x = read_image(sorted((tiny_demo / "test" / "bad").glob("*.png"))[0], SIZE)[None]
     original, _, _ = load_detector(trained["detector_dirs"]["padim"])
@@ -194,26 +197,26 @@ def test_rewriting_replaces_the_bundle_atomically(trained, bundle_dir):
 
 
 def test_a_non_finite_map_is_that_images_error_and_the_batch_goes_on(bundle_dir, tiny_demo, monkeypatch):
-    import segad.detection.detectors
+    import segad.detection.inference
     from segad.production.scoring import overlay_name, score_images
 
     bundle = load_bundle(bundle_dir)
     models = bundle.load_detectors("cpu")
-    real = segad.detection.detectors.predict_maps
+    real = segad.detection.inference.predict_maps
 
     def second_map_broken(model, x):
         maps = real(model, x)
         maps[1, 0, 0] = np.nan
         return maps
 
-    monkeypatch.setattr(segad.detection.detectors, "predict_maps", second_map_broken)
+    monkeypatch.setattr(segad.detection.inference, "predict_maps", second_map_broken)
     paths = sorted((tiny_demo / "test" / "bad").glob("*.png"))[:3]
     table = score_images(paths, bundle, models, root=tiny_demo, batch_size=3, progress=False).table
     assert table["status"].tolist() == ["ok", "error", "ok"]
     assert table["decision"].tolist()[1] == "error"
     assert "non-finite values" in table["error"][1] and str(paths[1].resolve()) in table["error"][1]
     assert np.isfinite(table["score"][[0, 2]]).all() and np.isnan(table["score"][1])
-    monkeypatch.setattr(segad.detection.detectors, "predict_maps", real)
+    monkeypatch.setattr(segad.detection.inference, "predict_maps", real)
     clean = score_images(paths, bundle, models, root=tiny_demo, batch_size=3, progress=False).table
     np.testing.assert_array_equal(clean["score"][[0, 2]], table["score"][[0, 2]])
     # names that sanitise alike still get their own overlay

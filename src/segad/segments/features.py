@@ -47,6 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from segad.detection.stage import MAP_INDEX_COLUMNS
 from segad.params import known_params
 from segad.segments.columns import feature_columns
 
@@ -382,7 +383,6 @@ def feature_matrix(
 # --------------------------------------------------------------------------------------------
 # the feature table of a run
 
-MAP_INDEX_COLUMNS = ("image_id", "detector", "split_seed", "map_key", "max_score", "height", "width")
 ROW_COLUMNS = ("image_id", "split_seed", "role", "label", "defect_type", "unseen", "category", "source_image_id")
 FEATURE_ROLES = ("brf_train", "test")
 

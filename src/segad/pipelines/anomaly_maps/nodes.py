@@ -1,4 +1,4 @@
-"""Nodes of the anomaly-map stage: thin wrappers over `segad.detection.detectors`."""
+"""Nodes of the anomaly-map stage: thin wrappers over `segad.detection.stage`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import Any
 
 import pandas as pd
 
-from segad.detection.detectors import DetectorConfig, compute_anomaly_maps
+from segad.detection.config import DetectorConfig
 from segad.detection.map_store import MapStore
+from segad.detection.stage import compute_anomaly_maps
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,243 @@
+"""The anomaly-map stage of one detector: plan models, fit or reuse them, store every needed map.
+
+Owns the map index (`MAP_INDEX_COLUMNS`: one row per needed (image, split_seed), read by the
+feature stage) and the cache logic: a map is stored under ``<model_key>/<image content hash>``
+and a fitted detector under ``<model_root>/<model_key>/``, so a rerun computes only what is
+missing or damaged. Orchestration only; the model work is in `fit`, `persistence`, `inference`,
+imported inside the functions so that `MAP_INDEX_COLUMNS` can be imported (by the feature stage)
+without torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+    from segad.detection.config import DetectorConfig
+    from segad.detection.map_store import MapStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MapRunStats:
+    """What one detector's map run did: models fitted/reused, maps computed/cached, seconds."""
+
+    models_fitted: int = 0
+    models_reused: int = 0
+    maps_computed: int = 0
+    maps_cached: int = 0
+    fit_seconds: float = 0.0
+    predict_seconds: float = 0.0
+
+    def images_per_second(self) -> float:
+        return self.maps_computed / self.predict_seconds if self.predict_seconds else float("nan")
+
+
+# ------------------------------------------------------------------------------ the map stage run
+
+MAP_INDEX_COLUMNS = ("image_id", "detector", "split_seed", "model_key", "map_key", "max_score", "height", "width")
+MAP_ROLES = ("brf_train", "test")
+
+
+def plan_models(
+    image_index: pd.DataFrame,
+    splits: pd.DataFrame,
+    config: DetectorConfig,
+    image_size: int,
+    hashes: dict[str, str],
+) -> dict[tuple[str, int], tuple[str, list[str]]]:
+    """``{(category, split_seed): (model_key, detector_train image paths)}``.
+
+    One-class detectors are fitted per category (a product), never on several categories mixed;
+    seeds whose detector_train sets are equal share a key. Raises ValueError when a
+    detector_train image is not good (label != 0) or not in the index, or when a category has no
+    detector_train image for a seed.
+    """
+    indexed = image_index.set_index("image_id")
+    paths, labels, categories = indexed["path"], indexed["label"], indexed["category"]
+    from segad.detection.persistence import model_key
+
+    plan: dict[tuple[str, int], tuple[str, list[str]]] = {}
+    train = splits[splits["role"] == "detector_train"]
+    missing = sorted(set(train["image_id"]) - set(paths.index))
+    if missing:
+        raise ValueError(f"splits: detector_train images not in image_index: {missing[:5]}")
+    train = train.assign(category=train["image_id"].map(categories))
+    for seed in sorted(splits["split_seed"].unique()):
+        for category in sorted(categories.unique()):
+            ids = sorted(train.loc[(train["split_seed"] == seed) & (train["category"] == category), "image_id"])
+            if not ids:
+                raise ValueError(f"splits: category {category!r} has no detector_train image for split_seed {seed}")
+            bad = [i for i in ids if int(labels[i]) != 0]
+            if bad:
+                raise ValueError(f"splits: detector_train holds bad images for split_seed {seed}: {bad[:5]}")
+            train_paths = [str(paths[i]) for i in ids]
+            key = model_key(config, image_size, [hashes[p] for p in train_paths])
+            plan[(str(category), int(seed))] = (key, train_paths)
+    return plan
+
+
+def compute_anomaly_maps(
+    image_index: pd.DataFrame,
+    splits: pd.DataFrame,
+    synthetic_index: pd.DataFrame | None,
+    config: DetectorConfig,
+    image_size: int,
+    device: str,
+    map_store: MapStore,
+    model_root: str | Path,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, MapRunStats]:
+    """Fit (or reuse) one detector per distinct detector_train set and store every needed raw map.
+
+    Needed maps: images with role brf_train or test in ``splits`` and every row of
+    ``synthetic_index`` (one_class regime), per split_seed. A map is cached under
+    ``<model_key>/<image content hash>``: a second run reads it back instead of computing it; a
+    damaged file is recomputed. Fitted detectors live in ``<model_root>/<model_key>/`` and are
+    reused when valid.
+
+    Returns:
+        The map index (`MAP_INDEX_COLUMNS`, one row per needed (image, split_seed)) and run stats.
+    """
+    import pandas as pd
+
+    from segad.detection.config import DetectorConfigError
+    from segad.detection.inference import iter_maps
+    from segad.detection.map_store import MapStoreError
+    from segad.detection.persistence import content_hash
+
+    if config.name == "efficient_ad" and image_size < 256:
+        raise DetectorConfigError(f"efficient_ad needs image_size >= 256 (its autoencoder), got {image_size}")
+    for name, table, columns in (
+        ("image_index", image_index, ("image_id", "path", "label", "category")),
+        ("splits", splits, ("image_id", "split_seed", "role")),
+    ):
+        absent = [c for c in columns if c not in table.columns]
+        if absent:
+            raise ValueError(f"{name}: missing columns {absent}")
+    synthetic = synthetic_index if synthetic_index is not None else pd.DataFrame()
+    if len(synthetic):
+        absent = [c for c in ("image_id", "split_seed", "path", "category") if c not in synthetic.columns]
+        if absent:
+            raise ValueError(f"synthetic_index: missing columns {absent}")
+
+    paths = image_index.set_index("image_id")["path"].astype(str)
+    needed = splits[splits["role"].isin(MAP_ROLES)][["image_id", "split_seed"]].copy()
+    unknown = sorted(set(needed["image_id"]) - set(paths.index))
+    if unknown:
+        raise ValueError(f"splits: images not in image_index: {unknown[:5]}")
+    needed["path"] = needed["image_id"].map(paths)
+    needed["category"] = needed["image_id"].map(image_index.set_index("image_id")["category"])
+    if len(synthetic):
+        needed = pd.concat([needed, synthetic[["image_id", "split_seed", "path", "category"]].astype({"path": str})])
+    needed["split_seed"] = needed["split_seed"].astype("int64")
+    needed["category"] = needed["category"].astype(str)
+
+    train_ids = splits.loc[splits["role"] == "detector_train", "image_id"]
+    all_paths = sorted(set(needed["path"]) | set(paths[paths.index.isin(train_ids)]))
+    hashes = {p: content_hash(p) for p in _progress(all_paths, progress, f"{config.name}: hashing images")}
+    plan = plan_models(image_index, splits, config, image_size, hashes)
+    wanted = set(zip(needed["category"], needed["split_seed"]))
+    unplanned = sorted(wanted - set(plan))
+    if unplanned:
+        raise ValueError(f"synthetic_index: (category, split_seed) {unplanned[:5]} not in splits / image_index")
+    needed["model_key"] = [plan[(c, int(s))][0] for c, s in zip(needed["category"], needed["split_seed"])]
+    needed["map_key"] = needed["model_key"] + "/" + needed["path"].map(hashes)
+
+    stats = MapRunStats()
+    max_scores: dict[str, float] = {}
+    shapes: dict[str, tuple[int, int]] = {}
+    model_root = Path(model_root)
+    for key in sorted(needed["model_key"].unique()):
+        train_paths = next(p for k, p in plan.values() if k == key)
+        rows = needed[needed["model_key"] == key].drop_duplicates("map_key")
+        todo: list[tuple[str, str]] = []
+        for map_key, path in zip(rows["map_key"], rows["path"], strict=True):
+            try:
+                stored = map_store.read(map_key)
+            except MapStoreError as error:
+                if map_store.path(map_key).exists():
+                    logger.warning("recomputing damaged map: %s", error)
+                todo.append((map_key, path))
+                continue
+            if stored.shape != (image_size, image_size):
+                todo.append((map_key, path))
+                continue
+            max_scores[map_key], shapes[map_key] = float(stored.max()), stored.shape
+            stats.maps_cached += 1
+        model = _fitted_model(config, key, train_paths, image_size, device, model_root, stats, need_model=bool(todo))
+        if not todo:
+            continue
+        start = time.perf_counter()
+        label = f"{config.name} maps [{key[:8]}]" if progress else None
+        assert model is not None, "a model is loaded or fitted whenever maps are to be computed"
+        for index, anomaly_map in iter_maps(
+            model, [p for _, p in todo], image_size, config.batch_size, config.num_workers, config.amp, label,
+            config.channels_last,
+        ):
+            map_key = todo[index][0]
+            map_store.write(map_key, anomaly_map)
+            stored = map_store.read(map_key)  # what downstream stages will read (float16 if so stored)
+            max_scores[map_key], shapes[map_key] = float(stored.max()), stored.shape
+        stats.maps_computed += len(todo)
+        stats.predict_seconds += time.perf_counter() - start
+        del model
+
+    index = needed.assign(
+        detector=config.name,
+        max_score=needed["map_key"].map(max_scores).astype("float64"),
+        height=needed["map_key"].map(lambda k: shapes[k][0]).astype("int32"),
+        width=needed["map_key"].map(lambda k: shapes[k][1]).astype("int32"),
+    )
+    index = index[list(MAP_INDEX_COLUMNS)].sort_values(["split_seed", "image_id"]).reset_index(drop=True)
+    return index.astype({"image_id": str, "detector": str, "model_key": str, "map_key": str}), stats
+
+
+def _fitted_model(
+    config: DetectorConfig,
+    key: str,
+    train_paths: list[str],
+    image_size: int,
+    device: str,
+    model_root: Path,
+    stats: MapRunStats,
+    need_model: bool,
+) -> torch.nn.Module | None:
+    """Load the saved detector of ``key`` if valid, else fit and save it (always kept on disk)."""
+    from segad.detection.fit import fit_detector
+    from segad.detection.persistence import DetectorLoadError, load_detector, save_detector
+
+    directory = model_root / key
+    backbones = model_root / "_backbones"
+    if (directory / "detector.json").is_file():
+        if not need_model:
+            stats.models_reused += 1
+            return None
+        try:
+            model, _, _ = load_detector(directory, device, backbones)
+            stats.models_reused += 1
+            return model
+        except DetectorLoadError as error:
+            logger.warning("refitting damaged detector: %s", error)
+    start = time.perf_counter()
+    logger.info("fitting %s [%s] on %d detector_train images", config.name, key, len(train_paths))
+    model = fit_detector(config, train_paths, image_size, device, work_dir=None, backbone_cache_dir=backbones)
+    save_detector(model, config, image_size, directory)
+    stats.models_fitted += 1
+    stats.fit_seconds += time.perf_counter() - start
+    return model
+
+
+def _progress(items: Sequence, enabled: bool, desc: str):  # noqa: ANN202
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="img", disable=not enabled or len(items) < 200, leave=False)
