@@ -112,7 +112,8 @@ class DetectorConfig:
         """Build from a parameters mapping; DetectorConfigError for unknown names or settings."""
         if name not in SPECS:
             raise DetectorConfigError(
-                f"unknown detector {name!r}; supported: {', '.join(SUPPORTED_DETECTORS)}"
+                f"unknown detector {name!r}; supported: {', '.join(SUPPORTED_DETECTORS)} "
+                "(or `kind: external` for maps computed by another tool, `segad.detection.external`)"
             )
         values = dict(values or {})
         known = {f.name for f in dataclasses.fields(cls)} - {"name"}

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
     import torch
 
@@ -108,15 +109,70 @@ def compute_anomaly_maps(
     Returns:
         The map index (`MAP_INDEX_COLUMNS`, one row per needed (image, split_seed)) and run stats.
     """
-    import pandas as pd
-
     from segad.detection.config import DetectorConfigError
     from segad.detection.inference import iter_maps
-    from segad.detection.map_store import MapStoreError
     from segad.detection.persistence import content_hash
 
     if config.name == "efficient_ad" and image_size < 256:
         raise DetectorConfigError(f"efficient_ad needs image_size >= 256 (its autoencoder), got {image_size}")
+    needed = needed_maps(image_index, splits, synthetic_index)
+    paths = image_index.set_index("image_id")["path"].astype(str)
+
+    train_ids = splits.loc[splits["role"] == "detector_train", "image_id"]
+    all_paths = sorted(set(needed["path"]) | set(paths[paths.index.isin(train_ids)]))
+    hashes = {p: content_hash(p) for p in _progress(all_paths, progress, f"{config.name}: hashing images")}
+    plan = plan_models(image_index, splits, config, image_size, hashes)
+    wanted = set(zip(needed["category"], needed["split_seed"]))
+    unplanned = sorted(wanted - set(plan))
+    if unplanned:
+        raise ValueError(f"synthetic_index: (category, split_seed) {unplanned[:5]} not in splits / image_index")
+    needed["model_key"] = [plan[(c, int(s))][0] for c, s in zip(needed["category"], needed["split_seed"])]
+    needed["map_key"] = needed["model_key"] + "/" + needed["path"].map(hashes)
+
+    stats = MapRunStats()
+    max_scores: dict[str, float] = {}
+    shapes: dict[str, tuple[int, int]] = {}
+    model_root = Path(model_root)
+    for key in sorted(needed["model_key"].unique()):
+        train_paths = next(p for k, p in plan.values() if k == key)
+        rows = needed[needed["model_key"] == key].drop_duplicates("map_key")
+        todo: list[tuple[str, str]] = []
+        for map_key, path in zip(rows["map_key"], rows["path"], strict=True):
+            stored = cached_map(map_store, map_key, image_size)
+            if stored is None:
+                todo.append((map_key, path))
+                continue
+            max_scores[map_key], shapes[map_key] = float(stored.max()), stored.shape
+            stats.maps_cached += 1
+        model = _fitted_model(config, key, train_paths, image_size, device, model_root, stats, need_model=bool(todo))
+        if not todo:
+            continue
+        start = time.perf_counter()
+        label = f"{config.name} maps [{key[:8]}]" if progress else None
+        assert model is not None, "a model is loaded or fitted whenever maps are to be computed"
+        for index, anomaly_map in iter_maps(
+            model, [p for _, p in todo], image_size, config.batch_size, config.num_workers, config.amp, label,
+            config.channels_last,
+        ):
+            map_key = todo[index][0]
+            map_store.write(map_key, anomaly_map)
+            stored = map_store.read(map_key)  # what downstream stages will read (float16 if so stored)
+            max_scores[map_key], shapes[map_key] = float(stored.max()), stored.shape
+        stats.maps_computed += len(todo)
+        stats.predict_seconds += time.perf_counter() - start
+        del model
+
+    return map_index_table(needed, config.name, max_scores, shapes), stats
+
+
+def needed_maps(
+    image_index: pd.DataFrame, splits: pd.DataFrame, synthetic_index: pd.DataFrame | None
+) -> pd.DataFrame:
+    """The maps a run needs: ``image_id, split_seed, path, category`` per brf_train/test row of
+    ``splits`` and per row of ``synthetic_index``; ValueError naming the table for missing columns
+    or images."""
+    import pandas as pd
+
     for name, table, columns in (
         ("image_index", image_index, ("image_id", "path", "label", "category")),
         ("splits", splits, ("image_id", "split_seed", "role")),
@@ -141,65 +197,41 @@ def compute_anomaly_maps(
         needed = pd.concat([needed, synthetic[["image_id", "split_seed", "path", "category"]].astype({"path": str})])
     needed["split_seed"] = needed["split_seed"].astype("int64")
     needed["category"] = needed["category"].astype(str)
+    return needed
 
-    train_ids = splits.loc[splits["role"] == "detector_train", "image_id"]
-    all_paths = sorted(set(needed["path"]) | set(paths[paths.index.isin(train_ids)]))
-    hashes = {p: content_hash(p) for p in _progress(all_paths, progress, f"{config.name}: hashing images")}
-    plan = plan_models(image_index, splits, config, image_size, hashes)
-    wanted = set(zip(needed["category"], needed["split_seed"]))
-    unplanned = sorted(wanted - set(plan))
-    if unplanned:
-        raise ValueError(f"synthetic_index: (category, split_seed) {unplanned[:5]} not in splits / image_index")
-    needed["model_key"] = [plan[(c, int(s))][0] for c, s in zip(needed["category"], needed["split_seed"])]
-    needed["map_key"] = needed["model_key"] + "/" + needed["path"].map(hashes)
 
-    stats = MapRunStats()
-    max_scores: dict[str, float] = {}
-    shapes: dict[str, tuple[int, int]] = {}
-    model_root = Path(model_root)
-    for key in sorted(needed["model_key"].unique()):
-        train_paths = next(p for k, p in plan.values() if k == key)
-        rows = needed[needed["model_key"] == key].drop_duplicates("map_key")
-        todo: list[tuple[str, str]] = []
-        for map_key, path in zip(rows["map_key"], rows["path"], strict=True):
-            try:
-                stored = map_store.read(map_key)
-            except MapStoreError as error:
-                if map_store.path(map_key).exists():
-                    logger.warning("recomputing damaged map: %s", error)
-                todo.append((map_key, path))
-                continue
-            if stored.shape != (image_size, image_size):
-                todo.append((map_key, path))
-                continue
-            max_scores[map_key], shapes[map_key] = float(stored.max()), stored.shape
-            stats.maps_cached += 1
-        model = _fitted_model(config, key, train_paths, image_size, device, model_root, stats, need_model=bool(todo))
-        if not todo:
-            continue
-        start = time.perf_counter()
-        label = f"{config.name} maps [{key[:8]}]" if progress else None
-        assert model is not None, "a model is loaded or fitted whenever maps are to be computed"
-        for index, anomaly_map in iter_maps(
-            model, [p for _, p in todo], image_size, config.batch_size, config.num_workers, config.amp, label,
-            config.channels_last,
-        ):
-            map_key = todo[index][0]
-            map_store.write(map_key, anomaly_map)
-            stored = map_store.read(map_key)  # what downstream stages will read (float16 if so stored)
-            max_scores[map_key], shapes[map_key] = float(stored.max()), stored.shape
-        stats.maps_computed += len(todo)
-        stats.predict_seconds += time.perf_counter() - start
-        del model
+def cached_map(map_store: MapStore, map_key: str, image_size: int) -> np.ndarray | None:
+    """The stored (image_size, image_size) map of ``map_key``, or None when absent, damaged (logged)
+    or of another size: then it is to be (re)computed."""
+    from segad.detection.map_store import MapStoreError
 
+    try:
+        stored = map_store.read(map_key)
+    except MapStoreError as error:
+        if map_store.path(map_key).exists():
+            logger.warning("recomputing damaged map: %s", error)
+        return None
+    return stored if stored.shape == (image_size, image_size) else None
+
+
+def map_index_table(
+    needed: pd.DataFrame,
+    detector: str,
+    max_scores: dict[str, float],
+    shapes: dict[str, tuple[int, int]],
+    extra: Sequence[str] = (),
+) -> pd.DataFrame:
+    """The map index (`MAP_INDEX_COLUMNS`, then the ``extra`` columns of ``needed``; sorted by
+    split_seed, image_id) of ``needed`` rows that carry ``model_key`` and ``map_key``;
+    ``max_scores``/``shapes`` are per map_key, of the stored maps (height, width in pixels)."""
     index = needed.assign(
-        detector=config.name,
+        detector=detector,
         max_score=needed["map_key"].map(max_scores).astype("float64"),
         height=needed["map_key"].map(lambda k: shapes[k][0]).astype("int32"),
         width=needed["map_key"].map(lambda k: shapes[k][1]).astype("int32"),
     )
-    index = index[list(MAP_INDEX_COLUMNS)].sort_values(["split_seed", "image_id"]).reset_index(drop=True)
-    return index.astype({"image_id": str, "detector": str, "model_key": str, "map_key": str}), stats
+    index = index[[*MAP_INDEX_COLUMNS, *extra]].sort_values(["split_seed", "image_id"]).reset_index(drop=True)
+    return index.astype({"image_id": str, "detector": str, "model_key": str, "map_key": str})
 
 
 def _fitted_model(
