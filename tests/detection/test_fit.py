@@ -16,7 +16,7 @@ from segad.detection.inference import predict_maps
 from segad.detection.persistence import load_detector, save_detector
 from segad.detection.weights import WeightsError
 from segad.images import read_image
-from tests.detection.tiny import CHEAP, PACKAGED, SIZE, config_for
+from tests.detection.tiny import CHEAP, PACKAGED, SIZE, config_for, write_images
 
 
 def test_every_supported_detector_has_cheap_settings():
@@ -120,3 +120,55 @@ def test_padim_channel_subset_does_not_depend_on_the_backbone_cache(images, tmp_
     other_seed = build_detector(DetectorConfig(**{**config.__dict__, "seed": config.seed + 1}), SIZE, tmp_path / "cache")
     assert torch.equal(fresh.model.idx, warm.model.idx)
     assert not torch.equal(fresh.model.idx, other_seed.model.idx)
+
+
+def _efficient_ad(images, **settings):
+    values = {**config_for("efficient_ad", images).to_dict(), **settings}
+    return DetectorConfig.from_dict("efficient_ad", values)
+
+
+def test_efficient_ad_pad_maps_reaches_the_anomalib_constructor(images):
+    default = build_detector(_efficient_ad(images), 256)
+    assert default.model.pad_maps is True  # anomalib's default is kept
+    model = {**CHEAP["efficient_ad"]["model"], "pad_maps": False}
+    assert build_detector(_efficient_ad(images, model=model), 256).model.pad_maps is False
+
+
+def test_efficient_ad_quantiles_come_from_the_brf_train_goods_when_asked(images, tmp_path, monkeypatch):
+    """quantiles_from: brf_train (the SegAD reference): the map-normalisation quantiles are computed on
+    the held-out good images given as quantile_paths, not on the training images."""
+    from anomalib.models import EfficientAd
+
+    seen = []
+    real = EfficientAd.map_norm_quantiles
+
+    def spy(self, loader):
+        seen.append(list(loader.dataset.paths))
+        return real(self, loader)
+
+    monkeypatch.setattr(EfficientAd, "map_norm_quantiles", spy)
+    held_out = write_images(tmp_path / "held_out", 1, 5, size=256, bright=True)
+    config = _efficient_ad(images, quantiles_from="brf_train")
+    model = fit_detector(config, images["train256"], 256, backbone_cache_dir=tmp_path / "bb", quantile_paths=held_out)
+    assert seen == [held_out]
+    expected = real(model, _quantile_loader(held_out, config))
+    for name, value in expected.items():
+        torch.testing.assert_close(model.model.quantiles[name], value)
+    with pytest.raises(ValueError, match="quantiles_from: brf_train needs good brf_train images"):
+        fit_detector(config, images["train256"], 256)
+
+
+def _quantile_loader(paths, config):
+    from segad.detection.fit import _train_loader
+
+    return _train_loader(paths, config, 256, shuffle=False)
+
+
+def test_quantiles_from_is_checked_and_its_default_changes_no_saved_setting():
+    assert "quantiles_from" not in DetectorConfig.from_dict("efficient_ad", {"train_batch_size": 1}).to_dict()
+    chosen = DetectorConfig.from_dict("efficient_ad", {"train_batch_size": 1, "quantiles_from": "brf_train"})
+    assert DetectorConfig.from_dict("efficient_ad", chosen.to_dict()) == chosen
+    with pytest.raises(DetectorConfigError, match="quantiles_from must be one of"):
+        DetectorConfig.from_dict("efficient_ad", {"train_batch_size": 1, "quantiles_from": "test"})
+    with pytest.raises(DetectorConfigError, match="quantiles_from applies to efficient_ad only"):
+        DetectorConfig.from_dict("padim", {"quantiles_from": "brf_train"})

@@ -129,3 +129,28 @@ def test_synthetic_images_get_maps_under_their_seed(tmp_path, images):
     map_index, _ = _run(tmp_path, index, splits, images, synthetic)
     rows = map_index[map_index["image_id"].str.startswith("synthetic/")]
     assert rows[["image_id", "split_seed"]].values.tolist() == [["synthetic/0/a__0.png", 0], ["synthetic/1/b__0.png", 1]]
+
+
+def test_efficient_ad_quantile_images_are_the_good_brf_train_images_of_the_seed(tmp_path):
+    from segad.detection.config import DetectorConfig
+    from segad.detection.stage import plan_models
+
+    index, splits = _tables(tmp_path)
+    index.loc[index["image_id"] == "train/5", "label"] = 1  # a bad brf_train image is never used
+    hashes = {p: f"h{i}" for i, p in enumerate(index["path"])}
+    settings = {"train_batch_size": 1, "pretrained": False}
+    reference = DetectorConfig.from_dict("efficient_ad", {**settings, "quantiles_from": "brf_train"})
+    plan = plan_models(index, splits, reference, 256, hashes)
+    path = dict(zip(index["image_id"], index["path"], strict=True))
+    assert plan[("part", 0)].quantile_paths == [path["train/4"]]
+    assert plan[("part", 0)].train_paths == [path[f"train/{i}"] for i in range(4)]
+    default = plan_models(index, splits, DetectorConfig.from_dict("efficient_ad", settings), 256, hashes)
+    assert default[("part", 0)].quantile_paths is None and default[("part", 0)].key != plan[("part", 0)].key
+    # the quantile images are part of the key: another held-out image, another model
+    changed = plan_models(index, splits, reference, 256, {**hashes, path["train/4"]: "other"})
+    assert changed[("part", 0)].key != plan[("part", 0)].key
+    assert plan_models(index, splits, DetectorConfig.from_dict("efficient_ad", settings), 256,
+                       {**hashes, path["train/4"]: "other"})[("part", 0)].key == default[("part", 0)].key
+    no_goods = splits[~((splits["image_id"] == "train/4") & (splits["split_seed"] == 1))]
+    with pytest.raises(ValueError, match="category 'part' has no good brf_train image for split_seed 1"):
+        plan_models(index, no_goods, reference, 256, hashes)

@@ -88,6 +88,10 @@ class DetectorConfig:
             (anomalib's ``pretrained_teacher_<size>.pth``).
         imagenet_dir: EfficientAD: local ImageNet-style folder (``<dir>/<class>/<image>``) for its
             penalty loss.
+        quantiles_from: EfficientAD: images its map-normalisation quantiles (q90, q99.5 of the
+            student and autoencoder maps) come from: ``detector_train`` (its training goods) or
+            ``brf_train`` (the good images of the brf_train role, held out from fitting, as the
+            SegAD reference does). The anomalib constructor's ``pad_maps`` goes in ``model``.
     """
 
     name: str
@@ -103,9 +107,11 @@ class DetectorConfig:
     channels_last: bool = False
     teacher_weights: str | None = None
     imagenet_dir: str | None = None
+    quantiles_from: str = "detector_train"
 
     # settings that change neither the fitted model nor its maps
     RUNTIME_ONLY = ("batch_size", "num_workers", "channels_last")
+    QUANTILE_SOURCES = ("detector_train", "brf_train")
 
     @classmethod
     def from_dict(cls, name: str, values: dict[str, Any] | None) -> DetectorConfig:
@@ -139,12 +145,21 @@ class DetectorConfig:
                     f"detector {name}: model.{reserved} is set by segad (raw maps, weights from "
                     "`weights`/`pretrained`, EfficientAD's folder from `imagenet_dir`)"
                 )
+        if config.quantiles_from not in cls.QUANTILE_SOURCES:
+            raise DetectorConfigError(
+                f"detector {name}: quantiles_from must be one of {list(cls.QUANTILE_SOURCES)}, "
+                f"got {config.quantiles_from!r}"
+            )
+        if config.quantiles_from != "detector_train" and name != "efficient_ad":
+            raise DetectorConfigError(f"detector {name}: quantiles_from applies to efficient_ad only")
         return config
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able settings (inverse of `from_dict`, without ``name``)."""
+        """Plain JSON-able settings (inverse of `from_dict`, without ``name``; ``quantiles_from`` only when not the default)."""
         values = dataclasses.asdict(self)
         values.pop("name")
+        if values["quantiles_from"] == "detector_train":  # the default: saved files and keys as before it existed
+            values.pop("quantiles_from")
         return values
 
     def architecture(self) -> str | None:

@@ -284,17 +284,22 @@ def fit_detector(
     device: str = "cpu",
     work_dir: str | Path | None = None,
     backbone_cache_dir: str | Path | None = None,
+    quantile_paths: Sequence[str | Path] | None = None,
 ) -> torch.nn.Module:
     """Fit a detector on good images only and return it in eval mode on ``device``.
 
     Lightning runs the model's own training (memory bank, Gaussian fit, student training, ...)
     with ``config.trainer`` over the model's defaults, without validation; EfficientAD's map
-    quantiles are then computed on ``train_paths``. Nothing else is read.
+    quantiles are then computed (anomalib's ``map_norm_quantiles``) on ``train_paths``, or on
+    ``quantile_paths`` (good images held out from fitting) with ``quantiles_from: brf_train``.
+    Nothing else is read.
     """
     import lightning.pytorch as pl
 
     if not train_paths:
         raise ValueError(f"detector {config.name}: no detector_train images to fit on")
+    if config.quantiles_from == "brf_train" and not quantile_paths:
+        raise ValueError(f"detector {config.name}: quantiles_from: brf_train needs good brf_train images (none given)")
     torch_device = resolve_device(device)
     # Seed first: some models draw randomness in their constructor (PaDiM's channel subset).
     pl.seed_everything(config.seed, workers=True, verbose=False)
@@ -325,7 +330,8 @@ def fit_detector(
     model.to(torch_device)
     model.eval()
     if config.name == "efficient_ad":
-        loader = _train_loader(train_paths, config, image_size, shuffle=False)
+        quantile_images = quantile_paths if config.quantiles_from == "brf_train" else train_paths
+        loader = _train_loader(quantile_images or train_paths, config, image_size, shuffle=False)
         model.model.quantiles.update(model.map_norm_quantiles(loader))
     return model
 

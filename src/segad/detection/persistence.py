@@ -53,9 +53,15 @@ def library_versions() -> dict[str, str]:
     return package_versions(MAP_LIBRARIES)
 
 
-def model_key(config: DetectorConfig, image_size: int, train_hashes: Sequence[str]) -> str:
+def model_key(
+    config: DetectorConfig,
+    image_size: int,
+    train_hashes: Sequence[str],
+    quantile_hashes: Sequence[str] | None = None,
+) -> str:
     """16-hex hash of the detector's identity, image size, training set (content hashes), segad's
-    `FORMAT_VERSION` and the `library_versions` that compute the maps."""
+    `FORMAT_VERSION` and the `library_versions` that compute the maps; with ``quantile_hashes``
+    also the images of EfficientAD's map quantiles (``quantiles_from: brf_train``)."""
     payload = {
         "format": FORMAT_VERSION,
         "libraries": library_versions(),
@@ -63,7 +69,10 @@ def model_key(config: DetectorConfig, image_size: int, train_hashes: Sequence[st
         "image_size": int(image_size),
         "train": sorted(train_hashes),
     }
+    if quantile_hashes is not None:
+        payload["quantiles"] = sorted(quantile_hashes)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
 
 def save_detector(model: torch.nn.Module, config: DetectorConfig, image_size: int, directory: str | Path) -> Path:
     """Write ``detector.json`` + ``state_dict.pt`` into ``directory`` atomically (temp dir, rename)."""

@@ -45,6 +45,16 @@ class MapRunStats:
 
 # ------------------------------------------------------------------------------ the map stage run
 
+@dataclass(frozen=True)
+class ModelPlan:
+    """One detector to fit: its model_key, detector_train image paths and EfficientAD's quantile
+    image paths (None = the detector_train images)."""
+
+    key: str
+    train_paths: list[str]
+    quantile_paths: list[str] | None = None
+
+
 MAP_INDEX_COLUMNS = ("image_id", "detector", "split_seed", "model_key", "map_key", "max_score", "height", "width")
 MAP_ROLES = ("brf_train", "test")
 
@@ -55,24 +65,28 @@ def plan_models(
     config: DetectorConfig,
     image_size: int,
     hashes: dict[str, str],
-) -> dict[tuple[str, int], tuple[str, list[str]]]:
-    """``{(category, split_seed): (model_key, detector_train image paths)}``.
+) -> dict[tuple[str, int], ModelPlan]:
+    """``{(category, split_seed): ModelPlan}``: model_key, detector_train paths and, with
+    EfficientAD's ``quantiles_from: brf_train``, the good brf_train paths of its map quantiles.
 
     One-class detectors are fitted per category (a product), never on several categories mixed;
-    seeds whose detector_train sets are equal share a key. Raises ValueError when a
+    seeds whose detector_train (and quantile) sets are equal share a key. Raises ValueError when a
     detector_train image is not good (label != 0) or not in the index, or when a category has no
-    detector_train image for a seed.
+    detector_train image (or no good brf_train image for quantiles) for a seed.
     """
-    indexed = image_index.set_index("image_id")
-    paths, labels, categories = indexed["path"], indexed["label"], indexed["category"]
     from segad.detection.persistence import model_key
 
-    plan: dict[tuple[str, int], tuple[str, list[str]]] = {}
+    indexed = image_index.set_index("image_id")
+    paths, labels, categories = indexed["path"], indexed["label"], indexed["category"]
+    plan: dict[tuple[str, int], ModelPlan] = {}
     train = splits[splits["role"] == "detector_train"]
     missing = sorted(set(train["image_id"]) - set(paths.index))
     if missing:
         raise ValueError(f"splits: detector_train images not in image_index: {missing[:5]}")
     train = train.assign(category=train["image_id"].map(categories))
+    held_out = splits[(splits["role"] == "brf_train") & splits["image_id"].isin(paths.index)]
+    held_out = held_out[held_out["image_id"].map(labels).astype(int) == 0]
+    held_out = held_out.assign(category=held_out["image_id"].map(categories))
     for seed in sorted(splits["split_seed"].unique()):
         for category in sorted(categories.unique()):
             ids = sorted(train.loc[(train["split_seed"] == seed) & (train["category"] == category), "image_id"])
@@ -82,8 +96,20 @@ def plan_models(
             if bad:
                 raise ValueError(f"splits: detector_train holds bad images for split_seed {seed}: {bad[:5]}")
             train_paths = [str(paths[i]) for i in ids]
-            key = model_key(config, image_size, [hashes[p] for p in train_paths])
-            plan[(str(category), int(seed))] = (key, train_paths)
+            quantile_paths: list[str] | None = None
+            if config.quantiles_from == "brf_train":
+                chosen = (held_out["split_seed"] == seed) & (held_out["category"] == category)
+                quantile_paths = [str(paths[i]) for i in sorted(held_out.loc[chosen, "image_id"])]
+                if not quantile_paths:
+                    raise ValueError(
+                        f"splits: category {category!r} has no good brf_train image for split_seed {seed} "
+                        f"(detector {config.name}: quantiles_from: brf_train)"
+                    )
+            key = model_key(
+                config, image_size, [hashes[p] for p in train_paths],
+                None if quantile_paths is None else [hashes[p] for p in quantile_paths],
+            )
+            plan[(str(category), int(seed))] = ModelPlan(key, train_paths, quantile_paths)
     return plan
 
 
@@ -126,7 +152,7 @@ def compute_anomaly_maps(
     unplanned = sorted(wanted - set(plan))
     if unplanned:
         raise ValueError(f"synthetic_index: (category, split_seed) {unplanned[:5]} not in splits / image_index")
-    needed["model_key"] = [plan[(c, int(s))][0] for c, s in zip(needed["category"], needed["split_seed"])]
+    needed["model_key"] = [plan[(c, int(s))].key for c, s in zip(needed["category"], needed["split_seed"])]
     needed["map_key"] = needed["model_key"] + "/" + needed["path"].map(hashes)
 
     stats = MapRunStats()
@@ -134,7 +160,7 @@ def compute_anomaly_maps(
     shapes: dict[str, tuple[int, int]] = {}
     model_root = Path(model_root)
     for key in sorted(needed["model_key"].unique()):
-        train_paths = next(p for k, p in plan.values() if k == key)
+        model_plan = next(p for p in plan.values() if p.key == key)
         rows = needed[needed["model_key"] == key].drop_duplicates("map_key")
         todo: list[tuple[str, str]] = []
         for map_key, path in zip(rows["map_key"], rows["path"], strict=True):
@@ -144,7 +170,7 @@ def compute_anomaly_maps(
                 continue
             max_scores[map_key], shapes[map_key] = float(stored.max()), stored.shape
             stats.maps_cached += 1
-        model = _fitted_model(config, key, train_paths, image_size, device, model_root, stats, need_model=bool(todo))
+        model = _fitted_model(config, model_plan, image_size, device, model_root, stats, need_model=bool(todo))
         if not todo:
             continue
         start = time.perf_counter()
@@ -236,18 +262,18 @@ def map_index_table(
 
 def _fitted_model(
     config: DetectorConfig,
-    key: str,
-    train_paths: list[str],
+    plan: ModelPlan,
     image_size: int,
     device: str,
     model_root: Path,
     stats: MapRunStats,
     need_model: bool,
 ) -> torch.nn.Module | None:
-    """Load the saved detector of ``key`` if valid, else fit and save it (always kept on disk)."""
+    """Load the saved detector of ``plan.key`` if valid, else fit and save it (always kept on disk)."""
     from segad.detection.fit import fit_detector
     from segad.detection.persistence import DetectorLoadError, load_detector, save_detector
 
+    key, train_paths = plan.key, plan.train_paths
     directory = model_root / key
     backbones = model_root / "_backbones"
     if (directory / "detector.json").is_file():
@@ -262,7 +288,10 @@ def _fitted_model(
             logger.warning("refitting damaged detector: %s", error)
     start = time.perf_counter()
     logger.info("fitting %s [%s] on %d detector_train images", config.name, key, len(train_paths))
-    model = fit_detector(config, train_paths, image_size, device, work_dir=None, backbone_cache_dir=backbones)
+    model = fit_detector(
+        config, train_paths, image_size, device, work_dir=None, backbone_cache_dir=backbones,
+        quantile_paths=plan.quantile_paths,
+    )
     save_detector(model, config, image_size, directory)
     stats.models_fitted += 1
     stats.fit_seconds += time.perf_counter() - start
