@@ -45,9 +45,9 @@ from segad.segments.features import (
     default_threads,
     reference_segment_statistics,
     segment_statistics,
-    segment_statistics_torch,
     stream_statistics,
 )
+from segad.segments.features_torch import segment_statistics_torch
 
 
 def make_maps(n: int, size: int, seed: int = 0) -> np.ndarray:

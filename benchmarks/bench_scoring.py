@@ -2,7 +2,7 @@
 
 Builds a demo dataset (segad.ingestion.demo) in a temporary folder, fits the detectors on a few good
 images, trains the BRF with the paper's settings (2000 trees) and its out-of-fold operating
-point, writes and loads a bundle, then scores the demo's test images with `segad.production.scoring`
+point, writes and loads a bundle, then scores the demo's test images with `segad.production.batch`
 (the same code the score pipeline runs). Prints images/s, milliseconds per image per stage,
 the SegAD stage (features + BRF score) relative to the detector time, and peak memory.
 
@@ -40,14 +40,11 @@ from segad.detection.persistence import save_detector  # noqa: E402
 from segad.images import read_image  # noqa: E402
 from segad.ingestion.demo import DemoConfig, write_demo  # noqa: E402
 from segad.meta.brf import BRFConfig, fit_brf  # noqa: E402
-from segad.production.bundle import load_bundle, write_bundle  # noqa: E402
-from segad.production.scoring import (  # noqa: E402
-    STAGES,
-    choose_operating_point,
-    input_spec_from_paths,
-    out_of_fold_scores,
-    score_images,
-)
+from segad.production.batch import STAGES, score_images  # noqa: E402
+from segad.production.bundle import load_bundle  # noqa: E402
+from segad.production.inputs import input_spec_from_paths  # noqa: E402
+from segad.production.operating_point import choose_operating_point, out_of_fold_scores  # noqa: E402
+from segad.production.writer import write_bundle  # noqa: E402
 from segad.segments.columns import feature_columns
 from segad.segments.features import SegmentLayout, feature_matrix, segment_statistics  # noqa: E402
 from segad.segments.segmentation import read_label_map  # noqa: E402

@@ -378,7 +378,7 @@ def test_constant_maps_accepted_nan_moments():
 # --- production: scoring inputs, output folders, bundles -------------------------------------
 
 from segad.files import NotOwnedError, check_owned  # noqa: E402
-from segad.production.scoring import InputMismatchError, input_spec_from_paths, list_images, load_checked  # noqa: E402
+from segad.production.inputs import InputMismatchError, input_spec_from_paths, list_images, load_checked  # noqa: E402
 
 
 def test_mixed_sizes_at_scoring(tmp_path):
@@ -433,13 +433,13 @@ def test_bundle_folder_without_manifest(tmp_path):
         load_bundle(tmp_path)
 
 
-from tests.production.test_bundle import _edit_manifest, bundle_dir, trained  # noqa: E402,F401  (fixtures)
+from tests.production.conftest import bundle_dir, edit_manifest, trained  # noqa: E402,F401  (fixtures)
 
 
 def test_bundle_of_another_version(bundle_dir):  # noqa: F811
     from segad.production.bundle import FORMAT_VERSION, BundleVersionError, load_bundle
 
-    _edit_manifest(bundle_dir, lambda m: m.update(format_version=FORMAT_VERSION + 1))
+    edit_manifest(bundle_dir, lambda m: m.update(format_version=FORMAT_VERSION + 1))
     with pytest.raises(BundleVersionError, match="upgrade segad"):
         load_bundle(bundle_dir)
 

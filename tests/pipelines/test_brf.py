@@ -10,8 +10,8 @@ import pytest
 from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 
+from segad.meta.brf import model_key, parse_model_key, select_run
 from segad.pipelines.brf import create_pipeline
-from segad.pipelines.brf.nodes import model_key, parse_model_key, select_run
 
 from .test_features import DETECTORS, project_config, run_features
 

@@ -1,13 +1,18 @@
-"""bundle node: the BRF comes from this run's dataset and benchmark only."""
+"""bundle node: the BRF comes from this run's dataset and benchmark only; inputs are params: entries."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
+from kedro.config import OmegaConfigLoader
 
+from segad.pipelines.bundle import create_pipeline
 from segad.pipelines.bundle.nodes import build_bundle
+from tests.conftest import PROJECT_ROOT
 
-PARAMETERS = {"detectors": ["patchcore"], "seeds": [0], "dataset": {"layout": "demo"}, "benchmark": "high_shot"}
+PARAMETERS = {"detectors": ["patchcore"], "seeds": [0], "dataset": {"layout": "demo"}, "benchmark": "high_shot",
+              "image_size": 64, "brf": {}, "bundle": {}, "split": {}, "defects": {}, "anomaly_maps": {},
+              "segmentation": {}, "feature_params": {}}
 
 
 def test_bundle_refuses_another_regimes_model():
@@ -16,4 +21,39 @@ def test_bundle_refuses_another_regimes_model():
               "visa/high_shot/demo/patchcore+segad/split_seed_0": lambda: pytest.fail("must not be read")}
     index = pd.DataFrame({"image_id": ["a.png"], "category": ["demo"]})
     with pytest.raises(ValueError, match=r"no BRF model 'demo/high_shot/demo/patchcore\+segad/split_seed_0'"):
-        build_bundle(None, index, None, None, models, {}, PARAMETERS)
+        build_bundle(None, index, None, None, models, **PARAMETERS)
+
+
+def test_bundle_options_are_checked():
+    index = pd.DataFrame({"image_id": ["a.png"], "category": ["demo"]})
+    wrong = {**PARAMETERS, "bundle": {"split_seeds": 1}}
+    with pytest.raises(ValueError, match=r"unknown bundle parameters \['split_seeds'\]"):
+        build_bundle(None, index, None, None, {}, **wrong)
+    with pytest.raises(ValueError, match="bundle.split_seed 3 is not one of the run's seeds"):
+        build_bundle(None, index, None, None, {}, **{**PARAMETERS, "bundle": {"split_seed": 3}})
+    with pytest.raises(ValueError, match="the supervised classifier cannot be bundled"):
+        build_bundle(None, index, None, None, {}, **{**PARAMETERS, "bundle": {"detectors": ["classifier"]}})
+
+
+def test_the_node_reads_named_parameters_that_exist():
+    """No whole `parameters` dict (it hides lineage in kedro-viz); every params: entry is configured."""
+    (bundle_node,) = create_pipeline(["patchcore"]).nodes
+    assert "parameters" not in bundle_node.inputs
+    entries = [name.removeprefix("params:") for name in bundle_node.inputs if name.startswith("params:")]
+    assert {"bundle", "dataset", "benchmark", "seeds", "image_size", "detectors", "brf"} <= set(entries)
+    loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="local")
+    assert set(entries) <= set(loader["parameters"])
+    assert {"patchcore.map_index", "patchcore.detector_store"} <= set(bundle_node.inputs)
+
+
+def test_the_manifest_records_the_parameters_the_node_gets(monkeypatch):
+    import segad.pipelines.bundle.nodes as nodes
+
+    seen = {}
+    monkeypatch.setattr(nodes, "assemble_bundle", lambda *args, **kwargs: seen.update(kwargs) or ({}, {}))
+    stores = {"patchcore__map_index": "index", "patchcore__detector_store": "store/patchcore"}
+    nodes.build_bundle(None, None, None, None, {}, **PARAMETERS, **stores)
+    recorded = {("features" if k == "feature_params" else k): v for k, v in PARAMETERS.items()}
+    assert seen["recorded"] == recorded
+    assert seen["options"] == nodes.BundleOptions()
+    assert (seen["dataset"], seen["benchmark"], seen["seeds"]) == ({"layout": "demo"}, "high_shot", [0])

@@ -16,10 +16,10 @@ from PIL import Image
 
 from segad.meta.brf import brf_scores
 from segad.pipelines.score import create_pipeline
-from segad.production.bundle import write_bundle
-from segad.production.scoring import TITLE_HEIGHT
+from segad.production.render import TITLE_HEIGHT
+from segad.production.writer import write_bundle
 from tests.conftest import PROJECT_ROOT
-from tests.production.test_bundle import SIZE, train_tiny_bundle
+from tests.production.conftest import SIZE, train_tiny_bundle
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ from segad.segments.features import (
     feature_rows,
     reference_segment_statistics,
     segment_statistics,
-    segment_statistics_torch,
     stream_statistics,
 )
+from segad.segments.features_torch import segment_statistics_torch
 from segad.segments.segmentation import Segmentation
 
 RTOL = 1e-6

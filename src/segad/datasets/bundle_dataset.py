@@ -1,8 +1,8 @@
 """Kedro dataset for SegAD bundles (`segad.production.bundle`), versioned under one parent folder.
 
-Saving takes the keyword arguments of `segad.production.bundle.write_bundle` (a dict the bundle node
+Saving takes the keyword arguments of `segad.production.writer.write_bundle` (a dict the bundle node
 returns) and writes a new bundle folder ``<path>/<bundle_id>`` atomically, then points
-``<path>/LATEST`` at it (`segad.production.bundle.write_versioned_bundle`); older bundles stay. Loading
+``<path>/LATEST`` at it (`segad.production.writer.write_versioned_bundle`); older bundles stay. Loading
 resolves ``LATEST`` when `path` is the parent folder, or takes `path` as the bundle folder when
 it holds a manifest, and returns a checked `segad.production.bundle.Bundle` (format and package versions,
 file hashes, feature schema; no pickle anywhere). Detectors stay on disk until
@@ -29,7 +29,8 @@ from typing import Any
 from kedro.io import AbstractDataset, DatasetError
 
 from segad.files import NotOwnedError
-from segad.production.bundle import Bundle, BundleError, load_bundle, resolve_bundle, write_versioned_bundle
+from segad.production.bundle import Bundle, BundleError, load_bundle, resolve_bundle
+from segad.production.writer import write_versioned_bundle
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,12 @@
 writes one file per partition, ``<path>/<col1>=<v1>/.../<colN>=<vN>/part-0.parquet``, each written
 to a temporary file and ``os.replace``d (atomic). Saving replaces only the partitions present in
 the data, so tables of other datasets, categories, detector sets or seeds stay cached beside them.
-Loading reads every partition (schemas unified by column name: categories may have different
-segment counts) and restores the partition columns with the types given in `partition_types`.
-DuckDB and pandas read the folder directly (docs/features.md).
+Loading restores the partition columns with the types given in `partition_types` and unifies
+schemas by column name (categories may have different segment counts). With ``lazy: true`` (the
+feature table's catalog entry) loading returns a `PartitionedTable` handle instead, whose `read`
+picks the partition folders by their values *before* reading any file, so a run reads only its
+own partitions however many past runs are cached beside them. DuckDB and pandas read the folder
+directly (docs/features.md).
 
 Example:
     >>> import pandas as pd
@@ -14,6 +17,8 @@ Example:
     >>> ds = PartitionedParquetDataset("/tmp/feat", partition_cols=["dataset", "split_seed"],
     ...                                partition_types={"split_seed": "int64"})  # doctest: +SKIP
     >>> ds.save(pd.DataFrame({"dataset": ["demo"], "split_seed": [0], "x": [1.0]}))  # doctest: +SKIP
+    >>> PartitionedParquetDataset("/tmp/feat", ["dataset", "split_seed"], lazy=True).load().read(
+    ...     dataset="demo", split_seed=[0, 1])  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -30,6 +35,53 @@ from kedro.io import AbstractDataset, DatasetError
 PART_FILE = "part-0.parquet"
 
 
+class PartitionedTable:
+    """Read access to a hive-partitioned table that opens only the partitions asked for."""
+
+    def __init__(self, path: Path, partition_cols: list[str], partition_types: dict[str, str]) -> None:
+        self.path = path
+        self.partition_cols = partition_cols
+        self.partition_types = partition_types
+
+    def files(self, **equals: Any) -> list[Path]:
+        """Partition files whose folder values match `equals` (column -> value or list of values,
+        compared as text); columns not named match anything. Only folder names are listed."""
+        unknown = set(equals) - set(self.partition_cols)
+        if unknown:
+            raise DatasetError(f"{self.path}: {sorted(unknown)} are not partition columns {self.partition_cols}")
+        wanted = {c: {str(v) for v in (vs if isinstance(vs, (list, tuple, set)) else [vs])} for c, vs in equals.items()}
+        folders = [self.path] if self.path.is_dir() else []
+        for column in self.partition_cols:
+            found = []
+            for folder in folders:
+                for child in sorted(folder.iterdir()):
+                    name, sep, value = child.name.partition("=")
+                    if not child.is_dir() or name != column or not sep:
+                        continue
+                    if column not in wanted or unquote(value) in wanted[column]:
+                        found.append(child)
+            folders = found
+        return [folder / PART_FILE for folder in folders if (folder / PART_FILE).is_file()]
+
+    def read(self, **equals: Any) -> pd.DataFrame:
+        """The rows of the partitions matching `equals` (see `files`); an empty frame with the
+        partition columns when none matches."""
+        files = self.files(**equals)
+        if not files:
+            return pd.DataFrame({c: pd.Series(dtype=self.partition_types.get(c, "object"))
+                                 for c in self.partition_cols})
+        frames = []
+        for file in files:
+            frame = pd.read_parquet(file)
+            for column, part in zip(self.partition_cols, file.parent.relative_to(self.path).parts):
+                frame[column] = unquote(part.partition("=")[2])
+            frames.append(frame)
+        table = pd.concat(frames, ignore_index=True, sort=False)
+        for column, dtype in self.partition_types.items():
+            table[column] = table[column].astype(dtype)
+        return table
+
+
 
 class PartitionedParquetDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
     """A pandas DataFrame stored as hive-partitioned parquet under `path`."""
@@ -39,6 +91,7 @@ class PartitionedParquetDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
         path: str,
         partition_cols: list[str],
         partition_types: dict[str, str] | None = None,
+        lazy: bool = False,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         if not partition_cols:
@@ -46,6 +99,7 @@ class PartitionedParquetDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
         self._path = Path(path)
         self._partition_cols = list(partition_cols)
         self._partition_types = dict(partition_types or {})
+        self._lazy = bool(lazy)
         self.metadata = metadata
 
     def _describe(self) -> dict[str, Any]:
@@ -76,26 +130,12 @@ class PartitionedParquetDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
                 Path(temp).unlink(missing_ok=True)
                 raise
 
-    def load(self) -> pd.DataFrame:
-        files = sorted(self._path.rglob(PART_FILE)) if self._path.is_dir() else []
-        if not files:
+    def load(self) -> pd.DataFrame | PartitionedTable:  # type: ignore[override]
+        """Every partition as one DataFrame; with ``lazy`` a `PartitionedTable` to read from."""
+        if not self._exists():
             raise DatasetError(f"{self._path}: no partitions ({PART_FILE} files) found")
-        frames = []
-        for file in files:
-            relative = file.parent.relative_to(self._path).parts
-            if len(relative) != len(self._partition_cols):
-                raise DatasetError(f"{file}: not at partition depth {len(self._partition_cols)}")
-            frame = pd.read_parquet(file)
-            for column, part in zip(self._partition_cols, relative):
-                name, _, value = part.partition("=")
-                if name != column:
-                    raise DatasetError(f"{file}: expected partition folder {column}=..., found {part}")
-                frame[column] = unquote(value)
-            frames.append(frame)
-        table = pd.concat(frames, ignore_index=True, sort=False)
-        for column, dtype in self._partition_types.items():
-            table[column] = table[column].astype(dtype)
-        return table
+        table = PartitionedTable(self._path, self._partition_cols, self._partition_types)
+        return table if self._lazy else table.read()
 
     def _exists(self) -> bool:
         return self._path.is_dir() and any(self._path.rglob(PART_FILE))

@@ -230,3 +230,55 @@ def run_brf(
         raise ValueError("feature table has no rows for this run")
     scores = pd.concat(frames, ignore_index=True)
     return models, scores.astype({"split_seed": "int64", "score": "float64"})
+
+
+# --------------------------------------------------------------------------------------------
+# the BRFs of a Kedro run: partition names and the run's rows of the feature table
+
+#: Partition name of one BRF in ``brf_models``: ``<dataset>/<benchmark>/<category>/<method>/split_seed_<s>``.
+MODEL_KEY = "{dataset}/{benchmark}/{category}/{method}/split_seed_{seed}"
+
+
+def model_key(dataset: str, benchmark: str, category: str, method: str, split_seed: int) -> str:
+    """Partition name of one BRF (a file ``<key>.json`` under data/06_models/brf), e.g.
+    ``visa/one_class/pcb1/padim+patchcore+segad/split_seed_0``."""
+    return MODEL_KEY.format(dataset=dataset, benchmark=benchmark, category=category, method=method,
+                            seed=int(split_seed))
+
+
+def parse_model_key(key: str) -> tuple[str, str, str, str, int]:
+    """Inverse of `model_key`: (dataset, benchmark, category, method, split_seed)."""
+    parts = key.split("/")
+    if len(parts) != 5 or not parts[4].startswith("split_seed_") or not parts[4].removeprefix("split_seed_").isdigit():
+        raise ValueError(f"brf_models: unexpected partition name {key!r}; "
+                         "expected <dataset>/<benchmark>/<category>/<method>/split_seed_<s>")
+    return parts[0], parts[1], parts[2], parts[3], int(parts[4].removeprefix("split_seed_"))
+
+
+def select_run(features, image_index, dataset: Mapping, seeds: Sequence[int], detectors: Sequence[str],
+               benchmark: str):
+    """Rows of the feature table (DataFrame) that belong to this run: its dataset layout,
+    benchmark, detector set, image_index categories and seeds; all-NaN columns dropped.
+
+    The table folder caches earlier runs beside this one; only this run's partitions are used.
+    ValueError when the run has no rows, or lacks a seed.
+    """
+    key = "+".join(sorted(detectors))
+    chosen = features[
+        (features["dataset"] == dataset["layout"])
+        & (features["benchmark"] == benchmark)
+        & (features["detectors"] == key)
+        & (features["category"].isin(image_index["category"].unique()))
+        & (features["split_seed"].isin([int(s) for s in seeds]))
+    ]
+    if chosen.empty:
+        raise ValueError(
+            f"no features for dataset={dataset['layout']}, benchmark={benchmark}, detectors={key}, "
+            f"split_seed in {list(seeds)}: "
+            "run the features pipeline first"
+        )
+    missing = sorted(set(int(s) for s in seeds) - set(chosen["split_seed"].unique()))
+    if missing:
+        raise ValueError(f"features lack split_seed {missing} for dataset={dataset['layout']}, "
+                         f"benchmark={benchmark}, detectors={key}")
+    return chosen.dropna(axis=1, how="all").reset_index(drop=True)

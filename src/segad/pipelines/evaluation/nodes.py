@@ -18,7 +18,7 @@ from segad.evaluation.plots import (
 )
 from segad.evaluation.report import method_order, package_versions, render_report
 from segad.images import read_image
-from segad.pipelines.brf.nodes import parse_model_key
+from segad.meta.brf import parse_model_key
 
 log = logging.getLogger(__name__)
 

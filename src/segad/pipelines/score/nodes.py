@@ -1,4 +1,4 @@
-"""Thin nodes over segad.production.scoring: score a folder of new images with a SegAD bundle."""
+"""Thin node over segad.production.batch: score a folder of new images with a SegAD bundle."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import time
 import numpy as np
 import pandas as pd
 
+from segad.production.batch import STAGES, score_images
 from segad.production.bundle import Bundle
-from segad.production.scoring import ERROR, REJECT, STAGES, list_images, score_images
+from segad.production.inputs import list_images
+from segad.production.operating_point import ERROR, REJECT
 
 log = logging.getLogger(__name__)
 

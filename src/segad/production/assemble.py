@@ -1,0 +1,213 @@
+"""What goes into the production bundle of a training run, for one split seed and one category.
+
+- the fitted detectors of that seed (the model_key of each detector's map index), copied as
+  `segad.detection.persistence.save_detector` wrote them;
+- the category's static segment map (per-image segmentation cannot score new images);
+- the BRF of the combination ``options.detectors`` (default: all run detectors) from the run's
+  own dataset layout and benchmark (`segad.meta.brf.model_key`), with its feature column names;
+- the operating point (`segad.production.operating_point`) on out-of-fold BRF scores of the
+  ``brf_train`` rows, so its expected rates are those of unseen parts;
+- the input spec (`segad.production.inputs`) of the training images, and the recorded config.
+
+`assemble_bundle` returns the keyword arguments of `segad.production.writer.write_bundle` and a
+small operating-point report; it writes nothing.
+
+Example:
+    >>> from segad.production.assemble import BundleOptions
+    >>> BundleOptions.from_params({"max_miss_rate": 0.05}).oof_folds
+    5
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from segad.meta.brf import BRFConfig, method_name, model_key, select_run
+from segad.params import known_params
+from segad.production.inputs import input_spec_from_paths
+from segad.production.operating_point import OperatingPoint, choose_operating_point, out_of_fold_scores
+from segad.segments.columns import CLASSIFIER
+from segad.segments.segmentation import ELPV_SEGMENTS, Segmentation
+
+log = logging.getLogger(__name__)
+
+#: Split roles whose images define the input spec (what the bundle was trained on).
+TRAINING_ROLES = ("detector_train", "brf_train")
+
+
+@dataclass(frozen=True)
+class BundleOptions:
+    """The ``bundle`` parameters (conf/base/parameters_bundle.yml).
+
+    Attributes:
+        split_seed: whose detectors and BRF are bundled; None = the run's first seed.
+        category: the product category; None = the run's only category.
+        detectors: the SegAD combination; None = all run detectors.
+        max_miss_rate: target share of bad parts accepted at the operating point, in (0, 1).
+        oof_folds: k of the k-fold out-of-fold scores the threshold is chosen on.
+        segment_names: {label: name}; None = built-in names (demo, elpv), else ``seg<l>``.
+    """
+
+    split_seed: int | None = None
+    category: str | None = None
+    detectors: Sequence[str] | None = None
+    max_miss_rate: float = 0.02
+    oof_folds: int = 5
+    segment_names: Mapping | None = None
+
+    @classmethod
+    def from_params(cls, params: Mapping | None) -> BundleOptions:
+        return cls(**known_params(cls, params, "bundle"))
+
+
+def assemble_bundle(
+    features: pd.DataFrame,
+    image_index: pd.DataFrame,
+    splits: pd.DataFrame,
+    segment_maps: Segmentation,
+    brf_models: Mapping[str, Callable[[], Any]],
+    map_indexes: Mapping[str, pd.DataFrame],
+    detector_stores: Mapping[str, str | Path],
+    *,
+    dataset: Mapping,
+    benchmark: str,
+    seeds: Sequence[int],
+    image_size: int,
+    detectors: Sequence[str],
+    brf_params: Mapping | None,
+    options: BundleOptions,
+    recorded: Mapping[str, Any],
+) -> tuple[dict, dict]:
+    """(arguments of `segad.production.writer.write_bundle`, operating-point report).
+
+    Args:
+        features, image_index, splits: the run's feature table, image index and splits.
+        segment_maps: the run's segmentation (its static map of the category is bundled).
+        brf_models: `segad.meta.brf.model_key` -> loader of the fitted BRF (called once).
+        map_indexes: detector -> its map index (rows image_id, split_seed, model_key, ...).
+        detector_stores: detector -> folder of its fitted detectors (one sub-folder per model_key).
+        dataset, benchmark, seeds, image_size, detectors: the run's parameters of those names.
+        brf_params: the ``brf`` parameters (its ``model`` block configures the out-of-fold BRFs).
+        options: the ``bundle`` parameters.
+        recorded: run parameters stored in the manifest's ``config.parameters``.
+    Raises:
+        ValueError naming the parameter or input that does not fit the run.
+    """
+    run_detectors = [str(d) for d in detectors]
+    seeds = [int(s) for s in seeds]
+    seed, category, members = _choose(options, run_detectors, seeds, image_index)
+    method = method_name(members)
+    layout, benchmark = str(dataset["layout"]), str(benchmark)
+    key = model_key(layout, benchmark, category, method, seed)  # this run's regime only
+    if key not in brf_models:
+        ours = sorted(k for k in brf_models if k.startswith(f"{layout}/{benchmark}/"))
+        raise ValueError(f"no BRF model {key!r} (run the brf pipeline for dataset {layout}, benchmark "
+                         f"{benchmark}; brf.combinations must include {members}); this regime has: {ours[:10]}")
+    brf = brf_models[key]()
+    columns = list(brf.get_booster().feature_names or [])
+    if not columns:
+        raise ValueError(f"BRF model {key} carries no feature names; retrain it with the brf pipeline")
+
+    table = select_run(features, image_index, dataset, seeds, run_detectors, benchmark)
+    rows = table[(table["category"] == category) & (table["split_seed"] == seed) & (table["role"] == "brf_train")]
+    op = _operating_point(rows, columns, BRFConfig.from_params((brf_params or {}).get("model", {})),
+                          seed, category, options)
+    log.info("operating point %s: threshold %.4f rejects at least %.1f%% of bad parts; expected pass "
+             "rate of good parts %.1f%% (on %d good / %d bad held-out rows)", method, op.threshold,
+             100 * (1 - op.target_miss_rate), 100 * op.expected_pass_rate, op.n_good, op.n_bad)
+
+    if category not in segment_maps.static_maps:
+        raise ValueError(f"category {category}: segmentation method {segment_maps.method!r} has no static map; "
+                         "new images have no per-image map, so production scoring needs a static, elpv, "
+                         "auto or single segmentation")
+    detector_dirs = _detector_dirs(members, map_indexes, detector_stores, image_index, seed, category)
+    in_training = splits[(splits["split_seed"] == seed) & splits["role"].isin(TRAINING_ROLES)]["image_id"]
+    train_images = image_index[image_index["image_id"].isin(set(in_training))
+                               & (image_index["category"] == category)]
+    spec = input_spec_from_paths(train_images["path"].tolist(), int(image_size))
+    names = options.segment_names or _builtin_segment_names(segment_maps, layout)
+    contents = dict(
+        detector_dirs=detector_dirs,
+        segments=segment_maps.static_maps[category],
+        n_segments=int(segment_maps.n_segments[category]),
+        brf=brf,
+        feature_columns=columns,
+        operating_point=op,
+        input_spec=spec,
+        segment_names={int(k): str(v) for k, v in (names or {}).items()},
+        config={"dataset": layout, "benchmark": benchmark, "split_seed": seed, "category": category,
+                "method": method, "brf_model": key,
+                "segmentation_source": segment_maps.sources.get(category), "parameters": dict(recorded)},
+    )
+    report = {"dataset": layout, "benchmark": benchmark, "method": method, "category": category,
+              "split_seed": seed, **op.as_dict(), "input_spec": spec.as_dict()}
+    return contents, report
+
+
+def _choose(options: BundleOptions, run_detectors: list[str], seeds: list[int],
+            image_index: pd.DataFrame) -> tuple[int, str, list[str]]:
+    """(split seed, category, members in run order) the options name, checked against the run."""
+    seed = int(options.split_seed) if options.split_seed is not None else seeds[0]
+    if seed not in seeds:
+        raise ValueError(f"bundle.split_seed {seed} is not one of the run's seeds {seeds}")
+    categories = sorted(image_index["category"].unique())
+    category = options.category or (categories[0] if len(categories) == 1 else None)
+    if category not in categories:
+        raise ValueError(f"bundle.category must name one of the run's categories {categories}, "
+                         f"got {options.category!r} (a bundle serves one product category)")
+    wanted = [str(d) for d in (options.detectors or run_detectors)]
+    members = [d for d in run_detectors if d in set(wanted)]  # feature order = run order
+    if CLASSIFIER in wanted or len(members) != len(set(wanted)):
+        raise ValueError(f"bundle.detectors {wanted} must be detectors of this run {run_detectors} "
+                         "(the supervised classifier cannot be bundled yet)")
+    return seed, str(category), members
+
+
+def _operating_point(rows: pd.DataFrame, columns: list[str], config: BRFConfig, seed: int, category: str,
+                     options: BundleOptions) -> OperatingPoint:
+    """Threshold at ``options.max_miss_rate`` on out-of-fold BRF scores of the brf_train `rows`."""
+    labels = rows["label"].to_numpy().astype(np.int64)
+    folds = int(options.oof_folds)
+    held_out = out_of_fold_scores(rows[columns].to_numpy(np.float64), labels, config, seed=seed, n_folds=folds)
+    n_synthetic = int(rows["image_id"].str.startswith("synthetic/").sum())
+    source = (f"{folds}-fold out-of-fold BRF scores of the brf_train rows "
+              f"(split_seed {seed}, category {category}; {n_synthetic} synthetic defects)")
+    return choose_operating_point(labels, held_out, float(options.max_miss_rate), source=source)
+
+
+def _detector_dirs(members: list[str], map_indexes: Mapping[str, pd.DataFrame],
+                   detector_stores: Mapping[str, str | Path], image_index: pd.DataFrame, seed: int,
+                   category: str) -> dict[str, Path]:
+    """detector -> the folder of its detector fitted for (`seed`, `category`), in member order."""
+    missing = [name for name in members if name not in map_indexes or name not in detector_stores]
+    if missing:
+        raise ValueError(f"no map index or detector store for the bundled detectors {missing}")
+    in_category = image_index.loc[image_index["category"] == category, "image_id"]
+    dirs = {}
+    for name in members:
+        index = map_indexes[name]
+        rows = index[(index["split_seed"] == seed) & index["image_id"].isin(in_category)]
+        model_keys = sorted(rows["model_key"].unique())
+        if len(model_keys) != 1:
+            raise ValueError(f"{name}.map_index has model keys {model_keys} for split_seed {seed} and "
+                             f"category {category}, expected one")
+        dirs[name] = Path(detector_stores[name]) / model_keys[0]
+    return dirs
+
+
+def _builtin_segment_names(segment_maps: Segmentation, layout: str) -> Mapping | None:
+    if segment_maps.method == "elpv":
+        return ELPV_SEGMENTS
+    if segment_maps.method == "static" and layout == "demo":
+        from segad.ingestion.demo import SEGMENTS
+
+        return SEGMENTS
+    return None
+

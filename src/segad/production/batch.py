@@ -1,0 +1,274 @@
+"""Batch scoring: a list of image files + a loaded bundle -> one inspection row per image.
+
+A trained SegAD bundle (`segad.production.bundle`) turns new images into one row each: the SegAD
+score (raw margin of the BRF, higher = more anomalous; not a probability), the decision at the
+bundle's operating point (`segad.production.operating_point`), how much each segment and each
+detector pushed the score up or down (`segad.production.explain`) and an overlay per rejected
+part (`segad.production.render`). An image that cannot be read, fails the input checks
+(`segad.production.inputs`) or gets a non-finite map is an ``error`` row with a message naming
+the file; the rest of its batch is scored.
+
+Usage (with a bundle folder written by `segad.production.writer`)::
+
+    bundle = load_bundle(resolve_bundle("data/06_models/segad_bundle"))
+    result = score_images(list_images("incoming/"), bundle, bundle.load_detectors("cpu"))
+    result.table  # one row per image; result.overlays: one picture per rejected part
+
+Example:
+    >>> from segad.production.batch import EXPLAIN_MODES, STAGES
+    >>> STAGES
+    ('read', 'detector', 'features', 'brf', 'explain', 'overlay')
+    >>> EXPLAIN_MODES
+    ('all', 'rejected', 'none')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from segad.images import ImageReadError
+from segad.production.explain import (
+    contribution_columns,
+    detector_contribution_column,
+    detector_contributions,
+    group_contributions,
+    top_segment,
+)
+from segad.production.inputs import InputMismatchError, load_checked
+from segad.production.operating_point import ERROR, REJECT, decide
+from segad.production.render import overlay_name, render_overlay
+from segad.segments.columns import max_column
+
+if TYPE_CHECKING:
+    from segad.production.bundle import Bundle
+
+OK = "ok"
+EXPLAIN_MODES = ("all", "rejected", "none")
+STAGES = ("read", "detector", "features", "brf", "explain", "overlay")
+
+
+@dataclass
+class ScoringResult:
+    """What `score_images` returns.
+
+    Attributes:
+        table: one row per input path (columns: see `score_images`).
+        overlays: file name (``<image path with / -> __>.png``) -> uint8 (S, 2S, 3) picture,
+            one per rejected part.
+        seconds: wall time per stage (`STAGES`), summed over batches.
+        cpu_seconds: CPU time of this process (all threads) per stage: unlike wall time it
+            barely moves when other programs compete for the cores.
+    """
+
+    table: pd.DataFrame
+    overlays: dict[str, np.ndarray]
+    seconds: dict[str, float]
+    cpu_seconds: dict[str, float]
+
+
+def score_images(
+    paths: Sequence[str | Path],
+    bundle: Bundle,
+    models: dict,
+    *,
+    root: str | Path | None = None,
+    batch_size: int = 16,
+    explain: str = "rejected",
+    overlays: bool = True,
+    progress: bool = True,
+) -> ScoringResult:
+    """Score image files with a loaded bundle (`segad.production.bundle.load_bundle`) and its detectors.
+
+    Per batch: read and check each image (`load_checked`: a failing image becomes an error row,
+    the batch goes on); raw maps of every detector (`segad.detection.inference.predict_maps`); per-segment
+    statistics and maxima (`segad.segments.features`); the BRF score (`segad.meta.brf.brf_scores`); the
+    decision at the bundle's threshold; per-segment and per-detector SHAP contributions for the
+    rows `explain` selects; an overlay per rejected part (`render_overlay`, map of the detector
+    with the largest contribution, or of the first detector when not explained).
+
+    Args:
+        paths: image files.
+        bundle: a `segad.production.bundle.Bundle`.
+        models: detector name -> fitted model (`Bundle.load_detectors`).
+        root: column ``image`` is the path relative to `root` (default: the path as given).
+        batch_size: images per detector forward pass.
+        explain: "rejected" (default), "all" or "none".
+        overlays: render an overlay per rejected part.
+        progress: show a tqdm bar with images/s.
+
+    Returns:
+        `ScoringResult`. Table columns, in order: image, path (absolute), status (ok | error),
+        decision (accept | reject | error), score (float64 raw margin, NaN on error), threshold,
+        error (message, None when ok), top_segment (int64, -1 = none or not explained),
+        top_segment_name, ``contrib_seg<l>`` per segment, contrib_global, contrib_bias,
+        ``contrib_det_<detector>`` per detector (float64, NaN where not explained),
+        ``<detector>__max`` (float64), overlay (file name or None), bundle_id.
+    """
+    from tqdm.auto import tqdm
+
+    from segad.segments.features import SegmentLayout
+
+    if explain not in EXPLAIN_MODES:
+        raise ValueError(f"explain must be one of {EXPLAIN_MODES}, got {explain!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    missing = [name for name in bundle.detectors if name not in models]
+    if missing:
+        raise ValueError(f"no loaded model for the bundled detectors {missing}")
+    root = Path(root).resolve() if root is not None else None
+    layout = SegmentLayout.from_labels(bundle.segments, bundle.n_segments)
+    clock = _Clock()
+    rows: list[dict] = []
+    pictures: dict[str, np.ndarray] = {}
+    bar = tqdm(total=len(paths), desc="scoring", unit="img", disable=not progress, smoothing=0.1)
+    for start in range(0, len(paths), batch_size):
+        batch = [Path(p) for p in paths[start : start + batch_size]]
+        batch_rows: list[dict] = []
+        arrays: list[np.ndarray] = []
+        ok: list[int] = []
+        with clock("read"):
+            for path in batch:
+                absolute = path.resolve()
+                image = (absolute.relative_to(root).as_posix()
+                         if root is not None and absolute.is_relative_to(root) else str(path))
+                row = {"image": image, "path": str(absolute), "status": OK, "error": None}
+                try:
+                    arrays.append(load_checked(path, bundle.input_spec))
+                    ok.append(len(batch_rows))
+                except (ImageReadError, InputMismatchError) as error:
+                    row.update(status=ERROR, decision=ERROR, error=str(error))
+                batch_rows.append(row)
+        if ok:
+            _score_batch(np.stack(arrays), [batch_rows[i] for i in ok], bundle, models, layout,
+                         explain, overlays, pictures, clock)
+        rows.extend(batch_rows)
+        bar.update(len(batch))
+    bar.close()
+    return ScoringResult(table=_table(rows, bundle), overlays=pictures, seconds=clock.wall,
+                         cpu_seconds=clock.cpu)
+
+
+class _Clock:
+    """Accumulates wall and process-CPU seconds per stage."""
+
+    def __init__(self) -> None:
+        self.wall = dict.fromkeys(STAGES, 0.0)
+        self.cpu = dict.fromkeys(STAGES, 0.0)
+        self._stage: str | None = None
+
+    def __call__(self, stage: str) -> _Clock:
+        self._stage = stage
+        return self
+
+    def __enter__(self) -> None:
+        import time
+
+        self._start = (time.perf_counter(), time.process_time())
+
+    def __exit__(self, *exc: object) -> None:
+        import time
+
+        assert self._stage is not None, "a stage is entered through clock(stage)"
+        self.wall[self._stage] += time.perf_counter() - self._start[0]
+        self.cpu[self._stage] += time.process_time() - self._start[1]
+
+
+def _score_batch(x, rows, bundle, models, layout, explain, overlays, pictures, clock) -> None:
+    """Fill `rows` (one per image of `x`) in place; add overlays of rejected parts."""
+    from segad.detection.inference import predict_maps
+    from segad.meta.brf import brf_scores
+    from segad.segments.features import feature_matrix, segment_statistics
+
+    n, detectors, op = x.shape[0], bundle.detectors, bundle.operating_point
+    with clock("detector"):
+        maps = {name: predict_maps(models[name], x) for name in detectors}
+
+    with clock("features"):
+        finite = np.ones(n, dtype=bool)
+        for name in detectors:
+            finite &= np.isfinite(maps[name].reshape(n, -1)).all(axis=1)
+        # A non-finite map makes that image an error row; the rest of the batch is scored.
+        maxima = [np.where(finite, np.nan_to_num(maps[name].reshape(n, -1), nan=-np.inf).max(axis=1), np.nan)
+                  for name in detectors]
+        features = np.full((n, len(bundle.feature_columns)), np.nan)
+        if finite.any():
+            stats = [segment_statistics(maps[name][finite], layout) for name in detectors]
+            features[finite] = feature_matrix(stats, [m[finite] for m in maxima])[:, bundle.column_positions]
+
+    with clock("brf"):
+        scores = np.full(n, np.nan)
+        if finite.any():
+            scores[finite] = brf_scores(bundle.brf, features[finite])
+        decisions = decide(scores, op.threshold)  # NaN -> 'error': never decide on a broken map
+
+    with clock("explain"):
+        wanted, segment_part, detector_part, tops = _explain(features, finite, decisions, explain, bundle)
+    _fill_rows(x, rows, bundle, maps, maxima, finite, scores, decisions, wanted, segment_part, detector_part,
+               tops, overlays, pictures, clock)
+
+
+def _explain(features, finite, decisions, explain, bundle):
+    """(rows explained, per-segment frame, per-detector frame, top segment) of one batch."""
+    import xgboost
+
+    n, detectors = features.shape[0], bundle.detectors
+    wanted = {"all": finite, "rejected": decisions == REJECT, "none": np.zeros(n, bool)}[explain]
+    segment_part = pd.DataFrame(np.nan, index=range(n), columns=contribution_columns(bundle.n_segments))
+    detector_part = pd.DataFrame(np.nan, index=range(n), columns=[detector_contribution_column(d) for d in detectors])
+    if wanted.any():
+        dmatrix = xgboost.DMatrix(features[wanted], feature_names=bundle.feature_columns)
+        contribs = bundle.brf.get_booster().predict(dmatrix, pred_contribs=True)
+        segment_part.loc[wanted, :] = group_contributions(contribs, bundle.feature_columns).to_numpy()
+        per_detector = detector_contributions(contribs, bundle.feature_columns)
+        detector_part.loc[wanted, :] = per_detector[detector_part.columns].to_numpy()
+    tops = np.where(wanted, top_segment(segment_part.fillna(-np.inf)), -1)
+    return wanted, segment_part, detector_part, tops
+
+
+def _fill_rows(x, rows, bundle, maps, maxima, finite, scores, decisions, wanted, segment_part, detector_part,
+               tops, overlays, pictures, clock) -> None:
+    detectors, op = bundle.detectors, bundle.operating_point
+    names = bundle.segment_names
+    for i, row in enumerate(rows):
+        row.update(decision=decisions[i], score=float(scores[i]), top_segment=int(tops[i]),
+                   top_segment_name=names[tops[i]] if tops[i] >= 0 else None,
+                   **segment_part.iloc[i].to_dict(), **detector_part.iloc[i].to_dict(),
+                   **{max_column(name): float(maxima[k][i]) for k, name in enumerate(detectors)})
+        if not finite[i]:
+            broken = [d for d in detectors if not np.isfinite(maps[d][i]).all()]
+            row.update(status=ERROR, error=f"{row['path']}: non-finite values in the "
+                                           f"{', '.join(broken)} anomaly map")
+        if overlays and decisions[i] == REJECT:
+            contribution = detector_part.iloc[i].to_numpy()
+            strongest = detectors[int(np.nanargmax(contribution))] if wanted[i] else detectors[0]
+            label = f" | {names[tops[i]]}" if tops[i] >= 0 else ""
+            name = overlay_name(row["image"])
+            with clock("overlay"):
+                pictures[name] = render_overlay(
+                    x[i], maps[strongest][i], bundle.segments, int(tops[i]),
+                    title=f"reject {scores[i]:.2f} >= {op.threshold:.2f} | {strongest}{label}")
+            row["overlay"] = name
+
+
+def _table(rows: list[dict], bundle) -> pd.DataFrame:
+    """Rows -> the inspection table with fixed columns and dtypes (also when every row failed)."""
+    contribs = contribution_columns(bundle.n_segments)
+    per_detector = [detector_contribution_column(d) for d in bundle.detectors]
+    maxima = [max_column(d) for d in bundle.detectors]
+    columns = (["image", "path", "status", "decision", "score", "threshold", "error",
+                "top_segment", "top_segment_name"] + contribs + per_detector + maxima + ["overlay", "bundle_id"])
+    table = pd.DataFrame(rows, columns=columns)
+    table["threshold"] = float(bundle.operating_point.threshold)
+    table["bundle_id"] = bundle.bundle_id
+    table["top_segment"] = table["top_segment"].fillna(-1).astype("int64")
+    floats = ["score", *contribs, *per_detector, *maxima]
+    table[floats] = table[floats].astype("float64")
+    for column in ("image", "path", "status", "decision", "error", "top_segment_name", "overlay"):
+        table[column] = table[column].astype(object).where(table[column].notna(), None)
+    return table

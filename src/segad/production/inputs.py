@@ -1,0 +1,116 @@
+"""Input checks of production scoring: what new images must look like, taken from the training images.
+
+An image is scored only if it is readable, has one of the training images' on-disk sizes and
+their colour storage (grayscale or colour); otherwise it becomes an error row naming the file.
+
+Example:
+    >>> from segad.production.inputs import InputSpec, colour_of
+    >>> colour_of("L"), colour_of("RGB")
+    ('gray', 'rgb')
+    >>> InputSpec.from_dict({"image_size": 256, "colour": "rgb", "sizes": [[640, 480]]}).sizes
+    ((640, 480),)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from segad.images import IMAGE_SUFFIXES, ImageReadError, read_image
+
+# PIL modes whose pixels carry no colour.
+_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+
+class InputMismatchError(ValueError):
+    """An image is readable but does not match what the bundle was trained on."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What scored images must look like, taken from the training images.
+
+    Attributes:
+        image_size: side in pixels the images are resized to (maps are image_size x image_size).
+        colour: "rgb" or "gray": how the training images were stored.
+        sizes: accepted on-disk (width, height) pairs; empty = any size.
+    """
+
+    image_size: int
+    colour: str
+    sizes: tuple[tuple[int, int], ...] = ()
+
+    def as_dict(self) -> dict:
+        return {"image_size": self.image_size, "colour": self.colour,
+                "sizes": [list(size) for size in self.sizes]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> InputSpec:
+        return cls(image_size=int(data["image_size"]), colour=str(data["colour"]),
+                   sizes=tuple((int(w), int(h)) for w, h in data.get("sizes", ())))
+
+
+def colour_of(pil_mode: str) -> str:
+    """'gray' for single-channel PIL modes (1, L, LA, I, I;16, F), else 'rgb'."""
+    return "gray" if pil_mode in _GRAY_MODES else "rgb"
+
+
+def probe_image(path: str | Path) -> tuple[int, int, str]:
+    """(width, height, colour) from the file header, without decoding the pixels."""
+    try:
+        with Image.open(path) as image:
+            return image.size[0], image.size[1], colour_of(image.mode)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageReadError(f"{path}: unreadable image ({error})") from error
+
+
+def input_spec_from_paths(paths: Sequence[str | Path], image_size: int) -> InputSpec:
+    """The spec of a training set: its single colour mode and its on-disk sizes.
+
+    Raises InputMismatchError when the training images mix grayscale and colour storage.
+    """
+    if not paths:
+        raise ValueError("input_spec_from_paths: no training image paths")
+    probes = [probe_image(path) for path in paths]
+    colours = {colour for _, _, colour in probes}
+    if len(colours) > 1:
+        examples = {colour: str(path) for path, (_, _, colour) in zip(paths, probes)}
+        raise InputMismatchError(f"training images mix grayscale and colour files: {examples}")
+    sizes = tuple(sorted({(w, h) for w, h, _ in probes}))
+    return InputSpec(image_size=int(image_size), colour=colours.pop(), sizes=sizes)
+
+
+def load_checked(path: str | Path, spec: InputSpec) -> np.ndarray:
+    """Read an image for scoring: float32 (3, S, S) in [0, 1], S = spec.image_size.
+
+    Raises ImageReadError (missing, unreadable, truncated) or InputMismatchError (on-disk size
+    not among the training sizes; grayscale file for a colour model or the reverse), each with a
+    message naming the file.
+    """
+    array = read_image(path, size=spec.image_size)  # decodes fully: catches truncated files
+    width, height, colour = probe_image(path)
+    if spec.sizes and (width, height) not in spec.sizes:
+        expected = ", ".join(f"{w}x{h}" for w, h in spec.sizes)
+        raise InputMismatchError(
+            f"{path}: wrong size {width}x{height} (width x height); the bundle was trained on "
+            f"{expected}")
+    if colour != spec.colour:
+        raise InputMismatchError(
+            f"{path}: {colour} image but the bundle was trained on {spec.colour} images")
+    return array
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Every file under `folder` (recursive, sorted) with an image suffix (case-insensitive).
+
+    Unreadable files with an image suffix are listed too: scoring reports them as errors.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"score input folder {folder} does not exist or is not a folder")
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -1,0 +1,79 @@
+"""Overlays of rejected parts: the image with its most suspicious segment, beside the anomaly map.
+
+Example:
+    >>> from segad.production.render import overlay_name
+    >>> overlay_name("line3/part 7.png")
+    'line3__part_7-d24ffe4c.png'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+#: Height in pixels of the title strip above an overlay.
+TITLE_HEIGHT = 12
+
+
+def overlay_name(image: str) -> str:
+    """File name of the overlay of `image`: its sanitised relative path ('/' -> '__') + '-' + the
+    first 8 hex digits of the SHA-1 of `image`, so two images never share an overlay name."""
+    stem = Path(image).with_suffix("").as_posix().lstrip("/")
+    digest = hashlib.sha1(image.encode()).hexdigest()[:8]
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", stem.replace("/", "__")) + f"-{digest}.png"
+
+
+def render_overlay(
+    image: np.ndarray,
+    anomaly_map: np.ndarray,
+    segments: np.ndarray,
+    highlight: int | None,
+    title: str = "",
+) -> np.ndarray:
+    """Side-by-side picture of a rejected part: uint8 (S, 2S, 3), plus a title strip on top.
+
+    Left: the image with the `highlight` segment (the one that pushed the score most) tinted red
+    and its outline drawn. Right: the anomaly map as a heat map over the image, min-max scaled
+    per image (for looking at, not for comparing images). A non-empty `title` is written in a
+    black strip of `TITLE_HEIGHT` pixels above the pictures.
+
+    Args:
+        image: float (3, S, S) in [0, 1].
+        anomaly_map: float (S, S).
+        segments: int (S, S) segment labels.
+        highlight: segment index to highlight, or None / -1 for none.
+    """
+    from matplotlib import colormaps
+    from PIL import ImageDraw
+
+    rgb = np.clip(np.asarray(image, dtype=np.float32).transpose(1, 2, 0), 0.0, 1.0)
+    left = rgb.copy()
+    if highlight is not None and highlight >= 0:
+        mask = np.asarray(segments) == highlight
+        left[mask] = 0.55 * left[mask] + 0.45 * np.array([1.0, 0.0, 0.0], dtype=np.float32)
+        edge = mask & ~_erode(mask)
+        left[edge] = (1.0, 0.0, 0.0)
+    amap = np.asarray(anomaly_map, dtype=np.float64)
+    finite = np.isfinite(amap)
+    lo, hi = (amap[finite].min(), amap[finite].max()) if finite.any() else (0.0, 1.0)
+    scaled = np.where(finite, (amap - lo) / (hi - lo if hi > lo else 1.0), 0.0)
+    heat = colormaps["jet"](scaled)[..., :3].astype(np.float32)
+    right = 0.5 * rgb + 0.5 * heat
+    both = (np.concatenate([left, right], axis=1) * 255.0 + 0.5).astype(np.uint8)
+    if title:
+        strip = Image.new("RGB", (both.shape[1], TITLE_HEIGHT), (0, 0, 0))
+        ImageDraw.Draw(strip).text((2, 1), title, fill=(255, 255, 0))
+        both = np.concatenate([np.asarray(strip), both], axis=0)
+    return both
+
+
+def _erode(mask: np.ndarray) -> np.ndarray:
+    """4-neighbour binary erosion (border pixels count as outside)."""
+    padded = np.pad(mask, 1, constant_values=False)
+    return (padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1]
+            & padded[1:-1, :-2] & padded[1:-1, 2:])
+

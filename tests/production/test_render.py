@@ -1,0 +1,30 @@
+"""segad.production.render: overlays of rejected parts and their file names."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from segad.production.render import TITLE_HEIGHT, overlay_name, render_overlay
+
+
+def test_overlay_marks_the_segment_and_keeps_the_size(tmp_path):
+    image = np.full((3, 32, 32), 0.5, np.float32)
+    segments = np.zeros((32, 32), np.int64)
+    segments[8:24, 8:24] = 1
+    amap = np.zeros((32, 32), np.float32)
+    amap[10:14, 10:14] = 5.0
+    titled = render_overlay(image, amap, segments, highlight=1, title="reject 3.2")
+    assert titled.shape == (32 + TITLE_HEIGHT, 64, 3) and titled.dtype == np.uint8
+    picture = render_overlay(image, amap, segments, highlight=1)
+    np.testing.assert_array_equal(titled[TITLE_HEIGHT:], picture)
+    assert picture.shape == (32, 64, 3)
+    assert picture[16, 16, 0] > picture[16, 16, 1]  # tinted red inside segment 1
+    assert tuple(picture[30, 2]) == (128, 128, 128)  # untouched outside
+    assert picture[12, 32 + 12, 0] > picture[30, 32 + 30, 0]  # heat map hot where the map is high
+    Image.fromarray(picture).save(tmp_path / "o.png")
+
+
+def test_overlay_names_are_unique():
+    # names that sanitise alike still get their own overlay
+    assert overlay_name("a/b.png") != overlay_name("a__b.png") != overlay_name("a?b.png")

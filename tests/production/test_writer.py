@@ -1,0 +1,51 @@
+"""segad.production.writer: atomic bundle folders, versions under a parent folder, LATEST."""
+
+from __future__ import annotations
+
+import pytest
+from kedro.io import DatasetError
+
+from segad.datasets.bundle_dataset import BundleDataset
+from segad.production.bundle import LATEST, list_bundles, load_bundle, resolve_bundle
+from segad.production.writer import write_bundle, write_versioned_bundle
+
+
+def test_rewriting_replaces_the_bundle_atomically(trained, bundle_dir):
+    first = load_bundle(bundle_dir).bundle_id
+    arguments = {k: v for k, v in trained.items() if not k.startswith("_")}
+    write_bundle(bundle_dir, **arguments)
+    assert load_bundle(bundle_dir).bundle_id != first
+    assert sorted(p.name for p in bundle_dir.parent.iterdir()) == ["bundle"]  # no staging left
+
+
+def test_each_build_is_a_new_version_and_latest_points_to_the_newest(trained, tmp_path):
+    arguments = {k: v for k, v in trained.items() if not k.startswith("_")}
+    parent = tmp_path / "segad_bundle"
+    dataset = BundleDataset(str(parent))
+    assert not dataset.exists()
+    dataset.save(arguments)
+    first = (parent / LATEST).read_text().strip()
+    dataset.save(arguments)
+    second = (parent / LATEST).read_text().strip()
+    assert first != second
+    assert list_bundles(parent) == sorted([first, second])  # both kept
+    assert sorted(p.name for p in parent.iterdir()) == sorted([LATEST, first, second])  # no temp left
+    assert resolve_bundle(parent) == parent / second
+    assert dataset.load().bundle_id == second  # the parent loads the latest
+    assert load_bundle(parent / second).bundle_id == second  # folder name = bundle_id
+    assert BundleDataset(str(parent / first)).load().bundle_id == first  # an explicit older bundle
+    with pytest.raises(DatasetError, match="versioned bundle"):
+        BundleDataset(str(parent / first)).save(arguments)
+    (parent / "notes.txt").write_text("not ours")
+    with pytest.raises(DatasetError, match="did not write"):
+        dataset.save(arguments)
+    assert list_bundles(parent) == sorted([first, second])
+
+
+def test_an_unversioned_bundle_becomes_the_first_version(trained, bundle_dir):
+    old = load_bundle(bundle_dir).bundle_id
+    arguments = {k: v for k, v in trained.items() if not k.startswith("_")}
+    new = write_versioned_bundle(bundle_dir, **arguments)
+    assert list_bundles(bundle_dir) == sorted([old, new.name])
+    assert (bundle_dir / LATEST).read_text().strip() == new.name
+    assert load_bundle(bundle_dir / old).bundle_id == old
