@@ -54,7 +54,9 @@ def bench_one(name: str, n_train: int, n_images: int, size: int, batch_size: int
     """Fit + predict one detector in this process; peak RSS of this process."""
     import torch
 
-    from segad.detection.detectors import DetectorConfig, fit_detector, iter_maps
+    from segad.detection.config import DetectorConfig
+    from segad.detection.fit import fit_detector
+    from segad.detection.inference import iter_maps
 
     config = DetectorConfig.from_dict(name, {**_params(name), "batch_size": batch_size})
     start = time.perf_counter()
@@ -143,7 +145,9 @@ def bench_float16(names: list[str], n_images: int, size: int) -> None:
     """Max deviation of the SegAD statistics when real maps are stored as float16."""
     from PIL import Image
 
-    from segad.detection.detectors import DetectorConfig, fit_detector, iter_maps
+    from segad.detection.config import DetectorConfig
+    from segad.detection.fit import fit_detector
+    from segad.detection.inference import iter_maps
     from segad.segments.features import reference_segment_statistics
 
     labels = np.asarray(Image.open(DEMO / "segmentation.png").resize((size, size), Image.NEAREST)).astype(np.int64)

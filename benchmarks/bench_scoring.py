@@ -33,7 +33,10 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from segad.detection.detectors import DetectorConfig, fit_detector, predict_maps, save_detector  # noqa: E402
+from segad.detection.config import DetectorConfig  # noqa: E402
+from segad.detection.fit import fit_detector  # noqa: E402
+from segad.detection.inference import predict_maps  # noqa: E402
+from segad.detection.persistence import save_detector  # noqa: E402
 from segad.images import read_image  # noqa: E402
 from segad.ingestion.demo import DemoConfig, write_demo  # noqa: E402
 from segad.meta.brf import BRFConfig, fit_brf  # noqa: E402

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segad.detection.detectors import DetectorConfig, DetectorConfigError
+from segad.detection.config import DetectorConfig, DetectorConfigError
 from segad.images import ImageReadError, image_size, read_image, read_mask
 from tests.conftest import write_png
 
@@ -444,7 +444,7 @@ def test_bundle_of_another_version(bundle_dir):  # noqa: F811
 @pytest.mark.parametrize(("key", "value", "kind"), [("batch_size", "8", "int"), ("seed", 1.5, "int"),
                                                      ("amp", "yes", "bool"), ("num_workers", True, "int")])
 def test_detector_setting_of_the_wrong_type(key, value, kind):
-    from segad.detection.detectors import DetectorConfig, DetectorConfigError
+    from segad.detection.config import DetectorConfig, DetectorConfigError
 
     with pytest.raises(DetectorConfigError, match=rf"detector padim: {key} must be {kind}, got {value!r}"):
         DetectorConfig.from_dict("padim", {key: value})

@@ -21,8 +21,9 @@ from kedro.pipeline import node, pipeline
 from kedro.runner import SequentialRunner
 
 from segad import schemas
-from segad.detection.detectors import DetectorConfig, compute_anomaly_maps
+from segad.detection.config import DetectorConfig
 from segad.detection.map_store import MapStore
+from segad.detection.stage import compute_anomaly_maps
 from segad.ingestion.defects import DefectConfig, empty_synthetic_index, plan_synthetic
 from segad.ingestion.layouts import build_index
 from segad.ingestion.splits import SplitConfig, make_splits

@@ -134,7 +134,7 @@ class MapIndex(pa.DataFrameModel):
     image_id: Series[str] = pa.Field(description="key into `image_index` or `synthetic_index`")
     detector: Series[str] = pa.Field(description=(
         "anomalib's model name, lower snake case (`patchcore`, `padim`, `fastflow`, `reverse_distillation`, "
-        "`efficient_ad`, `supersimplenet`, `stfpm`)"))
+        "`efficient_ad`, `supersimplenet`, `stfpm`), or the name of an external detector"))
     split_seed: Series[pa.Int64] = pa.Field(ge=0, description="the split seed")
     model_key: Series[str] = pa.Field(description=(
         "hash of the detector configuration, segad's format version, the anomalib/torch/torchvision/timm "
@@ -143,6 +143,10 @@ class MapIndex(pa.DataFrameModel):
     max_score: Series[pa.Float64] = pa.Field(description="max of the raw map (the detector's own image score)")
     height: Series[pa.Int32] = pa.Field(gt=0, description="map height (= `image_size`)")
     width: Series[pa.Int32] = pa.Field(gt=0, description="map width (= `image_size`)")
+    source_height: Series[pa.Int32] | None = pa.Field(gt=0, description=(
+        "external detectors only (`kind: external`, docs/anomaly_maps.md): map file height before resizing"))
+    source_width: Series[pa.Int32] | None = pa.Field(gt=0, description=(
+        "external detectors only: map file width before resizing"))
 
     class Config:
         strict = True

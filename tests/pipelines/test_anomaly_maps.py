@@ -17,7 +17,7 @@ from kedro.runner import SequentialRunner
 from PIL import Image
 
 from segad.datasets.map_store_dataset import DetectorStoreDataset, MapStoreDataset
-from segad.detection.detectors import SUPPORTED_DETECTORS, DetectorConfig
+from segad.detection.config import SUPPORTED_DETECTORS, DetectorConfig
 from segad.detection.map_store import MapStore
 from segad.pipelines.anomaly_maps import create_pipeline
 

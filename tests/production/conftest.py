@@ -8,7 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segad.detection.detectors import DetectorConfig, fit_detector, predict_maps, save_detector
+from segad.detection.config import DetectorConfig
+from segad.detection.fit import fit_detector
+from segad.detection.inference import predict_maps
+from segad.detection.persistence import save_detector
 from segad.images import read_image
 from segad.meta.brf import BRFConfig, fit_brf
 from segad.production.inputs import input_spec_from_paths

@@ -78,7 +78,7 @@ def test_per_category_segment_counts(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True)
         np.save(tmp_path / f"{name}.npy", np.arange(8)[None, :].repeat(8, 0) * n // 8)
     counts = {"default": 2, "pcb1": 6}
-    config = SegmentationConfig.from_params({"method": "per_image", "folder": str(tmp_path), "n_segments": counts})
+    config = SegmentationConfig(method="per_image", folder=str(tmp_path), n_segments=counts)
     seg = resolve_segmentation(config, ["candle", "pcb1"], 8)
     assert seg.n_segments == {"candle": 2, "pcb1": 6}
     assert seg.labels_for("pcb1", ["pcb1/0.JPG"]).max() == 5
@@ -90,8 +90,7 @@ def test_per_category_segment_counts(tmp_path):
     with pytest.raises(SegmentationError, match=r"n_segments\['pcb1'\] must be a positive integer, got 0"):
         segment_count({"pcb1": 0}, "pcb1")
     Image.fromarray(_labels()).save(tmp_path / "s.png")  # static maps check against the category's count too
-    static = SegmentationConfig.from_params({"method": "static", "path": str(tmp_path / "s.png"),
-                                             "n_segments": {"a": 3, "default": 2}})
+    static = SegmentationConfig(method="static", path=str(tmp_path / "s.png"), n_segments={"a": 3, "default": 2})
     assert resolve_segmentation(static, ["a"], 16).n_segments == {"a": 3}
     with pytest.raises(SegmentationError, match="outside"):
         resolve_segmentation(static, ["b"], 16)

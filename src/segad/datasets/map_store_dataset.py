@@ -6,7 +6,7 @@ load-everything/save-everything dataset can do. The catalog therefore owns the f
 
 - `MapStoreDataset`: a `segad.detection.map_store.MapStore` (read/write/exists of raw maps by map_key).
 - `DetectorStoreDataset`: the folder (`pathlib.Path`) that holds fitted detectors, one
-  sub-folder per model_key (`segad.detection.detectors.save_detector` / `load_detector`).
+  sub-folder per model_key (`segad.detection.persistence.save_detector` / `load_detector`).
 
 Catalog example (conf/base/catalog_anomaly_maps.yml)::
 

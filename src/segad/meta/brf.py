@@ -66,11 +66,6 @@ class BRFConfig:
     tree_method: str = "hist"
     n_jobs: int | None = None
 
-    @classmethod
-    def from_params(cls, params: Mapping | None) -> BRFConfig:
-        """`BRFConfig` of a plain ``brf.model`` dict (the bundle stage reads it from ``parameters``)."""
-        return params if isinstance(params, BRFConfig) else cls(**dict(params or {}))
-
 
 #: The paper's settings (an immutable default argument).
 DEFAULT_BRF = BRFConfig()

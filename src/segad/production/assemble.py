@@ -1,7 +1,7 @@
 """What goes into the production bundle of a training run, for one split seed and one category.
 
 - the fitted detectors of that seed (the model_key of each detector's map index), copied as
-  `segad.detection.detectors.save_detector` wrote them;
+  `segad.detection.persistence.save_detector` wrote them;
 - the category's static segment map (per-image segmentation cannot score new images);
 - the BRF of the combination ``options.detectors`` (default: all run detectors) from the run's
   own dataset layout and benchmark (`segad.meta.brf.model_key`), with its feature column names;

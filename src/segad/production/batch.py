@@ -86,7 +86,7 @@ def score_images(
     """Score image files with a loaded bundle (`segad.production.bundle.load_bundle`) and its detectors.
 
     Per batch: read and check each image (`load_checked`: a failing image becomes an error row,
-    the batch goes on); raw maps of every detector (`segad.detection.detectors.predict_maps`); per-segment
+    the batch goes on); raw maps of every detector (`segad.detection.inference.predict_maps`); per-segment
     statistics and maxima (`segad.segments.features`); the BRF score (`segad.meta.brf.brf_scores`); the
     decision at the bundle's threshold; per-segment and per-detector SHAP contributions for the
     rows `explain` selects; an overlay per rejected part (`render_overlay`, map of the detector
@@ -181,7 +181,7 @@ class _Clock:
 
 def _score_batch(x, rows, bundle, models, layout, explain, overlays, pictures, clock) -> None:
     """Fill `rows` (one per image of `x`) in place; add overlays of rejected parts."""
-    from segad.detection.detectors import predict_maps
+    from segad.detection.inference import predict_maps
     from segad.meta.brf import brf_scores
     from segad.segments.features import feature_matrix, segment_statistics
 

@@ -18,7 +18,7 @@ Layout of one bundle (all paths relative to the bundle folder)::
     manifest.json             format name + version, bundle id, creation time, package versions,
                               configuration, detectors, feature schema, operating point, input
                               spec, segment names, sha256 of every other file
-    detectors/<name>/...      each fitted detector, as `segad.detection.detectors` saves it
+    detectors/<name>/...      each fitted detector, as `segad.detection.persistence` saves it
     segmentation.npy          int64 (S, S) segment labels at map resolution (np.save, no pickle)
     brf.ubj                   the XGBoost BRF (UBJSON model file)
 
@@ -34,7 +34,7 @@ Loading (`load_bundle`) refuses, with an error that says what differs:
 - a file whose sha256 differs from the manifest, or a missing file (`BundleIntegrityError`).
 
 Nothing is unpickled: the BRF loads from UBJSON, the segment map with
-``np.load(allow_pickle=False)``, detectors through `segad.detection.detectors` (torch weights with
+``np.load(allow_pickle=False)``, detectors through `segad.detection.persistence` (torch weights with
 ``weights_only=True``), the manifest is JSON.
 
 Example:
@@ -204,11 +204,11 @@ class Bundle:
         return self.root / DETECTORS_DIR / name
 
     def load_detectors(self, device: str = "cpu", backbone_cache_dir: str | Path | None = None) -> dict:
-        """name -> fitted detector in eval mode, via `segad.detection.detectors.load_detector`.
+        """name -> fitted detector in eval mode, via `segad.detection.persistence.load_detector`.
 
         Raises BundleSchemaError when a saved detector is another model or another image size.
         """
-        from segad.detection.detectors import load_detector
+        from segad.detection.persistence import load_detector
 
         models = {}
         for name in self.detectors:

@@ -87,7 +87,7 @@ def write_bundle(
         target: bundle folder (replaced if it exists and holds only a bundle's own files;
             `segad.files.NotOwnedError` otherwise). The bundle pipeline uses
             `write_versioned_bundle`, which never replaces a bundle.
-        detector_dirs: detector name -> folder written by `segad.detection.detectors.save_detector`, in
+        detector_dirs: detector name -> folder written by `segad.detection.persistence.save_detector`, in
             feature order; each folder is copied into the bundle unchanged.
         segments: int (S, S) label map at map resolution S = input_spec.image_size.
         brf: the fitted BRF (`xgboost.XGBClassifier` or `Booster`); saved as UBJSON with the

@@ -52,6 +52,7 @@ import pydantic.dataclasses
 from pydantic import Field
 
 from segad.config import PARAMS
+from segad.detection.stage import MAP_INDEX_COLUMNS
 from segad.segments.columns import feature_columns, vector_order
 
 QUANTILE: float = 0.995
@@ -268,7 +269,6 @@ def feature_matrix(
 # --------------------------------------------------------------------------------------------
 # the feature table of a run
 
-MAP_INDEX_COLUMNS = ("image_id", "detector", "split_seed", "map_key", "max_score", "height", "width")
 ROW_COLUMNS = ("image_id", "split_seed", "role", "label", "defect_type", "unseen", "category", "source_image_id")
 FEATURE_ROLES = ("brf_train", "test")
 

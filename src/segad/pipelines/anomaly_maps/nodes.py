@@ -1,4 +1,4 @@
-"""Nodes of the anomaly-map stage: thin wrappers over `segad.detection.detectors`."""
+"""Nodes of the anomaly-map stage: thin wrappers over `segad.detection.stage`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from typing import Any
 
 import pandas as pd
 
-from segad.detection.detectors import DetectorConfig, compute_anomaly_maps
+from segad.detection.config import DetectorConfig
+from segad.detection.external import ExternalConfig, compute_external_maps, is_external
 from segad.detection.map_store import MapStore
+from segad.detection.stage import compute_anomaly_maps
 
 logger = logging.getLogger(__name__)
 
@@ -30,19 +32,18 @@ def make_anomaly_maps(
 
     ``detector`` is the namespaced parameter block ``anomaly_maps.<detector_name>``; a missing or
     empty ``synthetic_index`` means no synthetic images. Maps go into ``map_store``, fitted
-    detectors into ``detector_store/<model_key>/`` (both handles come from the catalog).
+    detectors into ``detector_store/<model_key>/`` (both handles come from the catalog). An
+    external detector (`segad.detection.external.is_external`) reads its maps and fits nothing.
     """
-    config = DetectorConfig.from_dict(detector_name, detector)
-    map_index, stats = compute_anomaly_maps(
-        image_index,
-        splits,
-        synthetic_index if synthetic_index is not None and len(synthetic_index) else None,
-        config,
-        int(image_size),
-        str(device),
-        map_store,
-        detector_store,
-    )
+    synthetic = synthetic_index if synthetic_index is not None and len(synthetic_index) else None
+    if is_external(detector_name, detector):
+        external = ExternalConfig.from_dict(detector_name, detector)
+        map_index, stats = compute_external_maps(image_index, splits, synthetic, external, int(image_size), map_store)
+    else:
+        config = DetectorConfig.from_dict(detector_name, detector)
+        map_index, stats = compute_anomaly_maps(
+            image_index, splits, synthetic, config, int(image_size), str(device), map_store, detector_store
+        )
     rate = f" ({stats.images_per_second():.1f} img/s)" if stats.maps_computed else ""
     logger.info(
         "%s: %d models fitted (%.1f s), %d reused; %d maps computed%s, %d from cache",

@@ -1,0 +1,207 @@
+"""Detector settings: which anomalib models segad supports and how one is configured.
+
+Owns `DetectorSpec`/`SPECS` (what segad must know about each anomalib class), `DetectorConfig`
+(the namespaced ``anomaly_maps.<name>`` parameters, validated) and `resolve_device`. Kept apart
+from fitting and inference so that reading, validating and hashing settings (`identity`, part of
+model_key) never builds a model.
+
+Supported detectors (anomalib 2.7 class): patchcore (Patchcore), padim (Padim), fastflow
+(Fastflow), reverse_distillation (ReverseDistillation), efficient_ad (EfficientAd),
+supersimplenet (Supersimplenet), stfpm (Stfpm). Backbone weights: see `segad.detection.weights`.
+
+Example:
+    >>> from segad.detection.config import DetectorConfig
+    >>> DetectorConfig.from_dict("padim", {"model": {"n_features": 32}}).model
+    {'n_features': 32}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from segad.detection.weights import HUB, WeightsSource, weights_fingerprint
+from segad.files import file_sha256
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """What segad needs to know about one anomalib model.
+
+    Attributes:
+        class_name: the class in ``anomalib.models``.
+        backbone: ``timm`` (any timm CNN, weights via timm local-dir), ``resnet`` (a timm registry
+            name only: FastFlow, Reverse Distillation) or ``none`` (EfficientAD's own PDN teacher).
+        has_pre_trained_arg: whether the constructor takes ``pre_trained`` (else a pretrained
+            backbone is hard-coded: STFPM's teacher, SuperSimpleNet).
+        feature_module: dotted path of the timm backbone module inside the Lightning module, for
+            loading a local weights file into ``resnet`` backbones.
+    """
+
+    class_name: str
+    backbone: str
+    has_pre_trained_arg: bool
+    feature_module: str | None = None
+
+
+SPECS: dict[str, DetectorSpec] = {
+    "patchcore": DetectorSpec("Patchcore", "timm", True),
+    "padim": DetectorSpec("Padim", "timm", True),
+    "fastflow": DetectorSpec("Fastflow", "resnet", True, "model.feature_extractor"),
+    "reverse_distillation": DetectorSpec("ReverseDistillation", "resnet", True, "model.encoder.feature_extractor"),
+    "efficient_ad": DetectorSpec("EfficientAd", "none", False),
+    "supersimplenet": DetectorSpec("Supersimplenet", "timm", False),
+    "stfpm": DetectorSpec("Stfpm", "timm", False),
+}
+SUPPORTED_DETECTORS = tuple(SPECS)
+
+
+class DetectorConfigError(ValueError):
+    """A detector configuration is invalid; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """One detector's settings (the namespaced ``anomaly_maps.<name>`` parameters).
+
+    Attributes:
+        name: detector name in anomalib's snake case (`SUPPORTED_DETECTORS`).
+        model: keyword arguments of the anomalib model class (``backbone`` is a timm architecture
+            name; segad sets pre/post-processing itself).
+        weights: ``hub`` | ``packaged:efficientnet_lite0`` | path of a weights file (`segad.detection.weights`).
+        pretrained: False = random backbone weights, only when set explicitly.
+        trainer: Lightning ``Trainer`` arguments for fitting (``max_epochs``, ``max_steps``, ...).
+        train_batch_size: images per training step (EfficientAD requires 1).
+        batch_size: images per inference batch.
+        num_workers: DataLoader worker processes for image decoding (0 = in the main process).
+        seed: seed of torch/numpy/random before fitting (coreset sampling, PaDiM feature choice,
+            initialisation): a detector is a deterministic function of its config and images.
+        amp: float16 autocast for inference on CUDA (ignored on CPU).
+        channels_last: CPU inference in channels_last memory format (measured per detector in
+            docs/anomaly_maps.md: faster for PatchCore, slower for PaDiM).
+        teacher_weights: EfficientAD: local file of the pretrained PDN teacher
+            (anomalib's ``pretrained_teacher_<size>.pth``).
+        imagenet_dir: EfficientAD: local ImageNet-style folder (``<dir>/<class>/<image>``) for its
+            penalty loss.
+        quantiles_from: EfficientAD: images its map-normalisation quantiles (q90, q99.5 of the
+            student and autoencoder maps) come from: ``detector_train`` (its training goods) or
+            ``brf_train`` (the good images of the brf_train role, held out from fitting, as the
+            SegAD reference does). The anomalib constructor's ``pad_maps`` goes in ``model``.
+    """
+
+    name: str
+    model: dict[str, Any] = field(default_factory=dict)
+    weights: str = HUB
+    pretrained: bool = True
+    trainer: dict[str, Any] = field(default_factory=dict)
+    train_batch_size: int = 8
+    batch_size: int = 16
+    num_workers: int = 0
+    seed: int = 0
+    amp: bool = False
+    channels_last: bool = False
+    teacher_weights: str | None = None
+    imagenet_dir: str | None = None
+    quantiles_from: str = "detector_train"
+
+    # settings that change neither the fitted model nor its maps
+    RUNTIME_ONLY = ("batch_size", "num_workers", "channels_last")
+    QUANTILE_SOURCES = ("detector_train", "brf_train")
+
+    @classmethod
+    def from_dict(cls, name: str, values: dict[str, Any] | None) -> DetectorConfig:
+        """Build from a parameters mapping; DetectorConfigError for unknown names or settings."""
+        if name not in SPECS:
+            raise DetectorConfigError(
+                f"unknown detector {name!r}; supported: {', '.join(SUPPORTED_DETECTORS)} "
+                "(or `kind: external` for maps computed by another tool, `segad.detection.external`)"
+            )
+        values = dict(values or {})
+        known = {f.name for f in dataclasses.fields(cls)} - {"name"}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise DetectorConfigError(f"detector {name}: unknown settings {unknown}; known: {sorted(known)}")
+        values["model"] = dict(values.get("model") or {})
+        values["trainer"] = dict(values.get("trainer") or {})
+        config = cls(name=name, **values)
+        for key, kind in (("train_batch_size", int), ("batch_size", int), ("num_workers", int), ("seed", int),
+                          ("pretrained", bool), ("amp", bool), ("channels_last", bool)):
+            value = getattr(config, key)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise DetectorConfigError(f"detector {name}: {key} must be {kind.__name__}, got {value!r}")
+        for key in ("train_batch_size", "batch_size"):
+            if int(getattr(config, key)) < 1:
+                raise DetectorConfigError(f"detector {name}: {key} must be >= 1")
+        if name == "efficient_ad" and config.train_batch_size != 1:
+            raise DetectorConfigError("detector efficient_ad: train_batch_size must be 1 (anomalib requires it)")
+        for reserved in ("pre_processor", "post_processor", "evaluator", "visualizer", "pre_trained", "imagenet_dir"):
+            if reserved in config.model:
+                raise DetectorConfigError(
+                    f"detector {name}: model.{reserved} is set by segad (raw maps, weights from "
+                    "`weights`/`pretrained`, EfficientAD's folder from `imagenet_dir`)"
+                )
+        if config.quantiles_from not in cls.QUANTILE_SOURCES:
+            raise DetectorConfigError(
+                f"detector {name}: quantiles_from must be one of {list(cls.QUANTILE_SOURCES)}, "
+                f"got {config.quantiles_from!r}"
+            )
+        if config.quantiles_from != "detector_train" and name != "efficient_ad":
+            raise DetectorConfigError(f"detector {name}: quantiles_from applies to efficient_ad only")
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able settings (inverse of `from_dict`, without ``name``; ``quantiles_from`` only when not the default)."""
+        values = dataclasses.asdict(self)
+        values.pop("name")
+        if values["quantiles_from"] == "detector_train":  # the default: saved files and keys as before it existed
+            values.pop("quantiles_from")
+        return values
+
+    def architecture(self) -> str | None:
+        """The backbone architecture: ``model.backbone`` or the anomalib default."""
+        spec = SPECS[self.name]
+        if spec.backbone == "none":
+            return None
+        if "backbone" in self.model:
+            return str(self.model["backbone"])
+        default = inspect.signature(anomalib_class(self.name)).parameters["backbone"].default
+        return str(default)
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that changes the fitted model or its maps (hashed into model_key)."""
+        values = self.to_dict()
+        for key in self.RUNTIME_ONLY:
+            values.pop(key)
+        source = WeightsSource.parse(self.weights)
+        values["weights"] = (
+            weights_fingerprint(source, self.pretrained) if SPECS[self.name].backbone != "none" else None
+        )
+        if self.teacher_weights and self.pretrained and Path(self.teacher_weights).is_file():
+            values["teacher_weights"] = "sha256:" + file_sha256(self.teacher_weights)[:16]
+        return {"detector": self.name, **values}
+
+
+def anomalib_class(name: str) -> type:
+    """The anomalib model class of detector ``name`` (imports anomalib on first use)."""
+    import anomalib.models
+
+    return getattr(anomalib.models, SPECS[name].class_name)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` (CUDA when available, else CPU) | ``cpu`` | ``cuda`` -> torch.device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("device: cuda was requested but torch sees no CUDA device; use auto or cpu")
+        return torch.device("cuda")
+    raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
+

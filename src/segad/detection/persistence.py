@@ -1,0 +1,145 @@
+"""Identity and storage of fitted detectors: model_key, save_detector, load_detector.
+
+Everything that decides whether a fitted detector (and its maps) can be reused lives here:
+`FORMAT_VERSION`, the `MAP_LIBRARIES` versions, image `content_hash` and `model_key`, plus the
+on-disk format. A fitted detector is saved as a folder: ``detector.json`` (its configuration) and
+``state_dict.pt`` (every tensor of the module, reloaded with ``torch.load(weights_only=True)``
+and ``load_state_dict(strict=True)`` into a freshly built, randomly initialised architecture, so
+reloading downloads nothing and needs no backbone file).
+
+Example:
+    >>> from segad.detection.config import DetectorConfig
+    >>> from segad.detection.persistence import model_key
+    >>> len(model_key(DetectorConfig.from_dict("padim", {}), 64, ["b", "a"]))
+    16
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from segad.detection.config import DetectorConfig, resolve_device
+from segad.detection.fit import build_detector
+from segad.files import check_owned, file_sha256, replace_folder
+from segad.images import ImageReadError
+from segad.versions import package_versions
+
+#: Bump when segad's own code changes what a saved detector or a map means (part of model_key).
+#: 2: model_key also holds the versions of the libraries that compute the maps.
+#: 3: the seed is set right before the model is constructed (PaDiM's channel subset no longer
+#:    depends on whether the backbone cache existed), so format-2 PaDiM models are refitted.
+FORMAT_VERSION = 3
+#: Libraries whose exact installed version is part of model_key: a new release may fit or
+#: score differently, so its maps are not reused.
+MAP_LIBRARIES = ("anomalib", "torch", "torchvision", "timm")
+
+
+def content_hash(path: str | Path) -> str:
+    """32-hex SHA-256 of an image file's bytes: the cache identity of an image."""
+    if not Path(path).is_file():
+        raise ImageReadError(f"{path}: no such image file")
+    return file_sha256(path)[:32]
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of `MAP_LIBRARIES` ('missing' when absent)."""
+    return package_versions(MAP_LIBRARIES)
+
+
+def model_key(
+    config: DetectorConfig,
+    image_size: int,
+    train_hashes: Sequence[str],
+    quantile_hashes: Sequence[str] | None = None,
+) -> str:
+    """16-hex hash of the detector's identity, image size, training set (content hashes), segad's
+    `FORMAT_VERSION` and the `library_versions` that compute the maps; with ``quantile_hashes``
+    also the images of EfficientAD's map quantiles (``quantiles_from: brf_train``)."""
+    payload = {
+        "format": FORMAT_VERSION,
+        "libraries": library_versions(),
+        "config": config.identity(),
+        "image_size": int(image_size),
+        "train": sorted(train_hashes),
+    }
+    if quantile_hashes is not None:
+        payload["quantiles"] = sorted(quantile_hashes)
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def save_detector(model: torch.nn.Module, config: DetectorConfig, image_size: int, directory: str | Path) -> Path:
+    """Write ``detector.json`` + ``state_dict.pt`` into ``directory`` atomically (temp dir, rename)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        torch.save(state, staging / "state_dict.pt")
+        meta = {
+            "format": FORMAT_VERSION,
+            "detector": config.name,
+            "image_size": int(image_size),
+            "config": config.to_dict(),
+            "state_sha256": file_sha256(staging / "state_dict.pt"),
+        }
+        (staging / "detector.json").write_text(json.dumps(meta, indent=2, default=str))
+        owned = ["detector.json", "state_dict.pt"] if (directory / "detector.json").is_file() else None
+        check_owned(directory, owned, "save_detector")
+        replace_folder(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+class DetectorLoadError(RuntimeError):
+    """A saved detector folder is missing, incomplete or damaged."""
+
+
+def load_detector(
+    directory: str | Path, device: str = "cpu", backbone_cache_dir: str | Path | None = None
+) -> tuple[torch.nn.Module, DetectorConfig, int]:
+    """Reload a saved detector: ``(model in eval mode, its config, image_size)``.
+
+    The architecture is rebuilt with random weights (no download, no weights file) and every
+    tensor is restored from ``state_dict.pt`` with ``weights_only=True`` and ``strict=True``.
+    """
+    directory = Path(directory)
+    meta_path, state_path = directory / "detector.json", directory / "state_dict.pt"
+    if not meta_path.is_file() or not state_path.is_file():
+        raise DetectorLoadError(f"{directory}: not a saved detector (needs detector.json and state_dict.pt)")
+    try:
+        meta = json.loads(meta_path.read_text())
+        if file_sha256(state_path) != meta["state_sha256"]:
+            raise DetectorLoadError(f"{state_path}: checksum mismatch (damaged file)")
+        config = DetectorConfig.from_dict(meta["detector"], meta["config"])
+        image_size = int(meta["image_size"])
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except DetectorLoadError:
+        raise
+    except Exception as error:  # noqa: BLE001
+        raise DetectorLoadError(f"{directory}: damaged saved detector ({error})") from error
+    model = build_detector(config, image_size, backbone_cache_dir, for_loading=True)
+    _resize_buffers_like(model, state)
+    model.load_state_dict(state, strict=True)
+    model.to(resolve_device(device))
+    model.eval()
+    return model, config, image_size
+
+
+def _resize_buffers_like(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give empty/placeholder buffers (memory banks, Gaussian stats, quantiles) the saved shapes."""
+    for name, buffer in model.named_buffers():
+        saved = state.get(name)
+        if saved is not None and saved.shape != buffer.shape:
+            module_name, _, leaf = name.rpartition(".")
+            module = model.get_submodule(module_name) if module_name else model
+            module._buffers[leaf] = torch.empty_like(saved)  # noqa: SLF001
+
