@@ -41,7 +41,7 @@ import numpy as np
 
 from segad.ingestion.demo import segmentation_map
 from segad.segments.features import (
-    SegmentLayout,
+    SegmentMap,
     default_threads,
     reference_segment_statistics,
     segment_statistics,
@@ -103,7 +103,7 @@ def main() -> None:
 
     labels = segmentation_map(args.size).astype(np.int64)
     n_segments = int(labels.max()) + 1
-    layout = SegmentLayout.from_labels(labels, n_segments)
+    layout = SegmentMap.from_labels(labels, n_segments)
     maps = make_maps(max(args.maps, args.ref_maps), args.size)
     print(f"maps {args.size}x{args.size} float32, {n_segments} segments (pixels per segment "
           f"{layout.counts.tolist()}), batch {args.batch_size}")

@@ -46,7 +46,7 @@ from segad.production.inputs import input_spec_from_paths  # noqa: E402
 from segad.production.operating_point import choose_operating_point, out_of_fold_scores  # noqa: E402
 from segad.production.writer import write_bundle  # noqa: E402
 from segad.segments.columns import feature_columns
-from segad.segments.features import SegmentLayout, feature_matrix, segment_statistics  # noqa: E402
+from segad.segments.features import SegmentMap, feature_matrix, segment_statistics  # noqa: E402
 from segad.segments.segmentation import read_label_map  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,7 +120,7 @@ def setup(args, names: list[str], size: int, tmp: Path) -> None:
     labels = np.r_[np.zeros(len(goods) - args.n_fit, int), np.ones(len(bads), int)]  # brf rows
     segments = read_label_map(demo / "segmentation.png", size=size)
     n_segments = int(segments.max()) + 1
-    layout = SegmentLayout.from_labels(segments, n_segments)
+    layout = SegmentMap.from_labels(segments, n_segments)
 
     t0 = time.perf_counter()
     images = np.stack([read_image(p, size) for p in brf_paths])

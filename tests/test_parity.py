@@ -6,7 +6,7 @@ from sklearn.metrics import auc, average_precision_score, precision_recall_curve
 
 from segad.evaluation.metrics import average_precision
 from segad.meta.brf import BRFConfig, brf_scores, fit_brf
-from segad.segments.features import SegmentLayout, feature_matrix, segment_statistics
+from segad.segments.features import SegmentMap, feature_matrix, segment_statistics
 
 N_IMAGES, N_DETECTORS, N_SEGMENTS, SIZE = 40, 2, 4, 32
 
@@ -48,7 +48,7 @@ def _reference_features(maps: np.ndarray, segments: np.ndarray) -> np.ndarray:
 
 def test_features_and_brf_scores_match_reference_loop():
     maps, segments, labels = _fixture()
-    layout = SegmentLayout.from_labels(segments, N_SEGMENTS)
+    layout = SegmentMap.from_labels(segments, N_SEGMENTS)
     stats = [segment_statistics(maps[k], layout) for k in range(N_DETECTORS)]
     ours = feature_matrix(stats, [maps[k].reshape(N_IMAGES, -1).max(axis=1) for k in range(N_DETECTORS)])
     reference = _reference_features(maps, segments)

@@ -32,7 +32,7 @@ from segad.ingestion.defects import KINDS
 from segad.ingestion.layouts import LAYOUTS
 from segad.ingestion.splits import BENCHMARKS, ROLES
 from segad.production.explain import CONTRIBUTION_PATTERN
-from segad.segments.columns import CLASSIFIER_COLUMN, MAX_PATTERN, SEGMENT_PATTERN, is_feature_column, max_column
+from segad.segments.columns import CLASSIFIER_COLUMN, MAX_PATTERN, SEGMENT_PATTERN, STATS, is_feature_column, max_column
 from segad.segments.features import FEATURE_ROLES
 
 LABELS = (0, 1)
@@ -181,7 +181,7 @@ class Features(pa.DataFrameModel):
                                                                   "g(I), when enabled"))
     segment_stat: Series[pa.Float64] = pa.Field(alias=SEGMENT_PATTERN.pattern, regex=True, nullable=True, metadata=_doc(
         "seg<l>__<detector>__<stat>",
-        "stat ∈ q995, skew, kurtosis, mean of the raw map over segment l; NaN skew/kurtosis for constant or "
+        f"stat ∈ {', '.join(STATS)} of the raw map over segment l; NaN skew/kurtosis for constant or "
         "1-pixel segments (XGBoost reads NaN as missing), all 0.0 for an empty segment"))
     detector_max: Series[pa.Float64] = pa.Field(alias=MAX_PATTERN.pattern, regex=True, nullable=True, metadata=_doc(
         "<detector>__max", "global max of the map"))

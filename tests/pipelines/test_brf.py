@@ -58,7 +58,7 @@ def test_brf_pipeline_fits_models_and_scores_test_rows(tiny_demo, tmp_path):
     models = catalog.load("brf_models")
     model = models[model_key("demo", "high_shot", "demo", "padim+patchcore+segad", 0)]()
     names = model.get_booster().feature_names
-    table = catalog.load("features")
+    table = catalog.load("features").read()
     test = table[(table.split_seed == 0) & (table.role == "test")]
     got = scores[(scores.method == "padim+patchcore+segad") & (scores.split_seed == 0)].score.to_numpy()
     np.testing.assert_allclose(model.predict(test[names].astype(float), output_margin=True), got, rtol=1e-6)
@@ -66,7 +66,7 @@ def test_brf_pipeline_fits_models_and_scores_test_rows(tiny_demo, tmp_path):
 
 def test_select_run_refuses_missing_partitions(tiny_demo, tmp_path):
     features_catalog, index, _, _ = run_features(tiny_demo, tmp_path, seeds=(0,))
-    table = features_catalog.load("features")
+    table = features_catalog.load("features").read()
     with pytest.raises(ValueError, match=r"lack split_seed \[1\]"):
         select_run(table, index, {"layout": "demo"}, [0, 1], DETECTORS, "high_shot")
     with pytest.raises(ValueError, match="detectors=patchcore"):
@@ -78,7 +78,7 @@ def test_select_run_refuses_missing_partitions(tiny_demo, tmp_path):
 def test_brf_runs_of_two_benchmarks_coexist(tiny_demo, tmp_path):
     """A one_class run beside a high_shot run of the same dataset: both models and scores stay."""
     features_catalog, index, _, params = run_features(tiny_demo, tmp_path)
-    table = features_catalog.load("features")
+    table = features_catalog.load("features").read()
     # the same rows relabelled as another regime's partitions (the features stage keys them so)
     features = pd.concat([table, table.assign(benchmark="one_class")], ignore_index=True)
     brf_params = dict(params["brf"], model=dict(params["brf"]["model"], **FAST))

@@ -88,7 +88,7 @@ def test_features_pipeline_writes_partitioned_table(tiny_demo, tmp_path):
     parts = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.parquet"))
     assert parts == [f"dataset=demo/benchmark=high_shot/category=demo/detectors=padim+patchcore/split_seed={s}/part-0.parquet"
                      for s in (0, 1)]
-    table = catalog.load("features")
+    table = catalog.load("features").read()
     segment_maps = catalog.load("segment_maps")
     n_segments = segment_maps.n_segments["demo"]
     assert n_segments == 6 and segment_maps.sources["demo"] == str(tiny_demo / "segmentation.png")

@@ -113,7 +113,7 @@ def test_visa_env_fixed_split_one_detector_per_category(tmp_path, caplog):
     run(params, tmp_path, index)  # same split again: both detectors and all maps come from the cache
     assert fit_log(caplog)[0].startswith("padim: 0 models fitted") and ", 2 reused; 0 maps computed" in fit_log(caplog)[0]
 
-    table = catalog.load("features")
+    table = catalog.load("features").read()
     columns = [c for c in table.columns if is_feature_column(c)]
     for category, n_segments in SEGMENTS.items():
         kept = category_columns(columns, table[table.category == category])

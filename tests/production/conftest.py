@@ -18,7 +18,7 @@ from segad.production.inputs import input_spec_from_paths
 from segad.production.operating_point import choose_operating_point, out_of_fold_scores
 from segad.production.writer import write_bundle
 from segad.segments.columns import feature_columns
-from segad.segments.features import SegmentLayout, feature_matrix, segment_statistics
+from segad.segments.features import SegmentMap, feature_matrix, segment_statistics
 from segad.segments.segmentation import read_label_map
 
 SIZE = 32
@@ -42,7 +42,7 @@ def train_tiny_bundle(demo_root: Path, work: Path, detectors: dict = TINY_DETECT
     labels = np.r_[np.zeros(len(goods) - len(goods) // 2, int), np.ones(len(bads), int)]
     segments = read_label_map(demo_root / "segmentation.png", size=SIZE)
     n_segments = int(segments.max()) + 1
-    layout = SegmentLayout.from_labels(segments, n_segments)
+    layout = SegmentMap.from_labels(segments, n_segments)
     images = np.stack([read_image(p, SIZE) for p in brf_paths])
     dirs, stats, maxima = {}, [], []
     for name, values in detectors.items():

@@ -276,19 +276,27 @@ def parse_model_key(key: str) -> tuple[str, str, str, str, int]:
 
 def select_run(features, image_index, dataset: Mapping, seeds: Sequence[int], detectors: Sequence[str],
                benchmark: str):
-    """Rows of the feature table (DataFrame) that belong to this run: its dataset layout,
-    benchmark, detector set, image_index categories and seeds; all-NaN columns dropped.
+    """Rows of the feature table that belong to this run: its dataset layout, benchmark, detector
+    set, image_index categories and seeds.
 
-    The table folder caches earlier runs beside this one; only this run's partitions are used.
-    ValueError when the run has no rows, or lacks a seed.
+    `features` is the table (DataFrame) or a reader of its partitions (an object with
+    ``read(**partition_values)``, e.g. the catalog's lazy ``features`` entry), which then reads
+    only this run's partitions, however many earlier runs are cached beside them. Columns without
+    any value in the run are dropped, except segment statistics: `category_columns` keeps a
+    segment's all-NaN statistics, as the reference does. ValueError when the run has no rows, or
+    lacks a seed.
     """
     key = "+".join(sorted(detectors))
+    seeds = [int(s) for s in seeds]
+    if hasattr(features, "read"):
+        features = features.read(dataset=str(dataset["layout"]), benchmark=str(benchmark), detectors=key,
+                                 split_seed=seeds)
     chosen = features[
         (features["dataset"] == dataset["layout"])
         & (features["benchmark"] == benchmark)
         & (features["detectors"] == key)
         & (features["category"].isin(image_index["category"].unique()))
-        & (features["split_seed"].isin([int(s) for s in seeds]))
+        & (features["split_seed"].isin(seeds))
     ]
     if chosen.empty:
         raise ValueError(
@@ -296,8 +304,10 @@ def select_run(features, image_index, dataset: Mapping, seeds: Sequence[int], de
             f"split_seed in {list(seeds)}: "
             "run the features pipeline first"
         )
-    missing = sorted(set(int(s) for s in seeds) - set(chosen["split_seed"].unique()))
+    missing = sorted(set(seeds) - set(chosen["split_seed"].unique()))
     if missing:
         raise ValueError(f"features lack split_seed {missing} for dataset={dataset['layout']}, "
                          f"benchmark={benchmark}, detectors={key}")
-    return chosen.dropna(axis=1, how="all").reset_index(drop=True)
+    empty = [c for c in chosen.columns if chosen[c].isna().all()
+             and not (is_feature_column(c) and parse_column(c).kind == "segment")]
+    return chosen.drop(columns=empty).reset_index(drop=True)

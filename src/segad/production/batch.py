@@ -112,7 +112,7 @@ def score_images(
     """
     from tqdm.auto import tqdm
 
-    from segad.segments.features import SegmentLayout
+    from segad.segments.features import SegmentMap
 
     if explain not in EXPLAIN_MODES:
         raise ValueError(f"explain must be one of {EXPLAIN_MODES}, got {explain!r}")
@@ -122,7 +122,7 @@ def score_images(
     if missing:
         raise ValueError(f"no loaded model for the bundled detectors {missing}")
     root = Path(root).resolve() if root is not None else None
-    layout = SegmentLayout.from_labels(bundle.segments, bundle.n_segments)
+    segment_map = SegmentMap.from_labels(bundle.segments, bundle.n_segments)
     clock = _Clock()
     rows: list[dict] = []
     pictures: dict[str, np.ndarray] = {}
@@ -145,7 +145,7 @@ def score_images(
                     row.update(status=ERROR, decision=ERROR, error=str(error))
                 batch_rows.append(row)
         if ok:
-            _score_batch(np.stack(arrays), [batch_rows[i] for i in ok], bundle, models, layout,
+            _score_batch(np.stack(arrays), [batch_rows[i] for i in ok], bundle, models, segment_map,
                          explain, overlays, pictures, clock)
         rows.extend(batch_rows)
         bar.update(len(batch))
@@ -179,7 +179,7 @@ class _Clock:
         self.cpu[self._stage] += time.process_time() - self._start[1]
 
 
-def _score_batch(x, rows, bundle, models, layout, explain, overlays, pictures, clock) -> None:
+def _score_batch(x, rows, bundle, models, segment_map, explain, overlays, pictures, clock) -> None:
     """Fill `rows` (one per image of `x`) in place; add overlays of rejected parts."""
     from segad.detection.inference import predict_maps
     from segad.meta.brf import brf_scores
@@ -198,7 +198,7 @@ def _score_batch(x, rows, bundle, models, layout, explain, overlays, pictures, c
                   for name in detectors]
         features = np.full((n, len(bundle.feature_columns)), np.nan)
         if finite.any():
-            stats = [segment_statistics(maps[name][finite], layout) for name in detectors]
+            stats = [segment_statistics(maps[name][finite], segment_map) for name in detectors]
             features[finite] = feature_matrix(stats, [m[finite] for m in maxima])[:, bundle.column_positions]
 
     with clock("brf"):

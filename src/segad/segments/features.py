@@ -107,7 +107,7 @@ def reference_segment_statistics(
 
 
 @dataclass(frozen=True)
-class SegmentLayout:
+class SegmentMap:
     """A static label map checked once, ready for `segment_statistics`.
 
     Attributes:
@@ -119,7 +119,7 @@ class SegmentLayout:
     counts: np.ndarray
 
     @classmethod
-    def from_labels(cls, labels: np.ndarray, n_segments: int) -> SegmentLayout:
+    def from_labels(cls, labels: np.ndarray, n_segments: int) -> SegmentMap:
         """Build from an integer (H, W) label map with values in [0, n_segments)."""
         labels = _check_labels(labels, n_segments)
         if labels.ndim != 2:
@@ -150,7 +150,7 @@ def _check_labels(labels: np.ndarray, n_segments: int, check_range: bool = True)
 
 def segment_statistics(
     maps: np.ndarray,
-    labels: np.ndarray | SegmentLayout,
+    labels: np.ndarray | SegmentMap,
     n_segments: int | None = None,
     names: Sequence[str] | None = None,
     threads: int = 1,
@@ -160,8 +160,8 @@ def segment_statistics(
     Args:
         maps: raw anomaly maps, float (N, H, W); every value must be finite.
         labels: integer segment labels, (H, W) shared by all maps (or a prepared
-            `SegmentLayout`), or (N, H, W) one label map per image.
-        n_segments: L; required unless `labels` is a `SegmentLayout`.
+            `SegmentMap`), or (N, H, W) one label map per image.
+        n_segments: L; required unless `labels` is a `SegmentMap`.
         names: optional name of each map (e.g. its map_key), used in error messages.
         threads: the batch is cut into this many chunks of consecutive maps, summarised at once on
             as many threads (the compiled kernel releases the GIL); the result does not depend on it.
@@ -173,7 +173,7 @@ def segment_statistics(
         raise ValueError(f"maps must be (N, H, W), got shape {maps.shape}")
     stored = maps.dtype if np.issubdtype(maps.dtype, np.floating) else np.dtype(np.float64)
     n = maps.shape[0]
-    if isinstance(labels, SegmentLayout):
+    if isinstance(labels, SegmentMap):
         flat_labels, label_of_map, n_segments = labels.labels.reshape(1, -1), np.zeros(n, np.int64), labels.n_segments
         label_shape = labels.shape
     else:
@@ -408,13 +408,13 @@ def stream_statistics(
     Peak memory: one batch of maps plus the outputs, whatever N. `labels` is a static (H, W) map;
     `threads` as in `segment_statistics`.
     """
-    layout = SegmentLayout.from_labels(labels, n_segments)
+    segment_map = SegmentMap.from_labels(labels, n_segments)
     stats = np.zeros((len(keys), n_segments, 4))
     maxima = np.zeros(len(keys))
     for start in _batches(len(keys), batch_size, progress, desc):
-        batch = np.stack([_checked(read_map(k), layout.shape, k) for k in keys[start : start + batch_size]])
+        batch = np.stack([_checked(read_map(k), segment_map.shape, k) for k in keys[start : start + batch_size]])
         names = list(keys[start : start + batch_size])
-        stats[start : start + len(batch)] = segment_statistics(batch, layout, names=names, threads=threads)
+        stats[start : start + len(batch)] = segment_statistics(batch, segment_map, names=names, threads=threads)
         maxima[start : start + len(batch)] = batch.reshape(len(batch), -1).max(axis=1)
     return stats, maxima
 

@@ -13,6 +13,9 @@ import numpy as np
 
 from segad.segments.features import QUANTILE
 
+#: The statistics this path computes, in the order of its last axis (the paper's four).
+TORCH_STATS: tuple[str, ...] = ("q995", "skew", "kurtosis", "mean")
+
 
 def segment_statistics_torch(maps, labels, n_segments: int):
     """Same statistics as `segment_statistics` for torch tensors on any device: float64 (N, L, 4).
