@@ -32,6 +32,7 @@ from segad.ingestion.layouts import LAYOUTS
 from segad.ingestion.splits import BENCHMARKS
 from segad.meta.brf import BRFConfig, BRFParams
 from segad.meta.classifier import ClassifierConfig
+from segad.production.assemble import BundleOptions
 from segad.segments.features import FeatureConfig
 from segad.segments.segmentation import SegmentationConfig
 from segad.versions import jsonable
@@ -40,7 +41,7 @@ from tests.conftest import PROJECT_ROOT, TINY_DEMO
 #: The parameter class of each block a node of this project reads typed.
 TYPED = {"demo": DemoConfig, "defects": DefectConfig, "segmentation": SegmentationConfig,
          "classifier": ClassifierConfig, "features": FeatureConfig, "brf": BRFParams,
-         "evaluation.plots": PlotOptions, "evaluation.report": ReportOptions}
+         "evaluation.plots": PlotOptions, "evaluation.report": ReportOptions, "bundle": BundleOptions}
 
 
 def project_parameters(env: str = "local") -> dict:

@@ -20,10 +20,13 @@ from PIL import Image
 from segad.datasets.map_store_dataset import DetectorStoreDataset, MapStoreDataset
 from segad.ingestion.layouts import build_index
 from segad.meta.brf import category_columns
+from segad.meta.classifier import ClassifierConfig
 from segad.pipelines.anomaly_maps import create_pipeline as anomaly_maps
 from segad.pipelines.features import create_pipeline as features
 from segad.pipelines.split import create_pipeline as split
 from segad.segments.columns import is_feature_column, parse_column
+from segad.segments.features import FeatureConfig
+from segad.segments.segmentation import SegmentationConfig
 from tests.conftest import write_png
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -71,9 +74,10 @@ def run(params: dict, tmp_path: Path, index: pd.DataFrame) -> DataCatalog:
         "padim.map_index": ParquetDataset(filepath=str(tmp_path / "map_index.parquet")),
         "features": MemoryDataset(),
     })
+    typed = {"segmentation": SegmentationConfig, "classifier": ClassifierConfig, "features": FeatureConfig}
     for key in ("dataset", "benchmark", "seeds", "split", "image_size", "device", "segmentation", "classifier",
                 "features"):
-        catalog[f"params:{key}"] = params[key]
+        catalog[f"params:{key}"] = typed[key](**params[key]) if key in typed else params[key]  # as Kedro converts
     catalog["params:anomaly_maps.padim"] = params["anomaly_maps"]["padim"]
     stages = (split() + anomaly_maps(["padim"])
               + features(["padim"]).only_nodes("build_segmentation", "train_classifier", "compute_features"))
@@ -113,7 +117,7 @@ def test_visa_env_fixed_split_one_detector_per_category(tmp_path, caplog):
     run(params, tmp_path, index)  # same split again: both detectors and all maps come from the cache
     assert fit_log(caplog)[0].startswith("padim: 0 models fitted") and ", 2 reused; 0 maps computed" in fit_log(caplog)[0]
 
-    table = catalog.load("features").read()
+    table = catalog.load("features")  # a MemoryDataset here: the DataFrame itself
     columns = [c for c in table.columns if is_feature_column(c)]
     for category, n_segments in SEGMENTS.items():
         kept = category_columns(columns, table[table.category == category])
