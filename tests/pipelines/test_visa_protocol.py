@@ -14,6 +14,7 @@ import pandas as pd
 from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
+from kedro.validation import ParameterValidator
 from kedro_datasets.pandas import ParquetDataset
 from PIL import Image
 
@@ -71,12 +72,13 @@ def run(params: dict, tmp_path: Path, index: pd.DataFrame) -> DataCatalog:
         "padim.map_index": ParquetDataset(filepath=str(tmp_path / "map_index.parquet")),
         "features": MemoryDataset(),
     })
-    for key in ("dataset", "benchmark", "seeds", "split", "image_size", "device", "segmentation", "classifier",
-                "features"):
-        catalog[f"params:{key}"] = params[key]
-    catalog["params:anomaly_maps.padim"] = params["anomaly_maps"]["padim"]
     stages = (split() + anomaly_maps(["padim"])
               + features(["padim"]).only_nodes("build_segmentation", "train_classifier", "compute_features"))
+    typed = ParameterValidator({"visa": stages}).validate_raw_params(params)  # as a Kedro session types the blocks
+    for key in ("dataset", "benchmark", "seeds", "split", "image_size", "device", "segmentation", "classifier",
+                "features"):
+        catalog[f"params:{key}"] = typed[key]
+    catalog["params:anomaly_maps.padim"] = typed["anomaly_maps"]["padim"]
     SequentialRunner().run(stages, catalog)
     return catalog
 
