@@ -105,6 +105,9 @@ def test_kedro_finds_and_builds_every_typed_block_of_the_registered_pipelines(mo
      r"'anomaly_maps.patchcore'.*\n.*batch_sise\n  Unexpected keyword argument"),
     ({"anomaly_maps.padim": {"batch_size": 0}},
      r"'anomaly_maps.padim'.*\n.*batch_size\n  Input should be greater than or equal to 1"),
+    ({"anomaly_maps.padim": {"batch_size": "8"}},
+     r"'anomaly_maps.padim'.*\n.*batch_size\n  Input should be a valid integer"),
+    ({"anomaly_maps.padim": {"amp": "yes"}}, r"'anomaly_maps.padim'.*\n.*amp\n  Input should be a valid boolean"),
     ({"anomaly_maps.padim": {"quantiles_from": "test"}}, r"'anomaly_maps.padim'.*\n.*quantiles_from\n"),
 ])
 def test_a_typo_in_a_typed_block_fails_naming_the_block_and_the_key(monkeypatch, change, named):

@@ -200,21 +200,22 @@ class DetectorParams:
     kind's ``kind``/``folder``/``suffix`` (`segad.detection.external`); the detector-specific
     ``model`` arguments are checked against the anomalib constructor by `DetectorConfig.from_dict`,
     and the per-detector rules (EfficientAD's ``train_batch_size`` 1, ``quantiles_from``
-    for efficient_ad only) there too. `DetectorConfig` stays the hashed identity (model_key):
+    for efficient_ad only) there too. Counts, seed and switches are strict (``batch_size: "8"`` or
+    ``amp: yes`` fail, as in `DetectorConfig.from_dict`; ``--params`` values are YAML-typed). `DetectorConfig` stays the hashed identity (model_key):
     `settings` gives it only the keys that differ from their default, so a block and the plain
     mapping it came from build the same `DetectorConfig`.
     """
 
     model: dict[str, Any] = field(default_factory=dict)
     weights: str = HUB
-    pretrained: bool = True
+    pretrained: Annotated[bool, Field(strict=True)] = True
     trainer: dict[str, Any] = field(default_factory=dict)
-    train_batch_size: Annotated[int, Field(ge=1)] = 8
-    batch_size: Annotated[int, Field(ge=1)] = 16
-    num_workers: Annotated[int, Field(ge=0)] = 0
-    seed: int = 0
-    amp: bool = False
-    channels_last: bool = False
+    train_batch_size: Annotated[int, Field(strict=True, ge=1)] = 8
+    batch_size: Annotated[int, Field(strict=True, ge=1)] = 16
+    num_workers: Annotated[int, Field(strict=True, ge=0)] = 0
+    seed: Annotated[int, Field(strict=True)] = 0
+    amp: Annotated[bool, Field(strict=True)] = False
+    channels_last: Annotated[bool, Field(strict=True)] = False
     teacher_weights: str | None = None
     imagenet_dir: str | None = None
     quantiles_from: Literal["detector_train", "brf_train"] = "detector_train"
