@@ -47,7 +47,7 @@ from tests.conftest import PROJECT_ROOT, TINY_DEMO
 TYPED = {"demo": DemoConfig, "defects": DefectConfig, "segmentation": SegmentationConfig,
          "classifier": ClassifierConfig, "features": FeatureConfig, "brf": BRFParams,
          "evaluation.plots": PlotOptions, "evaluation.report": ReportOptions, "bundle": BundleOptions,
-         "split": SplitOptions, "score": ScoreOptions,
+         "split": SplitOptions, "score": ScoreOptions, "dataset": DatasetConfig,
          # one namespaced anomaly_maps pipeline per run detector (the default run: patchcore, padim)
          "anomaly_maps.patchcore": DetectorParams, "anomaly_maps.padim": DetectorParams}
 
@@ -82,7 +82,7 @@ def test_kedro_finds_and_builds_every_typed_block_of_the_registered_pipelines(mo
     typed = validator.validate_raw_params(project_parameters())
     assert isinstance(typed["brf"].model, BRFConfig) and typed["brf"].combinations is None
     assert isinstance(typed["evaluation"]["plots"], PlotOptions)
-    assert isinstance(typed["dataset"], dict)  # the split and bundle stages read it as a dict
+    assert typed["dataset"] == DatasetConfig(**project_parameters()["dataset"])  # the run's dataset block
     assert isinstance(typed["split"], SplitOptions) and isinstance(typed["score"], ScoreOptions)
     assert isinstance(typed["anomaly_maps"]["padim"], DetectorParams)
     assert isinstance(typed["anomaly_maps"]["efficient_ad"], dict)  # not a run detector: not a node input

@@ -21,26 +21,29 @@ from kedro.pipeline import node, pipeline
 from kedro.runner import SequentialRunner
 
 from segad import schemas
+from segad.config import DatasetConfig
 from segad.detection.config import DetectorConfig
 from segad.detection.map_store import MapStore
 from segad.detection.stage import compute_anomaly_maps
 from segad.ingestion.defects import DefectConfig, empty_synthetic_index, plan_synthetic
 from segad.ingestion.layouts import build_index
 from segad.ingestion.splits import SplitConfig, make_splits
+from segad.meta.brf import BRFParams
 from segad.pipelines.brf.nodes import train_brf
 from segad.pipelines.evaluation.nodes import compute_metrics, label_test_scores
 from segad.pipelines.features.nodes import compute_features
 from segad.production.batch import _table
 from segad.schema_hooks import DATASETS, DatasetSchemaError, SchemaHooks, model_for
 from segad.schemas import SchemaError, validate
+from segad.segments.features import FeatureConfig
 from segad.segments.segmentation import Segmentation
 from tests.conftest import PROJECT_ROOT
 
 SIZE = 32
-DATASET = {"layout": "demo"}
+DATASET = DatasetConfig(layout="demo")
 PADIM = {"model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"], "n_features": 16},
          "weights": "packaged:efficientnet_lite0"}
-BRF = {"model": {"n_estimators": 2, "num_parallel_tree": 4, "max_depth": 2, "n_jobs": 1}}
+BRF = BRFParams(**{"model": {"n_estimators": 2, "num_parallel_tree": 4, "max_depth": 2, "n_jobs": 1}})
 
 
 def _catalog(root: Path) -> DataCatalog:
@@ -70,7 +73,7 @@ def tables(tiny_demo, tmp_path_factory) -> dict[str, tuple[str, pd.DataFrame, pd
     labels = np.zeros((SIZE, SIZE), np.int64)
     labels[:, SIZE // 2 :] = 1
     segmentation = Segmentation(method="static", size=(SIZE, SIZE), n_segments={"demo": 2}, static_maps={"demo": labels})
-    features = compute_features(index, splits, empty_synthetic_index(), segmentation, None, {}, DATASET, "high_shot",
+    features = compute_features(index, splits, empty_synthetic_index(), segmentation, None, FeatureConfig(), DATASET, "high_shot",
                                 padim__map_index=map_index, padim__map_store=store)
     _, scores = train_brf(features, index, BRF, DATASET, [0], "high_shot", ["padim"])
     test_scores = label_test_scores(scores, index, splits, DATASET, "high_shot")

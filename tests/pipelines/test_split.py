@@ -1,6 +1,6 @@
 import dataclasses
 
-from segad.config import SplitOptions
+from segad.config import DatasetConfig, SplitOptions
 from segad.ingestion.layouts import build_index
 from segad.pipelines.split.nodes import split
 
@@ -10,7 +10,7 @@ OPTIONS = SplitOptions(detector_share=0.5, good_split="per_seed", good_split_see
 
 def test_split_node_on_the_demo(tiny_demo):
     index, _ = build_index("demo", tiny_demo)
-    splits = split(index, {"layout": "demo", "root": str(tiny_demo)}, "high_shot", [0, 1], OPTIONS)
+    splits = split(index, DatasetConfig(layout="demo", root=str(tiny_demo)), "high_shot", [0, 1], OPTIONS)
     assert len(splits) == 2 * len(index)
     counts = splits[splits.split_seed == 0].role.value_counts().to_dict()
     assert counts == {"test": 15, "brf_train": 6 + 6, "detector_train": 6}
@@ -19,7 +19,7 @@ def test_split_node_on_the_demo(tiny_demo):
 def test_split_node_reads_vad_low_shot_json(tiny_demo, tmp_path):
     index, _ = build_index("demo", tiny_demo)
     (tmp_path / "low_shot_train.json").write_text('{"0": ["0001.png"]}')
-    splits = split(index, {"layout": "vad", "root": str(tmp_path)}, "low_shot", [5], OPTIONS)
+    splits = split(index, DatasetConfig(layout="vad", root=str(tmp_path)), "low_shot", [5], OPTIONS)
     bad = splits.merge(index, on="image_id").query("label == 1 and split == 'train' and role == 'brf_train'")
     assert list(bad.image_id) == ["train/bad/0001.png"]
 
@@ -27,7 +27,7 @@ def test_split_node_reads_vad_low_shot_json(tiny_demo, tmp_path):
 def test_split_node_fixed_good_split_logs_its_seed(tiny_demo, caplog):
     index, _ = build_index("demo", tiny_demo)
     caplog.set_level("INFO")
-    splits = split(index, {"layout": "demo", "root": str(tiny_demo)}, "high_shot", [0, 1],
+    splits = split(index, DatasetConfig(layout="demo", root=str(tiny_demo)), "high_shot", [0, 1],
                    dataclasses.replace(OPTIONS, good_split="fixed", good_split_seed=333))
     detector = splits[splits.role == "detector_train"].groupby("split_seed").image_id.apply(frozenset)
     assert detector.nunique() == 1

@@ -8,21 +8,22 @@ from typing import Any
 
 import pandas as pd
 
-from segad.config import SplitOptions
+from segad.config import DatasetConfig, SplitOptions
 from segad.ingestion.layouts import read_low_shot, read_sensum_folds
 from segad.ingestion.splits import SplitConfig, make_splits
 
 log = logging.getLogger(__name__)
 
 
-def split(image_index: pd.DataFrame, dataset: dict, benchmark: str, seeds: list[int],
+def split(image_index: pd.DataFrame, dataset: DatasetConfig, benchmark: str, seeds: list[int],
           options: SplitOptions) -> pd.DataFrame:
     """Roles of every image for every split seed under the `benchmark` regime."""
     extra: dict[str, Any] = {}
-    if benchmark == "low_shot" and dataset["layout"] in ("vad", "demo") and options.use_low_shot_json:
-        extra["low_shot_draws"] = read_low_shot(dataset["root"])
-    if benchmark == "kfold" and dataset["layout"] == "sensum":
-        root = Path(options.sensum_splits) if options.sensum_splits else Path(dataset["root"]) / "sensum_splits"
+    if (benchmark == "low_shot" and dataset.layout in ("vad", "demo") and options.use_low_shot_json
+            and dataset.root is not None):  # ingestion has read the root (no root: it failed naming it)
+        extra["low_shot_draws"] = read_low_shot(dataset.root)
+    if benchmark == "kfold" and dataset.layout == "sensum":
+        root = Path(options.sensum_splits) if options.sensum_splits else Path(str(dataset.root)) / "sensum_splits"
         extra["official_folds"] = {c: f for c in image_index.category.unique()
                                    if (f := read_sensum_folds(root, c))}
     config = SplitConfig.from_options(options, benchmark, seeds, **extra)
