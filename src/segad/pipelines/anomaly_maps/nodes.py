@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from segad.detection.config import DetectorConfig
+from segad.detection.config import DetectorConfig, DetectorParams
 from segad.detection.external import ExternalConfig, compute_external_maps, is_external
 from segad.detection.map_store import MapStore
 from segad.detection.stage import compute_anomaly_maps
@@ -20,7 +19,7 @@ def make_anomaly_maps(
     image_index: pd.DataFrame,
     splits: pd.DataFrame,
     synthetic_index: pd.DataFrame | None,
-    detector: dict[str, Any],
+    detector: DetectorParams,
     image_size: int,
     device: str,
     map_store: MapStore,
@@ -30,17 +29,19 @@ def make_anomaly_maps(
 ) -> pd.DataFrame:
     """Fit ``detector_name`` per distinct detector_train set and store raw maps; return its map_index.
 
-    ``detector`` is the namespaced parameter block ``anomaly_maps.<detector_name>``; a missing or
+    ``detector`` is the namespaced parameter block ``anomaly_maps.<detector_name>`` (typed: Kedro
+    checks it before any node runs; the model arguments are checked by `DetectorConfig`); a missing or
     empty ``synthetic_index`` means no synthetic images. Maps go into ``map_store``, fitted
     detectors into ``detector_store/<model_key>/`` (both handles come from the catalog). An
     external detector (`segad.detection.external.is_external`) reads its maps and fits nothing.
     """
     synthetic = synthetic_index if synthetic_index is not None and len(synthetic_index) else None
-    if is_external(detector_name, detector):
-        external = ExternalConfig.from_dict(detector_name, detector)
+    settings = detector.settings()
+    if is_external(detector_name, settings):
+        external = ExternalConfig.from_dict(detector_name, settings)
         map_index, stats = compute_external_maps(image_index, splits, synthetic, external, int(image_size), map_store)
     else:
-        config = DetectorConfig.from_dict(detector_name, detector)
+        config = DetectorConfig.from_dict(detector_name, settings)
         map_index, stats = compute_anomaly_maps(
             image_index, splits, synthetic, config, int(image_size), str(device), map_store, detector_store
         )
