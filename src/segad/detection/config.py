@@ -225,6 +225,8 @@ class DetectorParams:
     kind: Literal["external"] | None = None
     folder: str | None = None
     suffix: str | None = None
+    #: sharding of the map stage (`segad.detection.distribute.ShardOptions`); None = off
+    distribute: dict[str, Any] | None = None
 
     def settings(self) -> dict[str, Any]:
         """The settings that differ from their default, as a plain mapping (for `DetectorConfig.from_dict`

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from segad.detection.config import DetectorConfig, DetectorParams
+from segad.detection.distribute import ShardOptions
 from segad.detection.external import ExternalConfig, compute_external_maps, is_external
 from segad.detection.map_store import MapStore
 from segad.detection.stage import compute_anomaly_maps
@@ -34,6 +35,9 @@ def make_anomaly_maps(
     empty ``synthetic_index`` means no synthetic images. Maps go into ``map_store``, fitted
     detectors into ``detector_store/<model_key>/`` (both handles come from the catalog). An
     external detector (`segad.detection.external.is_external`) reads its maps and fits nothing.
+    The block's ``distribute`` entry (`ShardOptions`: chunk_size, torch_threads, resources) shards
+    the work into fit and map tasks, on the Dask cluster when the node runs under
+    `segad.runner.DaskRunner`, in this process otherwise; it changes neither the maps nor model_key.
     """
     synthetic = synthetic_index if synthetic_index is not None and len(synthetic_index) else None
     settings = detector.settings()
@@ -41,9 +45,11 @@ def make_anomaly_maps(
         external = ExternalConfig.from_dict(detector_name, settings)
         map_index, stats = compute_external_maps(image_index, splits, synthetic, external, int(image_size), map_store)
     else:
+        shards = ShardOptions.from_dict(settings.pop("distribute", None))
         config = DetectorConfig.from_dict(detector_name, settings)
         map_index, stats = compute_anomaly_maps(
-            image_index, splits, synthetic, config, int(image_size), str(device), map_store, detector_store
+            image_index, splits, synthetic, config, int(image_size), str(device), map_store, detector_store,
+            shards=shards,
         )
     rate = f" ({stats.images_per_second():.1f} img/s)" if stats.maps_computed else ""
     logger.info(
@@ -56,4 +62,9 @@ def make_anomaly_maps(
         rate,
         stats.maps_cached,
     )
+    if stats.fit_tasks or stats.map_tasks:
+        logger.info(
+            "%s: sharded into %d fit tasks and %d map tasks on %d workers (%s)",
+            detector_name, stats.fit_tasks, stats.map_tasks, len(stats.workers), ", ".join(stats.workers),
+        )
     return map_index
