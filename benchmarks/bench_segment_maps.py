@@ -48,7 +48,7 @@ from segad.segments.segmentation import SegmentationConfig, resolve_segmentation
 
 DETECTORS = {
     "patchcore": {"model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"],
-                            "coreset_sampling_ratio": 0.05, "num_neighbors": 9},
+                            "coreset_sampling_ratio": 0.01, "num_neighbors": 9},
                   "weights": "packaged:efficientnet_lite0"},
     "padim": {"model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"],
                         "n_features": 64},

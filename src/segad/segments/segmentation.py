@@ -92,9 +92,9 @@ class SegmentationConfig:
 
     def for_dataset(self, layout: str, root: str | None) -> SegmentationConfig:
         """This config with its method chosen when it is None (see the module docstring)."""
-        if self.image_root is None and root:
-            self = dataclasses.replace(self, image_root=str(root))
         if self.method is not None:
+            if self.method == "auto_per_image" and self.image_root is None and root:
+                return dataclasses.replace(self, image_root=str(root))
             return self
         method: Method
         path: str | dict[str, str] | None
