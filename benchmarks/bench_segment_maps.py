@@ -13,10 +13,12 @@ and prints test AUROC and PG2 (`segad.evaluation.metrics`), mean +- sample std o
 the detector alone (max of the map) as a reference. Segmentations are fitted on the detector's
 fit images only (never on brf_train or test images).
 
-Variants: ``aligned`` (the demo, jitter 3 px) and ``shifted`` (jitter 40 px, rotation +-180 deg,
-scale 1 +- 0.2: unaligned parts). Methods: ``single``, ``auto`` (static k-means of per-pixel
+Variants: ``aligned`` (the demo, jitter 3 px), ``shifted`` (jitter 40 px, rotation +-180 deg,
+scale 1 +- 0.2: unaligned parts) and ``elpv`` (real aligned solar cells of the installed
+`elpv-dataset`, mono cells: a fixed random subset of `--n-fit + --n-good` good and `--n-bad`
+defective cells, resized to `--image-size`). Methods: ``single``, ``auto`` (static k-means of per-pixel
 mean / std over the fit images), ``auto_per_image`` (shared centres, assigned per image), and
-for the aligned demo ``static`` (the demo's own shipped map).
+for the aligned demo ``static`` (the demo's own shipped map), for ELPV its built-in map.
 
     .venv/bin/python benchmarks/bench_segment_maps.py                          # defaults
     .venv/bin/python benchmarks/bench_segment_maps.py --variants shifted --seeds 0 1 2 --image-size 128
@@ -54,7 +56,7 @@ DETECTORS = {
                         "n_features": 64},
               "weights": "packaged:efficientnet_lite0"},
 }
-VARIANTS = {"aligned": {}, "shifted": {"jitter_px": 40.0, "rotation_deg": 180.0, "scale_jitter": 0.2}}
+VARIANTS = {"aligned": {}, "shifted": {"jitter_px": 40.0, "rotation_deg": 180.0, "scale_jitter": 0.2}, "elpv": {}}
 
 
 class _Maps:
@@ -67,17 +69,29 @@ class _Maps:
         return self.maps[key]
 
 
+def variant_images(variant: str, args, tmp: Path) -> tuple[Path, list[Path], list[Path]]:
+    """(root, good paths, bad paths) of a variant: a demo written under `tmp`, or ELPV mono cells."""
+    if variant == "elpv":
+        from segad.ingestion.layouts import build_index
+
+        index, _ = build_index("elpv", None, category="mono")
+        rng = np.random.default_rng(0)  # a fixed random subset of the cells
+        goods = sorted(rng.permutation(index[index.label == 0].path.to_numpy())[: args.n_fit + args.n_good])
+        bads = sorted(rng.permutation(index[index.label == 1].path.to_numpy())[: args.n_bad])
+        root = Path(index.path.iloc[0]).parents[1]
+        return root, [Path(p) for p in goods], [Path(p) for p in bads]
+    demo = write_demo(tmp / variant, DemoConfig(
+        n_train_good=args.n_fit + args.n_good, n_train_bad=args.n_bad, n_test_good=0, n_test_bad=0,
+        n_test_unseen=0, image_size=args.image_size, unseen_defects=(), **VARIANTS[variant]))
+    return demo, sorted((demo / "train" / "good").glob("*.png")), sorted((demo / "train" / "bad").glob("*.png"))
+
+
 def run_variant(variant: str, args, tmp: Path) -> list[dict]:
     size = args.image_size
-    n_pool_good, n_pool_bad = args.n_good, args.n_bad
-    demo = write_demo(tmp / variant, DemoConfig(
-        n_train_good=args.n_fit + n_pool_good, n_train_bad=n_pool_bad, n_test_good=0, n_test_bad=0,
-        n_test_unseen=0, image_size=size, unseen_defects=(), **VARIANTS[variant]))
-    goods = sorted((demo / "train" / "good").glob("*.png"))
-    bads = sorted((demo / "train" / "bad").glob("*.png"))
+    root, goods, bads = variant_images(variant, args, tmp)
     fit_paths, pool = goods[: args.n_fit], goods[args.n_fit :] + bads
-    ids = [p.relative_to(demo).as_posix() for p in pool]
-    labels = np.r_[np.zeros(n_pool_good, int), np.ones(len(bads), int)]
+    ids = [p.relative_to(root).as_posix() for p in pool]
+    labels = np.r_[np.zeros(len(pool) - len(bads), int), np.ones(len(bads), int)]
 
     t0 = time.perf_counter()
     config = DetectorConfig.from_dict(args.detector, DETECTORS[args.detector])
@@ -96,7 +110,9 @@ def run_variant(variant: str, args, tmp: Path) -> list[dict]:
                "auto (static k-means)": SegmentationConfig(method="auto", auto_segments=args.segments),
                "auto_per_image": SegmentationConfig(method="auto_per_image", auto_segments=args.segments)}
     if variant == "aligned":
-        methods["static (demo map)"] = SegmentationConfig(method="static", path=str(demo / "segmentation.png"))
+        methods["static (demo map)"] = SegmentationConfig(method="static", path=str(root / "segmentation.png"))
+    if variant == "elpv":
+        methods["elpv (built-in map)"] = SegmentationConfig(method="elpv")
     results = []
     rng_rows = pd.DataFrame({"image_id": ids, "source_image_id": ids, "category": "demo", "label": labels})
     for seed in args.seeds:
@@ -131,7 +147,7 @@ def run_variant(variant: str, args, tmp: Path) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=["aligned", "shifted"], choices=list(VARIANTS))
     parser.add_argument("--detector", default="patchcore", choices=list(DETECTORS))
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--n-fit", type=int, default=30, help="good images that fit the detector and the segments")
