@@ -104,3 +104,23 @@ def _flat(folder):
     path = folder / "flat.png"
     Image.new("RGB", (32, 32), (40, 40, 40)).save(path)
     return path
+
+
+def test_features_node_serves_auto_per_image_labels(tiny_demo):
+    """The features pipeline's node builds it from the image index; ids resolve under dataset.root."""
+    import matplotlib.pyplot as plt
+
+    from segad.ingestion.layouts import build_index
+    from segad.pipelines.features.nodes import build_segmentation, segmentation_overlays
+
+    index, _ = build_index("demo", str(tiny_demo))
+    config = SegmentationConfig(method="auto_per_image", auto_segments=3)
+    seg = build_segmentation(index, config, 64, {"layout": "demo", "root": str(tiny_demo)})
+    test_ids = index[index.split == "test"].image_id.tolist()
+    labels = seg.labels_for("demo", test_ids)
+    assert labels.shape == (len(test_ids), 64, 64) and 0 <= labels.min() and labels.max() < 3
+    assert len({tuple(np.bincount(m.ravel(), minlength=3)) for m in labels}) > 1  # per image, not one static map
+    figures = segmentation_overlays(index, seg, config)
+    assert figures
+    for figure in figures.values():
+        plt.close(figure)

@@ -39,6 +39,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,8 +53,12 @@ from pydantic import Field
 from segad.config import PARAMS
 from segad.segments.auto_segments import PixelClusters, fit_pixel_clusters
 
+log = logging.getLogger(__name__)
+
 Method = Literal["static", "per_image", "elpv", "auto", "auto_per_image", "single"]
 METHODS: tuple[str, ...] = get_args(Method)
+#: the method `for_dataset` picks for a dataset that ships no map (docs/features.md, "Measurements")
+AUTO_DEFAULT: Method = "auto"
 ELPV_SEGMENTS = {0: "interior", 1: "busbars", 2: "border", 3: "corners"}
 # Busbar centre rows of a 300 x 300 ELPV cell, measured on the installed dataset: 3-busbar cells
 # (93 % of mono, 75 % of poly cells) have dark rows within +-8 px of 50, 150, 248; docs/features.md.
@@ -109,8 +114,10 @@ class SegmentationConfig:
         elif layout == "elpv":
             method, path = "elpv", None
         else:
-            method, path = "auto", None
-        return dataclasses.replace(self, method=method, path=path)
+            method, path = AUTO_DEFAULT, None
+            log.info("segmentation.method null and no map for dataset layout %r: using %r", layout, method)
+        chosen = dataclasses.replace(self, method=method, path=path)
+        return chosen.for_dataset(layout, root) if method == "auto_per_image" else chosen
 
 
 def segment_count(n_segments: int | Mapping[str, int] | None, category: str) -> int | None:
