@@ -15,6 +15,10 @@ the resolution of the anomaly maps. Sources (`SegmentationConfig.method`):
   ``auto_max_images`` good *training* images of the category (mean and standard deviation of the
   gray level over the images), so that pixels that look alike and vary alike share a segment.
   It assumes aligned images (as VAD, the demo and ELPV); it is static, never sees test images.
+- ``auto_per_image``: no map given, parts need not be aligned; k-means centres of per-pixel
+  colour / texture descriptors fitted once per category on up to ``auto_max_images`` good
+  training images (`segad.segments.auto_segments`), then every image's own pixels are assigned
+  to the shared centres, so the segments follow the part wherever it lies in the image.
 - ``single``: one segment covering the whole map (the ablation's "one segment + stats").
 
 With ``method: null`` (the default) the method follows from what is given (`for_dataset`): a
@@ -35,6 +39,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,9 +51,14 @@ from PIL import Image
 from pydantic import Field
 
 from segad.config import PARAMS
+from segad.segments.auto_segments import PixelClusters, fit_pixel_clusters
 
-Method = Literal["static", "per_image", "elpv", "auto", "single"]
+log = logging.getLogger(__name__)
+
+Method = Literal["static", "per_image", "elpv", "auto", "auto_per_image", "single"]
 METHODS: tuple[str, ...] = get_args(Method)
+#: the method `for_dataset` picks for a dataset that ships no map (docs/features.md, "Measurements")
+AUTO_DEFAULT: Method = "auto"
 ELPV_SEGMENTS = {0: "interior", 1: "busbars", 2: "border", 3: "corners"}
 # Busbar centre rows of a 300 x 300 ELPV cell, measured on the installed dataset: 3-busbar cells
 # (93 % of mono, 75 % of poly cells) have dark rows within +-8 px of 50, 150, 248; docs/features.md.
@@ -72,8 +82,11 @@ class SegmentationConfig:
     n_segments: Annotated[int, Field(ge=1)] | dict[str, Annotated[int, Field(ge=1)]] | None = None
     auto_segments: Annotated[int, Field(ge=1)] = 4
     auto_max_images: Annotated[int, Field(ge=1)] = 64
+    auto_smooth: Annotated[float, Field(gt=0.0, le=0.25)] = 0.01
     seed: int = 0
     overlay_images: Annotated[int, Field(ge=0)] = 4
+    # folder the image ids are relative to (auto_per_image reads each image); for_dataset fills it
+    image_root: str | None = None
 
     def __post_init__(self) -> None:
         # method None: chosen by `for_dataset` from what is given
@@ -85,6 +98,8 @@ class SegmentationConfig:
     def for_dataset(self, layout: str, root: str | None) -> SegmentationConfig:
         """This config with its method chosen when it is None (see the module docstring)."""
         if self.method is not None:
+            if self.method == "auto_per_image" and self.image_root is None and root:
+                return dataclasses.replace(self, image_root=str(root))
             return self
         method: Method
         path: str | dict[str, str] | None
@@ -99,8 +114,10 @@ class SegmentationConfig:
         elif layout == "elpv":
             method, path = "elpv", None
         else:
-            method, path = "auto", None
-        return dataclasses.replace(self, method=method, path=path)
+            method, path = AUTO_DEFAULT, None
+            log.info("segmentation.method null and no map for dataset layout %r: using %r", layout, method)
+        chosen = dataclasses.replace(self, method=method, path=path)
+        return chosen.for_dataset(layout, root) if method == "auto_per_image" else chosen
 
 
 def segment_count(n_segments: int | Mapping[str, int] | None, category: str) -> int | None:
@@ -271,19 +288,54 @@ class Segmentation:
     static_maps: dict[str, np.ndarray] = field(default_factory=dict)
     folder: str | None = None
     sources: dict[str, str] = field(default_factory=dict)
+    # auto_per_image: shared centres per category, and where each image id's file lies
+    clusters: dict[str, PixelClusters] = field(default_factory=dict)
+    image_paths: Mapping[str, str] | None = None
+    image_root: str | None = None
+    _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def is_static(self, category: str) -> bool:
         return category in self.static_maps
 
+    def image_path(self, image_id: str) -> str:
+        if self.image_paths is not None and image_id in self.image_paths:
+            return str(self.image_paths[image_id])
+        if self.image_root is not None:
+            return str(Path(self.image_root) / image_id)
+        raise SegmentationError(f"auto_per_image segmentation: no file for image {image_id!r} (give image_paths or "
+                                "dataset.root)")
+
     def labels_for(self, category: str, image_ids: Sequence[str]) -> np.ndarray:
         if category in self.static_maps:
             return self.static_maps[category]
+        if category in self.clusters:
+            return self._clustered_labels(category, image_ids)
         if self.folder is None:
             raise SegmentationError(f"no segment map for category {category!r}")
         n = self.n_segments[category]
         return np.stack(
             [read_label_map(per_image_map_path(self.folder, i), n, self.size) for i in image_ids]
         )
+
+
+    def _clustered_labels(self, category: str, image_ids: Sequence[str]) -> np.ndarray:
+        """Per-image labels (N, H, W) from the shared centres; each image is segmented once."""
+        from segad.images import read_image
+
+        missing = [i for i in dict.fromkeys(image_ids) if f"{category}/{i}" not in self._cache]
+        if missing:
+            images = np.stack([read_image(self.image_path(i), size=self.size[0]) for i in missing])
+            if images.shape[2:] != self.size:
+                images = np.stack([_resize_rgb(image, self.size) for image in images])
+            for image_id, labels in zip(missing, self.clusters[category].labels(images)):
+                self._cache[f"{category}/{image_id}"] = labels.astype(np.uint8 if labels.max() < 256 else np.int32)
+        return np.stack([self._cache[f"{category}/{i}"] for i in image_ids]).astype(np.int64)
+
+
+def _resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    pil = Image.fromarray((np.clip(image.transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8))
+    resized = pil.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    return np.asarray(resized, np.float32).transpose(2, 0, 1) / 255.0
 
 
 def _gray_images(paths: Sequence[str], size: tuple[int, int]) -> np.ndarray:
@@ -297,15 +349,19 @@ def resolve_segmentation(
     categories: Sequence[str],
     map_size: int | tuple[int, int],
     good_train_paths: Mapping[str, Sequence[str]] | None = None,
+    image_paths: Mapping[str, str] | None = None,
 ) -> Segmentation:
     """Build the `Segmentation` of every category at map resolution `map_size` (pixels, int or (H, W)).
 
-    `good_train_paths[category]` (image paths) is needed for method `auto` only.
+    `good_train_paths[category]` (image paths) is needed for methods `auto` and `auto_per_image`.
+    `auto_per_image` reads each image when its labels are asked for: from `image_paths`
+    (image_id -> file) when given, else ``config.image_root / image_id``.
     """
     if config.method is None:
         raise ValueError("segmentation method not chosen: call SegmentationConfig.for_dataset(layout, root) first")
     size = (map_size, map_size) if isinstance(map_size, int) else (int(map_size[0]), int(map_size[1]))
-    seg = Segmentation(method=config.method, size=size, n_segments={})
+    seg = Segmentation(method=config.method, size=size, n_segments={}, image_paths=image_paths,
+                       image_root=config.image_root)
     for category in categories:
         if config.method == "static":
             path = config.path[category] if isinstance(config.path, Mapping) else config.path
@@ -328,6 +384,24 @@ def resolve_segmentation(
             labels = auto_segment_map(_gray_images(paths, size), config.auto_segments, config.seed)
             n = config.auto_segments
             seg.sources[category] = f"auto:kmeans({n}) on {len(paths)} good train images"
+        elif config.method == "auto_per_image":
+            paths = list((good_train_paths or {}).get(category, []))[: config.auto_max_images]
+            if not paths:
+                raise SegmentationError(f"auto_per_image segmentation: no good training images for {category!r}")
+            from segad.images import read_image
+
+            images = np.stack([read_image(p, size=size[0]) for p in paths])
+            if images.shape[2:] != size:
+                images = np.stack([_resize_rgb(image, size) for image in images])
+            try:
+                seg.clusters[category] = fit_pixel_clusters(images, config.auto_segments, config.seed,
+                                                            smooth=config.auto_smooth)
+            except ValueError as error:
+                raise SegmentationError(f"auto_per_image segmentation of {category!r}: {error}") from error
+            seg.n_segments[category] = config.auto_segments
+            seg.sources[category] = (f"auto_per_image:kmeans({config.auto_segments}) centres from {len(paths)} "
+                                     "good train images, assigned per image")
+            continue
         else:  # per_image
             n_category = segment_count(config.n_segments, category)
             if n_category is None:
