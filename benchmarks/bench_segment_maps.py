@@ -50,7 +50,7 @@ from segad.ingestion.demo import DemoConfig, write_demo  # noqa: E402
 from segad.meta.brf import BRFConfig, brf_scores, fit_brf  # noqa: E402
 from segad.segments.columns import feature_columns  # noqa: E402
 from segad.segments.features import build_feature_table  # noqa: E402
-from segad.segments.segmentation import SegmentationConfig, resolve_segmentation  # noqa: E402
+from segad.segments.segment_maps import SegmentMapConfig, resolve_segmentation  # noqa: E402
 
 DETECTORS = {
     "patchcore": {"model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"],
@@ -112,13 +112,13 @@ def run_variant(variant: str, args, tmp: Path) -> list[dict]:
                               "map_key": [f"{args.detector}/{i}" for i in ids],
                               "max_score": maps.reshape(len(maps), -1).max(1), "height": size, "width": size})
 
-    methods = {"single": SegmentationConfig(method="single"),
-               "auto (static k-means)": SegmentationConfig(method="auto", auto_segments=args.segments),
-               "auto_per_image": SegmentationConfig(method="auto_per_image", auto_segments=args.segments)}
+    methods = {"single": SegmentMapConfig(method="single"),
+               "auto (static k-means)": SegmentMapConfig(method="auto", auto_segments=args.segments),
+               "auto_per_image": SegmentMapConfig(method="auto_per_image", auto_segments=args.segments)}
     if variant == "aligned":
-        methods["static (demo map)"] = SegmentationConfig(method="static", path=str(root / "segmentation.png"))
+        methods["static (demo map)"] = SegmentMapConfig(method="static", path=str(root / "segmentation.png"))
     if variant == "elpv":
-        methods["elpv (built-in map)"] = SegmentationConfig(method="elpv")
+        methods["elpv (built-in map)"] = SegmentMapConfig(method="elpv")
     results = []
     rng_rows = pd.DataFrame({"image_id": ids, "source_image_id": ids, "category": "demo", "label": labels})
     for seed in args.seeds:
@@ -132,7 +132,7 @@ def run_variant(variant: str, args, tmp: Path) -> list[dict]:
                         "pg2": pg(labels[~train], maps[~train].reshape((~train).sum(), -1).max(1))})
         for name, seg_config in methods.items():
             t1 = time.perf_counter()
-            seg_config = SegmentationConfig(**{**seg_config.__dict__, "seed": seed})
+            seg_config = SegmentMapConfig(**{**seg_config.__dict__, "seed": seed})
             segmentation = resolve_segmentation(seg_config, ["demo"], size, {"demo": [str(p) for p in fit_paths]},
                                                 image_paths={i: str(p) for i, p in zip(ids, pool)})
             rows = rng_rows.assign(split_seed=seed, role=np.where(train, "brf_train", "test"), defect_type=None,

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from segad.segments.auto_segments import PixelClusters, fit_pixel_clusters, pixel_features
-from segad.segments.segmentation import SegmentationConfig, SegmentationError, resolve_segmentation
+from segad.segments.segment_maps import SegmentMapConfig, SegmentMapError, resolve_segmentation
 
 
 def _scenes(n: int, seed: int, size: int = 32):
@@ -77,7 +77,7 @@ def test_resolve_auto_per_image_reads_each_image(tmp_path):
     test, centres = _scenes(4, seed=3)
     train_paths = _write(tmp_path, train, "train/good")
     test_paths = _write(tmp_path, test, "test/bad")
-    config = SegmentationConfig(method="auto_per_image", auto_segments=2).for_dataset("vad", str(tmp_path))
+    config = SegmentMapConfig(method="auto_per_image", auto_segments=2).for_dataset("vad", str(tmp_path))
     assert config.image_root == str(tmp_path)
     seg = resolve_segmentation(config, ["c"], 32, {"c": list(train_paths.values())})
     assert not seg.is_static("c") and seg.n_segments == {"c": 2}
@@ -89,14 +89,14 @@ def test_resolve_auto_per_image_reads_each_image(tmp_path):
     by_paths = resolve_segmentation(config, ["c"], 16, {"c": list(train_paths.values())}, image_paths=test_paths)
     assert by_paths.labels_for("c", ids[::-1]).shape == (4, 16, 16)  # resized to the map resolution
     np.testing.assert_array_equal(seg.labels_for("c", ids[:1])[0], labels[0])  # cached, same labels
-    with pytest.raises(SegmentationError, match="no good training images"):
+    with pytest.raises(SegmentMapError, match="no good training images"):
         resolve_segmentation(config, ["other"], 32, {"c": list(train_paths.values())})
-    no_root = resolve_segmentation(SegmentationConfig(method="auto_per_image", auto_segments=2), ["c"], 32,
+    no_root = resolve_segmentation(SegmentMapConfig(method="auto_per_image", auto_segments=2), ["c"], 32,
                                    {"c": list(train_paths.values())})
-    with pytest.raises(SegmentationError, match="no file for image"):
+    with pytest.raises(SegmentMapError, match="no file for image"):
         no_root.labels_for("c", ids)
-    with pytest.raises(SegmentationError, match="fewer than 5"):
-        resolve_segmentation(SegmentationConfig(method="auto_per_image", auto_segments=5), ["c"], 32,
+    with pytest.raises(SegmentMapError, match="fewer than 5"):
+        resolve_segmentation(SegmentMapConfig(method="auto_per_image", auto_segments=5), ["c"], 32,
                              {"c": [str(_flat(tmp_path))]})
 
 
@@ -110,12 +110,13 @@ def test_features_node_serves_auto_per_image_labels(tiny_demo):
     """The features pipeline's node builds it from the image index; ids resolve under dataset.root."""
     import matplotlib.pyplot as plt
 
+    from segad.config import DatasetConfig
     from segad.ingestion.layouts import build_index
     from segad.pipelines.features.nodes import build_segmentation, segmentation_overlays
 
     index, _ = build_index("demo", str(tiny_demo))
-    config = SegmentationConfig(method="auto_per_image", auto_segments=3)
-    seg = build_segmentation(index, config, 64, {"layout": "demo", "root": str(tiny_demo)})
+    config = SegmentMapConfig(method="auto_per_image", auto_segments=3)
+    seg = build_segmentation(index, config, 64, DatasetConfig(layout="demo", root=str(tiny_demo)))
     test_ids = index[index.split == "test"].image_id.tolist()
     labels = seg.labels_for("demo", test_ids)
     assert labels.shape == (len(test_ids), 64, 64) and 0 <= labels.min() and labels.max() < 3

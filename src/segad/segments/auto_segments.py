@@ -17,7 +17,7 @@ Labels are ordered by ascending mean gray level of the centres, so the order doe
 k-means' internal numbering. Cost per image: Gaussian filters of 5 planes and a nearest-centre
 search of H*W x K (measured about 0.1 s per 256 x 256 image with K = 4 on the shared 2-core
 development machine at load ~6; docs/features.md). Each image is segmented once per run
-(`Segmentation` caches the labels, uint8).
+(`SegmentMaps` caches the labels, uint8).
 
 Serving new images needs only the fitted `PixelClusters` (centres, mean, scale, smooth: a few
 dozen floats, `to_dict` / `from_dict`) and the image itself; a production bundle would have to
