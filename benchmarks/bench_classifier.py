@@ -10,7 +10,7 @@ test AUROC and PG2 (segad.evaluation.metrics), with a paired bootstrap of the AU
 to the first variant (the noise of a test set this size).
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_classifier.py              # both datasets, subsets
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_classifier.py --datasets demo --variants full,frozen5
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_classifier.py --datasets demo --variants full,frozen6,frozen5
     PYTHONPATH=src .venv/bin/python benchmarks/bench_classifier.py --elpv-train 0 --elpv-test 0  # all of ELPV
 
 Variants: ``full`` (mode full, today's fine-tune), ``frozenK`` (mode frozen, frozen_blocks K);
@@ -121,7 +121,7 @@ def bootstrap_delta(y, a, b, n=2000, seed=0) -> tuple[float, float]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", default="elpv,demo")
-    parser.add_argument("--variants", default="full,frozen5")
+    parser.add_argument("--variants", default="full,frozen6")
     parser.add_argument("--seeds", default="0", help="split seeds, comma separated")
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=None)

@@ -53,8 +53,9 @@ class ClassifierConfig:
 
     mode: ``frozen`` (train the tail on cached activations of a frozen stem) or ``full``
     (fine-tune every layer, as before). frozen_blocks: in mode frozen, how many of the backbone's
-    ``blocks`` stages stay frozen after the stem (EfficientNet-Lite0 has 7; 5 leaves the last
-    stage, 192 -> 320 channels at 1/32 resolution, plus head convolution and logit to train);
+    ``blocks`` stages stay frozen after the stem (EfficientNet-Lite0 has 7, 0 to 7 allowed; 6
+    leaves the last stage, 192 -> 320 channels at 1/32 resolution, plus head convolution and
+    logit to train, 13 % of the network's FLOPs; 5 also the 112 -> 192 stage, 37 %);
     mode frozen needs an EfficientNet-style timm backbone and pretrained weights. The other
     fields apply to both modes. Measured speed and AUROC of the modes: docs/results.md,
     "Classifier speed".
@@ -71,7 +72,7 @@ class ClassifierConfig:
     max_steps: int | None = None
     cache_dir: str = "data/06_models/backbones"
     mode: str = "full"
-    frozen_blocks: int = 5
+    frozen_blocks: int = 6
 
     @classmethod
     def from_params(cls, params: Mapping | None) -> ClassifierConfig:
@@ -118,9 +119,9 @@ def build_model(config: ClassifierConfig):
     blocks = cast(torch.nn.Sequential, getattr(net, "blocks", torch.nn.Sequential()))
     if frozen is not None:
         missing = [n for n in ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "global_pool") if not hasattr(net, n)]
-        if missing or frozen >= len(blocks):
+        if missing or frozen > len(blocks):
             raise ValueError(f"classifier.mode 'frozen' needs an EfficientNet-style timm backbone (conv_stem, "
-                             f"bn1, blocks, conv_head, bn2) with more than frozen_blocks={frozen} blocks; "
+                             f"bn1, blocks, conv_head, bn2) with at least frozen_blocks={frozen} blocks; "
                              f"{config.backbone} lacks {missing or 'enough blocks'} (use mode: full)")
 
     class Tail(torch.nn.Module):
@@ -178,7 +179,7 @@ class ActivationCache:
     whose file changes is computed again, one file under two paths once, and a model with other
     weights or `frozen_blocks` never gets another's activations. The stem is fixed pretrained
     weights in eval mode, so every split seed shares the entries. Memory: C x h x w float32 per
-    image (EfficientNet-Lite0, frozen_blocks 5, 256 px: 192 x 8 x 8, 48 KiB). `computed` counts
+    image (EfficientNet-Lite0 at 256 px: frozen_blocks 6, 192 x 8 x 8, 48 KiB; 5, 112 x 16 x 16, 112 KiB). `computed` counts
     the images that went through the stem.
     """
 
