@@ -74,7 +74,9 @@ class MapModule(torch.nn.Module):
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.pre_processor: torch.nn.Module | None = getattr(model, "pre_processor", None)
-        self.model: torch.nn.Module = model.model
+        inner = model.model
+        assert isinstance(inner, torch.nn.Module), "an anomalib module holds its torch model in .model"
+        self.model = inner
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pre_processor is not None:
