@@ -105,3 +105,9 @@ def test_backend_setting_is_validated_and_not_part_of_model_key():
         check_backend("tensorrt")
     with pytest.raises(BackendError):
         compiled_detector(object(), "eager", SIZE)  # type: ignore[arg-type]
+
+
+def test_onnxruntime_needs_onnx_to_export(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(BackendError, match="onnx==1.23.2"):
+        check_backend("onnxruntime")

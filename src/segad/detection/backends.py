@@ -55,7 +55,9 @@ BACKENDS = ("eager", "openvino", "onnxruntime")
 #: max |backend - eager| allowed, as a fraction of the eager map range (max - min) of the batch
 TOLERANCE = 1e-3
 #: the pinned versions segad was measured with (docs/performance.md)
-PACKAGES = {"openvino": "openvino==2026.4.1", "onnxruntime": "onnxruntime==1.31.1"}
+PACKAGES = {"openvino": "openvino==2026.4.1", "onnxruntime": "onnxruntime==1.31.1 onnx==1.23.2"}
+#: modules each backend imports (torch.onnx.export needs ``onnx`` to write the file)
+MODULES = {"openvino": ("openvino",), "onnxruntime": ("onnxruntime", "onnx")}
 
 Runner = Callable[[np.ndarray], np.ndarray]
 
@@ -91,7 +93,8 @@ def check_backend(backend: str) -> str:
         raise BackendError(f"unknown backend {backend!r}; one of {list(BACKENDS)}")
     if backend != "eager":
         try:
-            __import__(backend)
+            for module in MODULES[backend]:
+                __import__(module)
         except ImportError as error:
             raise BackendError(
                 f"backend {backend} needs the {backend} package, which is not installed "
