@@ -130,7 +130,8 @@ def bench_backends(names: list[str], n_train: int, n_images: int, size: int, bat
     print(f"CPU ({os.cpu_count()} cores, torch threads {torch.get_num_threads()}, load average "
           f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}), {size} px, fit on {n_train} demo train/good, "
           f"{n_images} demo test images in batches of {batch_size}, best of {repeats}")
-    print("versions: " + ", ".join(f"{k} {v}" for b in available for k, v in backend_info(b).items()))
+    versions = {k: v for b in available for k, v in backend_info(b).items()}
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     header = "".join(f"{b + ' img/s':>18}" for b in available) + "".join(
         f"{b[:4] + '/eager':>12}{'max diff/range':>16}" for b in available if b != "eager")
     print(f"{'detector':<12}{'map range':>16}" + header)
