@@ -191,8 +191,9 @@ def _score_batch(x, rows, bundle, models, layout, explain, overlays, pictures, c
 
     n, detectors, op = x.shape[0], bundle.detectors, bundle.operating_point
     with clock("detector"):
-        maps = {name: predict_maps(models[name], x, backend=(backends or {}).get(name, "eager"))
-                for name in detectors}
+        chosen = backends or {}
+        maps = {name: predict_maps(models[name], x, backend=chosen[name]) if chosen.get(name, "eager") != "eager"
+                else predict_maps(models[name], x) for name in detectors}
 
     with clock("features"):
         finite = np.ones(n, dtype=bool)
