@@ -103,10 +103,10 @@ def main() -> None:
 
     labels = segmentation_map(args.size).astype(np.int64)
     n_segments = int(labels.max()) + 1
-    layout = SegmentMap.from_labels(labels, n_segments)
+    segment_map = SegmentMap.from_labels(labels, n_segments)
     maps = make_maps(max(args.maps, args.ref_maps), args.size)
     print(f"maps {args.size}x{args.size} float32, {n_segments} segments (pixels per segment "
-          f"{layout.counts.tolist()}), batch {args.batch_size}")
+          f"{segment_map.counts.tolist()}), batch {args.batch_size}")
 
     ref_maps = maps[: args.ref_maps]
     t_ref = timed(lambda: [reference_segment_statistics(m, labels, n_segments) for m in ref_maps], args.repeat)
@@ -119,7 +119,7 @@ def main() -> None:
     def vectorised(maps_, n_threads):
         def run():
             for s in range(0, len(maps_), args.batch_size):
-                segment_statistics(maps_[s : s + args.batch_size], layout, threads=n_threads)
+                segment_statistics(maps_[s : s + args.batch_size], segment_map, threads=n_threads)
         return run
 
     rates_vec = {t: len(vec_maps) / timed(vectorised(vec_maps, t), args.repeat) for t in threads}
@@ -167,7 +167,7 @@ def main() -> None:
         pass
 
     # check the paths agree before printing speeds
-    check = segment_statistics(maps[:8], layout)
+    check = segment_statistics(maps[:8], segment_map)
     ref = np.stack([reference_segment_statistics(m.astype(np.float64), labels, n_segments) for m in maps[:8]])
     rel = np.nanmax(np.abs(check - ref) / np.maximum(np.abs(ref), 1e-300))
     print(f"max relative difference segad.segments.features vs reference (float64): {rel:.2e}\n")

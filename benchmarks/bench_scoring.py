@@ -120,7 +120,7 @@ def setup(args, names: list[str], size: int, tmp: Path) -> None:
     labels = np.r_[np.zeros(len(goods) - args.n_fit, int), np.ones(len(bads), int)]  # brf rows
     segments = read_label_map(demo / "segmentation.png", size=size)
     n_segments = int(segments.max()) + 1
-    layout = SegmentMap.from_labels(segments, n_segments)
+    segment_map = SegmentMap.from_labels(segments, n_segments)
 
     t0 = time.perf_counter()
     images = np.stack([read_image(p, size) for p in brf_paths])
@@ -130,7 +130,7 @@ def setup(args, names: list[str], size: int, tmp: Path) -> None:
         model = fit_detector(config, fit_paths, image_size=size, device=args.device, work_dir=tmp)
         dirs[name] = save_detector(model, config, size, tmp / "detectors" / name)
         maps = np.concatenate([predict_maps(model, images[i : i + 16]) for i in range(0, len(images), 16)])
-        stats.append(segment_statistics(maps, layout))
+        stats.append(segment_statistics(maps, segment_map))
         maxima.append(maps.reshape(len(maps), -1).max(axis=1))
     features = feature_matrix(stats, maxima)
     brf = fit_brf(features, labels, BRFConfig(), seed=0)

@@ -48,8 +48,8 @@ def _reference_features(maps: np.ndarray, segments: np.ndarray) -> np.ndarray:
 
 def test_features_and_brf_scores_match_reference_loop():
     maps, segments, labels = _fixture()
-    layout = SegmentMap.from_labels(segments, N_SEGMENTS)
-    stats = [segment_statistics(maps[k], layout) for k in range(N_DETECTORS)]
+    segment_map = SegmentMap.from_labels(segments, N_SEGMENTS)
+    stats = [segment_statistics(maps[k], segment_map) for k in range(N_DETECTORS)]
     ours = feature_matrix(stats, [maps[k].reshape(N_IMAGES, -1).max(axis=1) for k in range(N_DETECTORS)])
     reference = _reference_features(maps, segments)
     assert ours.shape == reference.shape == (N_IMAGES, 4 * N_DETECTORS * N_SEGMENTS + N_DETECTORS)

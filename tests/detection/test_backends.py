@@ -14,7 +14,7 @@ from segad.detection.fit import fit_detector
 from segad.detection.inference import iter_maps, predict_maps
 from segad.detection.persistence import load_detector, save_detector
 from segad.images import read_image
-from segad.segments.features import SegmentLayout, segment_statistics
+from segad.segments.features import SegmentMap, segment_statistics
 from tests.detection.tiny import SIZE, config_for
 
 CONVERTED = [b for b in ("openvino", "onnxruntime") if __import__("importlib.util").util.find_spec(b)]
@@ -51,8 +51,8 @@ def test_backend_maps_and_segad_features_equal_eager(name, backend, fitted, imag
     # SegAD statistics (q995, skew, kurtosis, mean per segment) move by no more than the maps allow
     labels = np.zeros((SIZE, SIZE), dtype=np.int64)
     labels[SIZE // 2 :] = 1
-    layout = SegmentLayout.from_labels(labels, 2)
-    ref, new = segment_statistics(eager, layout), segment_statistics(got, layout)
+    segment_map = SegmentMap.from_labels(labels, 2)
+    ref, new = segment_statistics(eager, segment_map), segment_statistics(got, segment_map)
     assert np.allclose(new[..., [0, 3]], ref[..., [0, 3]], rtol=0, atol=TOLERANCE * scale)  # q995, mean: map units
     # skew and kurtosis are unitless and ill-conditioned on near-flat segments (the tiny train
     # images' maps): compared where the segment's spread dwarfs the map difference

@@ -42,7 +42,7 @@ def train_tiny_bundle(demo_root: Path, work: Path, detectors: dict = TINY_DETECT
     labels = np.r_[np.zeros(len(goods) - len(goods) // 2, int), np.ones(len(bads), int)]
     segments = read_label_map(demo_root / "segmentation.png", size=SIZE)
     n_segments = int(segments.max()) + 1
-    layout = SegmentMap.from_labels(segments, n_segments)
+    segment_map = SegmentMap.from_labels(segments, n_segments)
     images = np.stack([read_image(p, SIZE) for p in brf_paths])
     dirs, stats, maxima = {}, [], []
     for name, values in detectors.items():
@@ -50,7 +50,7 @@ def train_tiny_bundle(demo_root: Path, work: Path, detectors: dict = TINY_DETECT
         model = fit_detector(config, fit_paths, image_size=SIZE, work_dir=work)
         dirs[name] = save_detector(model, config, SIZE, work / "detectors" / name)
         maps = predict_maps(model, images)
-        stats.append(segment_statistics(maps, layout))
+        stats.append(segment_statistics(maps, segment_map))
         maxima.append(maps.reshape(len(maps), -1).max(axis=1))
     features = feature_matrix(stats, maxima)
     brf = fit_brf(features, labels, TINY_BRF, seed=0)

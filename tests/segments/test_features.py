@@ -142,8 +142,8 @@ def test_feature_config_checks_its_keys_and_values():
 
 def test_float64_maps_and_prepared_layout_agree():
     maps, labels, n = _maps_and_labels(seed=3)
-    layout = SegmentMap.from_labels(labels, n)
-    a = segment_statistics(maps.astype(np.float64), layout)
+    segment_map = SegmentMap.from_labels(labels, n)
+    a = segment_statistics(maps.astype(np.float64), segment_map)
     _assert_equal_stats(a, _expected(maps, labels, n))
 
 
