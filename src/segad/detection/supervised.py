@@ -41,7 +41,6 @@ import hashlib
 import inspect
 import json
 import logging
-import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -52,7 +51,7 @@ import numpy as np
 import torch
 
 from segad.detection.weights import WeightsSource, prepare_backbone, weights_fingerprint, write_timm_local_dir
-from segad.files import check_owned, file_sha256, replace_folder
+from segad.files import file_sha256
 from segad.images import read_image, read_mask
 from segad.versions import package_versions
 
@@ -354,7 +353,7 @@ def fit_supervised(
     arguments = {k: v for k, v in model.trainer_arguments.items() if k not in ("devices", "num_sanity_val_steps")}
     arguments.update(config.trainer)
     arguments.setdefault("max_epochs", 1)
-    use_cuda = _device(device).type == "cuda"
+    use_cuda = torch_device(device).type == "cuda"
     with tempfile.TemporaryDirectory() as scratch, _quiet():
         trainer = pl.Trainer(
             accelerator="gpu" if use_cuda else "cpu", devices=1, logger=False, enable_checkpointing=False,
@@ -365,7 +364,7 @@ def fit_supervised(
                     len(bad), len(data.unknown_mask_paths), repeat)
         trainer.fit(model, train_dataloaders=loader)
     model.unknown_mask_paths = frozenset()
-    model.to(_device(device))
+    model.to(torch_device(device))
     model.eval()
     return model
 
@@ -381,7 +380,7 @@ def _check_feature_size(model: Any, image_size: int) -> None:
         )
 
 
-def _device(device: str) -> torch.device:
+def torch_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -396,7 +395,7 @@ def _quiet() -> Iterator[None]:
     for n in names:
         logging.getLogger(n).setLevel(logging.WARNING)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(does not have many workers|GPU available|LeafSpec|in eval mode at the start|no logger configured|infer the .batch_size.).*")
+        warnings.filterwarnings("ignore", message=".*(does not have many workers|GPU available|LeafSpec|in eval mode at the start|no .val_dataloader.|no logger configured|infer the .batch_size.).*")
         try:
             yield
         finally:
@@ -444,55 +443,3 @@ def iter_supervised(
         maps, scores = predict_supervised(model, images)
         for i, m, s in zip(indices.tolist(), maps, scores, strict=True):
             yield i, m, float(s)
-
-
-# ------------------------------------------------------------------------------- saving, loading
-
-
-class SupervisedLoadError(RuntimeError):
-    """A saved supervised model folder is missing, incomplete or damaged."""
-
-
-def save_supervised(model: torch.nn.Module, config: SupervisedConfig, image_size: int, directory: str | Path) -> Path:
-    """Write ``detector.json`` + ``state_dict.pt`` atomically (temp folder, then rename)."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, staging / "state_dict.pt")
-        meta = {"format": FORMAT_VERSION, "detector": NAME, "image_size": int(image_size),
-                "config": config.to_dict(), "state_sha256": file_sha256(staging / "state_dict.pt")}
-        (staging / "detector.json").write_text(json.dumps(meta, indent=2, default=str))
-        owned = ["detector.json", "state_dict.pt"] if (directory / "detector.json").is_file() else None
-        check_owned(directory, owned, "save_supervised")
-        replace_folder(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return directory
-
-
-def load_supervised(
-    directory: str | Path, device: str = "cpu", backbone_cache_dir: str | Path | None = None
-) -> tuple[torch.nn.Module, SupervisedConfig, int]:
-    """Reload a saved model: random-weight scaffold + strict ``load_state_dict`` (weights_only)."""
-    directory = Path(directory)
-    meta_path, state_path = directory / "detector.json", directory / "state_dict.pt"
-    if not meta_path.is_file() or not state_path.is_file():
-        raise SupervisedLoadError(f"{directory}: not a saved {NAME} (needs detector.json and state_dict.pt)")
-    try:
-        meta = json.loads(meta_path.read_text())
-        if meta.get("detector") != NAME or file_sha256(state_path) != meta["state_sha256"]:
-            raise SupervisedLoadError(f"{directory}: not a {NAME} model, or {state_path.name} is damaged")
-        config = SupervisedConfig.from_dict(meta["config"])
-        image_size = int(meta["image_size"])
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-    except SupervisedLoadError:
-        raise
-    except Exception as error:  # noqa: BLE001
-        raise SupervisedLoadError(f"{directory}: damaged saved model ({error})") from error
-    model = build_supervised(config, image_size, backbone_cache_dir, for_loading=True)
-    model.load_state_dict(state, strict=True)
-    model.to(_device(device))
-    model.eval()
-    return model, config, image_size

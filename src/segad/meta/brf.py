@@ -10,7 +10,9 @@ With ``binary:logitraw`` the model output is a raw margin (any real number; high
 anomalous). It is a *score* for ranking metrics, never a probability; a probability would need an
 explicit calibration step that this module does not do.
 
-Method names: a detector alone is its own name (its map max is the score); a SegAD combination is
+Method names: a detector alone is its own name (its score is its own image score
+``<detector>__score`` where it has one, e.g. the supervised SuperSimpleNet's pred_score, else its
+map max ``<detector>__max``); a SegAD combination is
 the detector names sorted alphabetically, joined with ``+``, then ``+segad``
 (``padim+patchcore+segad``); with the supervised classifier ``classifier`` joins the names.
 
@@ -42,6 +44,7 @@ from segad.segments.columns import (
     is_feature_column,
     max_column,
     parse_column,
+    score_column,
 )
 
 SEGAD_SUFFIX = "segad"
@@ -213,7 +216,8 @@ def run_brf(
     Returns:
         (models, scores): models ``{"<method>/<category>/split_seed_<s>": XGBClassifier}``;
         scores DataFrame (image_id, split_seed, method, score) over the test rows, with one
-        method per detector alone (its map max), ``classifier`` alone (its logit) when the table
+        method per detector alone (its own score ``<d>__score`` if the table has one, else its
+        map max), ``classifier`` alone (its logit) when the table
         has ``classifier__score``, and one per combination (BRF raw margin).
     """
     import pandas as pd
@@ -231,7 +235,7 @@ def run_brf(
     for (category, seed), rows in progress(groups) if progress else groups:
         train = rows[rows["role"] == "brf_train"]
         test = rows[rows["role"] == "test"]
-        alone = {detector: max_column(detector) for detector in detectors}
+        alone = {d: score_column(d) if score_column(d) in features.columns else max_column(d) for d in detectors}
         if has_classifier:
             alone[CLASSIFIER] = CLASSIFIER_COLUMN
         for method, column in alone.items():

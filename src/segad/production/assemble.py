@@ -103,6 +103,11 @@ def assemble_bundle(
     run_detectors = [str(d) for d in detectors]
     seeds = [int(s) for s in seeds]
     seed, category, members = _choose(options, run_detectors, seeds, image_index)
+    from segad.detection.supervised import NAME as SUPERVISED
+
+    if SUPERVISED in members:
+        raise ValueError(f"bundle.detectors: {SUPERVISED} cannot be bundled yet (its cross-fitted models and "
+                         "own score are not part of the bundle format); bundle a combination without it")
     method = method_name(members)
     layout, benchmark = str(dataset["layout"]), str(benchmark)
     key = model_key(layout, benchmark, category, method, seed)  # this run's regime only

@@ -12,6 +12,8 @@ from segad.detection.config import DetectorConfig
 from segad.detection.external import ExternalConfig, compute_external_maps, is_external
 from segad.detection.map_store import MapStore
 from segad.detection.stage import compute_anomaly_maps
+from segad.detection.supervised import SupervisedConfig, is_supervised
+from segad.detection.supervised_stage import compute_supervised_maps
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +32,10 @@ def make_anomaly_maps(
 ) -> pd.DataFrame:
     """Fit ``detector_name`` per distinct detector_train set and store raw maps; return its map_index.
 
+    ``supersimplenet_supervised`` instead trains on detector_train goods plus brf_train bad images,
+    cross-fitted over brf_train (`segad.detection.supervised_stage`); its map_index adds
+    ``pred_score`` and ``fold``.
+
     ``detector`` is the namespaced parameter block ``anomaly_maps.<detector_name>``; a missing or
     empty ``synthetic_index`` means no synthetic images. Maps go into ``map_store``, fitted
     detectors into ``detector_store/<model_key>/`` (both handles come from the catalog). An
@@ -39,6 +45,11 @@ def make_anomaly_maps(
     if is_external(detector_name, detector):
         external = ExternalConfig.from_dict(detector_name, detector)
         map_index, stats = compute_external_maps(image_index, splits, synthetic, external, int(image_size), map_store)
+    elif is_supervised(detector_name):  # trained on good + bad images, cross-fitted (docs/anomaly_maps.md)
+        supervised = SupervisedConfig.from_dict(detector)
+        map_index, stats = compute_supervised_maps(
+            image_index, splits, synthetic, supervised, int(image_size), str(device), map_store, detector_store
+        )
     else:
         config = DetectorConfig.from_dict(detector_name, detector)
         map_index, stats = compute_anomaly_maps(
