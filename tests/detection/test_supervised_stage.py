@@ -6,6 +6,8 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -93,3 +95,14 @@ def test_maps_and_scores_are_stored_and_reused(tables):
     again, stats = compute_supervised_maps(index, splits, None, CONFIG, SIZE, "cpu", store, models)
     assert stats["models_fitted"] == 0 and stats["maps_computed"] == 0 and stats["maps_cached"] == 9
     pd.testing.assert_frame_equal(first, again)
+
+
+def test_conf_block_is_valid_and_offline():
+    import yaml
+
+    from segad.detection.supervised import NAME
+
+    text = (Path(__file__).parents[2] / "conf/base/parameters_anomaly_maps.yml").read_text()
+    block = yaml.safe_load(text)["anomaly_maps"][NAME]
+    config = SupervisedConfig.from_dict(block)
+    assert config.weights == "packaged:efficientnet_lite0" and config.architecture() == "tf_efficientnet_lite0"
