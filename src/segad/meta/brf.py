@@ -108,15 +108,23 @@ def combination_members(method: str) -> list[str]:
     return parts[:-1]
 
 
-def default_combinations(detectors: Sequence[str], classifier: bool = False) -> list[list[str]]:
+def default_combinations(
+    detectors: Sequence[str], classifier: bool = False, scored: Sequence[str] = ()
+) -> list[list[str]]:
     """Each detector alone, then all detectors together (once if there is only one detector).
 
-    With the classifier enabled, it is added to the all-detector combination.
+    With the classifier enabled, it is added to the all-detector combination. Detectors in
+    `scored` (those with their own image score, e.g. the supervised SuperSimpleNet baseline) add
+    one more: all the other detectors together, so SegAD without the baseline is reported on the
+    same splits as the baseline.
     """
     combos = [[d] for d in detectors]
     everything = sorted(detectors)
     if len(detectors) > 1:
         combos.append(everything)
+    others = sorted(d for d in detectors if d not in set(scored))
+    if scored and len(others) > 1:
+        combos.append(others)
     if classifier:
         combos.append(sorted([*detectors, "classifier"]))
     unique: dict[str, list[str]] = {}
@@ -211,7 +219,8 @@ def run_brf(
         detectors: the run's detectors.
         config: XGBoost settings.
         combinations: lists of members (detector names, ``classifier``); default
-            `default_combinations` (classifier added when the table has ``classifier__score``).
+            `default_combinations` (classifier added when the table has ``classifier__score``; the
+            detectors with a ``<d>__score`` column count as `scored`).
         progress: optional tqdm-like wrapper of the (category, seed) iterator.
     Returns:
         (models, scores): models ``{"<method>/<category>/split_seed_<s>": XGBClassifier}``;
@@ -223,7 +232,9 @@ def run_brf(
     import pandas as pd
 
     has_classifier = CLASSIFIER_COLUMN in features.columns
-    combos = [sorted(c) for c in combinations] if combinations else default_combinations(detectors, has_classifier)
+    scored = [d for d in detectors if score_column(d) in features.columns]
+    combos = ([sorted(c) for c in combinations] if combinations
+              else default_combinations(detectors, has_classifier, scored))
     feature_cols = [c for c in features.columns if is_feature_column(c)]
     for combo in combos:
         unknown = set(combo) - set(detectors) - ({CLASSIFIER} if has_classifier else set())
@@ -235,7 +246,7 @@ def run_brf(
     for (category, seed), rows in progress(groups) if progress else groups:
         train = rows[rows["role"] == "brf_train"]
         test = rows[rows["role"] == "test"]
-        alone = {d: score_column(d) if score_column(d) in features.columns else max_column(d) for d in detectors}
+        alone = {d: score_column(d) if d in scored else max_column(d) for d in detectors}
         if has_classifier:
             alone[CLASSIFIER] = CLASSIFIER_COLUMN
         for method, column in alone.items():

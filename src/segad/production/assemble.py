@@ -167,7 +167,10 @@ def _choose(options: BundleOptions, run_detectors: list[str], seeds: list[int],
     if category not in categories:
         raise ValueError(f"bundle.category must name one of the run's categories {categories}, "
                          f"got {options.category!r} (a bundle serves one product category)")
-    wanted = [str(d) for d in (options.detectors or run_detectors)]
+    from segad.detection.supervised import NAME as SUPERVISED
+
+    # by default the supervised SuperSimpleNet baseline is left out: it cannot be bundled yet
+    wanted = [str(d) for d in (options.detectors or [d for d in run_detectors if d != SUPERVISED])]
     members = [d for d in run_detectors if d in set(wanted)]  # feature order = run order
     if CLASSIFIER in wanted or len(members) != len(set(wanted)):
         raise ValueError(f"bundle.detectors {wanted} must be detectors of this run {run_detectors} "
