@@ -106,3 +106,15 @@ def test_conf_block_is_valid_and_offline():
     block = yaml.safe_load(text)["anomaly_maps"][NAME]
     config = SupervisedConfig.from_dict(block)
     assert config.weights == "packaged:efficientnet_lite0" and config.architecture() == "tf_efficientnet_lite0"
+
+
+def test_synthetic_rows_are_scored_by_fold_models_and_never_trained_on(tables):
+    index, splits, folder = tables
+    synthetic = pd.DataFrame({"image_id": ["synthetic/0/a.png", "synthetic/0/b.png"], "split_seed": 0,
+                              "category": "c", "path": [str(folder / "syn_a.png"), str(folder / "syn_b.png")]})
+    plan = plan_supervised(index, splits, synthetic, CONFIG, SIZE)
+    fold_of = {i: f.fold for f in plan for i, _ in f.rows}
+    assert {fold_of[i] for i in synthetic["image_id"]} == {0, 1}  # dealt like brf_train rows
+    assert not any(i.path in set(synthetic["path"]) for f in plan for i in f.items)
+    real_bad = {i for i in fold_of if i.startswith("brf_train_1")}
+    assert {fold_of[i] for i in real_bad} == {0, 1}  # each fold holds a real bad image

@@ -71,10 +71,11 @@ class SupervisedFit:
 
 
 def assign_folds(image_ids: list[str], labels: list[int], folds: int, seed: int) -> dict[str, int]:
-    """Stratified fold of each image: per label, sorted ids shuffled with ``seed``, dealt round-robin."""
+    """Stratified fold of each image: per label (1 first, so every fold gets a real bad image
+    when folds <= n_bad), sorted ids shuffled with ``seed``, dealt round-robin."""
     rng = np.random.default_rng(seed)
     out: dict[str, int] = {}
-    for label in (1, 0):  # bad first: every fold gets a bad image when folds <= n_bad
+    for label in sorted({int(lab) for lab in labels}, key=lambda lab: (lab != 1, lab)):
         ids = sorted(i for i, lab in zip(image_ids, labels, strict=True) if int(lab) == label)
         for rank, index in enumerate(rng.permutation(len(ids))):
             out[ids[index]] = rank % folds
@@ -122,7 +123,7 @@ def plan_supervised(
         scored = list(zip(brf["image_id"], brf["label"], strict=True))
         if synthetic is not None and len(synthetic):
             mine = synthetic[(synthetic["split_seed"] == seed) & (synthetic["category"].astype(str) == category)]
-            scored += [(i, 1) for i in mine["image_id"]]
+            scored += [(i, 2) for i in mine["image_id"]]  # a stratum of their own: never training images
         folds = min(config.cross_fit_folds, len(bad))
         fold_of = assign_folds([i for i, _ in scored], [lab for _, lab in scored], folds,
                                zlib.crc32(f"{category}/{int(seed)}/{config.seed}".encode()))
