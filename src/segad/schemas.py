@@ -32,7 +32,15 @@ from segad.ingestion.defects import KINDS
 from segad.ingestion.layouts import LAYOUTS
 from segad.ingestion.splits import BENCHMARKS, ROLES
 from segad.production.explain import CONTRIBUTION_PATTERN
-from segad.segments.columns import CLASSIFIER_COLUMN, MAX_PATTERN, SEGMENT_PATTERN, STATS, is_feature_column, max_column
+from segad.segments.columns import (
+    CLASSIFIER_COLUMN,
+    MAX_PATTERN,
+    SCORE_PATTERN,
+    SEGMENT_PATTERN,
+    STATS,
+    is_feature_column,
+    max_column,
+)
 from segad.segments.features import FEATURE_ROLES
 
 LABELS = (0, 1)
@@ -138,7 +146,8 @@ class MapIndex(pa.DataFrameModel):
     split_seed: Series[pa.Int64] = pa.Field(ge=0, description="the split seed")
     model_key: Series[str] = pa.Field(description=(
         "hash of the detector configuration, segad's format version, the anomalib/torch/torchvision/timm "
-        "versions and the detector_train image set"))
+        "versions and the detector_train image set (`supersimplenet_supervised`: also its bad training images "
+        "and their masks)"))
     map_key: Series[str] = pa.Field(description="location of the map in the store")
     max_score: Series[pa.Float64] = pa.Field(description="max of the raw map (the detector's own image score)")
     height: Series[pa.Int32] = pa.Field(gt=0, description="map height (= `image_size`)")
@@ -147,6 +156,12 @@ class MapIndex(pa.DataFrameModel):
         "external detectors only (`kind: external`, docs/anomaly_maps.md): map file height before resizing"))
     source_width: Series[pa.Int32] | None = pa.Field(gt=0, description=(
         "external detectors only: map file width before resizing"))
+    pred_score: Series[pa.Float64] | None = pa.Field(description=(
+        "`supersimplenet_supervised` only (docs/anomaly_maps.md): the model's own image score (sigmoid of its "
+        "classification head)"))
+    fold: Series[pa.Int8] | None = pa.Field(ge=-1, description=(
+        "`supersimplenet_supervised` only: cross-fitting fold of the model that scored the row (-1 = the model "
+        "trained on all brf_train bad images, used for test rows)"))
 
     class Config:
         strict = True
@@ -185,6 +200,10 @@ class Features(pa.DataFrameModel):
         "1-pixel segments (XGBoost reads NaN as missing), all 0.0 for an empty segment"))
     detector_max: Series[pa.Float64] = pa.Field(alias=MAX_PATTERN.pattern, regex=True, nullable=True, metadata=_doc(
         "<detector>__max", "global max of the map"))
+    detector_score: Series[pa.Float64] = pa.Field(alias=SCORE_PATTERN.pattern, regex=True, nullable=True,
+                                                  metadata=_doc("<detector>__score", (
+        "a detector's own image score where its map_index has `pred_score` (`supersimplenet_supervised`); its "
+        "score when scored alone (the pattern also matches `classifier__score`)")))
     detectors: Series[str] = pa.Field(description="the run's detectors, sorted, joined by `+` (partition folder)")
 
     class Config:

@@ -89,11 +89,11 @@ def test_maps_and_scores_are_stored_and_reused(tables):
     store, models = MapStore(folder / "maps"), folder / "models"
     first, stats = compute_supervised_maps(index, splits, None, CONFIG, SIZE, "cpu", store, models)
     assert list(first.columns) == list(INDEX_COLUMNS)
-    assert stats["models_fitted"] == 3 and stats["maps_computed"] == len(first) == 9
+    assert stats.models_fitted == 3 and stats.maps_computed == len(first) == 9
     assert first["pred_score"].between(0, 1).all() and (first["height"] == SIZE).all()
     assert set(first.loc[first["image_id"].str.startswith("test"), "fold"]) == {FULL}
     again, stats = compute_supervised_maps(index, splits, None, CONFIG, SIZE, "cpu", store, models)
-    assert stats["models_fitted"] == 0 and stats["maps_computed"] == 0 and stats["maps_cached"] == 9
+    assert stats.models_fitted == 0 and stats.maps_computed == 0 and stats.maps_cached == 9
     pd.testing.assert_frame_equal(first, again)
 
 

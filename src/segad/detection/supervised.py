@@ -66,6 +66,11 @@ _LIBRARIES = ("anomalib", "torch", "torchvision", "timm")
 _RESERVED = ("supervised", "pre_processor", "post_processor", "evaluator", "visualizer", "backbone_weights")
 
 
+def is_supervised(name: str) -> bool:
+    """Whether the ``detectors`` entry ``name`` is the supervised SuperSimpleNet."""
+    return name == NAME
+
+
 class SupervisedConfigError(ValueError):
     """A supervised detector setting is invalid, or the training images cannot train it."""
 

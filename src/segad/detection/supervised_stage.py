@@ -29,11 +29,12 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from segad.detection.stage import MapRunStats
 from segad.detection.supervised import (
     FORMAT_VERSION,
     NAME,
@@ -141,11 +142,10 @@ def plan_supervised(
 def compute_supervised_maps(
     image_index: pd.DataFrame, splits: pd.DataFrame, synthetic_index: pd.DataFrame | None,
     config: SupervisedConfig, image_size: int, device: str, map_store: MapStore, model_root: str | Path,
-) -> tuple[pd.DataFrame, dict[str, Any]]:
+) -> tuple[pd.DataFrame, MapRunStats]:
     """Fit (or reuse) every model of `plan_supervised`, store each row's raw map, collect pred_score.
 
-    Returns the map index (`INDEX_COLUMNS`) and run stats (models fitted / reused, maps computed /
-    cached, seconds).
+    Returns the map index (`INDEX_COLUMNS`) and the run's `MapRunStats`.
     """
     import pandas as pd
 
@@ -156,8 +156,7 @@ def compute_supervised_maps(
         paths.update(synthetic_index.set_index("image_id")["path"].astype(str).to_dict())
     plan = plan_supervised(image_index, splits, synthetic_index, config, image_size)
     model_root = Path(model_root)
-    stats = {"models_fitted": 0, "models_reused": 0, "maps_computed": 0, "maps_cached": 0,
-             "fit_seconds": 0.0, "predict_seconds": 0.0}
+    stats = MapRunStats()
     hashes: dict[str, str] = {}
     records = []
     for fit in plan:
@@ -173,7 +172,7 @@ def compute_supervised_maps(
                 ok = False
             if not ok:
                 todo[map_key] = path
-        stats["maps_cached"] += len({f"{fit.key}/{hashes[paths[i]]}" for i, _ in fit.rows}) - len(todo)
+        stats.maps_cached += len({f"{fit.key}/{hashes[paths[i]]}" for i, _ in fit.rows}) - len(todo)
         if todo:
             model = _fitted(config, fit, image_size, device, model_root, stats)
             start = time.perf_counter()
@@ -183,10 +182,10 @@ def compute_supervised_maps(
                 map_store.write(keys[index], anomaly_map)
                 scores[keys[index].rsplit("/", 1)[1]] = score
             _write_scores(model_root, fit.key, scores)
-            stats["maps_computed"] += len(todo)
-            stats["predict_seconds"] += time.perf_counter() - start
+            stats.maps_computed += len(todo)
+            stats.predict_seconds += time.perf_counter() - start
         elif (model_root / fit.key / "detector.json").is_file():
-            stats["models_reused"] += 1
+            stats.models_reused += 1
         for image_id, seed in fit.rows:
             digest = hashes[paths[image_id]]
             stored = map_store.read(f"{fit.key}/{digest}")
@@ -200,20 +199,20 @@ def compute_supervised_maps(
 
 
 def _fitted(config: SupervisedConfig, fit: SupervisedFit, image_size: int, device: str, model_root: Path,
-            stats: dict[str, Any]) -> torch.nn.Module:
+            stats: MapRunStats) -> torch.nn.Module:
     directory, backbones = model_root / fit.key, model_root / "_backbones"
     if (directory / "detector.json").is_file():
         try:
             model, _, _ = load_supervised(directory, device, backbones)
-            stats["models_reused"] += 1
+            stats.models_reused += 1
             return model
         except SupervisedLoadError as error:
             logger.warning("refitting damaged %s model: %s", NAME, error)
     start = time.perf_counter()
     model = fit_supervised(config, fit.items, image_size, device, backbones)
     save_supervised(model, config, image_size, directory)
-    stats["models_fitted"] += 1
-    stats["fit_seconds"] += time.perf_counter() - start
+    stats.models_fitted += 1
+    stats.fit_seconds += time.perf_counter() - start
     return model
 
 
