@@ -14,16 +14,12 @@ What anomalib 2.7 supports (read from ``anomalib.models.image.supersimplenet``):
 - No anomalib datamodule feeds bad images to training ("Anomalib currently supports only
   unsupervised learning").
 
-What this module adds, using public classes only: `SupervisedImages`, a torch Dataset of
-anomalib ``ImageItem`` objects (good and bad images, ``ImageBatch.collate``), and
-`SupervisedSupersimplenet`, a subclass whose ``training_step`` is anomalib's, except that for
-label-only bad images (mask unknown) the segmentation loss skips those images and only the
-classification loss sees their label (the paper's mixed-supervision rule: the segmentation
-head learns from pixels known to be good or bad, the classification head from every label).
-
-Maps and scores are raw model outputs (``post_processor=False``): ``anomaly_map`` is the
-sigmoid of the upsampled, Gaussian-smoothed segmentation logits (B, H, W) and ``pred_score``
-the sigmoid of the classification logit, both exactly as ``SupersimplenetModel`` returns them.
+What this module adds, with public classes only: `SupervisedImages` (a torch Dataset of anomalib
+``ImageItem``s, good and bad, ``ImageBatch.collate``) and `SupervisedSupersimplenet`, whose
+``training_step`` is anomalib's except that label-only bad images are left out of the
+segmentation loss (the classification loss sees every label). Maps and scores are raw
+(``post_processor=False``): ``anomaly_map`` (B, H, W) and ``pred_score`` as
+``SupersimplenetModel`` returns them (sigmoids). Details: docs/anomaly_maps.md.
 
 Example:
     >>> from segad.detection.supervised import SupervisedConfig, TrainImage, fit_supervised

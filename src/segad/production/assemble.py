@@ -102,12 +102,13 @@ def assemble_bundle(
     """
     run_detectors = [str(d) for d in detectors]
     seeds = [int(s) for s in seeds]
-    seed, category, members = _choose(options, run_detectors, seeds, image_index)
-    from segad.detection.supervised import NAME as SUPERVISED
-
-    if SUPERVISED in members:
-        raise ValueError(f"bundle.detectors: {SUPERVISED} cannot be bundled yet (its cross-fitted models and "
-                         "own score are not part of the bundle format); bundle a combination without it")
+    # detectors with their own image score (pred_score: supersimplenet_supervised) cannot be bundled yet
+    scored = [d for d in run_detectors if d in map_indexes and "pred_score" in map_indexes[d].columns]
+    seed, category, members = _choose(options, run_detectors, seeds, image_index, scored)
+    if set(scored) & set(members):
+        raise ValueError(f"bundle.detectors: {sorted(set(scored) & set(members))} cannot be bundled yet (their "
+                         "cross-fitted models and own scores are not part of the bundle format); bundle a "
+                         "combination without them")
     method = method_name(members)
     layout, benchmark = str(dataset["layout"]), str(benchmark)
     key = model_key(layout, benchmark, category, method, seed)  # this run's regime only
@@ -157,8 +158,9 @@ def assemble_bundle(
 
 
 def _choose(options: BundleOptions, run_detectors: list[str], seeds: list[int],
-            image_index: pd.DataFrame) -> tuple[int, str, list[str]]:
-    """(split seed, category, members in run order) the options name, checked against the run."""
+            image_index: pd.DataFrame, scored: Sequence[str] = ()) -> tuple[int, str, list[str]]:
+    """(split seed, category, members in run order) the options name, checked against the run;
+    by default every run detector except the `scored` ones."""
     seed = int(options.split_seed) if options.split_seed is not None else seeds[0]
     if seed not in seeds:
         raise ValueError(f"bundle.split_seed {seed} is not one of the run's seeds {seeds}")
@@ -167,10 +169,7 @@ def _choose(options: BundleOptions, run_detectors: list[str], seeds: list[int],
     if category not in categories:
         raise ValueError(f"bundle.category must name one of the run's categories {categories}, "
                          f"got {options.category!r} (a bundle serves one product category)")
-    from segad.detection.supervised import NAME as SUPERVISED
-
-    # by default the supervised SuperSimpleNet baseline is left out: it cannot be bundled yet
-    wanted = [str(d) for d in (options.detectors or [d for d in run_detectors if d != SUPERVISED])]
+    wanted = [str(d) for d in (options.detectors or [d for d in run_detectors if d not in set(scored)])]
     members = [d for d in run_detectors if d in set(wanted)]  # feature order = run order
     if CLASSIFIER in wanted or len(members) != len(set(wanted)):
         raise ValueError(f"bundle.detectors {wanted} must be detectors of this run {run_detectors} "
