@@ -32,18 +32,11 @@ from segad.ingestion.defects import KINDS
 from segad.ingestion.layouts import LAYOUTS
 from segad.ingestion.splits import BENCHMARKS, ROLES
 from segad.production.explain import CONTRIBUTION_PATTERN
-from segad.segments.columns import (
-    CLASSIFIER_COLUMN,
-    MAX_PATTERN,
-    SCORE_PATTERN,
-    SEGMENT_PATTERN,
-    STATS,
-    is_feature_column,
-    max_column,
-)
+from segad.segments.columns import MAX_PATTERN, SCORE_PATTERN, SEGMENT_PATTERN, STATS, is_feature_column, max_column
 from segad.segments.features import FEATURE_ROLES
 
 LABELS = (0, 1)
+_OWN_SCORE = "classifier g(I), when enabled; a detector's own image score (supersimplenet_supervised pred_score)"
 SUBSETS = ("all", "seen", "unseen")
 STATUSES = ("ok", "error")  # segad.production.scoring OK, ERROR
 DECISIONS = ("accept", "reject", "error")  # segad.production.scoring ACCEPT, REJECT, ERROR
@@ -146,8 +139,7 @@ class MapIndex(pa.DataFrameModel):
     split_seed: Series[pa.Int64] = pa.Field(ge=0, description="the split seed")
     model_key: Series[str] = pa.Field(description=(
         "hash of the detector configuration, segad's format version, the anomalib/torch/torchvision/timm "
-        "versions and the detector_train image set (`supersimplenet_supervised`: also its bad training images "
-        "and their masks)"))
+        "versions and the detector_train image set"))
     map_key: Series[str] = pa.Field(description="location of the map in the store")
     max_score: Series[pa.Float64] = pa.Field(description="max of the raw map (the detector's own image score)")
     height: Series[pa.Int32] = pa.Field(gt=0, description="map height (= `image_size`)")
@@ -156,12 +148,7 @@ class MapIndex(pa.DataFrameModel):
         "external detectors only (`kind: external`, docs/anomaly_maps.md): map file height before resizing"))
     source_width: Series[pa.Int32] | None = pa.Field(gt=0, description=(
         "external detectors only: map file width before resizing"))
-    pred_score: Series[pa.Float64] | None = pa.Field(description=(
-        "`supersimplenet_supervised` only (docs/anomaly_maps.md): the model's own image score (sigmoid of its "
-        "classification head)"))
-    fold: Series[pa.Int8] | None = pa.Field(ge=-1, description=(
-        "`supersimplenet_supervised` only: cross-fitting fold of the model that scored the row (-1 = the model "
-        "trained on all brf_train bad images, used for test rows)"))
+    pred_score: Series[pa.Float64] | None = pa.Field(description="supersimplenet_supervised only: its own image score")
 
     class Config:
         strict = True
@@ -191,19 +178,14 @@ class Features(pa.DataFrameModel):
     category: Series[str] = pa.Field(description="partition folder")
     source_image_id: Series[str] = pa.Field(description=(
         "the image whose segment map applies (itself, or the good image a synthetic defect was made from)"))
-    classifier_score: Series[pa.Float64] = pa.Field(alias=CLASSIFIER_COLUMN, required=False, nullable=True,
-                                                    metadata=_doc(CLASSIFIER_COLUMN, "supervised classifier score "
-                                                                  "g(I), when enabled"))
     segment_stat: Series[pa.Float64] = pa.Field(alias=SEGMENT_PATTERN.pattern, regex=True, nullable=True, metadata=_doc(
         "seg<l>__<detector>__<stat>",
         f"stat ∈ {', '.join(STATS)} of the raw map over segment l; NaN skew/kurtosis for constant or "
         "1-pixel segments (XGBoost reads NaN as missing), all 0.0 for an empty segment"))
     detector_max: Series[pa.Float64] = pa.Field(alias=MAX_PATTERN.pattern, regex=True, nullable=True, metadata=_doc(
         "<detector>__max", "global max of the map"))
-    detector_score: Series[pa.Float64] = pa.Field(alias=SCORE_PATTERN.pattern, regex=True, nullable=True,
-                                                  metadata=_doc("<detector>__score", (
-        "a detector's own image score where its map_index has `pred_score` (`supersimplenet_supervised`); its "
-        "score when scored alone (the pattern also matches `classifier__score`)")))
+    own_score: Series[pa.Float64] = pa.Field(alias=SCORE_PATTERN.pattern, regex=True, required=False, nullable=True,
+                                             metadata=_doc("classifier__score, <detector>__score", _OWN_SCORE))
     detectors: Series[str] = pa.Field(description="the run's detectors, sorted, joined by `+` (partition folder)")
 
     class Config:

@@ -91,7 +91,8 @@ def test_maps_and_scores_are_stored_and_reused(tables):
     assert list(first.columns) == list(INDEX_COLUMNS)
     assert stats.models_fitted == 3 and stats.maps_computed == len(first) == 9
     assert first["pred_score"].between(0, 1).all() and (first["height"] == SIZE).all()
-    assert set(first.loc[first["image_id"].str.startswith("test"), "fold"]) == {FULL}
+    full = next(f.key for f in plan_supervised(index, splits, None, CONFIG, SIZE) if f.fold == FULL)
+    assert set(first.loc[first["image_id"].str.startswith("test"), "model_key"]) == {full}
     again, stats = compute_supervised_maps(index, splits, None, CONFIG, SIZE, "cpu", store, models)
     assert stats.models_fitted == 0 and stats.maps_computed == 0 and stats.maps_cached == 9
     pd.testing.assert_frame_equal(first, again)

@@ -14,8 +14,8 @@ rows scored the way test rows are (by a model that did not see them). Cost: K + 
 (category, split_seed) instead of 1. A fold model's key covers its own training set (good
 images, bad images, their masks), so fits are cached and reused like the other detectors'.
 
-The map index has the usual columns plus ``pred_score`` (the model's image score) and ``fold``
-(-1 = full model). Scores are cached per model in ``<model_root>/_scores/<model_key>.json``.
+The map index has the usual columns plus ``pred_score`` (the model's image score); which model
+scored a row is its ``model_key`` (`plan_supervised` gives each fold's). Scores are cached per model in ``<model_root>/_scores/<model_key>.json``.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ logger = logging.getLogger(__name__)
 
 FULL = -1
 INDEX_COLUMNS = ("image_id", "detector", "split_seed", "model_key", "map_key", "max_score", "height", "width",
-                 "pred_score", "fold")
+                 "pred_score")
 
 
 @dataclass
@@ -190,10 +190,10 @@ def compute_supervised_maps(
             digest = hashes[paths[image_id]]
             stored = map_store.read(f"{fit.key}/{digest}")
             records.append((image_id, NAME, seed, fit.key, f"{fit.key}/{digest}", float(stored.max()),
-                            stored.shape[0], stored.shape[1], float(scores[digest]), fit.fold))
+                            stored.shape[0], stored.shape[1], float(scores[digest])))
     index = pd.DataFrame.from_records(records, columns=list(INDEX_COLUMNS))
     index = index.astype({"split_seed": "int64", "max_score": "float64", "height": "int32", "width": "int32",
-                          "pred_score": "float64", "fold": "int8", "image_id": str, "detector": str,
+                          "pred_score": "float64", "image_id": str, "detector": str,
                           "model_key": str, "map_key": str})
     return index.sort_values(["split_seed", "image_id"]).reset_index(drop=True), stats
 

@@ -54,6 +54,7 @@ from pydantic import Field
 from segad.config import PARAMS
 from segad.detection.stage import MAP_INDEX_COLUMNS
 from segad.segments.columns import feature_columns, vector_order
+from segad.segments.own_scores import own_scores
 
 QUANTILE: float = 0.995
 
@@ -382,28 +383,12 @@ def build_feature_table(
                 raise ValueError(f"classifier scores miss {int(merged['score'].isna().sum())} rows of {category!r}")
             score = merged["score"].to_numpy()
         matrix = feature_matrix(stats, maxima, score)
-        own = _own_scores(cat_rows, map_indexes)
-        if own:
-            matrix = np.concatenate([matrix, np.stack(list(own.values()), axis=1)], axis=1)
+        own = own_scores(cat_rows, map_indexes)  # detectors with their own image score: <d>__score columns
+        matrix = np.concatenate([matrix, *(v[:, None] for v in own.values())], axis=1)
         columns = feature_columns(detectors, n_segments, classifier=score is not None, scored=list(own))
         frames.append(pd.concat([cat_rows, pd.DataFrame(matrix, columns=columns)], axis=1))
     table = pd.concat(frames, ignore_index=True, sort=False)
     return table[vector_order(list(table.columns), detectors)]
-
-
-def _own_scores(rows, map_indexes) -> dict[str, np.ndarray]:
-    """Detector -> float64 (N,) own image scores of `rows`, for map indexes with a ``pred_score``
-    column (``<detector>__score``, `segad.segments.columns.score_column`)."""
-    own = {}
-    for detector, map_index in map_indexes.items():
-        if "pred_score" not in map_index.columns:
-            continue
-        keys = map_index[["image_id", "split_seed", "pred_score"]].drop_duplicates(["image_id", "split_seed"])
-        merged = rows[["image_id", "split_seed"]].merge(keys, on=["image_id", "split_seed"], how="left")
-        if merged["pred_score"].isna().any():
-            raise ValueError(f"{detector}.map_index lacks pred_score for {int(merged['pred_score'].isna().sum())} rows")
-        own[detector] = merged["pred_score"].to_numpy(np.float64)
-    return own
 
 
 def _batches(n: int, batch_size: int, progress, desc: str):

@@ -34,7 +34,7 @@ def make_anomaly_maps(
 
     ``supersimplenet_supervised`` instead trains on detector_train goods plus brf_train bad images,
     cross-fitted over brf_train (`segad.detection.supervised_stage`); its map_index adds
-    ``pred_score`` and ``fold``.
+    ``pred_score``.
 
     ``detector`` is the namespaced parameter block ``anomaly_maps.<detector_name>``; a missing or
     empty ``synthetic_index`` means no synthetic images. Maps go into ``map_store``, fitted
