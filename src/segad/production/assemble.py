@@ -52,7 +52,9 @@ class BundleOptions:
             do not have, or a benchmark run over many categories).
         split_seed: whose detectors and BRF are bundled; None = the run's first seed.
         category: the product category; None = the run's only category.
-        detectors: the SegAD combination; None = all run detectors.
+        detectors: the SegAD combination; None = all run detectors except those with their own
+            image score (`pred_score` in the map index: supersimplenet_supervised), which cannot
+            be bundled yet.
         max_miss_rate: target share of bad parts accepted at the operating point, in (0, 1).
         oof_folds: k of the k-fold out-of-fold scores the threshold is chosen on.
         segment_names: {label: name}; None = built-in names (demo, elpv), else ``seg<l>``.
