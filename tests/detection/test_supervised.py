@@ -19,11 +19,10 @@ from segad.detection.supervised import (
     build_supervised,
     fit_supervised,
     iter_supervised,
-    load_supervised,
     predict_supervised,
-    save_supervised,
     supervised_model_key,
 )
+from segad.detection.supervised_stage import load_supervised, save_supervised
 from segad.images import read_image
 
 SIZE = 64  # blocks.1 (stride 4) -> 16 px features, upscaled 2x -> 32 px: the least anomalib's Perlin noise takes
