@@ -20,16 +20,21 @@ from segad.config import (
     STAGE_BLOCKS,
     Benchmark,
     DatasetConfig,
+    GoodSplit,
     Layout,
     ParameterError,
     PlotOptions,
     ReportOptions,
     RunConfig,
+    ScoreOptions,
+    SplitOptions,
 )
+from segad.detection.config import SUPPORTED_DETECTORS, DetectorConfig, DetectorParams
+from segad.detection.persistence import model_key
 from segad.ingestion.defects import DefectConfig
 from segad.ingestion.demo import LOGICAL_DEFECTS, STRUCTURAL_DEFECTS, DefectType, DemoConfig
 from segad.ingestion.layouts import LAYOUTS
-from segad.ingestion.splits import BENCHMARKS
+from segad.ingestion.splits import BENCHMARKS, GOOD_SPLITS
 from segad.meta.brf import BRFConfig, BRFParams
 from segad.meta.classifier import ClassifierConfig
 from segad.production.assemble import BundleOptions
@@ -41,7 +46,10 @@ from tests.conftest import PROJECT_ROOT, TINY_DEMO
 #: The parameter class of each block a node of this project reads typed.
 TYPED = {"demo": DemoConfig, "defects": DefectConfig, "segmentation": SegmentationConfig,
          "classifier": ClassifierConfig, "features": FeatureConfig, "brf": BRFParams,
-         "evaluation.plots": PlotOptions, "evaluation.report": ReportOptions, "bundle": BundleOptions}
+         "evaluation.plots": PlotOptions, "evaluation.report": ReportOptions, "bundle": BundleOptions,
+         "split": SplitOptions, "score": ScoreOptions, "dataset": DatasetConfig,
+         # one namespaced anomaly_maps pipeline per run detector (the default run: patchcore, padim)
+         "anomaly_maps.patchcore": DetectorParams, "anomaly_maps.padim": DetectorParams}
 
 
 def project_parameters(env: str = "local") -> dict:
@@ -52,6 +60,7 @@ def project_parameters(env: str = "local") -> dict:
 def test_literal_values_follow_the_library_constants():
     assert get_args(Layout) == LAYOUTS
     assert get_args(Benchmark) == BENCHMARKS
+    assert get_args(GoodSplit) == GOOD_SPLITS
     assert set(get_args(DefectType)) == set(LOGICAL_DEFECTS + STRUCTURAL_DEFECTS)
 
 
@@ -73,7 +82,10 @@ def test_kedro_finds_and_builds_every_typed_block_of_the_registered_pipelines(mo
     typed = validator.validate_raw_params(project_parameters())
     assert isinstance(typed["brf"].model, BRFConfig) and typed["brf"].combinations is None
     assert isinstance(typed["evaluation"]["plots"], PlotOptions)
-    assert isinstance(typed["dataset"], dict)  # the split and bundle stages read it as a dict
+    assert typed["dataset"] == DatasetConfig(**project_parameters()["dataset"])  # the run's dataset block
+    assert isinstance(typed["split"], SplitOptions) and isinstance(typed["score"], ScoreOptions)
+    assert isinstance(typed["anomaly_maps"]["padim"], DetectorParams)
+    assert isinstance(typed["anomaly_maps"]["efficient_ad"], dict)  # not a run detector: not a node input
     assert typed["demo"].seen_defects == tuple(project_parameters()["demo"]["seen_defects"])
     assert jsonable(typed) == jsonable(validator.validate_raw_params(jsonable(typed)))
 
@@ -84,14 +96,59 @@ def test_kedro_finds_and_builds_every_typed_block_of_the_registered_pipelines(mo
     ({"brf": {"model": {"max_depht": 3}}}, r"'brf'.*\n.*model\.max_depht\n  Unexpected keyword argument"),
     ({"defects": {"kinds": ["scratch"]}}, r"'defects'.*\n.*kinds\.0\n  Input should be 'blur' or 'rectangle'"),
     ({"evaluation": {"plots": {"n_wrost": 2}, "report": {"plot_dirs": {}}}}, r"'evaluation.plots'.*\n.*n_wrost"),
+    ({"split": {"detector_shar": 0.5}}, r"'split'.*\n.*detector_shar\n  Unexpected keyword argument"),
+    ({"split": {"detector_share": 1.5}}, r"'split'.*\n.*detector_share\n  Input should be less than 1"),
+    ({"split": {"good_split": "fixd"}}, r"'split'.*\n.*good_split\n  Input should be 'per_seed' or 'fixed'"),
+    ({"score": {"explian": "all"}}, r"'score'.*\n.*explian\n  Unexpected keyword argument"),
+    ({"score": {"explain": "some"}}, r"'score'.*\n.*explain\n  Input should be 'rejected', 'all' or 'none'"),
+    ({"anomaly_maps.patchcore": {"batch_sise": 4}},
+     r"'anomaly_maps.patchcore'.*\n.*batch_sise\n  Unexpected keyword argument"),
+    ({"anomaly_maps.padim": {"batch_size": 0}},
+     r"'anomaly_maps.padim'.*\n.*batch_size\n  Input should be greater than or equal to 1"),
+    ({"anomaly_maps.padim": {"batch_size": "8"}},
+     r"'anomaly_maps.padim'.*\n.*batch_size\n  Input should be a valid integer"),
+    ({"anomaly_maps.padim": {"amp": "yes"}}, r"'anomaly_maps.padim'.*\n.*amp\n  Input should be a valid boolean"),
+    ({"anomaly_maps.padim": {"quantiles_from": "test"}}, r"'anomaly_maps.padim'.*\n.*quantiles_from\n"),
 ])
 def test_a_typo_in_a_typed_block_fails_naming_the_block_and_the_key(monkeypatch, change, named):
     from segad.pipeline_registry import register_pipelines, use_detectors
 
     monkeypatch.chdir(PROJECT_ROOT)
     use_detectors(None)
+    parameters = project_parameters()
+    for key, values in change.items():
+        if key.startswith("anomaly_maps."):  # a change to one detector's block, the others as configured
+            detector = key.removeprefix("anomaly_maps.")
+            blocks = parameters["anomaly_maps"]
+            parameters["anomaly_maps"] = {**blocks, detector: {**blocks[detector], **values}}
+        else:
+            parameters[key] = values
     with pytest.raises(ParameterValidationError, match=named):
-        ParameterValidator(register_pipelines()).validate_raw_params({**project_parameters(), **change})
+        ParameterValidator(register_pipelines()).validate_raw_params(parameters)
+
+
+def test_a_typed_detector_block_builds_the_detector_config_of_its_mapping():
+    """model_key (the hashed identity of fitted detectors and stored maps) is unchanged by the typed block."""
+    blocks = project_parameters()["anomaly_maps"]
+    for name in SUPPORTED_DETECTORS:
+        typed = DetectorParams(**blocks[name])
+        before, after = DetectorConfig.from_dict(name, blocks[name]), DetectorConfig.from_dict(name, typed)
+        assert after == before and after.identity() == before.identity(), name
+        assert model_key(after, 256, ["a", "b"]) == model_key(before, 256, ["a", "b"]), name
+        assert DetectorConfig.from_dict(name, typed.settings()) == before
+    assert DetectorParams().settings() == {} and DetectorConfig.from_dict("padim", DetectorParams()).to_dict() == (
+        DetectorConfig.from_dict("padim", {}).to_dict())
+    assert DetectorParams(**blocks["external"]).settings() == {"kind": "external"}
+    assert DetectorParams(backend="eager").settings() == {}  # DetectorConfig's backend default: nothing to pass
+
+
+def test_the_detector_specific_rules_stay_with_the_detector_config():
+    with pytest.raises(ValueError, match="model.pre_trained is set by segad"):
+        DetectorConfig.from_dict("padim", DetectorParams(model={"pre_trained": False}))
+    with pytest.raises(ValueError, match="efficient_ad: train_batch_size must be 1"):
+        DetectorConfig.from_dict("efficient_ad", DetectorParams(train_batch_size=2))
+    with pytest.raises(ValueError, match=r"padim: unknown settings \['folder'\]"):
+        DetectorConfig.from_dict("padim", DetectorParams(folder="/maps"))
 
 
 @pytest.mark.parametrize(("change", "named"), [
@@ -141,6 +198,9 @@ def kedro_project(root: Path) -> Path:
     demo = jsonable(TINY_DEMO)
     (root / "conf" / "two" / "parameters.yml").write_text(yaml.safe_dump(
         {"detectors": ["padim"], "seeds": [0], "image_size": 32, "device": "cpu", "demo": demo}))
+    (root / "conf" / "patchcore").mkdir()  # the same run with patchcore as its one detector
+    (root / "conf" / "patchcore" / "parameters.yml").write_text(yaml.safe_dump(
+        {"detectors": ["patchcore"], "seeds": [0], "image_size": 32, "device": "cpu", "demo": demo}))
     return root
 
 
@@ -156,8 +216,12 @@ def test_kedro_run_stops_on_a_typo_before_any_node_runs(tmp_path):
         (["--params", "image_sise=128"], "Error: Parameter validation failed (environment two): unknown "
                                          "top-level parameter(s) ['image_sise']"),
         (["--params", "features.thread=2", "--pipelines", "features"], "thread"),
+        (["--params", "split.detector_shar=0.5", "--pipelines", "split"], "detector_shar"),
+        (["--params", "score.explian=all", "--pipelines", "score"], "explian"),
+        (["--env", "patchcore", "--params", "anomaly_maps.patchcore.batch_sise=4"], "batch_sise"),
     ]:
-        result = subprocess.run([sys.executable, "-m", "kedro", "run", "--env", "two", *args], cwd=project,
+        env = [] if "--env" in args else ["--env", "two"]
+        result = subprocess.run([sys.executable, "-m", "kedro", "run", *env, *args], cwd=project,
                                 env=project_env(), capture_output=True, text=True, timeout=300, check=False)
         log = result.stdout + result.stderr
         assert result.returncode == 1, log[-3000:]

@@ -242,3 +242,61 @@ def test_a_bundle_trained_under_dask_scores_a_folder(projects, tiny_demo, monkey
     assert set(table["decision"]) <= {"accept", "reject"}
     overlays = sorted(p.name for p in (project / "data" / "08_reporting" / "inspection_overlays").glob("*.png"))
     assert overlays == sorted(table.loc[table["decision"] == "reject", "overlay"])
+
+
+#: A cheap PaDiM (16 features, batches of 4) for the sharded map stage on two split seeds.
+PADIM = {"model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"], "n_features": 16},
+         "weights": "packaged:efficientnet_lite0", "trainer": {"max_epochs": 1}, "batch_size": 4}
+
+
+def set_parameters(root: Path, **values) -> None:
+    """Override top-level parameters of `make_project`'s conf/local and conf/dask test file."""
+    for env in ("local", "dask"):
+        path = root / "conf" / env / "parameters_test.yml"
+        path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), **values}))
+
+
+def stored_maps(root: Path) -> tuple[pd.DataFrame, dict[str, bytes], dict[str, str]]:
+    """(map index, bytes of every map file by map_key, state checksum of every saved model)."""
+    index = pd.read_parquet(root / "data" / "03_primary" / "padim" / "map_index.parquet")
+    maps = root / "data" / "03_primary" / "padim" / "maps"
+    models = root / "data" / "06_models" / "padim"
+    states = {key: yaml.safe_load((models / key / "detector.json").read_text())["state_sha256"]
+              for key in index["model_key"].unique()}
+    return index, {key: (maps / f"{key}.npz").read_bytes() for key in index["map_key"]}, states
+
+
+def test_sharded_map_stage_on_two_workers_equals_the_sequential_map_stage(tiny_demo, tmp_path, monkeypatch):
+    """One detector's maps split into fit tasks (one per split seed) and chunks of 4 images, run
+    on 2 worker processes from inside the Dask node: the same map index, map bytes and models as
+    the unsharded SequentialRunner run (both with one torch thread)."""
+    import torch
+    from distributed import get_task_stream
+
+    sequential, distributed = make_project(tmp_path / "seq", tiny_demo), make_project(tmp_path / "dask", tiny_demo)
+    set_parameters(sequential, detectors=["padim"], seeds=[0, 1], anomaly_maps={"padim": PADIM})
+    sharded = {**PADIM, "distribute": {"chunk_size": 4, "torch_threads": 1}}
+    set_parameters(distributed, detectors=["padim"], seeds=[0, 1], anomaly_maps={"padim": sharded})
+    monkeypatch.chdir(sequential)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_project(sequential, FEATURE_CHAIN, SequentialRunner())
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.chdir(distributed)  # before the workers start: the catalog's paths are relative
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client, get_task_stream(client) as stream:
+        run_project(distributed, FEATURE_CHAIN, env="dask", runner=DaskRunner())
+    expected_index, expected_maps, expected_models = stored_maps(sequential)
+    index, maps, models = stored_maps(distributed)
+    pd.testing.assert_frame_equal(index, expected_index)
+    assert maps == expected_maps and models == expected_models
+    pd.testing.assert_frame_equal(read_features(distributed), read_features(sequential))
+    tasks = [str(task["key"]) for task in stream.data]
+    fits = [key for key in tasks if key.startswith("segad-fit-padim-")]
+    chunks = [key for key in tasks if key.startswith("segad-maps-padim-")]
+    n_maps = index["map_key"].nunique()
+    assert len(fits) == index["model_key"].nunique() == 2  # one per split seed, in parallel
+    assert len(chunks) == sum(-(-n // 4) for n in index.drop_duplicates("map_key")["model_key"].value_counts())
+    assert len(chunks) > 2 and n_maps > 8

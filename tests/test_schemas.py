@@ -21,13 +21,14 @@ from kedro.pipeline import node, pipeline
 from kedro.runner import SequentialRunner
 
 from segad import schemas
+from segad.config import DatasetConfig
 from segad.detection.config import DetectorConfig
 from segad.detection.map_store import MapStore
 from segad.detection.stage import compute_anomaly_maps
 from segad.ingestion.defects import DefectConfig, empty_synthetic_index, plan_synthetic
 from segad.ingestion.layouts import build_index
 from segad.ingestion.splits import SplitConfig, make_splits
-from segad.meta.brf import BRFConfig, BRFParams
+from segad.meta.brf import BRFParams
 from segad.pipelines.brf.nodes import train_brf
 from segad.pipelines.evaluation.nodes import compute_metrics, label_test_scores
 from segad.pipelines.features.nodes import compute_features
@@ -39,10 +40,10 @@ from segad.segments.segmentation import Segmentation
 from tests.conftest import PROJECT_ROOT
 
 SIZE = 32
-DATASET = {"layout": "demo"}
+DATASET = DatasetConfig(layout="demo")
 PADIM = {"model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"], "n_features": 16},
          "weights": "packaged:efficientnet_lite0"}
-BRF = BRFParams(model=BRFConfig(n_estimators=2, num_parallel_tree=4, max_depth=2, n_jobs=1))
+BRF = BRFParams(**{"model": {"n_estimators": 2, "num_parallel_tree": 4, "max_depth": 2, "n_jobs": 1}})
 
 
 def _catalog(root: Path) -> DataCatalog:

@@ -41,6 +41,8 @@ PARAMS = ConfigDict(extra="forbid", frozen=True)
 Layout = Literal["demo", "vad", "visa", "sensum", "mvtec", "elpv"]
 Benchmark = Literal["one_class", "high_shot", "low_shot", "visa_supervised", "kfold"]
 Device = Literal["auto", "cpu", "cuda"]
+#: Divisions of the good training images (segad.ingestion.splits.GOOD_SPLITS).
+GoodSplit = Literal["per_seed", "fixed"]
 
 #: Top-level parameter blocks of the stages (each checked by the class of the node that reads it).
 STAGE_BLOCKS = ("anomaly_maps", "brf", "bundle", "classifier", "defects", "demo", "evaluation", "features",
@@ -109,6 +111,42 @@ class RunConfig:
     def as_parameters(self) -> dict[str, Any]:
         """The run keys as plain parameters (the inverse of `from_parameters` for these keys)."""
         return jsonable(self)
+
+
+@dataclass(config=PARAMS)
+class SplitOptions:
+    """The `split` block (conf/base/parameters_split.yml): the knobs of the benchmark regimes.
+
+    The meaning of each is in `segad.ingestion.splits` (`SplitConfig`, which also checks the
+    combinations); ``use_low_shot_json`` (VAD's low_shot_train.json draws) and ``sensum_splits``
+    (the folder of the official SensumSODF folds) are read by the split node.
+    """
+
+    detector_share: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    good_split: GoodSplit = "per_seed"
+    good_split_seed: int = 0
+    low_shot_n: Annotated[int, Field(ge=1)] = 100
+    use_low_shot_json: bool = True
+    visa_moved_bad: Annotated[int, Field(ge=1)] = 10
+    n_folds: Annotated[int, Field(ge=2)] = 3
+    kfold_seed: int = 0
+    sensum_splits: str | None = None
+
+
+@dataclass(config=PARAMS)
+class ScoreOptions:
+    """The `score` block (conf/base/parameters_score.yml): production scoring of a folder of images.
+
+    ``bundle`` (``--params score.bundle=<folder>``) is read by the catalog entry of the bundle,
+    not by the node; it is accepted here so that the override passes the check.
+    """
+
+    input: str | None = None
+    batch_size: Annotated[int, Field(gt=0)] = 16
+    explain: Literal["rejected", "all", "none"] = "rejected"
+    overlays: bool = True
+    progress: bool = True
+    bundle: str | None = None
 
 
 @dataclass(config=PARAMS)

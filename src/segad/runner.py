@@ -2,7 +2,10 @@
 
 `DaskRunner` submits every node of a pipeline as one Dask task; a task waits on the tasks of
 the nodes it depends on, so independent nodes (for example one namespaced anomaly-map pipeline
-per detector) run at the same time on different workers. Each task runs the node with Kedro's
+per detector) run at the same time on different workers. One node can fan out further itself:
+with ``anomaly_maps.<d>.distribute.chunk_size`` set, a detector's map node submits one fit task
+per model and one task per chunk of images to the same cluster from inside its task
+(`segad.detection.distribute`, via ``worker_client``), so N workers share one detector's maps. Each task runs the node with Kedro's
 own `Task`, so datasets are loaded and saved through the catalog exactly as with the
 `SequentialRunner`; node hooks fire on the worker that runs the node.
 
@@ -188,7 +191,9 @@ class DaskRunner(AbstractRunner):
             node name without its namespace: `{"make_anomaly_maps": {"GPU": 1}}` runs every
             detector's map node (`patchcore.make_anomaly_maps`, ...) only on workers started
             with `--resources GPU=1`, one at a time per such worker. Leave empty when no worker
-            declares resources (tasks would wait forever).
+            declares resources (tasks would wait forever). A sharded map stage
+            (``distribute.chunk_size``) asks for resources per shard (``distribute.resources``):
+            then give the map node none, it only plans and waits.
         is_async: load and save the inputs/outputs of each node with threads.
     """
 

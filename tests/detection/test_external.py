@@ -10,7 +10,7 @@ from kedro.runner import SequentialRunner
 from PIL import Image
 
 from segad.datasets.map_store_dataset import DetectorStoreDataset, MapStoreDataset
-from segad.detection.config import DetectorConfigError
+from segad.detection.config import DetectorConfigError, DetectorParams
 from segad.detection.external import (
     SOURCE_COLUMNS,
     ExternalConfig,
@@ -180,7 +180,7 @@ def test_the_anomaly_maps_pipeline_runs_an_external_detector(tmp_path):
             "image_index": MemoryDataset(index),
             "splits": MemoryDataset(splits),
             "synthetic_index": MemoryDataset(pd.DataFrame(columns=["image_id", "split_seed", "path"])),
-            "params:anomaly_maps.reference": MemoryDataset({"kind": "external", "folder": str(folder)}),
+            "params:anomaly_maps.reference": MemoryDataset(DetectorParams(kind="external", folder=str(folder))),
             "params:image_size": MemoryDataset(SIZE),
             "params:device": MemoryDataset("cpu"),
             "reference.map_store": MapStoreDataset(str(tmp_path / "store")),

@@ -17,7 +17,7 @@ from kedro.runner import SequentialRunner
 from PIL import Image
 
 from segad.datasets.map_store_dataset import DetectorStoreDataset, MapStoreDataset
-from segad.detection.config import SUPPORTED_DETECTORS, DetectorConfig
+from segad.detection.config import SUPPORTED_DETECTORS, DetectorConfig, DetectorParams
 from segad.detection.map_store import MapStore
 from segad.pipelines.anomaly_maps import create_pipeline
 
@@ -74,7 +74,7 @@ def test_pipeline_runs_and_reads_writes_through_catalog_handles(tmp_path):
             "image_index": MemoryDataset(index),
             "splits": MemoryDataset(splits),
             "synthetic_index": MemoryDataset(pd.DataFrame(columns=["image_id", "split_seed", "path"])),
-            "params:anomaly_maps.padim": MemoryDataset(padim),
+            "params:anomaly_maps.padim": MemoryDataset(DetectorParams(**padim)),
             "params:image_size": MemoryDataset(32),
             "params:device": MemoryDataset("cpu"),
             "padim.map_store": MapStoreDataset(str(tmp_path / "maps")),

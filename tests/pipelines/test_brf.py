@@ -10,6 +10,7 @@ import pytest
 from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 
+from segad.config import DatasetConfig
 from segad.meta.brf import BRFParams, model_key, parse_model_key, select_run
 from segad.pipelines.brf import create_pipeline
 
@@ -30,7 +31,7 @@ def _brf_catalog(tmp_path, features_catalog, index, params, brf_params):
     catalog["features"] = features_catalog.load("features")
     catalog["image_index"] = index
     catalog["params:brf"] = BRFParams(**brf_params)
-    catalog["params:dataset"] = {"layout": "demo"}
+    catalog["params:dataset"] = DatasetConfig(layout="demo")
     catalog["params:seeds"] = [0, 1]
     catalog["params:benchmark"] = "high_shot"
     return catalog

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from kedro.config import OmegaConfigLoader
 
+from segad.config import DatasetConfig
 from segad.datasets.bundle_dataset import BundleDataset
 from segad.meta.brf import BRFParams
 from segad.pipelines.bundle import create_pipeline
@@ -14,7 +15,7 @@ from segad.production.assemble import BundleOptions
 from segad.versions import jsonable
 from tests.conftest import PROJECT_ROOT
 
-PARAMETERS = {"detectors": ["patchcore"], "seeds": [0], "dataset": {"layout": "demo"}, "benchmark": "high_shot",
+PARAMETERS = {"detectors": ["patchcore"], "seeds": [0], "dataset": DatasetConfig(layout="demo"), "benchmark": "high_shot",
               "image_size": 64, "brf": BRFParams(), "bundle": BundleOptions(), "split": {}, "defects": {},
               "anomaly_maps": {},
               "segmentation": {}, "feature_params": {}}
@@ -71,4 +72,4 @@ def test_the_manifest_records_the_parameters_the_node_gets(monkeypatch):
     assert seen["recorded"] == jsonable(recorded)
     assert seen["recorded"]["bundle"]["max_miss_rate"] == 0.02  # typed blocks recorded as plain values
     assert seen["options"] == nodes.BundleOptions()
-    assert (seen["dataset"], seen["benchmark"], seen["seeds"]) == ({"layout": "demo"}, "high_shot", [0])
+    assert (seen["dataset"], seen["benchmark"], seen["seeds"]) == (jsonable(DatasetConfig()), "high_shot", [0])

@@ -16,7 +16,7 @@ from kedro_datasets.pandas import CSVDataset
 from kedro_datasets.text import TextDataset
 from PIL import Image
 
-from segad.config import PlotOptions, ReportOptions
+from segad.config import DatasetConfig, PlotOptions, ReportOptions
 from segad.detection.map_store import MapStore
 from segad.evaluation.metrics import image_metrics
 from segad.meta.brf import BRFConfig, fit_brf
@@ -160,7 +160,7 @@ def test_pipeline_writes_metrics_plots_and_report(tmp_path):
         **{f"evaluation.{key}": MatplotlibDataset(filepath=str(out / folder)) for key, folder in plot_dirs.items()},
         "report": TextDataset(filepath=str(out / "report.md")),
         "params:benchmark": MemoryDataset("high_shot"),
-        "params:dataset": MemoryDataset({"layout": "demo"}),
+        "params:dataset": MemoryDataset(DatasetConfig(layout="demo")),
         "params:evaluation.plots": MemoryDataset(PlotOptions(split_seed=None, histogram_bins=10, n_worst=2,
                                                              overlay_method=None, importance_type="total_gain")),
         "params:evaluation.report": MemoryDataset(ReportOptions(plot_dirs=plot_dirs)),
@@ -185,27 +185,27 @@ def test_importance_reads_only_this_runs_models(tmp_path):
     _, _, _, _, models = _run_inputs(tmp_path, index, splits, scores)
     labelled = label_test_scores(scores, index, splits)
     figures, files = plot_feature_importance(models, labelled, PlotOptions(importance_type="total_gain"),
-                                             {"layout": "demo"}, "high_shot")
+                                             DatasetConfig(layout="demo"), "high_shot")
     assert files == ["importance_patchcore_segad.png"]
     bars = figures[files[0]].axes[0]
     widths = {t.get_text(): p.get_width() for t, p in zip(bars.get_yticklabels(), bars.patches, strict=True)}
     assert widths["seg1"] > widths["seg0"]  # the informative feature lives in segment 1
     assert sum(widths.values()) == pytest.approx(1.0)
     models["padim+segad/demo/split_seed_0"] = lambda: pytest.fail("a regime-less file is skipped")
-    assert plot_feature_importance(models, labelled, PlotOptions(), {"layout": "demo"}, "high_shot")[1] == files
+    assert plot_feature_importance(models, labelled, PlotOptions(), DatasetConfig(layout="demo"), "high_shot")[1] == files
     with pytest.raises(ValueError, match="no model of dataset=demo, benchmark=high_shot for method"):
-        plot_feature_importance({}, labelled, PlotOptions(), {"layout": "demo"}, "high_shot")
+        plot_feature_importance({}, labelled, PlotOptions(), DatasetConfig(layout="demo"), "high_shot")
 
 
 def test_label_test_scores_selects_this_runs_regime():
     index, splits, scores = make_tables()
     both = pd.concat([scores.assign(dataset="demo", benchmark="high_shot"),
                       scores.assign(dataset="demo", benchmark="one_class", score=0.0)], ignore_index=True)
-    labelled = label_test_scores(both, index, splits, {"layout": "demo"}, "high_shot")
+    labelled = label_test_scores(both, index, splits, DatasetConfig(layout="demo"), "high_shot")
     expected = label_test_scores(scores, index, splits)
     pd.testing.assert_frame_equal(labelled, expected)
     with pytest.raises(ValueError, match="no rows for dataset=demo, benchmark=low_shot"):
-        label_test_scores(both, index, splits, {"layout": "demo"}, "low_shot")
+        label_test_scores(both, index, splits, DatasetConfig(layout="demo"), "low_shot")
 
 
 def test_catalog_plot_folders_match_report_links():
@@ -230,7 +230,7 @@ def test_metrics_and_reports_of_two_regimes_are_both_kept(tmp_path):
     catalog = DataCatalog.from_config(config)
     for benchmark, auroc in (("high_shot", 0.9), ("one_class", 0.7)):
         metrics = pd.DataFrame({"method": ["padim+segad"], "benchmark": [benchmark], "auroc": [auroc]})
-        by_metrics, by_report = keep_by_regime(metrics, f"# {benchmark}\n", {"layout": "demo"}, benchmark)
+        by_metrics, by_report = keep_by_regime(metrics, f"# {benchmark}\n", DatasetConfig(layout="demo"), benchmark)
         catalog.save("metrics_by_regime", by_metrics)
         catalog.save("report_by_regime", by_report)
     assert pd.read_csv(tmp_path / "by_regime/demo/high_shot/metrics.csv")["auroc"].tolist() == [0.9]

@@ -12,6 +12,7 @@ from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
+from segad.config import DatasetConfig
 from segad.detection.map_store import MapStore
 from segad.images import read_image
 from segad.ingestion.layouts import build_index
@@ -74,7 +75,7 @@ def run_features(tiny_demo, tmp_path, benchmark="high_shot", seeds=(0, 1)):
     for key, value in {"segmentation": SegmentationConfig(**segmentation), "image_size": SIZE,
                        "classifier": ClassifierConfig(**params["classifier"]),
                        "device": "cpu", "features": FeatureConfig(**params["features"]),
-                       "dataset": {"layout": "demo", "root": str(tiny_demo)}, "benchmark": benchmark}.items():
+                       "dataset": DatasetConfig(layout="demo", root=str(tiny_demo)), "benchmark": benchmark}.items():
         catalog[f"params:{key}"] = value
     for name, dataset in write_maps(index, splits, tmp_path / "maps").items():
         catalog[name] = dataset

@@ -14,6 +14,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from PIL import Image
 
+from segad.config import ScoreOptions
 from segad.meta.brf import brf_scores
 from segad.pipelines.score import create_pipeline
 from segad.production.render import TITLE_HEIGHT
@@ -61,7 +62,7 @@ def project_catalog(tmp_path: Path, bundle: Path, params: dict) -> DataCatalog:
     config["inspection"]["filepath"] = str(tmp_path / "inspection.parquet")
     config["inspection_overlays"]["path"] = str(tmp_path / "overlays")
     catalog = DataCatalog.from_config(config)
-    catalog["params:score"] = MemoryDataset(params)
+    catalog["params:score"] = MemoryDataset(ScoreOptions(**params))
     catalog["params:device"] = MemoryDataset("cpu")
     return catalog
 

@@ -14,19 +14,17 @@ import pandas as pd
 from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
+from kedro.validation import ParameterValidator
 from kedro_datasets.pandas import ParquetDataset
 from PIL import Image
 
 from segad.datasets.map_store_dataset import DetectorStoreDataset, MapStoreDataset
 from segad.ingestion.layouts import build_index
 from segad.meta.brf import category_columns
-from segad.meta.classifier import ClassifierConfig
 from segad.pipelines.anomaly_maps import create_pipeline as anomaly_maps
 from segad.pipelines.features import create_pipeline as features
 from segad.pipelines.split import create_pipeline as split
 from segad.segments.columns import is_feature_column, parse_column
-from segad.segments.features import FeatureConfig
-from segad.segments.segmentation import SegmentationConfig
 from tests.conftest import write_png
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -74,13 +72,13 @@ def run(params: dict, tmp_path: Path, index: pd.DataFrame) -> DataCatalog:
         "padim.map_index": ParquetDataset(filepath=str(tmp_path / "map_index.parquet")),
         "features": MemoryDataset(),
     })
-    typed = {"segmentation": SegmentationConfig, "classifier": ClassifierConfig, "features": FeatureConfig}
-    for key in ("dataset", "benchmark", "seeds", "split", "image_size", "device", "segmentation", "classifier",
-                "features"):
-        catalog[f"params:{key}"] = typed[key](**params[key]) if key in typed else params[key]  # as Kedro converts
-    catalog["params:anomaly_maps.padim"] = params["anomaly_maps"]["padim"]
     stages = (split() + anomaly_maps(["padim"])
               + features(["padim"]).only_nodes("build_segmentation", "train_classifier", "compute_features"))
+    typed = ParameterValidator({"visa": stages}).validate_raw_params(params)  # as a Kedro session types the blocks
+    for key in ("dataset", "benchmark", "seeds", "split", "image_size", "device", "segmentation", "classifier",
+                "features"):
+        catalog[f"params:{key}"] = typed[key]
+    catalog["params:anomaly_maps.padim"] = typed["anomaly_maps"]["padim"]
     SequentialRunner().run(stages, catalog)
     return catalog
 

@@ -21,10 +21,13 @@ import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import Field
+from pydantic.dataclasses import dataclass as params_dataclass
 
+from segad.config import PARAMS
 from segad.detection.weights import HUB, WeightsSource, weights_fingerprint
 from segad.files import file_sha256
 
@@ -114,8 +117,10 @@ class DetectorConfig:
     QUANTILE_SOURCES = ("detector_train", "brf_train")
 
     @classmethod
-    def from_dict(cls, name: str, values: dict[str, Any] | None) -> DetectorConfig:
-        """Build from a parameters mapping; DetectorConfigError for unknown names or settings."""
+    def from_dict(cls, name: str, values: DetectorParams | dict[str, Any] | None) -> DetectorConfig:
+        """Build from a parameters mapping or block; DetectorConfigError for unknown names or settings."""
+        if isinstance(values, DetectorParams):
+            values = values.settings()
         if name not in SPECS:
             raise DetectorConfigError(
                 f"unknown detector {name!r}; supported: {', '.join(SUPPORTED_DETECTORS)} "
@@ -184,6 +189,55 @@ class DetectorConfig:
         if self.teacher_weights and self.pretrained and Path(self.teacher_weights).is_file():
             values["teacher_weights"] = "sha256:" + file_sha256(self.teacher_weights)[:16]
         return {"detector": self.name, **values}
+
+
+@params_dataclass(config=PARAMS)
+class DetectorParams:
+    """The ``anomaly_maps.<detector>`` block as Kedro checks it before any node runs.
+
+    One class for every detector (the namespaced anomaly_maps pipelines share one node): it checks
+    the common settings (names and types; see `DetectorConfig` for their meaning) and the external
+    kind's ``kind``/``folder``/``suffix`` (`segad.detection.external`); the detector-specific
+    ``model`` arguments are checked against the anomalib constructor by `DetectorConfig.from_dict`,
+    and the per-detector rules (EfficientAD's ``train_batch_size`` 1, ``quantiles_from``
+    for efficient_ad only) there too. Counts, seed and switches are strict (``batch_size: "8"`` or
+    ``amp: yes`` fail, as in `DetectorConfig.from_dict`; ``--params`` values are YAML-typed). `DetectorConfig` stays the hashed identity (model_key):
+    `settings` gives it only the keys that differ from their default, so a block and the plain
+    mapping it came from build the same `DetectorConfig`.
+    """
+
+    model: dict[str, Any] = field(default_factory=dict)
+    weights: str = HUB
+    pretrained: Annotated[bool, Field(strict=True)] = True
+    trainer: dict[str, Any] = field(default_factory=dict)
+    train_batch_size: Annotated[int, Field(strict=True, ge=1)] = 8
+    batch_size: Annotated[int, Field(strict=True, ge=1)] = 16
+    num_workers: Annotated[int, Field(strict=True, ge=0)] = 0
+    seed: Annotated[int, Field(strict=True)] = 0
+    amp: Annotated[bool, Field(strict=True)] = False
+    channels_last: Annotated[bool, Field(strict=True)] = False
+    teacher_weights: str | None = None
+    imagenet_dir: str | None = None
+    quantiles_from: Literal["detector_train", "brf_train"] = "detector_train"
+    #: execution backend of inference (a `DetectorConfig` setting once it has one)
+    backend: str = "eager"
+    #: external maps (`segad.detection.external`): ``kind: external``, their folder and suffix
+    kind: Literal["external"] | None = None
+    folder: str | None = None
+    suffix: str | None = None
+    #: sharding of the map stage (`segad.detection.distribute.ShardOptions`); None = off
+    distribute: dict[str, Any] | None = None
+    #: supersimplenet_supervised only (`segad.detection.supervised.SupervisedConfig`)
+    masks: Literal["auto", "masks", "label_only"] = "auto"
+    bad_repeat: Annotated[int, Field(strict=True, ge=0)] = 0
+    cross_fit_folds: Annotated[int, Field(strict=True, ge=2)] = 3
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that differ from their default, as a plain mapping (for `DetectorConfig.from_dict`
+        and `segad.detection.external.ExternalConfig.from_dict`, which name a setting their kind lacks)."""
+        defaults = DetectorParams()
+        return {f.name: value for f in dataclasses.fields(self)
+                if (value := getattr(self, f.name)) != getattr(defaults, f.name)}
 
 
 def anomalib_class(name: str) -> type:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import torch
 
     from segad.detection.config import DetectorConfig
+    from segad.detection.distribute import ShardOptions
     from segad.detection.map_store import MapStore
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ class MapRunStats:
     maps_cached: int = 0
     fit_seconds: float = 0.0
     predict_seconds: float = 0.0
+    fit_tasks: int = 0  # sharded runs (`segad.detection.distribute`): tasks and the workers that ran them
+    map_tasks: int = 0
+    workers: tuple[str, ...] = ()
 
     def images_per_second(self) -> float:
         return self.maps_computed / self.predict_seconds if self.predict_seconds else float("nan")
@@ -123,6 +127,7 @@ def compute_anomaly_maps(
     map_store: MapStore,
     model_root: str | Path,
     progress: bool = True,
+    shards: ShardOptions | None = None,
 ) -> tuple[pd.DataFrame, MapRunStats]:
     """Fit (or reuse) one detector per distinct detector_train set and store every needed raw map.
 
@@ -130,7 +135,9 @@ def compute_anomaly_maps(
     ``synthetic_index`` (one_class regime), per split_seed. A map is cached under
     ``<model_key>/<image content hash>``: a second run reads it back instead of computing it; a
     damaged file is recomputed. Fitted detectors live in ``<model_root>/<model_key>/`` and are
-    reused when valid.
+    reused when valid. With ``shards.chunk_size`` the fits and chunks of maps run as tasks on the
+    current Dask cluster, or one after the other here without one (`segad.detection.distribute`):
+    same maps, same map index.
 
     Returns:
         The map index (`MAP_INDEX_COLUMNS`, one row per needed (image, split_seed)) and run stats.
@@ -159,17 +166,12 @@ def compute_anomaly_maps(
     max_scores: dict[str, float] = {}
     shapes: dict[str, tuple[int, int]] = {}
     model_root = Path(model_root)
+    if shards is not None and shards.chunk_size is not None:
+        _run_sharded(needed, plan, config, image_size, device, map_store, model_root, shards, stats, max_scores, shapes)
+        return map_index_table(needed, config.name, max_scores, shapes), stats
     for key in sorted(needed["model_key"].unique()):
         model_plan = next(p for p in plan.values() if p.key == key)
-        rows = needed[needed["model_key"] == key].drop_duplicates("map_key")
-        todo: list[tuple[str, str]] = []
-        for map_key, path in zip(rows["map_key"], rows["path"], strict=True):
-            stored = cached_map(map_store, map_key, image_size)
-            if stored is None:
-                todo.append((map_key, path))
-                continue
-            max_scores[map_key], shapes[map_key] = float(stored.max()), stored.shape
-            stats.maps_cached += 1
+        todo = _missing_maps(needed, key, map_store, image_size, stats, max_scores, shapes)
         model = _fitted_model(config, model_plan, image_size, device, model_root, stats, need_model=bool(todo))
         if not todo:
             continue
@@ -189,6 +191,68 @@ def compute_anomaly_maps(
         del model
 
     return map_index_table(needed, config.name, max_scores, shapes), stats
+
+
+def _missing_maps(
+    needed: pd.DataFrame,
+    key: str,
+    map_store: MapStore,
+    image_size: int,
+    stats: MapRunStats,
+    max_scores: dict[str, float],
+    shapes: dict[str, tuple[int, int]],
+) -> list[tuple[str, str]]:
+    """(map_key, path) of model ``key``'s maps to compute, in inference order; the cached ones
+    go into ``max_scores``/``shapes`` and are counted in ``stats``."""
+    rows = needed[needed["model_key"] == key].drop_duplicates("map_key")
+    todo: list[tuple[str, str]] = []
+    for map_key, path in zip(rows["map_key"], rows["path"], strict=True):
+        stored = cached_map(map_store, map_key, image_size)
+        if stored is None:
+            todo.append((map_key, path))
+            continue
+        max_scores[map_key], shapes[map_key] = float(stored.max()), stored.shape
+        stats.maps_cached += 1
+    return todo
+
+
+def _run_sharded(
+    needed: pd.DataFrame,
+    plan: dict[tuple[str, int], ModelPlan],
+    config: DetectorConfig,
+    image_size: int,
+    device: str,
+    map_store: MapStore,
+    model_root: Path,
+    shards: ShardOptions,
+    stats: MapRunStats,
+    max_scores: dict[str, float],
+    shapes: dict[str, tuple[int, int]],
+) -> None:
+    """The sharded run: the same cache decisions as the loop, work by `distribute.run_shards`."""
+    from segad.detection.distribute import chunk_tasks, run_shards, saved_detector_ok
+
+    todo: dict[str, list[tuple[str, str]]] = {}
+    fits: list[ModelPlan] = []
+    for key in sorted(needed["model_key"].unique()):
+        todo[key] = _missing_maps(needed, key, map_store, image_size, stats, max_scores, shapes)
+        directory = model_root / key
+        usable = saved_detector_ok(directory) if todo[key] else (directory / "detector.json").is_file()
+        if usable:
+            stats.models_reused += 1
+        else:
+            if todo[key] and (directory / "detector.json").is_file():
+                logger.warning("refitting damaged detector: %s", directory)
+            fits.append(next(p for p in plan.values() if p.key == key))
+    tasks = chunk_tasks({k: v for k, v in todo.items() if v}, int(shards.chunk_size or 1), config.batch_size)
+    done = run_shards(config, fits, tasks, image_size, device, model_root, map_store, shards)
+    max_scores.update(done.max_scores)
+    shapes.update(done.shapes)
+    stats.models_fitted += len(fits)
+    stats.maps_computed += sum(len(t.items) for t in tasks)
+    stats.fit_seconds += done.fit_seconds
+    stats.predict_seconds += done.predict_seconds
+    stats.fit_tasks, stats.map_tasks, stats.workers = done.fit_tasks, done.map_tasks, tuple(sorted(done.workers))
 
 
 def needed_maps(

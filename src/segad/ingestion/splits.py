@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,6 +58,15 @@ class SplitConfig:
     kfold_seed: int = 0
     low_shot_draws: dict[str, list[str]] = field(default_factory=dict)  # VAD low_shot_train.json
     official_folds: dict[str, dict[int, dict[str, set[str]]]] = field(default_factory=dict)  # per category
+
+    @classmethod
+    def from_options(cls, options: Any, benchmark: str, seeds: Iterable[int], **extra: Any) -> SplitConfig:
+        """The regime ``benchmark`` over ``seeds`` with the knobs of the `split` block
+        (`segad.config.SplitOptions`: its attributes that are fields here) and ``extra`` fields
+        (``low_shot_draws``, ``official_folds``)."""
+        knobs = {f.name: getattr(options, f.name) for f in fields(cls)
+                 if f.name not in ("benchmark", "seeds", *extra) and hasattr(options, f.name)}
+        return cls(benchmark=benchmark, seeds=tuple(seeds), **knobs, **extra)
 
     def __post_init__(self) -> None:
         if self.benchmark not in BENCHMARKS:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from segad.detection.config import DetectorConfig
+from segad.detection.config import DetectorConfig, DetectorParams
+from segad.detection.distribute import ShardOptions
 from segad.detection.external import ExternalConfig, compute_external_maps, is_external
 from segad.detection.map_store import MapStore
 from segad.detection.stage import compute_anomaly_maps
@@ -22,7 +22,7 @@ def make_anomaly_maps(
     image_index: pd.DataFrame,
     splits: pd.DataFrame,
     synthetic_index: pd.DataFrame | None,
-    detector: dict[str, Any],
+    detector: DetectorParams,
     image_size: int,
     device: str,
     map_store: MapStore,
@@ -32,28 +32,33 @@ def make_anomaly_maps(
 ) -> pd.DataFrame:
     """Fit ``detector_name`` per distinct detector_train set and store raw maps; return its map_index.
 
-    ``supersimplenet_supervised`` instead trains on detector_train goods plus brf_train bad images,
-    cross-fitted over brf_train (`segad.detection.supervised_stage`); its map_index adds
-    ``pred_score``.
-
-    ``detector`` is the namespaced parameter block ``anomaly_maps.<detector_name>``; a missing or
+    ``detector`` is the namespaced parameter block ``anomaly_maps.<detector_name>`` (typed: Kedro
+    checks it before any node runs; the model arguments are checked by `DetectorConfig`); a missing or
     empty ``synthetic_index`` means no synthetic images. Maps go into ``map_store``, fitted
     detectors into ``detector_store/<model_key>/`` (both handles come from the catalog). An
-    external detector (`segad.detection.external.is_external`) reads its maps and fits nothing.
+    external detector (`segad.detection.external.is_external`) reads its maps and fits nothing;
+    ``supersimplenet_supervised`` trains on detector_train goods plus brf_train bad images,
+    cross-fitted over brf_train (`segad.detection.supervised_stage`); its map_index adds ``pred_score``.
+    The block's ``distribute`` entry (`ShardOptions`: chunk_size, torch_threads, resources) shards
+    the work into fit and map tasks, on the Dask cluster when the node runs under
+    `segad.runner.DaskRunner`, in this process otherwise; it changes neither the maps nor model_key.
     """
     synthetic = synthetic_index if synthetic_index is not None and len(synthetic_index) else None
-    if is_external(detector_name, detector):
-        external = ExternalConfig.from_dict(detector_name, detector)
+    settings = detector.settings()
+    if is_external(detector_name, settings):
+        external = ExternalConfig.from_dict(detector_name, settings)
         map_index, stats = compute_external_maps(image_index, splits, synthetic, external, int(image_size), map_store)
     elif is_supervised(detector_name):  # trained on good + bad images, cross-fitted (docs/anomaly_maps.md)
-        supervised = SupervisedConfig.from_dict(detector)
+        supervised = SupervisedConfig.from_dict(settings)
         map_index, stats = compute_supervised_maps(
             image_index, splits, synthetic, supervised, int(image_size), str(device), map_store, detector_store
         )
     else:
-        config = DetectorConfig.from_dict(detector_name, detector)
+        shards = ShardOptions.from_dict(settings.pop("distribute", None))
+        config = DetectorConfig.from_dict(detector_name, settings)
         map_index, stats = compute_anomaly_maps(
-            image_index, splits, synthetic, config, int(image_size), str(device), map_store, detector_store
+            image_index, splits, synthetic, config, int(image_size), str(device), map_store, detector_store,
+            shards=shards,
         )
     rate = f" ({stats.images_per_second():.1f} img/s)" if stats.maps_computed else ""
     logger.info(
@@ -66,4 +71,9 @@ def make_anomaly_maps(
         rate,
         stats.maps_cached,
     )
+    if stats.fit_tasks or stats.map_tasks:
+        logger.info(
+            "%s: sharded into %d fit tasks and %d map tasks on %d workers (%s)",
+            detector_name, stats.fit_tasks, stats.map_tasks, len(stats.workers), ", ".join(stats.workers),
+        )
     return map_index

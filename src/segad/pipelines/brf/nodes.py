@@ -7,12 +7,13 @@ import logging
 import pandas as pd
 from tqdm.auto import tqdm
 
+from segad.config import DatasetConfig
 from segad.meta.brf import BRFParams, model_key, run_brf, select_run
 
 log = logging.getLogger(__name__)
 
 
-def train_brf(features: pd.DataFrame, image_index: pd.DataFrame, config: BRFParams, dataset: dict, seeds: list[int],
+def train_brf(features: pd.DataFrame, image_index: pd.DataFrame, config: BRFParams, dataset: DatasetConfig, seeds: list[int],
               benchmark: str, detectors: list[str]) -> tuple[dict, pd.DataFrame]:
     """Fit the BRFs of this run.
 
@@ -22,10 +23,10 @@ def train_brf(features: pd.DataFrame, image_index: pd.DataFrame, config: BRFPara
         dataset, benchmark, image_id, split_seed, method, score (``scores`` is partitioned by
         dataset and benchmark, so saving replaces only this regime's scores).
     """
-    table = select_run(features, image_index, dataset, seeds, detectors, benchmark)
+    table = select_run(features, image_index, {"layout": dataset.layout}, seeds, detectors, benchmark)
     models, scores = run_brf(table, detectors, config.model, config.combinations,
                              progress=lambda it: tqdm(it, desc="brf (category, split_seed)", unit="fit"))
-    layout = str(dataset["layout"])
+    layout = dataset.layout
     keyed = {}
     for key, model in models.items():
         method, category, seed = key.split("/")  # segad.meta.brf.run_brf: <method>/<category>/split_seed_<s>

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from segad.config import DatasetConfig
 from segad.meta.brf import BRFParams
 from segad.production.assemble import BundleOptions, assemble_bundle
 from segad.segments.segmentation import Segmentation
@@ -19,7 +20,7 @@ def build_bundle(
     segment_maps: Segmentation,
     brf_models: dict,
     bundle: BundleOptions,
-    dataset: dict,
+    dataset: DatasetConfig,
     benchmark: str,
     seeds: list[int],
     image_size: int,
@@ -49,5 +50,5 @@ def build_bundle(
     return assemble_bundle(
         features, image_index, splits, segment_maps, brf_models,
         handles["map_index"], {name: Path(folder) for name, folder in handles["detector_store"].items()},
-        dataset=dataset, benchmark=benchmark, seeds=seeds, image_size=image_size, detectors=detectors,
+        dataset=jsonable(dataset), benchmark=benchmark, seeds=seeds, image_size=image_size, detectors=detectors,
         brf_model=brf.model, options=bundle, recorded=recorded)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from segad.config import PlotOptions, ReportOptions
+from segad.config import DatasetConfig, PlotOptions, ReportOptions
 from segad.evaluation.metrics import COUNT_COLUMNS, METRIC_COLUMNS, aggregate_over_seeds, image_metrics
 from segad.evaluation.plots import (
     feature_importance_figure,
@@ -39,19 +39,19 @@ def _require(table: pd.DataFrame, columns: list[str], name: str) -> None:
 
 
 def label_test_scores(scores: pd.DataFrame, image_index: pd.DataFrame, splits: pd.DataFrame,
-                      dataset: Mapping | None = None, benchmark: str | None = None) -> pd.DataFrame:
+                      dataset: DatasetConfig | None = None, benchmark: str | None = None) -> pd.DataFrame:
     """Test-set scores with their labels: ``scores`` joined with the test rows of ``splits`` and the index.
 
     ``scores`` (the brf stage's table, partitioned by dataset and benchmark) may hold other
     regimes' runs: with ``dataset`` (``params:dataset``) and ``benchmark`` given, only the rows of
-    ``dataset['layout']`` and ``benchmark`` are used.
+    ``dataset.layout`` and ``benchmark`` are used.
     Every (method, split_seed) must score every test image of that seed: a metric over a
     partial test set would not be comparable, so missing images are an error.
     Scores of non-test rows (brf_train, synthetic images) are dropped.
     """
     if dataset is not None and benchmark is not None:
         _require(scores, ["dataset", "benchmark"], "scores")
-        layout = str(dataset["layout"])
+        layout = dataset.layout
         ours = (scores["dataset"] == layout) & (scores["benchmark"] == str(benchmark))
         if not ours.any():
             raise ValueError(f"scores has no rows for dataset={layout}, benchmark={benchmark}: run the brf "
@@ -159,12 +159,12 @@ def plot_score_histograms(test_scores: pd.DataFrame, options: PlotOptions) -> tu
 
 
 def plot_feature_importance(brf_models: Mapping, test_scores: pd.DataFrame, options: PlotOptions,
-                            dataset: Mapping, benchmark: str) -> tuple[dict, list[str]]:
+                            dataset: DatasetConfig, benchmark: str) -> tuple[dict, list[str]]:
     """Importance figures, one per SegAD combination of this run -> (figures, file names).
 
     ``brf_models`` is the brf stage's partitioned dataset ({``<dataset>/<benchmark>/<category>/
     <method>/split_seed_<s>``: loader}); only the partitions of this run's dataset
-    (``dataset['layout']``), benchmark, methods, categories and seeds (those in ``test_scores``)
+    (``dataset.layout``), benchmark, methods, categories and seeds (those in ``test_scores``)
     are read, since the folder keeps models of other runs. Importance = the feature's share of
     each model's total ``importance_type``, averaged over categories and seeds.
     """
@@ -172,7 +172,7 @@ def plot_feature_importance(brf_models: Mapping, test_scores: pd.DataFrame, opti
     methods = {m for m in test_scores["method"].unique() if m.endswith("+segad")}
     categories = set(test_scores["category"].astype(str))
     seeds = set(int(s) for s in test_scores["split_seed"].unique())
-    regime = (str(dataset["layout"]), str(benchmark))
+    regime = (dataset.layout, str(benchmark))
     chosen: dict[str, list] = {}
     legacy = []
     for key, load in sorted(brf_models.items()):
@@ -261,11 +261,11 @@ def write_report(metrics: pd.DataFrame, parameters: Mapping, options: ReportOpti
                          title=options.title)
 
 
-def keep_by_regime(metrics: pd.DataFrame, report: str, dataset: Mapping, benchmark: str) -> tuple[dict, dict]:
+def keep_by_regime(metrics: pd.DataFrame, report: str, dataset: DatasetConfig, benchmark: str) -> tuple[dict, dict]:
     """This run's metrics and report under ``<dataset layout>/<benchmark>/``, beside other regimes'.
 
     metrics.csv and report.md show the latest run; these partitions keep one copy per dataset and
     regime, so a one_class run never replaces the high_shot figures.
     """
-    key = f"{dataset['layout']}/{benchmark}"
+    key = f"{dataset.layout}/{benchmark}"
     return {f"{key}/metrics": metrics}, {f"{key}/report": report}

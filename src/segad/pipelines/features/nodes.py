@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from tqdm.auto import tqdm
 
+from segad.config import DatasetConfig
 from segad.images import read_image
 from segad.meta.classifier import ClassifierConfig, empty_scores
 from segad.meta.classifier import classifier_scores as _classifier_scores
@@ -18,13 +19,13 @@ log = logging.getLogger(__name__)
 
 
 def build_segmentation(image_index: pd.DataFrame, given: SegmentationConfig, image_size: int,
-                       dataset: dict) -> Segmentation:
+                       dataset: DatasetConfig) -> Segmentation:
     """Segment maps of every category at map resolution (auto: from good `train` images only)."""
-    config = given.for_dataset(dataset["layout"], dataset.get("root"))
+    config = given.for_dataset(dataset.layout, dataset.root)
     if given.method is None and config.method == "auto":
         log.warning("no segment map given for dataset %r: automatic k-means map with %d segments; set "
                     "segmentation.path (static) or segmentation.folder (per_image) to use your own",
-                    dataset["layout"], config.auto_segments)
+                    dataset.layout, config.auto_segments)
     goods = image_index[(image_index["split"] == "train") & (image_index["label"] == 0)]
     paths = goods.groupby("category")["path"].apply(list).to_dict()
     segmentation = resolve_segmentation(config, sorted(image_index["category"].unique()), image_size, paths)
@@ -67,7 +68,7 @@ def compute_features(
     segmentation: Segmentation,
     classifier_scores: pd.DataFrame,
     config: FeatureConfig,
-    dataset: dict,
+    dataset: DatasetConfig,
     benchmark: str,
     **maps,
 ) -> pd.DataFrame:
@@ -89,7 +90,7 @@ def compute_features(
         progress=lambda it, desc: tqdm(it, desc=f"features {desc}", unit="batch"),
         threads=config.kernel_threads,
     )
-    table.insert(0, "dataset", dataset["layout"])
+    table.insert(0, "dataset", dataset.layout)
     table.insert(1, "benchmark", benchmark)
     table["detectors"] = "+".join(sorted(detectors))
     log.info("feature table: %d rows x %d columns", *table.shape)

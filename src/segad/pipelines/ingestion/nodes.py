@@ -6,25 +6,24 @@ import logging
 
 import pandas as pd
 
+from segad.config import DatasetConfig
 from segad.ingestion.demo import DemoConfig, write_demo
 from segad.ingestion.layouts import build_index
 
 log = logging.getLogger(__name__)
 
 
-def ingest(dataset: dict, demo: DemoConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+def ingest(dataset: DatasetConfig, demo: DemoConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read `dataset.root` in `dataset.layout` into (image_index, ingestion_problems).
 
     For layout `demo` the demo is first written to `dataset.root` (skipped when the folder already
-    holds the same demo configuration). ``dataset`` stays a plain dict (the split and bundle stages
-    read it too); it is checked with the run configuration (`segad.config.RunConfig`).
+    holds the same demo configuration). ``dataset`` is the typed `dataset` block (Kedro builds it
+    before any node runs; the run configuration `segad.config.RunConfig` checks it too).
     """
-    if dataset["layout"] == "demo":
-        write_demo(dataset["root"], demo)
-    options = dict(dataset.get("options") or {})
+    if dataset.layout == "demo" and dataset.root is not None:  # without a root build_index names it
+        write_demo(dataset.root, demo)
     index, problems = build_index(
-        dataset["layout"], dataset.get("root"), dataset.get("category"),
-        on_bad_image=dataset.get("on_bad_image", "fail"), **options,
+        dataset.layout, dataset.root, dataset.category, on_bad_image=dataset.on_bad_image, **dataset.options,
     )
     for row in problems.itertuples():
         log.warning("skipped unreadable image %s: %s", row.path, row.problem)

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from segad.config import ScoreOptions
 from segad.production.batch import STAGES, score_images
 from segad.production.bundle import Bundle
 from segad.production.inputs import list_images
@@ -15,20 +16,15 @@ from segad.production.operating_point import ERROR, REJECT
 
 log = logging.getLogger(__name__)
 
-KNOWN = {"input", "batch_size", "explain", "overlays", "progress", "bundle"}
 
+def score_folder(bundle: Bundle, params: ScoreOptions, device: str) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Score every image under ``params.input``: (inspection table, overlays of rejected parts).
 
-def score_folder(bundle: Bundle, params: dict, device: str) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Score every image under ``params['input']``: (inspection table, overlays of rejected parts).
-
-    ``params['bundle']`` (when given with ``--params score.bundle=...``) is read by the catalog
+    ``params`` is the `score` block, typed (Kedro checks it before any node runs). ``params.bundle`` (when given with ``--params score.bundle=...``) is read by the catalog
     entry of the bundle, not here: a parent folder resolves to its ``LATEST`` bundle, a bundle
     folder is used as is. The table's ``bundle_id`` column records the version used.
     """
-    unknown = set(params) - KNOWN
-    if unknown:
-        raise ValueError(f"unknown score parameters {sorted(unknown)}; known: {sorted(KNOWN)}")
-    folder = params.get("input")
+    folder = params.input
     if not folder:
         raise ValueError("no input folder: run `kedro run --pipelines score --params score.input=<folder>`")
     paths = list_images(folder)
@@ -37,10 +33,8 @@ def score_folder(bundle: Bundle, params: dict, device: str) -> tuple[pd.DataFram
     models = bundle.load_detectors(device=device)
     start = time.perf_counter()
     result = score_images(paths, bundle, models, root=folder,
-                          batch_size=int(params.get("batch_size", 16)),
-                          explain=str(params.get("explain", "rejected")),
-                          overlays=bool(params.get("overlays", True)),
-                          progress=bool(params.get("progress", True)))
+                          batch_size=params.batch_size, explain=params.explain,
+                          overlays=params.overlays, progress=params.progress)
     elapsed = time.perf_counter() - start
     table = result.table
     counts = table["decision"].value_counts().to_dict()
