@@ -1,6 +1,12 @@
 """Benchmarks of the anomaly-map stage (not timed tests). Prints tables; numbers go to docs/anomaly_maps.md.
 
-Three parts:
+Four parts:
+
+``--backends patchcore,padim``  inference images/s per detector and CPU backend (eager with the
+    conf's channels_last, openvino, onnxruntime) on the same fitted model and images, best of
+    ``--repeats``, side by side in one process; the largest map difference to eager (relative to
+    the eager map range); and the pipeline's own per-image costs next to them: decoding an image
+    (`segad.images.read_image`) and writing its map (`MapStore`, float32). Table in docs/performance.md.
 
 ``--detectors patchcore,padim``  fit time, inference images/s and peak RSS per detector on CPU
     (each detector in its own subprocess, so peak memory is its own), plus the ratio of
@@ -11,6 +17,8 @@ Three parts:
     real maps are stored as float16 (needs the demo data and its segmentation map).
 
 Run (from the repository root):
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_anomaly_maps.py --backends patchcore,padim \
+        --train 50 --images 64 --size 256 --repeats 3
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_anomaly_maps.py --detectors patchcore,padim \
         --train 50 --images 64 --size 256
     .venv/bin/python benchmarks/bench_anomaly_maps.py --store
@@ -100,6 +108,69 @@ def bench_detectors(names: list[str], n_train: int, n_images: int, size: int, ba
               f"{r['img_per_s_channels_last'] / r['img_per_s']:>12.2f}{r['peak_rss_mb']:>13.0f}")
 
 
+def bench_backends(names: list[str], n_train: int, n_images: int, size: int, batch_size: int, repeats: int) -> None:
+    """img/s per detector and backend on one fitted model each, best of `repeats`; decode and write costs."""
+    import importlib.util
+
+    import torch
+
+    from segad.detection.backends import BACKENDS, backend_info
+    from segad.detection.config import DetectorConfig
+    from segad.detection.fit import fit_detector
+    from segad.detection.inference import predict_maps
+    from segad.detection.map_store import MapStore
+    from segad.images import read_image
+
+    available = [b for b in BACKENDS if b == "eager" or importlib.util.find_spec(b)]
+    paths = _demo_paths("test", n_images)
+    start = time.perf_counter()
+    x = np.stack([read_image(p, size) for p in paths])
+    decode = n_images / (time.perf_counter() - start)
+    load = os.getloadavg()
+    print(f"CPU ({os.cpu_count()} cores, torch threads {torch.get_num_threads()}, load average "
+          f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}), {size} px, fit on {n_train} demo train/good, "
+          f"{n_images} demo test images in batches of {batch_size}, best of {repeats}")
+    versions = {k: v for b in available for k, v in backend_info(b).items()}
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    header = "".join(f"{b + ' img/s':>18}" for b in available) + "".join(
+        f"{b[:4] + '/eager':>12}{'max diff/range':>16}" for b in available if b != "eager")
+    print(f"{'detector':<12}{'map range':>16}" + header)
+    rows = []
+    for name in names:
+        config = DetectorConfig.from_dict(name, _params(name))
+        model = fit_detector(config, _demo_paths("train", n_train), size, backbone_cache_dir=tempfile.mkdtemp())
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        cache = tempfile.mkdtemp(prefix="segad-bench-backends-")
+        rates, maps = {}, {}
+        for backend in available:
+            run = [predict_maps(model, x[i:i + batch_size], backend=backend, cache_root=cache)
+                   for i in range(0, n_images, batch_size)]  # warm-up: converts, compiles, checks once
+            maps[backend] = np.concatenate(run)
+        for _ in range(repeats):  # interleaved, so load changes hit every backend alike
+            for backend in available:
+                start = time.perf_counter()
+                for i in range(0, n_images, batch_size):
+                    predict_maps(model, x[i:i + batch_size], backend=backend, cache_root=cache)
+                rates[backend] = max(rates.get(backend, 0.0), n_images / (time.perf_counter() - start))
+        ref = maps["eager"]
+        scale = float(ref.max() - ref.min())
+        line = f"{name:<12}{f'{ref.min():.3g}..{ref.max():.3g}':>16}" + "".join(f"{rates[b]:>18.2f}" for b in available)
+        for b in available:
+            if b != "eager":
+                line += f"{rates[b] / rates['eager']:>12.2f}{float(np.abs(maps[b] - ref).max()) / scale:>16.1e}"
+        print(line, flush=True)
+        rows.append(maps["eager"])
+    with tempfile.TemporaryDirectory() as tmp:
+        store = MapStore(tmp, "float32")
+        start = time.perf_counter()
+        for i, m in enumerate(np.concatenate(rows)):
+            store.write(f"m/{i:05d}", m)
+        write = len(np.concatenate(rows)) / (time.perf_counter() - start)
+    print(f"pipeline overhead per image: decode (read_image, {size} px) {decode:.0f} img/s; "
+          f"write map (MapStore float32 npz) {write:.0f} maps/s")
+
+
 def bench_store(n: int = 1000, size: int = 256, shard: int = 100) -> None:
     from segad.detection.map_store import MapStore
 
@@ -175,6 +246,8 @@ def bench_float16(names: list[str], n_images: int, size: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--detectors", default="")
+    parser.add_argument("--backends", default="")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--one", default="")
     parser.add_argument("--store", action="store_true")
     parser.add_argument("--float16", action="store_true")
@@ -189,6 +262,8 @@ def main() -> None:
         return
     if args.detectors:
         bench_detectors(args.detectors.split(","), args.train, args.images, args.size, args.batch_size)
+    if args.backends:
+        bench_backends(args.backends.split(","), args.train, args.images, args.size, args.batch_size, args.repeats)
     if args.store:
         bench_store()
     if args.float16:

@@ -219,7 +219,7 @@ def compare_segmentations(auto_segments: list[int]) -> None:
     from segad.evaluation.metrics import auroc
     from segad.meta.brf import BRFConfig, run_brf
     from segad.segments.features import build_feature_table, feature_rows
-    from segad.segments.segmentation import SegmentationConfig, resolve_segmentation
+    from segad.segments.segment_maps import SegmentMapConfig, resolve_segmentation
 
     loader = OmegaConfigLoader("conf", base_env="base", default_run_env="local", env="local")
     params, catalog = loader["parameters"], DataCatalog.from_config(loader["catalog"])
@@ -231,12 +231,12 @@ def compare_segmentations(auto_segments: list[int]) -> None:
     rows = feature_rows(index, splits, synthetic)
     goods = index[(index["split"] == "train") & (index["label"] == 0)]
     paths = goods.groupby("category")["path"].apply(list).to_dict()
-    configured = SegmentationConfig(**params["segmentation"]).for_dataset(
+    configured = SegmentMapConfig(**params["segmentation"]).for_dataset(
         params["dataset"]["layout"], params["dataset"]["root"])
     configs = {f"{configured.method} (configured)": configured,
-               "single segment": SegmentationConfig(method="single")}
+               "single segment": SegmentMapConfig(method="single")}
     for k in auto_segments:
-        configs[f"auto k-means, {k} segments"] = SegmentationConfig(method="auto", auto_segments=k)
+        configs[f"auto k-means, {k} segments"] = SegmentMapConfig(method="auto", auto_segments=k)
     config = BRFConfig(**params["brf"]["model"])
     labels = index.set_index("image_id")["label"]
     print(f"{'segmentation':30s} {'method':28s} AUROC (%) mean +- sample std over seeds {sorted(int(s) for s in splits.split_seed.unique())}")

@@ -47,7 +47,7 @@ from segad.production.operating_point import choose_operating_point, out_of_fold
 from segad.production.writer import write_bundle  # noqa: E402
 from segad.segments.columns import feature_columns
 from segad.segments.features import SegmentMap, feature_matrix, segment_statistics  # noqa: E402
-from segad.segments.segmentation import read_label_map  # noqa: E402
+from segad.segments.segment_maps import read_label_map  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DETECTORS = {

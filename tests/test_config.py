@@ -39,12 +39,12 @@ from segad.meta.brf import BRFConfig, BRFParams
 from segad.meta.classifier import ClassifierConfig
 from segad.production.assemble import BundleOptions
 from segad.segments.features import FeatureConfig
-from segad.segments.segmentation import SegmentationConfig
+from segad.segments.segment_maps import SegmentMapConfig
 from segad.versions import jsonable
 from tests.conftest import PROJECT_ROOT, TINY_DEMO
 
 #: The parameter class of each block a node of this project reads typed.
-TYPED = {"demo": DemoConfig, "defects": DefectConfig, "segmentation": SegmentationConfig,
+TYPED = {"demo": DemoConfig, "defects": DefectConfig, "segmentation": SegmentMapConfig,
          "classifier": ClassifierConfig, "features": FeatureConfig, "brf": BRFParams,
          "evaluation.plots": PlotOptions, "evaluation.report": ReportOptions, "bundle": BundleOptions,
          "split": SplitOptions, "score": ScoreOptions, "dataset": DatasetConfig,

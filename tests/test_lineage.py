@@ -73,7 +73,7 @@ def _detectors(env: str = "local") -> list[str]:
 
 
 def test_elpv_environment_is_a_valid_run(monkeypatch):
-    from segad.segments.segmentation import SegmentationConfig
+    from segad.segments.segment_maps import SegmentMapConfig
 
     loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="local", env="elpv")
     params = loader["parameters"]
@@ -83,7 +83,7 @@ def test_elpv_environment_is_a_valid_run(monkeypatch):
     assert params["detectors"] == ["patchcore", "padim"]
     for detector in params["detectors"]:
         assert params["anomaly_maps"][detector]["weights"] == "packaged:efficientnet_lite0"
-    assert SegmentationConfig(**params["segmentation"]).method == "elpv"
+    assert SegmentMapConfig(**params["segmentation"]).method == "elpv"
     assert params["evaluation"]["report"]["plot_dirs"]  # base stage parameters still apply
     pipeline = _segad_pipeline(monkeypatch, env="elpv")
     assert any(n.name == "evaluation.compute_metrics" for n in pipeline.nodes)

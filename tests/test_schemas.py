@@ -36,7 +36,7 @@ from segad.production.batch import _table
 from segad.schema_hooks import DATASETS, DatasetSchemaError, SchemaHooks, model_for
 from segad.schemas import SchemaError, validate
 from segad.segments.features import FeatureConfig
-from segad.segments.segmentation import Segmentation
+from segad.segments.segment_maps import SegmentMaps
 from tests.conftest import PROJECT_ROOT
 
 SIZE = 32
@@ -72,7 +72,7 @@ def tables(tiny_demo, tmp_path_factory) -> dict[str, tuple[str, pd.DataFrame, pd
                                         store, root / "models", progress=False)
     labels = np.zeros((SIZE, SIZE), np.int64)
     labels[:, SIZE // 2 :] = 1
-    segmentation = Segmentation(method="static", size=(SIZE, SIZE), n_segments={"demo": 2}, static_maps={"demo": labels})
+    segmentation = SegmentMaps(method="static", size=(SIZE, SIZE), n_segments={"demo": 2}, static_maps={"demo": labels})
     features = compute_features(index, splits, empty_synthetic_index(), segmentation, None, FeatureConfig(), DATASET, "high_shot",
                                 padim__map_index=map_index, padim__map_store=store)
     _, scores = train_brf(features, index, BRF, DATASET, [0], "high_shot", ["padim"])

@@ -147,6 +147,8 @@ class ScoreOptions:
     overlays: bool = True
     progress: bool = True
     bundle: str | None = None
+    #: CPU inference backend of every bundled detector (`segad.detection.backends`)
+    backend: Literal["eager", "openvino", "onnxruntime"] = "eager"
 
 
 @dataclass(config=PARAMS)

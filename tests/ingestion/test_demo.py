@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from segad.ingestion.demo import SEGMENTS, DemoConfig, render_part, segmentation_map, write_demo
@@ -51,3 +52,23 @@ def test_segments_cover_the_part():
     background = image[seg == 0]
     assert background.mean() < 80  # the part's bright regions lie inside its segments
     assert (np.bincount(seg.ravel(), minlength=6) > 0).all()
+
+
+def test_shift_rotation_scale_option_moves_the_part():
+    aligned = [np.asarray(render_part(np.random.default_rng(i), 128), np.float32) for i in range(6)]
+    shifted = [np.asarray(render_part(np.random.default_rng(i), 128, jitter_px=40, rotation_deg=180,
+                                      scale_jitter=0.2), np.float32) for i in range(6)]
+
+    def centre(image):  # centroid of the bright ceramic centre
+        ys, xs = np.nonzero(image.mean(axis=2) > 170)
+        return np.array([ys.mean(), xs.mean()])
+
+    spread = lambda images: np.std([centre(i) for i in images], axis=0).max()  # noqa: E731
+    assert spread(aligned) < 2.0 < 8.0 < spread(shifted)
+    # the options off draw no random numbers: the aligned demo is unchanged
+    np.testing.assert_array_equal(aligned[0], np.asarray(render_part(np.random.default_rng(0), 128, jitter_px=3.0,
+                                                                     rotation_deg=0.0, scale_jitter=0.0)))
+    config = DemoConfig(jitter_px=40, rotation_deg=180, scale_jitter=0.2)
+    assert (config.rotation_deg, config.scale_jitter) == (180, 0.2)
+    with pytest.raises(ValueError):
+        DemoConfig(scale_jitter=1.5)

@@ -14,7 +14,7 @@ from segad.ingestion.defects import SYNTHETIC_COLUMNS, DefectConfig
 from segad.ingestion.layouts import build_index
 from segad.ingestion.splits import SplitConfig, make_splits
 from segad.pipelines.defects import create_pipeline
-from segad.segments.segmentation import SegmentationConfig, resolve_segmentation
+from segad.segments.segment_maps import SegmentMapConfig, resolve_segmentation
 
 from .test_features import project_config
 
@@ -33,7 +33,7 @@ def _run(tiny_demo, tmp_path, benchmark):
     catalog["image_index"] = index
     catalog["splits"] = splits
     catalog["segment_maps"] = resolve_segmentation(
-        SegmentationConfig(method="static", path=str(tiny_demo / "segmentation.png")), ["demo"], 64)
+        SegmentMapConfig(method="static", path=str(tiny_demo / "segmentation.png")), ["demo"], 64)
     catalog["params:defects"] = DefectConfig(**dict(params["defects"],
                                                     output_dir=str(tmp_path / params["defects"]["output_dir"])))
     catalog["params:benchmark"] = benchmark

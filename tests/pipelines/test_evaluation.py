@@ -23,7 +23,7 @@ from segad.meta.brf import BRFConfig, fit_brf
 from segad.pipelines.evaluation import create_pipeline
 from segad.pipelines.evaluation.nodes import compute_metrics, label_test_scores, plot_feature_importance
 from segad.segments.columns import feature_columns
-from segad.segments.segmentation import Segmentation
+from segad.segments.segment_maps import SegmentMaps
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEDS = (0, 1, 2)
@@ -129,7 +129,7 @@ def _run_inputs(tmp_path, index, splits, scores):
                          "map_key": key})
     segments = np.zeros((size, size), np.int64)
     segments[size // 2:] = 1
-    segmentation = Segmentation(method="static", size=(size, size), n_segments={"demo": 2},
+    segmentation = SegmentMaps(method="static", size=(size, size), n_segments={"demo": 2},
                                 static_maps={"demo": segments})
     columns = feature_columns(["patchcore"], 2)
     models = {}

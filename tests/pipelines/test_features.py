@@ -21,7 +21,7 @@ from segad.meta.classifier import ClassifierConfig
 from segad.pipelines.features import create_pipeline
 from segad.segments.columns import is_feature_column
 from segad.segments.features import FeatureConfig
-from segad.segments.segmentation import SegmentationConfig
+from segad.segments.segment_maps import SegmentMapConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 DETECTORS = ["patchcore", "padim"]
@@ -72,7 +72,7 @@ def run_features(tiny_demo, tmp_path, benchmark="high_shot", seeds=(0, 1)):
     catalog["synthetic_index"] = pd.DataFrame(columns=["image_id", "split_seed", "source_image_id", "category",
                                                        "defect_type", "label", "role", "path"])
     segmentation = params["segmentation"]  # method null: the demo layout takes <root>/segmentation.png
-    for key, value in {"segmentation": SegmentationConfig(**segmentation), "image_size": SIZE,
+    for key, value in {"segmentation": SegmentMapConfig(**segmentation), "image_size": SIZE,
                        "classifier": ClassifierConfig(**params["classifier"]),
                        "device": "cpu", "features": FeatureConfig(**params["features"]),
                        "dataset": DatasetConfig(layout="demo", root=str(tiny_demo)), "benchmark": benchmark}.items():

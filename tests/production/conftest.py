@@ -19,7 +19,7 @@ from segad.production.operating_point import choose_operating_point, out_of_fold
 from segad.production.writer import write_bundle
 from segad.segments.columns import feature_columns
 from segad.segments.features import SegmentMap, feature_matrix, segment_statistics
-from segad.segments.segmentation import read_label_map
+from segad.segments.segment_maps import read_label_map
 
 SIZE = 32
 TINY_DETECTORS = {

@@ -19,7 +19,7 @@ from segad.segments.features import (
     stream_statistics,
 )
 from segad.segments.features_torch import TORCH_STATS, segment_statistics_torch
-from segad.segments.segmentation import Segmentation
+from segad.segments.segment_maps import SegmentMaps
 
 RTOL = 1e-6
 pytestmark = pytest.mark.filterwarnings("ignore:Precision loss occurred:RuntimeWarning")
@@ -253,7 +253,7 @@ def test_build_feature_table_joins_maps_once_per_key():
         reads.append(key)
         return store[key]
 
-    seg = Segmentation(method="static", size=(8, 8), n_segments={"c": 2}, static_maps={"c": labels})
+    seg = SegmentMaps(method="static", size=(8, 8), n_segments={"c": 2}, static_maps={"c": labels})
     table = build_feature_table(rows, {"padim": pd.DataFrame(map_index)}, {"padim": read}, seg, batch_size=4)
     assert len(reads) == len(store)  # each distinct map summarised once
     assert list(table.columns[-9:]) == feature_columns(["padim"], 2)
@@ -285,7 +285,7 @@ def test_build_feature_table_with_per_image_segment_maps(tmp_path):
         maps[r.image_id] = rng.gamma(2.0, 1.0, (8, 8)).astype(np.float32)
         map_index.append({"image_id": r.image_id, "detector": "padim", "split_seed": 0, "model_key": "m",
                           "map_key": r.image_id, "max_score": 0.0, "height": 8, "width": 8})
-    seg = Segmentation(method="per_image", size=(8, 8), n_segments={"c": 3}, folder=str(folder))
+    seg = SegmentMaps(method="per_image", size=(8, 8), n_segments={"c": 3}, folder=str(folder))
     table = build_feature_table(rows, {"padim": pd.DataFrame(map_index)}, {"padim": maps.__getitem__}, seg,
                                 batch_size=2)
     cols = feature_columns(["padim"], 3)[:12]

@@ -1,4 +1,4 @@
-"""Kedro dataset for the segment maps of a run (`segad.segments.segmentation.Segmentation`) as one ``.npz``.
+"""Kedro dataset for the segment maps of a run (`segad.segments.segment_maps.SegmentMaps`) as one ``.npz``.
 
 The file holds one int16 label array ``labels/<category>`` per category with a static map and a
 JSON string ``meta`` (method, map size, segment count and source per category, per-image folder).
@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
-from segad.segments.segmentation import Segmentation
+from segad.segments.segment_maps import SegmentMaps
 
 
 class SegmentMapsDataset(AbstractDataset):
-    """A `Segmentation` stored at `filepath` (.npz)."""
+    """A `SegmentMaps` stored at `filepath` (.npz)."""
 
     def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
         self._filepath = Path(filepath)
@@ -35,7 +35,7 @@ class SegmentMapsDataset(AbstractDataset):
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}
 
-    def save(self, data: Segmentation) -> None:
+    def save(self, data: SegmentMaps) -> None:
         meta = {"method": data.method, "size": list(data.size), "n_segments": data.n_segments,
                 "folder": data.folder, "sources": data.sources}
         arrays = {f"labels/{c}": np.asarray(m, dtype=np.int16) for c, m in data.static_maps.items()}
@@ -49,7 +49,7 @@ class SegmentMapsDataset(AbstractDataset):
             Path(temp).unlink(missing_ok=True)
             raise
 
-    def load(self) -> Segmentation:
+    def load(self) -> SegmentMaps:
         if not self._filepath.is_file():
             raise DatasetError(f"{self._filepath}: no such segment maps file")
         try:
@@ -58,7 +58,7 @@ class SegmentMapsDataset(AbstractDataset):
                 maps = {k.split("/", 1)[1]: data[k].astype(np.int64) for k in data.files if k.startswith("labels/")}
         except (OSError, ValueError, KeyError) as error:
             raise DatasetError(f"{self._filepath}: unreadable segment maps ({error})") from error
-        return Segmentation(method=meta["method"], size=tuple(meta["size"]), n_segments=meta["n_segments"],
+        return SegmentMaps(method=meta["method"], size=tuple(meta["size"]), n_segments=meta["n_segments"],
                             static_maps=maps, folder=meta["folder"], sources=meta["sources"])
 
     def _exists(self) -> bool:

@@ -87,6 +87,8 @@ class DetectorConfig:
         amp: float16 autocast for inference on CUDA (ignored on CPU).
         channels_last: CPU inference in channels_last memory format (measured per detector in
             docs/anomaly_maps.md: faster for PatchCore, slower for PaDiM).
+        backend: CPU inference backend, ``eager`` | ``openvino`` | ``onnxruntime``
+            (`segad.detection.backends`; same maps within its TOLERANCE, docs/performance.md).
         teacher_weights: EfficientAD: local file of the pretrained PDN teacher
             (anomalib's ``pretrained_teacher_<size>.pth``).
         imagenet_dir: EfficientAD: local ImageNet-style folder (``<dir>/<class>/<image>``) for its
@@ -111,9 +113,12 @@ class DetectorConfig:
     teacher_weights: str | None = None
     imagenet_dir: str | None = None
     quantiles_from: str = "detector_train"
+    # --- CPU inference backend (issue 15): runtime only, not part of model_key ---
+    backend: str = "eager"
 
     # settings that change neither the fitted model nor its maps
-    RUNTIME_ONLY = ("batch_size", "num_workers", "channels_last")
+    RUNTIME_ONLY = ("batch_size", "num_workers", "channels_last", "backend")
+    BACKENDS = ("eager", "openvino", "onnxruntime")
     QUANTILE_SOURCES = ("detector_train", "brf_train")
 
     @classmethod
@@ -157,6 +162,11 @@ class DetectorConfig:
             )
         if config.quantiles_from != "detector_train" and name != "efficient_ad":
             raise DetectorConfigError(f"detector {name}: quantiles_from applies to efficient_ad only")
+        # --- backend (issue 15) ---
+        if config.backend not in cls.BACKENDS:
+            raise DetectorConfigError(
+                f"detector {name}: backend must be one of {list(cls.BACKENDS)}, got {config.backend!r}"
+            )
         return config
 
     def to_dict(self) -> dict[str, Any]:
@@ -165,6 +175,8 @@ class DetectorConfig:
         values.pop("name")
         if values["quantiles_from"] == "detector_train":  # the default: saved files and keys as before it existed
             values.pop("quantiles_from")
+        if values["backend"] == "eager":  # the default: saved detector.json files as before it existed
+            values.pop("backend")
         return values
 
     def architecture(self) -> str | None:
@@ -181,7 +193,7 @@ class DetectorConfig:
         """Everything that changes the fitted model or its maps (hashed into model_key)."""
         values = self.to_dict()
         for key in self.RUNTIME_ONLY:
-            values.pop(key)
+            values.pop(key, None)
         source = WeightsSource.parse(self.weights)
         values["weights"] = (
             weights_fingerprint(source, self.pretrained) if SPECS[self.name].backbone != "none" else None

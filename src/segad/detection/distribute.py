@@ -182,7 +182,7 @@ def map_task(
         model = _load_model(Path(model_root) / task.key, device, Path(model_root) / "_backbones")
         for index, anomaly_map in iter_maps(
             model, [p for _, p in task.items], image_size, config.batch_size, config.num_workers, config.amp,
-            None, config.channels_last,
+            None, config.channels_last, backend=config.backend, cache_key=task.key,
         ):
             map_key = task.items[index][0]
             map_store.write(map_key, anomaly_map)

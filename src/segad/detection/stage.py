@@ -180,7 +180,7 @@ def compute_anomaly_maps(
         assert model is not None, "a model is loaded or fitted whenever maps are to be computed"
         for index, anomaly_map in iter_maps(
             model, [p for _, p in todo], image_size, config.batch_size, config.num_workers, config.amp, label,
-            config.channels_last,
+            config.channels_last, backend=config.backend, cache_key=key,
         ):
             map_key = todo[index][0]
             map_store.write(map_key, anomaly_map)

@@ -200,10 +200,10 @@ def overlay_figure(cases: Sequence[Mapping], title: str = "") -> Figure:
 
     Each case is a mapping with ``image`` (3, H, W) float in [0, 1], ``maps`` {detector: (H, W)},
     ``segments`` (H, W) int labels or None, and ``caption`` (str). The image panel is
-    `segad.segments.segmentation.overlay` (segment colours, white borders); segment borders are also drawn
+    `segad.segments.segment_maps.overlay` (segment colours, white borders); segment borders are also drawn
     on the maps. Each map has its own colour scale, since raw ranges differ between detectors.
     """
-    from segad.segments.segmentation import overlay, resize_labels
+    from segad.segments.segment_maps import overlay, resize_labels
 
     if not cases:
         raise ValueError(f"overlay_figure: no cases to draw {title}".strip())

@@ -158,7 +158,7 @@ def synthesize(
 
 
 def _resize_nearest(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    from segad.segments.segmentation import resize_labels
+    from segad.segments.segment_maps import resize_labels
 
     return resize_labels(labels, shape)
 

@@ -62,6 +62,11 @@ class DemoConfig:
     seen_defects: tuple[DefectType, ...] = ("missing_wire", "wire_off_dot", "misplaced_solder", "crack", "pollution")
     unseen_defects: tuple[DefectType, ...] = ("bent_wire", "burn")
     jitter_px: Annotated[float, Field(ge=0.0)] = 3.0  # max position jitter of the whole part, in pixels at 256 px
+    # unaligned variant (0 = off, the aligned demo): max rotation of the part about its centre in
+    # degrees, and max relative scale change (0.2: scale in [0.8, 1.2]); e.g. jitter_px 40,
+    # rotation_deg 180, scale_jitter 0.2. The shipped static segmentation.png then no longer fits.
+    rotation_deg: Annotated[float, Field(ge=0.0, le=180.0)] = 0.0
+    scale_jitter: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
 
 
 #: The demo of conf/base/parameters_ingestion.yml (an immutable default argument).
@@ -114,8 +119,15 @@ def segmentation_map(size: int) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).copy()
 
 
-def render_part(rng: np.random.Generator, size: int, defect: str | None = None, jitter_px: float = 3.0) -> Image.Image:
-    """One RGB part; `defect` is None (good) or one of LOGICAL_DEFECTS + STRUCTURAL_DEFECTS."""
+def render_part(rng: np.random.Generator, size: int, defect: str | None = None, jitter_px: float = 3.0,
+                rotation_deg: float = 0.0, scale_jitter: float = 0.0) -> Image.Image:
+    """One RGB part; `defect` is None (good) or one of LOGICAL_DEFECTS + STRUCTURAL_DEFECTS.
+
+    `jitter_px` shifts the part (pixels at 256 px); `rotation_deg` / `scale_jitter` > 0 then rotate
+    and scale the rendered image about the part centre (uniform in +-rotation_deg and
+    1 +- scale_jitter; uncovered corners take the background colour). With both 0 no random
+    number is drawn for them, so the aligned demo is unchanged.
+    """
     s = size / 256.0
     part = nominal_part(size)
     shift = rng.uniform(-jitter_px, jitter_px, 2) * s
@@ -183,7 +195,21 @@ def render_part(rng: np.random.Generator, size: int, defect: str | None = None, 
             spot = part.centre + rng.normal(0, 0.6, 2) * part.radius
             spot_colour = tuple(int(c) for c in rng.integers(60, 255, 3))
             _disk(draw, spot, rng.uniform(1.5, 3.5) * s, spot_colour)
+    if rotation_deg > 0 or scale_jitter > 0:
+        image = _rotate_scale(image, part.centre, rng.uniform(-rotation_deg, rotation_deg),
+                              rng.uniform(1 - scale_jitter, 1 + scale_jitter), gain)
     return image
+
+
+def _rotate_scale(image: Image.Image, centre: np.ndarray, degrees: float, scale: float, gain: float) -> Image.Image:
+    """`image` rotated by `degrees` and scaled by `scale` about `centre` (bilinear)."""
+    theta = np.deg2rad(degrees)
+    # output (x, y) samples the input at centre + R(-theta) (p - centre) / scale
+    cos, sin = np.cos(theta) / scale, np.sin(theta) / scale
+    cx, cy = centre
+    matrix = (cos, sin, cx - cos * cx - sin * cy, -sin, cos, cy + sin * cx - cos * cy)
+    fill = tuple(int(round(c * gain)) for c in (55, 58, 62))
+    return image.transform(image.size, Image.Transform.AFFINE, matrix, Image.Resampling.BILINEAR, fillcolor=fill)
 
 
 def demo_plan(config: DemoConfig) -> list[tuple[str, str | None]]:
@@ -233,7 +259,8 @@ def write_demo(root: str | Path, config: DemoConfig = DEFAULT_DEMO) -> Path:
         types = ["image_id,defect_type"]
         for image_id, defect in tqdm(demo_plan(config), desc="writing demo", unit="img"):
             (staging / image_id).parent.mkdir(parents=True, exist_ok=True)
-            image = render_part(np.random.default_rng(rng.integers(2**63)), config.image_size, defect, config.jitter_px)
+            image = render_part(np.random.default_rng(rng.integers(2**63)), config.image_size, defect, config.jitter_px,
+                                config.rotation_deg, config.scale_jitter)
             image.save(staging / image_id)
             if defect is not None:
                 types.append(f"{image_id},{defect}")

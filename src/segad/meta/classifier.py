@@ -9,6 +9,15 @@ Adam, no augmentation, images resized to ``image_size``; seeded per split seed. 
 raw logit (higher = more anomalous; not a calibrated probability). Random weights are never used
 silently: ``pretrained: false`` must be set to get them.
 
+Two training modes (``mode``):
+
+- ``frozen``: the stem and the first ``frozen_blocks`` blocks keep their ImageNet weights and
+  batch-norm statistics (eval mode, no gradients). Their output is computed once per image per
+  run (`ActivationCache`, in memory, keyed by the file's SHA-256, shared by all split seeds and
+  by scoring) and only the remaining blocks, the head convolution and the logit are trained on
+  it. Without augmentation this is the same function of the image as running the whole network.
+- ``full``: every layer is fine-tuned and each step reads and runs the full network on its batch.
+
 Per split seed, the training pool is that seed's real training images (roles ``detector_train``
 and ``brf_train``, no synthetic defects); a seeded, label-stratified ``train_share`` of it is used.
 Scores are produced for the seed's ``brf_train`` and ``test`` rows and its synthetic images.
@@ -24,7 +33,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, cast
+from typing import Annotated, Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -40,7 +49,17 @@ SCORED_ROLES = ("brf_train", "test")
 
 @dataclass(config=PARAMS)
 class ClassifierConfig:
-    """Settings of the supervised classifier (conf/base/parameters_features.yml, `classifier`)."""
+    """Settings of the supervised classifier (conf/base/parameters_features.yml, `classifier`).
+
+    mode: ``frozen`` (train the tail on cached activations of a frozen stem) or ``full``
+    (fine-tune every layer, as before). frozen_blocks: in mode frozen, how many of the backbone's
+    ``blocks`` stages stay frozen after the stem (EfficientNet-Lite0 has 7, 0 to 7 allowed; 6
+    leaves the last stage, 192 -> 320 channels at 1/32 resolution, plus head convolution and
+    logit to train, 13 % of the network's FLOPs; 5 also the 112 -> 192 stage, 37 %);
+    mode frozen needs an EfficientNet-style timm backbone and pretrained weights. The other
+    fields apply to both modes. Measured speed and AUROC of the modes: docs/results.md,
+    "Classifier speed".
+    """
 
     enabled: bool = False
     backbone: str = "tf_efficientnet_lite0"
@@ -52,6 +71,12 @@ class ClassifierConfig:
     learning_rate: Annotated[float, Field(gt=0.0)] = 3e-4
     max_steps: Annotated[int, Field(ge=1)] | None = None
     cache_dir: str = "data/06_models/backbones"
+    mode: Literal["frozen", "full"] = "full"
+    frozen_blocks: Annotated[int, Field(ge=0, le=7)] = 6
+
+    def __post_init__(self) -> None:
+        if self.mode == "frozen" and not self.pretrained:
+            raise ValueError("classifier.mode 'frozen' needs pretrained weights (pretrained: true)")
 
 
 def empty_scores() -> pd.DataFrame:
@@ -64,20 +89,44 @@ def build_model(config: ClassifierConfig):
     """timm CNN with a single-logit head and the configured pretrained weights.
 
     Returns a `torch.nn.Module` taking float (B, 3, H, W) images in [0, 1] (it normalises them with
-    the backbone's own mean/std) and giving logits (B, 1); the timm network is its `.net`.
+    the backbone's own mean/std) and giving logits (B, 1); the timm network is its `.net`. With
+    ``mode: frozen`` it also has `.stem(x)` (normalisation, stem and the first `frozen_blocks`
+    blocks: no gradients, always in eval mode, so batch norm keeps ImageNet's statistics),
+    `.tail(h)` (the rest, an `nn.Module` sharing the network's layers) and `.stem_key` (what the
+    stem's output depends on besides the image); forward is ``tail(stem(x))``.
     """
     import timm
     import torch
 
-    from segad.detection.weights import WeightsSource, prepare_backbone
+    from segad.detection.weights import WeightsSource, prepare_backbone, weights_fingerprint
 
-    backbone, pretrained = prepare_backbone(
-        WeightsSource.parse(config.weights), config.backbone, config.pretrained, config.cache_dir
-    )
+    source = WeightsSource.parse(config.weights)
+    backbone, pretrained = prepare_backbone(source, config.backbone, config.pretrained, config.cache_dir)
     net = timm.create_model(backbone, pretrained=pretrained, num_classes=1)
     pretrained_cfg = cast(dict, net.pretrained_cfg)
     mean = torch.tensor(pretrained_cfg.get("mean", (0.485, 0.456, 0.406)), dtype=torch.float32)
     std = torch.tensor(pretrained_cfg.get("std", (0.229, 0.224, 0.225)), dtype=torch.float32)
+    frozen = config.frozen_blocks if config.mode == "frozen" else None
+    blocks = cast(torch.nn.Sequential, getattr(net, "blocks", torch.nn.Sequential()))
+    if frozen is not None:
+        missing = [n for n in ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "global_pool") if not hasattr(net, n)]
+        if missing or frozen > len(blocks):
+            raise ValueError(f"classifier.mode 'frozen' needs an EfficientNet-style timm backbone (conv_stem, "
+                             f"bn1, blocks, conv_head, bn2) with at least frozen_blocks={frozen} blocks; "
+                             f"{config.backbone} lacks {missing or 'enough blocks'} (use mode: full)")
+
+    class Tail(torch.nn.Module):
+        """The trained part of a frozen-mode model: blocks[frozen:], head convolution, pooling, logit."""
+
+        def __init__(self, k: int) -> None:
+            super().__init__()
+            self.blocks = cast(torch.nn.Sequential, blocks[k:])
+            self.head = torch.nn.Sequential(cast(torch.nn.Module, net.conv_head), cast(torch.nn.Module, net.bn2),
+                                            cast(torch.nn.Module, net.global_pool),
+                                            cast(torch.nn.Module, cast(Any, net).get_classifier()))
+
+        def forward(self, h):
+            return self.head(self.blocks(h))
 
     class Normalised(torch.nn.Module):
         def __init__(self) -> None:
@@ -85,11 +134,70 @@ def build_model(config: ClassifierConfig):
             self.net = net
             self.register_buffer("mean", mean.view(1, 3, 1, 1))
             self.register_buffer("std", std.view(1, 3, 1, 1))
+            self.frozen_blocks = frozen
+            self.stem_key = f"{backbone}|{weights_fingerprint(source, pretrained)}|{frozen}"
+            if frozen is not None:
+                object.__setattr__(self, "tail", Tail(frozen))  # not registered: no duplicate state keys
+                for module in self.stem_modules():
+                    module.requires_grad_(False)
+                    module.eval()
+
+        def stem_modules(self) -> list:
+            return [net.conv_stem, net.bn1, *blocks[: self.frozen_blocks]] if self.frozen_blocks is not None else []
+
+        def stem(self, x):
+            h = cast(torch.nn.Module, net.bn1)(cast(torch.nn.Module, net.conv_stem)((x - self.mean) / self.std))
+            return blocks[: self.frozen_blocks](h)
+
+        def train(self, mode: bool = True):
+            super().train(mode)
+            for module in self.stem_modules():
+                module.eval()
+            return self
 
         def forward(self, x):
-            return self.net((x - self.mean) / self.std)
+            if self.frozen_blocks is None:
+                return self.net((x - self.mean) / self.std)
+            return self.tail(self.stem(x))
 
     return Normalised()
+
+
+class ActivationCache:
+    """Output of a frozen-mode model's stem per image, computed once per run and held in memory.
+
+    Keyed by (SHA-256 of the image file's bytes, image size, the model's `stem_key`): an image
+    whose file changes is computed again, one file under two paths once, and a model with other
+    weights or `frozen_blocks` never gets another's activations. The stem is fixed pretrained
+    weights in eval mode, so every split seed shares the entries. Memory: C x h x w float32 per
+    image (EfficientNet-Lite0 at 256 px: frozen_blocks 6, 192 x 8 x 8, 48 KiB; 5, 112 x 16 x 16, 112 KiB). `computed` counts
+    the images that went through the stem.
+    """
+
+    def __init__(self, batch_size: int = 32) -> None:
+        self.batch_size = batch_size
+        self.computed = 0
+        self._store: dict[tuple[str, int, str], object] = {}
+
+    def activations(self, model, paths: Sequence[str], image_size: int, device: str = "cpu"):
+        """(N, C, h, w) tensor on `device`: the stem's output for each path, computed where missing."""
+        import torch
+
+        from segad.files import file_sha256
+
+        keys = [(file_sha256(p), image_size, model.stem_key) for p in paths]
+        todo = list(dict.fromkeys(k for k in keys if k not in self._store))
+        where = dict(zip(keys, paths))
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, len(todo), self.batch_size):
+                chunk = todo[start : start + self.batch_size]
+                out = model.stem(_load_batch([where[k] for k in chunk], image_size).to(device))
+                self._store.update(zip(chunk, out.unbind(0)))
+                self.computed += len(chunk)
+        if not keys:
+            return torch.zeros(0)
+        return torch.stack([cast(torch.Tensor, self._store[k]) for k in keys]).to(device)
 
 
 def _load_batch(paths: Sequence[str], image_size: int):
@@ -102,9 +210,14 @@ def _load_batch(paths: Sequence[str], image_size: int):
 
 def fit_classifier(
     paths: Sequence[str], labels: Sequence[int], config: ClassifierConfig, image_size: int, seed: int,
-    device: str = "cpu",
+    device: str = "cpu", cache: ActivationCache | None = None,
 ):
-    """Fine-tune `build_model(config)` on images (paths) with labels 0 good / 1 bad; returns the model."""
+    """Train `build_model(config)` on images (paths) with labels 0 good / 1 bad; returns the model.
+
+    ``mode: full`` fine-tunes every layer, reading the images at every step; ``mode: frozen``
+    passes each image through the frozen stem once (through `cache`, a new one if None) and
+    trains the tail on those activations.
+    """
     import torch
 
     y_all = np.asarray(labels, dtype=np.int64)
@@ -113,8 +226,20 @@ def fit_classifier(
         raise ValueError(f"classifier training needs good and bad images, got {n_good} good and {n_bad} bad")
     torch.manual_seed(seed)
     model = build_model(config).to(device)
+    if model.frozen_blocks is not None:
+        cache = cache if cache is not None else ActivationCache(config.batch_size)
+        inputs = cache.activations(model, paths, image_size, device)
+        forward = model.tail
+
+        def batch_of(chosen):
+            return inputs[torch.from_numpy(chosen)]
+    else:
+        forward = model
+
+        def batch_of(chosen):
+            return _load_batch([paths[i] for i in chosen], image_size).to(device)
     model.train()
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(n_good / n_bad, device=device))
     from tqdm.auto import tqdm
 
@@ -129,48 +254,59 @@ def fit_classifier(
             if config.max_steps is not None and steps >= config.max_steps:
                 break
             chosen = order[start : start + config.batch_size]
-            x = _load_batch([paths[i] for i in chosen], image_size).to(device)
+            x = batch_of(chosen)
             y = torch.from_numpy(y_all[chosen].astype(np.float32)).to(device)
             optimiser.zero_grad()
-            loss = loss_fn(model(x)[:, 0], y)
+            loss = loss_fn(forward(x)[:, 0], y)
             loss.backward()
             optimiser.step()
             steps += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
-    _recalibrate_norm_statistics(model, paths, image_size, config.batch_size, device)
+    model.steps = steps
+    if model.frozen_blocks is not None:
+        batches = (inputs[start : start + config.batch_size] for start in range(0, len(paths), config.batch_size))
+        _recalibrate_norm_statistics(model.tail, batches, device)
+    else:
+        batches = (_load_batch(paths[start : start + config.batch_size], image_size).to(device)
+                   for start in range(0, len(paths), config.batch_size))
+        _recalibrate_norm_statistics(model, batches, device)
     model.eval()
     return model
 
 
-def _recalibrate_norm_statistics(model, paths: Sequence[str], image_size: int, batch_size: int, device: str) -> None:
-    """Re-estimate the batch-norm running statistics on the training images (one no-grad pass).
+def _recalibrate_norm_statistics(module, batches, device: str) -> None:
+    """Re-estimate the batch-norm running statistics of `module` on the training inputs (one no-grad pass).
 
     Training normalises with batch statistics, but eval mode uses running averages that move
     slowly (timm's TF-ported EfficientNets use momentum 0.01) and still hold ImageNet's after a
     few hundred steps; the logits at test time then come from other activations than the ones
     the head was fitted on. Measured on the dark-vs-bright 64 px images of the tests: AUROC 0.52
-    without this pass, 1.0 with it.
+    without this pass, 1.0 with it. In frozen mode `module` is the tail: the stem keeps ImageNet's.
     """
     import torch
     from torch.optim.swa_utils import update_bn
 
-    batches = (_load_batch(paths[start : start + batch_size], image_size).to(device)
-               for start in range(0, len(paths), batch_size))
-    update_bn(batches, model, device=torch.device(device))
+    update_bn(batches, module, device=torch.device(device))
 
 
-def predict_scores(model, paths: Sequence[str], image_size: int, batch_size: int = 32, device: str = "cpu") -> np.ndarray:
-    """Raw logits float64 (N,) of the classifier (higher = more anomalous)."""
+def predict_scores(model, paths: Sequence[str], image_size: int, batch_size: int = 32, device: str = "cpu",
+                   cache: ActivationCache | None = None) -> np.ndarray:
+    """Raw logits float64 (N,) of the classifier (higher = more anomalous); a frozen-mode model reads `cache`."""
     import torch
 
     out = []
     model.eval()
+    staged = cache is not None and getattr(model, "frozen_blocks", None) is not None
     with torch.no_grad():
         for start in range(0, len(paths), batch_size):
-            x = _load_batch(paths[start : start + batch_size], image_size).to(device)
-            out.append(model(x)[:, 0].double().cpu().numpy())
+            chunk = paths[start : start + batch_size]
+            if staged:
+                logits = model.tail(cast(ActivationCache, cache).activations(model, chunk, image_size, device))
+            else:
+                logits = model(_load_batch(chunk, image_size).to(device))
+            out.append(logits[:, 0].double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -197,12 +333,13 @@ def classifier_scores(
     paths = image_index.set_index("image_id")["path"]
     labels = image_index.set_index("image_id")["label"]
     frames = []
+    cache = ActivationCache(config.batch_size) if config.mode == "frozen" else None  # shared by the seeds
     for seed, rows in splits.groupby("split_seed", sort=True):
         pool = rows[rows["role"].isin(TRAIN_ROLES)]["image_id"].to_numpy()
         pool_labels = labels.loc[pool].to_numpy().astype(np.int64)
         chosen = stratified_share(pool_labels, config.train_share, int(seed))
         model = fit_classifier(paths.loc[pool[chosen]].tolist(), pool_labels[chosen], config, image_size,
-                               int(seed), device)
+                               int(seed), device, cache)
         scored = rows[rows["role"].isin(SCORED_ROLES)]["image_id"].tolist()
         score_paths = paths.loc[scored].tolist()
         if synthetic_index is not None and len(synthetic_index):
@@ -210,5 +347,6 @@ def classifier_scores(
             scored += synthetic["image_id"].tolist()
             score_paths += synthetic["path"].tolist()
         frames.append(pd.DataFrame({"image_id": scored, "split_seed": int(seed),
-                                    "score": predict_scores(model, score_paths, image_size, config.batch_size, device)}))
+                                    "score": predict_scores(model, score_paths, image_size, config.batch_size,
+                                                                device, cache)}))
     return pd.concat(frames, ignore_index=True) if frames else empty_scores()

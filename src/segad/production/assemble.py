@@ -35,7 +35,7 @@ from segad.meta.brf import BRFConfig, method_name, model_key, select_run
 from segad.production.inputs import input_spec_from_paths
 from segad.production.operating_point import OperatingPoint, choose_operating_point, out_of_fold_scores
 from segad.segments.columns import CLASSIFIER
-from segad.segments.segmentation import ELPV_SEGMENTS, Segmentation
+from segad.segments.segment_maps import ELPV_SEGMENTS, SegmentMaps
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def assemble_bundle(
     features: pd.DataFrame,
     image_index: pd.DataFrame,
     splits: pd.DataFrame,
-    segment_maps: Segmentation,
+    segment_maps: SegmentMaps,
     brf_models: Mapping[str, Callable[[], Any]],
     map_indexes: Mapping[str, pd.DataFrame],
     detector_stores: Mapping[str, str | Path],
@@ -211,7 +211,7 @@ def _detector_dirs(members: list[str], map_indexes: Mapping[str, pd.DataFrame],
     return dirs
 
 
-def _builtin_segment_names(segment_maps: Segmentation, layout: str) -> Mapping | None:
+def _builtin_segment_names(segment_maps: SegmentMaps, layout: str) -> Mapping | None:
     if segment_maps.method == "elpv":
         return ELPV_SEGMENTS
     if segment_maps.method == "static" and layout == "demo":

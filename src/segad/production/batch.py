@@ -82,6 +82,7 @@ def score_images(
     explain: str = "rejected",
     overlays: bool = True,
     progress: bool = True,
+    backends: dict[str, str] | None = None,
 ) -> ScoringResult:
     """Score image files with a loaded bundle (`segad.production.bundle.load_bundle`) and its detectors.
 
@@ -101,6 +102,8 @@ def score_images(
         explain: "rejected" (default), "all" or "none".
         overlays: render an overlay per rejected part.
         progress: show a tqdm bar with images/s.
+        backends: detector name -> CPU inference backend (eager | openvino | onnxruntime,
+            `segad.detection.backends`); eager where not given.
 
     Returns:
         `ScoringResult`. Table columns, in order: image, path (absolute), status (ok | error),
@@ -118,6 +121,7 @@ def score_images(
         raise ValueError(f"explain must be one of {EXPLAIN_MODES}, got {explain!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    backends = {name: (backends or {}).get(name, "eager") for name in bundle.detectors}
     missing = [name for name in bundle.detectors if name not in models]
     if missing:
         raise ValueError(f"no loaded model for the bundled detectors {missing}")
@@ -146,7 +150,7 @@ def score_images(
                 batch_rows.append(row)
         if ok:
             _score_batch(np.stack(arrays), [batch_rows[i] for i in ok], bundle, models, segment_map,
-                         explain, overlays, pictures, clock)
+                         explain, overlays, pictures, clock, backends)
         rows.extend(batch_rows)
         bar.update(len(batch))
     bar.close()
@@ -179,7 +183,7 @@ class _Clock:
         self.cpu[self._stage] += time.process_time() - self._start[1]
 
 
-def _score_batch(x, rows, bundle, models, segment_map, explain, overlays, pictures, clock) -> None:
+def _score_batch(x, rows, bundle, models, segment_map, explain, overlays, pictures, clock, backends=None) -> None:
     """Fill `rows` (one per image of `x`) in place; add overlays of rejected parts."""
     from segad.detection.inference import predict_maps
     from segad.meta.brf import brf_scores
@@ -187,7 +191,9 @@ def _score_batch(x, rows, bundle, models, segment_map, explain, overlays, pictur
 
     n, detectors, op = x.shape[0], bundle.detectors, bundle.operating_point
     with clock("detector"):
-        maps = {name: predict_maps(models[name], x) for name in detectors}
+        chosen = backends or {}
+        maps = {name: predict_maps(models[name], x, backend=chosen[name]) if chosen.get(name, "eager") != "eager"
+                else predict_maps(models[name], x) for name in detectors}
 
     with clock("features"):
         finite = np.ones(n, dtype=bool)

@@ -339,7 +339,7 @@ def build_feature_table(
         rows: DataFrame with `ROW_COLUMNS`.
         map_indexes: detector -> its map_index DataFrame (docs/schemas.md).
         read_maps: detector -> ``read(map_key) -> float32 (H, W)`` (a `MapStore.read`).
-        segmentation: a `segad.segments.segmentation.Segmentation` at map resolution.
+        segmentation: a `segad.segments.segment_maps.SegmentMaps` at map resolution.
         batch_size: maps held in memory at once per detector (peak memory is flat in N).
         classifier_scores: optional DataFrame (image_id, split_seed, score) -> ``classifier__score``.
         progress: optional tqdm-like factory ``progress(iterable, desc=...)``.

@@ -9,7 +9,7 @@ import pandas as pd
 from segad.config import DatasetConfig
 from segad.meta.brf import BRFParams
 from segad.production.assemble import BundleOptions, assemble_bundle
-from segad.segments.segmentation import Segmentation
+from segad.segments.segment_maps import SegmentMaps
 from segad.versions import jsonable
 
 
@@ -17,7 +17,7 @@ def build_bundle(
     features: pd.DataFrame,
     image_index: pd.DataFrame,
     splits: pd.DataFrame,
-    segment_maps: Segmentation,
+    segment_maps: SegmentMaps,
     brf_models: dict,
     bundle: BundleOptions,
     dataset: DatasetConfig,

@@ -7,13 +7,13 @@ import logging
 import pandas as pd
 
 from segad.ingestion.defects import DefectConfig, empty_synthetic_index, plan_synthetic
-from segad.segments.segmentation import Segmentation
+from segad.segments.segment_maps import SegmentMaps
 
 log = logging.getLogger(__name__)
 
 
 def make_synthetic_defects(
-    image_index: pd.DataFrame, splits: pd.DataFrame, segmentation: Segmentation, config: DefectConfig, benchmark: str
+    image_index: pd.DataFrame, splits: pd.DataFrame, segmentation: SegmentMaps, config: DefectConfig, benchmark: str
 ) -> tuple[pd.DataFrame, dict]:
     """For benchmark one_class: synthetic_index and the images to write (lazily); else empty."""
     if benchmark != "one_class":

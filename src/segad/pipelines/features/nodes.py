@@ -1,4 +1,4 @@
-"""Thin nodes over segad.segments.segmentation, segad.segments.features and segad.meta.classifier."""
+"""Thin nodes over segad.segments.segment_maps, segad.segments.features and segad.meta.classifier."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from segad.images import read_image
 from segad.meta.classifier import ClassifierConfig, empty_scores
 from segad.meta.classifier import classifier_scores as _classifier_scores
 from segad.segments.features import FeatureConfig, build_feature_table, feature_rows
-from segad.segments.segmentation import Segmentation, SegmentationConfig, overlay, resolve_segmentation
+from segad.segments.segment_maps import SegmentMapConfig, SegmentMaps, overlay, resolve_segmentation
 
 log = logging.getLogger(__name__)
 
 
-def build_segmentation(image_index: pd.DataFrame, given: SegmentationConfig, image_size: int,
-                       dataset: DatasetConfig) -> Segmentation:
+def build_segmentation(image_index: pd.DataFrame, given: SegmentMapConfig, image_size: int,
+                       dataset: DatasetConfig) -> SegmentMaps:
     """Segment maps of every category at map resolution (auto: from good `train` images only)."""
     config = given.for_dataset(dataset.layout, dataset.root)
     if given.method is None and config.method == "auto":
@@ -34,7 +34,7 @@ def build_segmentation(image_index: pd.DataFrame, given: SegmentationConfig, ima
     return segmentation
 
 
-def segmentation_overlays(image_index: pd.DataFrame, segmentation: Segmentation, config: SegmentationConfig) -> dict:
+def segmentation_overlays(image_index: pd.DataFrame, segmentation: SegmentMaps, config: SegmentMapConfig) -> dict:
     """A few images per category with their segments drawn over them, as figures."""
     figures = {}
     for category, rows in image_index.sort_values("image_id").groupby("category"):
@@ -65,7 +65,7 @@ def compute_features(
     image_index: pd.DataFrame,
     splits: pd.DataFrame,
     synthetic_index: pd.DataFrame,
-    segmentation: Segmentation,
+    segmentation: SegmentMaps,
     classifier_scores: pd.DataFrame,
     config: FeatureConfig,
     dataset: DatasetConfig,

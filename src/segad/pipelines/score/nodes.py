@@ -34,7 +34,8 @@ def score_folder(bundle: Bundle, params: ScoreOptions, device: str) -> tuple[pd.
     start = time.perf_counter()
     result = score_images(paths, bundle, models, root=folder,
                           batch_size=params.batch_size, explain=params.explain,
-                          overlays=params.overlays, progress=params.progress)
+                          overlays=params.overlays, progress=params.progress,
+                          backends={name: params.backend for name in bundle.detectors})
     elapsed = time.perf_counter() - start
     table = result.table
     counts = table["decision"].value_counts().to_dict()

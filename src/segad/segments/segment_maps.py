@@ -1,7 +1,7 @@
 """Segment maps: which segment every pixel of an anomaly map belongs to.
 
 A segment map is an integer array (H, W) with labels 0..L-1 (mutually exclusive segments), at
-the resolution of the anomaly maps. Sources (`SegmentationConfig.method`):
+the resolution of the anomaly maps. Sources (`SegmentMapConfig.method`):
 
 - ``static``: one map file for all images of a category (VAD-style), PNG (8/16-bit gray, values =
   labels) or ``.npy`` of integers; ``path`` is one file or a mapping {category: file}. The demo
@@ -15,6 +15,10 @@ the resolution of the anomaly maps. Sources (`SegmentationConfig.method`):
   ``auto_max_images`` good *training* images of the category (mean and standard deviation of the
   gray level over the images), so that pixels that look alike and vary alike share a segment.
   It assumes aligned images (as VAD, the demo and ELPV); it is static, never sees test images.
+- ``auto_per_image``: no map given, parts need not be aligned; k-means centres of per-pixel
+  colour / texture descriptors fitted once per category on up to ``auto_max_images`` good
+  training images (`segad.segments.auto_segments`), then every image's own pixels are assigned
+  to the shared centres, so the segments follow the part wherever it lies in the image.
 - ``single``: one segment covering the whole map (the ablation's "one segment + stats").
 
 With ``method: null`` (the default) the method follows from what is given (`for_dataset`): a
@@ -23,10 +27,10 @@ it ships (``<dataset.root>/segmentation.png``), ELPV its built-in map, and every
 ``auto`` (logged, so nobody mistakes it for a map of theirs).
 
 Every map is resized to the map resolution by nearest neighbour. A file whose labels fall outside
-[0, n_segments) or whose shape is not 2-D raises `SegmentationError` naming the file.
+[0, n_segments) or whose shape is not 2-D raises `SegmentMapError` naming the file.
 
 Example:
-    >>> from segad.segments.segmentation import elpv_segment_map, resize_labels
+    >>> from segad.segments.segment_maps import elpv_segment_map, resize_labels
     >>> labels = elpv_segment_map()            # (300, 300) int64, labels 0..3
     >>> resize_labels(labels, 64).shape
     (64, 64)
@@ -35,6 +39,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,9 +51,14 @@ from PIL import Image
 from pydantic import Field
 
 from segad.config import PARAMS
+from segad.segments.auto_segments import PixelClusters, fit_pixel_clusters
 
-Method = Literal["static", "per_image", "elpv", "auto", "single"]
+log = logging.getLogger(__name__)
+
+Method = Literal["static", "per_image", "elpv", "auto", "auto_per_image", "single"]
 METHODS: tuple[str, ...] = get_args(Method)
+#: the method `for_dataset` picks for a dataset that ships no map (docs/features.md, "Measurements")
+AUTO_DEFAULT: Method = "auto"
 ELPV_SEGMENTS = {0: "interior", 1: "busbars", 2: "border", 3: "corners"}
 # Busbar centre rows of a 300 x 300 ELPV cell, measured on the installed dataset: 3-busbar cells
 # (93 % of mono, 75 % of poly cells) have dark rows within +-8 px of 50, 150, 248; docs/features.md.
@@ -58,12 +68,12 @@ ELPV_BORDER = 12
 ELPV_CORNER = 42
 
 
-class SegmentationError(ValueError):
+class SegmentMapError(ValueError):
     """A segment map is missing, unreadable or inconsistent; the message names the file."""
 
 
 @pydantic.dataclasses.dataclass(config=PARAMS)
-class SegmentationConfig:
+class SegmentMapConfig:
     """Where segment maps come from (see the module docstring); the `segmentation` params block."""
 
     method: Method | None = None
@@ -72,8 +82,11 @@ class SegmentationConfig:
     n_segments: Annotated[int, Field(ge=1)] | dict[str, Annotated[int, Field(ge=1)]] | None = None
     auto_segments: Annotated[int, Field(ge=1)] = 4
     auto_max_images: Annotated[int, Field(ge=1)] = 64
+    auto_smooth: Annotated[float, Field(gt=0.0, le=0.25)] = 0.01
     seed: int = 0
     overlay_images: Annotated[int, Field(ge=0)] = 4
+    # folder the image ids are relative to (auto_per_image reads each image); for_dataset fills it
+    image_root: str | None = None
 
     def __post_init__(self) -> None:
         # method None: chosen by `for_dataset` from what is given
@@ -82,9 +95,11 @@ class SegmentationConfig:
         if self.method == "per_image" and (not self.folder or not self.n_segments):
             raise ValueError("segmentation.method 'per_image' needs segmentation.folder and n_segments")
 
-    def for_dataset(self, layout: str, root: str | None) -> SegmentationConfig:
+    def for_dataset(self, layout: str, root: str | None) -> SegmentMapConfig:
         """This config with its method chosen when it is None (see the module docstring)."""
         if self.method is not None:
+            if self.method == "auto_per_image" and self.image_root is None and root:
+                return dataclasses.replace(self, image_root=str(root))
             return self
         method: Method
         path: str | dict[str, str] | None
@@ -99,26 +114,28 @@ class SegmentationConfig:
         elif layout == "elpv":
             method, path = "elpv", None
         else:
-            method, path = "auto", None
-        return dataclasses.replace(self, method=method, path=path)
+            method, path = AUTO_DEFAULT, None
+            log.info("segmentation.method null and no map for dataset layout %r: using %r", layout, method)
+        chosen = dataclasses.replace(self, method=method, path=path)
+        return chosen.for_dataset(layout, root) if method == "auto_per_image" else chosen
 
 
 def segment_count(n_segments: int | Mapping[str, int] | None, category: str) -> int | None:
     """The `n_segments` setting for `category`: the int itself, or the mapping's entry for the
-    category, else its ``default``; None when unset. Raises `SegmentationError` for a mapping with
+    category, else its ``default``; None when unset. Raises `SegmentMapError` for a mapping with
     neither, or a count that is not a positive integer."""
     if n_segments is None:
         return None
     if isinstance(n_segments, Mapping):
         if category not in n_segments and "default" not in n_segments:
-            raise SegmentationError(f"segmentation.n_segments has no entry for category {category!r} and no "
+            raise SegmentMapError(f"segmentation.n_segments has no entry for category {category!r} and no "
                                     f"'default' (entries: {', '.join(sorted(map(str, n_segments)))})")
         value = n_segments.get(category, n_segments.get("default"))
         where = f"segmentation.n_segments[{category!r}]" if category in n_segments else "segmentation.n_segments.default"
     else:
         value, where = n_segments, "segmentation.n_segments"
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SegmentationError(f"{where} must be a positive integer, got {value!r}")
+        raise SegmentMapError(f"{where} must be a positive integer, got {value!r}")
     return value
 
 
@@ -141,12 +158,12 @@ def read_label_map(
 ) -> np.ndarray:
     """Integer label map int64 (H, W) from a PNG (gray values = labels) or `.npy` file.
 
-    Raises `SegmentationError` naming the file if it is missing, unreadable, not 2-D, not
+    Raises `SegmentMapError` naming the file if it is missing, unreadable, not 2-D, not
     integer, or has labels outside [0, n_segments) when n_segments is given.
     """
     path = Path(path)
     if not path.is_file():
-        raise SegmentationError(f"{path}: no such segment map file")
+        raise SegmentMapError(f"{path}: no such segment map file")
     try:
         if path.suffix.lower() == ".npy":
             labels = np.load(path, allow_pickle=False)
@@ -154,23 +171,23 @@ def read_label_map(
             with Image.open(path) as image:
                 image.load()
                 if image.mode not in ("L", "I", "I;16", "P", "1"):
-                    raise SegmentationError(
+                    raise SegmentMapError(
                         f"{path}: segment map must be a single-channel label image, got mode {image.mode}"
                     )
                 labels = np.asarray(image)
-    except SegmentationError:
+    except SegmentMapError:
         raise
     except Exception as error:  # noqa: BLE001 - any decoder error becomes a named file error
-        raise SegmentationError(f"{path}: unreadable segment map ({error})") from error
+        raise SegmentMapError(f"{path}: unreadable segment map ({error})") from error
     if labels.ndim != 2:
-        raise SegmentationError(f"{path}: segment map must be 2-D (H, W), got shape {labels.shape}")
+        raise SegmentMapError(f"{path}: segment map must be 2-D (H, W), got shape {labels.shape}")
     if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
-        raise SegmentationError(f"{path}: segment map must hold integer labels, got {labels.dtype}")
+        raise SegmentMapError(f"{path}: segment map must hold integer labels, got {labels.dtype}")
     labels = labels.astype(np.int64)
     if labels.min() < 0:
-        raise SegmentationError(f"{path}: negative segment label {labels.min()}")
+        raise SegmentMapError(f"{path}: negative segment label {labels.min()}")
     if n_segments is not None and labels.max() >= n_segments:
-        raise SegmentationError(
+        raise SegmentMapError(
             f"{path}: segment label {labels.max()} outside [0, {n_segments}) (n_segments={n_segments})"
         )
     return resize_labels(labels, size) if size is not None else labels
@@ -183,7 +200,7 @@ def per_image_map_path(folder: str | Path, image_id: str) -> Path:
         candidate = stem.with_suffix(suffix)
         if candidate.is_file():
             return candidate
-    raise SegmentationError(f"{stem}.npy / .png: no segment map for image {image_id!r}")
+    raise SegmentMapError(f"{stem}.npy / .png: no segment map for image {image_id!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,7 +275,7 @@ def auto_segment_map(
 
 
 @dataclass
-class Segmentation:
+class SegmentMaps:
     """Segment maps of a run at map resolution.
 
     Static methods hold one map per category (`static_maps`); `per_image` reads a map per image
@@ -271,19 +288,54 @@ class Segmentation:
     static_maps: dict[str, np.ndarray] = field(default_factory=dict)
     folder: str | None = None
     sources: dict[str, str] = field(default_factory=dict)
+    # auto_per_image: shared centres per category, and where each image id's file lies
+    clusters: dict[str, PixelClusters] = field(default_factory=dict)
+    image_paths: Mapping[str, str] | None = None
+    image_root: str | None = None
+    _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def is_static(self, category: str) -> bool:
         return category in self.static_maps
 
+    def image_path(self, image_id: str) -> str:
+        if self.image_paths is not None and image_id in self.image_paths:
+            return str(self.image_paths[image_id])
+        if self.image_root is not None:
+            return str(Path(self.image_root) / image_id)
+        raise SegmentMapError(f"auto_per_image segmentation: no file for image {image_id!r} (give image_paths or "
+                                "dataset.root)")
+
     def labels_for(self, category: str, image_ids: Sequence[str]) -> np.ndarray:
         if category in self.static_maps:
             return self.static_maps[category]
+        if category in self.clusters:
+            return self._clustered_labels(category, image_ids)
         if self.folder is None:
-            raise SegmentationError(f"no segment map for category {category!r}")
+            raise SegmentMapError(f"no segment map for category {category!r}")
         n = self.n_segments[category]
         return np.stack(
             [read_label_map(per_image_map_path(self.folder, i), n, self.size) for i in image_ids]
         )
+
+
+    def _clustered_labels(self, category: str, image_ids: Sequence[str]) -> np.ndarray:
+        """Per-image labels (N, H, W) from the shared centres; each image is segmented once."""
+        from segad.images import read_image
+
+        missing = [i for i in dict.fromkeys(image_ids) if f"{category}/{i}" not in self._cache]
+        if missing:
+            images = np.stack([read_image(self.image_path(i), size=self.size[0]) for i in missing])
+            if images.shape[2:] != self.size:
+                images = np.stack([_resize_rgb(image, self.size) for image in images])
+            for image_id, labels in zip(missing, self.clusters[category].labels(images)):
+                self._cache[f"{category}/{image_id}"] = labels.astype(np.uint8 if labels.max() < 256 else np.int32)
+        return np.stack([self._cache[f"{category}/{i}"] for i in image_ids]).astype(np.int64)
+
+
+def _resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    pil = Image.fromarray((np.clip(image.transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8))
+    resized = pil.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    return np.asarray(resized, np.float32).transpose(2, 0, 1) / 255.0
 
 
 def _gray_images(paths: Sequence[str], size: tuple[int, int]) -> np.ndarray:
@@ -293,24 +345,28 @@ def _gray_images(paths: Sequence[str], size: tuple[int, int]) -> np.ndarray:
 
 
 def resolve_segmentation(
-    config: SegmentationConfig,
+    config: SegmentMapConfig,
     categories: Sequence[str],
     map_size: int | tuple[int, int],
     good_train_paths: Mapping[str, Sequence[str]] | None = None,
-) -> Segmentation:
-    """Build the `Segmentation` of every category at map resolution `map_size` (pixels, int or (H, W)).
+    image_paths: Mapping[str, str] | None = None,
+) -> SegmentMaps:
+    """Build the `SegmentMaps` of every category at map resolution `map_size` (pixels, int or (H, W)).
 
-    `good_train_paths[category]` (image paths) is needed for method `auto` only.
+    `good_train_paths[category]` (image paths) is needed for methods `auto` and `auto_per_image`.
+    `auto_per_image` reads each image when its labels are asked for: from `image_paths`
+    (image_id -> file) when given, else ``config.image_root / image_id``.
     """
     if config.method is None:
-        raise ValueError("segmentation method not chosen: call SegmentationConfig.for_dataset(layout, root) first")
+        raise ValueError("segmentation method not chosen: call SegmentMapConfig.for_dataset(layout, root) first")
     size = (map_size, map_size) if isinstance(map_size, int) else (int(map_size[0]), int(map_size[1]))
-    seg = Segmentation(method=config.method, size=size, n_segments={})
+    seg = SegmentMaps(method=config.method, size=size, n_segments={}, image_paths=image_paths,
+                       image_root=config.image_root)
     for category in categories:
         if config.method == "static":
             path = config.path[category] if isinstance(config.path, Mapping) else config.path
             if path is None:
-                raise SegmentationError(f"segmentation.path has no map for category {category!r}")
+                raise SegmentMapError(f"segmentation.path has no map for category {category!r}")
             expected = segment_count(config.n_segments, category)
             labels = read_label_map(path, expected, size)
             n = expected or int(labels.max()) + 1
@@ -324,14 +380,32 @@ def resolve_segmentation(
         elif config.method == "auto":
             paths = list((good_train_paths or {}).get(category, []))[: config.auto_max_images]
             if not paths:
-                raise SegmentationError(f"auto segmentation: no good training images for {category!r}")
+                raise SegmentMapError(f"auto segmentation: no good training images for {category!r}")
             labels = auto_segment_map(_gray_images(paths, size), config.auto_segments, config.seed)
             n = config.auto_segments
             seg.sources[category] = f"auto:kmeans({n}) on {len(paths)} good train images"
+        elif config.method == "auto_per_image":
+            paths = list((good_train_paths or {}).get(category, []))[: config.auto_max_images]
+            if not paths:
+                raise SegmentMapError(f"auto_per_image segmentation: no good training images for {category!r}")
+            from segad.images import read_image
+
+            images = np.stack([read_image(p, size=size[0]) for p in paths])
+            if images.shape[2:] != size:
+                images = np.stack([_resize_rgb(image, size) for image in images])
+            try:
+                seg.clusters[category] = fit_pixel_clusters(images, config.auto_segments, config.seed,
+                                                            smooth=config.auto_smooth)
+            except ValueError as error:
+                raise SegmentMapError(f"auto_per_image segmentation of {category!r}: {error}") from error
+            seg.n_segments[category] = config.auto_segments
+            seg.sources[category] = (f"auto_per_image:kmeans({config.auto_segments}) centres from {len(paths)} "
+                                     "good train images, assigned per image")
+            continue
         else:  # per_image
             n_category = segment_count(config.n_segments, category)
             if n_category is None:
-                raise SegmentationError("per_image segmentation needs segmentation.n_segments")
+                raise SegmentMapError("per_image segmentation needs segmentation.n_segments")
             seg.n_segments[category] = n_category
             seg.folder = str(config.folder)
             seg.sources[category] = f"per_image:{config.folder}"

@@ -7,10 +7,10 @@ import pytest
 from PIL import Image
 
 from segad.datasets.segment_maps_dataset import SegmentMapsDataset
-from segad.segments.segmentation import (
+from segad.segments.segment_maps import (
     ELPV_SEGMENTS,
-    SegmentationConfig,
-    SegmentationError,
+    SegmentMapConfig,
+    SegmentMapError,
     auto_segment_map,
     elpv_segment_map,
     overlay,
@@ -42,21 +42,21 @@ def test_png_and_npy_read_and_resize_nearest(tmp_path):
 
 def test_errors_name_the_file(tmp_path):
     Image.fromarray(_labels()).save(tmp_path / "s.png")
-    with pytest.raises(SegmentationError, match=r"s\.png.*label 2 outside \[0, 2\)"):
+    with pytest.raises(SegmentMapError, match=r"s\.png.*label 2 outside \[0, 2\)"):
         read_label_map(tmp_path / "s.png", n_segments=2)
     np.save(tmp_path / "f.npy", np.zeros((4, 4), np.float32))
-    with pytest.raises(SegmentationError, match=r"f\.npy.*integer"):
+    with pytest.raises(SegmentMapError, match=r"f\.npy.*integer"):
         read_label_map(tmp_path / "f.npy")
     np.save(tmp_path / "3d.npy", np.zeros((2, 4, 4), np.int64))
-    with pytest.raises(SegmentationError, match=r"3d\.npy.*2-D"):
+    with pytest.raises(SegmentMapError, match=r"3d\.npy.*2-D"):
         read_label_map(tmp_path / "3d.npy")
     Image.new("RGB", (4, 4)).save(tmp_path / "rgb.png")
-    with pytest.raises(SegmentationError, match=r"rgb\.png.*single-channel"):
+    with pytest.raises(SegmentMapError, match=r"rgb\.png.*single-channel"):
         read_label_map(tmp_path / "rgb.png")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
-    with pytest.raises(SegmentationError, match=r"broken\.png"):
+    with pytest.raises(SegmentMapError, match=r"broken\.png"):
         read_label_map(tmp_path / "broken.png")
-    with pytest.raises(SegmentationError, match="missing.png"):
+    with pytest.raises(SegmentMapError, match="missing.png"):
         read_label_map(tmp_path / "missing.png")
 
 
@@ -65,9 +65,9 @@ def test_per_image_folder_matches_image_id(tmp_path):
     target.parent.mkdir(parents=True)
     np.save(target, _labels())
     assert per_image_map_path(tmp_path / "maps", "test/bad/012.JPG") == target
-    with pytest.raises(SegmentationError, match="013"):
+    with pytest.raises(SegmentMapError, match="013"):
         per_image_map_path(tmp_path / "maps", "test/bad/013.JPG")
-    config = SegmentationConfig(**{"method": "per_image", "folder": str(tmp_path / "maps"), "n_segments": 3})
+    config = SegmentMapConfig(**{"method": "per_image", "folder": str(tmp_path / "maps"), "n_segments": 3})
     seg = resolve_segmentation(config, ["c"], 8)
     assert not seg.is_static("c")
     assert seg.labels_for("c", ["test/bad/012.JPG"]).shape == (1, 8, 8)
@@ -78,21 +78,21 @@ def test_per_category_segment_counts(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True)
         np.save(tmp_path / f"{name}.npy", np.arange(8)[None, :].repeat(8, 0) * n // 8)
     counts = {"default": 2, "pcb1": 6}
-    config = SegmentationConfig(method="per_image", folder=str(tmp_path), n_segments=counts)
+    config = SegmentMapConfig(method="per_image", folder=str(tmp_path), n_segments=counts)
     seg = resolve_segmentation(config, ["candle", "pcb1"], 8)
     assert seg.n_segments == {"candle": 2, "pcb1": 6}
     assert seg.labels_for("pcb1", ["pcb1/0.JPG"]).max() == 5
-    with pytest.raises(SegmentationError, match=r"0\.npy.*label 5 outside \[0, 2\)"):  # the default count is checked
+    with pytest.raises(SegmentMapError, match=r"0\.npy.*label 5 outside \[0, 2\)"):  # the default count is checked
         seg.labels_for("candle", ["pcb1/0.JPG"])
     assert segment_count(3, "any") == 3 and segment_count(None, "any") is None
-    with pytest.raises(SegmentationError, match="no entry for category 'pcb2' and no 'default'"):
+    with pytest.raises(SegmentMapError, match="no entry for category 'pcb2' and no 'default'"):
         segment_count({"pcb1": 6}, "pcb2")
-    with pytest.raises(SegmentationError, match=r"n_segments\['pcb1'\] must be a positive integer, got 0"):
+    with pytest.raises(SegmentMapError, match=r"n_segments\['pcb1'\] must be a positive integer, got 0"):
         segment_count({"pcb1": 0}, "pcb1")
     Image.fromarray(_labels()).save(tmp_path / "s.png")  # static maps check against the category's count too
-    static = SegmentationConfig(method="static", path=str(tmp_path / "s.png"), n_segments={"a": 3, "default": 2})
+    static = SegmentMapConfig(method="static", path=str(tmp_path / "s.png"), n_segments={"a": 3, "default": 2})
     assert resolve_segmentation(static, ["a"], 16).n_segments == {"a": 3}
-    with pytest.raises(SegmentationError, match="outside"):
+    with pytest.raises(SegmentMapError, match="outside"):
         resolve_segmentation(static, ["b"], 16)
 
 
@@ -120,7 +120,7 @@ def test_auto_map_separates_regions_that_look_different():
 
 def test_resolve_static_and_single_and_dataset_roundtrip(tmp_path):
     Image.fromarray(_labels()).save(tmp_path / "s.png")
-    seg = resolve_segmentation(SegmentationConfig(**{"method": "static", "path": str(tmp_path / "s.png")}),
+    seg = resolve_segmentation(SegmentMapConfig(**{"method": "static", "path": str(tmp_path / "s.png")}),
                                ["a", "b"], 32)
     assert seg.n_segments == {"a": 3, "b": 3} and seg.labels_for("a", ["x"]).shape == (32, 32)
     ds = SegmentMapsDataset(str(tmp_path / "maps.npz"))
@@ -128,14 +128,14 @@ def test_resolve_static_and_single_and_dataset_roundtrip(tmp_path):
     back = ds.load()
     assert back.n_segments == seg.n_segments and back.size == (32, 32)
     np.testing.assert_array_equal(back.static_maps["b"], seg.static_maps["b"])
-    single = resolve_segmentation(SegmentationConfig(method="single"), ["a"], 8)
+    single = resolve_segmentation(SegmentMapConfig(method="single"), ["a"], 8)
     assert single.n_segments == {"a": 1} and not single.static_maps["a"].any()
     with pytest.raises(ValueError, match="method"):
-        SegmentationConfig(**{"method": "sam"})
+        SegmentMapConfig(**{"method": "sam"})
 
 
 def test_method_follows_from_what_is_given():
-    unset = SegmentationConfig(**{"auto_segments": 3})
+    unset = SegmentMapConfig(**{"auto_segments": 3})
     assert unset.method is None
     with pytest.raises(ValueError, match="for_dataset"):
         resolve_segmentation(unset, ["a"], 8)
@@ -146,13 +146,13 @@ def test_method_follows_from_what_is_given():
     assert unset.for_dataset("elpv", None).method == "elpv"
     vad = unset.for_dataset("vad", "/data/vad")   # VAD ships no map file: automatic, never the demo's
     assert (vad.method, vad.path, vad.auto_segments) == ("auto", None, 3)
-    given = SegmentationConfig(**{"path": "/maps/vad.png"}).for_dataset("vad", "/data/vad")
+    given = SegmentMapConfig(**{"path": "/maps/vad.png"}).for_dataset("vad", "/data/vad")
     assert (given.method, given.path) == ("static", "/maps/vad.png")
-    folder = SegmentationConfig(**{"folder": "/maps", "n_segments": 2}).for_dataset("visa", "/v")
+    folder = SegmentMapConfig(**{"folder": "/maps", "n_segments": 2}).for_dataset("visa", "/v")
     assert folder.method == "per_image"
     with pytest.raises(ValueError, match="n_segments"):  # a folder still needs its segment count
-        SegmentationConfig(**{"folder": "/maps"}).for_dataset("visa", "/v")
-    explicit = SegmentationConfig(**{"method": "single"})
+        SegmentMapConfig(**{"folder": "/maps"}).for_dataset("visa", "/v")
+    explicit = SegmentMapConfig(**{"method": "single"})
     assert explicit.for_dataset("demo", "x") is explicit
 
 
