@@ -32,10 +32,11 @@ from segad.ingestion.defects import KINDS
 from segad.ingestion.layouts import LAYOUTS
 from segad.ingestion.splits import BENCHMARKS, ROLES
 from segad.production.explain import CONTRIBUTION_PATTERN
-from segad.segments.columns import CLASSIFIER_COLUMN, MAX_PATTERN, SEGMENT_PATTERN, STATS, is_feature_column, max_column
+from segad.segments.columns import MAX_PATTERN, SCORE_PATTERN, SEGMENT_PATTERN, STATS, is_feature_column, max_column
 from segad.segments.features import FEATURE_ROLES
 
 LABELS = (0, 1)
+_OWN_SCORE = "classifier g(I), when enabled; a detector's own image score (supersimplenet_supervised pred_score)"
 SUBSETS = ("all", "seen", "unseen")
 STATUSES = ("ok", "error")  # segad.production.scoring OK, ERROR
 DECISIONS = ("accept", "reject", "error")  # segad.production.scoring ACCEPT, REJECT, ERROR
@@ -147,6 +148,7 @@ class MapIndex(pa.DataFrameModel):
         "external detectors only (`kind: external`, docs/anomaly_maps.md): map file height before resizing"))
     source_width: Series[pa.Int32] | None = pa.Field(gt=0, description=(
         "external detectors only: map file width before resizing"))
+    pred_score: Series[pa.Float64] | None = pa.Field(description="supersimplenet_supervised only: its own image score")
 
     class Config:
         strict = True
@@ -176,15 +178,14 @@ class Features(pa.DataFrameModel):
     category: Series[str] = pa.Field(description="partition folder")
     source_image_id: Series[str] = pa.Field(description=(
         "the image whose segment map applies (itself, or the good image a synthetic defect was made from)"))
-    classifier_score: Series[pa.Float64] = pa.Field(alias=CLASSIFIER_COLUMN, required=False, nullable=True,
-                                                    metadata=_doc(CLASSIFIER_COLUMN, "supervised classifier score "
-                                                                  "g(I), when enabled"))
     segment_stat: Series[pa.Float64] = pa.Field(alias=SEGMENT_PATTERN.pattern, regex=True, nullable=True, metadata=_doc(
         "seg<l>__<detector>__<stat>",
         f"stat ∈ {', '.join(STATS)} of the raw map over segment l; NaN skew/kurtosis for constant or "
         "1-pixel segments (XGBoost reads NaN as missing), all 0.0 for an empty segment"))
     detector_max: Series[pa.Float64] = pa.Field(alias=MAX_PATTERN.pattern, regex=True, nullable=True, metadata=_doc(
         "<detector>__max", "global max of the map"))
+    own_score: Series[pa.Float64] = pa.Field(alias=SCORE_PATTERN.pattern, regex=True, required=False, nullable=True,
+                                             metadata=_doc("classifier__score, <detector>__score", _OWN_SCORE))
     detectors: Series[str] = pa.Field(description="the run's detectors, sorted, joined by `+` (partition folder)")
 
     class Config:

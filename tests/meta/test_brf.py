@@ -178,3 +178,23 @@ def test_xgboost_dataset_rejects_other_formats(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(DatasetError, match="bad.json"):
         XGBoostModelDataset(str(tmp_path / "bad.json")).load()
+
+
+def test_run_brf_scores_a_detector_with_its_own_score_alone_and_uses_it_in_segad():
+    table = _feature_table(seeds=(0,))
+    table["padim__score"] = np.random.default_rng(2).normal(size=len(table)) + table["label"]
+    models, scores = run_brf(table, ["patchcore", "padim"], SMALL)
+    alone = scores[scores.method == "padim"]
+    np.testing.assert_array_equal(alone["score"], table.loc[table.role == "test", "padim__score"])
+    np.testing.assert_array_equal(scores.loc[scores.method == "patchcore", "score"],
+                                  table.loc[table.role == "test", "patchcore__max"])
+    assert "padim__score" in models["padim+segad/c/split_seed_0"].get_booster().feature_names
+    assert "padim__score" not in models["patchcore+segad/c/split_seed_0"].get_booster().feature_names
+
+
+def test_default_combinations_with_a_scored_baseline_add_segad_without_it():
+    combos = [method_name(c) for c in default_combinations(["patchcore", "padim", "ssn"], scored=["ssn"])]
+    assert combos == ["patchcore+segad", "padim+segad", "ssn+segad", "padim+patchcore+ssn+segad",
+                      "padim+patchcore+segad"]
+    assert [method_name(c) for c in default_combinations(["padim", "ssn"], scored=["ssn"])] == [
+        "padim+segad", "ssn+segad", "padim+ssn+segad"]

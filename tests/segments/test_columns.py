@@ -13,6 +13,7 @@ from segad.segments.columns import (
     is_feature_column,
     max_column,
     parse_column,
+    score_column,
     segment_column,
     vector_order,
 )
@@ -60,3 +61,13 @@ def test_vector_order_puts_a_larger_category_segments_before_the_maxima():
     joined = ["image_id", *two] + [c for c in six if c not in two]  # what concatenating 2 then 6 gives
     assert joined[-1] != "padim__max"
     assert vector_order(joined, ["padim"]) == ["image_id", *six]
+
+
+def test_a_detectors_own_score_column_comes_last_and_parses():
+    cols = feature_columns(["padim", "supersimplenet_supervised"], 1, scored=["supersimplenet_supervised"])
+    assert cols[-3:] == ["padim__max", "supersimplenet_supervised__max", "supersimplenet_supervised__score"]
+    assert parse_column(cols[-1]) == Column("score", "supersimplenet_supervised")
+    assert parse_column(CLASSIFIER_COLUMN).kind == "classifier"
+    assert columns_of(["supersimplenet_supervised"], cols)[-1] == score_column("supersimplenet_supervised")
+    with pytest.raises(ValueError, match="classifier"):
+        score_column("classifier")

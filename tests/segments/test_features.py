@@ -263,6 +263,12 @@ def test_build_feature_table_joins_maps_once_per_key():
     assert row["padim__max"] == pytest.approx(store["m/t1"].max())
     with pytest.raises(ValueError, match="padim.map_index has no map"):
         build_feature_table(rows, {"padim": pd.DataFrame(map_index[:-1])}, {"padim": read}, seg)
+    # a map index with the detector's own image score (supersimplenet_supervised) adds <d>__score last
+    scored = pd.DataFrame(map_index).assign(pred_score=lambda t: np.arange(len(t)) / 100.0)
+    table = build_feature_table(rows, {"padim": scored}, {"padim": read}, seg, batch_size=4)
+    assert list(table.columns[-10:]) == feature_columns(["padim"], 2, scored=["padim"])
+    merged = table.merge(scored, on=["image_id", "split_seed"])
+    np.testing.assert_array_equal(merged["padim__score"], merged["pred_score"])
 
 
 def test_build_feature_table_with_per_image_segment_maps(tmp_path):

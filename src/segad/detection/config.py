@@ -239,6 +239,10 @@ class DetectorParams:
     suffix: str | None = None
     #: sharding of the map stage (`segad.detection.distribute.ShardOptions`); None = off
     distribute: dict[str, Any] | None = None
+    #: supersimplenet_supervised only (`segad.detection.supervised.SupervisedConfig`)
+    masks: Literal["auto", "masks", "label_only"] = "auto"
+    bad_repeat: Annotated[int, Field(strict=True, ge=0)] = 0
+    cross_fit_folds: Annotated[int, Field(strict=True, ge=2)] = 3
 
     def settings(self) -> dict[str, Any]:
         """The settings that differ from their default, as a plain mapping (for `DetectorConfig.from_dict`

@@ -133,7 +133,7 @@ def importance_table(importances: Mapping[str, float]) -> pd.DataFrame:
             rows.append((feature, -1, feature, "other", float(value)))
             continue
         column = parse_column(feature)
-        stat = column.stat or ("score" if column.kind == "classifier" else MAX_STAT)
+        stat = column.stat or ("score" if column.kind in ("classifier", "score") else MAX_STAT)
         segment = -1 if column.segment is None else column.segment
         rows.append((feature, segment, column.owner, stat, float(value)))
     return pd.DataFrame(rows, columns=["feature", "segment", "detector", "stat", "importance"])

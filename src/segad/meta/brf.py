@@ -10,7 +10,9 @@ With ``binary:logitraw`` the model output is a raw margin (any real number; high
 anomalous). It is a *score* for ranking metrics, never a probability; a probability would need an
 explicit calibration step that this module does not do.
 
-Method names: a detector alone is its own name (its map max is the score); a SegAD combination is
+Method names: a detector alone is its own name (its score is its own image score
+``<detector>__score`` where it has one, e.g. the supervised SuperSimpleNet's pred_score, else its
+map max ``<detector>__max``); a SegAD combination is
 the detector names sorted alphabetically, joined with ``+``, then ``+segad``
 (``padim+patchcore+segad``); with the supervised classifier ``classifier`` joins the names.
 
@@ -42,6 +44,7 @@ from segad.segments.columns import (
     is_feature_column,
     max_column,
     parse_column,
+    score_column,
 )
 
 SEGAD_SUFFIX = "segad"
@@ -105,15 +108,23 @@ def combination_members(method: str) -> list[str]:
     return parts[:-1]
 
 
-def default_combinations(detectors: Sequence[str], classifier: bool = False) -> list[list[str]]:
+def default_combinations(
+    detectors: Sequence[str], classifier: bool = False, scored: Sequence[str] = ()
+) -> list[list[str]]:
     """Each detector alone, then all detectors together (once if there is only one detector).
 
-    With the classifier enabled, it is added to the all-detector combination.
+    With the classifier enabled, it is added to the all-detector combination. Detectors in
+    `scored` (those with their own image score, e.g. the supervised SuperSimpleNet baseline) add
+    one more: all the other detectors together, so SegAD without the baseline is reported on the
+    same splits as the baseline.
     """
     combos = [[d] for d in detectors]
     everything = sorted(detectors)
     if len(detectors) > 1:
         combos.append(everything)
+    others = sorted(d for d in detectors if d not in set(scored))
+    if scored and len(others) > 1:
+        combos.append(others)
     if classifier:
         combos.append(sorted([*detectors, "classifier"]))
     unique: dict[str, list[str]] = {}
@@ -208,18 +219,22 @@ def run_brf(
         detectors: the run's detectors.
         config: XGBoost settings.
         combinations: lists of members (detector names, ``classifier``); default
-            `default_combinations` (classifier added when the table has ``classifier__score``).
+            `default_combinations` (classifier added when the table has ``classifier__score``; the
+            detectors with a ``<d>__score`` column count as `scored`).
         progress: optional tqdm-like wrapper of the (category, seed) iterator.
     Returns:
         (models, scores): models ``{"<method>/<category>/split_seed_<s>": XGBClassifier}``;
         scores DataFrame (image_id, split_seed, method, score) over the test rows, with one
-        method per detector alone (its map max), ``classifier`` alone (its logit) when the table
+        method per detector alone (its own score ``<d>__score`` if the table has one, else its
+        map max), ``classifier`` alone (its logit) when the table
         has ``classifier__score``, and one per combination (BRF raw margin).
     """
     import pandas as pd
 
     has_classifier = CLASSIFIER_COLUMN in features.columns
-    combos = [sorted(c) for c in combinations] if combinations else default_combinations(detectors, has_classifier)
+    scored = [d for d in detectors if score_column(d) in features.columns]
+    combos = ([sorted(c) for c in combinations] if combinations
+              else default_combinations(detectors, has_classifier, scored))
     feature_cols = [c for c in features.columns if is_feature_column(c)]
     for combo in combos:
         unknown = set(combo) - set(detectors) - ({CLASSIFIER} if has_classifier else set())
@@ -231,7 +246,7 @@ def run_brf(
     for (category, seed), rows in progress(groups) if progress else groups:
         train = rows[rows["role"] == "brf_train"]
         test = rows[rows["role"] == "test"]
-        alone = {detector: max_column(detector) for detector in detectors}
+        alone = {d: score_column(d) if d in scored else max_column(d) for d in detectors}
         if has_classifier:
             alone[CLASSIFIER] = CLASSIFIER_COLUMN
         for method, column in alone.items():

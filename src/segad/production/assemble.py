@@ -52,7 +52,9 @@ class BundleOptions:
             do not have, or a benchmark run over many categories).
         split_seed: whose detectors and BRF are bundled; None = the run's first seed.
         category: the product category; None = the run's only category.
-        detectors: the SegAD combination; None = all run detectors.
+        detectors: the SegAD combination; None = all run detectors except those with their own
+            image score (`pred_score` in the map index: supersimplenet_supervised), which cannot
+            be bundled yet.
         max_miss_rate: target share of bad parts accepted at the operating point, in (0, 1).
         oof_folds: k of the k-fold out-of-fold scores the threshold is chosen on.
         segment_names: {label: name}; None = built-in names (demo, elpv), else ``seg<l>``.
@@ -102,7 +104,13 @@ def assemble_bundle(
     """
     run_detectors = [str(d) for d in detectors]
     seeds = [int(s) for s in seeds]
-    seed, category, members = _choose(options, run_detectors, seeds, image_index)
+    # detectors with their own image score (pred_score: supersimplenet_supervised) cannot be bundled yet
+    scored = [d for d in run_detectors if d in map_indexes and "pred_score" in map_indexes[d].columns]
+    seed, category, members = _choose(options, run_detectors, seeds, image_index, scored)
+    if set(scored) & set(members):
+        raise ValueError(f"bundle.detectors: {sorted(set(scored) & set(members))} cannot be bundled yet (their "
+                         "cross-fitted models and own scores are not part of the bundle format); bundle a "
+                         "combination without them")
     method = method_name(members)
     layout, benchmark = str(dataset["layout"]), str(benchmark)
     key = model_key(layout, benchmark, category, method, seed)  # this run's regime only
@@ -152,8 +160,9 @@ def assemble_bundle(
 
 
 def _choose(options: BundleOptions, run_detectors: list[str], seeds: list[int],
-            image_index: pd.DataFrame) -> tuple[int, str, list[str]]:
-    """(split seed, category, members in run order) the options name, checked against the run."""
+            image_index: pd.DataFrame, scored: Sequence[str] = ()) -> tuple[int, str, list[str]]:
+    """(split seed, category, members in run order) the options name, checked against the run;
+    by default every run detector except the `scored` ones."""
     seed = int(options.split_seed) if options.split_seed is not None else seeds[0]
     if seed not in seeds:
         raise ValueError(f"bundle.split_seed {seed} is not one of the run's seeds {seeds}")
@@ -162,7 +171,7 @@ def _choose(options: BundleOptions, run_detectors: list[str], seeds: list[int],
     if category not in categories:
         raise ValueError(f"bundle.category must name one of the run's categories {categories}, "
                          f"got {options.category!r} (a bundle serves one product category)")
-    wanted = [str(d) for d in (options.detectors or run_detectors)]
+    wanted = [str(d) for d in (options.detectors or [d for d in run_detectors if d not in set(scored)])]
     members = [d for d in run_detectors if d in set(wanted)]  # feature order = run order
     if CLASSIFIER in wanted or len(members) != len(set(wanted)):
         raise ValueError(f"bundle.detectors {wanted} must be detectors of this run {run_detectors} "

@@ -54,6 +54,7 @@ from pydantic import Field
 from segad.config import PARAMS
 from segad.detection.stage import MAP_INDEX_COLUMNS
 from segad.segments.columns import feature_columns, vector_order
+from segad.segments.own_scores import own_scores
 
 QUANTILE: float = 0.995
 
@@ -382,7 +383,9 @@ def build_feature_table(
                 raise ValueError(f"classifier scores miss {int(merged['score'].isna().sum())} rows of {category!r}")
             score = merged["score"].to_numpy()
         matrix = feature_matrix(stats, maxima, score)
-        columns = feature_columns(detectors, n_segments, classifier=score is not None)
+        own = own_scores(cat_rows, map_indexes)  # detectors with their own image score: <d>__score columns
+        matrix = np.concatenate([matrix, *(v[:, None] for v in own.values())], axis=1)
+        columns = feature_columns(detectors, n_segments, classifier=score is not None, scored=list(own))
         frames.append(pd.concat([cat_rows, pd.DataFrame(matrix, columns=columns)], axis=1))
     table = pd.concat(frames, ignore_index=True, sort=False)
     return table[vector_order(list(table.columns), detectors)]

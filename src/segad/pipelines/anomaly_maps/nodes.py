@@ -12,6 +12,8 @@ from segad.detection.distribute import ShardOptions
 from segad.detection.external import ExternalConfig, compute_external_maps, is_external
 from segad.detection.map_store import MapStore
 from segad.detection.stage import compute_anomaly_maps
+from segad.detection.supervised import SupervisedConfig, is_supervised
+from segad.detection.supervised_stage import compute_supervised_maps
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +36,9 @@ def make_anomaly_maps(
     checks it before any node runs; the model arguments are checked by `DetectorConfig`); a missing or
     empty ``synthetic_index`` means no synthetic images. Maps go into ``map_store``, fitted
     detectors into ``detector_store/<model_key>/`` (both handles come from the catalog). An
-    external detector (`segad.detection.external.is_external`) reads its maps and fits nothing.
+    external detector (`segad.detection.external.is_external`) reads its maps and fits nothing;
+    ``supersimplenet_supervised`` trains on detector_train goods plus brf_train bad images,
+    cross-fitted over brf_train (`segad.detection.supervised_stage`); its map_index adds ``pred_score``.
     The block's ``distribute`` entry (`ShardOptions`: chunk_size, torch_threads, resources) shards
     the work into fit and map tasks, on the Dask cluster when the node runs under
     `segad.runner.DaskRunner`, in this process otherwise; it changes neither the maps nor model_key.
@@ -44,6 +48,11 @@ def make_anomaly_maps(
     if is_external(detector_name, settings):
         external = ExternalConfig.from_dict(detector_name, settings)
         map_index, stats = compute_external_maps(image_index, splits, synthetic, external, int(image_size), map_store)
+    elif is_supervised(detector_name):  # trained on good + bad images, cross-fitted (docs/anomaly_maps.md)
+        supervised = SupervisedConfig.from_dict(settings)
+        map_index, stats = compute_supervised_maps(
+            image_index, splits, synthetic, supervised, int(image_size), str(device), map_store, detector_store
+        )
     else:
         shards = ShardOptions.from_dict(settings.pop("distribute", None))
         config = DetectorConfig.from_dict(detector_name, settings)

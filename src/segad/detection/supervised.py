@@ -1,0 +1,446 @@
+"""Supervised SuperSimpleNet: trained on good images plus a few real bad ones (masks or labels only).
+
+What anomalib 2.7 supports (read from ``anomalib.models.image.supersimplenet``):
+
+- ``Supersimplenet(supervised=True)`` builds the model without the unsupervised stop-gradient
+  and with gradient clipping 1 (``trainer_arguments``); ``training_step`` calls
+  ``model(images=batch.image, masks=batch.gt_mask, labels=batch.gt_label)`` and the loss
+  ``SSNLoss`` = focal + truncated L1 on the map (against the masks, at feature resolution) +
+  focal on the image score (against the labels). So a training ``Batch`` needs ``image``,
+  ``gt_mask`` (B, H, W) and ``gt_label`` (B,).
+- With ``gt_mask=None`` the torch model builds all-zero masks and raises ``RuntimeError``
+  ("Training with anomalous samples without GT masks is currently not supported!") as soon as
+  a label is 1. Label-only supervision is therefore not possible through anomalib's API.
+- No anomalib datamodule feeds bad images to training ("Anomalib currently supports only
+  unsupervised learning").
+
+What this module adds, with public classes only: `SupervisedImages` (a torch Dataset of anomalib
+``ImageItem``s, good and bad, ``ImageBatch.collate``) and `SupervisedSupersimplenet`, whose
+``training_step`` is anomalib's except that label-only bad images are left out of the
+segmentation loss (the classification loss sees every label). Maps and scores are raw
+(``post_processor=False``): ``anomaly_map`` (B, H, W) and ``pred_score`` as
+``SupersimplenetModel`` returns them (sigmoids). Details: docs/anomaly_maps.md.
+
+Example:
+    >>> from segad.detection.supervised import SupervisedConfig, TrainImage, fit_supervised
+    >>> config = SupervisedConfig.from_dict({"model": {"backbone": "tf_efficientnet_lite0",
+    ...     "layers": ["blocks.2", "blocks.4"]}, "weights": "packaged:efficientnet_lite0"})
+    >>> items = [TrainImage("good.png", 0), TrainImage("bad.png", 1, "bad_mask.png")]
+    >>> model = fit_supervised(config, items, image_size=64)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import inspect
+import json
+import logging
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from segad.detection.weights import WeightsSource, prepare_backbone, weights_fingerprint, write_timm_local_dir
+from segad.files import file_sha256
+from segad.images import read_image, read_mask
+from segad.versions import package_versions
+
+logger = logging.getLogger(__name__)
+
+#: The detector name in ``detectors:`` and the method name of its own image score.
+NAME = "supersimplenet_supervised"
+#: Bump when this module changes what a saved model, a map or a score means (part of model_key).
+FORMAT_VERSION = 1
+MASK_POLICIES = ("auto", "masks", "label_only")
+_LIBRARIES = ("anomalib", "torch", "torchvision", "timm")
+_RESERVED = ("supervised", "pre_processor", "post_processor", "evaluator", "visualizer", "backbone_weights")
+
+
+def is_supervised(name: str) -> bool:
+    """Whether the ``detectors`` entry ``name`` is the supervised SuperSimpleNet."""
+    return name == NAME
+
+
+class SupervisedConfigError(ValueError):
+    """A supervised detector setting is invalid, or the training images cannot train it."""
+
+
+@dataclass(frozen=True)
+class SupervisedConfig:
+    """Settings of ``anomaly_maps.supersimplenet_supervised``.
+
+    Attributes:
+        model: ``Supersimplenet`` arguments (``backbone``, ``layers``, ``perlin_threshold``,
+            ``adapt_cls_features``); ``supervised`` and the processors are set here.
+        weights: ``hub`` | ``packaged:efficientnet_lite0`` | a weights file (`segad.detection.weights`).
+        trainer: Lightning ``Trainer`` arguments; ``max_epochs`` (default 1) also places
+            anomalib's LR milestones (80 % and 90 % of it).
+        train_batch_size, batch_size, num_workers, seed: as for the other detectors.
+        masks: ``auto`` (a bad image's mask where it has one, label-only where not) | ``masks``
+            (every bad image must have one) | ``label_only`` (masks ignored).
+        bad_repeat: how often each bad image appears per epoch (0 = about half as many bad as
+            good presentations: ``max(1, n_good // (2 n_bad))``).
+        cross_fit_folds: K of the brf_train cross-fitting (`segad.detection.supervised_stage`).
+    """
+
+    model: dict[str, Any] = field(default_factory=dict)
+    weights: str = "hub"
+    trainer: dict[str, Any] = field(default_factory=dict)
+    train_batch_size: int = 8
+    batch_size: int = 16
+    num_workers: int = 0
+    seed: int = 0
+    masks: str = "auto"
+    bad_repeat: int = 0
+    cross_fit_folds: int = 3
+
+    #: settings that change neither a fitted model nor its outputs
+    RUNTIME_ONLY = ("batch_size", "num_workers", "cross_fit_folds")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> SupervisedConfig:
+        """Build from a parameters mapping; SupervisedConfigError naming a bad or unknown setting."""
+        values = dict(values or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise SupervisedConfigError(f"detector {NAME}: unknown settings {unknown}; known: {sorted(known)}")
+        values["model"] = dict(values.get("model") or {})
+        values["trainer"] = dict(values.get("trainer") or {})
+        config = cls(**values)
+        for key in ("train_batch_size", "batch_size", "num_workers", "seed", "bad_repeat", "cross_fit_folds"):
+            value = getattr(config, key)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise SupervisedConfigError(f"detector {NAME}: {key} must be int, got {value!r}")
+        for key, low in (("train_batch_size", 1), ("batch_size", 1), ("num_workers", 0), ("bad_repeat", 0),
+                         ("cross_fit_folds", 2)):
+            if getattr(config, key) < low:
+                raise SupervisedConfigError(f"detector {NAME}: {key} must be >= {low}")
+        if config.masks not in MASK_POLICIES:
+            raise SupervisedConfigError(f"detector {NAME}: masks must be one of {MASK_POLICIES}, got {config.masks!r}")
+        reserved = sorted(set(config.model) & set(_RESERVED))
+        if reserved:
+            raise SupervisedConfigError(f"detector {NAME}: model.{reserved[0]} is set by segad")
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able settings (inverse of `from_dict`)."""
+        return dataclasses.asdict(self)
+
+    def architecture(self) -> str:
+        """``model.backbone`` or anomalib's default."""
+        if "backbone" in self.model:
+            return str(self.model["backbone"])
+        return str(inspect.signature(_lightning_class()).parameters["backbone"].default)
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that changes a fitted model (hashed into its model_key)."""
+        values = self.to_dict()
+        for key in self.RUNTIME_ONLY:
+            values.pop(key)
+        values["weights"] = weights_fingerprint(WeightsSource.parse(self.weights), True)
+        return {"detector": NAME, **values}
+
+
+@dataclass(frozen=True)
+class TrainImage:
+    """One training image: ``label`` 0 good / 1 bad; ``mask_path`` of a bad image's pixel mask or None."""
+
+    path: str
+    label: int
+    mask_path: str | None = None
+
+
+def training_identity(items: Sequence[TrainImage], masks: str) -> list[str]:
+    """Content identity of a training set under a mask policy (part of model_key): one string per
+    image, ``good:<sha>`` / ``bad:<sha>:mask:<sha of mask>`` / ``bad:<sha>:label_only``."""
+    out = []
+    for item in items:
+        image = file_sha256(item.path)[:32]
+        if int(item.label) == 0:
+            out.append(f"good:{image}")
+        elif _uses_mask(item, masks):
+            out.append(f"bad:{image}:mask:{file_sha256(str(item.mask_path))[:32]}")
+        else:
+            out.append(f"bad:{image}:label_only")
+    return sorted(out)
+
+
+def supervised_model_key(config: SupervisedConfig, image_size: int, items: Sequence[TrainImage]) -> str:
+    """16-hex hash of config identity, image size, training set (good and bad, with masks),
+    `FORMAT_VERSION` and library versions."""
+    payload = {
+        "format": FORMAT_VERSION,
+        "libraries": package_versions(_LIBRARIES),
+        "config": config.identity(),
+        "image_size": int(image_size),
+        "train": training_identity(items, config.masks),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _uses_mask(item: TrainImage, masks: str) -> bool:
+    return int(item.label) == 1 and masks != "label_only" and item.mask_path is not None
+
+
+# -------------------------------------------------------------------------------- model and data
+
+
+def _lightning_class() -> type:
+    from anomalib.models import Supersimplenet
+
+    return Supersimplenet
+
+
+def _supervised_class() -> type:
+    Supersimplenet: Any = _lightning_class()
+
+    class SupervisedSupersimplenet(Supersimplenet):
+        """``Supersimplenet(supervised=True)`` whose training step also takes label-only bad images.
+
+        ``unknown_mask_paths``: image paths whose mask is unknown (label-only bad images). Rows of
+        such images (and their feature-noise copies) are left out of the segmentation loss; the
+        classification loss uses every row. Without such rows the step is anomalib's own.
+        """
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(supervised=True, **kwargs)
+            self.unknown_mask_paths: frozenset[str] = frozenset()
+
+        def training_step(self, batch: Any, *args: Any, **kwargs: Any) -> Any:
+            unknown = torch.tensor([str(p) in self.unknown_mask_paths for p in batch.image_path],
+                                   device=batch.image.device)
+            if not bool(unknown.any()):
+                return super().training_step(batch, *args, **kwargs)
+            pred_map, pred_score, masks, labels = self.model(
+                images=batch.image, masks=batch.gt_mask, labels=batch.gt_label
+            )
+            known = ~torch.cat((unknown, unknown))  # the anomaly generator duplicates the batch
+            loss = self.loss.focal_loss(pred_score, labels)
+            if bool(known.any()):
+                loss = loss + self.loss.focal_loss(pred_map[known], masks[known])
+                loss = loss + self.loss.trunc_l1_loss(pred_map[known], masks[known])
+            self.log("train_loss", loss.item(), on_epoch=True, prog_bar=True, logger=True)
+            return {"loss": loss}
+
+    return SupervisedSupersimplenet
+
+
+class SupervisedImages(torch.utils.data.Dataset):
+    """Training images as anomalib ``ImageItem`` (image in [0, 1], ``gt_label``, ``gt_mask``).
+
+    A good image has an all-false mask; a bad image its mask file (resized by nearest
+    neighbour) when the policy uses it, else an all-false placeholder (its path is then in
+    `unknown_mask_paths`, so the loss does not read it).
+    """
+
+    def __init__(self, items: Sequence[TrainImage], image_size: int, masks: str) -> None:
+        self.items = list(items)
+        self.image_size = int(image_size)
+        self.masks = masks
+
+    @property
+    def unknown_mask_paths(self) -> frozenset[str]:
+        return frozenset(i.path for i in self.items if int(i.label) == 1 and not _uses_mask(i, self.masks))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Any:
+        from anomalib.data import ImageItem
+        from torchvision.tv_tensors import Image, Mask
+
+        item = self.items[index]
+        image = torch.from_numpy(read_image(item.path, self.image_size))
+        if _uses_mask(item, self.masks):
+            mask = torch.from_numpy(read_mask(str(item.mask_path), self.image_size))
+        else:
+            mask = torch.zeros(image.shape[-2:], dtype=torch.bool)
+        return ImageItem(image=Image(image), gt_label=torch.tensor(int(item.label)), gt_mask=Mask(mask),
+                         image_path=item.path)
+
+
+def check_training_set(items: Sequence[TrainImage], masks: str) -> None:
+    """SupervisedConfigError unless there is a good and a bad image, labels are 0/1 and, under
+    ``masks: masks``, every bad image has a mask file."""
+    labels = [int(i.label) for i in items]
+    if set(labels) - {0, 1}:
+        raise SupervisedConfigError(f"{NAME}: labels must be 0 (good) or 1 (bad), got {sorted(set(labels))}")
+    if 1 not in labels:
+        raise SupervisedConfigError(
+            f"{NAME}: no bad image to train on ({len(items)} good). The supervised SuperSimpleNet needs "
+            "real bad images in brf_train (benchmarks high_shot, low_shot, visa_supervised, kfold; "
+            "not one_class), or use the unsupervised detector supersimplenet"
+        )
+    if 0 not in labels:
+        raise SupervisedConfigError(f"{NAME}: no good image to train on ({len(items)} bad)")
+    if masks == "masks":
+        lacking = [i.path for i in items if int(i.label) == 1 and i.mask_path is None]
+        if lacking:
+            raise SupervisedConfigError(
+                f"{NAME}: masks: masks, but {len(lacking)} bad images have no mask, e.g. {lacking[:3]}; "
+                "use masks: auto or label_only"
+            )
+
+
+def build_supervised(
+    config: SupervisedConfig, image_size: int, backbone_cache_dir: str | Path | None = None, *,
+    for_loading: bool = False,
+) -> torch.nn.Module:
+    """An unfitted `SupervisedSupersimplenet` with offline weights and raw outputs.
+
+    ``for_loading``: a random-weight scaffold (every tensor is then replaced from a saved state).
+    """
+    import lightning.pytorch as pl
+
+    cache = Path(backbone_cache_dir or Path(tempfile.gettempdir()) / "segad-backbones")
+    architecture = config.architecture()
+    if for_loading:
+        backbone = _scaffold(architecture, cache)
+    else:
+        backbone, _ = prepare_backbone(WeightsSource.parse(config.weights), architecture, True, cache / "pretrained")
+    model_class: Any = _supervised_class()
+    kwargs = dict(config.model, backbone=backbone)
+    size = (int(image_size), int(image_size))
+    kwargs.update(pre_processor=model_class.configure_pre_processor(image_size=size), post_processor=False,
+                  evaluator=False, visualizer=False)
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    return model_class(**kwargs)
+
+
+def _scaffold(architecture: str, cache: Path) -> str:
+    import timm
+
+    directory = cache / "scaffold" / architecture
+    if not (directory / "model.safetensors").is_file():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            state = timm.create_model(architecture, pretrained=False).state_dict()
+        write_timm_local_dir(state, architecture, directory)
+    return f"local-dir:{directory.resolve()}"
+
+
+def fit_supervised(
+    config: SupervisedConfig, items: Sequence[TrainImage], image_size: int, device: str = "cpu",
+    backbone_cache_dir: str | Path | None = None,
+) -> torch.nn.Module:
+    """Train on good + bad images and return the model in eval mode on ``device``.
+
+    Deterministic per ``config.seed`` (initialisation, shuffling, anomalib's Perlin noise) on CPU.
+    Raises SupervisedConfigError when there is no bad (or no good) image.
+    """
+    import lightning.pytorch as pl
+    from anomalib.data import ImageBatch
+
+    check_training_set(items, config.masks)
+    n_good = sum(int(i.label) == 0 for i in items)
+    bad = [i for i in items if int(i.label) == 1]
+    repeat = config.bad_repeat or max(1, n_good // (2 * len(bad)))
+    data = SupervisedImages([*(i for i in items if int(i.label) == 0), *bad * repeat], image_size, config.masks)
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    model: Any = build_supervised(config, image_size, backbone_cache_dir)
+    _check_feature_size(model, image_size)
+    model.unknown_mask_paths = data.unknown_mask_paths
+    loader = torch.utils.data.DataLoader(
+        data, batch_size=config.train_batch_size, shuffle=True, num_workers=config.num_workers,
+        collate_fn=ImageBatch.collate, generator=torch.Generator().manual_seed(config.seed),
+    )
+    arguments = {k: v for k, v in model.trainer_arguments.items() if k not in ("devices", "num_sanity_val_steps")}
+    arguments.update(config.trainer)
+    arguments.setdefault("max_epochs", 1)
+    use_cuda = torch_device(device).type == "cuda"
+    with tempfile.TemporaryDirectory() as scratch, _quiet():
+        trainer = pl.Trainer(
+            accelerator="gpu" if use_cuda else "cpu", devices=1, logger=False, enable_checkpointing=False,
+            enable_model_summary=False, enable_progress_bar=False, limit_val_batches=0, num_sanity_val_steps=0,
+            default_root_dir=scratch, **arguments,
+        )
+        logger.info("%s: training on %d good + %d bad images (%d label-only, bad x%d per epoch)", NAME, n_good,
+                    len(bad), len(data.unknown_mask_paths), repeat)
+        trainer.fit(model, train_dataloaders=loader)
+    model.unknown_mask_paths = frozenset()
+    model.to(torch_device(device))
+    model.eval()
+    return model
+
+
+def _check_feature_size(model: Any, image_size: int) -> None:
+    """anomalib's Perlin noise draws scales up to 32: the feature map must be >= 32 px a side."""
+    with torch.no_grad():
+        side = min(model.model.feature_extractor(torch.zeros(1, 3, image_size, image_size)).shape[-2:])
+    if side < 32:
+        raise SupervisedConfigError(
+            f"{NAME}: feature map of {side} px at image_size {image_size} (2x the first layer's); anomalib's "
+            "Perlin noise needs >= 32: use a larger image_size or an earlier first layer (e.g. blocks.1)"
+        )
+
+
+def torch_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    import warnings
+
+    names = ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero")
+    levels = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(does not have many workers|GPU available|LeafSpec|in eval mode at the start|no .val_dataloader.|no logger configured|infer the .batch_size.).*")
+        try:
+            yield
+        finally:
+            for n, level in levels.items():
+                logging.getLogger(n).setLevel(level)
+
+
+# ------------------------------------------------------------------------------------- prediction
+
+
+def predict_supervised(model: torch.nn.Module, images: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """``(maps float32 (B, H, W), scores float32 (B,))`` of float images (B, 3, H, W) in [0, 1]:
+    the model's raw ``anomaly_map`` and ``pred_score``, no normalisation."""
+    device = next(model.parameters()).device
+    x = torch.as_tensor(images, dtype=torch.float32)
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"images must be (B, 3, H, W), got {tuple(x.shape)}")
+    model.eval()
+    with torch.inference_mode():
+        output = model(x.to(device))
+    anomaly_map = output.anomaly_map
+    if anomaly_map.ndim == 4:
+        anomaly_map = anomaly_map[:, 0]
+    score = output.pred_score.reshape(-1)
+    return anomaly_map.float().cpu().numpy(), score.float().cpu().numpy()
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, paths: Sequence[str], image_size: int) -> None:
+        self.paths, self.image_size = [str(p) for p in paths], int(image_size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
+        return index, torch.from_numpy(read_image(self.paths[index], self.image_size))
+
+
+def iter_supervised(
+    model: torch.nn.Module, paths: Sequence[str], image_size: int, batch_size: int = 16, num_workers: int = 0,
+) -> Iterator[tuple[int, np.ndarray, float]]:
+    """Yield ``(index into paths, float32 (S, S) map, pred_score)``."""
+    loader = torch.utils.data.DataLoader(_Images(paths, image_size), batch_size=batch_size, num_workers=num_workers)
+    for indices, images in loader:
+        maps, scores = predict_supervised(model, images)
+        for i, m, s in zip(indices.tolist(), maps, scores, strict=True):
+            yield i, m, float(s)
