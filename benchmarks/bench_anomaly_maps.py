@@ -95,17 +95,33 @@ def bench_detectors(names: list[str], n_train: int, n_images: int, size: int, ba
     print(f"{'detector':<22}{'fit s':>8}{'img/s':>8}{'img/s CL':>10}{'CL/default':>12}{'peak RSS MB':>13}")
     for name in names:
         out = subprocess.run(
-            [sys.executable, __file__, "--one", name, "--train", str(n_train), "--images", str(n_images),
-             "--size", str(size), "--batch-size", str(batch_size)],
-            capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                name,
+                "--train",
+                str(n_train),
+                "--images",
+                str(n_images),
+                "--size",
+                str(size),
+                "--batch-size",
+                str(batch_size),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
         )
         line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
         if not line:
             print(f"{name:<22} failed: {out.stderr.strip().splitlines()[-1:]}")
             continue
         r = json.loads(line[-1][7:])
-        print(f"{name:<22}{r['fit_s']:>8.1f}{r['img_per_s']:>8.2f}{r['img_per_s_channels_last']:>10.2f}"
-              f"{r['img_per_s_channels_last'] / r['img_per_s']:>12.2f}{r['peak_rss_mb']:>13.0f}")
+        print(
+            f"{name:<22}{r['fit_s']:>8.1f}{r['img_per_s']:>8.2f}{r['img_per_s_channels_last']:>10.2f}"
+            f"{r['img_per_s_channels_last'] / r['img_per_s']:>12.2f}{r['peak_rss_mb']:>13.0f}"
+        )
 
 
 def bench_backends(names: list[str], n_train: int, n_images: int, size: int, batch_size: int, repeats: int) -> None:
@@ -127,13 +143,16 @@ def bench_backends(names: list[str], n_train: int, n_images: int, size: int, bat
     x = np.stack([read_image(p, size) for p in paths])
     decode = n_images / (time.perf_counter() - start)
     load = os.getloadavg()
-    print(f"CPU ({os.cpu_count()} cores, torch threads {torch.get_num_threads()}, load average "
-          f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}), {size} px, fit on {n_train} demo train/good, "
-          f"{n_images} demo test images in batches of {batch_size}, best of {repeats}")
+    print(
+        f"CPU ({os.cpu_count()} cores, torch threads {torch.get_num_threads()}, load average "
+        f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f}), {size} px, fit on {n_train} demo train/good, "
+        f"{n_images} demo test images in batches of {batch_size}, best of {repeats}"
+    )
     versions = {k: v for b in available for k, v in backend_info(b).items()}
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     header = "".join(f"{b + ' img/s':>18}" for b in available) + "".join(
-        f"{b[:4] + '/eager':>12}{'max diff/range':>16}" for b in available if b != "eager")
+        f"{b[:4] + '/eager':>12}{'max diff/range':>16}" for b in available if b != "eager"
+    )
     print(f"{'detector':<12}{'map range':>16}" + header)
     rows = []
     for name in names:
@@ -144,14 +163,16 @@ def bench_backends(names: list[str], n_train: int, n_images: int, size: int, bat
         cache = tempfile.mkdtemp(prefix="segad-bench-backends-")
         rates, maps = {}, {}
         for backend in available:
-            run = [predict_maps(model, x[i:i + batch_size], backend=backend, cache_root=cache)
-                   for i in range(0, n_images, batch_size)]  # warm-up: converts, compiles, checks once
+            run = [
+                predict_maps(model, x[i : i + batch_size], backend=backend, cache_root=cache)
+                for i in range(0, n_images, batch_size)
+            ]  # warm-up: converts, compiles, checks once
             maps[backend] = np.concatenate(run)
         for _ in range(repeats):  # interleaved, so load changes hit every backend alike
             for backend in available:
                 start = time.perf_counter()
                 for i in range(0, n_images, batch_size):
-                    predict_maps(model, x[i:i + batch_size], backend=backend, cache_root=cache)
+                    predict_maps(model, x[i : i + batch_size], backend=backend, cache_root=cache)
                 rates[backend] = max(rates.get(backend, 0.0), n_images / (time.perf_counter() - start))
         ref = maps["eager"]
         scale = float(ref.max() - ref.min())
@@ -167,8 +188,10 @@ def bench_backends(names: list[str], n_train: int, n_images: int, size: int, bat
         for i, m in enumerate(np.concatenate(rows)):
             store.write(f"m/{i:05d}", m)
         write = len(np.concatenate(rows)) / (time.perf_counter() - start)
-    print(f"pipeline overhead per image: decode (read_image, {size} px) {decode:.0f} img/s; "
-          f"write map (MapStore float32 npz) {write:.0f} maps/s")
+    print(
+        f"pipeline overhead per image: decode (read_image, {size} px) {decode:.0f} img/s; "
+        f"write map (MapStore float32 npz) {write:.0f} maps/s"
+    )
 
 
 def bench_store(n: int = 1000, size: int = 256, shard: int = 100) -> None:
@@ -193,13 +216,18 @@ def bench_store(n: int = 1000, size: int = 256, shard: int = 100) -> None:
             for i in range(n):
                 store.read(f"m/{i:05d}")
             read = n / (time.perf_counter() - start)
-            print(f"{'one npz per map, ' + dtype:<34}{write:>14.0f}{read:>13.0f}{store.size_bytes() / 1e6 * 1000 / n:>16.1f}")
+            print(
+                f"{'one npz per map, ' + dtype:<34}{write:>14.0f}{read:>13.0f}{store.size_bytes() / 1e6 * 1000 / n:>16.1f}"
+            )
         for compressed in (False, True):
             with tempfile.TemporaryDirectory() as tmp:
                 save = np.savez_compressed if compressed else np.savez
                 start = time.perf_counter()
                 for s in range(0, n, shard):
-                    save(Path(tmp) / f"shard{s:05d}.npz", **{f"m{i:05d}": maps[i].astype(dtype) for i in range(s, s + shard)})
+                    save(
+                        Path(tmp) / f"shard{s:05d}.npz",
+                        **{f"m{i:05d}": maps[i].astype(dtype) for i in range(s, s + shard)},
+                    )
                 write = n / (time.perf_counter() - start)
                 start = time.perf_counter()
                 for s in range(0, n, shard):
@@ -224,7 +252,9 @@ def bench_float16(names: list[str], n_images: int, size: int) -> None:
     labels = np.asarray(Image.open(DEMO / "segmentation.png").resize((size, size), Image.NEAREST)).astype(np.int64)
     n_segments = int(labels.max()) + 1
     print(f"float16 storage vs float32, {n_images} demo test images, {n_segments} segments, {size} px")
-    print(f"{'detector':<12}{'map range':>20}{'q995 rel':>11}{'mean rel':>11}{'skew abs':>11}{'kurt abs':>11}{'max rel':>10}")
+    print(
+        f"{'detector':<12}{'map range':>20}{'q995 rel':>11}{'mean rel':>11}{'skew abs':>11}{'kurt abs':>11}{'max rel':>10}"
+    )
     for name in names:
         config = DetectorConfig.from_dict(name, _params(name))
         model = fit_detector(config, _demo_paths("train", 50), size, backbone_cache_dir=tempfile.mkdtemp())
@@ -237,10 +267,19 @@ def bench_float16(names: list[str], n_images: int, size: int) -> None:
             half = reference_segment_statistics(m.astype(np.float16).astype(np.float32), labels, n_segments)
             scale = np.abs(ref) + 1e-12
             dev = np.abs(half - ref)
-            worst = np.maximum(worst, [np.nanmax(dev[:, 0] / scale[:, 0]), np.nanmax(dev[:, 3] / scale[:, 3]),
-                                       np.nanmax(dev[:, 1]), np.nanmax(dev[:, 2])])
+            worst = np.maximum(
+                worst,
+                [
+                    np.nanmax(dev[:, 0] / scale[:, 0]),
+                    np.nanmax(dev[:, 3] / scale[:, 3]),
+                    np.nanmax(dev[:, 1]),
+                    np.nanmax(dev[:, 2]),
+                ],
+            )
             max_rel = max(max_rel, abs(float(m.astype(np.float16).max()) - float(m.max())) / abs(float(m.max())))
-        print(f"{name:<12}{f'{lo:.3g}..{hi:.3g}':>20}{worst[0]:>11.2e}{worst[1]:>11.2e}{worst[2]:>11.2e}{worst[3]:>11.2e}{max_rel:>10.2e}")
+        print(
+            f"{name:<12}{f'{lo:.3g}..{hi:.3g}':>20}{worst[0]:>11.2e}{worst[1]:>11.2e}{worst[2]:>11.2e}{worst[3]:>11.2e}{max_rel:>10.2e}"
+        )
 
 
 def main() -> None:

@@ -64,8 +64,16 @@ def datasets(args) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
         out["elpv"] = (subset(index, "train", args.elpv_train, 0), subset(index, "test", args.elpv_test, 0))
     if "demo" in args.datasets:
         root = Path(args.workdir or tempfile.mkdtemp(prefix="bench_classifier_")) / "demo"
-        write_demo(root, DemoConfig(n_train_good=args.demo_train_good, n_train_bad=args.demo_train_bad,
-                                    n_test_good=60, n_test_bad=60, n_test_unseen=30))
+        write_demo(
+            root,
+            DemoConfig(
+                n_train_good=args.demo_train_good,
+                n_train_bad=args.demo_train_bad,
+                n_test_good=60,
+                n_test_bad=60,
+                n_test_unseen=30,
+            ),
+        )
         index, _ = build_index("demo", root)
         out["demo"] = (subset(index, "train", 0, 0), subset(index, "test", 0, 0))
     return out
@@ -75,7 +83,7 @@ def variant_config(name: str, base: ClassifierConfig) -> ClassifierConfig:
     if name == "full":
         return replace(base, mode="full")
     if name.startswith("frozen"):
-        return replace(base, mode="frozen", frozen_blocks=int(name[len("frozen"):]))
+        return replace(base, mode="frozen", frozen_blocks=int(name[len("frozen") :]))
     raise SystemExit(f"unknown variant {name!r} (full or frozenK)")
 
 
@@ -101,10 +109,21 @@ def run_variant(name, config, train, test, image_size, seed) -> dict:
     scores = predict_scores(model, test["path"].tolist(), image_size, config.batch_size, cache=cache)
     predict_s = time.perf_counter() - t0
     y = test["label"].to_numpy()
-    return {"variant": name, "seed": seed, "n_train": len(paths), "steps": model.steps, "fit_s": fit_s,
-            "stem_s": stem_s, "loop_s_per_step": (fit_s - stem_s) / max(model.steps, 1), "fit_cpu_s": fit_cpu,
-            "predict_s": predict_s, "auroc": 100 * auroc(y, scores), "pg2": 100 * pg(y, scores, 2.0),
-            "load": f"{load0:.1f}->{os.getloadavg()[0]:.1f}", "scores": scores}
+    return {
+        "variant": name,
+        "seed": seed,
+        "n_train": len(paths),
+        "steps": model.steps,
+        "fit_s": fit_s,
+        "stem_s": stem_s,
+        "loop_s_per_step": (fit_s - stem_s) / max(model.steps, 1),
+        "fit_cpu_s": fit_cpu,
+        "predict_s": predict_s,
+        "auroc": 100 * auroc(y, scores),
+        "pg2": 100 * pg(y, scores, 2.0),
+        "load": f"{load0:.1f}->{os.getloadavg()[0]:.1f}",
+        "scores": scores,
+    }
 
 
 def bootstrap_delta(y, a, b, n=2000, seed=0) -> tuple[float, float]:
@@ -140,13 +159,21 @@ def main(argv=None) -> int:
         base = replace(base, learning_rate=args.lr)
     import torch
 
-    print(f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, load {os.getloadavg()}, "
-          f"epochs {base.epochs}, batch {base.batch_size}, lr {base.learning_rate}, {args.image_size} px", flush=True)
-    header = (f"{'dataset':8} {'variant':8} {'seed':>4} {'n_train':>7} {'steps':>5} {'fit_s':>7} {'stem_s':>6} "
-              f"{'s/step':>6} {'cpu_s':>7} {'pred_s':>6} {'AUROC':>6} {'PG2':>6} {'speedup':>7} load")
+    print(
+        f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, load {os.getloadavg()}, "
+        f"epochs {base.epochs}, batch {base.batch_size}, lr {base.learning_rate}, {args.image_size} px",
+        flush=True,
+    )
+    header = (
+        f"{'dataset':8} {'variant':8} {'seed':>4} {'n_train':>7} {'steps':>5} {'fit_s':>7} {'stem_s':>6} "
+        f"{'s/step':>6} {'cpu_s':>7} {'pred_s':>6} {'AUROC':>6} {'PG2':>6} {'speedup':>7} load"
+    )
     for dataset, (train, test) in datasets(args).items():
-        print(f"\n{dataset}: {len(train)} train ({int(train.label.sum())} bad), {len(test)} test "
-              f"({int(test.label.sum())} bad)", flush=True)
+        print(
+            f"\n{dataset}: {len(train)} train ({int(train.label.sum())} bad), {len(test)} test "
+            f"({int(test.label.sum())} bad)",
+            flush=True,
+        )
         print(header, flush=True)
         results = []
         for seed in [int(s) for s in args.seeds.split(",")]:
@@ -154,14 +181,20 @@ def main(argv=None) -> int:
                 r = run_variant(name, variant_config(name, base), train, test, args.image_size, seed)
                 first = next((q for q in results if q["seed"] == seed), r)
                 results.append(r)
-                print(f"{dataset:8} {name:8} {seed:>4} {r['n_train']:>7} {r['steps']:>5} {r['fit_s']:>7.1f} "
-                      f"{r['stem_s']:>6.1f} {r['loop_s_per_step']:>6.2f} {r['fit_cpu_s']:>7.1f} "
-                      f"{r['predict_s']:>6.1f} {r['auroc']:>6.1f} {r['pg2']:>6.1f} "
-                      f"{first['fit_s'] / r['fit_s']:>6.1f}x {r['load']}", flush=True)
+                print(
+                    f"{dataset:8} {name:8} {seed:>4} {r['n_train']:>7} {r['steps']:>5} {r['fit_s']:>7.1f} "
+                    f"{r['stem_s']:>6.1f} {r['loop_s_per_step']:>6.2f} {r['fit_cpu_s']:>7.1f} "
+                    f"{r['predict_s']:>6.1f} {r['auroc']:>6.1f} {r['pg2']:>6.1f} "
+                    f"{first['fit_s'] / r['fit_s']:>6.1f}x {r['load']}",
+                    flush=True,
+                )
                 if r is not first:
                     mean, std = bootstrap_delta(test["label"].to_numpy(), first["scores"], r["scores"])
-                    print(f"{'':8} AUROC {name} - {first['variant']}: {mean:+.1f} +- {std:.1f} (paired bootstrap "
-                          "of the test set)", flush=True)
+                    print(
+                        f"{'':8} AUROC {name} - {first['variant']}: {mean:+.1f} +- {std:.1f} (paired bootstrap "
+                        "of the test set)",
+                        flush=True,
+                    )
     return 0
 
 

@@ -27,11 +27,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {  # cheap offline detectors (packaged EfficientNet-Lite0)
-    "padim": {"model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"], "n_features": 32},
-              "weights": "packaged:efficientnet_lite0", "trainer": {"max_epochs": 1}, "batch_size": 8},
-    "patchcore": {"model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.2", "blocks.4"],
-                            "coreset_sampling_ratio": 0.01, "num_neighbors": 9},
-                  "weights": "packaged:efficientnet_lite0", "trainer": {"max_epochs": 1}, "batch_size": 8},
+    "padim": {
+        "model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"], "n_features": 32},
+        "weights": "packaged:efficientnet_lite0",
+        "trainer": {"max_epochs": 1},
+        "batch_size": 8,
+    },
+    "patchcore": {
+        "model": {
+            "backbone": "tf_efficientnet_lite0",
+            "layers": ["blocks.2", "blocks.4"],
+            "coreset_sampling_ratio": 0.01,
+            "num_neighbors": 9,
+        },
+        "weights": "packaged:efficientnet_lite0",
+        "trainer": {"max_epochs": 1},
+        "batch_size": 8,
+    },
 }
 
 
@@ -53,8 +65,15 @@ def build_inputs(workdir: Path, size: int, train_good: int, test: int, seeds: tu
     from segad.ingestion.splits import SplitConfig, make_splits
 
     n_bad = max(2, test // 2)
-    demo = DemoConfig(n_train_good=train_good, n_train_bad=n_bad, n_test_good=test - test // 2,
-                      n_test_bad=test // 2, n_test_unseen=0, image_size=size, unseen_defects=())
+    demo = DemoConfig(
+        n_train_good=train_good,
+        n_train_bad=n_bad,
+        n_test_good=test - test // 2,
+        n_test_bad=test // 2,
+        n_test_unseen=0,
+        image_size=size,
+        unseen_defects=(),
+    )
     root = write_demo(workdir / "demo", demo)
     index, _ = build_index("demo", root)
     return index, make_splits(index, SplitConfig(benchmark="high_shot", seeds=seeds))
@@ -71,12 +90,22 @@ def run_once(workers: int, args, index, splits, workdir: Path) -> dict:
     out = workdir / f"run{workers}"
     shutil.rmtree(out, ignore_errors=True)
     config = DetectorConfig.from_dict(args.detector, SETTINGS[args.detector])
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         client.run(_warm_up)
         start = time.perf_counter()
         map_index, stats = compute_anomaly_maps(
-            index, splits, None, config, args.size, "cpu", MapStore(out / "maps"), out / "models", progress=False,
+            index,
+            splits,
+            None,
+            config,
+            args.size,
+            "cpu",
+            MapStore(out / "maps"),
+            out / "models",
+            progress=False,
             shards=ShardOptions(chunk_size=args.chunk_size, torch_threads=1),
         )
         wall = time.perf_counter() - start
@@ -99,17 +128,23 @@ def main() -> None:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_dask_maps_"))
     seeds = tuple(int(s) for s in args.seeds.split(","))
     index, splits = build_inputs(workdir, args.size, args.train_good, args.test, seeds)
-    print(f"demo: {len(index)} images at {args.size} px, seeds {list(seeds)}, {args.detector}, "
-          f"chunk_size {args.chunk_size}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"demo: {len(index)} images at {args.size} px, seeds {list(seeds)}, {args.detector}, "
+        f"chunk_size {args.chunk_size}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     runs = [run_once(int(n), args, index, splits, workdir) for n in args.workers.split(",")]
     base = runs[0]["wall"]
-    print(f"{'workers':>7} {'wall s':>8} {'speed-up':>8} {'fits':>4} {'map tasks':>9} {'maps':>5} "
-          f"{'fit s (sum)':>11} {'map s (sum)':>11}  peak RSS per worker (MB)")
+    print(
+        f"{'workers':>7} {'wall s':>8} {'speed-up':>8} {'fits':>4} {'map tasks':>9} {'maps':>5} "
+        f"{'fit s (sum)':>11} {'map s (sum)':>11}  peak RSS per worker (MB)"
+    )
     for run in runs:
         s = run["stats"]
-        print(f"{run['workers']:>7} {run['wall']:>8.1f} {base / run['wall']:>8.2f} {s.models_fitted:>4} "
-              f"{s.map_tasks:>9} {s.maps_computed:>5} {s.fit_seconds:>11.1f} {s.predict_seconds:>11.1f}  "
-              + ", ".join(f"{r:.0f}" for r in run["rss"]))
+        print(
+            f"{run['workers']:>7} {run['wall']:>8.1f} {base / run['wall']:>8.2f} {s.models_fitted:>4} "
+            f"{s.map_tasks:>9} {s.maps_computed:>5} {s.fit_seconds:>11.1f} {s.predict_seconds:>11.1f}  "
+            + ", ".join(f"{r:.0f}" for r in run["rss"])
+        )
     same = all(run["maps"] == runs[0]["maps"] for run in runs)
     print(f"map bytes identical across worker counts: {same}; load average now {os.getloadavg()[0]:.1f}")
     if not args.workdir:

@@ -91,8 +91,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--stream", type=int, nargs="*", default=[128, 512], help="N for the memory test")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--threads", type=int, nargs="*", default=None,
-                        help="thread counts for the static path (default: 1 and every CPU)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="*",
+        default=None,
+        help="thread counts for the static path (default: 1 and every CPU)",
+    )
     parser.add_argument("--map-store", action="append", default=[], help="folder of stored .npz maps")
     parser.add_argument("--compare-segmentations", action="store_true")
     parser.add_argument("--auto-segments", type=int, nargs="*", default=[4, 6])
@@ -105,8 +110,10 @@ def main() -> None:
     n_segments = int(labels.max()) + 1
     segment_map = SegmentMap.from_labels(labels, n_segments)
     maps = make_maps(max(args.maps, args.ref_maps), args.size)
-    print(f"maps {args.size}x{args.size} float32, {n_segments} segments (pixels per segment "
-          f"{segment_map.counts.tolist()}), batch {args.batch_size}")
+    print(
+        f"maps {args.size}x{args.size} float32, {n_segments} segments (pixels per segment "
+        f"{segment_map.counts.tolist()}), batch {args.batch_size}"
+    )
 
     ref_maps = maps[: args.ref_maps]
     t_ref = timed(lambda: [reference_segment_statistics(m, labels, n_segments) for m in ref_maps], args.repeat)
@@ -120,6 +127,7 @@ def main() -> None:
         def run():
             for s in range(0, len(maps_), args.batch_size):
                 segment_statistics(maps_[s : s + args.batch_size], segment_map, threads=n_threads)
+
         return run
 
     rates_vec = {t: len(vec_maps) / timed(vectorised(vec_maps, t), args.repeat) for t in threads}
@@ -131,13 +139,19 @@ def main() -> None:
             for s in range(0, len(vec_maps), args.batch_size):
                 batch = vec_maps[s : s + args.batch_size]
                 segment_statistics(batch, per_image[: len(batch)], n_segments, threads=n_threads)
+
         return run
 
     rates_per_image = {t: len(vec_maps) / timed(per_image_path(t), args.repeat) for t in threads}
 
     rows = [("reference loop (numpy/scipy, 1 image at a time)", rate_ref)]
-    rows += [(f"segad.segments.features, static labels, {t} thread{'s' * (t > 1)}", rate) for t, rate in rates_vec.items()]
-    rows += [(f"segad.segments.features, per-image labels, {t} thread{'s' * (t > 1)}", rate) for t, rate in rates_per_image.items()]
+    rows += [
+        (f"segad.segments.features, static labels, {t} thread{'s' * (t > 1)}", rate) for t, rate in rates_vec.items()
+    ]
+    rows += [
+        (f"segad.segments.features, per-image labels, {t} thread{'s' * (t > 1)}", rate)
+        for t, rate in rates_per_image.items()
+    ]
 
     try:
         import torch
@@ -151,6 +165,7 @@ def main() -> None:
                     segment_statistics_torch(t_maps[s : s + args.batch_size].to(device), t_labels, n_segments)
                 if device == "cuda":
                     torch.cuda.synchronize()
+
             return run
 
         rows.append(("torch, CPU tensors", len(vec_maps) / timed(torch_path("cpu"), 1)))
@@ -162,7 +177,9 @@ def main() -> None:
                     segment_statistics_torch(on_gpu[s : s + args.batch_size], t_labels, n_segments)
                 torch.cuda.synchronize()
 
-            rows.append((f"torch, maps on {torch.cuda.get_device_name()}", len(vec_maps) / timed(gpu_resident, args.repeat)))
+            rows.append(
+                (f"torch, maps on {torch.cuda.get_device_name()}", len(vec_maps) / timed(gpu_resident, args.repeat))
+            )
     except ImportError:
         pass
 
@@ -181,8 +198,10 @@ def main() -> None:
         if real is None:
             print(f"\n{folder}: no stored {labels.shape} maps")
             continue
-        t_ref = timed(lambda real=real: [reference_segment_statistics(m, labels, n_segments) for m in real[: args.ref_maps]],
-                      args.repeat)
+        t_ref = timed(
+            lambda real=real: [reference_segment_statistics(m, labels, n_segments) for m in real[: args.ref_maps]],
+            args.repeat,
+        )
         ref_rate = min(len(real), args.ref_maps) / t_ref
         print(f"\n{len(real)} stored maps of {folder}")
         print(f"  {'reference loop':50s} {ref_rate:10.1f} {1.0:12.1f}")
@@ -232,14 +251,16 @@ def compare_segmentations(auto_segments: list[int]) -> None:
     goods = index[(index["split"] == "train") & (index["label"] == 0)]
     paths = goods.groupby("category")["path"].apply(list).to_dict()
     configured = SegmentMapConfig(**params["segmentation"]).for_dataset(
-        params["dataset"]["layout"], params["dataset"]["root"])
-    configs = {f"{configured.method} (configured)": configured,
-               "single segment": SegmentMapConfig(method="single")}
+        params["dataset"]["layout"], params["dataset"]["root"]
+    )
+    configs = {f"{configured.method} (configured)": configured, "single segment": SegmentMapConfig(method="single")}
     for k in auto_segments:
         configs[f"auto k-means, {k} segments"] = SegmentMapConfig(method="auto", auto_segments=k)
     config = BRFConfig(**params["brf"]["model"])
     labels = index.set_index("image_id")["label"]
-    print(f"{'segmentation':30s} {'method':28s} AUROC (%) mean +- sample std over seeds {sorted(int(s) for s in splits.split_seed.unique())}")
+    print(
+        f"{'segmentation':30s} {'method':28s} AUROC (%) mean +- sample std over seeds {sorted(int(s) for s in splits.split_seed.unique())}"
+    )
     for name, seg_config in configs.items():
         segmentation = resolve_segmentation(seg_config, sorted(index["category"].unique()), params["image_size"], paths)
         table = build_feature_table(rows, map_indexes, {d: stores[d].read for d in detectors}, segmentation)

@@ -51,12 +51,18 @@ from segad.segments.segment_maps import read_label_map  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DETECTORS = {
-    "patchcore": {"model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"],
-                            "coreset_sampling_ratio": 0.1},
-                  "weights": "packaged:efficientnet_lite0"},
-    "padim": {"model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"],
-                        "n_features": 64},
-              "weights": "packaged:efficientnet_lite0"},
+    "patchcore": {
+        "model": {
+            "backbone": "tf_efficientnet_lite0",
+            "layers": ["blocks.1", "blocks.2"],
+            "coreset_sampling_ratio": 0.1,
+        },
+        "weights": "packaged:efficientnet_lite0",
+    },
+    "padim": {
+        "model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"], "n_features": 64},
+        "weights": "packaged:efficientnet_lite0",
+    },
 }
 
 
@@ -69,8 +75,9 @@ def detector_settings(names: list[str]) -> dict[str, dict]:
     for name in names:
         values = project.get(name) if isinstance(project.get(name), dict) else None
         settings[name] = dict(values) if values else DEFAULT_DETECTORS[name]
-        settings[name] = {k: v for k, v in settings[name].items()
-                          if k in {f for f in DetectorConfig.__dataclass_fields__} - {"name"}}
+        settings[name] = {
+            k: v for k, v in settings[name].items() if k in {f for f in DetectorConfig.__dataclass_fields__} - {"name"}
+        }
     return settings
 
 
@@ -83,15 +90,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--detectors", default="patchcore,padim")
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--n-fit", type=int, default=20, help="good images that fit the detectors")
-    parser.add_argument("--n-brf", type=int, default=48,
-                        help="good and bad images each that train the BRF (its trees grow with the rows)")
+    parser.add_argument(
+        "--n-brf",
+        type=int,
+        default=48,
+        help="good and bad images each that train the BRF (its trees grow with the rows)",
+    )
     parser.add_argument("--n-score", type=int, default=96, help="test images scored")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--explain", default="rejected", choices=["rejected", "all", "none"])
     parser.add_argument("--repeats", type=int, default=2, help="timed scoring passes (best is reported)")
-    parser.add_argument("--workdir", default=None,
-                        help="keep the demo, detectors and bundle here and reuse them on the next run")
+    parser.add_argument(
+        "--workdir", default=None, help="keep the demo, detectors and bundle here and reuse them on the next run"
+    )
     args = parser.parse_args(argv)
     names = [n for n in args.detectors.split(",") if n]
     size = args.image_size
@@ -111,9 +123,18 @@ def main(argv: list[str] | None = None) -> None:
 def setup(args, names: list[str], size: int, tmp: Path) -> None:
     """Demo data, detectors, BRF, operating point and bundle under `tmp`."""
     n_test_bad = max(4, args.n_score // 4)
-    demo = write_demo(tmp / "demo", DemoConfig(
-        n_train_good=args.n_fit + args.n_brf, n_train_bad=args.n_brf, n_test_good=args.n_score - n_test_bad,
-        n_test_bad=n_test_bad, n_test_unseen=0, image_size=size, unseen_defects=()))
+    demo = write_demo(
+        tmp / "demo",
+        DemoConfig(
+            n_train_good=args.n_fit + args.n_brf,
+            n_train_bad=args.n_brf,
+            n_test_good=args.n_score - n_test_bad,
+            n_test_bad=n_test_bad,
+            n_test_unseen=0,
+            image_size=size,
+            unseen_defects=(),
+        ),
+    )
     goods = sorted((demo / "train" / "good").glob("*.png"))
     bads = sorted((demo / "train" / "bad").glob("*.png"))
     fit_paths, brf_paths = goods[: args.n_fit], goods[args.n_fit :] + bads
@@ -136,11 +157,20 @@ def setup(args, names: list[str], size: int, tmp: Path) -> None:
     brf = fit_brf(features, labels, BRFConfig(), seed=0)
     held_out = out_of_fold_scores(features, labels, BRFConfig(), seed=0, n_folds=3)
     op = choose_operating_point(labels, held_out, 0.02, source="3-fold out-of-fold")
-    write_bundle(tmp / "bundle", detector_dirs=dirs, segments=segments, brf=brf,
-                 feature_columns=feature_columns(names, n_segments), operating_point=op,
-                 input_spec=input_spec_from_paths(goods + bads, size), config={"benchmark": True})
-    print(f"setup (demo, fit {len(names)} detectors on {args.n_fit} images, BRF on {len(labels)} rows, bundle): "
-          f"{time.perf_counter() - t0:.1f} s")
+    write_bundle(
+        tmp / "bundle",
+        detector_dirs=dirs,
+        segments=segments,
+        brf=brf,
+        feature_columns=feature_columns(names, n_segments),
+        operating_point=op,
+        input_spec=input_spec_from_paths(goods + bads, size),
+        config={"benchmark": True},
+    )
+    print(
+        f"setup (demo, fit {len(names)} detectors on {args.n_fit} images, BRF on {len(labels)} rows, bundle): "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
 
 
 def measure(args, names: list[str], size: int, tmp: Path) -> None:
@@ -149,31 +179,37 @@ def measure(args, names: list[str], size: int, tmp: Path) -> None:
     bundle = load_bundle(tmp / "bundle")
     models = bundle.load_detectors(args.device)
     paths = sorted((demo / "test").rglob("*.png"))
-    score_images(paths[: args.batch_size], bundle, models, batch_size=args.batch_size,
-                 explain=args.explain, progress=False)  # warm-up (first-call allocations)
+    score_images(
+        paths[: args.batch_size], bundle, models, batch_size=args.batch_size, explain=args.explain, progress=False
+    )  # warm-up (first-call allocations)
     best = None
     for _ in range(args.repeats):
         start = time.perf_counter()
-        result = score_images(paths, bundle, models, batch_size=args.batch_size,
-                              explain=args.explain, progress=False)
+        result = score_images(paths, bundle, models, batch_size=args.batch_size, explain=args.explain, progress=False)
         total = time.perf_counter() - start
         if best is None or total < best[0]:
             best = (total, result)
     total, result = best
     n = len(paths)
     counts = result.table["decision"].value_counts().to_dict()
-    print(f"\nscored {n} images of {size} px with {'+'.join(names)}, batch {args.batch_size}, "
-          f"explain={args.explain}: {counts}")
+    print(
+        f"\nscored {n} images of {size} px with {'+'.join(names)}, batch {args.batch_size}, "
+        f"explain={args.explain}: {counts}"
+    )
     print(f"end to end: {n / total:.2f} images/s ({1000 * total / n:.1f} ms/image wall)")
     print(f"{'stage':<10} {'wall ms/img':>12} {'CPU ms/img':>11} {'wall share':>11}")
     for stage in STAGES:
-        print(f"{stage:<10} {1000 * result.seconds[stage] / n:>12.2f} "
-              f"{1000 * result.cpu_seconds[stage] / n:>11.2f} {result.seconds[stage] / total:>11.1%}")
+        print(
+            f"{stage:<10} {1000 * result.seconds[stage] / n:>12.2f} "
+            f"{1000 * result.cpu_seconds[stage] / n:>11.2f} {result.seconds[stage] / total:>11.1%}"
+        )
     for clock, label in ((result.seconds, "wall"), (result.cpu_seconds, "CPU")):
         segad = clock["features"] + clock["brf"]
-        print(f"SegAD stage (features + BRF score) / detector, {label} time: {segad / clock['detector']:.2%}"
-              f"  (with explanations of {args.explain} rows: "
-              f"{(segad + clock['explain']) / clock['detector']:.2%})")
+        print(
+            f"SegAD stage (features + BRF score) / detector, {label} time: {segad / clock['detector']:.2%}"
+            f"  (with explanations of {args.explain} rows: "
+            f"{(segad + clock['explain']) / clock['detector']:.2%})"
+        )
     print(f"peak RSS {peak_rss_mb():.0f} MB")
 
 

@@ -53,12 +53,19 @@ from segad.segments.features import build_feature_table  # noqa: E402
 from segad.segments.segment_maps import SegmentMapConfig, resolve_segmentation  # noqa: E402
 
 DETECTORS = {
-    "patchcore": {"model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"],
-                            "coreset_sampling_ratio": 0.01, "num_neighbors": 9},
-                  "weights": "packaged:efficientnet_lite0"},
-    "padim": {"model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"],
-                        "n_features": 64},
-              "weights": "packaged:efficientnet_lite0"},
+    "patchcore": {
+        "model": {
+            "backbone": "tf_efficientnet_lite0",
+            "layers": ["blocks.1", "blocks.2"],
+            "coreset_sampling_ratio": 0.01,
+            "num_neighbors": 9,
+        },
+        "weights": "packaged:efficientnet_lite0",
+    },
+    "padim": {
+        "model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"], "n_features": 64},
+        "weights": "packaged:efficientnet_lite0",
+    },
 }
 VARIANTS = {"aligned": {}, "shifted": {"jitter_px": 40.0, "rotation_deg": 180.0, "scale_jitter": 0.2}, "elpv": {}}
 
@@ -84,9 +91,19 @@ def variant_images(variant: str, args, tmp: Path) -> tuple[Path, list[Path], lis
         bads = sorted(rng.permutation(index[index.label == 1].path.to_numpy())[: args.n_bad])
         root = Path(index.path.iloc[0]).parents[1]
         return root, [Path(p) for p in goods], [Path(p) for p in bads]
-    demo = write_demo(tmp / variant, DemoConfig(
-        n_train_good=args.n_fit + args.n_good, n_train_bad=args.n_bad, n_test_good=0, n_test_bad=0,
-        n_test_unseen=0, image_size=args.image_size, unseen_defects=(), **VARIANTS[variant]))
+    demo = write_demo(
+        tmp / variant,
+        DemoConfig(
+            n_train_good=args.n_fit + args.n_good,
+            n_train_bad=args.n_bad,
+            n_test_good=0,
+            n_test_bad=0,
+            n_test_unseen=0,
+            image_size=args.image_size,
+            unseen_defects=(),
+            **VARIANTS[variant],
+        ),
+    )
     return demo, sorted((demo / "train" / "good").glob("*.png")), sorted((demo / "train" / "bad").glob("*.png"))
 
 
@@ -103,18 +120,31 @@ def run_variant(variant: str, args, tmp: Path) -> list[dict]:
     model = fit_detector(config, fit_paths, image_size=size, device="cpu", work_dir=tmp / "work")
     images = np.stack([read_image(p, size) for p in pool])
     maps = np.concatenate([predict_maps(model, images[i : i + 16]) for i in range(0, len(images), 16)])
-    print(f"[{variant}] {args.detector} fitted on {len(fit_paths)} images, {len(pool)} maps of {size} px: "
-          f"{time.perf_counter() - t0:.0f} s", flush=True)
+    print(
+        f"[{variant}] {args.detector} fitted on {len(fit_paths)} images, {len(pool)} maps of {size} px: "
+        f"{time.perf_counter() - t0:.0f} s",
+        flush=True,
+    )
     del model, images  # the detector's memory is not needed for the BRF part
     gc.collect()
     store = _Maps({f"{args.detector}/{i}": m for i, m in zip(ids, maps)})
-    map_index = pd.DataFrame({"image_id": ids, "detector": args.detector, "model_key": args.detector,
-                              "map_key": [f"{args.detector}/{i}" for i in ids],
-                              "max_score": maps.reshape(len(maps), -1).max(1), "height": size, "width": size})
+    map_index = pd.DataFrame(
+        {
+            "image_id": ids,
+            "detector": args.detector,
+            "model_key": args.detector,
+            "map_key": [f"{args.detector}/{i}" for i in ids],
+            "max_score": maps.reshape(len(maps), -1).max(1),
+            "height": size,
+            "width": size,
+        }
+    )
 
-    methods = {"single": SegmentMapConfig(method="single"),
-               "auto (static k-means)": SegmentMapConfig(method="auto", auto_segments=args.segments),
-               "auto_per_image": SegmentMapConfig(method="auto_per_image", auto_segments=args.segments)}
+    methods = {
+        "single": SegmentMapConfig(method="single"),
+        "auto (static k-means)": SegmentMapConfig(method="auto", auto_segments=args.segments),
+        "auto_per_image": SegmentMapConfig(method="auto_per_image", auto_segments=args.segments),
+    }
     if variant == "aligned":
         methods["static (demo map)"] = SegmentMapConfig(method="static", path=str(root / "segmentation.png"))
     if variant == "elpv":
@@ -127,29 +157,53 @@ def run_variant(variant: str, args, tmp: Path) -> list[dict]:
         for cls in (0, 1):
             members = order[labels[order] == cls]
             train[members[: len(members) // 2]] = True
-        results.append({"variant": variant, "method": f"{args.detector} alone (map max)", "seed": seed,
-                        "auroc": auroc(labels[~train], maps[~train].reshape((~train).sum(), -1).max(1)),
-                        "pg2": pg(labels[~train], maps[~train].reshape((~train).sum(), -1).max(1))})
+        results.append(
+            {
+                "variant": variant,
+                "method": f"{args.detector} alone (map max)",
+                "seed": seed,
+                "auroc": auroc(labels[~train], maps[~train].reshape((~train).sum(), -1).max(1)),
+                "pg2": pg(labels[~train], maps[~train].reshape((~train).sum(), -1).max(1)),
+            }
+        )
         for name, seg_config in methods.items():
             t1 = time.perf_counter()
             seg_config = SegmentMapConfig(**{**seg_config.__dict__, "seed": seed})
-            segmentation = resolve_segmentation(seg_config, ["demo"], size, {"demo": [str(p) for p in fit_paths]},
-                                                image_paths={i: str(p) for i, p in zip(ids, pool)})
-            rows = rng_rows.assign(split_seed=seed, role=np.where(train, "brf_train", "test"), defect_type=None,
-                                   unseen=False)
-            table = build_feature_table(rows, {args.detector: map_index.assign(split_seed=seed)},
-                                        {args.detector: store.read}, segmentation)
+            segmentation = resolve_segmentation(
+                seg_config,
+                ["demo"],
+                size,
+                {"demo": [str(p) for p in fit_paths]},
+                image_paths={i: str(p) for i, p in zip(ids, pool)},
+            )
+            rows = rng_rows.assign(
+                split_seed=seed, role=np.where(train, "brf_train", "test"), defect_type=None, unseen=False
+            )
+            table = build_feature_table(
+                rows, {args.detector: map_index.assign(split_seed=seed)}, {args.detector: store.read}, segmentation
+            )
             columns = feature_columns([args.detector], segmentation.n_segments["demo"])
             x = table[columns].to_numpy(np.float64)
             is_train = (table["role"] == "brf_train").to_numpy()
             y = table["label"].to_numpy()
             brf = fit_brf(x[is_train], y[is_train], BRFConfig(), seed=seed)
             scores = brf_scores(brf, x[~is_train])
-            results.append({"variant": variant, "method": name, "seed": seed, "auroc": auroc(y[~is_train], scores),
-                            "pg2": pg(y[~is_train], scores), "seconds": time.perf_counter() - t1})
+            results.append(
+                {
+                    "variant": variant,
+                    "method": name,
+                    "seed": seed,
+                    "auroc": auroc(y[~is_train], scores),
+                    "pg2": pg(y[~is_train], scores),
+                    "seconds": time.perf_counter() - t1,
+                }
+            )
         for row in results[-len(methods) - 1 :]:  # printed as they come: a killed run keeps its rows
-            print(f"[{variant}] seed {seed} {row['method']:28s} AUROC {100 * row['auroc']:6.2f} "
-                  f"PG2 {100 * row['pg2']:6.2f}", flush=True)
+            print(
+                f"[{variant}] seed {seed} {row['method']:28s} AUROC {100 * row['auroc']:6.2f} "
+                f"PG2 {100 * row['pg2']:6.2f}",
+                flush=True,
+            )
     return results
 
 
@@ -170,14 +224,16 @@ def main() -> None:
         tmp = Path(args.workdir) if args.workdir else Path(scratch)
         results = pd.DataFrame([r for v in args.variants for r in run_variant(v, args, tmp)])
     summary = results.groupby(["variant", "method"], sort=False).agg(
-        auroc_mean=("auroc", "mean"), auroc_std=("auroc", "std"), pg2_mean=("pg2", "mean"), pg2_std=("pg2", "std"))
+        auroc_mean=("auroc", "mean"), auroc_std=("auroc", "std"), pg2_mean=("pg2", "mean"), pg2_std=("pg2", "std")
+    )
     print(f"\n{'variant':8s} {'method':28s} {'AUROC %':>16s} {'PG2 %':>16s}   (mean +- std over seeds {args.seeds})")
     for (variant, method), row in summary.iterrows():
-        print(f"{variant:8s} {method:28s} {100 * row.auroc_mean:7.2f} +- {100 * row.auroc_std:5.2f} "
-              f"{100 * row.pg2_mean:7.2f} +- {100 * row.pg2_std:5.2f}")
+        print(
+            f"{variant:8s} {method:28s} {100 * row.auroc_mean:7.2f} +- {100 * row.auroc_std:5.2f} "
+            f"{100 * row.pg2_mean:7.2f} +- {100 * row.pg2_std:5.2f}"
+        )
     timing = results.dropna(subset=["seconds"]).groupby("method")["seconds"].mean()
-    print("\nseconds per seed (segmentation + features + BRF): "
-          + ", ".join(f"{m} {s:.1f}" for m, s in timing.items()))
+    print("\nseconds per seed (segmentation + features + BRF): " + ", ".join(f"{m} {s:.1f}" for m, s in timing.items()))
 
 
 if __name__ == "__main__":

@@ -58,21 +58,30 @@ def check_detector(name: str, params: dict, size: int, n_train: int, n_images: i
     config = DetectorConfig.from_dict(name, params)
     torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    model = fit_detector(config, _demo_paths("train", n_train), size, device="cuda",
-                         backbone_cache_dir=tempfile.mkdtemp())
+    model = fit_detector(
+        config, _demo_paths("train", n_train), size, device="cuda", backbone_cache_dir=tempfile.mkdtemp()
+    )
     fit_s = time.perf_counter() - start
     x = np.stack([read_image(p, size) for p in _demo_paths("test", n_images)])
     batch = config.batch_size
 
     def run(amp: bool) -> np.ndarray:
-        return np.concatenate([predict_maps(model, x[i:i + batch], amp=amp) for i in range(0, len(x), batch)])
+        return np.concatenate([predict_maps(model, x[i : i + batch], amp=amp) for i in range(0, len(x), batch)])
 
     fp32, half = run(False), run(True)  # warm-up (cuDNN autotuning) and the maps compared
     rates = {amp: _rate(lambda amp=amp: run(amp), len(x), repeats) for amp in (False, True)}
     diff = float(np.abs(half - fp32).max())
     scale = float(fp32.max() - fp32.min()) or 1.0
-    return {"detector": name, "fit_s": fit_s, "fp32": rates[False], "amp": rates[True], "amp_diff": diff,
-            "amp_rel": diff / scale, "peak_mb": torch.cuda.max_memory_allocated() / 2**20, "maps": fp32}
+    return {
+        "detector": name,
+        "fit_s": fit_s,
+        "fp32": rates[False],
+        "amp": rates[True],
+        "amp_diff": diff,
+        "amp_rel": diff / scale,
+        "peak_mb": torch.cuda.max_memory_allocated() / 2**20,
+        "maps": fp32,
+    }
 
 
 def check_features(maps, size: int, repeats: int) -> float:
@@ -114,18 +123,27 @@ def main(argv: list[str] | None = None) -> int:
     params = loader["parameters"]
     size = int(params.get("image_size", 256))
     write_demo(DEMO)  # no-op when the demo is already there
-    print(f"GPU {torch.cuda.get_device_name(0)}, torch {torch.__version__}, {size} px, fit on {args.train} "
-          f"demo train/good, {args.images} demo test images, best of {args.repeats}")
-    print(f"{'detector':<12}{'fit s':>8}{'fp32 img/s':>12}{'AMP img/s':>11}{'AMP/fp32':>10}"
-          f"{'max |AMP-fp32|':>16}{'/ range':>10}{'peak GPU MB':>13}")
+    print(
+        f"GPU {torch.cuda.get_device_name(0)}, torch {torch.__version__}, {size} px, fit on {args.train} "
+        f"demo train/good, {args.images} demo test images, best of {args.repeats}"
+    )
+    print(
+        f"{'detector':<12}{'fit s':>8}{'fp32 img/s':>12}{'AMP img/s':>11}{'AMP/fp32':>10}"
+        f"{'max |AMP-fp32|':>16}{'/ range':>10}{'peak GPU MB':>13}"
+    )
     maps = None
     for name in args.detectors.split(","):
         r = check_detector(name, params["anomaly_maps"][name], size, args.train, args.images, args.repeats)
         maps = r["maps"] if maps is None else maps
-        print(f"{name:<12}{r['fit_s']:>8.1f}{r['fp32']:>12.1f}{r['amp']:>11.1f}{r['amp'] / r['fp32']:>10.2f}"
-              f"{r['amp_diff']:>16.4g}{r['amp_rel']:>10.1e}{r['peak_mb']:>13.0f}", flush=True)
+        print(
+            f"{name:<12}{r['fit_s']:>8.1f}{r['fp32']:>12.1f}{r['amp']:>11.1f}{r['amp'] / r['fp32']:>10.2f}"
+            f"{r['amp_diff']:>16.4g}{r['amp_rel']:>10.1e}{r['peak_mb']:>13.0f}",
+            flush=True,
+        )
     if maps is not None:
-        print(f"features torch path (segment_statistics_torch on the GPU): {check_features(maps, size, args.repeats):.0f} maps/s")
+        print(
+            f"features torch path (segment_statistics_torch on the GPU): {check_features(maps, size, args.repeats):.0f} maps/s"
+        )
     return 0
 
 

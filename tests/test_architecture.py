@@ -46,8 +46,11 @@ def test_no_pipeline_imports_another_pipelines_code():
 
 
 def test_no_module_is_over_the_size_limit():
-    long = {str(p.relative_to(SRC)): n for p in sorted(SRC.rglob("*.py"))
-            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    long = {
+        str(p.relative_to(SRC)): n
+        for p in sorted(SRC.rglob("*.py"))
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
     assert not long, f"modules over {MAX_LINES} lines: {long}"
 
 

@@ -282,8 +282,10 @@ from segad.segments.features import FeatureConfig, segment_statistics  # noqa: E
 def _index(n_train_bad=3, n_test_bad=4, cat="a"):
     rows = []
     for split, label, n in (("train", 0, 6), ("train", 1, n_train_bad), ("test", 0, 4), ("test", 1, n_test_bad)):
-        rows += [{"image_id": f"{cat}/{split}/{label}/{i}.png", "category": cat, "split": split, "label": label}
-                 for i in range(n)]
+        rows += [
+            {"image_id": f"{cat}/{split}/{label}/{i}.png", "category": cat, "split": split, "label": label}
+            for i in range(n)
+        ]
     return pd.DataFrame(rows)
 
 
@@ -319,8 +321,12 @@ def test_low_shot_n_larger_than_exists():
 
 def test_one_good_training_image():
     index = _index()
-    index = index[~((index.split == "train") & (index.label == 0))].iloc[:0]._append(
-        index[(index.split == "train") & (index.label == 0)].iloc[:1])._append(index[index.split == "test"])
+    index = (
+        index[~((index.split == "train") & (index.label == 0))]
+        .iloc[:0]
+        ._append(index[(index.split == "train") & (index.label == 0)].iloc[:1])
+        ._append(index[index.split == "test"])
+    )
     with pytest.raises(SplitError, match="a: 1 good training image\\(s\\); need at least 2"):
         make_splits(index, SplitConfig(benchmark="one_class", seeds=(0,)))
 
@@ -333,6 +339,7 @@ def test_features_wrong_type():
 
 
 # --- data: maps and segments -----------------------------------------------------------------
+
 
 def test_nan_map_named():
     maps = np.zeros((2, 4, 4), np.float32)
@@ -381,7 +388,9 @@ from segad.production.inputs import InputMismatchError, input_spec_from_paths, l
 def test_mixed_sizes_at_scoring(tmp_path):
     spec = input_spec_from_paths([write_png(tmp_path / "t.png", (16, 16))], 16)
     other = write_png(tmp_path / "big.png", (20, 16))
-    with pytest.raises(InputMismatchError, match=r"big\.png: wrong size 20x16 \(width x height\); the bundle was trained on 16x16"):
+    with pytest.raises(
+        InputMismatchError, match=r"big\.png: wrong size 20x16 \(width x height\); the bundle was trained on 16x16"
+    ):
         load_checked(other, spec)
 
 
@@ -441,8 +450,10 @@ def test_bundle_of_another_version(bundle_dir):  # noqa: F811
         load_bundle(bundle_dir)
 
 
-@pytest.mark.parametrize(("key", "value", "kind"), [("batch_size", "8", "int"), ("seed", 1.5, "int"),
-                                                     ("amp", "yes", "bool"), ("num_workers", True, "int")])
+@pytest.mark.parametrize(
+    ("key", "value", "kind"),
+    [("batch_size", "8", "int"), ("seed", 1.5, "int"), ("amp", "yes", "bool"), ("num_workers", True, "int")],
+)
 def test_detector_setting_of_the_wrong_type(key, value, kind):
     from segad.detection.config import DetectorConfig, DetectorConfigError
 

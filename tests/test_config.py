@@ -44,12 +44,23 @@ from segad.versions import jsonable
 from tests.conftest import PROJECT_ROOT, TINY_DEMO
 
 #: The parameter class of each block a node of this project reads typed.
-TYPED = {"demo": DemoConfig, "defects": DefectConfig, "segmentation": SegmentMapConfig,
-         "classifier": ClassifierConfig, "features": FeatureConfig, "brf": BRFParams,
-         "evaluation.plots": PlotOptions, "evaluation.report": ReportOptions, "bundle": BundleOptions,
-         "split": SplitOptions, "score": ScoreOptions, "dataset": DatasetConfig,
-         # one namespaced anomaly_maps pipeline per run detector (the default run: patchcore, padim)
-         "anomaly_maps.patchcore": DetectorParams, "anomaly_maps.padim": DetectorParams}
+TYPED = {
+    "demo": DemoConfig,
+    "defects": DefectConfig,
+    "segmentation": SegmentMapConfig,
+    "classifier": ClassifierConfig,
+    "features": FeatureConfig,
+    "brf": BRFParams,
+    "evaluation.plots": PlotOptions,
+    "evaluation.report": ReportOptions,
+    "bundle": BundleOptions,
+    "split": SplitOptions,
+    "score": ScoreOptions,
+    "dataset": DatasetConfig,
+    # one namespaced anomaly_maps pipeline per run detector (the default run: patchcore, padim)
+    "anomaly_maps.patchcore": DetectorParams,
+    "anomaly_maps.padim": DetectorParams,
+}
 
 
 def project_parameters(env: str = "local") -> dict:
@@ -90,26 +101,35 @@ def test_kedro_finds_and_builds_every_typed_block_of_the_registered_pipelines(mo
     assert jsonable(typed) == jsonable(validator.validate_raw_params(jsonable(typed)))
 
 
-@pytest.mark.parametrize(("change", "named"), [
-    ({"features": {"thread": 2}}, r"'features'.*\n.*thread\n  Unexpected keyword argument"),
-    ({"features": {"batch_size": "many"}}, r"'features'.*\n.*batch_size\n  Input should be a valid integer"),
-    ({"brf": {"model": {"max_depht": 3}}}, r"'brf'.*\n.*model\.max_depht\n  Unexpected keyword argument"),
-    ({"defects": {"kinds": ["scratch"]}}, r"'defects'.*\n.*kinds\.0\n  Input should be 'blur' or 'rectangle'"),
-    ({"evaluation": {"plots": {"n_wrost": 2}, "report": {"plot_dirs": {}}}}, r"'evaluation.plots'.*\n.*n_wrost"),
-    ({"split": {"detector_shar": 0.5}}, r"'split'.*\n.*detector_shar\n  Unexpected keyword argument"),
-    ({"split": {"detector_share": 1.5}}, r"'split'.*\n.*detector_share\n  Input should be less than 1"),
-    ({"split": {"good_split": "fixd"}}, r"'split'.*\n.*good_split\n  Input should be 'per_seed' or 'fixed'"),
-    ({"score": {"explian": "all"}}, r"'score'.*\n.*explian\n  Unexpected keyword argument"),
-    ({"score": {"explain": "some"}}, r"'score'.*\n.*explain\n  Input should be 'rejected', 'all' or 'none'"),
-    ({"anomaly_maps.patchcore": {"batch_sise": 4}},
-     r"'anomaly_maps.patchcore'.*\n.*batch_sise\n  Unexpected keyword argument"),
-    ({"anomaly_maps.padim": {"batch_size": 0}},
-     r"'anomaly_maps.padim'.*\n.*batch_size\n  Input should be greater than or equal to 1"),
-    ({"anomaly_maps.padim": {"batch_size": "8"}},
-     r"'anomaly_maps.padim'.*\n.*batch_size\n  Input should be a valid integer"),
-    ({"anomaly_maps.padim": {"amp": "yes"}}, r"'anomaly_maps.padim'.*\n.*amp\n  Input should be a valid boolean"),
-    ({"anomaly_maps.padim": {"quantiles_from": "test"}}, r"'anomaly_maps.padim'.*\n.*quantiles_from\n"),
-])
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"features": {"thread": 2}}, r"'features'.*\n.*thread\n  Unexpected keyword argument"),
+        ({"features": {"batch_size": "many"}}, r"'features'.*\n.*batch_size\n  Input should be a valid integer"),
+        ({"brf": {"model": {"max_depht": 3}}}, r"'brf'.*\n.*model\.max_depht\n  Unexpected keyword argument"),
+        ({"defects": {"kinds": ["scratch"]}}, r"'defects'.*\n.*kinds\.0\n  Input should be 'blur' or 'rectangle'"),
+        ({"evaluation": {"plots": {"n_wrost": 2}, "report": {"plot_dirs": {}}}}, r"'evaluation.plots'.*\n.*n_wrost"),
+        ({"split": {"detector_shar": 0.5}}, r"'split'.*\n.*detector_shar\n  Unexpected keyword argument"),
+        ({"split": {"detector_share": 1.5}}, r"'split'.*\n.*detector_share\n  Input should be less than 1"),
+        ({"split": {"good_split": "fixd"}}, r"'split'.*\n.*good_split\n  Input should be 'per_seed' or 'fixed'"),
+        ({"score": {"explian": "all"}}, r"'score'.*\n.*explian\n  Unexpected keyword argument"),
+        ({"score": {"explain": "some"}}, r"'score'.*\n.*explain\n  Input should be 'rejected', 'all' or 'none'"),
+        (
+            {"anomaly_maps.patchcore": {"batch_sise": 4}},
+            r"'anomaly_maps.patchcore'.*\n.*batch_sise\n  Unexpected keyword argument",
+        ),
+        (
+            {"anomaly_maps.padim": {"batch_size": 0}},
+            r"'anomaly_maps.padim'.*\n.*batch_size\n  Input should be greater than or equal to 1",
+        ),
+        (
+            {"anomaly_maps.padim": {"batch_size": "8"}},
+            r"'anomaly_maps.padim'.*\n.*batch_size\n  Input should be a valid integer",
+        ),
+        ({"anomaly_maps.padim": {"amp": "yes"}}, r"'anomaly_maps.padim'.*\n.*amp\n  Input should be a valid boolean"),
+        ({"anomaly_maps.padim": {"quantiles_from": "test"}}, r"'anomaly_maps.padim'.*\n.*quantiles_from\n"),
+    ],
+)
 def test_a_typo_in_a_typed_block_fails_naming_the_block_and_the_key(monkeypatch, change, named):
     from segad.pipeline_registry import register_pipelines, use_detectors
 
@@ -137,7 +157,8 @@ def test_a_typed_detector_block_builds_the_detector_config_of_its_mapping():
         assert model_key(after, 256, ["a", "b"]) == model_key(before, 256, ["a", "b"]), name
         assert DetectorConfig.from_dict(name, typed.settings()) == before
     assert DetectorParams().settings() == {} and DetectorConfig.from_dict("padim", DetectorParams()).to_dict() == (
-        DetectorConfig.from_dict("padim", {}).to_dict())
+        DetectorConfig.from_dict("padim", {}).to_dict()
+    )
     assert DetectorParams(**blocks["external"]).settings() == {"kind": "external"}
     assert DetectorParams(backend="eager").settings() == {}  # DetectorConfig's backend default: nothing to pass
 
@@ -151,18 +172,21 @@ def test_the_detector_specific_rules_stay_with_the_detector_config():
         DetectorConfig.from_dict("padim", DetectorParams(folder="/maps"))
 
 
-@pytest.mark.parametrize(("change", "named"), [
-    ({"image_sise": 128}, r"unknown top-level parameter\(s\) \['image_sise'\]"),
-    ({"benchmark": "hihg_shot"}, r"benchmark: Input should be 'one_class', .* \(got 'hihg_shot'\)"),
-    ({"seeds": ["a"]}, r"seeds\.0: Input should be a valid integer"),
-    ({"seeds": []}, r"seeds: List should have at least 1 item"),
-    ({"seeds": [0, 0]}, r"seeds must not repeat a value"),
-    ({"image_size": 0}, r"image_size: Input should be greater than 0"),
-    ({"device": "gpu"}, r"device: Input should be 'auto', 'cpu' or 'cuda'"),
-    ({"dataset": {"layuot": "demo"}}, r"dataset\.layuot: Unexpected keyword argument"),
-    ({"dataset": {"layout": "vda"}}, r"dataset\.layout: Input should be 'demo', 'vad'"),
-    ({"detectors": ["patchcroe"]}, r"detectors \['patchcroe'\] have no anomaly_maps.<name> block"),
-])
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"image_sise": 128}, r"unknown top-level parameter\(s\) \['image_sise'\]"),
+        ({"benchmark": "hihg_shot"}, r"benchmark: Input should be 'one_class', .* \(got 'hihg_shot'\)"),
+        ({"seeds": ["a"]}, r"seeds\.0: Input should be a valid integer"),
+        ({"seeds": []}, r"seeds: List should have at least 1 item"),
+        ({"seeds": [0, 0]}, r"seeds must not repeat a value"),
+        ({"image_size": 0}, r"image_size: Input should be greater than 0"),
+        ({"device": "gpu"}, r"device: Input should be 'auto', 'cpu' or 'cuda'"),
+        ({"dataset": {"layuot": "demo"}}, r"dataset\.layuot: Unexpected keyword argument"),
+        ({"dataset": {"layout": "vda"}}, r"dataset\.layout: Input should be 'demo', 'vad'"),
+        ({"detectors": ["patchcroe"]}, r"detectors \['patchcroe'\] have no anomaly_maps.<name> block"),
+    ],
+)
 def test_a_wrong_run_key_fails_naming_the_key(change, named):
     with pytest.raises(ParameterError, match=named):
         RunConfig.from_parameters({**project_parameters(), **change})
@@ -196,33 +220,49 @@ def kedro_project(root: Path) -> Path:
     (root / "conf" / "local").mkdir()
     (root / "conf" / "two").mkdir()
     demo = jsonable(TINY_DEMO)
-    (root / "conf" / "two" / "parameters.yml").write_text(yaml.safe_dump(
-        {"detectors": ["padim"], "seeds": [0], "image_size": 32, "device": "cpu", "demo": demo}))
+    (root / "conf" / "two" / "parameters.yml").write_text(
+        yaml.safe_dump({"detectors": ["padim"], "seeds": [0], "image_size": 32, "device": "cpu", "demo": demo})
+    )
     (root / "conf" / "patchcore").mkdir()  # the same run with patchcore as its one detector
-    (root / "conf" / "patchcore" / "parameters.yml").write_text(yaml.safe_dump(
-        {"detectors": ["patchcore"], "seeds": [0], "image_size": 32, "device": "cpu", "demo": demo}))
+    (root / "conf" / "patchcore" / "parameters.yml").write_text(
+        yaml.safe_dump({"detectors": ["patchcore"], "seeds": [0], "image_size": 32, "device": "cpu", "demo": demo})
+    )
     return root
 
 
 def project_env() -> dict:
     src = str(Path(sys.modules["segad"].__file__).resolve().parents[1])
-    return {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
-            "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    return {
+        **os.environ,
+        "KEDRO_DISABLE_TELEMETRY": "true",
+        "HF_HUB_OFFLINE": "1",
+        "MPLBACKEND": "Agg",
+        "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+    }
 
 
 def test_kedro_run_stops_on_a_typo_before_any_node_runs(tmp_path):
     project = kedro_project(tmp_path / "project")
     for args, named in [
-        (["--params", "image_sise=128"], "Error: Parameter validation failed (environment two): unknown "
-                                         "top-level parameter(s) ['image_sise']"),
+        (
+            ["--params", "image_sise=128"],
+            "Error: Parameter validation failed (environment two): unknown top-level parameter(s) ['image_sise']",
+        ),
         (["--params", "features.thread=2", "--pipelines", "features"], "thread"),
         (["--params", "split.detector_shar=0.5", "--pipelines", "split"], "detector_shar"),
         (["--params", "score.explian=all", "--pipelines", "score"], "explian"),
         (["--env", "patchcore", "--params", "anomaly_maps.patchcore.batch_sise=4"], "batch_sise"),
     ]:
         env = [] if "--env" in args else ["--env", "two"]
-        result = subprocess.run([sys.executable, "-m", "kedro", "run", *env, *args], cwd=project,
-                                env=project_env(), capture_output=True, text=True, timeout=300, check=False)
+        result = subprocess.run(
+            [sys.executable, "-m", "kedro", "run", *env, *args],
+            cwd=project,
+            env=project_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         log = result.stdout + result.stderr
         assert result.returncode == 1, log[-3000:]
         assert named in " ".join(log.split()), log[-3000:]

@@ -32,4 +32,6 @@ def test_gpu_check_script_runs_as_a_command_without_a_visible_gpu():
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines() == ["gpu_check: no GPU is available (torch.cuda.is_available() is False); nothing was measured"]
+    assert done.stdout.strip().splitlines() == [
+        "gpu_check: no GPU is available (torch.cuda.is_available() is False); nothing was measured"
+    ]

@@ -81,12 +81,26 @@ def test_kedro_run_prints_one_error_line_without_a_traceback(tmp_path):
     shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf")
     (tmp_path / "src").mkdir()  # the segad package comes from PYTHONPATH; data/ stays empty in tmp_path
     src = str(Path(sys.modules["segad"].__file__).resolve().parents[1])
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
-           "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-m", "kedro", "run", "--pipelines", "split"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300, check=False)
+    env = {
+        **os.environ,
+        "KEDRO_DISABLE_TELEMETRY": "true",
+        "HF_HUB_OFFLINE": "1",
+        "MPLBACKEND": "Agg",
+        "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "kedro", "run", "--pipelines", "split"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
-    expected = ("Error: pipeline 'split' needs image_index, which no run has written yet: "
-                "run `kedro run --pipelines ingestion` first, or `kedro run --pipelines segad` for the whole flow")
+    expected = (
+        "Error: pipeline 'split' needs image_index, which no run has written yet: "
+        "run `kedro run --pipelines ingestion` first, or `kedro run --pipelines segad` for the whole flow"
+    )
     assert result.stderr.strip().splitlines() == [expected]
     assert "Traceback" not in result.stdout + result.stderr

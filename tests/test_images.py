@@ -38,6 +38,7 @@ def test_missing_and_non_image_files(tmp_path):
 def test_read_mask_is_binary_and_nearest(tmp_path):
     path = write_png(tmp_path / "m.png", (8, 8), value=0, mode="L")
     from PIL import Image
+
     pixels = np.zeros((8, 8), np.uint8)
     pixels[:4] = 255
     Image.fromarray(pixels).save(path)

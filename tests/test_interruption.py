@@ -40,10 +40,16 @@ def _project(root: Path) -> Path:
     overrides["image_size"] = 64
     overrides["anomaly_maps"]["patchcore"]["batch_size"] = 1
     overrides_file.write_text(yaml.safe_dump(overrides))
-    (project / "logging.yml").write_text(yaml.safe_dump({  # plain lines, no rich wrapping
-        "version": 1, "disable_existing_loggers": False,
-        "handlers": {"plain": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
-        "root": {"level": "INFO", "handlers": ["plain"]}}))
+    (project / "logging.yml").write_text(
+        yaml.safe_dump(
+            {  # plain lines, no rich wrapping
+                "version": 1,
+                "disable_existing_loggers": False,
+                "handlers": {"plain": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
+                "root": {"level": "INFO", "handlers": ["plain"]},
+            }
+        )
+    )
     return project
 
 
@@ -52,20 +58,30 @@ def _command(project: Path, params: str | None = None) -> list[str]:
 
 
 def _env(project: Path) -> dict[str, str]:
-    return {**os.environ, "KEDRO_LOGGING_CONFIG": str(project / "logging.yml"), "KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
-            "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    return {
+        **os.environ,
+        "KEDRO_LOGGING_CONFIG": str(project / "logging.yml"),
+        "KEDRO_DISABLE_TELEMETRY": "true",
+        "HF_HUB_OFFLINE": "1",
+        "MPLBACKEND": "Agg",
+        "OMP_NUM_THREADS": "1",
+        "TQDM_DISABLE": "1",
+    }
 
 
 def _run(project: Path, params: str | None = None) -> str:
-    done = subprocess.run(_command(project, params), cwd=project, env=_env(project), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        _command(project, params), cwd=project, env=_env(project), capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout + done.stderr
 
 
 def _kill_when(project: Path, ready) -> None:
     """Start the run and SIGKILL it as soon as `ready()` is true; fail if it ended first."""
-    process = subprocess.Popen(_command(project), cwd=project, env=_env(project),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _command(project), cwd=project, env=_env(project), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline and process.poll() is None:

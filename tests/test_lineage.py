@@ -34,8 +34,9 @@ def test_kedro_viz_build_shows_the_segad_pipeline(tmp_path, monkeypatch):
     shutil.copytree(ROOT / "conf", tmp_path / "conf")
     (tmp_path / "src").mkdir()
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
-    result = subprocess.run([str(KEDRO), "viz", "build"], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [str(KEDRO), "viz", "build"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     log = (result.stdout + result.stderr)[-3000:]
     assert result.returncode == 0, log
     # kedro viz build reports some failures only in its output, with exit status 0
@@ -49,13 +50,17 @@ def test_kedro_viz_build_shows_the_segad_pipeline(tmp_path, monkeypatch):
 
 def assert_viz_shows(response: dict, expected, detectors: list[str]) -> None:
     """Every node of `expected` (a Kedro Pipeline) is a task of the viz response, in its namespace."""
+
     def key(name: str, namespace: str | None) -> tuple[str, str]:
         return namespace or "", name.split(".")[-1]
 
-    shown = sorted(key(n["name"], (n.get("modular_pipelines") or [None])[-1])
-                   for n in response["nodes"] if n["type"] == "task")
+    shown = sorted(
+        key(n["name"], (n.get("modular_pipelines") or [None])[-1]) for n in response["nodes"] if n["type"] == "task"
+    )
     wanted = sorted(key(n.name, n.namespace) for n in expected.nodes)
-    assert shown == wanted, f"viz tasks differ: missing {sorted(set(wanted) - set(shown))}, extra {sorted(set(shown) - set(wanted))}"
+    assert shown == wanted, (
+        f"viz tasks differ: missing {sorted(set(wanted) - set(shown))}, extra {sorted(set(shown) - set(wanted))}"
+    )
     namespaces = set(response["modular_pipelines"])
     stages = {"ingestion", "split", "defects", "anomaly_maps", "features", "brf", "evaluation", "bundle"}
     assert stages <= namespaces, sorted(stages - namespaces)

@@ -1,4 +1,5 @@
 """Parity with reference-style code: AP definition, SegAD features and BRF scores on a small fixture."""
+
 import numpy as np
 import pytest
 from scipy.stats import kurtosis, skew
@@ -27,8 +28,8 @@ def _fixture() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     maps = rng.gamma(2.0, 1.0, size=(N_DETECTORS, N_IMAGES, SIZE, SIZE)).astype(np.float32)
     maps[:, labels == 1, 4:10, 4:10] += rng.uniform(1, 4, size=(N_DETECTORS, 12, 1, 1)).astype(np.float32)
     segments = np.zeros((SIZE, SIZE), np.int64)
-    segments[:, SIZE // 2:] = 1
-    segments[SIZE // 2:, :] += 2
+    segments[:, SIZE // 2 :] = 1
+    segments[SIZE // 2 :, :] += 2
     return maps, segments, labels
 
 
@@ -40,7 +41,12 @@ def _reference_features(maps: np.ndarray, segments: np.ndarray) -> np.ndarray:
         for s in range(N_SEGMENTS):
             for k in range(maps.shape[0]):
                 sel = maps[k, i][segments == s].astype(np.float64)
-                row += [np.quantile(sel, 0.995), skew(sel, bias=True), kurtosis(sel, fisher=True, bias=True), sel.mean()]
+                row += [
+                    np.quantile(sel, 0.995),
+                    skew(sel, bias=True),
+                    kurtosis(sel, fisher=True, bias=True),
+                    sel.mean(),
+                ]
         row += [float(maps[k, i].max()) for k in range(maps.shape[0])]
         rows.append(row)
     return np.asarray(rows, dtype=np.float64)

@@ -33,8 +33,9 @@ def test_registering_pipelines_keeps_the_environments_globals():
         "    print(context.config_loader['catalog']['image_index']['filepath'])\n"
     )
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "data/elpv/02_intermediate/image_index.parquet"
 
@@ -66,11 +67,13 @@ def test_the_registry_and_the_nodes_share_the_sessions_detector_list(tmp_path):
         "    print(json.dumps(seen(session)))\n"
         "    session.run(pipeline_names=['ingestion'])\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=project, env=project_env(), capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=project, env=project_env(), capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    assert lines == [{"registry": ["padim"], "brf": ["padim"], "parameters": ["padim"]},
-                     {"registry": ["padim", "patchcore"], "brf": ["padim", "patchcore"],
-                      "parameters": ["padim", "patchcore"]}]
+    assert lines == [
+        {"registry": ["padim"], "brf": ["padim"], "parameters": ["padim"]},
+        {"registry": ["padim", "patchcore"], "brf": ["padim", "patchcore"], "parameters": ["padim", "patchcore"]},
+    ]
     assert (project / "data" / "02_intermediate" / "image_index.parquet").is_file()

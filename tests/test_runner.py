@@ -25,8 +25,7 @@ FEATURE_CHAIN = ["ingestion", "split", "defects", "anomaly_maps", "features"]
 
 def make_table(n_rows: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({"image_id": [f"img{i:03d}" for i in range(n_rows)],
-                         "value": rng.normal(size=n_rows)})
+    return pd.DataFrame({"image_id": [f"img{i:03d}" for i in range(n_rows)], "value": rng.normal(size=n_rows)})
 
 
 def square(table: pd.DataFrame) -> pd.DataFrame:
@@ -47,12 +46,14 @@ def explode(table: pd.DataFrame) -> pd.DataFrame:
 
 def diamond() -> Pipeline:
     """make -> (square, shift) in parallel -> join -> a persisted table."""
-    return Pipeline([
-        node(make_table, ["params:n_rows", "params:seed"], "table", name="make"),
-        node(square, "table", "squared", name="square"),
-        node(shift, ["table", "params:offset"], "shifted", name="shift", tags=["gpu"]),
-        node(join, ["squared", "shifted"], "joined", name="join"),
-    ])
+    return Pipeline(
+        [
+            node(make_table, ["params:n_rows", "params:seed"], "table", name="make"),
+            node(square, "table", "squared", name="square"),
+            node(shift, ["table", "params:offset"], "shifted", name="shift", tags=["gpu"]),
+            node(join, ["squared", "shifted"], "joined", name="join"),
+        ]
+    )
 
 
 def catalog_for(out_dir, intermediate) -> DataCatalog:
@@ -67,8 +68,9 @@ def catalog_for(out_dir, intermediate) -> DataCatalog:
 @pytest.fixture(scope="module")
 def cluster():
     """Two worker processes: node inputs, catalog and results really cross process borders."""
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None, resources={"GPU": 1}) as cluster:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, resources={"GPU": 1}
+    ) as cluster:
         yield cluster
 
 
@@ -77,8 +79,7 @@ def test_dask_runner_matches_sequential_runner(tmp_path, cluster):
     (tmp_path / "dask").mkdir()
     SequentialRunner().run(diamond(), catalog_for(tmp_path / "seq", lambda _: MemoryDataset()))
     with Client(cluster):
-        DaskRunner(node_resources={"gpu": {"GPU": 1}}).run(
-            diamond(), catalog_for(tmp_path / "dask", DaskDataset))
+        DaskRunner(node_resources={"gpu": {"GPU": 1}}).run(diamond(), catalog_for(tmp_path / "dask", DaskDataset))
     expected = pd.read_parquet(tmp_path / "seq" / "joined.parquet")
     got = pd.read_parquet(tmp_path / "dask" / "joined.parquet")
     assert len(got) == 50
@@ -99,10 +100,12 @@ def test_memory_intermediates_are_refused_before_any_node_runs(tmp_path, cluster
 
 
 def test_node_error_reaches_the_caller(tmp_path, cluster):
-    pipeline = Pipeline([
-        node(make_table, ["params:n_rows", "params:seed"], "table", name="make"),
-        node(explode, "table", "squared", name="explode"),
-    ])
+    pipeline = Pipeline(
+        [
+            node(make_table, ["params:n_rows", "params:seed"], "table", name="make"),
+            node(explode, "table", "squared", name="explode"),
+        ]
+    )
     with Client(cluster) as client, pytest.raises(RuntimeError, match="node failed on 50 rows"):
         DaskRunner().run(pipeline, catalog_for(tmp_path, DaskDataset))
     with Client(cluster) as client:
@@ -110,16 +113,16 @@ def test_node_error_reaches_the_caller(tmp_path, cluster):
 
 
 def test_runner_builds_and_closes_its_own_local_cluster(tmp_path):
-    DaskRunner(cluster_args={"n_workers": 1, "processes": False}).run(
-        diamond(), catalog_for(tmp_path, DaskDataset))
+    DaskRunner(cluster_args={"n_workers": 1, "processes": False}).run(diamond(), catalog_for(tmp_path, DaskDataset))
     assert len(pd.read_parquet(tmp_path / "joined.parquet")) == 50
 
 
 def test_node_resources_follow_tags_and_names():
     from kedro.pipeline import pipeline
 
-    runner = DaskRunner(node_resources={"gpu": {"GPU": 1}, "join": {"MEMORY": 8e9},
-                                        "make": {"GPU": 0.5, "MEMORY": 1e9}})
+    runner = DaskRunner(
+        node_resources={"gpu": {"GPU": 1}, "join": {"MEMORY": 8e9}, "make": {"GPU": 0.5, "MEMORY": 1e9}}
+    )
     nodes = {n.name: n for n in pipeline(diamond(), namespace="patchcore").nodes}
     assert runner._resources(nodes["patchcore.shift"]) == {"GPU": 1.0}  # by tag
     assert runner._resources(nodes["patchcore.join"]) == {"MEMORY": 8e9}  # by name without namespace
@@ -150,14 +153,29 @@ def make_project(root: Path, demo: Path) -> Path:
         "image_size": 32,
         "device": "cpu",
         "detectors": ["patchcore"],
-        "anomaly_maps": {"patchcore": {
-            "model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"],
-                      "coreset_sampling_ratio": 0.05, "num_neighbors": 3},
-            "weights": "packaged:efficientnet_lite0", "trainer": {"max_epochs": 1}, "batch_size": 16}},
+        "anomaly_maps": {
+            "patchcore": {
+                "model": {
+                    "backbone": "tf_efficientnet_lite0",
+                    "layers": ["blocks.1", "blocks.2"],
+                    "coreset_sampling_ratio": 0.05,
+                    "num_neighbors": 3,
+                },
+                "weights": "packaged:efficientnet_lite0",
+                "trainer": {"max_epochs": 1},
+                "batch_size": 16,
+            }
+        },
         "segmentation": {**base["segmentation"], "path": str(demo / "segmentation.png")},
         "brf": {**brf, "model": {**brf["model"], "n_estimators": 2, "num_parallel_tree": 10, "n_jobs": 1}},
-        "bundle": {"split_seed": None, "category": None, "detectors": None, "max_miss_rate": 0.02,
-                   "oof_folds": 3, "segment_names": None},
+        "bundle": {
+            "split_seed": None,
+            "category": None,
+            "detectors": None,
+            "max_miss_rate": 0.02,
+            "oof_folds": 3,
+            "segment_names": None,
+        },
     }
     for env in ("local", "dask"):
         (root / "conf" / env).mkdir(exist_ok=True)
@@ -202,8 +220,12 @@ def projects(tiny_demo, tmp_path_factory):
         finally:
             torch.set_num_threads(threads)
         patch.chdir(distributed)
-        run_project(distributed, FEATURE_CHAIN, env="dask", runner=DaskRunner(
-            cluster_args={"n_workers": 1, "threads_per_worker": 2, "processes": True}))
+        run_project(
+            distributed,
+            FEATURE_CHAIN,
+            env="dask",
+            runner=DaskRunner(cluster_args={"n_workers": 1, "threads_per_worker": 2, "processes": True}),
+        )
     return sequential, distributed
 
 
@@ -219,16 +241,19 @@ def test_a_bundle_trained_under_dask_scores_a_folder(projects, tiny_demo, monkey
     """brf + bundle on Dask, then `kedro run --pipelines score --params score.input=<folder>`."""
     _, project = projects
     monkeypatch.chdir(project)
-    run_project(project, ["brf", "bundle"], env="dask", runner=DaskRunner(
-        cluster_args={"n_workers": 1, "threads_per_worker": 2, "processes": False}))
+    run_project(
+        project,
+        ["brf", "bundle"],
+        env="dask",
+        runner=DaskRunner(cluster_args={"n_workers": 1, "threads_per_worker": 2, "processes": False}),
+    )
     parent = project / "data" / "06_models" / "segad_bundle"
     bundle = parent / (parent / "LATEST").read_text().strip()
     manifest = yaml.safe_load((bundle / "manifest.json").read_text())  # JSON is YAML
     assert manifest["detectors"] == ["patchcore"] and manifest["config"]["method"] == "patchcore+segad"
     assert manifest["bundle_id"] == bundle.name
     assert (manifest["config"]["dataset"], manifest["config"]["benchmark"]) == ("demo", "high_shot")
-    assert sorted(p.name for p in bundle.iterdir()) == ["brf.ubj", "detectors", "manifest.json",
-                                                        "segmentation.npy"]
+    assert sorted(p.name for p in bundle.iterdir()) == ["brf.ubj", "detectors", "manifest.json", "segmentation.npy"]
     report = yaml.safe_load((project / "data" / "08_reporting" / "operating_point.json").read_text())
     assert report["threshold"] == manifest["operating_point"]["threshold"]
     assert 0.0 <= report["expected_pass_rate"] <= 1.0
@@ -245,8 +270,12 @@ def test_a_bundle_trained_under_dask_scores_a_folder(projects, tiny_demo, monkey
 
 
 #: A cheap PaDiM (16 features, batches of 4) for the sharded map stage on two split seeds.
-PADIM = {"model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"], "n_features": 16},
-         "weights": "packaged:efficientnet_lite0", "trainer": {"max_epochs": 1}, "batch_size": 4}
+PADIM = {
+    "model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"], "n_features": 16},
+    "weights": "packaged:efficientnet_lite0",
+    "trainer": {"max_epochs": 1},
+    "batch_size": 4,
+}
 
 
 def set_parameters(root: Path, **values) -> None:
@@ -261,8 +290,10 @@ def stored_maps(root: Path) -> tuple[pd.DataFrame, dict[str, bytes], dict[str, s
     index = pd.read_parquet(root / "data" / "03_primary" / "padim" / "map_index.parquet")
     maps = root / "data" / "03_primary" / "padim" / "maps"
     models = root / "data" / "06_models" / "padim"
-    states = {key: yaml.safe_load((models / key / "detector.json").read_text())["state_sha256"]
-              for key in index["model_key"].unique()}
+    states = {
+        key: yaml.safe_load((models / key / "detector.json").read_text())["state_sha256"]
+        for key in index["model_key"].unique()
+    }
     return index, {key: (maps / f"{key}.npz").read_bytes() for key in index["map_key"]}, states
 
 
@@ -285,8 +316,11 @@ def test_sharded_map_stage_on_two_workers_equals_the_sequential_map_stage(tiny_d
     finally:
         torch.set_num_threads(threads)
     monkeypatch.chdir(distributed)  # before the workers start: the catalog's paths are relative
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client, get_task_stream(client) as stream:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+        get_task_stream(client) as stream,
+    ):
         run_project(distributed, FEATURE_CHAIN, env="dask", runner=DaskRunner())
     expected_index, expected_maps, expected_models = stored_maps(sequential)
     index, maps, models = stored_maps(distributed)

@@ -41,8 +41,10 @@ from tests.conftest import PROJECT_ROOT
 
 SIZE = 32
 DATASET = DatasetConfig(layout="demo")
-PADIM = {"model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"], "n_features": 16},
-         "weights": "packaged:efficientnet_lite0"}
+PADIM = {
+    "model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"], "n_features": 16},
+    "weights": "packaged:efficientnet_lite0",
+}
 BRF = BRFParams(**{"model": {"n_estimators": 2, "num_parallel_tree": 4, "max_depth": 2, "n_jobs": 1}})
 
 
@@ -65,24 +67,53 @@ def tables(tiny_demo, tmp_path_factory) -> dict[str, tuple[str, pd.DataFrame, pd
     index, _ = build_index("demo", tiny_demo)
     splits = make_splits(index, SplitConfig(benchmark="high_shot", seeds=(0,)))
     one_class = make_splits(index, SplitConfig(benchmark="one_class", seeds=(0,)))
-    synthetic, _ = plan_synthetic(index, one_class, lambda c, i: np.zeros((SIZE, SIZE), np.int64),
-                                  DefectConfig(per_image=1, output_dir=str(root / "synthetic")))
+    synthetic, _ = plan_synthetic(
+        index,
+        one_class,
+        lambda c, i: np.zeros((SIZE, SIZE), np.int64),
+        DefectConfig(per_image=1, output_dir=str(root / "synthetic")),
+    )
     store = MapStore(root / "maps")
-    map_index, _ = compute_anomaly_maps(index, splits, None, DetectorConfig.from_dict("padim", PADIM), SIZE, "cpu",
-                                        store, root / "models", progress=False)
+    map_index, _ = compute_anomaly_maps(
+        index,
+        splits,
+        None,
+        DetectorConfig.from_dict("padim", PADIM),
+        SIZE,
+        "cpu",
+        store,
+        root / "models",
+        progress=False,
+    )
     labels = np.zeros((SIZE, SIZE), np.int64)
     labels[:, SIZE // 2 :] = 1
     segmentation = SegmentMaps(method="static", size=(SIZE, SIZE), n_segments={"demo": 2}, static_maps={"demo": labels})
-    features = compute_features(index, splits, empty_synthetic_index(), segmentation, None, FeatureConfig(), DATASET, "high_shot",
-                                padim__map_index=map_index, padim__map_store=store)
+    features = compute_features(
+        index,
+        splits,
+        empty_synthetic_index(),
+        segmentation,
+        None,
+        FeatureConfig(),
+        DATASET,
+        "high_shot",
+        padim__map_index=map_index,
+        padim__map_store=store,
+    )
     _, scores = train_brf(features, index, BRF, DATASET, [0], "high_shot", ["padim"])
     test_scores = label_test_scores(scores, index, splits, DATASET, "high_shot")
     metrics = compute_metrics(test_scores, "high_shot")
-    built.update(image_index=("image_index", index), splits=("splits", splits),
-                 synthetic_index=("synthetic_index", synthetic), map_index=("padim.map_index", map_index),
-                 features=("features", features), scores=("scores", scores),
-                 test_scores=("evaluation.test_scores", test_scores), metrics=("metrics", metrics),
-                 inspection=("inspection", _inspection()))
+    built.update(
+        image_index=("image_index", index),
+        splits=("splits", splits),
+        synthetic_index=("synthetic_index", synthetic),
+        map_index=("padim.map_index", map_index),
+        features=("features", features),
+        scores=("scores", scores),
+        test_scores=("evaluation.test_scores", test_scores),
+        metrics=("metrics", metrics),
+        inspection=("inspection", _inspection()),
+    )
     out = {}
     for model, (name, table) in built.items():
         catalog.save(name, table)
@@ -93,11 +124,25 @@ def tables(tiny_demo, tmp_path_factory) -> dict[str, tuple[str, pd.DataFrame, pd
 
 def _inspection() -> pd.DataFrame:
     """The inspection table of one accepted and one unreadable image (production.scoring's own builder)."""
-    bundle = SimpleNamespace(n_segments=2, detectors=["padim"], bundle_id="b1",
-                             operating_point=SimpleNamespace(threshold=0.5))
-    ok = {"image": "a.png", "path": "/in/a.png", "status": "ok", "decision": "accept", "score": 0.1,
-          "top_segment": 1, "top_segment_name": "right", "contrib_seg0": 0.0, "contrib_seg1": 0.2,
-          "contrib_global": 0.0, "contrib_bias": -0.1, "contrib_det_padim": 0.1, "padim__max": 1.5, "error": None}
+    bundle = SimpleNamespace(
+        n_segments=2, detectors=["padim"], bundle_id="b1", operating_point=SimpleNamespace(threshold=0.5)
+    )
+    ok = {
+        "image": "a.png",
+        "path": "/in/a.png",
+        "status": "ok",
+        "decision": "accept",
+        "score": 0.1,
+        "top_segment": 1,
+        "top_segment_name": "right",
+        "contrib_seg0": 0.0,
+        "contrib_seg1": 0.2,
+        "contrib_global": 0.0,
+        "contrib_bias": -0.1,
+        "contrib_det_padim": 0.1,
+        "padim__max": 1.5,
+        "error": None,
+    }
     failed = {"image": "b.png", "path": "/in/b.png", "status": "error", "decision": "error", "error": "unreadable"}
     return _table([ok, failed], bundle)
 
@@ -170,15 +215,22 @@ def test_aggregate_rows_and_inspection_values_are_checked(tables):
 
 def test_the_hook_stops_a_bad_save_with_a_short_error_naming_dataset_node_and_column():
     def make_splits_node() -> pd.DataFrame:
-        return pd.DataFrame({"image_id": ["a.png", "b.png"], "split_seed": [0, 0], "role": ["test", "bogus"],
-                             "in_benchmark": [True, True]})
+        return pd.DataFrame(
+            {
+                "image_id": ["a.png", "b.png"],
+                "split_seed": [0, 0],
+                "role": ["test", "bogus"],
+                "in_benchmark": [True, True],
+            }
+        )
 
     hooks = _create_hook_manager()
     hooks.register(SchemaHooks())
     catalog = DataCatalog({"splits": MemoryDataset()})
     with pytest.raises(DatasetSchemaError) as error:
-        SequentialRunner().run(pipeline([node(make_splits_node, None, "splits", name="split_images")]), catalog,
-                               hook_manager=hooks)
+        SequentialRunner().run(
+            pipeline([node(make_splits_node, None, "splits", name="split_images")]), catalog, hook_manager=hooks
+        )
     message = str(error.value)
     assert message.startswith("dataset 'splits' (saved by node 'split_images') does not match segad.schemas.Splits")
     assert "column 'role': isin(" in message and "'bogus'" in message
@@ -214,16 +266,40 @@ def test_kedro_run_stops_on_a_bad_table_with_the_short_error(tmp_path):
     shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf")
     (tmp_path / "src").mkdir()  # the segad package comes from PYTHONPATH
-    index = pd.DataFrame({"image_id": ["a.png"], "dataset": ["demo"], "category": ["demo"], "split": ["test"],
-                          "label": [1], "defect_type": ["bad"], "unseen": [False], "path": ["/a.png"],
-                          "mask_path": [None], "width": [8], "height": [8]})  # label int64, sizes int64
+    index = pd.DataFrame(
+        {
+            "image_id": ["a.png"],
+            "dataset": ["demo"],
+            "category": ["demo"],
+            "split": ["test"],
+            "label": [1],
+            "defect_type": ["bad"],
+            "unseen": [False],
+            "path": ["/a.png"],
+            "mask_path": [None],
+            "width": [8],
+            "height": [8],
+        }
+    )  # label int64, sizes int64
     (tmp_path / "data" / "02_intermediate").mkdir(parents=True)
     index.to_parquet(tmp_path / "data" / "02_intermediate" / "image_index.parquet")
     src = str(Path(schemas.__file__).resolve().parents[1])
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
-           "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-m", "kedro", "run", "--pipelines", "split"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300, check=False)
+    env = {
+        **os.environ,
+        "KEDRO_DISABLE_TELEMETRY": "true",
+        "HF_HUB_OFFLINE": "1",
+        "MPLBACKEND": "Agg",
+        "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "kedro", "run", "--pipelines", "split"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     assert result.stderr.strip().splitlines() == [
         "Error: dataset 'image_index' (loaded for node 'split.split') does not match segad.schemas.ImageIndex "

@@ -45,8 +45,19 @@ Device = Literal["auto", "cpu", "cuda"]
 GoodSplit = Literal["per_seed", "fixed"]
 
 #: Top-level parameter blocks of the stages (each checked by the class of the node that reads it).
-STAGE_BLOCKS = ("anomaly_maps", "brf", "bundle", "classifier", "defects", "demo", "evaluation", "features",
-                "score", "segmentation", "split")
+STAGE_BLOCKS = (
+    "anomaly_maps",
+    "brf",
+    "bundle",
+    "classifier",
+    "defects",
+    "demo",
+    "evaluation",
+    "features",
+    "score",
+    "segmentation",
+    "split",
+)
 
 
 class ParameterError(ValueError):
@@ -95,8 +106,9 @@ class RunConfig:
         run_keys = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(parameters) - set(run_keys) - set(STAGE_BLOCKS))
         if unknown:
-            raise ParameterError(f"unknown top-level parameter(s) {unknown}; the known ones are "
-                                 f"{sorted([*run_keys, *STAGE_BLOCKS])}")
+            raise ParameterError(
+                f"unknown top-level parameter(s) {unknown}; the known ones are {sorted([*run_keys, *STAGE_BLOCKS])}"
+            )
         try:
             run = cls(**{key: parameters[key] for key in run_keys if key in parameters})
         except ValidationError as error:
@@ -104,8 +116,9 @@ class RunConfig:
         blocks = parameters.get("anomaly_maps") or {}
         missing = [name for name in run.detectors if name not in blocks]
         if missing:
-            raise ParameterError(f"detectors {missing} have no anomaly_maps.<name> block; "
-                                 f"configured detectors: {sorted(blocks)}")
+            raise ParameterError(
+                f"detectors {missing} have no anomaly_maps.<name> block; configured detectors: {sorted(blocks)}"
+            )
         return run
 
     def as_parameters(self) -> dict[str, Any]:
@@ -179,5 +192,3 @@ def describe(error: ValidationError, section: str) -> str:
         value = "" if item["type"] == "missing" else f" (got {item['input']!r})"
         lines.append(f"{where or section or 'parameters'}: {item['msg']}{value}")
     return "; ".join(lines)
-
-

@@ -89,16 +89,21 @@ class MissingUpstreamError(click.ClickException, RuntimeError):
             rest = ", ".join(producers[1:])
             first = f"run `kedro run --pipelines {producers[0]}`" + (f" (then {rest})" if rest else "")
         else:  # a stage on the way needs output of a later one: let Kedro pick the nodes
-            first = (f"run `kedro run --pipelines segad --to-outputs {','.join(missing)}` "
-                     f"(it runs the nodes of {', '.join(producers)} that make them)")
-        super().__init__(f"pipeline '{pipeline_name}' needs {needed}, which no run has written yet: "
-                         f"{first} first, or `kedro run --pipelines segad` for the whole flow")
+            first = (
+                f"run `kedro run --pipelines segad --to-outputs {','.join(missing)}` "
+                f"(it runs the nodes of {', '.join(producers)} that make them)"
+            )
+        super().__init__(
+            f"pipeline '{pipeline_name}' needs {needed}, which no run has written yet: "
+            f"{first} first, or `kedro run --pipelines segad` for the whole flow"
+        )
 
 
 def _producers(pipelines: dict[str, Pipeline]) -> dict[str, str]:
     """Dataset name -> the smallest non-composite registered pipeline that writes it."""
-    stages = sorted(((name, p) for name, p in pipelines.items() if name not in COMPOSITE),
-                    key=lambda item: len(item[1].nodes))
+    stages = sorted(
+        ((name, p) for name, p in pipelines.items() if name not in COMPOSITE), key=lambda item: len(item[1].nodes)
+    )
     producer: dict[str, str] = {}
     for name, stage in stages:
         for dataset in stage.all_outputs():
@@ -119,13 +124,19 @@ def _exists(catalog: Any, name: str) -> bool | None:
 
 def _missing(pipeline: Pipeline, catalog: Any, producer: dict[str, str]) -> list[str]:
     """Free inputs of `pipeline` that a registered pipeline writes and that do not exist."""
-    return sorted(name for name in pipeline.inputs()
-                  if name != "parameters" and not name.startswith("params:")
-                  and name in producer and _exists(catalog, name) is False)
+    return sorted(
+        name
+        for name in pipeline.inputs()
+        if name != "parameters"
+        and not name.startswith("params:")
+        and name in producer
+        and _exists(catalog, name) is False
+    )
 
 
-def missing_upstream(pipeline: Pipeline, catalog: Any, pipelines: dict[str, Pipeline],
-                     pipeline_name: str) -> MissingUpstreamError | None:
+def missing_upstream(
+    pipeline: Pipeline, catalog: Any, pipelines: dict[str, Pipeline], pipeline_name: str
+) -> MissingUpstreamError | None:
     """The error for `pipeline`'s missing upstream inputs, or None when all exist.
 
     Inputs no registered pipeline writes (stores the nodes fill through a handle, raw data) and

@@ -89,8 +89,7 @@ def _grouped(name: str, stage: Pipeline) -> Pipeline:
         return stage
     free = stage.inputs()
     parameters = {d for d in free if d.startswith("params:") or d == "parameters"}
-    return pipeline(stage, namespace=name, inputs=free - parameters,
-                    outputs=stage.all_outputs(), parameters=parameters)
+    return pipeline(stage, namespace=name, inputs=free - parameters, outputs=stage.all_outputs(), parameters=parameters)
 
 
 def register_pipelines() -> dict[str, Pipeline]:

@@ -170,9 +170,7 @@ def _run_node_on_worker(
     hook_manager = _create_hook_manager()
     _register_hooks(hook_manager, project.settings.HOOKS)
     _register_hooks_entry_points(hook_manager, project.settings.DISABLE_HOOKS_FOR_PLUGINS)
-    return Task(
-        node=node, catalog=catalog, is_async=is_async, hook_manager=hook_manager, run_id=run_id
-    ).execute()
+    return Task(node=node, catalog=catalog, is_async=is_async, hook_manager=hook_manager, run_id=run_id).execute()
 
 
 class DaskRunner(AbstractRunner):

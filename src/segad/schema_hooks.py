@@ -19,9 +19,14 @@ from segad.schemas import MODELS, SchemaError, validate
 
 #: Catalog name -> model name in `segad.schemas.MODELS`; `<detector>.map_index` by its suffix.
 DATASETS: dict[str, str] = {
-    "image_index": "image_index", "splits": "splits", "synthetic_index": "synthetic_index",
-    "features": "features", "scores": "scores", "evaluation.test_scores": "test_scores",
-    "metrics": "metrics", "inspection": "inspection",
+    "image_index": "image_index",
+    "splits": "splits",
+    "synthetic_index": "synthetic_index",
+    "features": "features",
+    "scores": "scores",
+    "evaluation.test_scores": "test_scores",
+    "metrics": "metrics",
+    "inspection": "inspection",
 }
 NAMESPACED = {".map_index": "map_index"}  # dataset-factory entries "{detector}.map_index"
 

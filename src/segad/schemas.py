@@ -65,22 +65,36 @@ def _split_seed_or_aggregate(series: pd.Series) -> pd.Series:
 class ImageIndex(pa.DataFrameModel):
     """`image_index` — one row per image of the dataset (ingestion)."""
 
-    image_id: Series[str] = pa.Field(unique=True, description=(
-        "stable id: the image's path relative to `dataset.root`, POSIX separators (`train/good/000.png`); "
-        "for ELPV `images/cell0001.png`"))
+    image_id: Series[str] = pa.Field(
+        unique=True,
+        description=(
+            "stable id: the image's path relative to `dataset.root`, POSIX separators (`train/good/000.png`); "
+            "for ELPV `images/cell0001.png`"
+        ),
+    )
     dataset: Series[str] = pa.Field(isin=list(LAYOUTS), description="layout name")
-    category: Series[str] = pa.Field(description="product category (`vad` for VAD, `demo` for the demo, "
-                                                 "`capsule`, `candle`, ...)")
-    split: Series[str] = pa.Field(isin=["train", "test"], description=(
-        "as the dataset defines it (`train` for every image where the dataset has no split: SensumSODF)"))
+    category: Series[str] = pa.Field(
+        description="product category (`vad` for VAD, `demo` for the demo, `capsule`, `candle`, ...)"
+    )
+    split: Series[str] = pa.Field(
+        isin=["train", "test"],
+        description=("as the dataset defines it (`train` for every image where the dataset has no split: SensumSODF)"),
+    )
     label: Series[pa.Int8] = pa.Field(isin=list(LABELS), description="0 good, 1 bad")
-    defect_type: Series[str] = pa.Field(description=(
-        "`good` for good images, else the defect folder / type (`bad`, `bad_unseen_defects`, `crack`, ...)"))
-    unseen: Series[bool] = pa.Field(description=(
-        "true for defect types that never appear in training (VAD `bad_unseen_defects`, demo unseen types)"))
+    defect_type: Series[str] = pa.Field(
+        description=(
+            "`good` for good images, else the defect folder / type (`bad`, `bad_unseen_defects`, `crack`, ...)"
+        )
+    )
+    unseen: Series[bool] = pa.Field(
+        description=(
+            "true for defect types that never appear in training (VAD `bad_unseen_defects`, demo unseen types)"
+        )
+    )
     path: Series[str] = pa.Field(description="absolute path of the image file")
-    mask_path: Series[str] = pa.Field(nullable=True, description="absolute path of the pixel mask, where the "
-                                                                 "dataset has one")
+    mask_path: Series[str] = pa.Field(
+        nullable=True, description="absolute path of the pixel mask, where the dataset has one"
+    )
     width: Series[pa.Int32] = pa.Field(gt=0, description="image width in pixels as stored on disk")
     height: Series[pa.Int32] = pa.Field(gt=0, description="image height in pixels as stored on disk")
 
@@ -92,14 +106,18 @@ class Splits(pa.DataFrameModel):
     """`splits` — one row per (image, split_seed): every image of the index appears once per seed (split)."""
 
     image_id: Series[str] = pa.Field(description="key into `image_index`")
-    split_seed: Series[pa.Int64] = pa.Field(ge=0, description="the seed (or fold number for `kfold`) that drew "
-                                                              "this split")
-    role: Series[str] = pa.Field(isin=list(ROLES), description=(
-        "`detector_train` (good images the detectors are fitted on), `brf_train` (rows the BRF is fitted on: "
-        "good images the detectors never saw, plus the regime's bad training images), `test`, `unused` (left "
-        "out by the regime)"))
-    in_benchmark: Series[bool] = pa.Field(description="true where the row takes part in this regime "
-                                                      "(`role != unused`)")
+    split_seed: Series[pa.Int64] = pa.Field(
+        ge=0, description="the seed (or fold number for `kfold`) that drew this split"
+    )
+    role: Series[str] = pa.Field(
+        isin=list(ROLES),
+        description=(
+            "`detector_train` (good images the detectors are fitted on), `brf_train` (rows the BRF is fitted on: "
+            "good images the detectors never saw, plus the regime's bad training images), `test`, `unused` (left "
+            "out by the regime)"
+        ),
+    )
+    in_benchmark: Series[bool] = pa.Field(description="true where the row takes part in this regime (`role != unused`)")
 
     class Config:
         strict = True
@@ -133,21 +151,32 @@ class MapIndex(pa.DataFrameModel):
     test images, synthetic images) (anomaly_maps)."""
 
     image_id: Series[str] = pa.Field(description="key into `image_index` or `synthetic_index`")
-    detector: Series[str] = pa.Field(description=(
-        "anomalib's model name, lower snake case (`patchcore`, `padim`, `fastflow`, `reverse_distillation`, "
-        "`efficient_ad`, `supersimplenet`, `stfpm`), or the name of an external detector"))
+    detector: Series[str] = pa.Field(
+        description=(
+            "anomalib's model name, lower snake case (`patchcore`, `padim`, `fastflow`, `reverse_distillation`, "
+            "`efficient_ad`, `supersimplenet`, `stfpm`), or the name of an external detector"
+        )
+    )
     split_seed: Series[pa.Int64] = pa.Field(ge=0, description="the split seed")
-    model_key: Series[str] = pa.Field(description=(
-        "hash of the detector configuration, segad's format version, the anomalib/torch/torchvision/timm "
-        "versions and the detector_train image set"))
+    model_key: Series[str] = pa.Field(
+        description=(
+            "hash of the detector configuration, segad's format version, the anomalib/torch/torchvision/timm "
+            "versions and the detector_train image set"
+        )
+    )
     map_key: Series[str] = pa.Field(description="location of the map in the store")
     max_score: Series[pa.Float64] = pa.Field(description="max of the raw map (the detector's own image score)")
     height: Series[pa.Int32] = pa.Field(gt=0, description="map height (= `image_size`)")
     width: Series[pa.Int32] = pa.Field(gt=0, description="map width (= `image_size`)")
-    source_height: Series[pa.Int32] | None = pa.Field(gt=0, description=(
-        "external detectors only (`kind: external`, docs/anomaly_maps.md): map file height before resizing"))
-    source_width: Series[pa.Int32] | None = pa.Field(gt=0, description=(
-        "external detectors only: map file width before resizing"))
+    source_height: Series[pa.Int32] | None = pa.Field(
+        gt=0,
+        description=(
+            "external detectors only (`kind: external`, docs/anomaly_maps.md): map file height before resizing"
+        ),
+    )
+    source_width: Series[pa.Int32] | None = pa.Field(
+        gt=0, description=("external detectors only: map file width before resizing")
+    )
     pred_score: Series[pa.Float64] | None = pa.Field(description="supersimplenet_supervised only: its own image score")
 
     class Config:
@@ -170,22 +199,34 @@ class Features(pa.DataFrameModel):
     benchmark: Series[str] = pa.Field(isin=list(BENCHMARKS), description="the regime (partition folder)")
     image_id: Series[str] = pa.Field(description="key into `image_index` or `synthetic_index`")
     split_seed: Series[pa.Int64] = pa.Field(ge=0, description="partition folder")
-    role: Series[str] = pa.Field(isin=list(FEATURE_ROLES), description="from splits (synthetic rows: "
-                                                                        "`brf_train`)")
+    role: Series[str] = pa.Field(isin=list(FEATURE_ROLES), description="from splits (synthetic rows: `brf_train`)")
     label: Series[pa.Int8] = pa.Field(isin=list(LABELS), description="from the index (synthetic rows: 1)")
     defect_type: Series[str] = pa.Field(description="from the index or synthetic_index")
     unseen: Series[bool] = pa.Field(description="from the index (synthetic rows: false)")
     category: Series[str] = pa.Field(description="partition folder")
-    source_image_id: Series[str] = pa.Field(description=(
-        "the image whose segment map applies (itself, or the good image a synthetic defect was made from)"))
-    segment_stat: Series[pa.Float64] = pa.Field(alias=SEGMENT_PATTERN.pattern, regex=True, nullable=True, metadata=_doc(
-        "seg<l>__<detector>__<stat>",
-        f"stat ∈ {', '.join(STATS)} of the raw map over segment l; NaN skew/kurtosis for constant or "
-        "1-pixel segments (XGBoost reads NaN as missing), all 0.0 for an empty segment"))
-    detector_max: Series[pa.Float64] = pa.Field(alias=MAX_PATTERN.pattern, regex=True, nullable=True, metadata=_doc(
-        "<detector>__max", "global max of the map"))
-    own_score: Series[pa.Float64] = pa.Field(alias=SCORE_PATTERN.pattern, regex=True, required=False, nullable=True,
-                                             metadata=_doc("classifier__score, <detector>__score", _OWN_SCORE))
+    source_image_id: Series[str] = pa.Field(
+        description=("the image whose segment map applies (itself, or the good image a synthetic defect was made from)")
+    )
+    segment_stat: Series[pa.Float64] = pa.Field(
+        alias=SEGMENT_PATTERN.pattern,
+        regex=True,
+        nullable=True,
+        metadata=_doc(
+            "seg<l>__<detector>__<stat>",
+            f"stat ∈ {', '.join(STATS)} of the raw map over segment l; NaN skew/kurtosis for constant or "
+            "1-pixel segments (XGBoost reads NaN as missing), all 0.0 for an empty segment",
+        ),
+    )
+    detector_max: Series[pa.Float64] = pa.Field(
+        alias=MAX_PATTERN.pattern, regex=True, nullable=True, metadata=_doc("<detector>__max", "global max of the map")
+    )
+    own_score: Series[pa.Float64] = pa.Field(
+        alias=SCORE_PATTERN.pattern,
+        regex=True,
+        required=False,
+        nullable=True,
+        metadata=_doc("classifier__score, <detector>__score", _OWN_SCORE),
+    )
     detectors: Series[str] = pa.Field(description="the run's detectors, sorted, joined by `+` (partition folder)")
 
     class Config:
@@ -201,17 +242,23 @@ class Features(pa.DataFrameModel):
 class Scores(pa.DataFrameModel):
     """`scores` — test-set scores of every method, partitioned by dataset and benchmark (brf)."""
 
-    dataset: Series[str] = pa.Field(isin=list(LAYOUTS), description="`dataset.layout` of the run (partition "
-                                                                     "folder)")
+    dataset: Series[str] = pa.Field(isin=list(LAYOUTS), description="`dataset.layout` of the run (partition folder)")
     benchmark: Series[str] = pa.Field(isin=list(BENCHMARKS), description="the run's regime (partition folder)")
     image_id: Series[str] = pa.Field(description="key into `image_index`")
     split_seed: Series[pa.Int64] = pa.Field(ge=0, description="the split seed")
-    method: Series[str] = pa.Field(str_length={"min_value": 1}, description=(
-        "a detector alone (`patchcore`: its map max), the supervised classifier alone (`classifier`: its logit, "
-        "when enabled) or a SegAD combination (`patchcore+segad`, `padim+patchcore+segad`, "
-        "`classifier+padim+patchcore+segad`)"))
-    score: Series[pa.Float64] = pa.Field(description=(
-        "higher = more anomalous. For SegAD, the raw margin of `binary:logitraw`: a score, not a probability"))
+    method: Series[str] = pa.Field(
+        str_length={"min_value": 1},
+        description=(
+            "a detector alone (`patchcore`: its map max), the supervised classifier alone (`classifier`: its logit, "
+            "when enabled) or a SegAD combination (`patchcore+segad`, `padim+patchcore+segad`, "
+            "`classifier+padim+patchcore+segad`)"
+        ),
+    )
+    score: Series[pa.Float64] = pa.Field(
+        description=(
+            "higher = more anomalous. For SegAD, the raw margin of `binary:logitraw`: a score, not a probability"
+        )
+    )
 
     class Config:
         strict = True
@@ -247,20 +294,34 @@ class Metrics(pa.DataFrameModel):
     benchmark: Series[str] = pa.Field(isin=list(BENCHMARKS), description="the run's regime")
     method: Series[str] = pa.Field(str_length={"min_value": 1}, description="as in `scores`")
     split_seed: Series[str] = pa.Field(description="the seed, or `mean` / `std` over seeds")
-    subset: Series[str] = pa.Field(isin=list(SUBSETS), description=(
-        "`all`; `seen` / `unseen`: all good images and the bad images of seen / unseen defect types"))
-    auroc: Series[pa.Float64] = pa.Field(in_range={"min_value": 0, "max_value": 1}, nullable=True,
-                                         description="image AUROC")
-    fpr95tpr: Series[pa.Float64] = pa.Field(in_range={"min_value": 0, "max_value": 1}, nullable=True,
-                                            description="false-positive rate at 95% true-positive rate")
-    pg2: Series[pa.Float64] = pa.Field(in_range={"min_value": 0, "max_value": 1}, nullable=True,
-                                       description="share of good images passed at 2% missed bad ones")
-    pb2: Series[pa.Float64] = pa.Field(in_range={"min_value": 0, "max_value": 1}, nullable=True,
-                                       description="share of bad images caught at 2% rejected good ones")
-    f1max: Series[pa.Float64] = pa.Field(in_range={"min_value": 0, "max_value": 1}, nullable=True,
-                                         description="best F1 over thresholds")
-    ap: Series[pa.Float64] = pa.Field(in_range={"min_value": 0, "max_value": 1}, nullable=True,
-                                      description="average precision")
+    subset: Series[str] = pa.Field(
+        isin=list(SUBSETS),
+        description=("`all`; `seen` / `unseen`: all good images and the bad images of seen / unseen defect types"),
+    )
+    auroc: Series[pa.Float64] = pa.Field(
+        in_range={"min_value": 0, "max_value": 1}, nullable=True, description="image AUROC"
+    )
+    fpr95tpr: Series[pa.Float64] = pa.Field(
+        in_range={"min_value": 0, "max_value": 1},
+        nullable=True,
+        description="false-positive rate at 95% true-positive rate",
+    )
+    pg2: Series[pa.Float64] = pa.Field(
+        in_range={"min_value": 0, "max_value": 1},
+        nullable=True,
+        description="share of good images passed at 2% missed bad ones",
+    )
+    pb2: Series[pa.Float64] = pa.Field(
+        in_range={"min_value": 0, "max_value": 1},
+        nullable=True,
+        description="share of bad images caught at 2% rejected good ones",
+    )
+    f1max: Series[pa.Float64] = pa.Field(
+        in_range={"min_value": 0, "max_value": 1}, nullable=True, description="best F1 over thresholds"
+    )
+    ap: Series[pa.Float64] = pa.Field(
+        in_range={"min_value": 0, "max_value": 1}, nullable=True, description="average precision"
+    )
     n_good: Series[pa.Float64] = pa.Field(ge=0, nullable=True, description="good images scored")
     n_bad: Series[pa.Float64] = pa.Field(ge=0, nullable=True, description="bad images scored")
 
@@ -279,23 +340,35 @@ class Inspection(pa.DataFrameModel):
 
     image: Series[str] = pa.Field(unique=True, description="the image's path relative to the input folder")
     path: Series[str] = pa.Field(description="absolute path of the image file")
-    status: Series[str] = pa.Field(isin=list(STATUSES), description="`ok`, or `error` (unreadable image, "
-                                                                    "wrong input, non-finite map)")
-    decision: Series[str] = pa.Field(isin=list(DECISIONS), description="`accept`, `reject` (score >= threshold) "
-                                                                        "or `error`")
+    status: Series[str] = pa.Field(
+        isin=list(STATUSES), description="`ok`, or `error` (unreadable image, wrong input, non-finite map)"
+    )
+    decision: Series[str] = pa.Field(
+        isin=list(DECISIONS), description="`accept`, `reject` (score >= threshold) or `error`"
+    )
     score: Series[pa.Float64] = pa.Field(nullable=True, description="BRF raw margin; NaN on error rows")
     threshold: Series[pa.Float64] = pa.Field(description="the bundle's operating threshold")
     error: Series[str] = pa.Field(nullable=True, description="what went wrong, on error rows")
-    top_segment: Series[pa.Int64] = pa.Field(ge=-1, description="segment contributing most to the score; -1 "
-                                                                "when not explained")
+    top_segment: Series[pa.Int64] = pa.Field(
+        ge=-1, description="segment contributing most to the score; -1 when not explained"
+    )
     top_segment_name: Series[str] = pa.Field(nullable=True, description="its name")
-    contribution: Series[pa.Float64] = pa.Field(alias=CONTRIBUTION_PATTERN.pattern, regex=True,
-                                                nullable=True, metadata=_doc(
-        "contrib_seg<l>, contrib_global, contrib_bias, contrib_det_<detector>",
-        "SHAP contributions to the score per segment, of the global features, of the bias, per detector; NaN "
-        "where not explained"))
-    detector_max: Series[pa.Float64] = pa.Field(alias=MAX_PATTERN.pattern, regex=True, nullable=True, metadata=_doc(
-        "<detector>__max", "global max of the detector's map; NaN on error rows"))
+    contribution: Series[pa.Float64] = pa.Field(
+        alias=CONTRIBUTION_PATTERN.pattern,
+        regex=True,
+        nullable=True,
+        metadata=_doc(
+            "contrib_seg<l>, contrib_global, contrib_bias, contrib_det_<detector>",
+            "SHAP contributions to the score per segment, of the global features, of the bias, per detector; NaN "
+            "where not explained",
+        ),
+    )
+    detector_max: Series[pa.Float64] = pa.Field(
+        alias=MAX_PATTERN.pattern,
+        regex=True,
+        nullable=True,
+        metadata=_doc("<detector>__max", "global max of the detector's map; NaN on error rows"),
+    )
     overlay: Series[str] = pa.Field(nullable=True, description="name of the overlay picture (rejected parts)")
     bundle_id: Series[str] = pa.Field(description="the bundle version used")
 
@@ -305,8 +378,14 @@ class Inspection(pa.DataFrameModel):
 
 #: Every model, by the catalog name of its table (map_index: the per-detector `<detector>.map_index`).
 MODELS: dict[str, type[pa.DataFrameModel]] = {
-    "image_index": ImageIndex, "splits": Splits, "synthetic_index": SyntheticIndex, "map_index": MapIndex,
-    "features": Features, "scores": Scores, "test_scores": TestScores, "metrics": Metrics,
+    "image_index": ImageIndex,
+    "splits": Splits,
+    "synthetic_index": SyntheticIndex,
+    "map_index": MapIndex,
+    "features": Features,
+    "scores": Scores,
+    "test_scores": TestScores,
+    "metrics": Metrics,
     "inspection": Inspection,
 }
 
@@ -335,11 +414,13 @@ def _groups(failures: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     failures = failures.assign(column=failures["column"].astype(str), check=failures["check"].astype(str))
     about_columns = failures["check"].str.startswith("column_in_")
     table_level = (failures["schema_context"] == "DataFrameSchema") & ~about_columns
-    failures = failures.assign(_rank=about_columns.map({True: 0, False: 1}) + table_level,
-                               _column=failures["column"].where(~table_level, ""))
+    failures = failures.assign(
+        _rank=about_columns.map({True: 0, False: 1}) + table_level, _column=failures["column"].where(~table_level, "")
+    )
     failures = failures.sort_values("_rank", kind="stable")
-    return [(str(rows["check"].iloc[0]), rows)
-            for _, rows in failures.groupby(["_rank", "_column", "check"], sort=False)]
+    return [
+        (str(rows["check"].iloc[0]), rows) for _, rows in failures.groupby(["_rank", "_column", "check"], sort=False)
+    ]
 
 
 def _problem(check: str, rows: pd.DataFrame, shown_names: dict[str, str]) -> str:
@@ -363,7 +444,7 @@ def _problem(check: str, rows: pd.DataFrame, shown_names: dict[str, str]) -> str
     values = rows["failure_case"].tolist()
     shown = ", ".join(repr(v) for v in list(dict.fromkeys(values))[:EXAMPLES])
     if check.startswith("dtype("):
-        return f"{where}: dtype {values[0]}, expected {check[len('dtype('):-1].strip(chr(39))}"
+        return f"{where}: dtype {values[0]}, expected {check[len('dtype(') : -1].strip(chr(39))}"
     if check == "not_nullable":
         return f"{where}: {len(rows)} null value(s)"
     if check == "field_uniqueness":

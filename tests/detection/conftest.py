@@ -23,7 +23,6 @@ def images(tmp_path_factory):
     }
 
 
-
 @pytest.fixture(scope="module")
 def fitted_padim(images, tmp_path_factory):
     config = config_for("padim", images)

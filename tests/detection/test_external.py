@@ -30,8 +30,9 @@ IDS = ["part/train/good/0.png", "part/train/good/1.png", "part/test/bad/2.png", 
 
 def _tables(root):
     """An image index of 4 images (images on disk are not read by the external kind) and one split."""
-    index = pd.DataFrame({"image_id": IDS, "path": [str(root / "data" / i) for i in IDS], "label": [0, 0, 1, 0],
-                          "category": "part"})
+    index = pd.DataFrame(
+        {"image_id": IDS, "path": [str(root / "data" / i) for i in IDS], "label": [0, 0, 1, 0], "category": "part"}
+    )
     splits = pd.DataFrame({"image_id": IDS, "split_seed": 0, "role": ["detector_train", "brf_train", "test", "test"]})
     return index, splits
 

@@ -40,7 +40,6 @@ def test_detector_fits_on_good_images_and_maps_survive_save_and_reload(name, ima
     np.testing.assert_allclose(predict_maps(reloaded, probe), maps, rtol=1e-5, atol=1e-5)
 
 
-
 def test_maps_are_raw_not_normalised(images, fitted_padim):
     model, _ = fitted_padim
     assert model.post_processor is None
@@ -92,8 +91,6 @@ def test_invalid_settings_are_refused():
         )
 
 
-
-
 def test_fit_is_deterministic_whatever_the_global_random_state(images, tmp_path):
     """PaDiM draws its channel subset when built: the seed must be set before that, or a fit in
     another process (a Dask worker) would pick other channels under the same model_key."""
@@ -117,7 +114,9 @@ def test_padim_channel_subset_does_not_depend_on_the_backbone_cache(images, tmp_
     fresh = build_detector(config, SIZE, tmp_path / "cache")  # writes the backbone folder
     torch.rand(7)  # whatever ran before must not matter either
     warm = build_detector(config, SIZE, tmp_path / "cache")  # reads it
-    other_seed = build_detector(DetectorConfig(**{**config.__dict__, "seed": config.seed + 1}), SIZE, tmp_path / "cache")
+    other_seed = build_detector(
+        DetectorConfig(**{**config.__dict__, "seed": config.seed + 1}), SIZE, tmp_path / "cache"
+    )
     assert torch.equal(fresh.model.idx, warm.model.idx)
     assert not torch.equal(fresh.model.idx, other_seed.model.idx)
 

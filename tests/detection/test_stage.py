@@ -32,7 +32,14 @@ def _tables(root, test_seed=10):
 
 def _run(root, index, splits, images, synthetic=None):
     return compute_anomaly_maps(
-        index, splits, synthetic, config_for("padim", images), SIZE, "cpu", MapStore(root / "maps"), root / "models",
+        index,
+        splits,
+        synthetic,
+        config_for("padim", images),
+        SIZE,
+        "cpu",
+        MapStore(root / "maps"),
+        root / "models",
         progress=False,
     )
 
@@ -41,7 +48,14 @@ def test_map_index_schema_resume_and_damaged_maps(tmp_path, images):
     index, splits = _tables(tmp_path)
     first, stats = _run(tmp_path, index, splits, images)
     assert list(first.columns) == [
-        "image_id", "detector", "split_seed", "model_key", "map_key", "max_score", "height", "width",
+        "image_id",
+        "detector",
+        "split_seed",
+        "model_key",
+        "map_key",
+        "max_score",
+        "height",
+        "width",
     ]
     assert len(first) == 2 * (2 + 3)  # brf_train + test rows per seed
     assert first["model_key"].nunique() == 1 and stats.models_fitted == 1  # same detector_train set
@@ -68,7 +82,9 @@ def test_map_index_schema_resume_and_damaged_maps(tmp_path, images):
 def test_another_seed_split_gets_its_own_model(tmp_path, images):
     index, splits = _tables(tmp_path)
     swap = (splits["split_seed"] == 1) & splits["image_id"].isin(["train/0", "train/4"])
-    splits.loc[swap, "role"] = splits.loc[swap, "role"].map({"detector_train": "brf_train", "brf_train": "detector_train"})
+    splits.loc[swap, "role"] = splits.loc[swap, "role"].map(
+        {"detector_train": "brf_train", "brf_train": "detector_train"}
+    )
     map_index, stats = _run(tmp_path, index, splits, images)
     assert stats.models_fitted == 2 and map_index.groupby("split_seed")["model_key"].nunique().tolist() == [1, 1]
     assert map_index["model_key"].nunique() == 2
@@ -123,12 +139,19 @@ def test_synthetic_images_get_maps_under_their_seed(tmp_path, images):
     index, splits = _tables(tmp_path)
     synthetic_paths = write_images(tmp_path / "synthetic", 2, 7, bright=True)
     synthetic = pd.DataFrame(
-        {"image_id": ["synthetic/0/a__0.png", "synthetic/1/b__0.png"], "split_seed": [0, 1], "path": synthetic_paths,
-         "category": "part"}
+        {
+            "image_id": ["synthetic/0/a__0.png", "synthetic/1/b__0.png"],
+            "split_seed": [0, 1],
+            "path": synthetic_paths,
+            "category": "part",
+        }
     )
     map_index, _ = _run(tmp_path, index, splits, images, synthetic)
     rows = map_index[map_index["image_id"].str.startswith("synthetic/")]
-    assert rows[["image_id", "split_seed"]].values.tolist() == [["synthetic/0/a__0.png", 0], ["synthetic/1/b__0.png", 1]]
+    assert rows[["image_id", "split_seed"]].values.tolist() == [
+        ["synthetic/0/a__0.png", 0],
+        ["synthetic/1/b__0.png", 1],
+    ]
 
 
 def test_efficient_ad_quantile_images_are_the_good_brf_train_images_of_the_seed(tmp_path):
@@ -149,8 +172,12 @@ def test_efficient_ad_quantile_images_are_the_good_brf_train_images_of_the_seed(
     # the quantile images are part of the key: another held-out image, another model
     changed = plan_models(index, splits, reference, 256, {**hashes, path["train/4"]: "other"})
     assert changed[("part", 0)].key != plan[("part", 0)].key
-    assert plan_models(index, splits, DetectorConfig.from_dict("efficient_ad", settings), 256,
-                       {**hashes, path["train/4"]: "other"})[("part", 0)].key == default[("part", 0)].key
+    assert (
+        plan_models(
+            index, splits, DetectorConfig.from_dict("efficient_ad", settings), 256, {**hashes, path["train/4"]: "other"}
+        )[("part", 0)].key
+        == default[("part", 0)].key
+    )
     no_goods = splits[~((splits["image_id"] == "train/4") & (splits["split_seed"] == 1))]
     with pytest.raises(ValueError, match="category 'part' has no good brf_train image for split_seed 1"):
         plan_models(index, no_goods, reference, 256, hashes)

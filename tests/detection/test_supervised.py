@@ -104,8 +104,9 @@ def test_label_only_images_are_left_out_of_the_segmentation_loss(data):
 def test_deterministic_per_seed(data):
     short = {"max_epochs": 1, "max_steps": 2}
     states = [
-        fit_supervised(_config(trainer=short, seed=seed, masks="auto"), data["items"], SIZE,
-                       backbone_cache_dir=data["backbones"]).state_dict()
+        fit_supervised(
+            _config(trainer=short, seed=seed, masks="auto"), data["items"], SIZE, backbone_cache_dir=data["backbones"]
+        ).state_dict()
         for seed in (0, 0, 1)
     ]
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
@@ -144,9 +145,13 @@ def test_too_small_feature_map_is_a_clear_error(data):
 
 @pytest.mark.parametrize(
     ("values", "match"),
-    [({"epochs": 3}, "unknown settings"), ({"masks": "some"}, "masks must be"),
-     ({"cross_fit_folds": 1}, "cross_fit_folds"), ({"model": {"supervised": False}}, "set by segad"),
-     ({"seed": "0"}, "seed must be int")],
+    [
+        ({"epochs": 3}, "unknown settings"),
+        ({"masks": "some"}, "masks must be"),
+        ({"cross_fit_folds": 1}, "cross_fit_folds"),
+        ({"model": {"supervised": False}}, "set by segad"),
+        ({"seed": "0"}, "seed must be int"),
+    ],
 )
 def test_bad_settings_name_the_key(values, match):
     with pytest.raises(SupervisedConfigError, match=match):

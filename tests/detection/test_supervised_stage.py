@@ -18,11 +18,15 @@ from segad.detection.supervised import SupervisedConfig, SupervisedConfigError
 from segad.detection.supervised_stage import FULL, INDEX_COLUMNS, compute_supervised_maps, plan_supervised
 
 SIZE = 64
-CONFIG = SupervisedConfig.from_dict({
-    "model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"]},
-    "weights": "packaged:efficientnet_lite0", "trainer": {"max_epochs": 1, "max_steps": 1},
-    "train_batch_size": 4, "cross_fit_folds": 2,
-})
+CONFIG = SupervisedConfig.from_dict(
+    {
+        "model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"]},
+        "weights": "packaged:efficientnet_lite0",
+        "trainer": {"max_epochs": 1, "max_steps": 1},
+        "train_batch_size": 4,
+        "cross_fit_folds": 2,
+    }
+)
 # role per image: (detector_train goods, brf_train goods, brf_train bads, test goods, test bads)
 LAYOUT = {"detector_train": (4, 0), "brf_train": (2, 3), "test": (2, 2)}
 
@@ -47,7 +51,9 @@ def tables(tmp_path_factory):
                 path = str(folder / f"{role}_{label}_{i}.png")
                 Image.fromarray(pixels).save(path)
                 image_id = f"{role}_{label}_{i}"
-                rows.append({"image_id": image_id, "path": path, "label": label, "category": "c", "mask_path": mask_path})
+                rows.append(
+                    {"image_id": image_id, "path": path, "label": label, "category": "c", "mask_path": mask_path}
+                )
                 roles.append({"image_id": image_id, "split_seed": 0, "role": role})
     return pd.DataFrame(rows), pd.DataFrame(roles), folder
 
@@ -111,8 +117,14 @@ def test_conf_block_is_valid_and_offline():
 
 def test_synthetic_rows_are_scored_by_fold_models_and_never_trained_on(tables):
     index, splits, folder = tables
-    synthetic = pd.DataFrame({"image_id": ["synthetic/0/a.png", "synthetic/0/b.png"], "split_seed": 0,
-                              "category": "c", "path": [str(folder / "syn_a.png"), str(folder / "syn_b.png")]})
+    synthetic = pd.DataFrame(
+        {
+            "image_id": ["synthetic/0/a.png", "synthetic/0/b.png"],
+            "split_seed": 0,
+            "category": "c",
+            "path": [str(folder / "syn_a.png"), str(folder / "syn_b.png")],
+        }
+    )
     plan = plan_supervised(index, splits, synthetic, CONFIG, SIZE)
     fold_of = {i: f.fold for f in plan for i, _ in f.rows}
     assert {fold_of[i] for i in synthetic["image_id"]} == {0, 1}  # dealt like brf_train rows

@@ -47,7 +47,6 @@ def write_images(folder, n, seed, size=SIZE, bright=False):
     return paths
 
 
-
 def config_for(name, images):
     values = dict(CHEAP[name])
     if name == "efficient_ad":

@@ -58,8 +58,7 @@ def _anomalib(metric, labels, scores):
 @pytest.mark.parametrize(("labels", "scores"), CASES)
 def test_auroc_and_ap_match_sklearn(labels, scores):
     assert auroc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
-    assert average_precision(labels, scores) == pytest.approx(
-        average_precision_score(labels, scores), abs=1e-12)
+    assert average_precision(labels, scores) == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
 
 
 @pytest.mark.parametrize(("labels", "scores"), CASES)
@@ -133,8 +132,16 @@ def test_aggregate_over_seeds():
     rows = []
     for method, base in (("patchcore", 0.8), ("patchcore+segad", 0.9)):
         for seed, delta in zip((0, 1, 2), (0.0, 0.02, 0.04), strict=True):
-            rows.append({"method": method, "subset": "all", "split_seed": seed,
-                         **{c: base + delta for c in METRIC_COLUMNS}, "n_good": 10, "n_bad": 4 + seed})
+            rows.append(
+                {
+                    "method": method,
+                    "subset": "all",
+                    "split_seed": seed,
+                    **{c: base + delta for c in METRIC_COLUMNS},
+                    "n_good": 10,
+                    "n_bad": 4 + seed,
+                }
+            )
     table = pd.DataFrame(rows)
     out = aggregate_over_seeds(table, keys=["method", "subset"])
     assert list(out.columns) == list(table.columns)

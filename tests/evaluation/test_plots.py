@@ -27,8 +27,16 @@ def table():
         for seed in (0, 1):
             for i in range(30):
                 label = int(i >= 18)
-                rows.append({"method": method, "split_seed": seed, "image_id": f"img{i}", "label": label,
-                             "unseen": label == 1 and i % 3 == 0, "score": rng.normal(gap * label, 1.0)})
+                rows.append(
+                    {
+                        "method": method,
+                        "split_seed": seed,
+                        "image_id": f"img{i}",
+                        "label": label,
+                        "unseen": label == 1 and i % 3 == 0,
+                        "score": rng.normal(gap * label, 1.0),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -70,11 +78,19 @@ def test_histogram_groups_good_seen_unseen(table):
 
 
 def test_importance_table_and_figure():
-    importances = {"seg0__patchcore__q995": 3.0, "seg0__patchcore__mean": 1.0, "seg2__padim__skew": 2.0,
-                   "patchcore__max": 5.0, "classifier__score": 0.5}
+    importances = {
+        "seg0__patchcore__q995": 3.0,
+        "seg0__patchcore__mean": 1.0,
+        "seg2__padim__skew": 2.0,
+        "patchcore__max": 5.0,
+        "classifier__score": 0.5,
+    }
     parsed = importance_table(importances)
     assert parsed.set_index("feature").loc["seg2__padim__skew", ["segment", "detector", "stat"]].tolist() == [
-        2, "padim", "skew"]
+        2,
+        "padim",
+        "skew",
+    ]
     assert parsed.set_index("feature").loc["patchcore__max", ["segment", "stat"]].tolist() == [-1, "max"]
     fig = feature_importance_figure(importances, title="padim+patchcore+segad")
     bars = fig.axes[0]
@@ -95,9 +111,15 @@ def test_worst_cases_and_overlay(table):
     assert worst["rank"].tolist() == [1, 2, 1, 2]
     segments = np.zeros((16, 16), int)
     segments[:, 8:] = 1
-    cases = [{"image": np.full((3, 16, 16), 0.5), "maps": {"patchcore": np.random.rand(16, 16),
-                                                           "padim": np.random.rand(16, 16)},
-              "segments": segments, "caption": f"case {i}"} for i in range(2)]
+    cases = [
+        {
+            "image": np.full((3, 16, 16), 0.5),
+            "maps": {"patchcore": np.random.rand(16, 16), "padim": np.random.rand(16, 16)},
+            "segments": segments,
+            "caption": f"case {i}",
+        }
+        for i in range(2)
+    ]
     fig = overlay_figure(cases, title="worst")
     assert len([ax for ax in fig.axes if ax.get_title() in ("patchcore", "padim")]) == 4
     assert _png(fig)[:4] == b"\x89PNG"

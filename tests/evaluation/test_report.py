@@ -21,24 +21,45 @@ def metrics_table(categories=("demo",), subsets=("all", "seen", "unseen")):
         for method, base in (("patchcore+segad", 0.9), ("patchcore", 0.8), ("padim+patchcore+segad", 0.95)):
             for subset in subsets:
                 for seed, delta in ((0, 0.0), (1, 0.02), (2, 0.04)):
-                    rows.append({"dataset": "demo", "category": category, "benchmark": "high_shot",
-                                 "method": method, "split_seed": seed, "subset": subset,
-                                 "auroc": base + delta, "fpr95tpr": 1 - base, "pg2": base - 0.3, "pb2": 0.5,
-                                 "f1max": 0.7, "ap": 0.75, "n_good": 100, "n_bad": 80})
+                    rows.append(
+                        {
+                            "dataset": "demo",
+                            "category": category,
+                            "benchmark": "high_shot",
+                            "method": method,
+                            "split_seed": seed,
+                            "subset": subset,
+                            "auroc": base + delta,
+                            "fpr95tpr": 1 - base,
+                            "pg2": base - 0.3,
+                            "pb2": 0.5,
+                            "f1max": 0.7,
+                            "ap": 0.75,
+                            "n_good": 100,
+                            "n_bad": 80,
+                        }
+                    )
     return aggregate_over_seeds(pd.DataFrame(rows), KEYS)
 
 
 def test_method_order_puts_detectors_first():
     assert method_order(["padim+patchcore+segad", "patchcore+segad", "patchcore", "padim"]) == [
-        "padim", "patchcore", "patchcore+segad", "padim+patchcore+segad"]
+        "padim",
+        "patchcore",
+        "patchcore+segad",
+        "padim+patchcore+segad",
+    ]
 
 
 def test_results_table_mean_std_in_percent():
     table = results_table(metrics_table(), "demo", "all")
     lines = table.splitlines()
     assert lines[0] == "| method | AUROC | FPR@95TPR | PG2 | PB2 | F1-max | AP | seeds | test good / bad |"
-    assert [line.split(" | ")[0] for line in lines[2:]] == ["| patchcore", "| patchcore+segad",
-                                                           "| padim+patchcore+segad"]
+    assert [line.split(" | ")[0] for line in lines[2:]] == [
+        "| patchcore",
+        "| patchcore+segad",
+        "| padim+patchcore+segad",
+    ]
     # patchcore AUROC: 0.80, 0.82, 0.84 -> 82.0 ± 2.0 (sample std)
     assert lines[2].startswith("| patchcore | 82.0 ± 2.0 | 20.0 ± 0.0 | 50.0 ± 0.0 |")
     assert lines[2].endswith("| 3 | 100 / 80 |")
@@ -48,8 +69,7 @@ def test_results_table_mean_std_in_percent():
 
 def test_render_report_sections(tmp_path):
     params = {"benchmark": "high_shot", "seeds": [0, 1, 2], "detectors": ["patchcore", "padim"]}
-    text = render_report(metrics_table(), params, {"ROC curves": ["plots/roc/roc.png"]},
-                         {"kedro": "1.7.0"})
+    text = render_report(metrics_table(), params, {"ROC curves": ["plots/roc/roc.png"]}, {"kedro": "1.7.0"})
     assert "## Results (category demo, all test images)" in text
     assert "### Seen defects" in text and "### Unseen defects" in text
     assert "![ROC curves: plots/roc/roc.png](plots/roc/roc.png)" in text
@@ -71,5 +91,7 @@ def test_package_versions_match_metadata():
     assert versions["kedro"] == importlib.metadata.version("kedro")
     assert versions["numpy"] == importlib.metadata.version("numpy")
     assert package_versions(["surely-not-a-package-xyz"])["surely-not-a-package-xyz"] == "missing"
-    assert package_versions(["scipy"]) == {"python": platform.python_version(),
-                                             "scipy": importlib.metadata.version("scipy")}
+    assert package_versions(["scipy"]) == {
+        "python": platform.python_version(),
+        "scipy": importlib.metadata.version("scipy"),
+    }

@@ -72,16 +72,29 @@ def test_plan_writes_schema_and_renders_deterministically(tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(_image(seed=i)).save(path)
         paths.append(str(path))
-    index = pd.DataFrame({"image_id": [f"train/good/{i:03d}.png" for i in range(3)] + ["train/bad/0.png"],
-                          "category": "c", "label": [0, 0, 0, 1], "path": paths + ["/nope.png"]})
-    splits = pd.DataFrame({"image_id": index.image_id.tolist() * 2, "split_seed": [0] * 4 + [1] * 4,
-                           "role": ["detector_train", "brf_train", "brf_train", "brf_train"] * 2})
+    index = pd.DataFrame(
+        {
+            "image_id": [f"train/good/{i:03d}.png" for i in range(3)] + ["train/bad/0.png"],
+            "category": "c",
+            "label": [0, 0, 0, 1],
+            "path": paths + ["/nope.png"],
+        }
+    )
+    splits = pd.DataFrame(
+        {
+            "image_id": index.image_id.tolist() * 2,
+            "split_seed": [0] * 4 + [1] * 4,
+            "role": ["detector_train", "brf_train", "brf_train", "brf_train"] * 2,
+        }
+    )
     config = DefectConfig(per_image=2, output_dir=str(tmp_path / "synthetic"))
     table, renders = plan_synthetic(index, splits, lambda c, i: _labels(), config)
     assert list(table.columns) == list(SYNTHETIC_COLUMNS)
     assert len(table) == 2 * 2 * 2  # seeds x good brf_train sources x per_image; the bad image is no source
     assert set(table.role) == {"brf_train"} and set(table.label) == {1}
-    assert table.image_id.iloc[0] == synthetic_image_id(0, "train/good/001.png", 0) == "synthetic/0/train_good_001__0.png"
+    assert (
+        table.image_id.iloc[0] == synthetic_image_id(0, "train/good/001.png", 0) == "synthetic/0/train_good_001__0.png"
+    )
     assert table.path.iloc[0] == str((tmp_path / "synthetic" / "0" / "train_good_001__0.png").resolve())
     key = "0/train_good_001__0"
     first, second = np.asarray(renders[key]()), np.asarray(renders[key]())

@@ -9,8 +9,10 @@ from tests.conftest import TINY_DEMO
 
 
 def test_layout_counts_and_files(tiny_demo):
-    counts = {f: len(list((tiny_demo / f).glob("*.png")))
-              for f in ("train/good", "train/bad", "test/good", "test/bad", "test/bad_unseen_defects")}
+    counts = {
+        f: len(list((tiny_demo / f).glob("*.png")))
+        for f in ("train/good", "train/bad", "test/good", "test/bad", "test/bad_unseen_defects")
+    }
     assert counts == {"train/good": 12, "train/bad": 6, "test/good": 6, "test/bad": 5, "test/bad_unseen_defects": 4}
     seg = np.asarray(Image.open(tiny_demo / "segmentation.png"))
     assert seg.shape == (64, 64) and set(np.unique(seg)) == set(SEGMENTS)
@@ -25,7 +27,9 @@ def test_deterministic_and_skips_when_unchanged(tmp_path, tiny_demo):
     stamp = (other / "train/good/0000.png").stat().st_mtime_ns
     write_demo(other, TINY_DEMO)
     assert (other / "train/good/0000.png").stat().st_mtime_ns == stamp
-    write_demo(other, DemoConfig(n_train_good=3, n_train_bad=1, n_test_good=1, n_test_bad=1, n_test_unseen=1, image_size=64))
+    write_demo(
+        other, DemoConfig(n_train_good=3, n_train_bad=1, n_test_good=1, n_test_bad=1, n_test_unseen=1, image_size=64)
+    )
     assert len(list((other / "train/good").glob("*.png"))) == 3  # a new configuration rewrites the folder
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
 
@@ -56,8 +60,12 @@ def test_segments_cover_the_part():
 
 def test_shift_rotation_scale_option_moves_the_part():
     aligned = [np.asarray(render_part(np.random.default_rng(i), 128), np.float32) for i in range(6)]
-    shifted = [np.asarray(render_part(np.random.default_rng(i), 128, jitter_px=40, rotation_deg=180,
-                                      scale_jitter=0.2), np.float32) for i in range(6)]
+    shifted = [
+        np.asarray(
+            render_part(np.random.default_rng(i), 128, jitter_px=40, rotation_deg=180, scale_jitter=0.2), np.float32
+        )
+        for i in range(6)
+    ]
 
     def centre(image):  # centroid of the bright ceramic centre
         ys, xs = np.nonzero(image.mean(axis=2) > 170)
@@ -66,8 +74,10 @@ def test_shift_rotation_scale_option_moves_the_part():
     spread = lambda images: np.std([centre(i) for i in images], axis=0).max()  # noqa: E731
     assert spread(aligned) < 2.0 < 8.0 < spread(shifted)
     # the options off draw no random numbers: the aligned demo is unchanged
-    np.testing.assert_array_equal(aligned[0], np.asarray(render_part(np.random.default_rng(0), 128, jitter_px=3.0,
-                                                                     rotation_deg=0.0, scale_jitter=0.0)))
+    np.testing.assert_array_equal(
+        aligned[0],
+        np.asarray(render_part(np.random.default_rng(0), 128, jitter_px=3.0, rotation_deg=0.0, scale_jitter=0.0)),
+    )
     config = DemoConfig(jitter_px=40, rotation_deg=180, scale_jitter=0.2)
     assert (config.rotation_deg, config.scale_jitter) == (180, 0.2)
     with pytest.raises(ValueError):

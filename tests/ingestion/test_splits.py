@@ -7,10 +7,16 @@ from segad.ingestion.splits import SplitConfig, SplitError, check_splits, make_s
 def fake_index(n_train_good=20, n_train_bad=10, n_test_good=8, n_test_bad=12, categories=("a",)):
     rows = []
     for cat in categories:
-        for split, label, n in (("train", 0, n_train_good), ("train", 1, n_train_bad),
-                                ("test", 0, n_test_good), ("test", 1, n_test_bad)):
-            rows += [{"image_id": f"{cat}/{split}/{label}/{i:03d}.png", "category": cat, "split": split,
-                      "label": label} for i in range(n)]
+        for split, label, n in (
+            ("train", 0, n_train_good),
+            ("train", 1, n_train_bad),
+            ("test", 0, n_test_good),
+            ("test", 1, n_test_bad),
+        ):
+            rows += [
+                {"image_id": f"{cat}/{split}/{label}/{i:03d}.png", "category": cat, "split": split, "label": label}
+                for i in range(n)
+            ]
     return pd.DataFrame(rows)
 
 
@@ -51,12 +57,14 @@ def test_good_split_ratio_and_seed_dependence():
 
 def test_fixed_good_split_is_the_same_for_every_seed():
     index = fake_index(n_train_bad=0, n_test_bad=15, categories=("candle", "pcb1"))
-    config = SplitConfig(benchmark="visa_supervised", seeds=(333, 576, 725), detector_share=0.9,
-                         good_split="fixed", good_split_seed=333)
+    config = SplitConfig(
+        benchmark="visa_supervised", seeds=(333, 576, 725), detector_share=0.9, good_split="fixed", good_split_seed=333
+    )
     merged = make_splits(index, config).merge(index, on="image_id")
     goods = merged.query("split == 'train' and label == 0")
     per_seed = goods.groupby(["category", "split_seed"]).apply(
-        lambda g: frozenset(g.image_id[g.role == "detector_train"]), include_groups=False)
+        lambda g: frozenset(g.image_id[g.role == "detector_train"]), include_groups=False
+    )
     assert per_seed.groupby(level="category").nunique().eq(1).all()  # one division per category
     assert per_seed.map(len).eq(18).all() and per_seed["candle"].iloc[0] != per_seed["pcb1"].iloc[0]
     moved = merged[(merged.split == "test") & (merged.role == "brf_train")]
@@ -64,7 +72,9 @@ def test_fixed_good_split_is_the_same_for_every_seed():
     other = make_splits(index, SplitConfig(**{**config.__dict__, "good_split_seed": 1}))
     assert set(other[other.role == "detector_train"].image_id) != set(merged[merged.role == "detector_train"].image_id)
     per = make_splits(index, SplitConfig(**{**config.__dict__, "good_split": "per_seed"})).merge(index, on="image_id")
-    assert per.query("role == 'brf_train' and label == 0").groupby("split_seed").image_id.apply(frozenset).nunique() == 3
+    assert (
+        per.query("role == 'brf_train' and label == 0").groupby("split_seed").image_id.apply(frozenset).nunique() == 3
+    )
     with pytest.raises(SplitError, match="unknown good_split 'once'"):
         SplitConfig(good_split="once")
     with pytest.raises(SplitError, match="kfold changes them per fold"):
@@ -96,8 +106,9 @@ def test_low_shot_json_draws_in_key_order():
 
 def test_visa_supervised_moves_k_test_bad_per_category():
     index = fake_index(n_train_bad=0, n_test_bad=15, categories=("candle", "pcb1"))
-    splits = make_splits(index, SplitConfig(benchmark="visa_supervised", seeds=(333, 576), visa_moved_bad=10,
-                                            detector_share=0.9))
+    splits = make_splits(
+        index, SplitConfig(benchmark="visa_supervised", seeds=(333, 576), visa_moved_bad=10, detector_share=0.9)
+    )
     assert_invariants(splits, index)
     merged = splits.merge(index, on="image_id")
     moved = merged[(merged.split == "test") & (merged.role == "brf_train")]

@@ -37,9 +37,17 @@ def _data(n_good=30, n_bad=10, seed=0):
     return X, y
 
 
-PAPER = dict(n_estimators=10, num_parallel_tree=200, max_depth=5, learning_rate=0.3,
-             objective="binary:logitraw", colsample_bynode=0.6, colsample_bytree=0.6,
-             subsample=0.6, reg_alpha=1.0)
+PAPER = dict(
+    n_estimators=10,
+    num_parallel_tree=200,
+    max_depth=5,
+    learning_rate=0.3,
+    objective="binary:logitraw",
+    colsample_bynode=0.6,
+    colsample_bytree=0.6,
+    subsample=0.6,
+    reg_alpha=1.0,
+)
 
 
 def test_paper_defaults_in_code_and_conf():
@@ -87,9 +95,14 @@ def test_method_names_are_sorted_and_invertible():
     assert method_name(["patchcore", "padim"]) == "padim+patchcore+segad"
     assert combination_members("padim+patchcore+segad") == ["padim", "patchcore"]
     assert [method_name(c) for c in default_combinations(["patchcore", "padim"])] == [
-        "patchcore+segad", "padim+segad", "padim+patchcore+segad"]
+        "patchcore+segad",
+        "padim+segad",
+        "padim+patchcore+segad",
+    ]
     assert [method_name(c) for c in default_combinations(["patchcore"], classifier=True)] == [
-        "patchcore+segad", "classifier+patchcore+segad"]
+        "patchcore+segad",
+        "classifier+patchcore+segad",
+    ]
     with pytest.raises(ValueError):
         combination_members("patchcore")
 
@@ -128,7 +141,8 @@ def test_run_brf_models_and_scores(tmp_path):
     table = _feature_table()
     models, scores = run_brf(table, ["patchcore", "padim"], SMALL)
     assert sorted(models) == sorted(
-        f"{m}/c/split_seed_{s}" for m in ("patchcore+segad", "padim+segad", "padim+patchcore+segad") for s in (0, 1))
+        f"{m}/c/split_seed_{s}" for m in ("patchcore+segad", "padim+segad", "padim+patchcore+segad") for s in (0, 1)
+    )
     assert list(scores.columns) == ["image_id", "split_seed", "method", "score"]
     assert set(scores["method"]) == {"patchcore", "padim", "patchcore+segad", "padim+segad", "padim+patchcore+segad"}
     assert len(scores) == 5 * 2 * 10  # methods x seeds x test rows
@@ -186,15 +200,24 @@ def test_run_brf_scores_a_detector_with_its_own_score_alone_and_uses_it_in_segad
     models, scores = run_brf(table, ["patchcore", "padim"], SMALL)
     alone = scores[scores.method == "padim"]
     np.testing.assert_array_equal(alone["score"], table.loc[table.role == "test", "padim__score"])
-    np.testing.assert_array_equal(scores.loc[scores.method == "patchcore", "score"],
-                                  table.loc[table.role == "test", "patchcore__max"])
+    np.testing.assert_array_equal(
+        scores.loc[scores.method == "patchcore", "score"], table.loc[table.role == "test", "patchcore__max"]
+    )
     assert "padim__score" in models["padim+segad/c/split_seed_0"].get_booster().feature_names
     assert "padim__score" not in models["patchcore+segad/c/split_seed_0"].get_booster().feature_names
 
 
 def test_default_combinations_with_a_scored_baseline_add_segad_without_it():
     combos = [method_name(c) for c in default_combinations(["patchcore", "padim", "ssn"], scored=["ssn"])]
-    assert combos == ["patchcore+segad", "padim+segad", "ssn+segad", "padim+patchcore+ssn+segad",
-                      "padim+patchcore+segad"]
+    assert combos == [
+        "patchcore+segad",
+        "padim+segad",
+        "ssn+segad",
+        "padim+patchcore+ssn+segad",
+        "padim+patchcore+segad",
+    ]
     assert [method_name(c) for c in default_combinations(["padim", "ssn"], scored=["ssn"])] == [
-        "padim+segad", "ssn+segad", "padim+ssn+segad"]
+        "padim+segad",
+        "ssn+segad",
+        "padim+ssn+segad",
+    ]

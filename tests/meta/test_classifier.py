@@ -52,10 +52,16 @@ def test_packaged_weights_are_loaded_not_random(backbones):
 
 def test_scores_for_each_seed_after_a_few_steps(tmp_path, backbones):
     index = _images(tmp_path)
-    splits = pd.DataFrame({"image_id": index.image_id.tolist() * 2, "split_seed": [0] * 8 + [1] * 8,
-                           "role": (["brf_train"] * 4 + ["test"] * 4) * 2})
-    config = ClassifierConfig(enabled=True, epochs=1, max_steps=2, batch_size=4, learning_rate=1e-3,
-                              cache_dir=backbones)
+    splits = pd.DataFrame(
+        {
+            "image_id": index.image_id.tolist() * 2,
+            "split_seed": [0] * 8 + [1] * 8,
+            "role": (["brf_train"] * 4 + ["test"] * 4) * 2,
+        }
+    )
+    config = ClassifierConfig(
+        enabled=True, epochs=1, max_steps=2, batch_size=4, learning_rate=1e-3, cache_dir=backbones
+    )
     scores = classifier_scores(index, splits, None, config, image_size=32)
     assert list(scores.columns) == list(empty_scores().columns)
     assert len(scores) == 16 and set(scores.split_seed) == {0, 1}  # brf_train + test rows of each seed
@@ -86,7 +92,9 @@ def test_fine_tuning_learns_to_separate_good_from_bad(tmp_path, backbones):
 
 
 def _stem_state(model) -> dict:
-    return {f"{i}.{k}": v.detach().clone() for i, m in enumerate(model.stem_modules()) for k, v in m.state_dict().items()}
+    return {
+        f"{i}.{k}": v.detach().clone() for i, m in enumerate(model.stem_modules()) for k, v in m.state_dict().items()
+    }
 
 
 def test_frozen_mode_learns_and_leaves_the_stem_unchanged(tmp_path, backbones):
@@ -116,8 +124,13 @@ def torch_equal(a, b) -> bool:
 
 def test_frozen_mode_is_deterministic_per_seed(tmp_path, backbones):
     index = _images(tmp_path, n=8, size=32)
-    splits = pd.DataFrame({"image_id": index.image_id.tolist() * 2, "split_seed": [0] * 8 + [1] * 8,
-                           "role": (["brf_train"] * 4 + ["test"] * 4) * 2})
+    splits = pd.DataFrame(
+        {
+            "image_id": index.image_id.tolist() * 2,
+            "split_seed": [0] * 8 + [1] * 8,
+            "role": (["brf_train"] * 4 + ["test"] * 4) * 2,
+        }
+    )
     config = ClassifierConfig(enabled=True, mode="frozen", epochs=1, batch_size=4, cache_dir=backbones)
     a = classifier_scores(index, splits, None, config, image_size=32)
     b = classifier_scores(index, splits, None, config, image_size=32)

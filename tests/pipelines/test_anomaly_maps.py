@@ -29,8 +29,14 @@ def test_one_namespaced_node_per_detector_with_shared_inputs():
     assert sorted(n.name for n in pipe.nodes) == ["padim.make_anomaly_maps", "patchcore.make_anomaly_maps"]
     node = next(n for n in pipe.nodes if n.namespace == "patchcore")
     assert node.inputs == [
-        "image_index", "splits", "synthetic_index", "params:anomaly_maps.patchcore",
-        "params:image_size", "params:device", "patchcore.map_store", "patchcore.detector_store",
+        "image_index",
+        "splits",
+        "synthetic_index",
+        "params:anomaly_maps.patchcore",
+        "params:image_size",
+        "params:device",
+        "patchcore.map_store",
+        "patchcore.detector_store",
     ]
     assert node.outputs == ["patchcore.map_index"]
     assert create_pipeline([]).nodes == []
@@ -59,11 +65,15 @@ def test_pipeline_runs_and_reads_writes_through_catalog_handles(tmp_path):
         path.parent.mkdir(exist_ok=True)
         Image.fromarray(rng.integers(90, 110, (32, 32, 3)).astype(np.uint8)).save(path)
         paths.append(str(path))
-    index = pd.DataFrame({"image_id": [f"i{i}" for i in range(5)], "path": paths, "label": [0, 0, 0, 0, 1],
-                          "category": "part"})
+    index = pd.DataFrame(
+        {"image_id": [f"i{i}" for i in range(5)], "path": paths, "label": [0, 0, 0, 0, 1], "category": "part"}
+    )
     splits = pd.DataFrame(
-        {"image_id": index["image_id"], "split_seed": 0,
-         "role": ["detector_train", "detector_train", "detector_train", "brf_train", "test"]}
+        {
+            "image_id": index["image_id"],
+            "split_seed": 0,
+            "role": ["detector_train", "detector_train", "detector_train", "brf_train", "test"],
+        }
     )
     padim = {
         "model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"], "n_features": 16},

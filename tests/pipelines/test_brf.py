@@ -50,10 +50,13 @@ def test_brf_pipeline_fits_models_and_scores_test_rows(tiny_demo, tmp_path):
     n_test = int((splits[splits.split_seed == 0].role == "test").sum())
     assert len(scores) == len(methods) * 2 * n_test
     assert scores.groupby(["method", "split_seed"]).image_id.nunique().eq(n_test).all()
-    files = sorted(p.relative_to(tmp_path / "data/06_models/brf").as_posix()
-                   for p in (tmp_path / "data/06_models/brf").rglob("*.json"))
-    assert files == sorted(f"demo/high_shot/demo/{m}/split_seed_{s}.json"
-                           for m in methods if m.endswith("segad") for s in (0, 1))
+    files = sorted(
+        p.relative_to(tmp_path / "data/06_models/brf").as_posix()
+        for p in (tmp_path / "data/06_models/brf").rglob("*.json")
+    )
+    assert files == sorted(
+        f"demo/high_shot/demo/{m}/split_seed_{s}.json" for m in methods if m.endswith("segad") for s in (0, 1)
+    )
     model_file = tmp_path / "data/06_models/brf/demo/high_shot/demo/padim+patchcore+segad/split_seed_0.json"
     assert "learner" in json.loads(model_file.read_text())  # XGBoost's JSON, not a pickle
     models = catalog.load("brf_models")

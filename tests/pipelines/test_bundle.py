@@ -15,16 +15,28 @@ from segad.production.assemble import BundleOptions
 from segad.versions import jsonable
 from tests.conftest import PROJECT_ROOT
 
-PARAMETERS = {"detectors": ["patchcore"], "seeds": [0], "dataset": DatasetConfig(layout="demo"), "benchmark": "high_shot",
-              "image_size": 64, "brf": BRFParams(), "bundle": BundleOptions(), "split": {}, "defects": {},
-              "anomaly_maps": {},
-              "segmentation": {}, "feature_params": {}}
+PARAMETERS = {
+    "detectors": ["patchcore"],
+    "seeds": [0],
+    "dataset": DatasetConfig(layout="demo"),
+    "benchmark": "high_shot",
+    "image_size": 64,
+    "brf": BRFParams(),
+    "bundle": BundleOptions(),
+    "split": {},
+    "defects": {},
+    "anomaly_maps": {},
+    "segmentation": {},
+    "feature_params": {},
+}
 
 
 def test_bundle_refuses_another_regimes_model():
     """Only a one_class model exists: a high_shot run must not bundle it."""
-    models = {"demo/one_class/demo/patchcore+segad/split_seed_0": lambda: pytest.fail("must not be read"),
-              "visa/high_shot/demo/patchcore+segad/split_seed_0": lambda: pytest.fail("must not be read")}
+    models = {
+        "demo/one_class/demo/patchcore+segad/split_seed_0": lambda: pytest.fail("must not be read"),
+        "visa/high_shot/demo/patchcore+segad/split_seed_0": lambda: pytest.fail("must not be read"),
+    }
     index = pd.DataFrame({"image_id": ["a.png"], "category": ["demo"]})
     with pytest.raises(ValueError, match=r"no BRF model 'demo/high_shot/demo/patchcore\+segad/split_seed_0'"):
         build_bundle(None, index, None, None, models, **PARAMETERS)

@@ -33,9 +33,11 @@ def _run(tiny_demo, tmp_path, benchmark):
     catalog["image_index"] = index
     catalog["splits"] = splits
     catalog["segment_maps"] = resolve_segmentation(
-        SegmentMapConfig(method="static", path=str(tiny_demo / "segmentation.png")), ["demo"], 64)
-    catalog["params:defects"] = DefectConfig(**dict(params["defects"],
-                                                    output_dir=str(tmp_path / params["defects"]["output_dir"])))
+        SegmentMapConfig(method="static", path=str(tiny_demo / "segmentation.png")), ["demo"], 64
+    )
+    catalog["params:defects"] = DefectConfig(
+        **dict(params["defects"], output_dir=str(tmp_path / params["defects"]["output_dir"]))
+    )
     catalog["params:benchmark"] = benchmark
     SequentialRunner().run(create_pipeline([]), catalog)
     return catalog, index, splits

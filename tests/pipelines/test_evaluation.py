@@ -43,14 +43,33 @@ def make_tables(categories=("demo",), unseen=True, n_good=12, n_bad=8, n_train=6
             is_unseen = unseen and i % 2 == 1
             ids.append((f"{category}/test/bad/{i}.png", "test", 1, "burn" if is_unseen else "crack", is_unseen))
         for image_id, split, label, defect, uns in ids:
-            index.append({"image_id": image_id, "dataset": "demo", "category": category, "split": split,
-                          "label": label, "defect_type": defect, "unseen": uns})
+            index.append(
+                {
+                    "image_id": image_id,
+                    "dataset": "demo",
+                    "category": category,
+                    "split": split,
+                    "label": label,
+                    "defect_type": defect,
+                    "unseen": uns,
+                }
+            )
             for seed in SEEDS:
-                role = "test" if split == "test" else ("detector_train" if zlib.crc32(f"{image_id}/{seed}".encode()) % 2 else "brf_train")
+                role = (
+                    "test"
+                    if split == "test"
+                    else ("detector_train" if zlib.crc32(f"{image_id}/{seed}".encode()) % 2 else "brf_train")
+                )
                 splits.append({"image_id": image_id, "split_seed": seed, "role": role, "in_benchmark": True})
                 for method, gap in (("patchcore", 0.8), ("patchcore+segad", 2.5)):
-                    scores.append({"image_id": image_id, "split_seed": seed, "method": method,
-                                   "score": rng.normal(gap * label, 1.0)})
+                    scores.append(
+                        {
+                            "image_id": image_id,
+                            "split_seed": seed,
+                            "method": method,
+                            "score": rng.normal(gap * label, 1.0),
+                        }
+                    )
     return pd.DataFrame(index), pd.DataFrame(splits), pd.DataFrame(scores)
 
 
@@ -60,8 +79,11 @@ def test_label_test_scores_keeps_only_test_rows_and_checks_completeness():
     assert set(labelled["split_seed"]) == set(SEEDS)
     assert len(labelled) == 2 * len(SEEDS) * 20  # two methods x seeds x 20 test images
     assert not labelled["image_id"].str.contains("train").any()
-    incomplete = scores.drop(index=scores[(scores.method == "patchcore") & (scores.split_seed == 1)
-                                          & scores.image_id.str.contains("test/bad/3")].index)
+    incomplete = scores.drop(
+        index=scores[
+            (scores.method == "patchcore") & (scores.split_seed == 1) & scores.image_id.str.contains("test/bad/3")
+        ].index
+    )
     with pytest.raises(ValueError, match="method 'patchcore' split_seed 1 lacks 1 of 20 test images"):
         label_test_scores(incomplete, index, splits)
     with pytest.raises(ValueError, match="method 'patchcore' has no test scores for split_seed\\(s\\) \\[2\\]"):
@@ -73,14 +95,29 @@ def test_label_test_scores_keeps_only_test_rows_and_checks_completeness():
 def test_metrics_subsets_match_direct_computation():
     index, splits, scores = make_tables()
     table = compute_metrics(label_test_scores(scores, index, splits), "high_shot")
-    assert list(table.columns) == ["dataset", "category", "benchmark", "method", "split_seed", "subset", "auroc",
-                                   "fpr95tpr", "pg2", "pb2", "f1max", "ap", "n_good", "n_bad"]
+    assert list(table.columns) == [
+        "dataset",
+        "category",
+        "benchmark",
+        "method",
+        "split_seed",
+        "subset",
+        "auroc",
+        "fpr95tpr",
+        "pg2",
+        "pb2",
+        "f1max",
+        "ap",
+        "n_good",
+        "n_bad",
+    ]
     assert set(table["subset"]) == {"all", "seen", "unseen"}
     assert set(table["split_seed"]) == {"0", "1", "2", "mean", "std"}
     # unseen subset of seed 1 = all good test images + unseen bad, recomputed by hand
     labelled = label_test_scores(scores, index, splits)
-    rows = labelled[(labelled.method == "patchcore") & (labelled.split_seed == 1)
-                    & ((labelled.label == 0) | labelled.unseen)]
+    rows = labelled[
+        (labelled.method == "patchcore") & (labelled.split_seed == 1) & ((labelled.label == 0) | labelled.unseen)
+    ]
     expected = image_metrics(rows.label, rows.score)
     got = table[(table.method == "patchcore") & (table.split_seed == "1") & (table.subset == "unseen")].iloc[0]
     assert got.auroc == pytest.approx(expected.auroc) and got.pg2 == pytest.approx(expected.pg2)
@@ -125,12 +162,14 @@ def _run_inputs(tmp_path, index, splits, scores):
     for row in splits[splits.role == "test"].itertuples():
         key = f"m{row.split_seed}/{row.image_id.replace('/', '_').removesuffix('.png')}"
         store.write(key, rng.gamma(2.0, 1.0, (size, size)).astype(np.float32))
-        map_rows.append({"image_id": row.image_id, "detector": "patchcore", "split_seed": row.split_seed,
-                         "map_key": key})
+        map_rows.append(
+            {"image_id": row.image_id, "detector": "patchcore", "split_seed": row.split_seed, "map_key": key}
+        )
     segments = np.zeros((size, size), np.int64)
-    segments[size // 2:] = 1
-    segmentation = SegmentMaps(method="static", size=(size, size), n_segments={"demo": 2},
-                                static_maps={"demo": segments})
+    segments[size // 2 :] = 1
+    segmentation = SegmentMaps(
+        method="static", size=(size, size), n_segments={"demo": 2}, static_maps={"demo": segments}
+    )
     columns = feature_columns(["patchcore"], 2)
     models = {}
     for seed in SEEDS:
@@ -138,8 +177,10 @@ def _run_inputs(tmp_path, index, splits, scores):
         y = np.r_[np.zeros(30), np.ones(10)]
         x.loc[y == 1, "seg1__patchcore__q995"] += 3.0  # one informative feature
         model = fit_brf(x, y, BRFConfig(n_estimators=2, num_parallel_tree=3, n_jobs=1), seed=seed)
-        models[f"demo/high_shot/demo/patchcore+segad/split_seed_{seed}"] = (lambda m=model: m)
-    models["demo/high_shot/other_category/patchcore+segad/split_seed_0"] = lambda: pytest.fail("stale model must not be read")
+        models[f"demo/high_shot/demo/patchcore+segad/split_seed_{seed}"] = lambda m=model: m
+    models["demo/high_shot/other_category/patchcore+segad/split_seed_0"] = lambda: pytest.fail(
+        "stale model must not be read"
+    )
     models["demo/one_class/demo/patchcore+segad/split_seed_0"] = lambda: pytest.fail("other regime must not be read")
     return index, store, pd.DataFrame(map_rows), segmentation, models
 
@@ -148,29 +189,44 @@ def test_pipeline_writes_metrics_plots_and_report(tmp_path):
     index, splits, scores = make_tables()
     index, store, map_index, segmentation, models = _run_inputs(tmp_path, index, splits, scores)
     out = tmp_path / "08_reporting"
-    plot_dirs = {"roc_curves": "plots/roc", "score_histograms": "plots/histograms",
-                 "feature_importance": "plots/importance", "overlays": "plots/overlays"}
-    catalog = DataCatalog({
-        "scores": MemoryDataset(scores.assign(dataset="demo", benchmark="high_shot")), "image_index": MemoryDataset(index), "splits": MemoryDataset(splits),
-        "brf_models": MemoryDataset(models, copy_mode="assign"),
-        "segment_maps": MemoryDataset(segmentation, copy_mode="assign"),
-        "patchcore.map_index": MemoryDataset(map_index),
-        "patchcore.map_store": MemoryDataset(store, copy_mode="assign"),
-        "metrics": CSVDataset(filepath=str(out / "metrics.csv"), save_args={"index": False}),
-        **{f"evaluation.{key}": MatplotlibDataset(filepath=str(out / folder)) for key, folder in plot_dirs.items()},
-        "report": TextDataset(filepath=str(out / "report.md")),
-        "params:benchmark": MemoryDataset("high_shot"),
-        "params:dataset": MemoryDataset(DatasetConfig(layout="demo")),
-        "params:evaluation.plots": MemoryDataset(PlotOptions(split_seed=None, histogram_bins=10, n_worst=2,
-                                                             overlay_method=None, importance_type="total_gain")),
-        "params:evaluation.report": MemoryDataset(ReportOptions(plot_dirs=plot_dirs)),
-        "parameters": MemoryDataset({"benchmark": "high_shot", "seeds": list(SEEDS)}),
-    })
+    plot_dirs = {
+        "roc_curves": "plots/roc",
+        "score_histograms": "plots/histograms",
+        "feature_importance": "plots/importance",
+        "overlays": "plots/overlays",
+    }
+    catalog = DataCatalog(
+        {
+            "scores": MemoryDataset(scores.assign(dataset="demo", benchmark="high_shot")),
+            "image_index": MemoryDataset(index),
+            "splits": MemoryDataset(splits),
+            "brf_models": MemoryDataset(models, copy_mode="assign"),
+            "segment_maps": MemoryDataset(segmentation, copy_mode="assign"),
+            "patchcore.map_index": MemoryDataset(map_index),
+            "patchcore.map_store": MemoryDataset(store, copy_mode="assign"),
+            "metrics": CSVDataset(filepath=str(out / "metrics.csv"), save_args={"index": False}),
+            **{f"evaluation.{key}": MatplotlibDataset(filepath=str(out / folder)) for key, folder in plot_dirs.items()},
+            "report": TextDataset(filepath=str(out / "report.md")),
+            "params:benchmark": MemoryDataset("high_shot"),
+            "params:dataset": MemoryDataset(DatasetConfig(layout="demo")),
+            "params:evaluation.plots": MemoryDataset(
+                PlotOptions(
+                    split_seed=None, histogram_bins=10, n_worst=2, overlay_method=None, importance_type="total_gain"
+                )
+            ),
+            "params:evaluation.report": MemoryDataset(ReportOptions(plot_dirs=plot_dirs)),
+            "parameters": MemoryDataset({"benchmark": "high_shot", "seeds": list(SEEDS)}),
+        }
+    )
     SequentialRunner().run(create_pipeline(["patchcore"]), catalog)
     metrics = pd.read_csv(out / "metrics.csv")
     assert {"mean", "std"} <= set(metrics["split_seed"].astype(str))
-    pngs = ["plots/roc/roc.png", "plots/histograms/histogram.png",
-            "plots/importance/importance_patchcore_segad.png", "plots/overlays/overlays.png"]
+    pngs = [
+        "plots/roc/roc.png",
+        "plots/histograms/histogram.png",
+        "plots/importance/importance_patchcore_segad.png",
+        "plots/overlays/overlays.png",
+    ]
     for png in pngs:
         assert (out / png).read_bytes()[:4] == b"\x89PNG", png
     report = (out / "report.md").read_text()
@@ -184,23 +240,31 @@ def test_importance_reads_only_this_runs_models(tmp_path):
     index, splits, scores = make_tables()
     _, _, _, _, models = _run_inputs(tmp_path, index, splits, scores)
     labelled = label_test_scores(scores, index, splits)
-    figures, files = plot_feature_importance(models, labelled, PlotOptions(importance_type="total_gain"),
-                                             DatasetConfig(layout="demo"), "high_shot")
+    figures, files = plot_feature_importance(
+        models, labelled, PlotOptions(importance_type="total_gain"), DatasetConfig(layout="demo"), "high_shot"
+    )
     assert files == ["importance_patchcore_segad.png"]
     bars = figures[files[0]].axes[0]
     widths = {t.get_text(): p.get_width() for t, p in zip(bars.get_yticklabels(), bars.patches, strict=True)}
     assert widths["seg1"] > widths["seg0"]  # the informative feature lives in segment 1
     assert sum(widths.values()) == pytest.approx(1.0)
     models["padim+segad/demo/split_seed_0"] = lambda: pytest.fail("a regime-less file is skipped")
-    assert plot_feature_importance(models, labelled, PlotOptions(), DatasetConfig(layout="demo"), "high_shot")[1] == files
+    assert (
+        plot_feature_importance(models, labelled, PlotOptions(), DatasetConfig(layout="demo"), "high_shot")[1] == files
+    )
     with pytest.raises(ValueError, match="no model of dataset=demo, benchmark=high_shot for method"):
         plot_feature_importance({}, labelled, PlotOptions(), DatasetConfig(layout="demo"), "high_shot")
 
 
 def test_label_test_scores_selects_this_runs_regime():
     index, splits, scores = make_tables()
-    both = pd.concat([scores.assign(dataset="demo", benchmark="high_shot"),
-                      scores.assign(dataset="demo", benchmark="one_class", score=0.0)], ignore_index=True)
+    both = pd.concat(
+        [
+            scores.assign(dataset="demo", benchmark="high_shot"),
+            scores.assign(dataset="demo", benchmark="one_class", score=0.0),
+        ],
+        ignore_index=True,
+    )
     labelled = label_test_scores(both, index, splits, DatasetConfig(layout="demo"), "high_shot")
     expected = label_test_scores(scores, index, splits)
     pd.testing.assert_frame_equal(labelled, expected)

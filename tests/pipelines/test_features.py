@@ -47,9 +47,18 @@ def write_maps(index: pd.DataFrame, splits: pd.DataFrame, store_root: Path, synt
             amap = (np.abs(gray - 0.5) * (10 + 90 * k)).astype(np.float32)
             key = f"m{k}/{zlib.crc32(r.image_id.encode())}"
             store.write(key, amap)
-            records.append({"image_id": r.image_id, "detector": detector, "split_seed": r.split_seed,
-                            "model_key": f"m{k}", "map_key": key, "max_score": float(amap.max()),
-                            "height": SIZE, "width": SIZE})
+            records.append(
+                {
+                    "image_id": r.image_id,
+                    "detector": detector,
+                    "split_seed": r.split_seed,
+                    "model_key": f"m{k}",
+                    "map_key": key,
+                    "max_score": float(amap.max()),
+                    "height": SIZE,
+                    "width": SIZE,
+                }
+            )
         out[f"{detector}.map_index"] = MemoryDataset(pd.DataFrame(records))
         out[f"{detector}.map_store"] = MemoryDataset(store, copy_mode="assign")
     return out
@@ -69,13 +78,19 @@ def run_features(tiny_demo, tmp_path, benchmark="high_shot", seeds=(0, 1)):
     catalog = DataCatalog.from_config(datasets)
     catalog["image_index"] = index
     catalog["splits"] = splits
-    catalog["synthetic_index"] = pd.DataFrame(columns=["image_id", "split_seed", "source_image_id", "category",
-                                                       "defect_type", "label", "role", "path"])
+    catalog["synthetic_index"] = pd.DataFrame(
+        columns=["image_id", "split_seed", "source_image_id", "category", "defect_type", "label", "role", "path"]
+    )
     segmentation = params["segmentation"]  # method null: the demo layout takes <root>/segmentation.png
-    for key, value in {"segmentation": SegmentMapConfig(**segmentation), "image_size": SIZE,
-                       "classifier": ClassifierConfig(**params["classifier"]),
-                       "device": "cpu", "features": FeatureConfig(**params["features"]),
-                       "dataset": DatasetConfig(layout="demo", root=str(tiny_demo)), "benchmark": benchmark}.items():
+    for key, value in {
+        "segmentation": SegmentMapConfig(**segmentation),
+        "image_size": SIZE,
+        "classifier": ClassifierConfig(**params["classifier"]),
+        "device": "cpu",
+        "features": FeatureConfig(**params["features"]),
+        "dataset": DatasetConfig(layout="demo", root=str(tiny_demo)),
+        "benchmark": benchmark,
+    }.items():
         catalog[f"params:{key}"] = value
     for name, dataset in write_maps(index, splits, tmp_path / "maps").items():
         catalog[name] = dataset
@@ -87,8 +102,10 @@ def test_features_pipeline_writes_partitioned_table(tiny_demo, tmp_path):
     catalog, index, splits, _ = run_features(tiny_demo, tmp_path)
     root = tmp_path / "data/04_feature/features"
     parts = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.parquet"))
-    assert parts == [f"dataset=demo/benchmark=high_shot/category=demo/detectors=padim+patchcore/split_seed={s}/part-0.parquet"
-                     for s in (0, 1)]
+    assert parts == [
+        f"dataset=demo/benchmark=high_shot/category=demo/detectors=padim+patchcore/split_seed={s}/part-0.parquet"
+        for s in (0, 1)
+    ]
     table = catalog.load("features").read()
     segment_maps = catalog.load("segment_maps")
     n_segments = segment_maps.n_segments["demo"]
@@ -111,18 +128,24 @@ def test_duckdb_reads_the_partitions(tiny_demo, tmp_path):
     glob = str(tmp_path / "data/04_feature/features/**/*.parquet")
     n, seeds = duckdb.sql(
         f"select count(*), count(distinct split_seed) from read_parquet('{glob}', hive_partitioning=true) "
-        "where dataset = 'demo' and role = 'test'").fetchall()[0]
+        "where dataset = 'demo' and role = 'test'"
+    ).fetchall()[0]
     assert n == 15 and seeds == 1
 
 
 def test_partitioned_dataset_replaces_only_saved_partitions(tmp_path):
     from segad.datasets.partitioned_parquet_dataset import PartitionedParquetDataset
 
-    ds = PartitionedParquetDataset(str(tmp_path / "f"), partition_cols=["dataset", "split_seed"],
-                                   partition_types={"split_seed": "int64"})
+    ds = PartitionedParquetDataset(
+        str(tmp_path / "f"), partition_cols=["dataset", "split_seed"], partition_types={"split_seed": "int64"}
+    )
     ds.save(pd.DataFrame({"dataset": ["demo", "demo", "vad"], "split_seed": [0, 1, 0], "x": [1.0, 2.0, 3.0]}))
     ds.save(pd.DataFrame({"dataset": ["demo"], "split_seed": [1], "x": [9.0], "seg7__padim__mean": [0.5]}))
     table = ds.load().sort_values(["dataset", "split_seed"]).reset_index(drop=True)
-    assert table[["dataset", "split_seed", "x"]].values.tolist() == [["demo", 0, 1.0], ["demo", 1, 9.0], ["vad", 0, 3.0]]
+    assert table[["dataset", "split_seed", "x"]].values.tolist() == [
+        ["demo", 0, 1.0],
+        ["demo", 1, 9.0],
+        ["vad", 0, 3.0],
+    ]
     assert table["split_seed"].dtype == "int64" and table["seg7__padim__mean"].isna().sum() == 2
     assert not list((tmp_path / "f").rglob("*.tmp"))

@@ -9,8 +9,12 @@ from tests.conftest import TINY_DEMO
 
 def test_ingest_writes_the_demo_then_indexes_it(tmp_path):
     root = tmp_path / "demo"
-    demo = DemoConfig(**{k: getattr(TINY_DEMO, k) for k in ("n_train_good", "n_train_bad", "n_test_good",
-                                                          "n_test_bad", "n_test_unseen", "image_size")})
+    demo = DemoConfig(
+        **{
+            k: getattr(TINY_DEMO, k)
+            for k in ("n_train_good", "n_train_bad", "n_test_good", "n_test_bad", "n_test_unseen", "image_size")
+        }
+    )
     index, problems = ingest(DatasetConfig(layout="demo", root=str(root), category=None, on_bad_image="fail"), demo)
     assert (root / "segmentation.png").is_file()
     assert len(index) == 33 and problems.empty

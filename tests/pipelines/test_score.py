@@ -53,10 +53,13 @@ def new_images(tiny_demo, tmp_path) -> Path:
 
 def project_catalog(tmp_path: Path, bundle: Path, params: dict) -> DataCatalog:
     """The project's own score/bundle catalog entries (bundle path from runtime params), outputs in tmp."""
-    loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="local",
-                               runtime_params={"score": {"bundle": str(bundle)}})
-    config = {k: v for k, v in loader["catalog"].items()
-              if k in ("segad_bundle", "inspection", "inspection_overlays")}
+    loader = OmegaConfigLoader(
+        str(PROJECT_ROOT / "conf"),
+        base_env="base",
+        default_run_env="local",
+        runtime_params={"score": {"bundle": str(bundle)}},
+    )
+    config = {k: v for k, v in loader["catalog"].items() if k in ("segad_bundle", "inspection", "inspection_overlays")}
     assert config["segad_bundle"]["path"] == str(bundle)
     assert config["inspection"]["filepath"] == "data/07_model_output/inspection.parquet"
     config["inspection"]["filepath"] = str(tmp_path / "inspection.parquet")
@@ -68,8 +71,7 @@ def project_catalog(tmp_path: Path, bundle: Path, params: dict) -> DataCatalog:
 
 
 def test_score_pipeline_scores_a_folder_and_reports_bad_files(bundle_dir, new_images, tmp_path):
-    params = {"input": str(new_images), "batch_size": 4, "explain": "rejected", "overlays": True,
-              "progress": False}
+    params = {"input": str(new_images), "batch_size": 4, "explain": "rejected", "overlays": True, "progress": False}
     (tmp_path / "overlays").mkdir()
     Image.new("RGB", (4, 4)).save(tmp_path / "overlays" / "stale_from_last_run.png")
     SequentialRunner().run(create_pipeline([]), project_catalog(tmp_path, bundle_dir, params))
@@ -95,8 +97,7 @@ def test_score_pipeline_scores_a_folder_and_reports_bad_files(bundle_dir, new_im
     assert len(rejected) > 0
     contrib = [c for c in table.columns if c.startswith("contrib_seg")] + ["contrib_global", "contrib_bias"]
     np.testing.assert_allclose(rejected[contrib].sum(axis=1), rejected["score"], atol=1e-4)
-    np.testing.assert_allclose(rejected["contrib_det_padim"] + rejected["contrib_bias"], rejected["score"],
-                               atol=1e-4)
+    np.testing.assert_allclose(rejected["contrib_det_padim"] + rejected["contrib_bias"], rejected["score"], atol=1e-4)
     assert accepted[contrib].isna().all().all()
     assert (rejected["top_segment"] >= -1).all() and (accepted["top_segment"] == -1).all()
     # one overlay per rejected part; the user's own picture in the folder is left as it was

@@ -4,8 +4,17 @@ from segad.config import DatasetConfig, SplitOptions
 from segad.ingestion.layouts import build_index
 from segad.pipelines.split.nodes import split
 
-OPTIONS = SplitOptions(detector_share=0.5, good_split="per_seed", good_split_seed=0, low_shot_n=2,
-                       use_low_shot_json=True, visa_moved_bad=10, n_folds=3, kfold_seed=0, sensum_splits=None)
+OPTIONS = SplitOptions(
+    detector_share=0.5,
+    good_split="per_seed",
+    good_split_seed=0,
+    low_shot_n=2,
+    use_low_shot_json=True,
+    visa_moved_bad=10,
+    n_folds=3,
+    kfold_seed=0,
+    sensum_splits=None,
+)
 
 
 def test_split_node_on_the_demo(tiny_demo):
@@ -27,8 +36,13 @@ def test_split_node_reads_vad_low_shot_json(tiny_demo, tmp_path):
 def test_split_node_fixed_good_split_logs_its_seed(tiny_demo, caplog):
     index, _ = build_index("demo", tiny_demo)
     caplog.set_level("INFO")
-    splits = split(index, DatasetConfig(layout="demo", root=str(tiny_demo)), "high_shot", [0, 1],
-                   dataclasses.replace(OPTIONS, good_split="fixed", good_split_seed=333))
+    splits = split(
+        index,
+        DatasetConfig(layout="demo", root=str(tiny_demo)),
+        "high_shot",
+        [0, 1],
+        dataclasses.replace(OPTIONS, good_split="fixed", good_split_seed=333),
+    )
     detector = splits[splits.role == "detector_train"].groupby("split_seed").image_id.apply(frozenset)
     assert detector.nunique() == 1
     assert "good split fixed with seed 333" in caplog.text

@@ -31,8 +31,12 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 SIZE = 32
 N_GOOD, N_TEST_GOOD, N_TEST_BAD = 20, 2, 12
 SEGMENTS = {"candle": 2, "pcb1": 6}  # conf/visa: default 2, pcb1 6
-PADIM = {"model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"], "n_features": 8},
-         "weights": "packaged:efficientnet_lite0", "train_batch_size": 32, "batch_size": 32}
+PADIM = {
+    "model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"], "n_features": 8},
+    "weights": "packaged:efficientnet_lite0",
+    "train_batch_size": 32,
+    "batch_size": 32,
+}
 
 
 def visa_folder(root: Path) -> tuple[Path, Path]:
@@ -40,8 +44,11 @@ def visa_folder(root: Path) -> tuple[Path, Path]:
     image's content is distinct (detectors and maps are cached by content hash)."""
     images, maps = root / "visa", root / "segment_maps"
     for shift, (category, n_segments) in enumerate(SEGMENTS.items()):
-        for part, n, value in (("train/good", N_GOOD, 100), ("test/good", N_TEST_GOOD, 105),
-                               ("test/bad", N_TEST_BAD, 160)):
+        for part, n, value in (
+            ("train/good", N_GOOD, 100),
+            ("test/good", N_TEST_GOOD, 105),
+            ("test/bad", N_TEST_BAD, 160),
+        ):
             value += 20 * shift
             for i in range(n):
                 image_id = f"{category}/{part}/{i:03d}"
@@ -62,21 +69,47 @@ def visa_params(images: Path, maps: Path) -> dict:
 
 
 def run(params: dict, tmp_path: Path, index: pd.DataFrame) -> DataCatalog:
-    catalog = DataCatalog({
-        "image_index": MemoryDataset(index),
-        "synthetic_index": MemoryDataset(pd.DataFrame(columns=["image_id", "split_seed", "source_image_id",
-                                                               "category", "defect_type", "label", "role", "path"])),
-        "padim.map_store": MapStoreDataset(str(tmp_path / "maps")),
-        "padim.detector_store": DetectorStoreDataset(str(tmp_path / "models")),
-        "splits": ParquetDataset(filepath=str(tmp_path / "splits.parquet")),  # kept: intermediate
-        "padim.map_index": ParquetDataset(filepath=str(tmp_path / "map_index.parquet")),
-        "features": MemoryDataset(),
-    })
-    stages = (split() + anomaly_maps(["padim"])
-              + features(["padim"]).only_nodes("build_segmentation", "train_classifier", "compute_features"))
+    catalog = DataCatalog(
+        {
+            "image_index": MemoryDataset(index),
+            "synthetic_index": MemoryDataset(
+                pd.DataFrame(
+                    columns=[
+                        "image_id",
+                        "split_seed",
+                        "source_image_id",
+                        "category",
+                        "defect_type",
+                        "label",
+                        "role",
+                        "path",
+                    ]
+                )
+            ),
+            "padim.map_store": MapStoreDataset(str(tmp_path / "maps")),
+            "padim.detector_store": DetectorStoreDataset(str(tmp_path / "models")),
+            "splits": ParquetDataset(filepath=str(tmp_path / "splits.parquet")),  # kept: intermediate
+            "padim.map_index": ParquetDataset(filepath=str(tmp_path / "map_index.parquet")),
+            "features": MemoryDataset(),
+        }
+    )
+    stages = (
+        split()
+        + anomaly_maps(["padim"])
+        + features(["padim"]).only_nodes("build_segmentation", "train_classifier", "compute_features")
+    )
     typed = ParameterValidator({"visa": stages}).validate_raw_params(params)  # as a Kedro session types the blocks
-    for key in ("dataset", "benchmark", "seeds", "split", "image_size", "device", "segmentation", "classifier",
-                "features"):
+    for key in (
+        "dataset",
+        "benchmark",
+        "seeds",
+        "split",
+        "image_size",
+        "device",
+        "segmentation",
+        "classifier",
+        "features",
+    ):
         catalog[f"params:{key}"] = typed[key]
     catalog["params:anomaly_maps.padim"] = typed["anomaly_maps"]["padim"]
     SequentialRunner().run(stages, catalog)
@@ -113,7 +146,9 @@ def test_visa_env_fixed_split_one_detector_per_category(tmp_path, caplog):
     assert fit_log(caplog)[0].startswith("padim: 2 models fitted")  # one per category, not 20
     caplog.clear()
     run(params, tmp_path, index)  # same split again: both detectors and all maps come from the cache
-    assert fit_log(caplog)[0].startswith("padim: 0 models fitted") and ", 2 reused; 0 maps computed" in fit_log(caplog)[0]
+    assert (
+        fit_log(caplog)[0].startswith("padim: 0 models fitted") and ", 2 reused; 0 maps computed" in fit_log(caplog)[0]
+    )
 
     table = catalog.load("features")  # a MemoryDataset here: the DataFrame itself
     columns = [c for c in table.columns if is_feature_column(c)]

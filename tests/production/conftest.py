@@ -23,9 +23,10 @@ from segad.segments.segment_maps import read_label_map
 
 SIZE = 32
 TINY_DETECTORS = {
-    "padim": {"model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"],
-                        "n_features": 16},
-              "weights": "packaged:efficientnet_lite0"},
+    "padim": {
+        "model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"], "n_features": 16},
+        "weights": "packaged:efficientnet_lite0",
+    },
 }
 TINY_BRF = BRFConfig(n_estimators=3, num_parallel_tree=20, max_depth=3)
 
@@ -56,7 +57,9 @@ def train_tiny_bundle(demo_root: Path, work: Path, detectors: dict = TINY_DETECT
     brf = fit_brf(features, labels, TINY_BRF, seed=0)
     held_out = out_of_fold_scores(features, labels, TINY_BRF, seed=0, n_folds=3)
     return dict(
-        detector_dirs=dirs, segments=segments, brf=brf,
+        detector_dirs=dirs,
+        segments=segments,
+        brf=brf,
         feature_columns=feature_columns(list(detectors), n_segments),
         operating_point=choose_operating_point(labels, held_out, 0.02, source="3-fold out-of-fold"),
         input_spec=input_spec_from_paths(goods + bads, SIZE),

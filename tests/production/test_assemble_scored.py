@@ -11,18 +11,34 @@ INDEX = pd.DataFrame({"image_id": ["a"], "category": ["c"]})
 
 
 def test_default_members_leave_the_scored_detector_out():
-    _, _, members = _choose(BundleOptions(), ["padim", "supersimplenet_supervised"], [0], INDEX,
-                            scored=["supersimplenet_supervised"])
+    _, _, members = _choose(
+        BundleOptions(), ["padim", "supersimplenet_supervised"], [0], INDEX, scored=["supersimplenet_supervised"]
+    )
     assert members == ["padim"]
 
 
 def test_naming_a_scored_detector_is_refused_by_assemble_bundle():
     from segad.production import assemble
 
-    index = {"padim": pd.DataFrame(columns=["image_id"]),
-             "supersimplenet_supervised": pd.DataFrame(columns=["image_id", "pred_score"])}
+    index = {
+        "padim": pd.DataFrame(columns=["image_id"]),
+        "supersimplenet_supervised": pd.DataFrame(columns=["image_id", "pred_score"]),
+    }
     with pytest.raises(ValueError, match="cannot be bundled yet"):
         assemble.assemble_bundle(
-            pd.DataFrame(), INDEX, pd.DataFrame(), None, {}, index, {}, dataset={"layout": "demo"},
-            benchmark="high_shot", seeds=[0], image_size=64, detectors=["padim", "supersimplenet_supervised"],
-            brf_model=None, options=BundleOptions(detectors=["supersimplenet_supervised"]), recorded={})
+            pd.DataFrame(),
+            INDEX,
+            pd.DataFrame(),
+            None,
+            {},
+            index,
+            {},
+            dataset={"layout": "demo"},
+            benchmark="high_shot",
+            seeds=[0],
+            image_size=64,
+            detectors=["padim", "supersimplenet_supervised"],
+            brf_model=None,
+            options=BundleOptions(detectors=["supersimplenet_supervised"]),
+            recorded={},
+        )

@@ -34,8 +34,9 @@ def test_round_trip_keeps_models_schema_and_operating_point(trained, bundle_dir,
     assert bundle.input_spec == trained["input_spec"]
     assert bundle.segment_names[:3] == ["background", "disk_ring", "seg2"]
     np.testing.assert_array_equal(bundle.segments, trained["segments"])
-    np.testing.assert_array_equal(brf_scores(bundle.brf, trained["_features"]),
-                                  brf_scores(trained["brf"], trained["_features"]))
+    np.testing.assert_array_equal(
+        brf_scores(bundle.brf, trained["_features"]), brf_scores(trained["brf"], trained["_features"])
+    )
     assert bundle.brf.get_booster().feature_names == trained["feature_columns"]
     # the bundled detector gives the same maps as the one saved by segad.detection.persistence
     from segad.detection.persistence import load_detector

@@ -30,8 +30,7 @@ def test_segment_contributions_sum_to_the_score():
     model = fit_brf(features, labels, BRFConfig(n_estimators=3, num_parallel_tree=20), seed=0)
     contribs = model.get_booster().predict(xgboost.DMatrix(features), pred_contribs=True)
     grouped = group_contributions(contribs, columns)
-    assert list(grouped.columns) == ["contrib_seg0", "contrib_seg1", "contrib_seg2",
-                                     "contrib_global", "contrib_bias"]
+    assert list(grouped.columns) == ["contrib_seg0", "contrib_seg1", "contrib_seg2", "contrib_global", "contrib_bias"]
     np.testing.assert_allclose(grouped.sum(axis=1), brf_scores(model, features), atol=1e-4)
     # the informative segment explains the bad parts
     assert (top_segment(grouped)[labels == 1] == 2).mean() > 0.8
@@ -40,8 +39,14 @@ def test_segment_contributions_sum_to_the_score():
 
 
 def test_top_segment_is_minus_one_without_positive_contribution():
-    grouped = pd.DataFrame({"contrib_seg0": [-1.0, 0.5], "contrib_seg1": [-0.5, 2.0],
-                            "contrib_global": [3.0, 0.0], "contrib_bias": [0.0, 0.0]})
+    grouped = pd.DataFrame(
+        {
+            "contrib_seg0": [-1.0, 0.5],
+            "contrib_seg1": [-0.5, 2.0],
+            "contrib_global": [3.0, 0.0],
+            "contrib_bias": [0.0, 0.0],
+        }
+    )
     assert top_segment(grouped).tolist() == [-1, 1]
 
 

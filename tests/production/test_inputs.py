@@ -19,7 +19,13 @@ from tests.conftest import write_png
 
 def test_colour_modes():
     assert [colour_of(m) for m in ("L", "I;16", "1", "RGB", "RGBA", "P")] == [
-        "gray", "gray", "gray", "rgb", "rgb", "rgb"]
+        "gray",
+        "gray",
+        "gray",
+        "rgb",
+        "rgb",
+        "rgb",
+    ]
 
 
 def test_input_spec_and_checks(tmp_path):
@@ -58,7 +64,6 @@ def test_list_images_is_recursive_sorted_and_suffix_based(tmp_path):
     write_png(tmp_path / "a.PNG")
     (tmp_path / "notes.txt").write_text("x")
     (tmp_path / "fake.jpg").write_bytes(b"")
-    assert [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)] == [
-        "a.PNG", "b/2.png", "fake.jpg"]
+    assert [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)] == ["a.PNG", "b/2.png", "fake.jpg"]
     with pytest.raises(FileNotFoundError, match="does not exist"):
         list_images(tmp_path / "missing")

@@ -38,7 +38,12 @@ def test_operating_point_rejects_bad_inputs():
 
 def test_decide_never_passes_an_unscored_image():
     assert decide(np.array([0.9, 1.0, 1.1, np.nan, np.inf]), 1.0).tolist() == [
-        "accept", "reject", "reject", "error", "error"]
+        "accept",
+        "reject",
+        "reject",
+        "error",
+        "error",
+    ]
 
 
 def test_out_of_fold_scores_come_from_models_that_did_not_see_the_row():

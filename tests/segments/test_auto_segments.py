@@ -91,13 +91,15 @@ def test_resolve_auto_per_image_reads_each_image(tmp_path):
     np.testing.assert_array_equal(seg.labels_for("c", ids[:1])[0], labels[0])  # cached, same labels
     with pytest.raises(SegmentMapError, match="no good training images"):
         resolve_segmentation(config, ["other"], 32, {"c": list(train_paths.values())})
-    no_root = resolve_segmentation(SegmentMapConfig(method="auto_per_image", auto_segments=2), ["c"], 32,
-                                   {"c": list(train_paths.values())})
+    no_root = resolve_segmentation(
+        SegmentMapConfig(method="auto_per_image", auto_segments=2), ["c"], 32, {"c": list(train_paths.values())}
+    )
     with pytest.raises(SegmentMapError, match="no file for image"):
         no_root.labels_for("c", ids)
     with pytest.raises(SegmentMapError, match="fewer than 5"):
-        resolve_segmentation(SegmentMapConfig(method="auto_per_image", auto_segments=5), ["c"], 32,
-                             {"c": [str(_flat(tmp_path))]})
+        resolve_segmentation(
+            SegmentMapConfig(method="auto_per_image", auto_segments=5), ["c"], 32, {"c": [str(_flat(tmp_path))]}
+        )
 
 
 def _flat(folder):

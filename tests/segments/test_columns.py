@@ -40,8 +40,18 @@ def test_order_is_classifier_first_then_segment_major_then_maxima():
     assert cols[-2:] == ["padim__max", "patchcore__max"]
 
 
-@pytest.mark.parametrize("name", ["image_id", "seg__padim__q995", "seg1__padim__median", "classifier__max",
-                                  "Seg1__padim__mean", "padim", "split_seed"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "image_id",
+        "seg__padim__q995",
+        "seg1__padim__median",
+        "classifier__max",
+        "Seg1__padim__mean",
+        "padim",
+        "split_seed",
+    ],
+)
 def test_other_names_are_not_feature_columns(name):
     assert not is_feature_column(name)
     with pytest.raises(ValueError, match=name):

@@ -37,18 +37,20 @@ def _maps_and_labels(n=6, size=40, n_segments=6, seed=0):
     """Random maps with an empty segment (5), a constant segment (3) and a 1-pixel segment (4)."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 3, (size, size))
-    labels[:5, :8] = 3          # constant segment
-    labels[10, 10] = 4          # single-pixel segment; label 5 never appears (empty)
+    labels[:5, :8] = 3  # constant segment
+    labels[10, 10] = 4  # single-pixel segment; label 5 never appears (empty)
     maps = rng.gamma(2.0, 1.5, (n, size, size)) * 4.0 + 12.0
-    maps[:, :5, :8] = 7.25      # same constant in every map
+    maps[:, :5, :8] = 7.25  # same constant in every map
     return maps.astype(np.float32), labels, n_segments
 
 
 def _expected(maps, labels, n_segments):
-    return np.stack([
-        np.stack([_scipy_stats(m[lab == s]) for s in range(n_segments)])
-        for m, lab in zip(maps, np.broadcast_to(labels, maps.shape))
-    ])
+    return np.stack(
+        [
+            np.stack([_scipy_stats(m[lab == s]) for s in range(n_segments)])
+            for m, lab in zip(maps, np.broadcast_to(labels, maps.shape))
+        ]
+    )
 
 
 def _assert_equal_stats(actual, expected):
@@ -63,9 +65,9 @@ def test_static_labels_match_scipy_including_edge_segments():
     expected = _expected(maps, labels, n)
     _assert_equal_stats(stats, expected)
     # the edge cases are really exercised
-    assert np.all(stats[:, 5] == 0.0)                        # empty -> all zeros
+    assert np.all(stats[:, 5] == 0.0)  # empty -> all zeros
     assert np.isnan(stats[:, 3, 1:3]).all() and np.allclose(stats[:, 3, [0, 3]], 7.25)
-    assert np.isnan(stats[:, 4, 1:3]).all()                  # single pixel
+    assert np.isnan(stats[:, 4, 1:3]).all()  # single pixel
     np.testing.assert_allclose(stats[:, 4, 0], maps[:, 10, 10])
 
 
@@ -74,7 +76,7 @@ def test_large_segments_use_candidate_quantile_and_stay_exact():
     rng = np.random.default_rng(1)
     labels = np.repeat(np.arange(4), 64 * 16).reshape(64, 64)
     maps = rng.standard_cauchy((5, 64, 64)).astype(np.float32)  # heavy tails
-    maps[1] = np.round(maps[1])                                 # many ties
+    maps[1] = np.round(maps[1])  # many ties
     maps[2] = np.sqrt(np.linspace(0, 1, 64 * 64))[::-1].astype(np.float32).reshape(64, 64)  # sorted, descending
     stats = segment_statistics(maps, labels, 4)
     _assert_equal_stats(stats, _expected(maps, labels, 4))
@@ -186,11 +188,17 @@ def test_bad_labels_and_shapes_raise():
 
 def test_matrix_order_matches_the_column_names():
     cols = feature_columns(["patchcore", "padim"], 2, classifier=True)
-    assert cols[:6] == ["classifier__score", "seg0__patchcore__q995", "seg0__patchcore__skew",
-                        "seg0__patchcore__kurtosis", "seg0__patchcore__mean", "seg0__padim__q995"]
+    assert cols[:6] == [
+        "classifier__score",
+        "seg0__patchcore__q995",
+        "seg0__patchcore__skew",
+        "seg0__patchcore__kurtosis",
+        "seg0__patchcore__mean",
+        "seg0__padim__q995",
+    ]
     assert cols[-2:] == ["patchcore__max", "padim__max"]
     assert len(cols) == 4 * 2 * 2 + 2 + 1
-    a = np.arange(1, 2 * 4 + 1).reshape(1, 2, 4).repeat(3, 0).astype(float)   # detector A (N, L, 4)
+    a = np.arange(1, 2 * 4 + 1).reshape(1, 2, 4).repeat(3, 0).astype(float)  # detector A (N, L, 4)
     b = -a
     m = feature_matrix([a, b], [np.ones(3), 2 * np.ones(3)], np.full(3, 9.0))
     row = dict(zip(cols, m[0]))
@@ -213,23 +221,47 @@ def test_stream_statistics_reads_in_batches():
 
 
 def _tables():
-    index = pd.DataFrame({
-        "image_id": ["g0", "g1", "g2", "b0", "t0", "t1"],
-        "category": "c",
-        "label": [0, 0, 0, 1, 0, 1],
-        "defect_type": ["good"] * 3 + ["bad", "good", "bad"],
-        "unseen": [False] * 5 + [True],
-    })
-    splits = pd.DataFrame({
-        "image_id": index["image_id"].tolist() * 2,
-        "split_seed": [0] * 6 + [1] * 6,
-        "role": ["detector_train", "brf_train", "brf_train", "brf_train", "test", "test",
-                 "brf_train", "detector_train", "brf_train", "brf_train", "test", "test"],
-    })
-    synthetic = pd.DataFrame({
-        "image_id": ["synthetic/0/g1__0.png"], "split_seed": [0], "source_image_id": ["g1"], "category": ["c"],
-        "defect_type": ["synthetic_blur"], "label": [1], "role": ["brf_train"], "path": ["/x.png"],
-    })
+    index = pd.DataFrame(
+        {
+            "image_id": ["g0", "g1", "g2", "b0", "t0", "t1"],
+            "category": "c",
+            "label": [0, 0, 0, 1, 0, 1],
+            "defect_type": ["good"] * 3 + ["bad", "good", "bad"],
+            "unseen": [False] * 5 + [True],
+        }
+    )
+    splits = pd.DataFrame(
+        {
+            "image_id": index["image_id"].tolist() * 2,
+            "split_seed": [0] * 6 + [1] * 6,
+            "role": [
+                "detector_train",
+                "brf_train",
+                "brf_train",
+                "brf_train",
+                "test",
+                "test",
+                "brf_train",
+                "detector_train",
+                "brf_train",
+                "brf_train",
+                "test",
+                "test",
+            ],
+        }
+    )
+    synthetic = pd.DataFrame(
+        {
+            "image_id": ["synthetic/0/g1__0.png"],
+            "split_seed": [0],
+            "source_image_id": ["g1"],
+            "category": ["c"],
+            "defect_type": ["synthetic_blur"],
+            "label": [1],
+            "role": ["brf_train"],
+            "path": ["/x.png"],
+        }
+    )
     return index, splits, synthetic
 
 
@@ -245,8 +277,18 @@ def test_build_feature_table_joins_maps_once_per_key():
     for _, r in rows.iterrows():
         key = f"m/{r.image_id}"  # same map for both seeds: one key
         store.setdefault(key, rng.gamma(2.0, 1.0, (8, 8)).astype(np.float32))
-        map_index.append({"image_id": r.image_id, "detector": "padim", "split_seed": r.split_seed, "model_key": "m",
-                          "map_key": key, "max_score": float(store[key].max()), "height": 8, "width": 8})
+        map_index.append(
+            {
+                "image_id": r.image_id,
+                "detector": "padim",
+                "split_seed": r.split_seed,
+                "model_key": "m",
+                "map_key": key,
+                "max_score": float(store[key].max()),
+                "height": 8,
+                "width": 8,
+            }
+        )
     reads = []
 
     def read(key):
@@ -283,11 +325,22 @@ def test_build_feature_table_with_per_image_segment_maps(tmp_path):
         np.save(folder / f"{image_id}.npy", label_maps[image_id])
     for r in rows.itertuples():
         maps[r.image_id] = rng.gamma(2.0, 1.0, (8, 8)).astype(np.float32)
-        map_index.append({"image_id": r.image_id, "detector": "padim", "split_seed": 0, "model_key": "m",
-                          "map_key": r.image_id, "max_score": 0.0, "height": 8, "width": 8})
+        map_index.append(
+            {
+                "image_id": r.image_id,
+                "detector": "padim",
+                "split_seed": 0,
+                "model_key": "m",
+                "map_key": r.image_id,
+                "max_score": 0.0,
+                "height": 8,
+                "width": 8,
+            }
+        )
     seg = SegmentMaps(method="per_image", size=(8, 8), n_segments={"c": 3}, folder=str(folder))
-    table = build_feature_table(rows, {"padim": pd.DataFrame(map_index)}, {"padim": maps.__getitem__}, seg,
-                                batch_size=2)
+    table = build_feature_table(
+        rows, {"padim": pd.DataFrame(map_index)}, {"padim": maps.__getitem__}, seg, batch_size=2
+    )
     cols = feature_columns(["padim"], 3)[:12]
     for r in table.itertuples():
         labels = label_maps[r.source_image_id]  # a synthetic image uses its source's segment map

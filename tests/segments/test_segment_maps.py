@@ -99,17 +99,17 @@ def test_per_category_segment_counts(tmp_path):
 def test_elpv_map_places_busbars_border_corners():
     labels = elpv_segment_map()
     assert labels.shape == (300, 300) and set(np.unique(labels)) == set(ELPV_SEGMENTS)
-    assert (labels[[50, 150, 248], 150] == 1).all()        # busbar rows
+    assert (labels[[50, 150, 248], 150] == 1).all()  # busbar rows
     assert labels[100, 150] == 0 and labels[200, 150] == 0  # interior between busbars
-    assert labels[150, 3] == 2 and labels[296, 150] == 2    # border
-    assert labels[2, 2] == 3 and labels[297, 297] == 3      # corners
+    assert labels[150, 3] == 2 and labels[296, 150] == 2  # border
+    assert labels[2, 2] == 3 and labels[297, 297] == 3  # corners
     assert elpv_segment_map(64).shape == (64, 64)
 
 
 def test_auto_map_separates_regions_that_look_different():
     rng = np.random.default_rng(0)
     images = rng.normal(0.5, 0.01, (10, 32, 32))
-    images[:, :, :16] += 0.3                                # bright left half
+    images[:, :, :16] += 0.3  # bright left half
     images[:, 8:12, 20:30] += rng.normal(0, 0.2, (10, 4, 10))  # a noisy patch
     labels = auto_segment_map(images, 3, seed=0)
     assert labels.shape == (32, 32)
@@ -120,8 +120,9 @@ def test_auto_map_separates_regions_that_look_different():
 
 def test_resolve_static_and_single_and_dataset_roundtrip(tmp_path):
     Image.fromarray(_labels()).save(tmp_path / "s.png")
-    seg = resolve_segmentation(SegmentMapConfig(**{"method": "static", "path": str(tmp_path / "s.png")}),
-                               ["a", "b"], 32)
+    seg = resolve_segmentation(
+        SegmentMapConfig(**{"method": "static", "path": str(tmp_path / "s.png")}), ["a", "b"], 32
+    )
     assert seg.n_segments == {"a": 3, "b": 3} and seg.labels_for("a", ["x"]).shape == (32, 32)
     ds = SegmentMapsDataset(str(tmp_path / "maps.npz"))
     ds.save(seg)
@@ -144,7 +145,7 @@ def test_method_follows_from_what_is_given():
     with pytest.raises(ValueError, match="dataset.root"):
         unset.for_dataset("demo", None)
     assert unset.for_dataset("elpv", None).method == "elpv"
-    vad = unset.for_dataset("vad", "/data/vad")   # VAD ships no map file: automatic, never the demo's
+    vad = unset.for_dataset("vad", "/data/vad")  # VAD ships no map file: automatic, never the demo's
     assert (vad.method, vad.path, vad.auto_segments) == ("auto", None, 3)
     given = SegmentMapConfig(**{"path": "/maps/vad.png"}).for_dataset("vad", "/data/vad")
     assert (given.method, given.path) == ("static", "/maps/vad.png")
@@ -160,6 +161,6 @@ def test_overlay_marks_borders():
     image = np.zeros((3, 16, 16), np.float32)
     out = overlay(image, _labels())
     assert out.shape == (16, 16, 3) and out.dtype == np.uint8
-    assert (out[7, 8] == 255).all()       # border between label 1 and 0 rows is white
+    assert (out[7, 8] == 255).all()  # border between label 1 and 0 rows is white
     assert not (out[12, 12] == 255).all()
     assert resize_labels(_labels(), (8, 4)).shape == (8, 4)

@@ -45,8 +45,7 @@ class BundleDataset(AbstractDataset[dict, Bundle]):
             packages differ from the installed ones (a warning is logged).
     """
 
-    def __init__(self, path: str, allow_version_mismatch: bool = False,
-                 metadata: dict[str, Any] | None = None) -> None:
+    def __init__(self, path: str, allow_version_mismatch: bool = False, metadata: dict[str, Any] | None = None) -> None:
         self._path = Path(path)
         self._allow_version_mismatch = bool(allow_version_mismatch)
         self.metadata = metadata
@@ -60,7 +59,8 @@ class BundleDataset(AbstractDataset[dict, Bundle]):
         except BundleError as error:
             raise DatasetError(
                 f"{error}; train one with `kedro run --pipelines segad` (the bundle pipeline writes "
-                "it) or point score.bundle at a bundle folder or a parent folder with LATEST") from error
+                "it) or point score.bundle at a bundle folder or a parent folder with LATEST"
+            ) from error
         try:
             bundle = load_bundle(folder, allow_version_mismatch=self._allow_version_mismatch)
         except BundleError as error:
@@ -70,8 +70,9 @@ class BundleDataset(AbstractDataset[dict, Bundle]):
 
     def save(self, data: dict) -> None:
         if not isinstance(data, dict):
-            raise DatasetError(f"{self._path}: expected the keyword arguments of write_bundle, "
-                               f"got {type(data).__name__}")
+            raise DatasetError(
+                f"{self._path}: expected the keyword arguments of write_bundle, got {type(data).__name__}"
+            )
         if not data:
             logging.getLogger(__name__).info("%s: no bundle written (bundle.build is false)", self._path)
             return

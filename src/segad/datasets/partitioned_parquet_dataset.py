@@ -68,8 +68,9 @@ class PartitionedTable:
         partition columns when none matches."""
         files = self.files(**equals)
         if not files:
-            return pd.DataFrame({c: pd.Series(dtype=self.partition_types.get(c, "object"))
-                                 for c in self.partition_cols})
+            return pd.DataFrame(
+                {c: pd.Series(dtype=self.partition_types.get(c, "object")) for c in self.partition_cols}
+            )
         frames = []
         for file in files:
             frame = pd.read_parquet(file)
@@ -80,7 +81,6 @@ class PartitionedTable:
         for column, dtype in self.partition_types.items():
             table[column] = table[column].astype(dtype)
         return table
-
 
 
 class PartitionedParquetDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):

@@ -48,8 +48,9 @@ class PngFolderDataset(AbstractDataset[dict, dict]):
                 raise DatasetError(f"{self._path}: invalid picture file name {name!r}")
             picture = np.asarray(picture)
             if picture.dtype != np.uint8 or picture.ndim not in (2, 3):
-                raise DatasetError(f"{self._path / name}: expected a uint8 (H, W[, 3]) array, "
-                                   f"got {picture.dtype} {picture.shape}")
+                raise DatasetError(
+                    f"{self._path / name}: expected a uint8 (H, W[, 3]) array, got {picture.dtype} {picture.shape}"
+                )
         self._path.mkdir(parents=True, exist_ok=True)
         for old in self._written():
             (self._path / old).unlink(missing_ok=True)

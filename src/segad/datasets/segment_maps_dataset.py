@@ -36,8 +36,13 @@ class SegmentMapsDataset(AbstractDataset):
         return {"filepath": str(self._filepath)}
 
     def save(self, data: SegmentMaps) -> None:
-        meta = {"method": data.method, "size": list(data.size), "n_segments": data.n_segments,
-                "folder": data.folder, "sources": data.sources}
+        meta = {
+            "method": data.method,
+            "size": list(data.size),
+            "n_segments": data.n_segments,
+            "folder": data.folder,
+            "sources": data.sources,
+        }
         arrays = {f"labels/{c}": np.asarray(m, dtype=np.int16) for c, m in data.static_maps.items()}
         self._filepath.parent.mkdir(parents=True, exist_ok=True)
         temp = self._filepath.parent / f".{self._filepath.name}.{uuid.uuid4().hex}.tmp"  # umask applies
@@ -58,8 +63,14 @@ class SegmentMapsDataset(AbstractDataset):
                 maps = {k.split("/", 1)[1]: data[k].astype(np.int64) for k in data.files if k.startswith("labels/")}
         except (OSError, ValueError, KeyError) as error:
             raise DatasetError(f"{self._filepath}: unreadable segment maps ({error})") from error
-        return SegmentMaps(method=meta["method"], size=tuple(meta["size"]), n_segments=meta["n_segments"],
-                            static_maps=maps, folder=meta["folder"], sources=meta["sources"])
+        return SegmentMaps(
+            method=meta["method"],
+            size=tuple(meta["size"]),
+            n_segments=meta["n_segments"],
+            static_maps=maps,
+            folder=meta["folder"],
+            sources=meta["sources"],
+        )
 
     def _exists(self) -> bool:
         return self._filepath.is_file()

@@ -33,7 +33,6 @@ from kedro.io import AbstractDataset, DatasetError
 FORMATS = (".json", ".ubj")
 
 
-
 class XGBoostModelDataset(AbstractDataset):
     """An `xgboost.XGBClassifier` stored at `filepath` (suffix .json or .ubj)."""
 

@@ -133,12 +133,20 @@ def _convert(model: torch.nn.Module, backend: str, image_size: int, folder: Path
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # TorchScript-exporter deprecation and tracer warnings
-                torch.onnx.export(wrapper, (example,), str(folder / "model.onnx"), dynamo=False,
-                                  input_names=["input"], output_names=["anomaly_map"], opset_version=17)
+                torch.onnx.export(
+                    wrapper,
+                    (example,),
+                    str(folder / "model.onnx"),
+                    dynamo=False,
+                    input_names=["input"],
+                    output_names=["anomaly_map"],
+                    opset_version=17,
+                )
 
 
-def converted_path(model: torch.nn.Module, backend: str, image_size: int, key: str | None = None,
-                   cache_root: str | Path | None = None) -> Path:
+def converted_path(
+    model: torch.nn.Module, backend: str, image_size: int, key: str | None = None, cache_root: str | Path | None = None
+) -> Path:
     """The cached converted model file (converting once when missing)."""
     root = Path(cache_root or Path(tempfile.gettempdir()) / "segad-backends")
     folder = root / (key or content_key(model, image_size)) / _versions_tag(backend)
@@ -164,12 +172,14 @@ def _runner(path: Path, backend: str, threads: int) -> Runner:
         import openvino as ov
 
         compiled = ov.Core().compile_model(
-            str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
-                               "INFERENCE_NUM_THREADS": threads})
+            str(path),
+            "CPU",
+            {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads},
+        )
         request = compiled.create_infer_request()
 
         def run_ov(x: np.ndarray) -> np.ndarray:
-            return np.concatenate([np.array(request.infer({0: x[i:i + 1]})[0]) for i in range(len(x))])
+            return np.concatenate([np.array(request.infer({0: x[i : i + 1]})[0]) for i in range(len(x))])
 
         return run_ov
     import onnxruntime as ort
@@ -179,7 +189,7 @@ def _runner(path: Path, backend: str, threads: int) -> Runner:
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def run_ort(x: np.ndarray) -> np.ndarray:
-        return np.concatenate([session.run(None, {"input": x[i:i + 1]})[0] for i in range(len(x))])
+        return np.concatenate([session.run(None, {"input": x[i : i + 1]})[0] for i in range(len(x))])
 
     return run_ort
 
@@ -205,7 +215,8 @@ class _Compiled:
                 if not diff <= TOLERANCE * scale:
                     raise BackendMismatchError(
                         f"backend {self.backend}: maps differ from eager by {diff:.4g} "
-                        f"(> {TOLERANCE} x map range {scale:.4g}); use backend: eager")
+                        f"(> {TOLERANCE} x map range {scale:.4g}); use backend: eager"
+                    )
             self.verified = True
         return maps
 
@@ -213,8 +224,9 @@ class _Compiled:
 _COMPILED: weakref.WeakKeyDictionary[torch.nn.Module, dict[str, _Compiled]] = weakref.WeakKeyDictionary()
 
 
-def compiled_detector(model: torch.nn.Module, backend: str, image_size: int, key: str | None = None,
-                      cache_root: str | Path | None = None) -> _Compiled:
+def compiled_detector(
+    model: torch.nn.Module, backend: str, image_size: int, key: str | None = None, cache_root: str | Path | None = None
+) -> _Compiled:
     """The converted, compiled form of ``model`` (once per model object and backend in a process)."""
     check_backend(backend)
     if backend == "eager":

@@ -139,8 +139,15 @@ class DetectorConfig:
         values["model"] = dict(values.get("model") or {})
         values["trainer"] = dict(values.get("trainer") or {})
         config = cls(name=name, **values)
-        for key, kind in (("train_batch_size", int), ("batch_size", int), ("num_workers", int), ("seed", int),
-                          ("pretrained", bool), ("amp", bool), ("channels_last", bool)):
+        for key, kind in (
+            ("train_batch_size", int),
+            ("batch_size", int),
+            ("num_workers", int),
+            ("seed", int),
+            ("pretrained", bool),
+            ("amp", bool),
+            ("channels_last", bool),
+        ):
             value = getattr(config, key)
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
                 raise DetectorConfigError(f"detector {name}: {key} must be {kind.__name__}, got {value!r}")
@@ -248,8 +255,11 @@ class DetectorParams:
         """The settings that differ from their default, as a plain mapping (for `DetectorConfig.from_dict`
         and `segad.detection.external.ExternalConfig.from_dict`, which name a setting their kind lacks)."""
         defaults = DetectorParams()
-        return {f.name: value for f in dataclasses.fields(self)
-                if (value := getattr(self, f.name)) != getattr(defaults, f.name)}
+        return {
+            f.name: value
+            for f in dataclasses.fields(self)
+            if (value := getattr(self, f.name)) != getattr(defaults, f.name)
+        }
 
 
 def anomalib_class(name: str) -> type:
@@ -270,4 +280,3 @@ def resolve_device(device: str) -> torch.device:
             raise RuntimeError("device: cuda was requested but torch sees no CUDA device; use auto or cpu")
         return torch.device("cuda")
     raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
-

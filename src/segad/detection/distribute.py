@@ -105,7 +105,7 @@ def chunk_tasks(todo: dict[str, list[tuple[str, str]]], chunk_size: int, batch_s
     tasks = []
     for key in sorted(todo):
         items = [(map_key, str(Path(path).absolute())) for map_key, path in todo[key]]
-        tasks += [MapTask(key, i // size, tuple(items[i:i + size])) for i in range(0, len(items), size)]
+        tasks += [MapTask(key, i // size, tuple(items[i : i + size])) for i in range(0, len(items), size)]
     return tasks
 
 
@@ -147,8 +147,13 @@ def fit_task(
     start = time.perf_counter()
     with torch_threads(threads):
         model = fit_detector(
-            config, plan.train_paths, image_size, device, work_dir=None,
-            backbone_cache_dir=Path(model_root) / "_backbones", quantile_paths=plan.quantile_paths,
+            config,
+            plan.train_paths,
+            image_size,
+            device,
+            work_dir=None,
+            backbone_cache_dir=Path(model_root) / "_backbones",
+            quantile_paths=plan.quantile_paths,
         )
     save_detector(model, config, image_size, Path(model_root) / plan.key)
     return time.perf_counter() - start, _worker_name()
@@ -175,14 +180,24 @@ def map_task(
     start = time.perf_counter()
     for map_key, path in task.items:
         if content_hash(path) != map_key.rsplit("/", 1)[-1]:
-            raise ValueError(f"{path}: content differs from the image planned for map {map_key} "
-                             "(workers must see the caller's files at the same paths)")
+            raise ValueError(
+                f"{path}: content differs from the image planned for map {map_key} "
+                "(workers must see the caller's files at the same paths)"
+            )
     rows = []
     with torch_threads(threads):
         model = _load_model(Path(model_root) / task.key, device, Path(model_root) / "_backbones")
         for index, anomaly_map in iter_maps(
-            model, [p for _, p in task.items], image_size, config.batch_size, config.num_workers, config.amp,
-            None, config.channels_last, backend=config.backend, cache_key=task.key,
+            model,
+            [p for _, p in task.items],
+            image_size,
+            config.batch_size,
+            config.num_workers,
+            config.amp,
+            None,
+            config.channels_last,
+            backend=config.backend,
+            cache_key=task.key,
         ):
             map_key = task.items[index][0]
             map_store.write(map_key, anomaly_map)
@@ -207,8 +222,14 @@ def run_shards(
 
     root = str(Path(model_root).absolute())
     store = MapStore(Path(map_store.root).absolute(), map_store.dtype)
-    fits = [replace(p, train_paths=_absolute(p.train_paths),
-                    quantile_paths=None if p.quantile_paths is None else _absolute(p.quantile_paths)) for p in fits]
+    fits = [
+        replace(
+            p,
+            train_paths=_absolute(p.train_paths),
+            quantile_paths=None if p.quantile_paths is None else _absolute(p.quantile_paths),
+        )
+        for p in fits
+    ]
     threads = options.torch_threads
     result = ShardResult(fit_tasks=len(fits), map_tasks=len(maps))
     with cluster_client() as client:
@@ -265,14 +286,35 @@ def _on_cluster(
     resources = options.resources or None
     threads = options.torch_threads
     fit_futures = {
-        p.key: client.submit(fit_task, config, p, image_size, device, root, threads, pure=False,
-                             key=f"segad-fit-{config.name}-{p.key}-{token}", resources=resources)
+        p.key: client.submit(
+            fit_task,
+            config,
+            p,
+            image_size,
+            device,
+            root,
+            threads,
+            pure=False,
+            key=f"segad-fit-{config.name}-{p.key}-{token}",
+            resources=resources,
+        )
         for p in fits
     }
     map_futures = [
-        client.submit(map_task, config, t, image_size, device, root, store, threads,
-                      *([fit_futures[t.key]] if t.key in fit_futures else []), pure=False,
-                      key=f"segad-maps-{config.name}-{t.key}-{t.chunk:05d}-{token}", resources=resources)
+        client.submit(
+            map_task,
+            config,
+            t,
+            image_size,
+            device,
+            root,
+            store,
+            threads,
+            *([fit_futures[t.key]] if t.key in fit_futures else []),
+            pure=False,
+            key=f"segad-maps-{config.name}-{t.key}-{t.chunk:05d}-{token}",
+            resources=resources,
+        )
         for t in maps
     ]
     everything = [*fit_futures.values(), *map_futures]

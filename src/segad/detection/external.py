@@ -91,8 +91,9 @@ class ExternalConfig:
         values = dict(values or {})
         unknown = sorted(set(values) - {"kind", "folder", "suffix"})
         if unknown:
-            raise DetectorConfigError(f"detector {name} (external): unknown settings {unknown}; known: "
-                                      "['folder', 'kind', 'suffix']")
+            raise DetectorConfigError(
+                f"detector {name} (external): unknown settings {unknown}; known: ['folder', 'kind', 'suffix']"
+            )
         if values.get("kind", KIND) != KIND:
             raise DetectorConfigError(f"detector {name}: kind must be {KIND!r}, got {values['kind']!r}")
         folder = values.get("folder")

@@ -345,10 +345,11 @@ def _quiet_lightning() -> Iterator[None]:
     for n in names:
         logging.getLogger(n).setLevel(logging.WARNING)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(does not have many workers|val_dataloader|GPU available|LeafSpec).*")
+        warnings.filterwarnings(
+            "ignore", message=".*(does not have many workers|val_dataloader|GPU available|LeafSpec).*"
+        )
         try:
             yield
         finally:
             for n, level in levels.items():
                 logging.getLogger(n).setLevel(level)
-

@@ -131,4 +131,3 @@ def iter_maps(
             bar.update(len(indices))
     finally:
         bar.close()
-

@@ -142,4 +142,3 @@ def _resize_buffers_like(model: torch.nn.Module, state: dict[str, torch.Tensor])
             module_name, _, leaf = name.rpartition(".")
             module = model.get_submodule(module_name) if module_name else model
             module._buffers[leaf] = torch.empty_like(saved)  # noqa: SLF001
-

@@ -49,6 +49,7 @@ class MapRunStats:
 
 # ------------------------------------------------------------------------------ the map stage run
 
+
 @dataclass(frozen=True)
 class ModelPlan:
     """One detector to fit: its model_key, detector_train image paths and EfficientAD's quantile
@@ -110,7 +111,9 @@ def plan_models(
                         f"(detector {config.name}: quantiles_from: brf_train)"
                     )
             key = model_key(
-                config, image_size, [hashes[p] for p in train_paths],
+                config,
+                image_size,
+                [hashes[p] for p in train_paths],
                 None if quantile_paths is None else [hashes[p] for p in quantile_paths],
             )
             plan[(str(category), int(seed))] = ModelPlan(key, train_paths, quantile_paths)
@@ -179,8 +182,16 @@ def compute_anomaly_maps(
         label = f"{config.name} maps [{key[:8]}]" if progress else None
         assert model is not None, "a model is loaded or fitted whenever maps are to be computed"
         for index, anomaly_map in iter_maps(
-            model, [p for _, p in todo], image_size, config.batch_size, config.num_workers, config.amp, label,
-            config.channels_last, backend=config.backend, cache_key=key,
+            model,
+            [p for _, p in todo],
+            image_size,
+            config.batch_size,
+            config.num_workers,
+            config.amp,
+            label,
+            config.channels_last,
+            backend=config.backend,
+            cache_key=key,
         ):
             map_key = todo[index][0]
             map_store.write(map_key, anomaly_map)
@@ -255,9 +266,7 @@ def _run_sharded(
     stats.fit_tasks, stats.map_tasks, stats.workers = done.fit_tasks, done.map_tasks, tuple(sorted(done.workers))
 
 
-def needed_maps(
-    image_index: pd.DataFrame, splits: pd.DataFrame, synthetic_index: pd.DataFrame | None
-) -> pd.DataFrame:
+def needed_maps(image_index: pd.DataFrame, splits: pd.DataFrame, synthetic_index: pd.DataFrame | None) -> pd.DataFrame:
     """The maps a run needs: ``image_id, split_seed, path, category`` per brf_train/test row of
     ``splits`` and per row of ``synthetic_index``; ValueError naming the table for missing columns
     or images."""
@@ -353,7 +362,12 @@ def _fitted_model(
     start = time.perf_counter()
     logger.info("fitting %s [%s] on %d detector_train images", config.name, key, len(train_paths))
     model = fit_detector(
-        config, train_paths, image_size, device, work_dir=None, backbone_cache_dir=backbones,
+        config,
+        train_paths,
+        image_size,
+        device,
+        work_dir=None,
+        backbone_cache_dir=backbones,
         quantile_paths=plan.quantile_paths,
     )
     save_detector(model, config, image_size, directory)

@@ -118,8 +118,13 @@ class SupervisedConfig:
             value = getattr(config, key)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise SupervisedConfigError(f"detector {NAME}: {key} must be int, got {value!r}")
-        for key, low in (("train_batch_size", 1), ("batch_size", 1), ("num_workers", 0), ("bad_repeat", 0),
-                         ("cross_fit_folds", 2)):
+        for key, low in (
+            ("train_batch_size", 1),
+            ("batch_size", 1),
+            ("num_workers", 0),
+            ("bad_repeat", 0),
+            ("cross_fit_folds", 2),
+        ):
             if getattr(config, key) < low:
                 raise SupervisedConfigError(f"detector {NAME}: {key} must be >= {low}")
         if config.masks not in MASK_POLICIES:
@@ -214,8 +219,9 @@ def _supervised_class() -> type:
             self.unknown_mask_paths: frozenset[str] = frozenset()
 
         def training_step(self, batch: Any, *args: Any, **kwargs: Any) -> Any:
-            unknown = torch.tensor([str(p) in self.unknown_mask_paths for p in batch.image_path],
-                                   device=batch.image.device)
+            unknown = torch.tensor(
+                [str(p) in self.unknown_mask_paths for p in batch.image_path], device=batch.image.device
+            )
             if not bool(unknown.any()):
                 return super().training_step(batch, *args, **kwargs)
             pred_map, pred_score, masks, labels = self.model(
@@ -262,8 +268,9 @@ class SupervisedImages(torch.utils.data.Dataset):
             mask = torch.from_numpy(read_mask(str(item.mask_path), self.image_size))
         else:
             mask = torch.zeros(image.shape[-2:], dtype=torch.bool)
-        return ImageItem(image=Image(image), gt_label=torch.tensor(int(item.label)), gt_mask=Mask(mask),
-                         image_path=item.path)
+        return ImageItem(
+            image=Image(image), gt_label=torch.tensor(int(item.label)), gt_mask=Mask(mask), image_path=item.path
+        )
 
 
 def check_training_set(items: Sequence[TrainImage], masks: str) -> None:
@@ -290,7 +297,10 @@ def check_training_set(items: Sequence[TrainImage], masks: str) -> None:
 
 
 def build_supervised(
-    config: SupervisedConfig, image_size: int, backbone_cache_dir: str | Path | None = None, *,
+    config: SupervisedConfig,
+    image_size: int,
+    backbone_cache_dir: str | Path | None = None,
+    *,
     for_loading: bool = False,
 ) -> torch.nn.Module:
     """An unfitted `SupervisedSupersimplenet` with offline weights and raw outputs.
@@ -308,8 +318,12 @@ def build_supervised(
     model_class: Any = _supervised_class()
     kwargs = dict(config.model, backbone=backbone)
     size = (int(image_size), int(image_size))
-    kwargs.update(pre_processor=model_class.configure_pre_processor(image_size=size), post_processor=False,
-                  evaluator=False, visualizer=False)
+    kwargs.update(
+        pre_processor=model_class.configure_pre_processor(image_size=size),
+        post_processor=False,
+        evaluator=False,
+        visualizer=False,
+    )
     pl.seed_everything(config.seed, workers=True, verbose=False)
     return model_class(**kwargs)
 
@@ -327,7 +341,10 @@ def _scaffold(architecture: str, cache: Path) -> str:
 
 
 def fit_supervised(
-    config: SupervisedConfig, items: Sequence[TrainImage], image_size: int, device: str = "cpu",
+    config: SupervisedConfig,
+    items: Sequence[TrainImage],
+    image_size: int,
+    device: str = "cpu",
     backbone_cache_dir: str | Path | None = None,
 ) -> torch.nn.Module:
     """Train on good + bad images and return the model in eval mode on ``device``.
@@ -348,8 +365,12 @@ def fit_supervised(
     _check_feature_size(model, image_size)
     model.unknown_mask_paths = data.unknown_mask_paths
     loader = torch.utils.data.DataLoader(
-        data, batch_size=config.train_batch_size, shuffle=True, num_workers=config.num_workers,
-        collate_fn=ImageBatch.collate, generator=torch.Generator().manual_seed(config.seed),
+        data,
+        batch_size=config.train_batch_size,
+        shuffle=True,
+        num_workers=config.num_workers,
+        collate_fn=ImageBatch.collate,
+        generator=torch.Generator().manual_seed(config.seed),
     )
     arguments = {k: v for k, v in model.trainer_arguments.items() if k not in ("devices", "num_sanity_val_steps")}
     arguments.update(config.trainer)
@@ -357,12 +378,25 @@ def fit_supervised(
     use_cuda = torch_device(device).type == "cuda"
     with tempfile.TemporaryDirectory() as scratch, _quiet():
         trainer = pl.Trainer(
-            accelerator="gpu" if use_cuda else "cpu", devices=1, logger=False, enable_checkpointing=False,
-            enable_model_summary=False, enable_progress_bar=False, limit_val_batches=0, num_sanity_val_steps=0,
-            default_root_dir=scratch, **arguments,
+            accelerator="gpu" if use_cuda else "cpu",
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=False,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            default_root_dir=scratch,
+            **arguments,
         )
-        logger.info("%s: training on %d good + %d bad images (%d label-only, bad x%d per epoch)", NAME, n_good,
-                    len(bad), len(data.unknown_mask_paths), repeat)
+        logger.info(
+            "%s: training on %d good + %d bad images (%d label-only, bad x%d per epoch)",
+            NAME,
+            n_good,
+            len(bad),
+            len(data.unknown_mask_paths),
+            repeat,
+        )
         trainer.fit(model, train_dataloaders=loader)
     model.unknown_mask_paths = frozenset()
     model.to(torch_device(device))
@@ -396,7 +430,10 @@ def _quiet() -> Iterator[None]:
     for n in names:
         logging.getLogger(n).setLevel(logging.WARNING)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(does not have many workers|GPU available|LeafSpec|in eval mode at the start|no .val_dataloader.|no logger configured|infer the .batch_size.).*")
+        warnings.filterwarnings(
+            "ignore",
+            message=".*(does not have many workers|GPU available|LeafSpec|in eval mode at the start|no .val_dataloader.|no logger configured|infer the .batch_size.).*",
+        )
         try:
             yield
         finally:
@@ -436,7 +473,11 @@ class _Images(torch.utils.data.Dataset):
 
 
 def iter_supervised(
-    model: torch.nn.Module, paths: Sequence[str], image_size: int, batch_size: int = 16, num_workers: int = 0,
+    model: torch.nn.Module,
+    paths: Sequence[str],
+    image_size: int,
+    batch_size: int = 16,
+    num_workers: int = 0,
 ) -> Iterator[tuple[int, np.ndarray, float]]:
     """Yield ``(index into paths, float32 (S, S) map, pred_score)``."""
     loader = torch.utils.data.DataLoader(_Images(paths, image_size), batch_size=batch_size, num_workers=num_workers)

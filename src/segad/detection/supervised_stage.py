@@ -57,8 +57,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FULL = -1
-INDEX_COLUMNS = ("image_id", "detector", "split_seed", "model_key", "map_key", "max_score", "height", "width",
-                 "pred_score")
+INDEX_COLUMNS = (
+    "image_id",
+    "detector",
+    "split_seed",
+    "model_key",
+    "map_key",
+    "max_score",
+    "height",
+    "width",
+    "pred_score",
+)
 
 
 @dataclass
@@ -84,8 +93,11 @@ def assign_folds(image_ids: list[str], labels: list[int], folds: int, seed: int)
 
 
 def plan_supervised(
-    image_index: pd.DataFrame, splits: pd.DataFrame, synthetic_index: pd.DataFrame | None,
-    config: SupervisedConfig, image_size: int,
+    image_index: pd.DataFrame,
+    splits: pd.DataFrame,
+    synthetic_index: pd.DataFrame | None,
+    config: SupervisedConfig,
+    image_size: int,
 ) -> list[SupervisedFit]:
     """The cross-fitting plan (module docstring): K fold models + the full model per (category, seed).
 
@@ -97,9 +109,11 @@ def plan_supervised(
     unknown = sorted(set(splits["image_id"]) - set(indexed.index))
     if unknown:
         raise ValueError(f"splits: images not in image_index: {unknown[:5]}")
-    table = splits.assign(category=splits["image_id"].map(indexed["category"]).astype(str),
-                          label=splits["image_id"].map(indexed["label"]).astype(int),
-                          path=splits["image_id"].map(indexed["path"]).astype(str))
+    table = splits.assign(
+        category=splits["image_id"].map(indexed["category"]).astype(str),
+        label=splits["image_id"].map(indexed["label"]).astype(int),
+        path=splits["image_id"].map(indexed["path"]).astype(str),
+    )
     synthetic = synthetic_index if synthetic_index is not None else None
     plan: list[SupervisedFit] = []
     for (category, seed), rows in table.groupby(["category", "split_seed"], sort=True):
@@ -119,15 +133,21 @@ def plan_supervised(
 
         def bad_item(image_id: str) -> TrainImage:
             mask = masks.get(image_id) if masks is not None else None
-            return TrainImage(str(indexed.at[image_id, "path"]), 1, str(mask) if isinstance(mask, str) and mask else None)
+            return TrainImage(
+                str(indexed.at[image_id, "path"]), 1, str(mask) if isinstance(mask, str) and mask else None
+            )
 
         scored = list(zip(brf["image_id"], brf["label"], strict=True))
         if synthetic is not None and len(synthetic):
             mine = synthetic[(synthetic["split_seed"] == seed) & (synthetic["category"].astype(str) == category)]
             scored += [(i, 2) for i in mine["image_id"]]  # a stratum of their own: never training images
         folds = min(config.cross_fit_folds, len(bad))
-        fold_of = assign_folds([i for i, _ in scored], [lab for _, lab in scored], folds,
-                               zlib.crc32(f"{category}/{int(seed)}/{config.seed}".encode()))
+        fold_of = assign_folds(
+            [i for i, _ in scored],
+            [lab for _, lab in scored],
+            folds,
+            zlib.crc32(f"{category}/{int(seed)}/{config.seed}".encode()),
+        )
         for fold in [*range(folds), FULL]:
             items = good_items + [bad_item(i) for i in sorted(bad["image_id"]) if fold == FULL or fold_of[i] != fold]
             if fold == FULL:
@@ -140,8 +160,14 @@ def plan_supervised(
 
 
 def compute_supervised_maps(
-    image_index: pd.DataFrame, splits: pd.DataFrame, synthetic_index: pd.DataFrame | None,
-    config: SupervisedConfig, image_size: int, device: str, map_store: MapStore, model_root: str | Path,
+    image_index: pd.DataFrame,
+    splits: pd.DataFrame,
+    synthetic_index: pd.DataFrame | None,
+    config: SupervisedConfig,
+    image_size: int,
+    device: str,
+    map_store: MapStore,
+    model_root: str | Path,
 ) -> tuple[pd.DataFrame, MapRunStats]:
     """Fit (or reuse) every model of `plan_supervised`, store each row's raw map, collect pred_score.
 
@@ -177,8 +203,9 @@ def compute_supervised_maps(
             model = _fitted(config, fit, image_size, device, model_root, stats)
             start = time.perf_counter()
             keys = list(todo)
-            for index, anomaly_map, score in iter_supervised(model, [todo[k] for k in keys], image_size,
-                                                             config.batch_size, config.num_workers):
+            for index, anomaly_map, score in iter_supervised(
+                model, [todo[k] for k in keys], image_size, config.batch_size, config.num_workers
+            ):
                 map_store.write(keys[index], anomaly_map)
                 scores[keys[index].rsplit("/", 1)[1]] = score
             _write_scores(model_root, fit.key, scores)
@@ -189,17 +216,39 @@ def compute_supervised_maps(
         for image_id, seed in fit.rows:
             digest = hashes[paths[image_id]]
             stored = map_store.read(f"{fit.key}/{digest}")
-            records.append((image_id, NAME, seed, fit.key, f"{fit.key}/{digest}", float(stored.max()),
-                            stored.shape[0], stored.shape[1], float(scores[digest])))
+            records.append(
+                (
+                    image_id,
+                    NAME,
+                    seed,
+                    fit.key,
+                    f"{fit.key}/{digest}",
+                    float(stored.max()),
+                    stored.shape[0],
+                    stored.shape[1],
+                    float(scores[digest]),
+                )
+            )
     index = pd.DataFrame.from_records(records, columns=list(INDEX_COLUMNS))
-    index = index.astype({"split_seed": "int64", "max_score": "float64", "height": "int32", "width": "int32",
-                          "pred_score": "float64", "image_id": str, "detector": str,
-                          "model_key": str, "map_key": str})
+    index = index.astype(
+        {
+            "split_seed": "int64",
+            "max_score": "float64",
+            "height": "int32",
+            "width": "int32",
+            "pred_score": "float64",
+            "image_id": str,
+            "detector": str,
+            "model_key": str,
+            "map_key": str,
+        }
+    )
     return index.sort_values(["split_seed", "image_id"]).reset_index(drop=True), stats
 
 
-def _fitted(config: SupervisedConfig, fit: SupervisedFit, image_size: int, device: str, model_root: Path,
-            stats: MapRunStats) -> torch.nn.Module:
+def _fitted(
+    config: SupervisedConfig, fit: SupervisedFit, image_size: int, device: str, model_root: Path, stats: MapRunStats
+) -> torch.nn.Module:
     directory, backbones = model_root / fit.key, model_root / "_backbones"
     if (directory / "detector.json").is_file():
         try:
@@ -255,8 +304,13 @@ def save_supervised(model: torch.nn.Module, config: SupervisedConfig, image_size
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, staging / "state_dict.pt")
-        meta = {"format": FORMAT_VERSION, "detector": NAME, "image_size": int(image_size),
-                "config": config.to_dict(), "state_sha256": file_sha256(staging / "state_dict.pt")}
+        meta = {
+            "format": FORMAT_VERSION,
+            "detector": NAME,
+            "image_size": int(image_size),
+            "config": config.to_dict(),
+            "state_sha256": file_sha256(staging / "state_dict.pt"),
+        }
         (staging / "detector.json").write_text(json.dumps(meta, indent=2, default=str))
         owned = ["detector.json", "state_dict.pt"] if (directory / "detector.json").is_file() else None
         check_owned(directory, owned, "save_supervised")

@@ -98,7 +98,9 @@ def packaged_efficientnet_lite0_file() -> Path:
     return path
 
 
-def lukemelas_to_timm_efficientnet(state_dict: dict[str, torch.Tensor], timm_keys: list[str]) -> dict[str, torch.Tensor]:
+def lukemelas_to_timm_efficientnet(
+    state_dict: dict[str, torch.Tensor], timm_keys: list[str]
+) -> dict[str, torch.Tensor]:
     """Rename a lukemelas-style EfficientNet(-Lite) state dict onto timm's key names.
 
     lukemelas numbers blocks flat (``_blocks.<n>``); timm nests them per stage (``blocks.<s>.<i>``).
@@ -115,8 +117,12 @@ def lukemelas_to_timm_efficientnet(state_dict: dict[str, torch.Tensor], timm_key
     expanded = {int(m[1]) for k in state_dict if (m := re.match(r"_blocks\.(\d+)\._expand_conv", k))}
     top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
     with_expansion = {
-        "_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
-        "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3",
+        "_expand_conv": "conv_pw",
+        "_bn0": "bn1",
+        "_depthwise_conv": "conv_dw",
+        "_bn1": "bn2",
+        "_project_conv": "conv_pwl",
+        "_bn2": "bn3",
     }
     without_expansion = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
     renamed: dict[str, torch.Tensor] = {}
@@ -203,9 +209,7 @@ def read_state_dict_path_checked(path: str) -> Path:
     return Path(path)
 
 
-def write_timm_local_dir(
-    state_dict: dict[str, torch.Tensor], architecture: str, directory: str | Path
-) -> Path:
+def write_timm_local_dir(state_dict: dict[str, torch.Tensor], architecture: str, directory: str | Path) -> Path:
     """Write ``config.json`` + ``model.safetensors`` so timm loads it as ``local-dir:<directory>``.
 
     The state dict is checked strictly against ``timm.create_model(architecture)`` first (the

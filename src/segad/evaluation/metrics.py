@@ -68,8 +68,9 @@ class ImageMetrics:
         return asdict(self)
 
 
-def split_scores(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray,
-                 name: str = "scores") -> tuple[np.ndarray, np.ndarray]:
+def split_scores(
+    labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, name: str = "scores"
+) -> tuple[np.ndarray, np.ndarray]:
     """Validate and split scores into (good, bad) float64 arrays.
 
     Args:
@@ -82,7 +83,8 @@ def split_scores(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | n
     if labels.ndim != 1 or scores.ndim != 1 or labels.shape != scores.shape:
         raise MetricInputError(
             f"{name}: labels and scores must be 1-D arrays of the same length, "
-            f"got shapes {labels.shape} and {scores.shape}")
+            f"got shapes {labels.shape} and {scores.shape}"
+        )
     unknown = set(np.unique(labels).tolist()) - {0, 1}
     if unknown:
         raise MetricInputError(f"{name}: labels must be 0 (good) or 1 (bad), found {sorted(unknown)}")
@@ -91,11 +93,13 @@ def split_scores(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | n
         raise MetricInputError(f"{name}: {n_bad_values} score(s) are NaN or infinite")
     good, bad = scores[labels == 0], scores[labels == 1]
     if good.size == 0:
-        raise MetricInputError(f"{name}: no good image (label 0) among {scores.size} scores; "
-                               "the metric needs both classes")
+        raise MetricInputError(
+            f"{name}: no good image (label 0) among {scores.size} scores; the metric needs both classes"
+        )
     if bad.size == 0:
-        raise MetricInputError(f"{name}: no bad image (label 1) among {scores.size} scores; "
-                               "the metric needs both classes")
+        raise MetricInputError(
+            f"{name}: no bad image (label 1) among {scores.size} scores; the metric needs both classes"
+        )
     return good, bad
 
 
@@ -109,7 +113,7 @@ def auroc(labels, scores, name: str = "scores") -> float:
     """Area under the ROC curve (ties count one half)."""
     good, bad = split_scores(labels, scores, name)
     ranks = rankdata(np.concatenate([good, bad]))  # average ranks for ties
-    rank_sum_bad = ranks[good.size:].sum()
+    rank_sum_bad = ranks[good.size :].sum()
     u_stat = rank_sum_bad - bad.size * (bad.size + 1) / 2.0
     return float(u_stat / (good.size * bad.size))
 
@@ -196,9 +200,13 @@ def image_metrics(labels, scores, name: str = "scores") -> ImageMetrics:
     )
 
 
-def aggregate_over_seeds(table: pd.DataFrame, keys: Sequence[str], seed_column: str = "split_seed",
-                         value_columns: Sequence[str] = METRIC_COLUMNS + COUNT_COLUMNS,
-                         ddof: int = 1) -> pd.DataFrame:
+def aggregate_over_seeds(
+    table: pd.DataFrame,
+    keys: Sequence[str],
+    seed_column: str = "split_seed",
+    value_columns: Sequence[str] = METRIC_COLUMNS + COUNT_COLUMNS,
+    ddof: int = 1,
+) -> pd.DataFrame:
     """Per-seed rows followed by ``mean`` and ``std`` rows over the seeds of each key group.
 
     Args:
@@ -219,8 +227,10 @@ def aggregate_over_seeds(table: pd.DataFrame, keys: Sequence[str], seed_column: 
         raise KeyError(f"aggregate_over_seeds: table lacks columns {missing}")
     duplicated = table.duplicated([*keys, seed_column])
     if duplicated.any():
-        raise ValueError(f"aggregate_over_seeds: {int(duplicated.sum())} duplicated (keys, seed) rows; "
-                         f"first: {table.loc[duplicated, [*keys, seed_column]].iloc[0].to_dict()}")
+        raise ValueError(
+            f"aggregate_over_seeds: {int(duplicated.sum())} duplicated (keys, seed) rows; "
+            f"first: {table.loc[duplicated, [*keys, seed_column]].iloc[0].to_dict()}"
+        )
     per_seed = table.copy()
     per_seed[seed_column] = per_seed[seed_column].astype(str)
     value_columns = list(value_columns)

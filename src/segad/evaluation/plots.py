@@ -73,14 +73,20 @@ def roc_figure(table: pd.DataFrame, title: str = "") -> Figure:
         if first_line is not None:
             first_line.set_label(f"{method} (AUROC {np.mean(aurocs):.3f}{spread})")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate (good flagged)",
-           ylabel="true positive rate (bad caught)", title=f"ROC {title}".strip())
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        xlabel="false positive rate (good flagged)",
+        ylabel="true positive rate (bad caught)",
+        title=f"ROC {title}".strip(),
+    )
     ax.legend(loc="lower right", fontsize=8)
     return fig
 
 
-def score_histogram_figure(table: pd.DataFrame, split_seed: int | str | None = None,
-                           bins: int = 30, title: str = "") -> Figure:
+def score_histogram_figure(
+    table: pd.DataFrame, split_seed: int | str | None = None, bins: int = 30, title: str = ""
+) -> Figure:
     """Score histograms of good, seen-bad and unseen-bad test images, one panel per method.
 
     Like Fig. 6 of the SegAD paper. ``split_seed`` picks the seed (default: the smallest).
@@ -103,18 +109,19 @@ def score_histogram_figure(table: pd.DataFrame, split_seed: int | str | None = N
     for ax, method in zip(axes, methods, strict=False):
         m = rows[rows["method"] == method]
         unseen = m["unseen"].fillna(False).astype(bool)
-        parts = {"good": m.loc[m["label"] == 0, "score"],
-                 seen_name: m.loc[(m["label"] == 1) & ~unseen, "score"],
-                 "bad (unseen)": m.loc[(m["label"] == 1) & unseen, "score"]}
+        parts = {
+            "good": m.loc[m["label"] == 0, "score"],
+            seen_name: m.loc[(m["label"] == 1) & ~unseen, "score"],
+            "bad (unseen)": m.loc[(m["label"] == 1) & unseen, "score"],
+        }
         edges = np.histogram_bin_edges(m["score"].to_numpy(float), bins=bins)
         for group, colour in groups:
             values = parts[group].to_numpy(float)
             if values.size:
-                ax.hist(values, bins=edges, density=True, alpha=0.5, color=colour,
-                        label=f"{group} (n={values.size})")
+                ax.hist(values, bins=edges, density=True, alpha=0.5, color=colour, label=f"{group} (n={values.size})")
         ax.set(title=method, xlabel="score", ylabel="density")
         ax.legend(fontsize=7)
-    for ax in axes[len(methods):]:
+    for ax in axes[len(methods) :]:
         ax.set_visible(False)
     fig.suptitle(f"Test scores, split_seed {seed} {title}".strip())
     return fig
@@ -160,8 +167,9 @@ def model_importances(models: Sequence, importance_type: str = "total_gain") -> 
     return {name: float(np.mean([share.get(name, 0.0) for share in shares])) for name in features}
 
 
-def feature_importance_figure(importances: Mapping[str, float], title: str = "",
-                              importance_type: str = "gain") -> Figure:
+def feature_importance_figure(
+    importances: Mapping[str, float], title: str = "", importance_type: str = "gain"
+) -> Figure:
     """Importance summed by segment (bars) and a segment x (detector, statistic) heat map.
 
     ``importances`` maps feature names to non-negative importances (e.g. XGBoost total gain,
@@ -180,8 +188,9 @@ def feature_importance_figure(importances: Mapping[str, float], title: str = "",
     left.barh(labels[::-1], values[::-1], color="tab:blue")
     left.set(xlabel=f"summed {importance_type}", title="by segment (and global features)")
     if not seg.empty:
-        heat = seg.pivot_table(index="segment", columns=["detector", "stat"], values="importance",
-                               aggfunc="sum", fill_value=0.0)
+        heat = seg.pivot_table(
+            index="segment", columns=["detector", "stat"], values="importance", aggfunc="sum", fill_value=0.0
+        )
         order = sorted(heat.columns, key=lambda c: (c[0], STATS.index(c[1]) if c[1] in STATS else 99))
         heat = heat[order]
         image = right.imshow(heat.to_numpy(), aspect="auto", cmap="viridis")

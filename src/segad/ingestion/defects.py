@@ -84,12 +84,18 @@ class DefectConfig:
 
 def empty_synthetic_index() -> pd.DataFrame:
     """`synthetic_index` with its columns and no rows (regimes other than one_class)."""
-    return pd.DataFrame({
-        "image_id": pd.Series(dtype="string"), "split_seed": pd.Series(dtype="int64"),
-        "source_image_id": pd.Series(dtype="string"), "category": pd.Series(dtype="string"),
-        "defect_type": pd.Series(dtype="string"), "label": pd.Series(dtype="int8"),
-        "role": pd.Series(dtype="string"), "path": pd.Series(dtype="string"),
-    })
+    return pd.DataFrame(
+        {
+            "image_id": pd.Series(dtype="string"),
+            "split_seed": pd.Series(dtype="int64"),
+            "source_image_id": pd.Series(dtype="string"),
+            "category": pd.Series(dtype="string"),
+            "defect_type": pd.Series(dtype="string"),
+            "label": pd.Series(dtype="int8"),
+            "role": pd.Series(dtype="string"),
+            "path": pd.Series(dtype="string"),
+        }
+    )
 
 
 def choose_region(labels: np.ndarray, rng: np.random.Generator, config: DefectConfig) -> tuple[np.ndarray, int]:
@@ -117,7 +123,9 @@ def blur_region(image: np.ndarray, region: np.ndarray, sigma: float) -> np.ndarr
     return out
 
 
-def rectangle_in_region(image: np.ndarray, region: np.ndarray, rng: np.random.Generator, config: DefectConfig) -> np.ndarray:
+def rectangle_in_region(
+    image: np.ndarray, region: np.ndarray, rng: np.random.Generator, config: DefectConfig
+) -> np.ndarray:
     """`image` uint8 with a thin rectangle of a random gray level, centred in `region`, clipped to it."""
     height, width = region.shape
     side = min(height, width)
@@ -129,7 +137,9 @@ def rectangle_in_region(image: np.ndarray, region: np.ndarray, rng: np.random.Ge
     angle = rng.uniform(0, np.pi)
     u = np.array([np.cos(angle), np.sin(angle)])
     v = np.array([-u[1], u[0]])
-    corners = [np.array([cx, cy]) + a * u * length / 2 + b * v * thickness / 2 for a, b in ((-1, -1), (1, -1), (1, 1), (-1, 1))]
+    corners = [
+        np.array([cx, cy]) + a * u * length / 2 + b * v * thickness / 2 for a, b in ((-1, -1), (1, -1), (1, 1), (-1, 1))
+    ]
     canvas = Image.new("L", (width, height), 0)
     ImageDraw.Draw(canvas).polygon([tuple(c) for c in corners], fill=255)
     stroke = (np.asarray(canvas) > 0) & region
@@ -201,11 +211,18 @@ def plan_synthetic(
                 kind = config.kinds[int(np.random.default_rng(row_seed).integers(len(config.kinds)))]
                 key = image_id[len("synthetic/") : -len(".png")]
                 renders[key] = _renderer(source["path"], category, source["image_id"], labels_for, config, row_seed)
-                rows.append({
-                    "image_id": image_id, "split_seed": int(split_seed), "source_image_id": source["image_id"],
-                    "category": category, "defect_type": KINDS[kind], "label": 1, "role": "brf_train",
-                    "path": str(output_dir / f"{key}.png"),
-                })
+                rows.append(
+                    {
+                        "image_id": image_id,
+                        "split_seed": int(split_seed),
+                        "source_image_id": source["image_id"],
+                        "category": category,
+                        "defect_type": KINDS[kind],
+                        "label": 1,
+                        "role": "brf_train",
+                        "path": str(output_dir / f"{key}.png"),
+                    }
+                )
     if not rows:
         return empty_synthetic_index(), {}
     table = pd.DataFrame(rows, columns=list(SYNTHETIC_COLUMNS))

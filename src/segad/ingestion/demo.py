@@ -91,7 +91,9 @@ def nominal_part(size: int) -> _Part:
     s = size / 256.0
     centre = np.array([128.0, 112.0]) * s
     return _Part(
-        centre=centre, radius=80 * s, inner_radius=48 * s,
+        centre=centre,
+        radius=80 * s,
+        inner_radius=48 * s,
         dots=[centre + np.array([-22.0, 18.0]) * s, centre + np.array([24.0, 22.0]) * s],
         pins=[np.array([98.0, 206.0]) * s, np.array([158.0, 206.0]) * s],
         pin_size=(10 * s, 38 * s),
@@ -119,8 +121,14 @@ def segmentation_map(size: int) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).copy()
 
 
-def render_part(rng: np.random.Generator, size: int, defect: str | None = None, jitter_px: float = 3.0,
-                rotation_deg: float = 0.0, scale_jitter: float = 0.0) -> Image.Image:
+def render_part(
+    rng: np.random.Generator,
+    size: int,
+    defect: str | None = None,
+    jitter_px: float = 3.0,
+    rotation_deg: float = 0.0,
+    scale_jitter: float = 0.0,
+) -> Image.Image:
     """One RGB part; `defect` is None (good) or one of LOGICAL_DEFECTS + STRUCTURAL_DEFECTS.
 
     `jitter_px` shifts the part (pixels at 256 px); `rotation_deg` / `scale_jitter` > 0 then rotate
@@ -189,15 +197,22 @@ def render_part(rng: np.random.Generator, size: int, defect: str | None = None, 
         blob = Image.new("L", (size, size), 0)
         _disk(ImageDraw.Draw(blob), spot, (6 + 8 * severity) * s, 255)
         alpha = np.asarray(blob.filter(ImageFilter.GaussianBlur(4 * s)), np.float32)[..., None] / 255 * 0.85
-        image = Image.fromarray((np.asarray(image, np.float32) * (1 - alpha) + alpha * np.array([48, 30, 18])).astype(np.uint8))
+        image = Image.fromarray(
+            (np.asarray(image, np.float32) * (1 - alpha) + alpha * np.array([48, 30, 18])).astype(np.uint8)
+        )
     if defect == "pollution":
         for _ in range(int(3 + 5 * severity)):
             spot = part.centre + rng.normal(0, 0.6, 2) * part.radius
             spot_colour = tuple(int(c) for c in rng.integers(60, 255, 3))
             _disk(draw, spot, rng.uniform(1.5, 3.5) * s, spot_colour)
     if rotation_deg > 0 or scale_jitter > 0:
-        image = _rotate_scale(image, part.centre, rng.uniform(-rotation_deg, rotation_deg),
-                              rng.uniform(1 - scale_jitter, 1 + scale_jitter), gain)
+        image = _rotate_scale(
+            image,
+            part.centre,
+            rng.uniform(-rotation_deg, rotation_deg),
+            rng.uniform(1 - scale_jitter, 1 + scale_jitter),
+            gain,
+        )
     return image
 
 
@@ -219,8 +234,10 @@ def demo_plan(config: DemoConfig) -> list[tuple[str, str | None]]:
         + [("train/bad", config.seen_defects[i % len(config.seen_defects)]) for i in range(config.n_train_bad)]
         + [("test/good", None)] * config.n_test_good
         + [("test/bad", config.seen_defects[i % len(config.seen_defects)]) for i in range(config.n_test_bad)]
-        + [("test/bad_unseen_defects", config.unseen_defects[i % len(config.unseen_defects)])
-           for i in range(config.n_test_unseen if config.unseen_defects else 0)]
+        + [
+            ("test/bad_unseen_defects", config.unseen_defects[i % len(config.unseen_defects)])
+            for i in range(config.n_test_unseen if config.unseen_defects else 0)
+        ]
     )
     counters: dict[str, int] = {}
     images: list[tuple[str, str | None]] = []
@@ -232,7 +249,9 @@ def demo_plan(config: DemoConfig) -> list[tuple[str, str | None]]:
 
 def demo_files(config: DemoConfig) -> list[str]:
     """Every file the demo writes for `config`, as sorted POSIX paths relative to its root."""
-    return sorted([image_id for image_id, _ in demo_plan(config)] + ["defects.csv", "manifest.json", "segmentation.png"])
+    return sorted(
+        [image_id for image_id, _ in demo_plan(config)] + ["defects.csv", "manifest.json", "segmentation.png"]
+    )
 
 
 def write_demo(root: str | Path, config: DemoConfig = DEFAULT_DEMO) -> Path:
@@ -245,11 +264,18 @@ def write_demo(root: str | Path, config: DemoConfig = DEFAULT_DEMO) -> Path:
     half written.
     """
     root = Path(root)
-    manifest = {"format_version": FORMAT_VERSION, "config": jsonable(asdict(config)), "segments": SEGMENTS,
-                "files": demo_files(config)}
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "config": jsonable(asdict(config)),
+        "segments": SEGMENTS,
+        "files": demo_files(config),
+    }
     existing = _manifest(root)
-    if existing is not None and existing.get("config") == manifest["config"] \
-            and existing.get("format_version") in (1, FORMAT_VERSION):
+    if (
+        existing is not None
+        and existing.get("config") == manifest["config"]
+        and existing.get("format_version") in (1, FORMAT_VERSION)
+    ):
         return root
     check_owned(root, _owned_files(existing), "the demo generator")
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -259,8 +285,14 @@ def write_demo(root: str | Path, config: DemoConfig = DEFAULT_DEMO) -> Path:
         types = ["image_id,defect_type"]
         for image_id, defect in tqdm(demo_plan(config), desc="writing demo", unit="img"):
             (staging / image_id).parent.mkdir(parents=True, exist_ok=True)
-            image = render_part(np.random.default_rng(rng.integers(2**63)), config.image_size, defect, config.jitter_px,
-                                config.rotation_deg, config.scale_jitter)
+            image = render_part(
+                np.random.default_rng(rng.integers(2**63)),
+                config.image_size,
+                defect,
+                config.jitter_px,
+                config.rotation_deg,
+                config.scale_jitter,
+            )
             image.save(staging / image_id)
             if defect is not None:
                 types.append(f"{image_id},{defect}")

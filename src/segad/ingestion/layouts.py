@@ -33,13 +33,32 @@ from tqdm.auto import tqdm
 from segad.images import ImageReadError, image_size, is_image_file
 
 INDEX_COLUMNS = [
-    "image_id", "dataset", "category", "split", "label", "defect_type", "unseen",
-    "path", "mask_path", "width", "height",
+    "image_id",
+    "dataset",
+    "category",
+    "split",
+    "label",
+    "defect_type",
+    "unseen",
+    "path",
+    "mask_path",
+    "width",
+    "height",
 ]
 LAYOUTS = ("demo", "vad", "visa", "sensum", "mvtec", "elpv")
 VISA_CATEGORIES = (
-    "candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2",
-    "pcb1", "pcb2", "pcb3", "pcb4", "pipe_fryum",
+    "candle",
+    "capsules",
+    "cashew",
+    "chewinggum",
+    "fryum",
+    "macaroni1",
+    "macaroni2",
+    "pcb1",
+    "pcb2",
+    "pcb3",
+    "pcb4",
+    "pipe_fryum",
 )
 SENSUM_CATEGORIES = ("capsule", "softgel")
 
@@ -90,8 +109,11 @@ def build_index(
 def read_vad(root: Path, categories: list[str] | None = None, category_name: str = "vad") -> list[dict]:
     """VAD: train/good, train/bad, test/good, test/bad, test/bad_unseen_defects (unseen)."""
     folders = {
-        ("train", "good"): 0, ("train", "bad"): 1,
-        ("test", "good"): 0, ("test", "bad"): 1, ("test", "bad_unseen_defects"): 1,
+        ("train", "good"): 0,
+        ("train", "bad"): 1,
+        ("test", "good"): 0,
+        ("test", "bad"): 1,
+        ("test", "bad_unseen_defects"): 1,
     }
     required = [root / "train" / "good", root / "test" / "good"]
     if not all(p.is_dir() for p in required):
@@ -102,8 +124,17 @@ def read_vad(root: Path, categories: list[str] | None = None, category_name: str
     rows = []
     for (split, folder), label in folders.items():
         for path in _images(root / split / folder):
-            rows.append(_row(root, path, category_name, split, label,
-                             "good" if label == 0 else folder, folder == "bad_unseen_defects"))
+            rows.append(
+                _row(
+                    root,
+                    path,
+                    category_name,
+                    split,
+                    label,
+                    "good" if label == 0 else folder,
+                    folder == "bad_unseen_defects",
+                )
+            )
     _check_low_shot(root)
     return rows
 
@@ -168,14 +199,22 @@ def _read_visa_raw(root: Path, csv_path: Path, categories: list[str] | None) -> 
         mask = root / record["mask"] if record.get("mask") else None
         if mask is not None and not mask.is_file():
             raise LayoutError(f"{csv_path}: mask {mask} of {record['image']} does not exist")
-        rows.append(_row(root, root / record["image"], record["object"], record["split"], label,
-                         "bad" if label else "good", False, mask))
+        rows.append(
+            _row(
+                root,
+                root / record["image"],
+                record["object"],
+                record["split"],
+                label,
+                "bad" if label else "good",
+                False,
+                mask,
+            )
+        )
     return rows
 
 
-def read_sensum(
-    root: Path, categories: list[str] | None = None
-) -> list[dict]:
+def read_sensum(root: Path, categories: list[str] | None = None) -> list[dict]:
     """SensumSODF: <cat>/negative/data (good), <cat>/positive/data (bad), positive/annotation masks.
 
     The dataset has no predefined split: every image gets split="train" and the `kfold` regime
@@ -267,8 +306,11 @@ def _read_mvtec_category(root: Path, base: Path, category: str, mask_suffix: str
         image_stems[defect] = {p.stem for p in images}
         for path in images:
             mask = base / "ground_truth" / defect / f"{path.stem}{mask_suffix}.png"
-            rows.append(_row(root, path, category, "test", int(defect != "good"),
-                             defect, False, mask if mask.is_file() else None))
+            rows.append(
+                _row(
+                    root, path, category, "test", int(defect != "good"), defect, False, mask if mask.is_file() else None
+                )
+            )
     truth = base / "ground_truth"
     if truth.is_dir():
         for defect_dir in sorted(p for p in truth.iterdir() if p.is_dir()):
@@ -303,15 +345,26 @@ def read_elpv(
         n_test = int(round(test_share * len(group)))
         split[rng.permutation(group.index.to_numpy())[:n_test]] = "test"
     return [
-        _row(root, root / r.file, r.type, split[i], int(r.probability >= 0.5),
-             "good" if r.probability < 0.5 else f"defect_p{r.probability:.2f}", False)
+        _row(
+            root,
+            root / r.file,
+            r.type,
+            split[i],
+            int(r.probability >= 0.5),
+            "good" if r.probability < 0.5 else f"defect_p{r.probability:.2f}",
+            False,
+        )
         for i, r in zip(table.index, table.itertuples())
     ]
 
 
 READERS: dict[str, Callable[..., list[dict]]] = {
-    "demo": read_demo, "vad": read_vad, "visa": read_visa,
-    "sensum": read_sensum, "mvtec": read_mvtec, "elpv": read_elpv,
+    "demo": read_demo,
+    "vad": read_vad,
+    "visa": read_visa,
+    "sensum": read_sensum,
+    "mvtec": read_mvtec,
+    "elpv": read_elpv,
 }
 
 
@@ -319,12 +372,25 @@ READERS: dict[str, Callable[..., list[dict]]] = {
 # Helpers
 
 
-def _row(root: Path, path: Path, category: str, split: str, label: int, defect_type: str,
-         unseen: bool, mask: Path | None = None) -> dict:
+def _row(
+    root: Path,
+    path: Path,
+    category: str,
+    split: str,
+    label: int,
+    defect_type: str,
+    unseen: bool,
+    mask: Path | None = None,
+) -> dict:
     return {
-        "image_id": path.relative_to(root).as_posix(), "category": category, "split": split,
-        "label": label, "defect_type": defect_type, "unseen": unseen,
-        "path": str(path.resolve()), "mask_path": str(mask.resolve()) if mask else None,
+        "image_id": path.relative_to(root).as_posix(),
+        "category": category,
+        "split": split,
+        "label": label,
+        "defect_type": defect_type,
+        "unseen": unseen,
+        "path": str(path.resolve()),
+        "mask_path": str(mask.resolve()) if mask else None,
     }
 
 
@@ -388,7 +454,9 @@ def _check_low_shot(root: Path) -> None:
     for key, names in draws.items():
         missing = sorted(set(names) - present)
         if missing:
-            raise LayoutError(f"{root / 'low_shot_train.json'}: draw {key!r} names files not in train/bad: {missing[:5]}")
+            raise LayoutError(
+                f"{root / 'low_shot_train.json'}: draw {key!r} names files not in train/bad: {missing[:5]}"
+            )
 
 
 def _check_duplicates(index: pd.DataFrame) -> None:
@@ -418,8 +486,18 @@ def _measure(index: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _typed(index: pd.DataFrame) -> pd.DataFrame:
     index = index[INDEX_COLUMNS].reset_index(drop=True)
-    return index.astype({
-        "image_id": "string", "dataset": "string", "category": "string", "split": "string",
-        "label": "int8", "defect_type": "string", "unseen": "bool", "path": "string",
-        "mask_path": "string", "width": "int32", "height": "int32",
-    })
+    return index.astype(
+        {
+            "image_id": "string",
+            "dataset": "string",
+            "category": "string",
+            "split": "string",
+            "label": "int8",
+            "defect_type": "string",
+            "unseen": "bool",
+            "path": "string",
+            "mask_path": "string",
+            "width": "int32",
+            "height": "int32",
+        }
+    )

@@ -64,8 +64,11 @@ class SplitConfig:
         """The regime ``benchmark`` over ``seeds`` with the knobs of the `split` block
         (`segad.config.SplitOptions`: its attributes that are fields here) and ``extra`` fields
         (``low_shot_draws``, ``official_folds``)."""
-        knobs = {f.name: getattr(options, f.name) for f in fields(cls)
-                 if f.name not in ("benchmark", "seeds", *extra) and hasattr(options, f.name)}
+        knobs = {
+            f.name: getattr(options, f.name)
+            for f in fields(cls)
+            if f.name not in ("benchmark", "seeds", *extra) and hasattr(options, f.name)
+        }
         return cls(benchmark=benchmark, seeds=tuple(seeds), **knobs, **extra)
 
     def __post_init__(self) -> None:
@@ -80,8 +83,10 @@ class SplitConfig:
         if self.visa_moved_bad < 1:
             raise SplitError(f"visa_moved_bad must be at least 1, got {self.visa_moved_bad}")
         if self.good_split == "fixed" and self.benchmark == "kfold":
-            raise SplitError("good_split 'fixed' needs the same good training images for every seed; "
-                             "kfold changes them per fold: use good_split per_seed")
+            raise SplitError(
+                "good_split 'fixed' needs the same good training images for every seed; "
+                "kfold changes them per fold: use good_split per_seed"
+            )
 
 
 def make_splits(index: pd.DataFrame, config: SplitConfig) -> pd.DataFrame:
@@ -136,8 +141,10 @@ def _roles(images: pd.DataFrame, config: SplitConfig, seed: int, category: str) 
     roles[is_test] = "test"
     train_good = np.flatnonzero(is_train & (label == 0))
     if len(train_good) < 2:
-        raise SplitError(f"{category}: {len(train_good)} good training image(s); need at least 2 to split "
-                         "between detector_train and brf_train")
+        raise SplitError(
+            f"{category}: {len(train_good)} good training image(s); need at least 2 to split "
+            "between detector_train and brf_train"
+        )
     if config.good_split == "fixed":  # one division for every seed; `rng` still draws the bad images
         shuffled = np.random.default_rng([config.good_split_seed, _stable_hash(category)]).permutation(train_good)
     else:
@@ -154,12 +161,16 @@ def _roles(images: pd.DataFrame, config: SplitConfig, seed: int, category: str) 
     elif config.benchmark == "visa_supervised":
         test_bad = np.flatnonzero(is_test & (label == 1))
         if len(test_bad) <= config.visa_moved_bad:
-            raise SplitError(f"{category}: {len(test_bad)} test bad image(s); cannot move "
-                             f"{config.visa_moved_bad} to brf_train and keep some for test")
+            raise SplitError(
+                f"{category}: {len(test_bad)} test bad image(s); cannot move "
+                f"{config.visa_moved_bad} to brf_train and keep some for test"
+            )
         roles[rng.choice(test_bad, config.visa_moved_bad, replace=False)] = "brf_train"
     if config.benchmark != "one_class" and not (roles[label == 1] == "brf_train").any():
-        raise SplitError(f"{category}: the {config.benchmark} regime needs bad training images; "
-                         "this category has none (use benchmark one_class)")
+        raise SplitError(
+            f"{category}: the {config.benchmark} regime needs bad training images; "
+            "this category has none (use benchmark one_class)"
+        )
     return roles
 
 
@@ -168,14 +179,17 @@ def draw_order(keys: Iterable[str]) -> list[str]:
     return sorted(keys, key=lambda k: (0, int(k), "") if k.isdigit() else (1, 0, k))
 
 
-def _low_shot(images: pd.DataFrame, train_bad: np.ndarray, config: SplitConfig, seed: int,
-              rng: np.random.Generator, category: str) -> np.ndarray:
+def _low_shot(
+    images: pd.DataFrame, train_bad: np.ndarray, config: SplitConfig, seed: int, rng: np.random.Generator, category: str
+) -> np.ndarray:
     if config.low_shot_draws:
         keys = draw_order(config.low_shot_draws)
         position = list(config.seeds).index(seed)
         if position >= len(keys):
-            raise SplitError(f"low_shot_train.json has {len(keys)} draws; seed {seed} is seed number "
-                             f"{position + 1}: give at most {len(keys)} seeds")
+            raise SplitError(
+                f"low_shot_train.json has {len(keys)} draws; seed {seed} is seed number "
+                f"{position + 1}: give at most {len(keys)} seeds"
+            )
         names = set(config.low_shot_draws[keys[position]])
         file_names = images.image_id.iloc[train_bad].map(lambda i: i.rsplit("/", 1)[-1]).to_numpy()
         return train_bad[np.isin(file_names, list(names))]
@@ -196,7 +210,9 @@ def _folds(images: pd.DataFrame, config: SplitConfig, category: str) -> np.ndarr
             fold_of[in_test & (fold_of == -1)] = fold
         missing = images.image_id[fold_of == -1]
         if len(missing):
-            raise SplitError(f"{category}: {len(missing)} image(s) in no official test fold, e.g. {missing.iloc[0]} ({kinds[0]})")
+            raise SplitError(
+                f"{category}: {len(missing)} image(s) in no official test fold, e.g. {missing.iloc[0]} ({kinds[0]})"
+            )
         return fold_of
     rng = np.random.default_rng([config.kfold_seed, _stable_hash(category)])
     for label in (0, 1):

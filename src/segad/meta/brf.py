@@ -180,7 +180,9 @@ def fit_brf(
         features = features.astype(np.float64)
     labels = np.asarray(labels).astype(np.int64)
     if features.ndim != 2 or features.shape[0] != labels.shape[0]:
-        raise ValueError(f"features {features.shape} and labels {labels.shape} do not match{context and ' (' + context + ')'}")
+        raise ValueError(
+            f"features {features.shape} and labels {labels.shape} do not match{context and ' (' + context + ')'}"
+        )
     model = make_brf(config, scale_pos_weight(labels, context), seed)
     model.fit(features, labels)
     return model
@@ -233,8 +235,9 @@ def run_brf(
 
     has_classifier = CLASSIFIER_COLUMN in features.columns
     scored = [d for d in detectors if score_column(d) in features.columns]
-    combos = ([sorted(c) for c in combinations] if combinations
-              else default_combinations(detectors, has_classifier, scored))
+    combos = (
+        [sorted(c) for c in combinations] if combinations else default_combinations(detectors, has_classifier, scored)
+    )
     feature_cols = [c for c in features.columns if is_feature_column(c)]
     for combo in combos:
         unknown = set(combo) - set(detectors) - ({CLASSIFIER} if has_classifier else set())
@@ -250,16 +253,37 @@ def run_brf(
         if has_classifier:
             alone[CLASSIFIER] = CLASSIFIER_COLUMN
         for method, column in alone.items():
-            frames.append(pd.DataFrame({"image_id": test["image_id"].to_numpy(), "split_seed": int(seed),
-                                        "method": method, "score": test[column].to_numpy(np.float64)}))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "image_id": test["image_id"].to_numpy(),
+                        "split_seed": int(seed),
+                        "method": method,
+                        "score": test[column].to_numpy(np.float64),
+                    }
+                )
+            )
         for combo in combos:
             method = method_name(combo)
             cols = columns_of(combo, present[category])
-            model = fit_brf(train[cols], train["label"].to_numpy(), config, seed=int(seed),
-                            context=f"category {category!r}, split_seed {seed}, method {method}")
+            model = fit_brf(
+                train[cols],
+                train["label"].to_numpy(),
+                config,
+                seed=int(seed),
+                context=f"category {category!r}, split_seed {seed}, method {method}",
+            )
             models[f"{method}/{category}/split_seed_{int(seed)}"] = model
-            frames.append(pd.DataFrame({"image_id": test["image_id"].to_numpy(), "split_seed": int(seed),
-                                        "method": method, "score": brf_scores(model, test[cols])}))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "image_id": test["image_id"].to_numpy(),
+                        "split_seed": int(seed),
+                        "method": method,
+                        "score": brf_scores(model, test[cols]),
+                    }
+                )
+            )
     if not frames:
         raise ValueError("feature table has no rows for this run")
     scores = pd.concat(frames, ignore_index=True)
@@ -276,21 +300,23 @@ MODEL_KEY = "{dataset}/{benchmark}/{category}/{method}/split_seed_{seed}"
 def model_key(dataset: str, benchmark: str, category: str, method: str, split_seed: int) -> str:
     """Partition name of one BRF (a file ``<key>.json`` under data/06_models/brf), e.g.
     ``visa/one_class/pcb1/padim+patchcore+segad/split_seed_0``."""
-    return MODEL_KEY.format(dataset=dataset, benchmark=benchmark, category=category, method=method,
-                            seed=int(split_seed))
+    return MODEL_KEY.format(
+        dataset=dataset, benchmark=benchmark, category=category, method=method, seed=int(split_seed)
+    )
 
 
 def parse_model_key(key: str) -> tuple[str, str, str, str, int]:
     """Inverse of `model_key`: (dataset, benchmark, category, method, split_seed)."""
     parts = key.split("/")
     if len(parts) != 5 or not parts[4].startswith("split_seed_") or not parts[4].removeprefix("split_seed_").isdigit():
-        raise ValueError(f"brf_models: unexpected partition name {key!r}; "
-                         "expected <dataset>/<benchmark>/<category>/<method>/split_seed_<s>")
+        raise ValueError(
+            f"brf_models: unexpected partition name {key!r}; "
+            "expected <dataset>/<benchmark>/<category>/<method>/split_seed_<s>"
+        )
     return parts[0], parts[1], parts[2], parts[3], int(parts[4].removeprefix("split_seed_"))
 
 
-def select_run(features, image_index, dataset: Mapping, seeds: Sequence[int], detectors: Sequence[str],
-               benchmark: str):
+def select_run(features, image_index, dataset: Mapping, seeds: Sequence[int], detectors: Sequence[str], benchmark: str):
     """Rows of the feature table that belong to this run: its dataset layout, benchmark, detector
     set, image_index categories and seeds.
 
@@ -304,8 +330,9 @@ def select_run(features, image_index, dataset: Mapping, seeds: Sequence[int], de
     key = "+".join(sorted(detectors))
     seeds = [int(s) for s in seeds]
     if hasattr(features, "read"):
-        features = features.read(dataset=str(dataset["layout"]), benchmark=str(benchmark), detectors=key,
-                                 split_seed=seeds)
+        features = features.read(
+            dataset=str(dataset["layout"]), benchmark=str(benchmark), detectors=key, split_seed=seeds
+        )
     chosen = features[
         (features["dataset"] == dataset["layout"])
         & (features["benchmark"] == benchmark)
@@ -321,8 +348,13 @@ def select_run(features, image_index, dataset: Mapping, seeds: Sequence[int], de
         )
     missing = sorted(set(seeds) - set(chosen["split_seed"].unique()))
     if missing:
-        raise ValueError(f"features lack split_seed {missing} for dataset={dataset['layout']}, "
-                         f"benchmark={benchmark}, detectors={key}")
-    empty = [c for c in chosen.columns if chosen[c].isna().all()
-             and not (is_feature_column(c) and parse_column(c).kind == "segment")]
+        raise ValueError(
+            f"features lack split_seed {missing} for dataset={dataset['layout']}, "
+            f"benchmark={benchmark}, detectors={key}"
+        )
+    empty = [
+        c
+        for c in chosen.columns
+        if chosen[c].isna().all() and not (is_feature_column(c) and parse_column(c).kind == "segment")
+    ]
     return chosen.drop(columns=empty).reset_index(drop=True)

@@ -81,8 +81,13 @@ class ClassifierConfig:
 
 def empty_scores() -> pd.DataFrame:
     """The scores table with no rows (classifier disabled)."""
-    return pd.DataFrame({"image_id": pd.Series(dtype="string"), "split_seed": pd.Series(dtype="int64"),
-                         "score": pd.Series(dtype="float64")})
+    return pd.DataFrame(
+        {
+            "image_id": pd.Series(dtype="string"),
+            "split_seed": pd.Series(dtype="int64"),
+            "score": pd.Series(dtype="float64"),
+        }
+    )
 
 
 def build_model(config: ClassifierConfig):
@@ -111,9 +116,11 @@ def build_model(config: ClassifierConfig):
     if frozen is not None:
         missing = [n for n in ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "global_pool") if not hasattr(net, n)]
         if missing or frozen > len(blocks):
-            raise ValueError(f"classifier.mode 'frozen' needs an EfficientNet-style timm backbone (conv_stem, "
-                             f"bn1, blocks, conv_head, bn2) with at least frozen_blocks={frozen} blocks; "
-                             f"{config.backbone} lacks {missing or 'enough blocks'} (use mode: full)")
+            raise ValueError(
+                f"classifier.mode 'frozen' needs an EfficientNet-style timm backbone (conv_stem, "
+                f"bn1, blocks, conv_head, bn2) with at least frozen_blocks={frozen} blocks; "
+                f"{config.backbone} lacks {missing or 'enough blocks'} (use mode: full)"
+            )
 
     class Tail(torch.nn.Module):
         """The trained part of a frozen-mode model: blocks[frozen:], head convolution, pooling, logit."""
@@ -121,9 +128,12 @@ def build_model(config: ClassifierConfig):
         def __init__(self, k: int) -> None:
             super().__init__()
             self.blocks = cast(torch.nn.Sequential, blocks[k:])
-            self.head = torch.nn.Sequential(cast(torch.nn.Module, net.conv_head), cast(torch.nn.Module, net.bn2),
-                                            cast(torch.nn.Module, net.global_pool),
-                                            cast(torch.nn.Module, cast(Any, net).get_classifier()))
+            self.head = torch.nn.Sequential(
+                cast(torch.nn.Module, net.conv_head),
+                cast(torch.nn.Module, net.bn2),
+                cast(torch.nn.Module, net.global_pool),
+                cast(torch.nn.Module, cast(Any, net).get_classifier()),
+            )
 
         def forward(self, h):
             return self.head(self.blocks(h))
@@ -209,8 +219,13 @@ def _load_batch(paths: Sequence[str], image_size: int):
 
 
 def fit_classifier(
-    paths: Sequence[str], labels: Sequence[int], config: ClassifierConfig, image_size: int, seed: int,
-    device: str = "cpu", cache: ActivationCache | None = None,
+    paths: Sequence[str],
+    labels: Sequence[int],
+    config: ClassifierConfig,
+    image_size: int,
+    seed: int,
+    device: str = "cpu",
+    cache: ActivationCache | None = None,
 ):
     """Train `build_model(config)` on images (paths) with labels 0 good / 1 bad; returns the model.
 
@@ -238,6 +253,7 @@ def fit_classifier(
 
         def batch_of(chosen):
             return _load_batch([paths[i] for i in chosen], image_size).to(device)
+
     model.train()
     optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(n_good / n_bad, device=device))
@@ -269,8 +285,10 @@ def fit_classifier(
         batches = (inputs[start : start + config.batch_size] for start in range(0, len(paths), config.batch_size))
         _recalibrate_norm_statistics(model.tail, batches, device)
     else:
-        batches = (_load_batch(paths[start : start + config.batch_size], image_size).to(device)
-                   for start in range(0, len(paths), config.batch_size))
+        batches = (
+            _load_batch(paths[start : start + config.batch_size], image_size).to(device)
+            for start in range(0, len(paths), config.batch_size)
+        )
         _recalibrate_norm_statistics(model, batches, device)
     model.eval()
     return model
@@ -291,8 +309,14 @@ def _recalibrate_norm_statistics(module, batches, device: str) -> None:
     update_bn(batches, module, device=torch.device(device))
 
 
-def predict_scores(model, paths: Sequence[str], image_size: int, batch_size: int = 32, device: str = "cpu",
-                   cache: ActivationCache | None = None) -> np.ndarray:
+def predict_scores(
+    model,
+    paths: Sequence[str],
+    image_size: int,
+    batch_size: int = 32,
+    device: str = "cpu",
+    cache: ActivationCache | None = None,
+) -> np.ndarray:
     """Raw logits float64 (N,) of the classifier (higher = more anomalous); a frozen-mode model reads `cache`."""
     import torch
 
@@ -322,8 +346,12 @@ def stratified_share(labels: np.ndarray, share: float, seed: int) -> np.ndarray:
 
 
 def classifier_scores(
-    image_index: pd.DataFrame, splits: pd.DataFrame, synthetic_index: pd.DataFrame | None,
-    config: ClassifierConfig, image_size: int, device: str = "cpu",
+    image_index: pd.DataFrame,
+    splits: pd.DataFrame,
+    synthetic_index: pd.DataFrame | None,
+    config: ClassifierConfig,
+    image_size: int,
+    device: str = "cpu",
 ) -> pd.DataFrame:
     """Per split seed: fit on `train_share` of the real training images, score brf_train/test/synthetic rows."""
     if device == "auto":
@@ -338,15 +366,22 @@ def classifier_scores(
         pool = rows[rows["role"].isin(TRAIN_ROLES)]["image_id"].to_numpy()
         pool_labels = labels.loc[pool].to_numpy().astype(np.int64)
         chosen = stratified_share(pool_labels, config.train_share, int(seed))
-        model = fit_classifier(paths.loc[pool[chosen]].tolist(), pool_labels[chosen], config, image_size,
-                               int(seed), device, cache)
+        model = fit_classifier(
+            paths.loc[pool[chosen]].tolist(), pool_labels[chosen], config, image_size, int(seed), device, cache
+        )
         scored = rows[rows["role"].isin(SCORED_ROLES)]["image_id"].tolist()
         score_paths = paths.loc[scored].tolist()
         if synthetic_index is not None and len(synthetic_index):
             synthetic = synthetic_index[synthetic_index["split_seed"] == seed]
             scored += synthetic["image_id"].tolist()
             score_paths += synthetic["path"].tolist()
-        frames.append(pd.DataFrame({"image_id": scored, "split_seed": int(seed),
-                                    "score": predict_scores(model, score_paths, image_size, config.batch_size,
-                                                                device, cache)}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "image_id": scored,
+                    "split_seed": int(seed),
+                    "score": predict_scores(model, score_paths, image_size, config.batch_size, device, cache),
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True) if frames else empty_scores()

@@ -108,16 +108,20 @@ def assemble_bundle(
     scored = [d for d in run_detectors if d in map_indexes and "pred_score" in map_indexes[d].columns]
     seed, category, members = _choose(options, run_detectors, seeds, image_index, scored)
     if set(scored) & set(members):
-        raise ValueError(f"bundle.detectors: {sorted(set(scored) & set(members))} cannot be bundled yet (their "
-                         "cross-fitted models and own scores are not part of the bundle format); bundle a "
-                         "combination without them")
+        raise ValueError(
+            f"bundle.detectors: {sorted(set(scored) & set(members))} cannot be bundled yet (their "
+            "cross-fitted models and own scores are not part of the bundle format); bundle a "
+            "combination without them"
+        )
     method = method_name(members)
     layout, benchmark = str(dataset["layout"]), str(benchmark)
     key = model_key(layout, benchmark, category, method, seed)  # this run's regime only
     if key not in brf_models:
         ours = sorted(k for k in brf_models if k.startswith(f"{layout}/{benchmark}/"))
-        raise ValueError(f"no BRF model {key!r} (run the brf pipeline for dataset {layout}, benchmark "
-                         f"{benchmark}; brf.combinations must include {members}); this regime has: {ours[:10]}")
+        raise ValueError(
+            f"no BRF model {key!r} (run the brf pipeline for dataset {layout}, benchmark "
+            f"{benchmark}; brf.combinations must include {members}); this regime has: {ours[:10]}"
+        )
     brf = brf_models[key]()
     columns = list(brf.get_booster().feature_names or [])
     if not columns:
@@ -125,20 +129,27 @@ def assemble_bundle(
 
     table = select_run(features, image_index, dataset, seeds, run_detectors, benchmark)
     rows = table[(table["category"] == category) & (table["split_seed"] == seed) & (table["role"] == "brf_train")]
-    op = _operating_point(rows, columns, brf_model,
-                          seed, category, options)
-    log.info("operating point %s: threshold %.4f rejects at least %.1f%% of bad parts; expected pass "
-             "rate of good parts %.1f%% (on %d good / %d bad held-out rows)", method, op.threshold,
-             100 * (1 - op.target_miss_rate), 100 * op.expected_pass_rate, op.n_good, op.n_bad)
+    op = _operating_point(rows, columns, brf_model, seed, category, options)
+    log.info(
+        "operating point %s: threshold %.4f rejects at least %.1f%% of bad parts; expected pass "
+        "rate of good parts %.1f%% (on %d good / %d bad held-out rows)",
+        method,
+        op.threshold,
+        100 * (1 - op.target_miss_rate),
+        100 * op.expected_pass_rate,
+        op.n_good,
+        op.n_bad,
+    )
 
     if category not in segment_maps.static_maps:
-        raise ValueError(f"category {category}: segmentation method {segment_maps.method!r} has no static map; "
-                         "new images have no per-image map, so production scoring needs a static, elpv, "
-                         "auto or single segmentation")
+        raise ValueError(
+            f"category {category}: segmentation method {segment_maps.method!r} has no static map; "
+            "new images have no per-image map, so production scoring needs a static, elpv, "
+            "auto or single segmentation"
+        )
     detector_dirs = _detector_dirs(members, map_indexes, detector_stores, image_index, seed, category)
     in_training = splits[(splits["split_seed"] == seed) & splits["role"].isin(TRAINING_ROLES)]["image_id"]
-    train_images = image_index[image_index["image_id"].isin(set(in_training))
-                               & (image_index["category"] == category)]
+    train_images = image_index[image_index["image_id"].isin(set(in_training)) & (image_index["category"] == category)]
     spec = input_spec_from_paths(train_images["path"].tolist(), int(image_size))
     names = options.segment_names or _builtin_segment_names(segment_maps, layout)
     contents = dict(
@@ -150,17 +161,36 @@ def assemble_bundle(
         operating_point=op,
         input_spec=spec,
         segment_names={int(k): str(v) for k, v in (names or {}).items()},
-        config={"dataset": layout, "benchmark": benchmark, "split_seed": seed, "category": category,
-                "method": method, "brf_model": key,
-                "segmentation_source": segment_maps.sources.get(category), "parameters": dict(recorded)},
+        config={
+            "dataset": layout,
+            "benchmark": benchmark,
+            "split_seed": seed,
+            "category": category,
+            "method": method,
+            "brf_model": key,
+            "segmentation_source": segment_maps.sources.get(category),
+            "parameters": dict(recorded),
+        },
     )
-    report = {"dataset": layout, "benchmark": benchmark, "method": method, "category": category,
-              "split_seed": seed, **op.as_dict(), "input_spec": spec.as_dict()}
+    report = {
+        "dataset": layout,
+        "benchmark": benchmark,
+        "method": method,
+        "category": category,
+        "split_seed": seed,
+        **op.as_dict(),
+        "input_spec": spec.as_dict(),
+    }
     return contents, report
 
 
-def _choose(options: BundleOptions, run_detectors: list[str], seeds: list[int],
-            image_index: pd.DataFrame, scored: Sequence[str] = ()) -> tuple[int, str, list[str]]:
+def _choose(
+    options: BundleOptions,
+    run_detectors: list[str],
+    seeds: list[int],
+    image_index: pd.DataFrame,
+    scored: Sequence[str] = (),
+) -> tuple[int, str, list[str]]:
     """(split seed, category, members in run order) the options name, checked against the run;
     by default every run detector except the `scored` ones."""
     seed = int(options.split_seed) if options.split_seed is not None else seeds[0]
@@ -169,31 +199,43 @@ def _choose(options: BundleOptions, run_detectors: list[str], seeds: list[int],
     categories = sorted(image_index["category"].unique())
     category = options.category or (categories[0] if len(categories) == 1 else None)
     if category not in categories:
-        raise ValueError(f"bundle.category must name one of the run's categories {categories}, "
-                         f"got {options.category!r} (a bundle serves one product category)")
+        raise ValueError(
+            f"bundle.category must name one of the run's categories {categories}, "
+            f"got {options.category!r} (a bundle serves one product category)"
+        )
     wanted = [str(d) for d in (options.detectors or [d for d in run_detectors if d not in set(scored)])]
     members = [d for d in run_detectors if d in set(wanted)]  # feature order = run order
     if CLASSIFIER in wanted or len(members) != len(set(wanted)):
-        raise ValueError(f"bundle.detectors {wanted} must be detectors of this run {run_detectors} "
-                         "(the supervised classifier cannot be bundled yet)")
+        raise ValueError(
+            f"bundle.detectors {wanted} must be detectors of this run {run_detectors} "
+            "(the supervised classifier cannot be bundled yet)"
+        )
     return seed, str(category), members
 
 
-def _operating_point(rows: pd.DataFrame, columns: list[str], config: BRFConfig, seed: int, category: str,
-                     options: BundleOptions) -> OperatingPoint:
+def _operating_point(
+    rows: pd.DataFrame, columns: list[str], config: BRFConfig, seed: int, category: str, options: BundleOptions
+) -> OperatingPoint:
     """Threshold at ``options.max_miss_rate`` on out-of-fold BRF scores of the brf_train `rows`."""
     labels = rows["label"].to_numpy().astype(np.int64)
     folds = int(options.oof_folds)
     held_out = out_of_fold_scores(rows[columns].to_numpy(np.float64), labels, config, seed=seed, n_folds=folds)
     n_synthetic = int(rows["image_id"].str.startswith("synthetic/").sum())
-    source = (f"{folds}-fold out-of-fold BRF scores of the brf_train rows "
-              f"(split_seed {seed}, category {category}; {n_synthetic} synthetic defects)")
+    source = (
+        f"{folds}-fold out-of-fold BRF scores of the brf_train rows "
+        f"(split_seed {seed}, category {category}; {n_synthetic} synthetic defects)"
+    )
     return choose_operating_point(labels, held_out, float(options.max_miss_rate), source=source)
 
 
-def _detector_dirs(members: list[str], map_indexes: Mapping[str, pd.DataFrame],
-                   detector_stores: Mapping[str, str | Path], image_index: pd.DataFrame, seed: int,
-                   category: str) -> dict[str, Path]:
+def _detector_dirs(
+    members: list[str],
+    map_indexes: Mapping[str, pd.DataFrame],
+    detector_stores: Mapping[str, str | Path],
+    image_index: pd.DataFrame,
+    seed: int,
+    category: str,
+) -> dict[str, Path]:
     """detector -> the folder of its detector fitted for (`seed`, `category`), in member order."""
     missing = [name for name in members if name not in map_indexes or name not in detector_stores]
     if missing:
@@ -205,8 +247,10 @@ def _detector_dirs(members: list[str], map_indexes: Mapping[str, pd.DataFrame],
         rows = index[(index["split_seed"] == seed) & index["image_id"].isin(in_category)]
         model_keys = sorted(rows["model_key"].unique())
         if len(model_keys) != 1:
-            raise ValueError(f"{name}.map_index has model keys {model_keys} for split_seed {seed} and "
-                             f"category {category}, expected one")
+            raise ValueError(
+                f"{name}.map_index has model keys {model_keys} for split_seed {seed} and "
+                f"category {category}, expected one"
+            )
         dirs[name] = Path(detector_stores[name]) / model_keys[0]
     return dirs
 
@@ -219,4 +263,3 @@ def _builtin_segment_names(segment_maps: SegmentMaps, layout: str) -> Mapping | 
 
         return SEGMENTS
     return None
-

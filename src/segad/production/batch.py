@@ -139,8 +139,11 @@ def score_images(
         with clock("read"):
             for path in batch:
                 absolute = path.resolve()
-                image = (absolute.relative_to(root).as_posix()
-                         if root is not None and absolute.is_relative_to(root) else str(path))
+                image = (
+                    absolute.relative_to(root).as_posix()
+                    if root is not None and absolute.is_relative_to(root)
+                    else str(path)
+                )
                 row = {"image": image, "path": str(absolute), "status": OK, "error": None}
                 try:
                     arrays.append(load_checked(path, bundle.input_spec))
@@ -149,13 +152,22 @@ def score_images(
                     row.update(status=ERROR, decision=ERROR, error=str(error))
                 batch_rows.append(row)
         if ok:
-            _score_batch(np.stack(arrays), [batch_rows[i] for i in ok], bundle, models, segment_map,
-                         explain, overlays, pictures, clock, backends)
+            _score_batch(
+                np.stack(arrays),
+                [batch_rows[i] for i in ok],
+                bundle,
+                models,
+                segment_map,
+                explain,
+                overlays,
+                pictures,
+                clock,
+                backends,
+            )
         rows.extend(batch_rows)
         bar.update(len(batch))
     bar.close()
-    return ScoringResult(table=_table(rows, bundle), overlays=pictures, seconds=clock.wall,
-                         cpu_seconds=clock.cpu)
+    return ScoringResult(table=_table(rows, bundle), overlays=pictures, seconds=clock.wall, cpu_seconds=clock.cpu)
 
 
 class _Clock:
@@ -192,16 +204,22 @@ def _score_batch(x, rows, bundle, models, segment_map, explain, overlays, pictur
     n, detectors, op = x.shape[0], bundle.detectors, bundle.operating_point
     with clock("detector"):
         chosen = backends or {}
-        maps = {name: predict_maps(models[name], x, backend=chosen[name]) if chosen.get(name, "eager") != "eager"
-                else predict_maps(models[name], x) for name in detectors}
+        maps = {
+            name: predict_maps(models[name], x, backend=chosen[name])
+            if chosen.get(name, "eager") != "eager"
+            else predict_maps(models[name], x)
+            for name in detectors
+        }
 
     with clock("features"):
         finite = np.ones(n, dtype=bool)
         for name in detectors:
             finite &= np.isfinite(maps[name].reshape(n, -1)).all(axis=1)
         # A non-finite map makes that image an error row; the rest of the batch is scored.
-        maxima = [np.where(finite, np.nan_to_num(maps[name].reshape(n, -1), nan=-np.inf).max(axis=1), np.nan)
-                  for name in detectors]
+        maxima = [
+            np.where(finite, np.nan_to_num(maps[name].reshape(n, -1), nan=-np.inf).max(axis=1), np.nan)
+            for name in detectors
+        ]
         features = np.full((n, len(bundle.feature_columns)), np.nan)
         if finite.any():
             stats = [segment_statistics(maps[name][finite], segment_map) for name in detectors]
@@ -215,8 +233,23 @@ def _score_batch(x, rows, bundle, models, segment_map, explain, overlays, pictur
 
     with clock("explain"):
         wanted, segment_part, detector_part, tops = _explain(features, finite, decisions, explain, bundle)
-    _fill_rows(x, rows, bundle, maps, maxima, finite, scores, decisions, wanted, segment_part, detector_part,
-               tops, overlays, pictures, clock)
+    _fill_rows(
+        x,
+        rows,
+        bundle,
+        maps,
+        maxima,
+        finite,
+        scores,
+        decisions,
+        wanted,
+        segment_part,
+        detector_part,
+        tops,
+        overlays,
+        pictures,
+        clock,
+    )
 
 
 def _explain(features, finite, decisions, explain, bundle):
@@ -237,19 +270,38 @@ def _explain(features, finite, decisions, explain, bundle):
     return wanted, segment_part, detector_part, tops
 
 
-def _fill_rows(x, rows, bundle, maps, maxima, finite, scores, decisions, wanted, segment_part, detector_part,
-               tops, overlays, pictures, clock) -> None:
+def _fill_rows(
+    x,
+    rows,
+    bundle,
+    maps,
+    maxima,
+    finite,
+    scores,
+    decisions,
+    wanted,
+    segment_part,
+    detector_part,
+    tops,
+    overlays,
+    pictures,
+    clock,
+) -> None:
     detectors, op = bundle.detectors, bundle.operating_point
     names = bundle.segment_names
     for i, row in enumerate(rows):
-        row.update(decision=decisions[i], score=float(scores[i]), top_segment=int(tops[i]),
-                   top_segment_name=names[tops[i]] if tops[i] >= 0 else None,
-                   **segment_part.iloc[i].to_dict(), **detector_part.iloc[i].to_dict(),
-                   **{max_column(name): float(maxima[k][i]) for k, name in enumerate(detectors)})
+        row.update(
+            decision=decisions[i],
+            score=float(scores[i]),
+            top_segment=int(tops[i]),
+            top_segment_name=names[tops[i]] if tops[i] >= 0 else None,
+            **segment_part.iloc[i].to_dict(),
+            **detector_part.iloc[i].to_dict(),
+            **{max_column(name): float(maxima[k][i]) for k, name in enumerate(detectors)},
+        )
         if not finite[i]:
             broken = [d for d in detectors if not np.isfinite(maps[d][i]).all()]
-            row.update(status=ERROR, error=f"{row['path']}: non-finite values in the "
-                                           f"{', '.join(broken)} anomaly map")
+            row.update(status=ERROR, error=f"{row['path']}: non-finite values in the {', '.join(broken)} anomaly map")
         if overlays and decisions[i] == REJECT:
             contribution = detector_part.iloc[i].to_numpy()
             strongest = detectors[int(np.nanargmax(contribution))] if wanted[i] else detectors[0]
@@ -257,8 +309,12 @@ def _fill_rows(x, rows, bundle, maps, maxima, finite, scores, decisions, wanted,
             name = overlay_name(row["image"])
             with clock("overlay"):
                 pictures[name] = render_overlay(
-                    x[i], maps[strongest][i], bundle.segments, int(tops[i]),
-                    title=f"reject {scores[i]:.2f} >= {op.threshold:.2f} | {strongest}{label}")
+                    x[i],
+                    maps[strongest][i],
+                    bundle.segments,
+                    int(tops[i]),
+                    title=f"reject {scores[i]:.2f} >= {op.threshold:.2f} | {strongest}{label}",
+                )
             row["overlay"] = name
 
 
@@ -267,8 +323,13 @@ def _table(rows: list[dict], bundle) -> pd.DataFrame:
     contribs = contribution_columns(bundle.n_segments)
     per_detector = [detector_contribution_column(d) for d in bundle.detectors]
     maxima = [max_column(d) for d in bundle.detectors]
-    columns = (["image", "path", "status", "decision", "score", "threshold", "error",
-                "top_segment", "top_segment_name"] + contribs + per_detector + maxima + ["overlay", "bundle_id"])
+    columns = (
+        ["image", "path", "status", "decision", "score", "threshold", "error", "top_segment", "top_segment_name"]
+        + contribs
+        + per_detector
+        + maxima
+        + ["overlay", "bundle_id"]
+    )
     table = pd.DataFrame(rows, columns=columns)
     table["threshold"] = float(bundle.operating_point.threshold)
     table["bundle_id"] = bundle.bundle_id

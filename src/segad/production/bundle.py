@@ -77,8 +77,7 @@ BUNDLE_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 #: detector weights' meaning (anomalib, torch, timm), the BRF file (xgboost) and the features.
 CHECKED_PACKAGES = ("segad", "anomalib", "torch", "timm", "xgboost")
 #: Recorded for the record (module names).
-RECORDED_PACKAGES = CHECKED_PACKAGES + (
-    "torchvision", "kedro", "numpy", "numba", "scipy", "pandas", "PIL", "python")
+RECORDED_PACKAGES = CHECKED_PACKAGES + ("torchvision", "kedro", "numpy", "numba", "scipy", "pandas", "PIL", "python")
 
 
 class BundleError(ValueError):
@@ -126,8 +125,11 @@ def version_mismatches(recorded: Mapping[str, str], installed: Mapping[str, str]
 
 def file_hashes(root: Path) -> dict[str, str]:
     """sha256 of every file under `root` but the manifest, by path relative to `root`."""
-    return {p.relative_to(root).as_posix(): file_sha256(p)
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    return {
+        p.relative_to(root).as_posix(): file_sha256(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
 
 
 def own_files(folder: Path) -> list[str] | None:
@@ -146,8 +148,7 @@ def load_segmentation(path: Path, n_segments: int, size: int) -> np.ndarray:
     except (OSError, ValueError) as error:
         raise BundleIntegrityError(f"{path}: unreadable segment map ({error})") from error
     if labels.shape != (size, size) or not np.issubdtype(labels.dtype, np.integer):
-        raise BundleSchemaError(
-            f"{path}: segment map {labels.dtype} {labels.shape}, expected integer ({size}, {size})")
+        raise BundleSchemaError(f"{path}: segment map {labels.dtype} {labels.shape}, expected integer ({size}, {size})")
     if labels.size and (labels.min() < 0 or labels.max() >= n_segments):
         raise BundleSchemaError(f"{path}: labels outside [0, {n_segments})")
     return labels
@@ -216,7 +217,8 @@ class Bundle:
             if config.name != name or image_size != self.input_spec.image_size:
                 raise BundleSchemaError(
                     f"{self.detector_dir(name)}: saved detector is {config.name} at {image_size} px, "
-                    f"the manifest expects {name} at {self.input_spec.image_size} px")
+                    f"the manifest expects {name} at {self.input_spec.image_size} px"
+                )
             models[name] = model
         return models
 
@@ -263,8 +265,9 @@ def resolve_bundle(path: str | Path) -> Path:
 def list_bundles(parent: str | Path) -> list[str]:
     """Names of the bundle folders under `parent`, oldest first (ids sort by creation time)."""
     parent = Path(parent)
-    return sorted(c.name for c in parent.iterdir() if c.is_dir() and (c / MANIFEST).is_file()) \
-        if parent.is_dir() else []
+    return (
+        sorted(c.name for c in parent.iterdir() if c.is_dir() and (c / MANIFEST).is_file()) if parent.is_dir() else []
+    )
 
 
 def _first_difference(got: Sequence[str], want: Sequence[str]) -> str:
@@ -291,7 +294,8 @@ def read_manifest(root: str | Path) -> dict:
         newer = isinstance(version, int) and version > FORMAT_VERSION
         raise BundleVersionError(
             f"{path}: bundle format version {version}, this segad reads version {FORMAT_VERSION}"
-            + (" (upgrade segad)" if newer else " (retrain the bundle)"))
+            + (" (upgrade segad)" if newer else " (retrain the bundle)")
+        )
     return manifest
 
 
@@ -329,7 +333,8 @@ def load_bundle(
         if not allow_version_mismatch:
             raise BundleVersionError(
                 message + ". Install the recorded versions or retrain; "
-                "bundle.allow_version_mismatch=true scores anyway at your own risk")
+                "bundle.allow_version_mismatch=true scores anyway at your own risk"
+            )
         logger.warning(message)
     verify_files(root, manifest)
     detectors = [str(d) for d in manifest["detectors"]]
@@ -340,7 +345,8 @@ def load_bundle(
     if recorded != computed:
         raise BundleSchemaError(
             f"{root}: this segad computes other feature columns than the bundle was trained with "
-            f"({_first_difference(recorded, computed)}); retrain the bundle")
+            f"({_first_difference(recorded, computed)}); retrain the bundle"
+        )
     try:
         positions = column_positions(columns, computed)
     except BundleSchemaError as error:
@@ -350,17 +356,23 @@ def load_bundle(
     if booster.feature_names is not None and list(booster.feature_names) != columns:
         raise BundleSchemaError(
             f"{root / BRF_FILE}: the BRF was trained on other columns than the manifest lists "
-            f"({_first_difference(list(booster.feature_names), columns)})")
+            f"({_first_difference(list(booster.feature_names), columns)})"
+        )
     if booster.num_features() != len(columns):
         raise BundleSchemaError(
-            f"{root / BRF_FILE}: the BRF expects {booster.num_features()} features, "
-            f"the manifest lists {len(columns)}")
+            f"{root / BRF_FILE}: the BRF expects {booster.num_features()} features, the manifest lists {len(columns)}"
+        )
     spec = InputSpec.from_dict(manifest["input_spec"])
     segments = load_segmentation(root / SEGMENTATION_FILE, n_segments, spec.image_size)
     return Bundle(
-        root=root, manifest=manifest, detectors=detectors, feature_columns=columns,
+        root=root,
+        manifest=manifest,
+        detectors=detectors,
+        feature_columns=columns,
         column_positions=positions,
-        segments=segments, n_segments=n_segments,
+        segments=segments,
+        n_segments=n_segments,
         operating_point=OperatingPoint(**manifest["operating_point"]),
-        input_spec=spec, brf=brf,
+        input_spec=spec,
+        brf=brf,
     )

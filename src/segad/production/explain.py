@@ -32,8 +32,7 @@ CONTRIBUTION_PATTERN = re.compile(rf"^contrib_(seg\d+|{GLOBAL_GROUP}|{BIAS_GROUP
 def contribution_columns(n_segments: int) -> list[str]:
     """Columns of `group_contributions`: ``contrib_seg0..contrib_seg<L-1>``, ``contrib_global``,
     ``contrib_bias``."""
-    return [f"contrib_seg{l}" for l in range(int(n_segments))] + [
-        f"contrib_{GLOBAL_GROUP}", f"contrib_{BIAS_GROUP}"]
+    return [f"contrib_seg{l}" for l in range(int(n_segments))] + [f"contrib_{GLOBAL_GROUP}", f"contrib_{BIAS_GROUP}"]
 
 
 def detector_contribution_column(owner: str) -> str:

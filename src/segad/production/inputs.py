@@ -45,13 +45,15 @@ class InputSpec:
     sizes: tuple[tuple[int, int], ...] = ()
 
     def as_dict(self) -> dict:
-        return {"image_size": self.image_size, "colour": self.colour,
-                "sizes": [list(size) for size in self.sizes]}
+        return {"image_size": self.image_size, "colour": self.colour, "sizes": [list(size) for size in self.sizes]}
 
     @classmethod
     def from_dict(cls, data: dict) -> InputSpec:
-        return cls(image_size=int(data["image_size"]), colour=str(data["colour"]),
-                   sizes=tuple((int(w), int(h)) for w, h in data.get("sizes", ())))
+        return cls(
+            image_size=int(data["image_size"]),
+            colour=str(data["colour"]),
+            sizes=tuple((int(w), int(h)) for w, h in data.get("sizes", ())),
+        )
 
 
 def colour_of(pil_mode: str) -> str:
@@ -96,11 +98,10 @@ def load_checked(path: str | Path, spec: InputSpec) -> np.ndarray:
     if spec.sizes and (width, height) not in spec.sizes:
         expected = ", ".join(f"{w}x{h}" for w, h in spec.sizes)
         raise InputMismatchError(
-            f"{path}: wrong size {width}x{height} (width x height); the bundle was trained on "
-            f"{expected}")
+            f"{path}: wrong size {width}x{height} (width x height); the bundle was trained on {expected}"
+        )
     if colour != spec.colour:
-        raise InputMismatchError(
-            f"{path}: {colour} image but the bundle was trained on {spec.colour} images")
+        raise InputMismatchError(f"{path}: {colour} image but the bundle was trained on {spec.colour} images")
     return array
 
 
@@ -112,5 +113,4 @@ def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"score input folder {folder} does not exist or is not a folder")
-    return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -82,7 +82,8 @@ def choose_operating_point(
         # the second-smallest score; allowed, but say so in the source.
         source = (source + "; " if source else "") + (
             f"only {bad.size} bad images for a {max_miss_rate:.1%} miss rate: threshold is "
-            "interpolated between the lowest bad scores")
+            "interpolated between the lowest bad scores"
+        )
     threshold = float(np.quantile(bad, max_miss_rate))
     return OperatingPoint(
         threshold=threshold,
@@ -119,13 +120,13 @@ def out_of_fold_scores(
     if folds < 2:
         raise ValueError(
             f"out-of-fold scores need at least 2 good and 2 bad rows, got {int((labels == 0).sum())} "
-            f"good and {int((labels == 1).sum())} bad")
+            f"good and {int((labels == 1).sum())} bad"
+        )
     config = config or BRFConfig()
     scores = np.full(labels.shape[0], np.nan)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=int(seed))
     for k, (fit_rows, held_rows) in enumerate(splitter.split(features, labels)):
-        model = fit_brf(features[fit_rows], labels[fit_rows], config, seed=seed,
-                        context=f"out-of-fold {k + 1}/{folds}")
+        model = fit_brf(features[fit_rows], labels[fit_rows], config, seed=seed, context=f"out-of-fold {k + 1}/{folds}")
         scores[held_rows] = brf_scores(model, features[held_rows])
     return scores
 
@@ -136,4 +137,3 @@ def decide(scores: np.ndarray, threshold: float) -> np.ndarray:
     out = np.where(scores >= threshold, REJECT, ACCEPT).astype(object)
     out[~np.isfinite(scores)] = ERROR
     return out
-

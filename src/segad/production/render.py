@@ -74,6 +74,4 @@ def render_overlay(
 def _erode(mask: np.ndarray) -> np.ndarray:
     """4-neighbour binary erosion (border pixels count as outside)."""
     padded = np.pad(mask, 1, constant_values=False)
-    return (padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1]
-            & padded[1:-1, :-2] & padded[1:-1, 2:])
-
+    return padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]

@@ -112,10 +112,10 @@ def write_bundle(
     except BundleSchemaError as error:
         raise BundleSchemaError(
             f"feature columns do not match segad.segments.features for detectors {list(detectors)} and "
-            f"{n_segments} segments: {error}") from error
+            f"{n_segments} segments: {error}"
+        ) from error
     if segments.shape != (input_spec.image_size, input_spec.image_size):
-        raise BundleSchemaError(
-            f"segment map {segments.shape} is not at the map resolution {input_spec.image_size}")
+        raise BundleSchemaError(f"segment map {segments.shape} is not at the map resolution {input_spec.image_size}")
     check_owned(target, own_files(target), "write_bundle")
     bundle_id = bundle_id or new_bundle_id()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +127,8 @@ def write_bundle(
         booster = brf.get_booster() if hasattr(brf, "get_booster") else brf
         if booster.num_features() != len(feature_columns):
             raise BundleSchemaError(
-                f"the BRF takes {booster.num_features()} features, the schema has {len(feature_columns)}")
+                f"the BRF takes {booster.num_features()} features, the schema has {len(feature_columns)}"
+            )
         booster = booster.copy()
         booster.feature_names = list(feature_columns)
         booster.save_model(str(staging / BRF_FILE))
@@ -165,8 +166,7 @@ def _parent_files(parent: Path) -> list[str]:
         name = child.name
         if child.is_file() and (name == LATEST or name.startswith(f".{LATEST}.")):
             owned.append(name)
-        elif child.is_dir() and ((child / MANIFEST).is_file()
-                                 or BUNDLE_ID.match(name.lstrip(".").split(".")[0] or "")):
+        elif child.is_dir() and ((child / MANIFEST).is_file() or BUNDLE_ID.match(name.lstrip(".").split(".")[0] or "")):
             owned.extend(f"{name}/{f}" for f in relative_files(child))
     return owned
 
@@ -196,8 +196,9 @@ def write_versioned_bundle(parent: str | Path, **arguments: Any) -> Path:
     parent = Path(parent)
     if (parent / MANIFEST).is_file():
         if BUNDLE_ID.match(parent.name) and (parent.parent / LATEST).is_file():
-            raise BundleError(f"{parent}: is one versioned bundle of {parent.parent}; "
-                              "write new bundles to the parent folder")
+            raise BundleError(
+                f"{parent}: is one versioned bundle of {parent.parent}; write new bundles to the parent folder"
+            )
         _move_unversioned(parent)
     check_owned(parent, _parent_files(parent), "the bundle pipeline")
     bundle_id = new_bundle_id()
@@ -213,8 +214,10 @@ def _move_unversioned(parent: Path) -> None:
     check_owned(parent, own_files(parent), "the bundle pipeline")
     bundle_id = str(read_manifest(parent).get("bundle_id", ""))
     if not BUNDLE_ID.match(bundle_id):
-        raise BundleError(f"{parent}: unversioned bundle with unexpected bundle_id {bundle_id!r}; "
-                          "move it elsewhere before writing a new bundle here")
+        raise BundleError(
+            f"{parent}: unversioned bundle with unexpected bundle_id {bundle_id!r}; "
+            "move it elsewhere before writing a new bundle here"
+        )
     aside = parent.with_name(f".{parent.name}.unversioned-{uuid.uuid4().hex[:8]}")
     os.replace(parent, aside)
     parent.mkdir()
@@ -231,5 +234,3 @@ def _copy_detector(name: str, source: Path, destination: Path) -> None:
     if saved != name:
         raise BundleSchemaError(f"{source}: holds detector {saved!r}, expected {name!r}")
     shutil.copytree(source, destination)
-
-

@@ -98,13 +98,21 @@ class PixelClusters:
 
     def to_dict(self) -> dict:
         """JSON-able form (what a production bundle would store)."""
-        return {"centres": self.centres.tolist(), "mean": self.mean.tolist(), "scale": self.scale.tolist(),
-                "smooth": self.smooth}
+        return {
+            "centres": self.centres.tolist(),
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "smooth": self.smooth,
+        }
 
     @classmethod
     def from_dict(cls, values: dict) -> PixelClusters:
-        return cls(np.asarray(values["centres"], float), np.asarray(values["mean"], float),
-                   np.asarray(values["scale"], float), float(values["smooth"]))
+        return cls(
+            np.asarray(values["centres"], float),
+            np.asarray(values["mean"], float),
+            np.asarray(values["scale"], float),
+            float(values["smooth"]),
+        )
 
 
 def fit_pixel_clusters(
@@ -127,8 +135,10 @@ def fit_pixel_clusters(
     scale = np.where(scale > 1e-8, scale, 1.0)
     standard = (sample - mean) / scale
     if len(np.unique(standard.round(6), axis=0)) < n_segments:
-        raise ValueError(f"per-image segmentation: the training images have fewer than {n_segments} distinct "
-                         "pixel descriptors; lower auto_segments")
+        raise ValueError(
+            f"per-image segmentation: the training images have fewer than {n_segments} distinct "
+            "pixel descriptors; lower auto_segments"
+        )
     kmeans = KMeans(n_clusters=int(n_segments), n_init=4, random_state=seed).fit(standard)
     centres = kmeans.cluster_centers_
     gray = (centres[:, :3] * scale[:3] + mean[:3]).mean(axis=1)

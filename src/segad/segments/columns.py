@@ -87,8 +87,10 @@ def parse_column(name: str) -> Column:
     match = SCORE_PATTERN.match(name)
     if match:
         return Column("score", match["owner"])
-    raise ValueError(f"{name!r} is not a feature column (seg<l>__<detector>__<stat>, <detector>__max, "
-                     f"<detector>__score or {CLASSIFIER_COLUMN})")
+    raise ValueError(
+        f"{name!r} is not a feature column (seg<l>__<detector>__<stat>, <detector>__max, "
+        f"<detector>__score or {CLASSIFIER_COLUMN})"
+    )
 
 
 def is_feature_column(name: str) -> bool:

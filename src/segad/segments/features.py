@@ -80,9 +80,7 @@ class FeatureConfig:
 # reference implementation (the definition; used by tests and the benchmark)
 
 
-def reference_segment_statistics(
-    anomaly_map: np.ndarray, labels: np.ndarray, n_segments: int
-) -> np.ndarray:
+def reference_segment_statistics(anomaly_map: np.ndarray, labels: np.ndarray, n_segments: int) -> np.ndarray:
     """Straightforward per-segment loop, as the SegAD reference code: float64 (L, 4).
 
     Boolean mask per segment, ``numpy.quantile``, ``scipy.stats.skew``/``kurtosis``. Slow; the
@@ -143,9 +141,7 @@ def _check_labels(labels: np.ndarray, n_segments: int, check_range: bool = True)
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"segment labels must be integers, got dtype {labels.dtype}")
     if check_range and labels.size and (labels.min() < 0 or labels.max() >= n_segments):
-        raise ValueError(
-            f"segment labels must lie in [0, {n_segments}), got [{labels.min()}, {labels.max()}]"
-        )
+        raise ValueError(f"segment labels must lie in [0, {n_segments}), got [{labels.min()}, {labels.max()}]")
     return np.ascontiguousarray(labels, dtype=np.int64)
 
 
@@ -291,7 +287,9 @@ def feature_rows(image_index, splits, synthetic_index=None):
             raise ValueError(f"{name} lacks columns {sorted(missing)}")
     chosen = splits[splits["role"].isin(FEATURE_ROLES)][["image_id", "split_seed", "role"]]
     rows = chosen.merge(
-        image_index[["image_id", "category", "label", "defect_type", "unseen"]], on="image_id", how="left",
+        image_index[["image_id", "category", "label", "defect_type", "unseen"]],
+        on="image_id",
+        how="left",
         validate="many_to_one",
     )
     if rows["category"].isna().any():
@@ -360,8 +358,14 @@ def build_feature_table(
             unique_keys, inverse = np.unique(keys.astype(str), return_inverse=True)
             if segmentation.is_static(category):
                 s, m = stream_statistics(
-                    unique_keys.tolist(), read_maps[detector], segmentation.static_maps[category], n_segments,
-                    batch_size, progress, f"{detector} {category}", threads,
+                    unique_keys.tolist(),
+                    read_maps[detector],
+                    segmentation.static_maps[category],
+                    n_segments,
+                    batch_size,
+                    progress,
+                    f"{detector} {category}",
+                    threads,
                 )
             else:
                 # per-image maps: the segment map of a key is the one of its first row
@@ -369,8 +373,16 @@ def build_feature_table(
                 first[inverse[::-1]] = np.arange(len(inverse))[::-1]
                 sources = cat_rows["source_image_id"].to_numpy()[first]
                 s, m = _per_image_category_stats(
-                    unique_keys, sources, read_maps[detector], segmentation, category, n_segments,
-                    batch_size, progress, f"{detector} {category}", threads,
+                    unique_keys,
+                    sources,
+                    read_maps[detector],
+                    segmentation,
+                    category,
+                    n_segments,
+                    batch_size,
+                    progress,
+                    f"{detector} {category}",
+                    threads,
                 )
             stats.append(s[inverse])
             maxima.append(m[inverse])
@@ -422,8 +434,9 @@ def stream_statistics(
     return stats, maxima
 
 
-def _per_image_category_stats(keys, sources, read_map, segmentation, category, n_segments, batch_size, progress, desc,
-                              threads):
+def _per_image_category_stats(
+    keys, sources, read_map, segmentation, category, n_segments, batch_size, progress, desc, threads
+):
     stats = np.zeros((len(keys), n_segments, 4))
     maxima = np.zeros(len(keys))
     for start in _batches(len(keys), batch_size, progress, desc):

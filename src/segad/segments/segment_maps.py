@@ -128,10 +128,14 @@ def segment_count(n_segments: int | Mapping[str, int] | None, category: str) -> 
         return None
     if isinstance(n_segments, Mapping):
         if category not in n_segments and "default" not in n_segments:
-            raise SegmentMapError(f"segmentation.n_segments has no entry for category {category!r} and no "
-                                    f"'default' (entries: {', '.join(sorted(map(str, n_segments)))})")
+            raise SegmentMapError(
+                f"segmentation.n_segments has no entry for category {category!r} and no "
+                f"'default' (entries: {', '.join(sorted(map(str, n_segments)))})"
+            )
         value = n_segments.get(category, n_segments.get("default"))
-        where = f"segmentation.n_segments[{category!r}]" if category in n_segments else "segmentation.n_segments.default"
+        where = (
+            f"segmentation.n_segments[{category!r}]" if category in n_segments else "segmentation.n_segments.default"
+        )
     else:
         value, where = n_segments, "segmentation.n_segments"
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -227,18 +231,14 @@ def elpv_segment_map(size: int | tuple[int, int] = 300) -> np.ndarray:
     labels = np.zeros((n, n), dtype=np.int64)
     for centre in ELPV_BUSBAR_ROWS:
         labels[np.abs(rows - centre) <= ELPV_BUSBAR_HALF_WIDTH] = 1
-    border = (
-        (rows < ELPV_BORDER) | (cols < ELPV_BORDER) | (rows >= n - ELPV_BORDER) | (cols >= n - ELPV_BORDER)
-    )
+    border = (rows < ELPV_BORDER) | (cols < ELPV_BORDER) | (rows >= n - ELPV_BORDER) | (cols >= n - ELPV_BORDER)
     labels[border] = 2
     r, c = np.minimum(rows, n - 1 - rows), np.minimum(cols, n - 1 - cols)
     labels[r + c < ELPV_CORNER] = 3
     return resize_labels(labels, size)
 
 
-def auto_segment_map(
-    images: np.ndarray, n_segments: int, seed: int = 0, max_pixels: int = 20000
-) -> np.ndarray:
+def auto_segment_map(images: np.ndarray, n_segments: int, seed: int = 0, max_pixels: int = 20000) -> np.ndarray:
     """k-means segment map from aligned good images: int64 (H, W), labels 0..n_segments-1.
 
     Args:
@@ -302,8 +302,9 @@ class SegmentMaps:
             return str(self.image_paths[image_id])
         if self.image_root is not None:
             return str(Path(self.image_root) / image_id)
-        raise SegmentMapError(f"auto_per_image segmentation: no file for image {image_id!r} (give image_paths or "
-                                "dataset.root)")
+        raise SegmentMapError(
+            f"auto_per_image segmentation: no file for image {image_id!r} (give image_paths or dataset.root)"
+        )
 
     def labels_for(self, category: str, image_ids: Sequence[str]) -> np.ndarray:
         if category in self.static_maps:
@@ -313,10 +314,7 @@ class SegmentMaps:
         if self.folder is None:
             raise SegmentMapError(f"no segment map for category {category!r}")
         n = self.n_segments[category]
-        return np.stack(
-            [read_label_map(per_image_map_path(self.folder, i), n, self.size) for i in image_ids]
-        )
-
+        return np.stack([read_label_map(per_image_map_path(self.folder, i), n, self.size) for i in image_ids])
 
     def _clustered_labels(self, category: str, image_ids: Sequence[str]) -> np.ndarray:
         """Per-image labels (N, H, W) from the shared centres; each image is segmented once."""
@@ -360,8 +358,9 @@ def resolve_segmentation(
     if config.method is None:
         raise ValueError("segmentation method not chosen: call SegmentMapConfig.for_dataset(layout, root) first")
     size = (map_size, map_size) if isinstance(map_size, int) else (int(map_size[0]), int(map_size[1]))
-    seg = SegmentMaps(method=config.method, size=size, n_segments={}, image_paths=image_paths,
-                       image_root=config.image_root)
+    seg = SegmentMaps(
+        method=config.method, size=size, n_segments={}, image_paths=image_paths, image_root=config.image_root
+    )
     for category in categories:
         if config.method == "static":
             path = config.path[category] if isinstance(config.path, Mapping) else config.path
@@ -394,13 +393,16 @@ def resolve_segmentation(
             if images.shape[2:] != size:
                 images = np.stack([_resize_rgb(image, size) for image in images])
             try:
-                seg.clusters[category] = fit_pixel_clusters(images, config.auto_segments, config.seed,
-                                                            smooth=config.auto_smooth)
+                seg.clusters[category] = fit_pixel_clusters(
+                    images, config.auto_segments, config.seed, smooth=config.auto_smooth
+                )
             except ValueError as error:
                 raise SegmentMapError(f"auto_per_image segmentation of {category!r}: {error}") from error
             seg.n_segments[category] = config.auto_segments
-            seg.sources[category] = (f"auto_per_image:kmeans({config.auto_segments}) centres from {len(paths)} "
-                                     "good train images, assigned per image")
+            seg.sources[category] = (
+                f"auto_per_image:kmeans({config.auto_segments}) centres from {len(paths)} "
+                "good train images, assigned per image"
+            )
             continue
         else:  # per_image
             n_category = segment_count(config.n_segments, category)

@@ -57,7 +57,14 @@ def make_anomaly_maps(
         shards = ShardOptions.from_dict(settings.pop("distribute", None))
         config = DetectorConfig.from_dict(detector_name, settings)
         map_index, stats = compute_anomaly_maps(
-            image_index, splits, synthetic, config, int(image_size), str(device), map_store, detector_store,
+            image_index,
+            splits,
+            synthetic,
+            config,
+            int(image_size),
+            str(device),
+            map_store,
+            detector_store,
             shards=shards,
         )
     rate = f" ({stats.images_per_second():.1f} img/s)" if stats.maps_computed else ""
@@ -74,6 +81,10 @@ def make_anomaly_maps(
     if stats.fit_tasks or stats.map_tasks:
         logger.info(
             "%s: sharded into %d fit tasks and %d map tasks on %d workers (%s)",
-            detector_name, stats.fit_tasks, stats.map_tasks, len(stats.workers), ", ".join(stats.workers),
+            detector_name,
+            stats.fit_tasks,
+            stats.map_tasks,
+            len(stats.workers),
+            ", ".join(stats.workers),
         )
     return map_index

@@ -13,8 +13,15 @@ from segad.meta.brf import BRFParams, model_key, run_brf, select_run
 log = logging.getLogger(__name__)
 
 
-def train_brf(features: pd.DataFrame, image_index: pd.DataFrame, config: BRFParams, dataset: DatasetConfig, seeds: list[int],
-              benchmark: str, detectors: list[str]) -> tuple[dict, pd.DataFrame]:
+def train_brf(
+    features: pd.DataFrame,
+    image_index: pd.DataFrame,
+    config: BRFParams,
+    dataset: DatasetConfig,
+    seeds: list[int],
+    benchmark: str,
+    detectors: list[str],
+) -> tuple[dict, pd.DataFrame]:
     """Fit the BRFs of this run.
 
     Returns:
@@ -24,8 +31,13 @@ def train_brf(features: pd.DataFrame, image_index: pd.DataFrame, config: BRFPara
         dataset and benchmark, so saving replaces only this regime's scores).
     """
     table = select_run(features, image_index, {"layout": dataset.layout}, seeds, detectors, benchmark)
-    models, scores = run_brf(table, detectors, config.model, config.combinations,
-                             progress=lambda it: tqdm(it, desc="brf (category, split_seed)", unit="fit"))
+    models, scores = run_brf(
+        table,
+        detectors,
+        config.model,
+        config.combinations,
+        progress=lambda it: tqdm(it, desc="brf (category, split_seed)", unit="fit"),
+    )
     layout = dataset.layout
     keyed = {}
     for key, model in models.items():

@@ -9,7 +9,13 @@ from segad.pipelines.brf.nodes import train_brf
 
 def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
     fit = update_wrapper(partial(train_brf, detectors=list(detectors or [])), train_brf)
-    return Pipeline([
-        node(fit, ["features", "image_index", "params:brf", "params:dataset", "params:seeds", "params:benchmark"],
-             ["brf_models", "scores"], name="train_brf"),
-    ])
+    return Pipeline(
+        [
+            node(
+                fit,
+                ["features", "image_index", "params:brf", "params:dataset", "params:seeds", "params:benchmark"],
+                ["brf_models", "scores"],
+                name="train_brf",
+            ),
+        ]
+    )

@@ -42,13 +42,42 @@ def build_bundle(
     """
     if not bundle.build:
         return {}, {"built": False, "reason": "bundle.build is false"}
-    recorded = jsonable({"dataset": dataset, "benchmark": benchmark, "seeds": seeds, "image_size": image_size,
-                      "detectors": detectors, "split": split, "defects": defects, "anomaly_maps": anomaly_maps,
-                      "segmentation": segmentation, "features": feature_params, "brf": brf, "bundle": bundle})
-    handles = {kind: {key.removesuffix(f"__{kind}"): value for key, value in detector_handles.items()
-                      if key.endswith(f"__{kind}")} for kind in ("map_index", "detector_store")}
+    recorded = jsonable(
+        {
+            "dataset": dataset,
+            "benchmark": benchmark,
+            "seeds": seeds,
+            "image_size": image_size,
+            "detectors": detectors,
+            "split": split,
+            "defects": defects,
+            "anomaly_maps": anomaly_maps,
+            "segmentation": segmentation,
+            "features": feature_params,
+            "brf": brf,
+            "bundle": bundle,
+        }
+    )
+    handles = {
+        kind: {
+            key.removesuffix(f"__{kind}"): value for key, value in detector_handles.items() if key.endswith(f"__{kind}")
+        }
+        for kind in ("map_index", "detector_store")
+    }
     return assemble_bundle(
-        features, image_index, splits, segment_maps, brf_models,
-        handles["map_index"], {name: Path(folder) for name, folder in handles["detector_store"].items()},
-        dataset=jsonable(dataset), benchmark=benchmark, seeds=seeds, image_size=image_size, detectors=detectors,
-        brf_model=brf.model, options=bundle, recorded=recorded)
+        features,
+        image_index,
+        splits,
+        segment_maps,
+        brf_models,
+        handles["map_index"],
+        {name: Path(folder) for name, folder in handles["detector_store"].items()},
+        dataset=jsonable(dataset),
+        benchmark=benchmark,
+        seeds=seeds,
+        image_size=image_size,
+        detectors=detectors,
+        brf_model=brf.model,
+        options=bundle,
+        recorded=recorded,
+    )

@@ -6,16 +6,41 @@ from segad.pipelines import detector_inputs
 from segad.pipelines.bundle.nodes import build_bundle
 
 #: Node argument -> parameter entry; all but bundle, dataset ... brf are only recorded in the manifest.
-PARAMETERS = {name: f"params:{name}" for name in (
-    "bundle", "dataset", "benchmark", "seeds", "image_size", "detectors", "brf",
-    "split", "defects", "anomaly_maps", "segmentation")} | {"feature_params": "params:features"}
+PARAMETERS = {
+    name: f"params:{name}"
+    for name in (
+        "bundle",
+        "dataset",
+        "benchmark",
+        "seeds",
+        "image_size",
+        "detectors",
+        "brf",
+        "split",
+        "defects",
+        "anomaly_maps",
+        "segmentation",
+    )
+} | {"feature_params": "params:features"}
 
 
 def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
     handles = detector_inputs(detectors, "map_index", "detector_store")
-    return Pipeline([
-        node(build_bundle,
-             {"features": "features", "image_index": "image_index", "splits": "splits",
-              "segment_maps": "segment_maps", "brf_models": "brf_models", **PARAMETERS, **handles},
-             ["segad_bundle", "operating_point"], name="build_bundle"),
-    ])
+    return Pipeline(
+        [
+            node(
+                build_bundle,
+                {
+                    "features": "features",
+                    "image_index": "image_index",
+                    "splits": "splits",
+                    "segment_maps": "segment_maps",
+                    "brf_models": "brf_models",
+                    **PARAMETERS,
+                    **handles,
+                },
+                ["segad_bundle", "operating_point"],
+                name="build_bundle",
+            ),
+        ]
+    )

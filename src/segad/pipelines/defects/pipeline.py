@@ -6,8 +6,13 @@ from segad.pipelines.defects.nodes import make_synthetic_defects
 
 
 def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
-    return Pipeline([
-        node(make_synthetic_defects,
-             ["image_index", "splits", "segment_maps", "params:defects", "params:benchmark"],
-             ["synthetic_index", "synthetic_images"], name="make_synthetic_defects"),
-    ])
+    return Pipeline(
+        [
+            node(
+                make_synthetic_defects,
+                ["image_index", "splits", "segment_maps", "params:defects", "params:benchmark"],
+                ["synthetic_index", "synthetic_images"],
+                name="make_synthetic_defects",
+            ),
+        ]
+    )

@@ -25,11 +25,28 @@ from segad.versions import jsonable
 log = logging.getLogger(__name__)
 
 #: Columns of the ``metrics`` table (docs/schemas.md), in order.
-METRICS_COLUMNS = ["dataset", "category", "benchmark", "method", "split_seed", "subset",
-                   *METRIC_COLUMNS, *COUNT_COLUMNS]
+METRICS_COLUMNS = [
+    "dataset",
+    "category",
+    "benchmark",
+    "method",
+    "split_seed",
+    "subset",
+    *METRIC_COLUMNS,
+    *COUNT_COLUMNS,
+]
 #: Columns of ``evaluation.test_scores``.
-TEST_SCORE_COLUMNS = ["dataset", "category", "method", "split_seed", "image_id", "label", "defect_type",
-                      "unseen", "score"]
+TEST_SCORE_COLUMNS = [
+    "dataset",
+    "category",
+    "method",
+    "split_seed",
+    "image_id",
+    "label",
+    "defect_type",
+    "unseen",
+    "score",
+]
 
 
 def _require(table: pd.DataFrame, columns: list[str], name: str) -> None:
@@ -38,8 +55,13 @@ def _require(table: pd.DataFrame, columns: list[str], name: str) -> None:
         raise ValueError(f"{name} lacks columns {missing} (see docs/schemas.md); it has {list(table.columns)}")
 
 
-def label_test_scores(scores: pd.DataFrame, image_index: pd.DataFrame, splits: pd.DataFrame,
-                      dataset: DatasetConfig | None = None, benchmark: str | None = None) -> pd.DataFrame:
+def label_test_scores(
+    scores: pd.DataFrame,
+    image_index: pd.DataFrame,
+    splits: pd.DataFrame,
+    dataset: DatasetConfig | None = None,
+    benchmark: str | None = None,
+) -> pd.DataFrame:
     """Test-set scores with their labels: ``scores`` joined with the test rows of ``splits`` and the index.
 
     ``scores`` (the brf stage's table, partitioned by dataset and benchmark) may hold other
@@ -54,8 +76,10 @@ def label_test_scores(scores: pd.DataFrame, image_index: pd.DataFrame, splits: p
         layout = dataset.layout
         ours = (scores["dataset"] == layout) & (scores["benchmark"] == str(benchmark))
         if not ours.any():
-            raise ValueError(f"scores has no rows for dataset={layout}, benchmark={benchmark}: run the brf "
-                             f"pipeline first (it has {sorted(set(zip(scores['dataset'], scores['benchmark'])))})")
+            raise ValueError(
+                f"scores has no rows for dataset={layout}, benchmark={benchmark}: run the brf "
+                f"pipeline first (it has {sorted(set(zip(scores['dataset'], scores['benchmark'])))})"
+            )
         scores = scores[ours].drop(columns=["dataset", "benchmark"])
     _require(scores, ["image_id", "split_seed", "method", "score"], "scores")
     _require(image_index, ["image_id", "dataset", "category", "label", "defect_type", "unseen"], "image_index")
@@ -71,10 +95,14 @@ def label_test_scores(scores: pd.DataFrame, image_index: pd.DataFrame, splits: p
         expected = test.loc[test["split_seed"] == seed, "image_id"]
         missing = set(expected) - set(rows["image_id"])
         if missing:
-            raise ValueError(f"scores: method {method!r} split_seed {seed} lacks {len(missing)} of "
-                             f"{len(expected)} test images, e.g. {sorted(missing)[:3]}")
+            raise ValueError(
+                f"scores: method {method!r} split_seed {seed} lacks {len(missing)} of "
+                f"{len(expected)} test images, e.g. {sorted(missing)[:3]}"
+            )
     if joined.empty:
-        raise ValueError(f"scores has no row for a test image of splits (split_seeds {sorted(set(test['split_seed']))})")
+        raise ValueError(
+            f"scores has no row for a test image of splits (split_seeds {sorted(set(test['split_seed']))})"
+        )
     all_seeds = set(test["split_seed"])
     for method, rows in joined.groupby("method", sort=False):
         seeds_without = sorted(all_seeds - set(rows["split_seed"]))
@@ -83,7 +111,9 @@ def label_test_scores(scores: pd.DataFrame, image_index: pd.DataFrame, splits: p
     index = image_index[["image_id", "dataset", "category", "label", "defect_type", "unseen"]]
     joined = joined.merge(index, on="image_id", how="left", validate="many_to_one")
     if joined["label"].isna().any():
-        raise ValueError(f"scores: image_id(s) not in image_index, e.g. {joined.loc[joined.label.isna(), 'image_id'].iloc[0]}")
+        raise ValueError(
+            f"scores: image_id(s) not in image_index, e.g. {joined.loc[joined.label.isna(), 'image_id'].iloc[0]}"
+        )
     joined["unseen"] = joined["unseen"].fillna(False).astype(bool)
     joined["label"] = joined["label"].astype("int8")
     joined["score"] = joined["score"].astype("float64")
@@ -113,12 +143,22 @@ def compute_metrics(test_scores: pd.DataFrame, benchmark: str) -> pd.DataFrame:
     """
     rows = []
     for (dataset, category, method, seed), group in test_scores.groupby(
-            ["dataset", "category", "method", "split_seed"], sort=True):
+        ["dataset", "category", "method", "split_seed"], sort=True
+    ):
         for subset, part in _subsets(group).items():
             name = f"dataset {dataset}, category {category}, method {method}, split_seed {seed}, subset {subset}"
             metrics = image_metrics(part["label"].to_numpy(), part["score"].to_numpy(), name=name)
-            rows.append({"dataset": dataset, "category": category, "benchmark": benchmark, "method": method,
-                         "split_seed": int(seed), "subset": subset, **metrics.as_dict()})
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "category": category,
+                    "benchmark": benchmark,
+                    "method": method,
+                    "split_seed": int(seed),
+                    "subset": subset,
+                    **metrics.as_dict(),
+                }
+            )
     table = pd.DataFrame(rows, columns=METRICS_COLUMNS)
     if table["category"].nunique() > 1:
         keys = ["dataset", "benchmark", "method", "split_seed", "subset"]
@@ -131,8 +171,15 @@ def compute_metrics(test_scores: pd.DataFrame, benchmark: str) -> pd.DataFrame:
     table = table.sort_values("method", key=lambda s: s.map(order), kind="mergesort")
     out = aggregate_over_seeds(table, keys=["dataset", "category", "benchmark", "method", "subset"])
     for _, row in out[(out.split_seed == "mean") & (out.subset == "all")].iterrows():
-        log.info("%-28s %-10s AUROC %.3f  FPR@95TPR %.3f  PG2 %.3f  PB2 %.3f", row.method, row.category,
-                 row.auroc, row.fpr95tpr, row.pg2, row.pb2)
+        log.info(
+            "%-28s %-10s AUROC %.3f  FPR@95TPR %.3f  PG2 %.3f  PB2 %.3f",
+            row.method,
+            row.category,
+            row.auroc,
+            row.fpr95tpr,
+            row.pg2,
+            row.pb2,
+        )
     return out[METRICS_COLUMNS]
 
 
@@ -145,21 +192,27 @@ def _per_category(test_scores: pd.DataFrame):
 
 def plot_roc_curves(test_scores: pd.DataFrame) -> tuple[dict, list[str]]:
     """ROC figures per category -> ({file name: figure}, file names)."""
-    figures = {f"roc{suffix}.png": roc_figure(rows, title=str(category))
-               for category, suffix, rows in _per_category(test_scores)}
+    figures = {
+        f"roc{suffix}.png": roc_figure(rows, title=str(category))
+        for category, suffix, rows in _per_category(test_scores)
+    }
     return figures, list(figures)
 
 
 def plot_score_histograms(test_scores: pd.DataFrame, options: PlotOptions) -> tuple[dict, list[str]]:
     """Score histograms (good / seen bad / unseen bad) per category -> (figures, file names)."""
-    figures = {f"histogram{suffix}.png": score_histogram_figure(
-        rows, split_seed=options.split_seed, bins=options.histogram_bins,
-        title=str(category)) for category, suffix, rows in _per_category(test_scores)}
+    figures = {
+        f"histogram{suffix}.png": score_histogram_figure(
+            rows, split_seed=options.split_seed, bins=options.histogram_bins, title=str(category)
+        )
+        for category, suffix, rows in _per_category(test_scores)
+    }
     return figures, list(figures)
 
 
-def plot_feature_importance(brf_models: Mapping, test_scores: pd.DataFrame, options: PlotOptions,
-                            dataset: DatasetConfig, benchmark: str) -> tuple[dict, list[str]]:
+def plot_feature_importance(
+    brf_models: Mapping, test_scores: pd.DataFrame, options: PlotOptions, dataset: DatasetConfig, benchmark: str
+) -> tuple[dict, list[str]]:
     """Importance figures, one per SegAD combination of this run -> (figures, file names).
 
     ``brf_models`` is the brf stage's partitioned dataset ({``<dataset>/<benchmark>/<category>/
@@ -184,23 +237,31 @@ def plot_feature_importance(brf_models: Mapping, test_scores: pd.DataFrame, opti
         if (layout, bench) == regime and method in methods and category in categories and seed in seeds:
             chosen.setdefault(method, []).append(load() if callable(load) else load)
     if legacy:
-        log.warning("brf_models: %d file(s) not named <dataset>/<benchmark>/<category>/<method>/"
-                    "split_seed_<s> were skipped (e.g. %s)", len(legacy), legacy[0])
+        log.warning(
+            "brf_models: %d file(s) not named <dataset>/<benchmark>/<category>/<method>/"
+            "split_seed_<s> were skipped (e.g. %s)",
+            len(legacy),
+            legacy[0],
+        )
     missing = sorted(methods - set(chosen))
     if missing:
-        raise ValueError(f"brf_models has no model of dataset={regime[0]}, benchmark={regime[1]} for "
-                         f"method(s) {missing} of this run's scores")
+        raise ValueError(
+            f"brf_models has no model of dataset={regime[0]}, benchmark={regime[1]} for "
+            f"method(s) {missing} of this run's scores"
+        )
     figures = {}
     for method in method_order(list(chosen)):
         values = model_importances(chosen[method], importance_type)
         title = f"{method} (share of {importance_type}, mean over {len(chosen[method])} model(s))"
         figures[f"importance_{method.replace('+', '_')}.png"] = feature_importance_figure(
-            values, title=title, importance_type=f"share of {importance_type}")
+            values, title=title, importance_type=f"share of {importance_type}"
+        )
     return figures, list(figures)
 
 
-def plot_overlays(test_scores: pd.DataFrame, image_index: pd.DataFrame, segmentation, options: PlotOptions,
-                  **maps) -> tuple[dict, list[str]]:
+def plot_overlays(
+    test_scores: pd.DataFrame, image_index: pd.DataFrame, segmentation, options: PlotOptions, **maps
+) -> tuple[dict, list[str]]:
     """Worst false negatives / positives of one method per category, with segments and raw maps.
 
     ``maps`` holds ``<detector>__map_index`` (DataFrame) and ``<detector>__map_store``
@@ -227,24 +288,29 @@ def plot_overlays(test_scores: pd.DataFrame, image_index: pd.DataFrame, segmenta
                 try:
                     map_key = keys[detector].loc[(case.image_id, seed)]
                 except KeyError as error:
-                    raise KeyError(f"{detector}.map_index has no map for image {case.image_id!r}, "
-                                   f"split_seed {seed}") from error
+                    raise KeyError(
+                        f"{detector}.map_index has no map for image {case.image_id!r}, split_seed {seed}"
+                    ) from error
                 anomaly_maps[detector] = maps[f"{detector}__map_store"].read(str(map_key))
             size = next(iter(anomaly_maps.values())).shape[0] if anomaly_maps else None
             labels = segmentation.labels_for(category, [case.image_id]) if segmentation is not None else None
             if labels is not None and labels.ndim == 3:
                 labels = labels[0]
             kind = "FN" if case.case == "false_negative" else "FP"
-            cases.append({"image": read_image(paths.loc[case.image_id], size=size), "maps": anomaly_maps,
-                          "segments": labels,
-                          "caption": f"{kind} #{case.rank} score {case.score:.3g}\n{case.image_id}"})
+            cases.append(
+                {
+                    "image": read_image(paths.loc[case.image_id], size=size),
+                    "maps": anomaly_maps,
+                    "segments": labels,
+                    "caption": f"{kind} #{case.rank} score {case.score:.3g}\n{case.image_id}",
+                }
+            )
         title = f"{method}, split_seed {seed}, {category}\nworst false negatives (FN), false positives (FP)"
         figures[f"overlays{suffix}.png"] = overlay_figure(cases, title=title)
     return figures, list(figures)
 
 
-def write_report(metrics: pd.DataFrame, parameters: Mapping, options: ReportOptions,
-                 **plot_files: list[str]) -> str:
+def write_report(metrics: pd.DataFrame, parameters: Mapping, options: ReportOptions, **plot_files: list[str]) -> str:
     """report.md text; ``plot_files`` maps a plot dataset key (as in ``options.plot_dirs``) to file names.
 
     ``parameters`` (the whole tree, printed in the report) may hold typed parameter blocks; they
@@ -257,8 +323,9 @@ def write_report(metrics: pd.DataFrame, parameters: Mapping, options: ReportOpti
         if key not in plot_dirs:
             raise KeyError(f"evaluation.report.plot_dirs has no folder for plot set {key!r}")
         figures[titles.get(key, key)] = [f"{plot_dirs[key]}/{name}" for name in files]
-    return render_report(metrics, parameters=jsonable(parameters), figures=figures, versions=package_versions(),
-                         title=options.title)
+    return render_report(
+        metrics, parameters=jsonable(parameters), figures=figures, versions=package_versions(), title=options.title
+    )
 
 
 def keep_by_regime(metrics: pd.DataFrame, report: str, dataset: DatasetConfig, benchmark: str) -> tuple[dict, dict]:

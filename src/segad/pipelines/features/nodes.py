@@ -18,14 +18,18 @@ from segad.segments.segment_maps import SegmentMapConfig, SegmentMaps, overlay, 
 log = logging.getLogger(__name__)
 
 
-def build_segmentation(image_index: pd.DataFrame, given: SegmentMapConfig, image_size: int,
-                       dataset: DatasetConfig) -> SegmentMaps:
+def build_segmentation(
+    image_index: pd.DataFrame, given: SegmentMapConfig, image_size: int, dataset: DatasetConfig
+) -> SegmentMaps:
     """Segment maps of every category at map resolution (auto: from good `train` images only)."""
     config = given.for_dataset(dataset.layout, dataset.root)
     if given.method is None and config.method == "auto":
-        log.warning("no segment map given for dataset %r: automatic k-means map with %d segments; set "
-                    "segmentation.path (static) or segmentation.folder (per_image) to use your own",
-                    dataset.layout, config.auto_segments)
+        log.warning(
+            "no segment map given for dataset %r: automatic k-means map with %d segments; set "
+            "segmentation.path (static) or segmentation.folder (per_image) to use your own",
+            dataset.layout,
+            config.auto_segments,
+        )
     goods = image_index[(image_index["split"] == "train") & (image_index["label"] == 0)]
     paths = goods.groupby("category")["path"].apply(list).to_dict()
     segmentation = resolve_segmentation(config, sorted(image_index["category"].unique()), image_size, paths)
@@ -38,8 +42,12 @@ def segmentation_overlays(image_index: pd.DataFrame, segmentation: SegmentMaps, 
     """A few images per category with their segments drawn over them, as figures."""
     figures = {}
     for category, rows in image_index.sort_values("image_id").groupby("category"):
-        picked = pd.concat([rows[rows["label"] == 0].head(config.overlay_images // 2 or 1),
-                            rows[rows["label"] == 1].head(config.overlay_images // 2)])
+        picked = pd.concat(
+            [
+                rows[rows["label"] == 0].head(config.overlay_images // 2 or 1),
+                rows[rows["label"] == 1].head(config.overlay_images // 2),
+            ]
+        )
         for _, row in picked.iterrows():
             labels = segmentation.labels_for(category, [row["image_id"]])
             labels = labels[0] if labels.ndim == 3 else labels
@@ -53,8 +61,14 @@ def segmentation_overlays(image_index: pd.DataFrame, segmentation: SegmentMaps, 
     return figures
 
 
-def train_classifier(image_index: pd.DataFrame, splits: pd.DataFrame, synthetic_index: pd.DataFrame,
-                     config: ClassifierConfig, image_size: int, device: str) -> pd.DataFrame:
+def train_classifier(
+    image_index: pd.DataFrame,
+    splits: pd.DataFrame,
+    synthetic_index: pd.DataFrame,
+    config: ClassifierConfig,
+    image_size: int,
+    device: str,
+) -> pd.DataFrame:
     """Supervised classifier scores (image_id, split_seed, score); empty when disabled."""
     if not config.enabled:
         return empty_scores()
@@ -95,4 +109,3 @@ def compute_features(
     table["detectors"] = "+".join(sorted(detectors))
     log.info("feature table: %d rows x %d columns", *table.shape)
     return table
-

@@ -23,7 +23,11 @@ def ingest(dataset: DatasetConfig, demo: DemoConfig) -> tuple[pd.DataFrame, pd.D
     if dataset.layout == "demo" and dataset.root is not None:  # without a root build_index names it
         write_demo(dataset.root, demo)
     index, problems = build_index(
-        dataset.layout, dataset.root, dataset.category, on_bad_image=dataset.on_bad_image, **dataset.options,
+        dataset.layout,
+        dataset.root,
+        dataset.category,
+        on_bad_image=dataset.on_bad_image,
+        **dataset.options,
     )
     for row in problems.itertuples():
         log.warning("skipped unreadable image %s: %s", row.path, row.problem)

@@ -6,6 +6,8 @@ from segad.pipelines.ingestion.nodes import ingest
 
 
 def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
-    return Pipeline([
-        node(ingest, ["params:dataset", "params:demo"], ["image_index", "ingestion_problems"], name="ingest"),
-    ])
+    return Pipeline(
+        [
+            node(ingest, ["params:dataset", "params:demo"], ["image_index", "ingestion_problems"], name="ingest"),
+        ]
+    )

@@ -32,18 +32,33 @@ def score_folder(bundle: Bundle, params: ScoreOptions, device: str) -> tuple[pd.
         log.warning("score: %s holds no image files; writing an empty inspection table", folder)
     models = bundle.load_detectors(device=device)
     start = time.perf_counter()
-    result = score_images(paths, bundle, models, root=folder,
-                          batch_size=params.batch_size, explain=params.explain,
-                          overlays=params.overlays, progress=params.progress,
-                          backends={name: params.backend for name in bundle.detectors})
+    result = score_images(
+        paths,
+        bundle,
+        models,
+        root=folder,
+        batch_size=params.batch_size,
+        explain=params.explain,
+        overlays=params.overlays,
+        progress=params.progress,
+        backends={name: params.backend for name in bundle.detectors},
+    )
     elapsed = time.perf_counter() - start
     table = result.table
     counts = table["decision"].value_counts().to_dict()
     op = bundle.operating_point
-    log.info("score: %d images in %.1f s (%.1f images/s) with bundle %s at threshold %.4f "
-             "(target miss rate %.1f%%, expected good pass rate %.1f%%): %s",
-             len(table), elapsed, len(table) / elapsed if elapsed else float("nan"), bundle.bundle_id,
-             op.threshold, 100 * op.target_miss_rate, 100 * op.expected_pass_rate, counts)
+    log.info(
+        "score: %d images in %.1f s (%.1f images/s) with bundle %s at threshold %.4f "
+        "(target miss rate %.1f%%, expected good pass rate %.1f%%): %s",
+        len(table),
+        elapsed,
+        len(table) / elapsed if elapsed else float("nan"),
+        bundle.bundle_id,
+        op.threshold,
+        100 * op.target_miss_rate,
+        100 * op.expected_pass_rate,
+        counts,
+    )
     log.info("score: seconds per stage %s", {k: round(result.seconds[k], 3) for k in STAGES})
     if counts.get(ERROR):
         for message in table.loc[table["decision"] == ERROR, "error"].head(10):

@@ -6,7 +6,13 @@ from segad.pipelines.split.nodes import split
 
 
 def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
-    return Pipeline([
-        node(split, ["image_index", "params:dataset", "params:benchmark", "params:seeds", "params:split"],
-             "splits", name="split"),
-    ])
+    return Pipeline(
+        [
+            node(
+                split,
+                ["image_index", "params:dataset", "params:benchmark", "params:seeds", "params:split"],
+                "splits",
+                name="split",
+            ),
+        ]
+    )
