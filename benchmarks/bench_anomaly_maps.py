@@ -247,7 +247,7 @@ def bench_float16(names: list[str], n_images: int, size: int) -> None:
     from segad.detection.config import DetectorConfig
     from segad.detection.fit import fit_detector
     from segad.detection.inference import iter_maps
-    from segad.segments.features import reference_segment_statistics
+    from segad.segments.reference import reference_segment_statistics
 
     labels = np.asarray(Image.open(DEMO / "segmentation.png").resize((size, size), Image.NEAREST)).astype(np.int64)
     n_segments = int(labels.max()) + 1

@@ -43,11 +43,11 @@ from segad.ingestion.demo import segmentation_map
 from segad.segments.features import (
     SegmentMap,
     default_threads,
-    reference_segment_statistics,
     segment_statistics,
     stream_statistics,
 )
 from segad.segments.features_torch import segment_statistics_torch
+from segad.segments.reference import reference_segment_statistics
 
 
 def make_maps(n: int, size: int, seed: int = 0) -> np.ndarray:

@@ -20,7 +20,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import node, pipeline
 from kedro.runner import SequentialRunner
 
-from segad import schemas
+from segad import schema_report, schemas
 from segad.config import DatasetConfig
 from segad.detection.config import DetectorConfig
 from segad.detection.map_store import MapStore
@@ -254,11 +254,11 @@ def _catalog_names() -> set[str]:
 
 
 def test_docs_schemas_md_is_the_rendering_of_the_models():
-    text = schemas.DOC.read_text(encoding="utf-8")
-    assert schemas.documented(text) == set(schemas.MODELS)
-    assert schemas.render_doc(text) == text, "docs/schemas.md is stale: run `python -m segad.schemas`"
+    text = schema_report.DOC.read_text(encoding="utf-8")
+    assert schema_report.documented(text) == set(schemas.MODELS)
+    assert schema_report.render_doc(text) == text, "docs/schemas.md is stale: run `python -m segad.schema_report`"
     stale = text.replace("| label | int8, one of `0`, `1` | 0 good, 1 bad |", "| label | int64 | 0 good, 1 bad |")
-    assert stale != text and schemas.render_doc(stale) == text
+    assert stale != text and schema_report.render_doc(stale) == text
 
 
 def test_kedro_run_stops_on_a_bad_table_with_the_short_error(tmp_path):

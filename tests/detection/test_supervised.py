@@ -12,16 +12,13 @@ import torch
 from PIL import Image
 
 from segad.detection.supervised import (
-    SupervisedConfig,
-    SupervisedConfigError,
     SupervisedImages,
-    TrainImage,
     build_supervised,
     fit_supervised,
     iter_supervised,
     predict_supervised,
-    supervised_model_key,
 )
+from segad.detection.supervised_config import SupervisedConfig, SupervisedConfigError, TrainImage, supervised_model_key
 from segad.detection.supervised_stage import load_supervised, save_supervised
 from segad.images import read_image
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from segad.detection.map_store import MapStore
-from segad.detection.supervised import SupervisedConfig, SupervisedConfigError
+from segad.detection.supervised_config import SupervisedConfig, SupervisedConfigError
 from segad.detection.supervised_stage import FULL, INDEX_COLUMNS, compute_supervised_maps, plan_supervised
 
 SIZE = 64
@@ -107,7 +107,7 @@ def test_maps_and_scores_are_stored_and_reused(tables):
 def test_conf_block_is_valid_and_offline():
     import yaml
 
-    from segad.detection.supervised import NAME
+    from segad.detection.supervised_config import NAME
 
     text = (Path(__file__).parents[2] / "conf/base/parameters_anomaly_maps.yml").read_text()
     block = yaml.safe_load(text)["anomaly_maps"][NAME]

@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 from segad.images import ImageReadError
-from segad.ingestion.layouts import INDEX_COLUMNS, LayoutError, build_index, read_low_shot, read_sensum_folds
+from segad.ingestion.image_index import INDEX_COLUMNS
+from segad.ingestion.layouts import LayoutError, build_index, read_low_shot, read_sensum_folds
 from tests.conftest import write_png
 
 

@@ -14,11 +14,11 @@ from segad.segments.features import (
     build_feature_table,
     feature_matrix,
     feature_rows,
-    reference_segment_statistics,
     segment_statistics,
     stream_statistics,
 )
 from segad.segments.features_torch import TORCH_STATS, segment_statistics_torch
+from segad.segments.reference import reference_segment_statistics
 from segad.segments.segment_maps import SegmentMaps
 
 RTOL = 1e-6

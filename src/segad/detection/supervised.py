@@ -22,7 +22,8 @@ segmentation loss (the classification loss sees every label). Maps and scores ar
 ``SupersimplenetModel`` returns them (sigmoids). Details: docs/anomaly_maps.md.
 
 Example:
-    >>> from segad.detection.supervised import SupervisedConfig, TrainImage, fit_supervised
+    >>> from segad.detection.supervised import fit_supervised
+    >>> from segad.detection.supervised_config import SupervisedConfig, TrainImage
     >>> config = SupervisedConfig.from_dict({"model": {"backbone": "tf_efficientnet_lite0",
     ...     "layers": ["blocks.2", "blocks.4"]}, "weights": "packaged:efficientnet_lite0"})
     >>> items = [TrainImage("good.png", 0), TrainImage("bad.png", 1, "bad_mask.png")]
@@ -32,167 +33,26 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
-import inspect
-import json
 import logging
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from segad.detection.weights import WeightsSource, prepare_backbone, weights_fingerprint, write_timm_local_dir
-from segad.files import file_sha256
+from segad.detection.supervised_config import (
+    NAME,
+    SupervisedConfig,
+    SupervisedConfigError,
+    TrainImage,
+    _uses_mask,
+)
+from segad.detection.weights import WeightsSource, prepare_backbone, write_timm_local_dir
 from segad.images import read_image, read_mask
-from segad.versions import package_versions
 
 logger = logging.getLogger(__name__)
-
-#: The detector name in ``detectors:`` and the method name of its own image score.
-NAME = "supersimplenet_supervised"
-#: Bump when this module changes what a saved model, a map or a score means (part of model_key).
-FORMAT_VERSION = 1
-MASK_POLICIES = ("auto", "masks", "label_only")
-_LIBRARIES = ("anomalib", "torch", "torchvision", "timm")
-_RESERVED = ("supervised", "pre_processor", "post_processor", "evaluator", "visualizer", "backbone_weights")
-
-
-def is_supervised(name: str) -> bool:
-    """Whether the ``detectors`` entry ``name`` is the supervised SuperSimpleNet."""
-    return name == NAME
-
-
-class SupervisedConfigError(ValueError):
-    """A supervised detector setting is invalid, or the training images cannot train it."""
-
-
-@dataclass(frozen=True)
-class SupervisedConfig:
-    """Settings of ``anomaly_maps.supersimplenet_supervised``.
-
-    Attributes:
-        model: ``Supersimplenet`` arguments (``backbone``, ``layers``, ``perlin_threshold``,
-            ``adapt_cls_features``); ``supervised`` and the processors are set here.
-        weights: ``hub`` | ``packaged:efficientnet_lite0`` | a weights file (`segad.detection.weights`).
-        trainer: Lightning ``Trainer`` arguments; ``max_epochs`` (default 1) also places
-            anomalib's LR milestones (80 % and 90 % of it).
-        train_batch_size, batch_size, num_workers, seed: as for the other detectors.
-        masks: ``auto`` (a bad image's mask where it has one, label-only where not) | ``masks``
-            (every bad image must have one) | ``label_only`` (masks ignored).
-        bad_repeat: how often each bad image appears per epoch (0 = about half as many bad as
-            good presentations: ``max(1, n_good // (2 n_bad))``).
-        cross_fit_folds: K of the brf_train cross-fitting (`segad.detection.supervised_stage`).
-    """
-
-    model: dict[str, Any] = field(default_factory=dict)
-    weights: str = "hub"
-    trainer: dict[str, Any] = field(default_factory=dict)
-    train_batch_size: int = 8
-    batch_size: int = 16
-    num_workers: int = 0
-    seed: int = 0
-    masks: str = "auto"
-    bad_repeat: int = 0
-    cross_fit_folds: int = 3
-
-    #: settings that change neither a fitted model nor its outputs
-    RUNTIME_ONLY = ("batch_size", "num_workers", "cross_fit_folds")
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> SupervisedConfig:
-        """Build from a parameters mapping; SupervisedConfigError naming a bad or unknown setting."""
-        values = dict(values or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise SupervisedConfigError(f"detector {NAME}: unknown settings {unknown}; known: {sorted(known)}")
-        values["model"] = dict(values.get("model") or {})
-        values["trainer"] = dict(values.get("trainer") or {})
-        config = cls(**values)
-        for key in ("train_batch_size", "batch_size", "num_workers", "seed", "bad_repeat", "cross_fit_folds"):
-            value = getattr(config, key)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise SupervisedConfigError(f"detector {NAME}: {key} must be int, got {value!r}")
-        for key, low in (
-            ("train_batch_size", 1),
-            ("batch_size", 1),
-            ("num_workers", 0),
-            ("bad_repeat", 0),
-            ("cross_fit_folds", 2),
-        ):
-            if getattr(config, key) < low:
-                raise SupervisedConfigError(f"detector {NAME}: {key} must be >= {low}")
-        if config.masks not in MASK_POLICIES:
-            raise SupervisedConfigError(f"detector {NAME}: masks must be one of {MASK_POLICIES}, got {config.masks!r}")
-        reserved = sorted(set(config.model) & set(_RESERVED))
-        if reserved:
-            raise SupervisedConfigError(f"detector {NAME}: model.{reserved[0]} is set by segad")
-        return config
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able settings (inverse of `from_dict`)."""
-        return dataclasses.asdict(self)
-
-    def architecture(self) -> str:
-        """``model.backbone`` or anomalib's default."""
-        if "backbone" in self.model:
-            return str(self.model["backbone"])
-        return str(inspect.signature(_lightning_class()).parameters["backbone"].default)
-
-    def identity(self) -> dict[str, Any]:
-        """Everything that changes a fitted model (hashed into its model_key)."""
-        values = self.to_dict()
-        for key in self.RUNTIME_ONLY:
-            values.pop(key)
-        values["weights"] = weights_fingerprint(WeightsSource.parse(self.weights), True)
-        return {"detector": NAME, **values}
-
-
-@dataclass(frozen=True)
-class TrainImage:
-    """One training image: ``label`` 0 good / 1 bad; ``mask_path`` of a bad image's pixel mask or None."""
-
-    path: str
-    label: int
-    mask_path: str | None = None
-
-
-def training_identity(items: Sequence[TrainImage], masks: str) -> list[str]:
-    """Content identity of a training set under a mask policy (part of model_key): one string per
-    image, ``good:<sha>`` / ``bad:<sha>:mask:<sha of mask>`` / ``bad:<sha>:label_only``."""
-    out = []
-    for item in items:
-        image = file_sha256(item.path)[:32]
-        if int(item.label) == 0:
-            out.append(f"good:{image}")
-        elif _uses_mask(item, masks):
-            out.append(f"bad:{image}:mask:{file_sha256(str(item.mask_path))[:32]}")
-        else:
-            out.append(f"bad:{image}:label_only")
-    return sorted(out)
-
-
-def supervised_model_key(config: SupervisedConfig, image_size: int, items: Sequence[TrainImage]) -> str:
-    """16-hex hash of config identity, image size, training set (good and bad, with masks),
-    `FORMAT_VERSION` and library versions."""
-    payload = {
-        "format": FORMAT_VERSION,
-        "libraries": package_versions(_LIBRARIES),
-        "config": config.identity(),
-        "image_size": int(image_size),
-        "train": training_identity(items, config.masks),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _uses_mask(item: TrainImage, masks: str) -> bool:
-    return int(item.label) == 1 and masks != "label_only" and item.mask_path is not None
-
 
 # -------------------------------------------------------------------------------- model and data
 

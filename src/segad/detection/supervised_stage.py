@@ -35,17 +35,14 @@ import numpy as np
 import torch
 
 from segad.detection.stage import MapRunStats
-from segad.detection.supervised import (
+from segad.detection.supervised import build_supervised, fit_supervised, iter_supervised, torch_device
+from segad.detection.supervised_config import (
     FORMAT_VERSION,
     NAME,
     SupervisedConfig,
     SupervisedConfigError,
     TrainImage,
-    build_supervised,
-    fit_supervised,
-    iter_supervised,
     supervised_model_key,
-    torch_device,
 )
 from segad.files import check_owned, file_sha256, replace_folder
 

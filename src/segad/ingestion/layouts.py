@@ -1,6 +1,6 @@
 """Dataset readers: one function per folder layout, each returning the image index.
 
-The image index has one row per image (schema in docs/schemas.md, `INDEX_COLUMNS` here).
+The image index has one row per image (schema in docs/schemas.md, `segad.ingestion.image_index.INDEX_COLUMNS`).
 Image ids are the image's path relative to the dataset root with POSIX separators, so they are
 stable across runs and machines.
 
@@ -28,23 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
-from segad.images import ImageReadError, image_size, is_image_file
+from segad.images import ImageReadError, is_image_file
+from segad.ingestion.image_index import DuplicateImageError, check_duplicates, measure_images, typed_index
 
-INDEX_COLUMNS = [
-    "image_id",
-    "dataset",
-    "category",
-    "split",
-    "label",
-    "defect_type",
-    "unseen",
-    "path",
-    "mask_path",
-    "width",
-    "height",
-]
 LAYOUTS = ("demo", "vad", "visa", "sensum", "mvtec", "elpv")
 VISA_CATEGORIES = (
     "candle",
@@ -91,15 +78,18 @@ def build_index(
         raise LayoutError(f"{root_path}: no images found for layout {layout!r}")
     index = pd.DataFrame(rows)
     index.insert(1, "dataset", layout)
-    _check_duplicates(index)
-    index, problems = _measure(index)
+    try:
+        check_duplicates(index)
+    except DuplicateImageError as error:
+        raise LayoutError(f"{root_path}: {error}") from None
+    index, problems = measure_images(index)
     if len(problems) and on_bad_image == "fail":
         listing = "\n".join(f"  {p.path}: {p.problem}" for p in problems.itertuples())
         raise ImageReadError(
             f"{len(problems)} unreadable image or mask file(s) under {root_path} "
             f"(set dataset.on_bad_image: skip to drop and report them):\n{listing}"
         )
-    return _typed(index), problems
+    return typed_index(index), problems
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,47 +447,3 @@ def _check_low_shot(root: Path) -> None:
             raise LayoutError(
                 f"{root / 'low_shot_train.json'}: draw {key!r} names files not in train/bad: {missing[:5]}"
             )
-
-
-def _check_duplicates(index: pd.DataFrame) -> None:
-    duplicated = index.image_id[index.image_id.duplicated()].unique()
-    if len(duplicated):
-        raise LayoutError(f"duplicate image ids (each image must appear once): {list(duplicated[:10])}")
-
-
-def _measure(index: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Decode every image and mask; returns the readable rows with width/height, and the problems."""
-    sizes, problems = [], []
-    for path, mask in tqdm(zip(index.path, index.mask_path), total=len(index), desc="checking images", unit="img"):
-        try:
-            size = image_size(path)
-            if mask is not None:
-                image_size(mask)
-        except ImageReadError as error:
-            problems.append({"path": path, "problem": str(error).split(": ", 1)[-1]})
-            size = None
-        sizes.append(size)
-    keep = [s is not None for s in sizes]
-    index = index[keep].copy()
-    index["width"] = [s[0] for s in sizes if s is not None]
-    index["height"] = [s[1] for s in sizes if s is not None]
-    return index, pd.DataFrame(problems, columns=["path", "problem"])
-
-
-def _typed(index: pd.DataFrame) -> pd.DataFrame:
-    index = index[INDEX_COLUMNS].reset_index(drop=True)
-    return index.astype(
-        {
-            "image_id": "string",
-            "dataset": "string",
-            "category": "string",
-            "split": "string",
-            "label": "int8",
-            "defect_type": "string",
-            "unseen": "bool",
-            "path": "string",
-            "mask_path": "string",
-            "width": "int32",
-            "height": "int32",
-        }
-    )

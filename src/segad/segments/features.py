@@ -77,31 +77,6 @@ class FeatureConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# reference implementation (the definition; used by tests and the benchmark)
-
-
-def reference_segment_statistics(anomaly_map: np.ndarray, labels: np.ndarray, n_segments: int) -> np.ndarray:
-    """Straightforward per-segment loop, as the SegAD reference code: float64 (L, 4).
-
-    Boolean mask per segment, ``numpy.quantile``, ``scipy.stats.skew``/``kurtosis``. Slow; the
-    definition the vectorised path is tested against.
-    """
-    from scipy.stats import kurtosis, skew
-
-    out = np.zeros((n_segments, 4), dtype=np.float64)
-    for segment in range(n_segments):
-        sel = anomaly_map[labels == segment]
-        if sel.size:
-            out[segment] = (
-                np.quantile(sel, QUANTILE),
-                skew(sel),
-                kurtosis(sel),
-                sel.mean(),
-            )
-    return out
-
-
-# --------------------------------------------------------------------------------------------
 # the fast path (compiled kernels in segad.segments.kernels)
 
 

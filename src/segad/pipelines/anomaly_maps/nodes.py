@@ -12,7 +12,7 @@ from segad.detection.distribute import ShardOptions
 from segad.detection.external import ExternalConfig, compute_external_maps, is_external
 from segad.detection.map_store import MapStore
 from segad.detection.stage import compute_anomaly_maps
-from segad.detection.supervised import SupervisedConfig, is_supervised
+from segad.detection.supervised_config import SupervisedConfig, is_supervised
 from segad.detection.supervised_stage import compute_supervised_maps
 
 logger = logging.getLogger(__name__)
