@@ -76,22 +76,29 @@ def model_key(
 
 def save_detector(model: torch.nn.Module, config: DetectorConfig, image_size: int, directory: str | Path) -> Path:
     """Write ``detector.json`` + ``state_dict.pt`` into ``directory`` atomically (temp dir, rename)."""
+    meta = {
+        "format": FORMAT_VERSION,
+        "detector": config.name,
+        "image_size": int(image_size),
+        "config": config.to_dict(),
+    }
+    return write_model_folder(model, meta, directory, "save_detector")
+
+
+def write_model_folder(model: torch.nn.Module, meta: dict, directory: str | Path, writer: str) -> Path:
+    """``state_dict.pt`` of `model` and ``detector.json`` (`meta` + the state's sha256) written
+    into a temporary sibling folder, then swapped in for ``directory`` (`segad.files.replace_folder`);
+    ``directory`` may only hold a model folder's own files (`segad.files.check_owned`, named by
+    `writer`). Nothing is left half-written."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        torch.save(state, staging / "state_dict.pt")
-        meta = {
-            "format": FORMAT_VERSION,
-            "detector": config.name,
-            "image_size": int(image_size),
-            "config": config.to_dict(),
-            "state_sha256": file_sha256(staging / "state_dict.pt"),
-        }
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, staging / "state_dict.pt")
+        meta = {**meta, "state_sha256": file_sha256(staging / "state_dict.pt")}
         (staging / "detector.json").write_text(json.dumps(meta, indent=2, default=str))
         owned = ["detector.json", "state_dict.pt"] if (directory / "detector.json").is_file() else None
-        check_owned(directory, owned, "save_detector")
+        check_owned(directory, owned, writer)
         replace_folder(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -112,18 +119,10 @@ def load_detector(
     tensor is restored from ``state_dict.pt`` with ``weights_only=True`` and ``strict=True``.
     """
     directory = Path(directory)
-    meta_path, state_path = directory / "detector.json", directory / "state_dict.pt"
-    if not meta_path.is_file() or not state_path.is_file():
-        raise DetectorLoadError(f"{directory}: not a saved detector (needs detector.json and state_dict.pt)")
+    meta, state = read_model_folder(directory)
     try:
-        meta = json.loads(meta_path.read_text())
-        if file_sha256(state_path) != meta["state_sha256"]:
-            raise DetectorLoadError(f"{state_path}: checksum mismatch (damaged file)")
         config = DetectorConfig.from_dict(meta["detector"], meta["config"])
         image_size = int(meta["image_size"])
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-    except DetectorLoadError:
-        raise
     except Exception as error:  # noqa: BLE001
         raise DetectorLoadError(f"{directory}: damaged saved detector ({error})") from error
     model = build_detector(config, image_size, backbone_cache_dir, for_loading=True)
@@ -132,6 +131,27 @@ def load_detector(
     model.to(resolve_device(device))
     model.eval()
     return model, config, image_size
+
+
+def read_model_folder(directory: Path, detector: str | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(``detector.json`` contents, state dict) of a folder `write_model_folder` wrote, loaded with
+    ``weights_only``; `DetectorLoadError` naming the folder when a file is missing, the checksum
+    does not match, or (with `detector`) it holds another detector."""
+    meta_path, state_path = directory / "detector.json", directory / "state_dict.pt"
+    if not meta_path.is_file() or not state_path.is_file():
+        raise DetectorLoadError(f"{directory}: not a saved detector (needs detector.json and state_dict.pt)")
+    try:
+        meta = json.loads(meta_path.read_text())
+        if detector is not None and meta.get("detector") != detector:
+            raise DetectorLoadError(f"{directory}: not a {detector} model (it holds {meta.get('detector')!r})")
+        if file_sha256(state_path) != meta["state_sha256"]:
+            raise DetectorLoadError(f"{state_path}: checksum mismatch (damaged file)")
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except DetectorLoadError:
+        raise
+    except Exception as error:  # noqa: BLE001
+        raise DetectorLoadError(f"{directory}: damaged saved detector ({error})") from error
+    return meta, state
 
 
 def _resize_buffers_like(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:

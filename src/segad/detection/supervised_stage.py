@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 import zlib
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from segad.detection.persistence import read_model_folder, write_model_folder
 from segad.detection.stage import MapRunStats
 from segad.detection.supervised import build_supervised, fit_supervised, iter_supervised, torch_device
 from segad.detection.supervised_config import (
@@ -44,7 +44,7 @@ from segad.detection.supervised_config import (
     TrainImage,
     supervised_model_key,
 )
-from segad.files import check_owned, file_sha256, replace_folder
+from segad.files import file_sha256
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -295,27 +295,9 @@ class SupervisedLoadError(RuntimeError):
 
 
 def save_supervised(model: torch.nn.Module, config: SupervisedConfig, image_size: int, directory: str | Path) -> Path:
-    """Write ``detector.json`` + ``state_dict.pt`` atomically (temp folder, then rename)."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, staging / "state_dict.pt")
-        meta = {
-            "format": FORMAT_VERSION,
-            "detector": NAME,
-            "image_size": int(image_size),
-            "config": config.to_dict(),
-            "state_sha256": file_sha256(staging / "state_dict.pt"),
-        }
-        (staging / "detector.json").write_text(json.dumps(meta, indent=2, default=str))
-        owned = ["detector.json", "state_dict.pt"] if (directory / "detector.json").is_file() else None
-        check_owned(directory, owned, "save_supervised")
-        replace_folder(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return directory
+    """Write ``detector.json`` + ``state_dict.pt`` atomically (`segad.detection.persistence.write_model_folder`)."""
+    meta = {"format": FORMAT_VERSION, "detector": NAME, "image_size": int(image_size), "config": config.to_dict()}
+    return write_model_folder(model, meta, directory, "save_supervised")
 
 
 def load_supervised(
@@ -323,20 +305,12 @@ def load_supervised(
 ) -> tuple[torch.nn.Module, SupervisedConfig, int]:
     """Reload a saved model: random-weight scaffold + strict ``load_state_dict`` (weights_only)."""
     directory = Path(directory)
-    meta_path, state_path = directory / "detector.json", directory / "state_dict.pt"
-    if not meta_path.is_file() or not state_path.is_file():
-        raise SupervisedLoadError(f"{directory}: not a saved {NAME} (needs detector.json and state_dict.pt)")
     try:
-        meta = json.loads(meta_path.read_text())
-        if meta.get("detector") != NAME or file_sha256(state_path) != meta["state_sha256"]:
-            raise SupervisedLoadError(f"{directory}: not a {NAME} model, or {state_path.name} is damaged")
+        meta, state = read_model_folder(directory, NAME)
         config = SupervisedConfig.from_dict(meta["config"])
         image_size = int(meta["image_size"])
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-    except SupervisedLoadError:
-        raise
     except Exception as error:  # noqa: BLE001
-        raise SupervisedLoadError(f"{directory}: damaged saved model ({error})") from error
+        raise SupervisedLoadError(str(error)) from error
     model = build_supervised(config, image_size, backbone_cache_dir, for_loading=True)
     model.load_state_dict(state, strict=True)
     model.to(torch_device(device))
