@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from segad.detection.persistence import read_model_folder, write_model_folder
-from segad.detection.stage import MapRunStats
+from segad.detection.stage import MAP_INDEX_COLUMNS, MapRunStats
 from segad.detection.supervised import build_supervised, fit_supervised, iter_supervised, torch_device
 from segad.detection.supervised_config import (
     FORMAT_VERSION,
@@ -54,17 +54,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FULL = -1
-INDEX_COLUMNS = (
-    "image_id",
-    "detector",
-    "split_seed",
-    "model_key",
-    "map_key",
-    "max_score",
-    "height",
-    "width",
-    "pred_score",
-)
+#: The map index of this detector: the stage's columns plus the model's own image score.
+INDEX_COLUMNS = (*MAP_INDEX_COLUMNS, "pred_score")
 
 
 @dataclass
