@@ -38,7 +38,7 @@ Example (runs as is)::
     >>> from segad.runner import DaskDataset, DaskRunner
     >>> catalog = DataCatalog({"x": MemoryDataset(-2), "y": DaskDataset("y"), "z": DaskDataset("z")})
     >>> pipe = Pipeline([node(abs, "x", "y"), node(neg, "y", "z")])
-    >>> logging.disable(logging.INFO)  # keep the example's output to its result
+    >>> logging.disable(logging.WARNING)  # keep the output to its result (Kedro notes dataset patterns at WARNING)
     >>> with LocalCluster(processes=False, n_workers=1, dashboard_address=None) as cluster, \\
     ...         Client(cluster) as client:
     ...     _ = DaskRunner().run(pipe, catalog)  # doctest: +ELLIPSIS
