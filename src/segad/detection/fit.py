@@ -152,7 +152,7 @@ def build_detector(
             )
         if for_loading and not spec.has_pre_trained_arg:
             # a scaffold the constructor can "load"; strict load_state_dict replaces every tensor
-            backbone = _random_local_dir(architecture, cache)
+            backbone = random_local_dir(architecture, cache)
         elif spec.backbone == "resnet" and pretrained and source.kind != HUB:
             if source.kind == "packaged":
                 raise WeightsError(
@@ -202,7 +202,7 @@ def _looks_like_download_failure(error: BaseException) -> bool:
     return any(w in names for w in ("hub", "offline", "connection", "download", "urlopen", "entrynotfound", "resolve"))
 
 
-def _random_local_dir(architecture: str, cache: Path) -> str:
+def random_local_dir(architecture: str, cache: Path) -> str:
     import timm
 
     directory = cache / "scaffold" / architecture
@@ -325,7 +325,7 @@ def fit_detector(
             default_root_dir=scratch,
             **arguments,
         )
-        with _quiet_lightning():
+        with quiet_lightning():
             trainer.fit(model, datamodule=_datamodule(train_paths, config, image_size))
     model.to(torch_device)
     model.eval()
@@ -337,7 +337,7 @@ def fit_detector(
 
 
 @contextlib.contextmanager
-def _quiet_lightning() -> Iterator[None]:
+def quiet_lightning() -> Iterator[None]:
     import warnings
 
     names = ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero")
@@ -346,7 +346,8 @@ def _quiet_lightning() -> Iterator[None]:
         logging.getLogger(n).setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.filterwarnings(
-            "ignore", message=".*(does not have many workers|val_dataloader|GPU available|LeafSpec).*"
+            "ignore",
+            message=".*(does not have many workers|val_dataloader|GPU available|LeafSpec|in eval mode at the start|no logger configured|infer the .batch_size.).*",
         )
         try:
             yield

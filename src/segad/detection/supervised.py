@@ -32,7 +32,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -42,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from segad.detection.fit import quiet_lightning, random_local_dir
 from segad.detection.supervised_config import (
     NAME,
     SupervisedConfig,
@@ -49,7 +49,7 @@ from segad.detection.supervised_config import (
     TrainImage,
     _uses_mask,
 )
-from segad.detection.weights import WeightsSource, prepare_backbone, write_timm_local_dir
+from segad.detection.weights import WeightsSource, prepare_backbone
 from segad.images import read_image, read_mask
 
 logger = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ def build_supervised(
     cache = Path(backbone_cache_dir or Path(tempfile.gettempdir()) / "segad-backbones")
     architecture = config.architecture()
     if for_loading:
-        backbone = _scaffold(architecture, cache)
+        backbone = random_local_dir(architecture, cache)
     else:
         backbone, _ = prepare_backbone(WeightsSource.parse(config.weights), architecture, True, cache / "pretrained")
     model_class: Any = _supervised_class()
@@ -186,18 +186,6 @@ def build_supervised(
     )
     pl.seed_everything(config.seed, workers=True, verbose=False)
     return model_class(**kwargs)
-
-
-def _scaffold(architecture: str, cache: Path) -> str:
-    import timm
-
-    directory = cache / "scaffold" / architecture
-    if not (directory / "model.safetensors").is_file():
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            state = timm.create_model(architecture, pretrained=False).state_dict()
-        write_timm_local_dir(state, architecture, directory)
-    return f"local-dir:{directory.resolve()}"
 
 
 def fit_supervised(
@@ -236,7 +224,7 @@ def fit_supervised(
     arguments.update(config.trainer)
     arguments.setdefault("max_epochs", 1)
     use_cuda = torch_device(device).type == "cuda"
-    with tempfile.TemporaryDirectory() as scratch, _quiet():
+    with tempfile.TemporaryDirectory() as scratch, quiet_lightning():
         trainer = pl.Trainer(
             accelerator="gpu" if use_cuda else "cpu",
             devices=1,
@@ -279,26 +267,6 @@ def torch_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    import warnings
-
-    names = ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero")
-    levels = {n: logging.getLogger(n).level for n in names}
-    for n in names:
-        logging.getLogger(n).setLevel(logging.WARNING)
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore",
-            message=".*(does not have many workers|GPU available|LeafSpec|in eval mode at the start|no .val_dataloader.|no logger configured|infer the .batch_size.).*",
-        )
-        try:
-            yield
-        finally:
-            for n, level in levels.items():
-                logging.getLogger(n).setLevel(level)
 
 
 # ------------------------------------------------------------------------------------- prediction
