@@ -163,3 +163,20 @@ def test_mode_settings_are_checked():
     with pytest.raises(ValueError, match="needs pretrained weights"):
         ClassifierConfig(mode="frozen", pretrained=False)
     assert ClassifierConfig(mode="full", pretrained=False).mode == "full"
+
+
+def test_one_class_pool_takes_the_synthetic_defects_as_its_bad_class(tmp_path, backbones):
+    index = _images(tmp_path)
+    goods = index[index.label == 0]
+    splits = pd.DataFrame(
+        {"image_id": goods.image_id, "split_seed": 0, "role": ["brf_train", "brf_train", "test", "test"]}
+    )
+    bads = index[index.label == 1]
+    synthetic = pd.DataFrame({"image_id": "syn_" + bads.image_id, "split_seed": 0, "path": bads.path})
+    config = ClassifierConfig(enabled=True, epochs=1, max_steps=2, batch_size=4, mode="frozen", cache_dir=backbones)
+
+    scores = classifier_scores(goods, splits, synthetic, config, image_size=32)
+
+    assert sorted(scores.image_id) == sorted([*goods.image_id, *synthetic.image_id])
+    with pytest.raises(ValueError, match="classifier.enabled=false"):
+        classifier_scores(goods, splits, None, config, image_size=32)

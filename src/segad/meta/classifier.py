@@ -19,7 +19,8 @@ Two training modes (``mode``):
 - ``full``: every layer is fine-tuned and each step reads and runs the full network on its batch.
 
 Per split seed, the training pool is that seed's real training images (roles ``detector_train``
-and ``brf_train``, no synthetic defects); a seeded, label-stratified ``train_share`` of it is used.
+and ``brf_train``); when they hold no bad image (benchmark ``one_class``) the seed's synthetic
+defects are its bad class. A seeded, label-stratified ``train_share`` of the pool is used.
 Scores are produced for the seed's ``brf_train`` and ``test`` rows and its synthetic images.
 
 Example:
@@ -238,7 +239,10 @@ def fit_classifier(
     y_all = np.asarray(labels, dtype=np.int64)
     n_bad, n_good = int(y_all.sum()), int((y_all == 0).sum())
     if n_bad == 0 or n_good == 0:
-        raise ValueError(f"classifier training needs good and bad images, got {n_good} good and {n_bad} bad")
+        raise ValueError(
+            f"classifier training needs good and bad images, got {n_good} good and {n_bad} bad "
+            "(set classifier.enabled=false for a regime without bad training images)"
+        )
     torch.manual_seed(seed)
     model = build_model(config).to(device)
     if model.frozen_blocks is not None:
@@ -270,6 +274,8 @@ def fit_classifier(
             if config.max_steps is not None and steps >= config.max_steps:
                 break
             chosen = order[start : start + config.batch_size]
+            if len(chosen) < 2:  # batch norm cannot train on one image: a last batch of one is skipped
+                continue
             x = batch_of(chosen)
             y = torch.from_numpy(y_all[chosen].astype(np.float32)).to(device)
             optimiser.zero_grad()
@@ -306,7 +312,7 @@ def _recalibrate_norm_statistics(module, batches, device: str) -> None:
     import torch
     from torch.optim.swa_utils import update_bn
 
-    update_bn(batches, module, device=torch.device(device))
+    update_bn((b for b in batches if len(b) > 1), module, device=torch.device(device))  # one image: no batch statistics
 
 
 def predict_scores(
@@ -353,7 +359,7 @@ def classifier_scores(
     image_size: int,
     device: str = "cpu",
 ) -> pd.DataFrame:
-    """Per split seed: fit on `train_share` of the real training images, score brf_train/test/synthetic rows."""
+    """Per split seed: fit on `train_share` of the training pool (module docstring), score brf_train/test/synthetic rows."""
     if device == "auto":
         import torch
 
@@ -364,15 +370,20 @@ def classifier_scores(
     cache = ActivationCache(config.batch_size) if config.mode == "frozen" else None  # shared by the seeds
     for seed, rows in splits.groupby("split_seed", sort=True):
         pool = rows[rows["role"].isin(TRAIN_ROLES)]["image_id"].to_numpy()
+        pool_paths = paths.loc[pool].to_numpy()
         pool_labels = labels.loc[pool].to_numpy().astype(np.int64)
+        synthetic = synthetic_index[synthetic_index["split_seed"] == seed] if synthetic_index is not None else None
+        if not pool_labels.any() and synthetic is not None and len(synthetic):
+            # one_class: no real bad training image, so the synthetic defects are the bad class
+            pool_paths = np.concatenate([pool_paths, synthetic["path"].to_numpy()])
+            pool_labels = np.concatenate([pool_labels, np.ones(len(synthetic), dtype=np.int64)])
         chosen = stratified_share(pool_labels, config.train_share, int(seed))
         model = fit_classifier(
-            paths.loc[pool[chosen]].tolist(), pool_labels[chosen], config, image_size, int(seed), device, cache
+            pool_paths[chosen].tolist(), pool_labels[chosen], config, image_size, int(seed), device, cache
         )
         scored = rows[rows["role"].isin(SCORED_ROLES)]["image_id"].tolist()
         score_paths = paths.loc[scored].tolist()
-        if synthetic_index is not None and len(synthetic_index):
-            synthetic = synthetic_index[synthetic_index["split_seed"] == seed]
+        if synthetic is not None and len(synthetic):
             scored += synthetic["image_id"].tolist()
             score_paths += synthetic["path"].tolist()
         frames.append(
