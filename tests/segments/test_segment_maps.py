@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from segad.datasets.segment_maps_dataset import SegmentMapsDataset
+from segad.segments.elpv import ELPV_BUSBAR_ROWS, ELPV_BUSBAR_ROWS_2
 from segad.segments.segment_maps import (
     ELPV_SEGMENTS,
     SegmentMapConfig,
@@ -96,13 +97,14 @@ def test_per_category_segment_counts(tmp_path):
         resolve_segmentation(static, ["b"], 16)
 
 
-def test_elpv_map_places_busbars_border_corners():
+def test_elpv_map_places_both_busbar_layouts_border_corners():
     labels = elpv_segment_map()
-    assert labels.shape == (300, 300) and set(np.unique(labels)) == set(ELPV_SEGMENTS)
-    assert (labels[[50, 150, 248], 150] == 1).all()  # busbar rows
-    assert labels[100, 150] == 0 and labels[200, 150] == 0  # interior between busbars
-    assert labels[150, 3] == 2 and labels[296, 150] == 2  # border
-    assert labels[2, 2] == 3 and labels[297, 297] == 3  # corners
+    assert labels.shape == (300, 300) and set(np.unique(labels)) == set(ELPV_SEGMENTS) == set(range(5))
+    assert (labels[list(ELPV_BUSBAR_ROWS), 150] == 1).all()  # 3-busbar rows
+    assert (labels[list(ELPV_BUSBAR_ROWS_2), 150] == 2).all()  # 2-busbar rows
+    assert labels[110, 150] == 0 and labels[190, 150] == 0  # interior between busbars
+    assert labels[150, 3] == 3 and labels[296, 150] == 3  # border
+    assert labels[2, 2] == 4 and labels[297, 297] == 4  # corners
     assert elpv_segment_map(64).shape == (64, 64)
 
 

@@ -35,7 +35,8 @@ from segad.meta.brf import BRFConfig, method_name, model_key, select_run
 from segad.production.inputs import input_spec_from_paths
 from segad.production.operating_point import OperatingPoint, choose_operating_point, out_of_fold_scores
 from segad.segments.columns import CLASSIFIER
-from segad.segments.segment_maps import ELPV_SEGMENTS, SegmentMaps
+from segad.segments.elpv import ELPV_SEGMENTS
+from segad.segments.segment_maps import SegmentMaps
 
 log = logging.getLogger(__name__)
 

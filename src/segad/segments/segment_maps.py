@@ -9,8 +9,8 @@ the resolution of the anomaly maps. Sources (`SegmentMapConfig.method`):
 - ``per_image``: a folder of maps matched by image id (VisA-style): the map of image
   ``test/bad/012.JPG`` is ``<folder>/test/bad/012.png`` or ``.npy``. ``n_segments`` is one count
   or a mapping {category: count, default: count} (VisA: 2, but pcb1 6, pcb2 8, pcb3 8, pcb4 6).
-- ``elpv``: a built-in static map for the aligned 300 x 300 ELPV solar cells (`elpv_segment_map`):
-  interior, busbars, border, corners.
+- ``elpv``: a built-in static map for the aligned 300 x 300 ELPV solar cells (`segad.segments.elpv`):
+  interior, busbars of 3-busbar cells, busbars of 2-busbar cells, border, corners.
 - ``auto``: no map given; k-means (`auto_segment_map`) on two per-pixel statistics of up to
   ``auto_max_images`` good *training* images of the category (mean and standard deviation of the
   gray level over the images), so that pixels that look alike and vary alike share a segment.
@@ -31,7 +31,7 @@ Every map is resized to the map resolution by nearest neighbour. A file whose la
 
 Example:
     >>> from segad.segments.segment_maps import elpv_segment_map, resize_labels
-    >>> labels = elpv_segment_map()            # (300, 300) int64, labels 0..3
+    >>> labels = elpv_segment_map()            # (300, 300) int64, labels 0..4
     >>> resize_labels(labels, 64).shape
     (64, 64)
 """
@@ -52,6 +52,7 @@ from pydantic import Field
 
 from segad.config import PARAMS
 from segad.segments.auto_segments import PixelClusters, fit_pixel_clusters
+from segad.segments.elpv import ELPV_SEGMENTS, elpv_segment_map
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +60,6 @@ Method = Literal["static", "per_image", "elpv", "auto", "auto_per_image", "singl
 METHODS: tuple[str, ...] = get_args(Method)
 #: the method `for_dataset` picks for a dataset that ships no map (docs/features.md, "Measurements")
 AUTO_DEFAULT: Method = "auto"
-ELPV_SEGMENTS = {0: "interior", 1: "busbars", 2: "border", 3: "corners"}
-# Busbar centre rows of a 300 x 300 ELPV cell, measured on the installed dataset: 3-busbar cells
-# (93 % of mono, 75 % of poly cells) have dark rows within +-8 px of 50, 150, 248; docs/features.md.
-ELPV_BUSBAR_ROWS = (50, 150, 248)
-ELPV_BUSBAR_HALF_WIDTH = 10
-ELPV_BORDER = 12
-ELPV_CORNER = 42
 
 
 class SegmentMapError(ValueError):
@@ -215,27 +209,6 @@ def single_segment_map(size: int | tuple[int, int]) -> np.ndarray:
     """One segment (label 0) everywhere: int64 (H, W)."""
     height, width = (size, size) if isinstance(size, int) else size
     return np.zeros((height, width), dtype=np.int64)
-
-
-def elpv_segment_map(size: int | tuple[int, int] = 300) -> np.ndarray:
-    """Static map of an aligned ELPV cell, drawn at 300 x 300 then resized (nearest): int64.
-
-    Labels (`ELPV_SEGMENTS`): 0 interior, 1 busbars (3 horizontal bands of +-10 px around rows
-    50, 150, 248), 2 border (12 px frame), 3 corners (triangles with legs of 42 px: the
-    chamfered corners of mono cells). Later labels win where they overlap.
-    Limitation: 2-busbar poly cells (23 % of poly, busbars near rows 78 and 222) do not match
-    the busbar bands.
-    """
-    n = 300
-    rows, cols = np.mgrid[0:n, 0:n]
-    labels = np.zeros((n, n), dtype=np.int64)
-    for centre in ELPV_BUSBAR_ROWS:
-        labels[np.abs(rows - centre) <= ELPV_BUSBAR_HALF_WIDTH] = 1
-    border = (rows < ELPV_BORDER) | (cols < ELPV_BORDER) | (rows >= n - ELPV_BORDER) | (cols >= n - ELPV_BORDER)
-    labels[border] = 2
-    r, c = np.minimum(rows, n - 1 - rows), np.minimum(cols, n - 1 - cols)
-    labels[r + c < ELPV_CORNER] = 3
-    return resize_labels(labels, size)
 
 
 def auto_segment_map(images: np.ndarray, n_segments: int, seed: int = 0, max_pixels: int = 20000) -> np.ndarray:
