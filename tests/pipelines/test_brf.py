@@ -46,6 +46,7 @@ def test_brf_pipeline_fits_models_and_scores_test_rows(tiny_demo, tmp_path):
     assert set(zip(scores.dataset, scores.benchmark)) == {("demo", "high_shot")}
     assert (tmp_path / "data/07_model_output/scores/dataset=demo/benchmark=high_shot/part-0.parquet").is_file()
     methods = {"patchcore", "padim", "patchcore+segad", "padim+segad", "padim+patchcore+segad"}
+    methods |= {"classifier", "classifier+padim+patchcore+segad"}  # the classifier is on by default
     assert set(scores.method) == methods
     n_test = int((splits[splits.split_seed == 0].role == "test").sum())
     assert len(scores) == len(methods) * 2 * n_test

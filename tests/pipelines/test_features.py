@@ -113,13 +113,16 @@ def test_features_pipeline_writes_partitioned_table(tiny_demo, tmp_path):
     expected_rows = splits[splits.role.isin(["brf_train", "test"])]
     assert len(table) == len(expected_rows)
     feature_cols = [c for c in table.columns if is_feature_column(c)]
-    assert len(feature_cols) == 4 * 2 * n_segments + 2
-    assert feature_cols[0] == "seg0__patchcore__q995" and feature_cols[-1] == "padim__max"
+    # on by default: the classifier's score comes first, as g(I) in the paper's feature vector
+    assert len(feature_cols) == 1 + 4 * 2 * n_segments + 2
+    assert feature_cols[:2] == ["classifier__score", "seg0__patchcore__q995"] and feature_cols[-1] == "padim__max"
     assert table["split_seed"].dtype == "int64" and set(table["role"]) == {"brf_train", "test"}
     assert table["seg2__padim__mean"].notna().all() and (table["padim__max"] > table["patchcore__max"]).all()
     overlays = list((tmp_path / "data/08_reporting/segmentation").glob("*.png"))
     assert len(overlays) == 4
-    assert len(catalog.load("classifier_scores")) == 0  # disabled by default
+    classifier_scores = catalog.load("classifier_scores")
+    assert set(classifier_scores.split_seed) == {0, 1}
+    assert table["classifier__score"].notna().all()
 
 
 def test_duckdb_reads_the_partitions(tiny_demo, tmp_path):
