@@ -12,12 +12,10 @@ from segad.meta.classifier import (
     ActivationCache,
     ClassifierConfig,
     build_model,
-    classifier_scores,
-    empty_scores,
     fit_classifier,
     predict_scores,
-    stratified_share,
 )
+from segad.meta.classifier_protocol import classifier_scores
 
 
 def _images(tmp_path, n=8, size=32):
@@ -32,12 +30,6 @@ def _images(tmp_path, n=8, size=32):
     return pd.DataFrame(rows)
 
 
-@pytest.fixture(scope="module")
-def backbones(tmp_path_factory):
-    """One folder for the converted packaged weights, shared by the tests of this module."""
-    return str(tmp_path_factory.mktemp("backbones"))
-
-
 def test_packaged_weights_are_loaded_not_random(backbones):
     import torch
 
@@ -50,30 +42,7 @@ def test_packaged_weights_are_loaded_not_random(backbones):
     assert a(torch.rand(2, 3, 32, 32)).shape == (2, 1)
 
 
-def test_scores_for_each_seed_after_a_few_steps(tmp_path, backbones):
-    index = _images(tmp_path)
-    splits = pd.DataFrame(
-        {
-            "image_id": index.image_id.tolist() * 2,
-            "split_seed": [0] * 8 + [1] * 8,
-            "role": (["brf_train"] * 4 + ["test"] * 4) * 2,
-        }
-    )
-    config = ClassifierConfig(
-        enabled=True, epochs=1, max_steps=2, batch_size=4, learning_rate=1e-3, cache_dir=backbones
-    )
-    scores = classifier_scores(index, splits, None, config, image_size=32)
-    assert list(scores.columns) == list(empty_scores().columns)
-    assert len(scores) == 16 and set(scores.split_seed) == {0, 1}  # brf_train + test rows of each seed
-    assert np.isfinite(scores.score).all() and scores.score.std() > 0
-
-
-def test_needs_both_labels_and_stratified_share():
-    labels = np.r_[np.zeros(10, int), np.ones(5, int)]
-    chosen = stratified_share(labels, 0.8, seed=0)
-    assert (labels[chosen] == 0).sum() == 8 and (labels[chosen] == 1).sum() == 4
-    np.testing.assert_array_equal(chosen, stratified_share(labels, 0.8, seed=0))
-
+def test_needs_both_labels():
     with pytest.raises(ValueError, match="good and bad"):
         fit_classifier(["x.png"], [0], ClassifierConfig(enabled=True), 32, 0)
 
@@ -160,23 +129,8 @@ def test_mode_settings_are_checked():
         ClassifierConfig(mode="fast")
     with pytest.raises(ValueError, match="frozen_blocks"):
         ClassifierConfig(mode="frozen", frozen_blocks=8)
+    with pytest.raises(ValueError, match="cross_fit_folds"):
+        ClassifierConfig(cross_fit_folds=1)
     with pytest.raises(ValueError, match="needs pretrained weights"):
         ClassifierConfig(mode="frozen", pretrained=False)
     assert ClassifierConfig(mode="full", pretrained=False).mode == "full"
-
-
-def test_one_class_pool_takes_the_synthetic_defects_as_its_bad_class(tmp_path, backbones):
-    index = _images(tmp_path)
-    goods = index[index.label == 0]
-    splits = pd.DataFrame(
-        {"image_id": goods.image_id, "split_seed": 0, "role": ["brf_train", "brf_train", "test", "test"]}
-    )
-    bads = index[index.label == 1]
-    synthetic = pd.DataFrame({"image_id": "syn_" + bads.image_id, "split_seed": 0, "path": bads.path})
-    config = ClassifierConfig(enabled=True, epochs=1, max_steps=2, batch_size=4, mode="frozen", cache_dir=backbones)
-
-    scores = classifier_scores(goods, splits, synthetic, config, image_size=32)
-
-    assert sorted(scores.image_id) == sorted([*goods.image_id, *synthetic.image_id])
-    with pytest.raises(ValueError, match="classifier.enabled=false"):
-        classifier_scores(goods, splits, None, config, image_size=32)

@@ -18,10 +18,8 @@ Two training modes (``mode``):
   it. Without augmentation this is the same function of the image as running the whole network.
 - ``full``: every layer is fine-tuned and each step reads and runs the full network on its batch.
 
-Per split seed, the training pool is that seed's real training images (roles ``detector_train``
-and ``brf_train``); when they hold no bad image (benchmark ``one_class``) the seed's synthetic
-defects are its bad class. A seeded, label-stratified ``train_share`` of the pool is used.
-Scores are produced for the seed's ``brf_train`` and ``test`` rows and its synthetic images.
+Which images train it and which model scores each row (the paper's protocol or cross-fitting):
+`segad.meta.classifier_protocol`.
 
 Example:
     >>> from segad.meta.classifier import ClassifierConfig, fit_classifier, predict_scores
@@ -44,8 +42,6 @@ from pydantic.dataclasses import dataclass
 from segad.config import PARAMS
 
 SCORE_COLUMNS = ("image_id", "split_seed", "score")
-TRAIN_ROLES = ("detector_train", "brf_train")
-SCORED_ROLES = ("brf_train", "test")
 
 
 @dataclass(config=PARAMS)
@@ -59,7 +55,8 @@ class ClassifierConfig:
     logit to train, 13 % of the network's FLOPs; 5 also the 112 -> 192 stage, 37 %);
     mode frozen needs an EfficientNet-style timm backbone and pretrained weights. The other
     fields apply to both modes. Measured speed and AUROC of the modes: docs/results.md,
-    "Classifier speed".
+    "Classifier speed". cross_fit_folds: 0 (the paper's protocol) or K >= 2 (out-of-fold scores
+    for the BRF's training rows; `segad.meta.classifier_protocol`).
     """
 
     enabled: bool = False
@@ -74,8 +71,11 @@ class ClassifierConfig:
     cache_dir: str = "data/06_models/backbones"
     mode: Literal["frozen", "full"] = "full"
     frozen_blocks: Annotated[int, Field(ge=0, le=7)] = 6
+    cross_fit_folds: Annotated[int, Field(ge=0)] = 0
 
     def __post_init__(self) -> None:
+        if self.cross_fit_folds == 1:
+            raise ValueError("classifier.cross_fit_folds must be 0 (the paper's protocol) or at least 2, got 1")
         if self.mode == "frozen" and not self.pretrained:
             raise ValueError("classifier.mode 'frozen' needs pretrained weights (pretrained: true)")
 
@@ -338,61 +338,3 @@ def predict_scores(
                 logits = model(_load_batch(chunk, image_size).to(device))
             out.append(logits[:, 0].double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
-
-
-def stratified_share(labels: np.ndarray, share: float, seed: int) -> np.ndarray:
-    """Indices of a seeded, label-stratified `share` of the rows (at least one per label present)."""
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for value in np.unique(labels):
-        idx = np.flatnonzero(labels == value)
-        take = max(1, int(round(share * len(idx))))
-        chosen.append(rng.choice(idx, size=take, replace=False))
-    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
-
-
-def classifier_scores(
-    image_index: pd.DataFrame,
-    splits: pd.DataFrame,
-    synthetic_index: pd.DataFrame | None,
-    config: ClassifierConfig,
-    image_size: int,
-    device: str = "cpu",
-) -> pd.DataFrame:
-    """Per split seed: fit on `train_share` of the training pool (module docstring), score brf_train/test/synthetic rows."""
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    paths = image_index.set_index("image_id")["path"]
-    labels = image_index.set_index("image_id")["label"]
-    frames = []
-    cache = ActivationCache(config.batch_size) if config.mode == "frozen" else None  # shared by the seeds
-    for seed, rows in splits.groupby("split_seed", sort=True):
-        pool = rows[rows["role"].isin(TRAIN_ROLES)]["image_id"].to_numpy()
-        pool_paths = paths.loc[pool].to_numpy()
-        pool_labels = labels.loc[pool].to_numpy().astype(np.int64)
-        synthetic = synthetic_index[synthetic_index["split_seed"] == seed] if synthetic_index is not None else None
-        if not pool_labels.any() and synthetic is not None and len(synthetic):
-            # one_class: no real bad training image, so the synthetic defects are the bad class
-            pool_paths = np.concatenate([pool_paths, synthetic["path"].to_numpy()])
-            pool_labels = np.concatenate([pool_labels, np.ones(len(synthetic), dtype=np.int64)])
-        chosen = stratified_share(pool_labels, config.train_share, int(seed))
-        model = fit_classifier(
-            pool_paths[chosen].tolist(), pool_labels[chosen], config, image_size, int(seed), device, cache
-        )
-        scored = rows[rows["role"].isin(SCORED_ROLES)]["image_id"].tolist()
-        score_paths = paths.loc[scored].tolist()
-        if synthetic is not None and len(synthetic):
-            scored += synthetic["image_id"].tolist()
-            score_paths += synthetic["path"].tolist()
-        frames.append(
-            pd.DataFrame(
-                {
-                    "image_id": scored,
-                    "split_seed": int(seed),
-                    "score": predict_scores(model, score_paths, image_size, config.batch_size, device, cache),
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True) if frames else empty_scores()

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from segad.config import DatasetConfig
 from segad.images import read_image
 from segad.meta.classifier import ClassifierConfig, empty_scores
-from segad.meta.classifier import classifier_scores as _classifier_scores
+from segad.meta.classifier_protocol import classifier_scores as _classifier_scores
 from segad.segments.features import FeatureConfig, build_feature_table, feature_rows
 from segad.segments.segment_maps import SegmentMapConfig, SegmentMaps, overlay, resolve_segmentation
 

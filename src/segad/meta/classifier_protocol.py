@@ -1,0 +1,135 @@
+"""Which images train the classifier g(I) and which model scores each row: the two protocols.
+
+Per split seed, the training pool is that seed's real training images (roles ``detector_train``
+and ``brf_train``); in benchmark ``one_class`` (no real bad training image) the seed's synthetic
+defects are its bad class. Rows scored: ``brf_train``, synthetic and ``test``. ``cross_fit_folds``:
+
+- ``0``, the paper's protocol: one model on a seeded, label-stratified ``train_share`` of the pool
+  scores every row, so most ``brf_train`` rows are scored by a model that trained on them, and the
+  BRF learns from scores cleaner than the test rows' will be.
+- ``K >= 2``, cross-fitted: the BRF's training rows (``brf_train`` and synthetic) are cut into K
+  label-stratified folds; fold k is scored by a model trained on the ``detector_train`` images plus
+  the other folds, and test rows get the mean logit of the K models. Every score the BRF trains on
+  comes from a model that did not see that image. K fits instead of one.
+
+Example:
+    >>> import numpy as np
+    >>> from segad.meta.classifier_protocol import stratified_share
+    >>> stratified_share(np.array([0, 0, 0, 0, 1, 1]), 0.5, seed=0).size
+    3
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from segad.meta.classifier import ActivationCache, ClassifierConfig, empty_scores, fit_classifier, predict_scores
+
+TRAIN_ROLES = ("detector_train", "brf_train")
+
+
+def stratified_share(labels: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """Indices of a seeded, label-stratified `share` of the rows (at least one per label present)."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for value in np.unique(labels):
+        idx = np.flatnonzero(labels == value)
+        take = max(1, int(round(share * len(idx))))
+        chosen.append(rng.choice(idx, size=take, replace=False))
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
+def _fold_of(labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    """Fold number (0..n_folds-1) of each row, label-stratified and seeded."""
+    rng = np.random.default_rng(seed)
+    fold = np.zeros(len(labels), dtype=np.int64)
+    for value in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == value))
+        fold[idx] = np.arange(len(idx)) % n_folds
+    return fold
+
+
+def _cross_fitted_scores(
+    pool: tuple[np.ndarray, np.ndarray],
+    brf: np.ndarray,
+    test_paths: np.ndarray,
+    config: ClassifierConfig,
+    image_size: int,
+    seed: int,
+    device: str,
+    cache: ActivationCache | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Protocol K >= 2: out-of-fold logits of the pool's BRF rows (`brf`, bool mask) and mean test logits."""
+    paths, labels = pool
+    fold = np.full(len(paths), -1)
+    fold[brf] = _fold_of(labels[brf], config.cross_fit_folds, seed)
+    brf_scores = np.zeros(len(paths))
+    test_scores = np.zeros(len(test_paths))
+    for k in range(config.cross_fit_folds):
+        inside = fold != k
+        model = fit_classifier(
+            paths[inside].tolist(), labels[inside], config, image_size, seed * 1000 + k, device, cache
+        )
+        brf_scores[~inside] = predict_scores(
+            model, paths[~inside].tolist(), image_size, config.batch_size, device, cache
+        )
+        test_scores += predict_scores(model, test_paths.tolist(), image_size, config.batch_size, device, cache)
+    return brf_scores[brf], test_scores / config.cross_fit_folds
+
+
+def classifier_scores(
+    image_index: pd.DataFrame,
+    splits: pd.DataFrame,
+    synthetic_index: pd.DataFrame | None,
+    config: ClassifierConfig,
+    image_size: int,
+    device: str = "cpu",
+) -> pd.DataFrame:
+    """Per split seed: scores of the brf_train, synthetic and test rows (module docstring, protocols)."""
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    paths = image_index.set_index("image_id")["path"]
+    labels = image_index.set_index("image_id")["label"]
+    frames = []
+    cache = ActivationCache(config.batch_size) if config.mode == "frozen" else None  # shared by the seeds
+    for seed, rows in splits.groupby("split_seed", sort=True):
+        train = rows[rows["role"].isin(TRAIN_ROLES)]
+        ids = train["image_id"].to_numpy()
+        pool_paths = paths.loc[ids].to_numpy()
+        pool_labels = labels.loc[ids].to_numpy().astype(np.int64)
+        brf = (train["role"] == "brf_train").to_numpy()
+        if synthetic_index is not None and (synthetic_index["split_seed"] == seed).any():
+            # one_class: the seed's synthetic defects are the bad class, and rows the BRF trains on
+            synthetic = synthetic_index[synthetic_index["split_seed"] == seed]
+            ids = np.concatenate([ids, synthetic["image_id"].to_numpy()])
+            pool_paths = np.concatenate([pool_paths, synthetic["path"].to_numpy()])
+            pool_labels = np.concatenate([pool_labels, np.ones(len(synthetic), dtype=np.int64)])
+            brf = np.concatenate([brf, np.ones(len(synthetic), dtype=bool)])
+        test_ids = rows.loc[rows["role"] == "test", "image_id"].to_numpy()
+        test_paths = paths.loc[test_ids].to_numpy()
+        if config.cross_fit_folds == 0:
+            chosen = stratified_share(pool_labels, config.train_share, int(seed))
+            model = fit_classifier(
+                pool_paths[chosen].tolist(), pool_labels[chosen], config, image_size, int(seed), device, cache
+            )
+            scored = np.concatenate([pool_paths[brf], test_paths]).tolist()
+            scores = predict_scores(model, scored, image_size, config.batch_size, device, cache)
+            brf_scores, test_scores = scores[: brf.sum()], scores[brf.sum() :]
+        else:
+            pool = (pool_paths, pool_labels)
+            brf_scores, test_scores = _cross_fitted_scores(
+                pool, brf, test_paths, config, image_size, int(seed), device, cache
+            )
+        frames.append(
+            pd.DataFrame(
+                {
+                    "image_id": np.concatenate([ids[brf], test_ids]),
+                    "split_seed": int(seed),
+                    "score": np.concatenate([brf_scores, test_scores]),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True) if frames else empty_scores()
