@@ -145,6 +145,7 @@ def make_project(root: Path, demo: Path) -> Path:
     shutil.copytree(PROJECT_ROOT / "conf" / "dask", root / "conf" / "dask")
     base = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_segmentation.yml").read_text())
     brf = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_brf.yml").read_text())["brf"]
+    classifier = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_features.yml").read_text())["classifier"]
     overrides = {
         "dataset": {"layout": "demo", "root": str(demo), "category": None, "on_bad_image": "fail"},
         "demo": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(TINY_DEMO).items()},
@@ -168,6 +169,9 @@ def make_project(root: Path, demo: Path) -> Path:
         },
         "segmentation": {**base["segmentation"], "path": str(demo / "segmentation.png")},
         "brf": {**brf, "model": {**brf["model"], "n_estimators": 2, "num_parallel_tree": 10, "n_jobs": 1}},
+        # off in these runs (each would convert the backbone weights again); the default-on path runs
+        # through Kedro in tests/pipelines/test_features.py and test_brf.py
+        "classifier": {**classifier, "enabled": False},
         "bundle": {
             "split_seed": None,
             "category": None,
