@@ -49,6 +49,7 @@ def test_a_segad_run_is_one_mlflow_run_with_params_metrics_and_artifacts(tracked
     assert params["classifier.enabled"] == "true"
     assert any(key.startswith("segmentation.") for key in params)
     assert run.data.tags["kedro.pipelines"] == "segad"
+    assert run.info.run_name == run.data.tags["kedro.session_id"] != "segad"
 
     table = pd.read_csv(tracked / "data" / "08_reporting" / "metrics.csv")
     mean = table[(table["split_seed"].astype(str) == "mean") & (table["subset"] == "all")]

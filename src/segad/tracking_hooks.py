@@ -119,7 +119,7 @@ class TrackingHooks:
         found = client.get_experiment_by_name(experiment)
         experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
         tags = {
-            "kedro.session_id": run_params.get("session_id"),
+            "kedro.session_id": run_params.get("run_id"),
             "kedro.env": run_params.get("env"),
             "kedro.pipelines": "+".join(names),
             "kedro.runner": str(run_params.get("runner") or "").split(" object at")[0].lstrip("<"),
@@ -128,7 +128,7 @@ class TrackingHooks:
         }
         run = client.create_run(
             experiment_id,
-            run_name=str(run_params.get("session_id") or "+".join(names)),
+            run_name=str(run_params.get("run_id") or "+".join(names)),
             tags={k: str(v) for k, v in tags.items() if v},
         )
         params = [Param(key, value) for key, value in flat_params(parameters).items()]
