@@ -8,6 +8,9 @@ import zlib
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# No MLflow run from tests unless a test asks for one (SEGAD_TRACKING=on, tests/test_tracking.py).
+os.environ.setdefault("SEGAD_TRACKING", "off")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from pathlib import Path  # noqa: E402
 

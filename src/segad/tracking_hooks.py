@@ -1,0 +1,175 @@
+"""Experiment tracking: each tracked `kedro run` is one MLflow run (docs/operations.md).
+
+`TrackingHooks` reads ``conf/<env>/mlflow.yml`` and, when tracking is on and the run's pipelines
+are among ``pipelines``, starts an MLflow run before the first node: its parameters are the
+session's whole parameter tree flattened (``dataset.layout``, ``seeds``, ``classifier.enabled``,
+...), its tags the Kedro session. After the last node it logs the mean row of each method of the
+``metrics`` table as metrics (``segad.evaluation.tracking.run_metrics``) and the files of the
+datasets listed under ``artifacts`` that the run wrote (metrics.csv, report.md, plot folders).
+A failed run is marked FAILED.
+
+Everything happens in the driver process (the Dask runner's workers never talk to MLflow), with
+the MLflow client pointed at ``tracking_uri`` explicitly: a local file store under the project by
+default, no server, MLflow's own telemetry off. ``SEGAD_TRACKING=off`` (or ``on``) overrides
+``enabled`` for one command.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path, PurePath
+from typing import Any
+
+from kedro.config import MissingConfigException
+from kedro.framework.hooks import hook_impl
+from kedro.pipeline import Pipeline
+
+from segad.evaluation.metrics import METRIC_COLUMNS
+from segad.evaluation.tracking import flat_params, run_metrics, tracking_name
+from segad.versions import jsonable
+
+log = logging.getLogger(__name__)
+
+#: Environment variable that switches tracking off or on for one command, whatever mlflow.yml says.
+SWITCH = "SEGAD_TRACKING"
+_OFF, _ON = {"0", "off", "false", "no"}, {"1", "on", "true", "yes"}
+#: mlflow.yml values when the file or a key is absent.
+DEFAULTS: dict[str, Any] = {
+    "enabled": True,
+    "tracking_uri": "data/09_tracking/mlruns",
+    "experiment": "segad/{dataset}/{benchmark}",
+    "pipelines": ["__default__", "segad", "evaluation"],
+    "artifacts": {},
+}
+#: Parameters MLflow logs in one request at most.
+_BATCH = 100
+
+
+def tracking_enabled(configured: bool) -> bool:
+    """`configured` (mlflow.yml ``enabled``) unless ``SEGAD_TRACKING`` says off or on."""
+    switch = os.environ.get(SWITCH, "").strip().lower()
+    if switch and switch not in _OFF | _ON:
+        raise ValueError(f"{SWITCH}={switch!r}: use one of {sorted(_OFF | _ON)}")
+    return switch in _ON if switch else bool(configured)
+
+
+def tracking_uri(value: str, project_path: Path) -> str:
+    """An MLflow URI: a URI (``file:``, ``sqlite:``, ``http:``, ...) as is, a folder (relative to the
+    project) as a ``file:`` URI of a local file store."""
+    if "://" in value or value.startswith(("file:", "sqlite:", "databricks")):
+        return value
+    folder = Path(value) if PurePath(value).is_absolute() else project_path / value
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder.resolve().as_uri()
+
+
+def _local_path(dataset: Any) -> Path | None:
+    """The local file or folder a catalog dataset writes (filepath datasets, folder datasets)."""
+    for attribute in ("_filepath", "_path", "path"):
+        value = getattr(dataset, attribute, None)
+        if value is not None:
+            return Path(str(value))
+    return None
+
+
+class TrackingHooks:
+    """One MLflow run per tracked `kedro run` (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._config: dict[str, Any] = dict(DEFAULTS)
+        self._project_path = Path.cwd()
+        self._client: Any = None
+        self._run_id: str | None = None
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        """Read mlflow.yml of the session's environment."""
+        try:
+            conf = context.config_loader["mlflow"]
+        except (MissingConfigException, KeyError):
+            conf = {}
+        unknown = sorted(set(conf) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(f"mlflow.yml: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")
+        self._config = {**DEFAULTS, **conf}
+        self._project_path = Path(context.project_path)
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
+        """Start the MLflow run and log the parameters and the session's tags."""
+        self._run_id = None
+        names = run_params.get("pipeline_names") or ["__default__"]
+        if not tracking_enabled(self._config["enabled"]):
+            return
+        if not set(names) & set(self._config["pipelines"]):
+            return
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no network at run time
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # the local folder store (no database, no server)
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+
+        parameters = jsonable(catalog.load("parameters")) if catalog.exists("parameters") else {}
+        dataset = parameters.get("dataset") or {}
+        experiment = str(self._config["experiment"]).format(
+            dataset=dataset.get("layout", "unknown"), benchmark=parameters.get("benchmark", "unknown")
+        )
+        uri = tracking_uri(str(self._config["tracking_uri"]), self._project_path)
+        client = MlflowClient(tracking_uri=uri)
+        found = client.get_experiment_by_name(experiment)
+        experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
+        tags = {
+            "kedro.session_id": run_params.get("run_id"),
+            "kedro.env": run_params.get("env"),
+            "kedro.pipelines": "+".join(names),
+            "kedro.runner": str(run_params.get("runner") or "").split(" object at")[0].lstrip("<"),
+            "kedro.extra_params": run_params.get("runtime_params") or run_params.get("extra_params"),
+            "segad.detectors": "+".join(parameters.get("detectors") or []),
+        }
+        run = client.create_run(
+            experiment_id,
+            run_name=str(run_params.get("run_id") or "+".join(names)),
+            tags={k: str(v) for k, v in tags.items() if v},
+        )
+        params = [Param(key, value) for key, value in flat_params(parameters).items()]
+        for start in range(0, len(params), _BATCH):
+            client.log_batch(run.info.run_id, params=params[start : start + _BATCH])
+        self._client, self._run_id = client, run.info.run_id
+        log.info("MLflow run %s (experiment %r) in %s", run.info.run_id, experiment, uri)
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any) -> None:
+        """Log the metrics and the artifacts this run wrote, then close the MLflow run."""
+        if self._run_id is None:
+            return
+        from mlflow.entities import Metric
+
+        client, run_id = self._client, self._run_id
+        self._run_id = None
+        try:
+            written = pipeline.all_outputs()
+            if "metrics" in written:
+                values = run_metrics(catalog.load("metrics"), METRIC_COLUMNS)
+                metrics = [Metric(key, value, 0, 0) for key, value in values.items()]
+                for start in range(0, len(metrics), _BATCH):
+                    client.log_batch(run_id, metrics=metrics[start : start + _BATCH])
+            for name, folder in (self._config["artifacts"] or {}).items():
+                path = _local_path(catalog.get(name)) if name in written else None
+                if path is None or not path.exists():
+                    continue
+                target = tracking_name(str(folder)) if folder else None
+                if path.is_dir():
+                    client.log_artifacts(run_id, str(path), target)
+                else:
+                    client.log_artifact(run_id, str(path), target)
+        except Exception:
+            client.set_terminated(run_id, "FAILED")
+            raise
+        client.set_terminated(run_id, "FINISHED")
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        """Mark the MLflow run FAILED."""
+        if self._run_id is not None:
+            self._client.set_terminated(self._run_id, "FAILED")
+            self._run_id = None

@@ -1,0 +1,112 @@
+"""Experiment tracking (segad.tracking_hooks): a tiny real `kedro run --pipelines segad` is one
+MLflow run in the project's own file store, with the parameters, the mean metrics of metrics.csv
+and the report, the metrics file and the plots; with SEGAD_TRACKING=off nothing is written."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+from kedro.runner import SequentialRunner
+
+from segad.evaluation.metrics import METRIC_COLUMNS
+from segad.evaluation.tracking import flat_params, run_metrics, tracking_name
+from segad.tracking_hooks import SWITCH, tracking_enabled, tracking_uri
+from tests.test_runner import make_project, run_project
+
+
+def _client(project):
+    from mlflow.tracking import MlflowClient
+
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return MlflowClient(tracking_uri=tracking_uri("data/09_tracking/mlruns", project))
+
+
+@pytest.fixture(scope="module")
+def tracked(tiny_demo, tmp_path_factory):
+    """One tracked `segad` run of the tiny demo (cwd and every output under tmp)."""
+    project = make_project(tmp_path_factory.mktemp("tracked") / "project", tiny_demo)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(project)
+        patch.setenv(SWITCH, "on")
+        run_project(project, ["segad"], SequentialRunner())
+    return project
+
+
+def test_a_segad_run_is_one_mlflow_run_with_params_metrics_and_artifacts(tracked):
+    client = _client(tracked)
+    experiment = client.get_experiment_by_name("segad/demo/high_shot")
+    assert experiment is not None
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["dataset.layout"] == "demo"
+    assert params["benchmark"] == "high_shot"
+    assert params["seeds"] == "[0]"
+    assert params["detectors"] == '["patchcore"]'
+    assert params["image_size"] == "32"
+    assert params["classifier.enabled"] == "true"
+    assert any(key.startswith("segmentation.") for key in params)
+    assert run.data.tags["kedro.pipelines"] == "segad"
+    assert run.info.run_name == run.data.tags["kedro.session_id"] != "segad"
+
+    table = pd.read_csv(tracked / "data" / "08_reporting" / "metrics.csv")
+    mean = table[(table["split_seed"].astype(str) == "mean") & (table["subset"] == "all")]
+    expected = mean.set_index("method")["auroc"].to_dict()
+    assert {"patchcore", "patchcore+segad"} <= set(expected)
+    for method, auroc in expected.items():
+        assert run.data.metrics[f"{tracking_name(method)}.auroc"] == pytest.approx(auroc, rel=1e-12)
+    assert run.data.metrics == pytest.approx(run_metrics(table, METRIC_COLUMNS), rel=1e-12)
+
+    top = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"metrics.csv", "report.md", "plots"} <= top
+    plots = {
+        a.path
+        for folder in client.list_artifacts(run.info.run_id, "plots")
+        for a in client.list_artifacts(run.info.run_id, folder.path)
+    }
+    assert "plots/roc/roc.png" in plots and any(p.endswith(".png") for p in plots - {"plots/roc/roc.png"})
+
+
+def test_tracking_off_writes_no_store(tracked, tmp_path, monkeypatch):
+    """The evaluation stage rerun with SEGAD_TRACKING=off and another store: nothing is created."""
+    store = tmp_path / "store"
+    (tracked / "conf" / "local" / "mlflow.yml").write_text(f"tracking_uri: {store}\n")
+    monkeypatch.chdir(tracked)
+    monkeypatch.setenv(SWITCH, "off")
+    try:
+        run_project(tracked, ["evaluation"], SequentialRunner())
+    finally:
+        (tracked / "conf" / "local" / "mlflow.yml").unlink()
+    assert not store.exists()
+    assert not (tracked / "mlruns").exists()
+
+
+def test_the_switch_overrides_the_configuration(monkeypatch):
+    monkeypatch.setenv(SWITCH, "off")
+    assert tracking_enabled(True) is False
+    monkeypatch.setenv(SWITCH, "on")
+    assert tracking_enabled(False) is True
+    monkeypatch.delenv(SWITCH)
+    assert tracking_enabled(False) is False
+    monkeypatch.setenv(SWITCH, "maybe")
+    with pytest.raises(ValueError, match="SEGAD_TRACKING"):
+        tracking_enabled(True)
+
+
+def test_params_are_flat_and_metrics_come_from_the_mean_rows():
+    assert flat_params({"a": {"b": {"c": 1}}, "e": {}, "s": "x" * 7000})["a.b.c"] == "1"
+    assert flat_params({"e": {}})["e"] == "{}"
+    assert len(flat_params({"s": "x" * 7000})["s"]) == 6000
+    table = pd.DataFrame(
+        {
+            "method": ["m+segad"] * 4,
+            "category": ["a", "b", "mean", "mean"],
+            "split_seed": ["mean", "mean", "mean", "0"],
+            "subset": ["all", "all", "unseen", "all"],
+            "auroc": [0.1, 0.2, 0.3, 0.4],
+            "pg2": [float("nan")] * 4,
+        }
+    )
+    assert run_metrics(table, ["auroc", "pg2"]) == {"m_segad.unseen.auroc": 0.3}
