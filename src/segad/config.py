@@ -28,9 +28,10 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
+from segad.images import ImageSizeError, check_image_size_setting
 from segad.versions import jsonable
 
 #: The configuration of every parameter class: unknown keys fail, instances are immutable.
@@ -81,15 +82,24 @@ class RunConfig:
 
     These are the top-level keys of conf/base/parameters.yml. ``detectors`` is structural: the
     pipeline registry makes one namespaced anomaly_maps pipeline per name, so every name needs
-    its ``anomaly_maps.<name>`` block.
+    its ``anomaly_maps.<name>`` block. ``image_size`` is an int N (N x N pixels), ``[height,
+    width]`` or ``auto`` (resolved from the image index by `segad.images.resolve_image_size`).
     """
 
     dataset: DatasetConfig
     benchmark: Benchmark
     seeds: Annotated[list[int], Field(min_length=1)]
     detectors: Annotated[list[str], Field(min_length=1)]
-    image_size: Annotated[int, Field(gt=0)]
+    image_size: int | list[int] | str
     device: Device = "auto"
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _check_image_size(cls, value: Any) -> int | list[int] | str:
+        try:
+            return check_image_size_setting(value)
+        except ImageSizeError as error:  # pydantic names the field already
+            raise ValueError(str(error).removeprefix("image_size: ")) from None
 
     def __post_init__(self) -> None:
         for name, values in (("seeds", self.seeds), ("detectors", self.detectors)):
