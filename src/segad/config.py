@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
-from segad.images import ImageSizeError, check_image_size_setting
+from segad.images import AUTO, ImageSize, ImageSizeError, check_image_size_setting
 from segad.versions import jsonable
 
 #: The configuration of every parameter class: unknown keys fail, instances are immutable.
@@ -59,6 +59,13 @@ STAGE_BLOCKS = (
     "segmentation",
     "split",
 )
+
+
+#: Detectors whose anomalib model needs each side of ``image_size`` to be a multiple of this
+#: (pixels): FastFlow's layer norms and Reverse Distillation's decoder are built for the feature
+#: map sizes of their ResNet stages, and a forward pass fails at other sizes (docs/anomaly_maps.md,
+#: "Image size"). ``image_size: auto`` gives multiples of 32.
+SIDE_MULTIPLE = {"fastflow": 16, "reverse_distillation": 32}
 
 
 class ParameterError(ValueError):
@@ -129,6 +136,16 @@ class RunConfig:
             raise ParameterError(
                 f"detectors {missing} have no anomaly_maps.<name> block; configured detectors: {sorted(blocks)}"
             )
+        if run.image_size != AUTO:
+            size = ImageSize.parse(run.image_size)
+            for name in run.detectors:
+                step = SIDE_MULTIPLE.get(name, 1)
+                if size.height % step or size.width % step:
+                    near = [max(step, step * round(side / step)) for side in size.hw]
+                    raise ParameterError(
+                        f"image_size: {name} needs each side a multiple of {step} pixels, got {size} "
+                        f"(height x width); use e.g. {near} or auto"
+                    )
         return run
 
     def as_parameters(self) -> dict[str, Any]:
