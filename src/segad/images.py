@@ -127,7 +127,10 @@ def auto_image_size(sizes: Sequence[tuple[int, int]]) -> tuple[ImageSize, str]:
     at least 64. Square images give 256 x 256.
     """
     if not sizes:
-        raise ImageSizeError("image_size: auto needs good train images with a width and height; there are none")
+        raise ImageSizeError(
+            "image_size: auto takes the aspect of the good (label 0) train images, and there are none; "
+            "set image_size to N or [height, width]"
+        )
     aspect = float(np.median([h / w for w, h in sizes]))
     root = math.sqrt(aspect)
     height, width = (

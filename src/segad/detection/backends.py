@@ -146,7 +146,11 @@ def _convert(model: torch.nn.Module, backend: str, image_size: SizeLike, folder:
 
 
 def converted_path(
-    model: torch.nn.Module, backend: str, image_size: SizeLike, key: str | None = None, cache_root: str | Path | None = None
+    model: torch.nn.Module,
+    backend: str,
+    image_size: SizeLike,
+    key: str | None = None,
+    cache_root: str | Path | None = None,
 ) -> Path:
     """The cached converted model file (converting once when missing)."""
     root = Path(cache_root or Path(tempfile.gettempdir()) / "segad-backends")
@@ -228,7 +232,11 @@ _COMPILED: weakref.WeakKeyDictionary[torch.nn.Module, dict[str, _Compiled]] = we
 
 
 def compiled_detector(
-    model: torch.nn.Module, backend: str, image_size: SizeLike, key: str | None = None, cache_root: str | Path | None = None
+    model: torch.nn.Module,
+    backend: str,
+    image_size: SizeLike,
+    key: str | None = None,
+    cache_root: str | Path | None = None,
 ) -> _Compiled:
     """The converted, compiled form of ``model`` (once per model object and backend in a process)."""
     check_backend(backend)

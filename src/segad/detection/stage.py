@@ -153,7 +153,9 @@ def compute_anomaly_maps(
 
     image_size = ImageSize.parse(image_size)
     if config.name == "efficient_ad" and min(image_size.hw) < 256:
-        raise DetectorConfigError(f"efficient_ad needs image_size >= 256 on both sides (its autoencoder), got {image_size}")
+        raise DetectorConfigError(
+            f"efficient_ad needs image_size >= 256 on both sides (its autoencoder), got {image_size}"
+        )
     needed = needed_maps(image_index, splits, synthetic_index)
     paths = image_index.set_index("image_id")["path"].astype(str)
 

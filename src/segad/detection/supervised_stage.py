@@ -236,7 +236,12 @@ def compute_supervised_maps(
 
 
 def _fitted(
-    config: SupervisedConfig, fit: SupervisedFit, image_size: SizeLike, device: str, model_root: Path, stats: MapRunStats
+    config: SupervisedConfig,
+    fit: SupervisedFit,
+    image_size: SizeLike,
+    device: str,
+    model_root: Path,
+    stats: MapRunStats,
 ) -> torch.nn.Module:
     directory, backbones = model_root / fit.key, model_root / "_backbones"
     if (directory / "detector.json").is_file():
@@ -286,7 +291,9 @@ class SupervisedLoadError(RuntimeError):
     """A saved supervised model folder is missing, incomplete or damaged."""
 
 
-def save_supervised(model: torch.nn.Module, config: SupervisedConfig, image_size: SizeLike, directory: str | Path) -> Path:
+def save_supervised(
+    model: torch.nn.Module, config: SupervisedConfig, image_size: SizeLike, directory: str | Path
+) -> Path:
     """Write ``detector.json`` + ``state_dict.pt`` atomically (`segad.detection.persistence.write_model_folder`)."""
     meta = {
         "format": FORMAT_VERSION,

@@ -152,9 +152,7 @@ def resize_labels(labels: np.ndarray, size: SizeLike) -> np.ndarray:
     return np.asarray(image.resize((width, height), Image.Resampling.NEAREST)).astype(np.int64)
 
 
-def read_label_map(
-    path: str | Path, n_segments: int | None = None, size: SizeLike | None = None
-) -> np.ndarray:
+def read_label_map(path: str | Path, n_segments: int | None = None, size: SizeLike | None = None) -> np.ndarray:
     """Integer label map int64 (H, W) from a PNG (gray values = labels) or `.npy` file.
 
     Raises `SegmentMapError` naming the file if it is missing, unreadable, not 2-D, not
