@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
-from segad.images import AUTO, ImageSize, ImageSizeError, check_image_size_setting
+from segad.images import ImageSize, ImageSizeError, check_image_size_setting
 from segad.versions import jsonable
 
 #: The configuration of every parameter class: unknown keys fail, instances are immutable.
@@ -136,7 +136,7 @@ class RunConfig:
             raise ParameterError(
                 f"detectors {missing} have no anomaly_maps.<name> block; configured detectors: {sorted(blocks)}"
             )
-        if run.image_size != AUTO:
+        if not isinstance(run.image_size, str):  # auto: multiples of 32 by construction
             size = ImageSize.parse(run.image_size)
             for name in run.detectors:
                 step = SIDE_MULTIPLE.get(name, 1)
