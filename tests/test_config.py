@@ -180,7 +180,15 @@ def test_the_detector_specific_rules_stay_with_the_detector_config():
         ({"seeds": ["a"]}, r"seeds\.0: Input should be a valid integer"),
         ({"seeds": []}, r"seeds: List should have at least 1 item"),
         ({"seeds": [0, 0]}, r"seeds must not repeat a value"),
-        ({"image_size": 0}, r"image_size: Input should be greater than 0"),
+        ({"image_size": 0}, r"image_size: Value error, height and width must be ints > 0, got 0"),
+        ({"image_size": -32}, r"image_size: Value error, height and width must be ints > 0"),
+        ({"image_size": [64, 64, 3]}, r"image_size: Value error, expected an int > 0, \[height, width\] or 'auto'"),
+        ({"image_size": "square"}, r"image_size: Value error, expected an int > 0, \[height, width\] or 'auto'"),
+        (
+            {"image_size": [50, 70], "detectors": ["reverse_distillation"]},
+            r"image_size: reverse_distillation needs each side a multiple of 32 pixels, got 50 x 70",
+        ),
+        ({"image_size": [48, 40], "detectors": ["fastflow"]}, r"image_size: fastflow needs each side a multiple of 16"),
         ({"device": "gpu"}, r"device: Input should be 'auto', 'cpu' or 'cuda'"),
         ({"dataset": {"layuot": "demo"}}, r"dataset\.layuot: Unexpected keyword argument"),
         ({"dataset": {"layout": "vda"}}, r"dataset\.layout: Input should be 'demo', 'vad'"),
@@ -190,6 +198,12 @@ def test_the_detector_specific_rules_stay_with_the_detector_config():
 def test_a_wrong_run_key_fails_naming_the_key(change, named):
     with pytest.raises(ParameterError, match=named):
         RunConfig.from_parameters({**project_parameters(), **change})
+
+
+@pytest.mark.parametrize("value", [256, [352, 192], "auto"])
+def test_image_size_is_an_int_a_height_width_pair_or_auto(value):
+    parameters = {**project_parameters(), "image_size": value, "detectors": ["patchcore", "reverse_distillation"]}
+    assert RunConfig.from_parameters(parameters).as_parameters()["image_size"] == value
 
 
 def test_the_parameters_tree_reaches_nodes_as_plain_values():

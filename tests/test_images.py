@@ -44,3 +44,78 @@ def test_read_mask_is_binary_and_nearest(tmp_path):
     Image.fromarray(pixels).save(path)
     mask = read_mask(path, size=4)
     assert mask.dtype == bool and mask[:2].all() and not mask[2:].any()
+
+
+# ------------------------------------------------------------------------------ image_size
+
+
+def test_image_size_parses_an_int_a_pair_and_keeps_square_keys():
+    from segad.images import ImageSize
+
+    assert ImageSize.parse(256) == ImageSize(256, 256) and ImageSize.parse([48, 96]) == ImageSize(48, 96)
+    assert ImageSize.parse({"height": 48, "width": 96}).hw == (48, 96) and ImageSize(48, 96).wh == (96, 48)
+    assert ImageSize(256, 256).to_json() == 256 and ImageSize(48, 96).to_json() == [48, 96]  # square: as before
+    assert ImageSize(256, 256).tag() == "256" and ImageSize(48, 96).tag() == "48x96"
+    assert str(ImageSize(416, 160)) == "416 x 160"
+
+
+@pytest.mark.parametrize("value", [0, -3, [1, 2, 3], [64], "big", True, [48.5, 32], None])
+def test_a_bad_image_size_names_the_key(value):
+    from segad.images import ImageSize, ImageSizeError
+
+    with pytest.raises(ImageSizeError, match=r"^image_size: "):
+        ImageSize.parse(value)
+
+
+def test_read_image_and_mask_resize_to_height_by_width(tmp_path):
+    from segad.images import ImageSize
+
+    path = write_png(tmp_path / "wide.png", (60, 20))
+    assert read_image(path, size=ImageSize(16, 48)).shape == (3, 16, 48)
+    assert read_image(path, size=(16, 48)).shape == (3, 16, 48)
+    assert read_mask(path, size=ImageSize(10, 30)).shape == (10, 30)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "expected", "aspect"),
+    [
+        ([(300, 300)] * 3, (256, 256), "1.00"),  # ELPV cells: unchanged 256 x 256
+        ([(512, 512), (256, 256)], (256, 256), "1.00"),
+        ([(500, 1250)] * 5, (416, 160), "2.50"),  # tall (width x height on disk) -> 416 x 160
+        ([(1250, 500)] * 5, (160, 416), "0.40"),  # wide
+        ([(192, 320)], (320, 192), "1.67"),  # SensumSODF capsule, 320 x 192 (h x w)
+        ([(10, 1000)], (2560, 64), "100.00"),  # the smallest side is 64
+        ([(100, 100), (100, 300), (100, 300)], (448, 160), "3.00"),  # the median, not the mean
+    ],
+)
+def test_auto_keeps_the_median_aspect_at_about_256_squared(sizes, expected, aspect):
+    from segad.images import auto_image_size
+
+    size, why = auto_image_size(sizes)
+    assert size.hw == expected and size.height % 32 == 0 and size.width % 32 == 0
+    assert why == f"image_size auto: median aspect {aspect} (h/w) over {len(sizes)} good train images -> {size}"
+
+
+def test_auto_reads_only_the_good_train_images_of_the_index(caplog):
+    import pandas as pd
+
+    from segad.images import ImageSize, ImageSizeError, resolve_image_size
+
+    index = pd.DataFrame(
+        {
+            "split": ["train", "train", "train", "test"],
+            "label": [0, 0, 1, 0],
+            "width": [500, 500, 100, 100],
+            "height": [1250, 1250, 100, 100],
+        }
+    )
+    with caplog.at_level("INFO", logger="segad.images"):
+        assert resolve_image_size("auto", index) == ImageSize(416, 160)
+        assert resolve_image_size("auto", index) == ImageSize(416, 160)  # same index: said once
+    said = [r.getMessage() for r in caplog.records if r.name == "segad.images"]
+    assert said == ["image_size auto: median aspect 2.50 (h/w) over 2 good train images -> 416 x 160"]
+    assert resolve_image_size([64, 32], index) == ImageSize(64, 32) and resolve_image_size(64) == ImageSize(64, 64)
+    with pytest.raises(ImageSizeError, match=r"good \(label 0\) train images, and there are none"):
+        resolve_image_size("auto", index[index["label"] == 1])
+    with pytest.raises(ImageSizeError, match="needs the image index"):
+        resolve_image_size("auto")

@@ -28,9 +28,10 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
+from segad.images import ImageSize, ImageSizeError, check_image_size_setting
 from segad.versions import jsonable
 
 #: The configuration of every parameter class: unknown keys fail, instances are immutable.
@@ -60,6 +61,13 @@ STAGE_BLOCKS = (
 )
 
 
+#: Detectors whose anomalib model needs each side of ``image_size`` to be a multiple of this
+#: (pixels): FastFlow's layer norms and Reverse Distillation's decoder are built for the feature
+#: map sizes of their ResNet stages, and a forward pass fails at other sizes (docs/anomaly_maps.md,
+#: "Image size"). ``image_size: auto`` gives multiples of 32.
+SIDE_MULTIPLE = {"fastflow": 16, "reverse_distillation": 32}
+
+
 class ParameterError(ValueError):
     """The run's parameters do not form a valid run configuration; the message names the keys."""
 
@@ -81,15 +89,24 @@ class RunConfig:
 
     These are the top-level keys of conf/base/parameters.yml. ``detectors`` is structural: the
     pipeline registry makes one namespaced anomaly_maps pipeline per name, so every name needs
-    its ``anomaly_maps.<name>`` block.
+    its ``anomaly_maps.<name>`` block. ``image_size`` is an int N (N x N pixels), ``[height,
+    width]`` or ``auto`` (resolved from the image index by `segad.images.resolve_image_size`).
     """
 
     dataset: DatasetConfig
     benchmark: Benchmark
     seeds: Annotated[list[int], Field(min_length=1)]
     detectors: Annotated[list[str], Field(min_length=1)]
-    image_size: Annotated[int, Field(gt=0)]
+    image_size: int | list[int] | str
     device: Device = "auto"
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _check_image_size(cls, value: Any) -> int | list[int] | str:
+        try:
+            return check_image_size_setting(value)
+        except ImageSizeError as error:  # pydantic names the field already
+            raise ValueError(str(error).removeprefix("image_size: ")) from None
 
     def __post_init__(self) -> None:
         for name, values in (("seeds", self.seeds), ("detectors", self.detectors)):
@@ -119,6 +136,16 @@ class RunConfig:
             raise ParameterError(
                 f"detectors {missing} have no anomaly_maps.<name> block; configured detectors: {sorted(blocks)}"
             )
+        if not isinstance(run.image_size, str):  # auto: multiples of 32 by construction
+            size = ImageSize.parse(run.image_size)
+            for name in run.detectors:
+                step = SIDE_MULTIPLE.get(name, 1)
+                if size.height % step or size.width % step:
+                    near = [max(step, step * round(side / step)) for side in size.hw]
+                    raise ParameterError(
+                        f"image_size: {name} needs each side a multiple of {step} pixels, got {size} "
+                        f"(height x width); use e.g. {near} or auto"
+                    )
         return run
 
     def as_parameters(self) -> dict[str, Any]:

@@ -160,8 +160,8 @@ class MapIndex(pa.DataFrameModel):
     )
     map_key: Series[str] = pa.Field(description="location of the map in the store")
     max_score: Series[pa.Float64] = pa.Field(description="max of the raw map (the detector's own image score)")
-    height: Series[pa.Int32] = pa.Field(gt=0, description="map height (= `image_size`)")
-    width: Series[pa.Int32] = pa.Field(gt=0, description="map width (= `image_size`)")
+    height: Series[pa.Int32] = pa.Field(gt=0, description="map height (the height of `image_size`)")
+    width: Series[pa.Int32] = pa.Field(gt=0, description="map width (the width of `image_size`)")
     source_height: Series[pa.Int32] | None = pa.Field(
         gt=0,
         description=(

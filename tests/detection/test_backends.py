@@ -13,7 +13,7 @@ from segad.detection.config import DetectorConfig, DetectorConfigError
 from segad.detection.fit import fit_detector
 from segad.detection.inference import iter_maps, predict_maps
 from segad.detection.persistence import load_detector, save_detector
-from segad.images import read_image
+from segad.images import ImageSize, read_image
 from segad.segments.features import SegmentMap, segment_statistics
 from tests.detection.tiny import SIZE, config_for
 
@@ -61,6 +61,21 @@ def test_backend_maps_and_segad_features_equal_eager(name, backend, fitted, imag
     wide = spread > 1000 * max(diff, 1e-12)
     assert wide.any()
     assert np.allclose(new[..., [1, 2]][wide], ref[..., [1, 2]][wide], rtol=0, atol=0.01)
+
+
+@pytest.mark.parametrize("backend", CONVERTED)
+@pytest.mark.parametrize("name", ["patchcore", "padim"])
+def test_non_square_detectors_convert_at_height_by_width(name, backend, images, tmp_path):
+    size = ImageSize(32, 64)
+    config = config_for(name, images)
+    model = fit_detector(config, images["train"], size, backbone_cache_dir=tmp_path / "bb")
+    x = np.stack([read_image(p, size) for p in images["probe"] + images["train"]])
+    eager = predict_maps(model, x)
+    got = predict_maps(model, x, backend=backend, cache_root=tmp_path / "converted")
+    assert got.shape == eager.shape == (len(x), 32, 64)
+    assert np.abs(got - eager).max() <= TOLERANCE * float(eager.max() - eager.min())
+    assert backends.content_key(model, size) != backends.content_key(model, ImageSize(64, 32))
+    assert backends.content_key(model, 32) == backends.content_key(model, ImageSize(32, 32))
 
 
 @pytest.mark.parametrize("backend", CONVERTED)

@@ -15,7 +15,7 @@ from segad.detection.fit import build_detector, fit_detector
 from segad.detection.inference import predict_maps
 from segad.detection.persistence import load_detector, save_detector
 from segad.detection.weights import WeightsError
-from segad.images import read_image
+from segad.images import ImageSize, read_image
 from tests.detection.tiny import CHEAP, PACKAGED, SIZE, config_for, write_images
 
 
@@ -36,8 +36,29 @@ def test_detector_fits_on_good_images_and_maps_survive_save_and_reload(name, ima
     assert np.isfinite(maps).all() and maps.std() > 0
     save_detector(model, config, size, tmp_path / "saved")
     reloaded, reloaded_config, reloaded_size = load_detector(tmp_path / "saved", backbone_cache_dir=tmp_path / "bb2")
-    assert reloaded_config == config and reloaded_size == size
+    assert reloaded_config == config and reloaded_size == ImageSize(size, size)
     np.testing.assert_allclose(predict_maps(reloaded, probe), maps, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["patchcore", "padim"])
+def test_non_square_maps_are_height_by_width_and_keyed_apart(name, images, tmp_path):
+    """EfficientNet-Lite0 PatchCore / PaDiM at 32 x 64 (feature maps 8 x 16 and 4 x 8): maps are
+    (32, 64), survive save and reload, and the model key differs from the square runs'."""
+    from segad.detection.persistence import model_key
+
+    size = ImageSize(32, 64)
+    config = config_for(name, images)
+    model = fit_detector(config, images["train"], size, backbone_cache_dir=tmp_path / "bb")
+    probe = np.stack([read_image(p, size) for p in images["probe"]])
+    maps = predict_maps(model, probe)
+    assert probe.shape == (2, 3, 32, 64) and maps.shape == (2, 32, 64) and maps.std() > 0
+    save_detector(model, config, size, tmp_path / "saved")
+    reloaded, _, reloaded_size = load_detector(tmp_path / "saved", backbone_cache_dir=tmp_path / "bb2")
+    assert reloaded_size == size
+    np.testing.assert_allclose(predict_maps(reloaded, probe), maps, rtol=1e-5, atol=1e-5)
+    keys = {str(s): model_key(config, s, ["a"]) for s in (size, ImageSize(64, 32), ImageSize(32, 32))}
+    assert len(set(keys.values())) == 3  # (h, w), (w, h) and square never share a cache entry
+    assert model_key(config, 32, ["a"]) == keys["32 x 32"]  # an int N keys as before
 
 
 def test_maps_are_raw_not_normalised(images, fitted_padim):

@@ -20,7 +20,7 @@ from segad.detection.supervised import (
 )
 from segad.detection.supervised_config import SupervisedConfig, SupervisedConfigError, TrainImage, supervised_model_key
 from segad.detection.supervised_stage import load_supervised, save_supervised
-from segad.images import read_image
+from segad.images import ImageSize, read_image
 
 SIZE = 64  # blocks.1 (stride 4) -> 16 px features, upscaled 2x -> 32 px: the least anomalib's Perlin noise takes
 SETTINGS = {
@@ -113,7 +113,7 @@ def test_deterministic_per_seed(data):
 def test_save_load_roundtrip_gives_the_same_outputs(with_masks, data, tmp_path):
     save_supervised(with_masks, _config(), SIZE, tmp_path / "model")
     loaded, config, size = load_supervised(tmp_path / "model", backbone_cache_dir=data["backbones"])
-    assert size == SIZE and config == _config()
+    assert size == ImageSize(SIZE, SIZE) and config == _config()
     images = _test_images(data)
     for a, b in zip(predict_supervised(with_masks, images), predict_supervised(loaded, images), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

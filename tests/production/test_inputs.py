@@ -67,3 +67,14 @@ def test_list_images_is_recursive_sorted_and_suffix_based(tmp_path):
     assert [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)] == ["a.PNG", "b/2.png", "fake.jpg"]
     with pytest.raises(FileNotFoundError, match="does not exist"):
         list_images(tmp_path / "missing")
+
+
+def test_the_spec_records_a_square_size_as_before_and_a_non_square_one_as_height_width():
+    from segad.images import ImageSize
+
+    square = InputSpec(image_size=16, colour="rgb")
+    assert square.image_size == ImageSize(16, 16) and square.as_dict()["image_size"] == 16
+    tall = InputSpec(image_size=ImageSize(64, 32), colour="rgb", sizes=((48, 96),))
+    assert tall.as_dict()["image_size"] == [64, 32] and InputSpec.from_dict(tall.as_dict()) == tall
+    with pytest.raises(ValueError, match=r"input_spec.image_size: expected an int > 0"):
+        InputSpec.from_dict({"image_size": [1, 2, 3], "colour": "rgb"})

@@ -166,3 +166,35 @@ def test_overlay_marks_borders():
     assert (out[7, 8] == 255).all()  # border between label 1 and 0 rows is white
     assert not (out[12, 12] == 255).all()
     assert resize_labels(_labels(), (8, 4)).shape == (8, 4)
+
+
+def test_every_method_gives_height_by_width_maps(tmp_path):
+    """Non-square map resolution (24 x 40): static, elpv, single, auto, auto_per_image and per-image
+    maps all come out (24, 40), and the segments follow the image, not a square crop of it."""
+    from segad.images import ImageSize
+
+    size = ImageSize(24, 40)
+    Image.fromarray(_labels()).save(tmp_path / "s.png")
+    (tmp_path / "maps" / "c").mkdir(parents=True)
+    np.save(tmp_path / "maps" / "c" / "0.npy", _labels())
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(4):  # tall parts, 30 wide x 60 high: bright top half
+        pixels = rng.normal(100, 3, (60, 30, 3))
+        pixels[:30] += 100
+        paths.append(str(tmp_path / f"good{i}.png"))
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(paths[-1])
+    configs = {
+        "static": SegmentMapConfig(method="static", path=str(tmp_path / "s.png")),
+        "elpv": SegmentMapConfig(method="elpv"),
+        "single": SegmentMapConfig(method="single"),
+        "auto": SegmentMapConfig(method="auto", auto_segments=2),
+        "auto_per_image": SegmentMapConfig(method="auto_per_image", auto_segments=2),
+        "per_image": SegmentMapConfig(method="per_image", folder=str(tmp_path / "maps"), n_segments=3),
+    }
+    for method, config in configs.items():
+        seg = resolve_segmentation(config, ["c"], size, {"c": paths}, image_paths={"c/0.png": paths[0]})
+        labels = seg.labels_for("c", ["c/0.png"])
+        assert labels.shape[-2:] == (24, 40) and seg.size == (24, 40), method
+    auto = resolve_segmentation(configs["auto"], ["c"], size, {"c": paths}).static_maps["c"]
+    assert (auto[:12] == auto[0, 0]).all() and (auto[12:] != auto[0, 0]).all()  # top half vs bottom half

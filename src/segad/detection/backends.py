@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from segad.files import replace_folder
+from segad.images import ImageSize, SizeLike
 from segad.versions import package_versions
 
 BACKENDS = ("eager", "openvino", "onnxruntime")
@@ -103,9 +104,9 @@ def check_backend(backend: str) -> str:
     return backend
 
 
-def content_key(model: torch.nn.Module, image_size: int) -> str:
+def content_key(model: torch.nn.Module, image_size: SizeLike) -> str:
     """16-hex hash of the model class, its tensors and the image size (used when no model_key is given)."""
-    digest = hashlib.sha256(f"{type(model).__qualname__}:{int(image_size)}".encode())
+    digest = hashlib.sha256(f"{type(model).__qualname__}:{ImageSize.parse(image_size).tag()}".encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(str(tuple(tensor.shape)).encode())
@@ -118,10 +119,10 @@ def _versions_tag(backend: str) -> str:
     return backend + "-" + hashlib.sha256(json.dumps(versions, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def _convert(model: torch.nn.Module, backend: str, image_size: int, folder: Path) -> None:
-    """Write the converted model into ``folder`` (traced at batch 1 on CPU, float32)."""
+def _convert(model: torch.nn.Module, backend: str, image_size: SizeLike, folder: Path) -> None:
+    """Write the converted model into ``folder`` (traced at batch 1 and (height, width) on CPU, float32)."""
     wrapper = MapModule(model).eval()
-    example = torch.rand(1, 3, int(image_size), int(image_size))
+    example = torch.rand(1, 3, *ImageSize.parse(image_size).hw)
     with torch.inference_mode(False), torch.no_grad():
         if backend == "openvino":
             import openvino as ov
@@ -145,7 +146,11 @@ def _convert(model: torch.nn.Module, backend: str, image_size: int, folder: Path
 
 
 def converted_path(
-    model: torch.nn.Module, backend: str, image_size: int, key: str | None = None, cache_root: str | Path | None = None
+    model: torch.nn.Module,
+    backend: str,
+    image_size: SizeLike,
+    key: str | None = None,
+    cache_root: str | Path | None = None,
 ) -> Path:
     """The cached converted model file (converting once when missing)."""
     root = Path(cache_root or Path(tempfile.gettempdir()) / "segad-backends")
@@ -157,7 +162,9 @@ def converted_path(
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         _convert(model, backend, image_size, staging)
-        (staging / "done.json").write_text(json.dumps({"backend": backend, "image_size": int(image_size)}))
+        (staging / "done.json").write_text(
+            json.dumps({"backend": backend, "image_size": ImageSize.parse(image_size).to_json()})
+        )
         replace_folder(staging, folder)
     except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
@@ -195,7 +202,7 @@ def _runner(path: Path, backend: str, threads: int) -> Runner:
 
 
 class _Compiled:
-    """A converted detector: maps of a float32 (B, 3, S, S) batch, checked against eager once."""
+    """A converted detector: maps of a float32 (B, 3, H, W) batch, checked against eager once."""
 
     def __init__(self, model: torch.nn.Module, backend: str, run: Runner) -> None:
         self.model_ref = weakref.ref(model)
@@ -225,7 +232,11 @@ _COMPILED: weakref.WeakKeyDictionary[torch.nn.Module, dict[str, _Compiled]] = we
 
 
 def compiled_detector(
-    model: torch.nn.Module, backend: str, image_size: int, key: str | None = None, cache_root: str | Path | None = None
+    model: torch.nn.Module,
+    backend: str,
+    image_size: SizeLike,
+    key: str | None = None,
+    cache_root: str | Path | None = None,
 ) -> _Compiled:
     """The converted, compiled form of ``model`` (once per model object and backend in a process)."""
     check_backend(backend)

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from segad.detection.config import DetectorConfig
     from segad.detection.map_store import MapStore
     from segad.detection.stage import ModelPlan
+    from segad.images import SizeLike
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def fit_task(
-    config: DetectorConfig, plan: ModelPlan, image_size: int, device: str, model_root: str, threads: int | None
+    config: DetectorConfig, plan: ModelPlan, image_size: SizeLike, device: str, model_root: str, threads: int | None
 ) -> tuple[float, str]:
     """Fit and save the detector of ``plan`` under ``<model_root>/<plan.key>``: (seconds, worker)."""
     from segad.detection.fit import fit_detector
@@ -162,7 +163,7 @@ def fit_task(
 def map_task(
     config: DetectorConfig,
     task: MapTask,
-    image_size: int,
+    image_size: SizeLike,
     device: str,
     model_root: str,
     map_store: MapStore,
@@ -210,7 +211,7 @@ def run_shards(
     config: DetectorConfig,
     fits: Sequence[ModelPlan],
     maps: Sequence[MapTask],
-    image_size: int,
+    image_size: SizeLike,
     device: str,
     model_root: str | Path,
     map_store: MapStore,
@@ -276,7 +277,7 @@ def _on_cluster(
     config: DetectorConfig,
     fits: Sequence[ModelPlan],
     maps: Sequence[MapTask],
-    image_size: int,
+    image_size: SizeLike,
     device: str,
     root: str,
     store: MapStore,

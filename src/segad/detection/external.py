@@ -41,6 +41,7 @@ import numpy as np
 from segad.detection.config import DetectorConfigError
 from segad.detection.stage import MapRunStats, cached_map, map_index_table, needed_maps
 from segad.files import file_sha256
+from segad.images import ImageSize, SizeLike
 from segad.versions import package_versions
 
 if TYPE_CHECKING:
@@ -176,25 +177,26 @@ def _checked(path: Path, array: np.ndarray) -> np.ndarray:
     return array
 
 
-def resize_map(anomaly_map: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear resize of a float32 (H, W) map to (size, size), as detector output is resized."""
-    if anomaly_map.shape == (size, size):
+def resize_map(anomaly_map: np.ndarray, size: SizeLike) -> np.ndarray:
+    """Bilinear resize of a float32 (H, W) map to ``size`` (height, width), as detector output is resized."""
+    shape = ImageSize.parse(size).hw
+    if anomaly_map.shape == shape:
         return anomaly_map
     import torch
 
     tensor = torch.from_numpy(np.ascontiguousarray(anomaly_map))[None, None]
-    resized = torch.nn.functional.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False)
+    resized = torch.nn.functional.interpolate(tensor, size=shape, mode="bilinear", align_corners=False)
     return resized[0, 0].numpy().astype(np.float32)
 
 
-def external_model_key(image_size: int, map_hashes: list[str]) -> str:
+def external_model_key(image_size: SizeLike, map_hashes: list[str]) -> str:
     """16-hex hash of the maps used (file SHA-256s), the image size, `EXTERNAL_FORMAT` and the
     torch version (it resizes)."""
     payload = {
         "format": EXTERNAL_FORMAT,
         "detector": KIND,
         "libraries": package_versions(("torch",)),
-        "image_size": int(image_size),
+        "image_size": ImageSize.parse(image_size).to_json(),
         "maps": sorted(map_hashes),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -205,7 +207,7 @@ def compute_external_maps(
     splits: pd.DataFrame,
     synthetic_index: pd.DataFrame | None,
     config: ExternalConfig,
-    image_size: int,
+    image_size: SizeLike,
     map_store: MapStore,
 ) -> tuple[pd.DataFrame, MapRunStats]:
     """Read, check and resize the external map of every needed image into ``map_store``.

@@ -52,7 +52,7 @@ from segad.detection.weights import (
     read_state_dict,
     write_timm_local_dir,
 )
-from segad.images import IMAGE_SUFFIXES
+from segad.images import IMAGE_SUFFIXES, ImageSize, SizeLike
 
 logger = logging.getLogger(__name__)
 
@@ -98,16 +98,17 @@ def _check_imagenet_dir(path: str | None) -> Path:
 
 def build_detector(
     config: DetectorConfig,
-    image_size: int,
+    image_size: SizeLike,
     backbone_cache_dir: str | Path | None = None,
     *,
     for_loading: bool = False,
 ) -> torch.nn.Module:
-    """An unfitted anomalib model that outputs raw maps of shape (B, 1, image_size, image_size).
+    """An unfitted anomalib model that outputs raw maps of shape (B, 1, height, width).
 
     Args:
         config: the detector's settings.
-        image_size: side of the square input images and maps, in pixels.
+        image_size: the input images' and maps' (height, width) in pixels (an int N: N x N); the
+            pre-processor resizes to it.
         backbone_cache_dir: where local/packaged weights are unpacked as timm local-dir folders
             (default: a ``segad-backbones`` folder in the system temp dir).
         for_loading: build the bare architecture with random weights (every tensor is then
@@ -119,7 +120,7 @@ def build_detector(
             hard-codes a pretrained backbone, or EfficientAD without its local folders).
     """
     spec = SPECS[config.name]
-    size = (int(image_size), int(image_size))
+    size = ImageSize.parse(image_size).hw
     cache = Path(backbone_cache_dir or Path(tempfile.gettempdir()) / "segad-backbones")
     kwargs = dict(config.model)
     model_class: Any = anomalib_class(config.name)
@@ -247,7 +248,7 @@ class _GoodImageItems(ImageFiles):
         )
 
 
-def _train_loader(paths: Sequence[str | Path], config: DetectorConfig, image_size: int, shuffle: bool):
+def _train_loader(paths: Sequence[str | Path], config: DetectorConfig, image_size: SizeLike, shuffle: bool):
     from anomalib.data import ImageBatch
 
     generator = torch.Generator().manual_seed(config.seed)
@@ -261,7 +262,7 @@ def _train_loader(paths: Sequence[str | Path], config: DetectorConfig, image_siz
     )
 
 
-def _datamodule(paths: Sequence[str | Path], config: DetectorConfig, image_size: int):
+def _datamodule(paths: Sequence[str | Path], config: DetectorConfig, image_size: SizeLike):
     import lightning.pytorch as pl
 
     class GoodImagesDataModule(pl.LightningDataModule):
@@ -280,7 +281,7 @@ def _datamodule(paths: Sequence[str | Path], config: DetectorConfig, image_size:
 def fit_detector(
     config: DetectorConfig,
     train_paths: Sequence[str | Path],
-    image_size: int,
+    image_size: SizeLike,
     device: str = "cpu",
     work_dir: str | Path | None = None,
     backbone_cache_dir: str | Path | None = None,

@@ -18,15 +18,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segad.images import read_image
+from segad.images import ImageSize, SizeLike, read_image
 
 
 class ImageFiles(torch.utils.data.Dataset):
-    """Images read with `segad.images.read_image` as float32 (3, S, S) in [0, 1], with their index."""
+    """Images read with `segad.images.read_image` as float32 (3, H, W) in [0, 1], with their index."""
 
-    def __init__(self, paths: Sequence[str | Path], image_size: int) -> None:
+    def __init__(self, paths: Sequence[str | Path], image_size: SizeLike) -> None:
         self.paths = [str(p) for p in paths]
-        self.image_size = int(image_size)
+        self.image_size = ImageSize.parse(image_size)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -47,7 +47,7 @@ def predict_maps(
 
     Args:
         model: a fitted detector (`fit_detector` / `load_detector`).
-        images: float32 (B, 3, H, W) in [0, 1], H = W = the detector's image_size.
+        images: float32 (B, 3, H, W) in [0, 1], (H, W) = the detector's image_size.
         amp: float16 autocast on CUDA (ignored on CPU).
         backend: eager | openvino | onnxruntime (CPU only; `segad.detection.backends`).
         cache_key: the detector's model_key, naming its cached converted model (default: a
@@ -64,7 +64,7 @@ def predict_maps(
     if backend != "eager" and device.type == "cpu":
         from segad.detection.backends import compiled_detector
 
-        compiled = compiled_detector(model, backend, int(x.shape[-1]), cache_key, cache_root)
+        compiled = compiled_detector(model, backend, ImageSize(*x.shape[-2:]), cache_key, cache_root)
         maps = torch.from_numpy(compiled(x.numpy()))
         if maps.shape[-2:] != x.shape[-2:]:
             maps = torch.nn.functional.interpolate(
@@ -91,7 +91,7 @@ def predict_maps(
 def iter_maps(
     model: torch.nn.Module,
     paths: Sequence[str | Path],
-    image_size: int,
+    image_size: SizeLike,
     batch_size: int = 16,
     num_workers: int = 0,
     amp: bool = False,
@@ -101,7 +101,8 @@ def iter_maps(
     cache_key: str | None = None,
     cache_root: str | Path | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(index into paths, float32 (S, S) map)``, decoding images in DataLoader workers.
+    """Yield ``(index into paths, float32 (H, W) map)``, (H, W) = ``image_size``; images are
+    decoded in DataLoader workers.
 
     A tqdm bar named ``progress`` shows images/s when given. With ``channels_last`` on CPU the
     model is switched to channels_last memory format first (same maps up to float rounding;

@@ -28,7 +28,7 @@ import torch
 from segad.detection.config import DetectorConfig, resolve_device
 from segad.detection.fit import build_detector
 from segad.files import check_owned, file_sha256, replace_folder
-from segad.images import ImageReadError
+from segad.images import ImageReadError, ImageSize, SizeLike
 from segad.versions import package_versions
 
 #: Bump when segad's own code changes what a saved detector or a map means (part of model_key).
@@ -55,18 +55,19 @@ def library_versions() -> dict[str, str]:
 
 def model_key(
     config: DetectorConfig,
-    image_size: int,
+    image_size: SizeLike,
     train_hashes: Sequence[str],
     quantile_hashes: Sequence[str] | None = None,
 ) -> str:
-    """16-hex hash of the detector's identity, image size, training set (content hashes), segad's
+    """16-hex hash of the detector's identity, image size (an int N for N x N, as before non-square
+    sizes existed, else [height, width]), training set (content hashes), segad's
     `FORMAT_VERSION` and the `library_versions` that compute the maps; with ``quantile_hashes``
     also the images of EfficientAD's map quantiles (``quantiles_from: brf_train``)."""
     payload = {
         "format": FORMAT_VERSION,
         "libraries": library_versions(),
         "config": config.identity(),
-        "image_size": int(image_size),
+        "image_size": ImageSize.parse(image_size).to_json(),
         "train": sorted(train_hashes),
     }
     if quantile_hashes is not None:
@@ -74,12 +75,12 @@ def model_key(
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def save_detector(model: torch.nn.Module, config: DetectorConfig, image_size: int, directory: str | Path) -> Path:
+def save_detector(model: torch.nn.Module, config: DetectorConfig, image_size: SizeLike, directory: str | Path) -> Path:
     """Write ``detector.json`` + ``state_dict.pt`` into ``directory`` atomically (temp dir, rename)."""
     meta = {
         "format": FORMAT_VERSION,
         "detector": config.name,
-        "image_size": int(image_size),
+        "image_size": ImageSize.parse(image_size).to_json(),
         "config": config.to_dict(),
     }
     return write_model_folder(model, meta, directory, "save_detector")
@@ -112,8 +113,8 @@ class DetectorLoadError(RuntimeError):
 
 def load_detector(
     directory: str | Path, device: str = "cpu", backbone_cache_dir: str | Path | None = None
-) -> tuple[torch.nn.Module, DetectorConfig, int]:
-    """Reload a saved detector: ``(model in eval mode, its config, image_size)``.
+) -> tuple[torch.nn.Module, DetectorConfig, ImageSize]:
+    """Reload a saved detector: ``(model in eval mode, its config, its ImageSize)``.
 
     The architecture is rebuilt with random weights (no download, no weights file) and every
     tensor is restored from ``state_dict.pt`` with ``weights_only=True`` and ``strict=True``.
@@ -122,7 +123,7 @@ def load_detector(
     meta, state = read_model_folder(directory)
     try:
         config = DetectorConfig.from_dict(meta["detector"], meta["config"])
-        image_size = int(meta["image_size"])
+        image_size = ImageSize.parse(meta["image_size"])
     except Exception as error:  # noqa: BLE001
         raise DetectorLoadError(f"{directory}: damaged saved detector ({error})") from error
     model = build_detector(config, image_size, backbone_cache_dir, for_loading=True)

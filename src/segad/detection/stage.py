@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from segad.images import ImageSize, SizeLike
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -68,7 +70,7 @@ def plan_models(
     image_index: pd.DataFrame,
     splits: pd.DataFrame,
     config: DetectorConfig,
-    image_size: int,
+    image_size: SizeLike,
     hashes: dict[str, str],
 ) -> dict[tuple[str, int], ModelPlan]:
     """``{(category, split_seed): ModelPlan}``: model_key, detector_train paths and, with
@@ -125,7 +127,7 @@ def compute_anomaly_maps(
     splits: pd.DataFrame,
     synthetic_index: pd.DataFrame | None,
     config: DetectorConfig,
-    image_size: int,
+    image_size: SizeLike,
     device: str,
     map_store: MapStore,
     model_root: str | Path,
@@ -149,8 +151,11 @@ def compute_anomaly_maps(
     from segad.detection.inference import iter_maps
     from segad.detection.persistence import content_hash
 
-    if config.name == "efficient_ad" and image_size < 256:
-        raise DetectorConfigError(f"efficient_ad needs image_size >= 256 (its autoencoder), got {image_size}")
+    image_size = ImageSize.parse(image_size)
+    if config.name == "efficient_ad" and min(image_size.hw) < 256:
+        raise DetectorConfigError(
+            f"efficient_ad needs image_size >= 256 on both sides (its autoencoder), got {image_size}"
+        )
     needed = needed_maps(image_index, splits, synthetic_index)
     paths = image_index.set_index("image_id")["path"].astype(str)
 
@@ -208,7 +213,7 @@ def _missing_maps(
     needed: pd.DataFrame,
     key: str,
     map_store: MapStore,
-    image_size: int,
+    image_size: SizeLike,
     stats: MapRunStats,
     max_scores: dict[str, float],
     shapes: dict[str, tuple[int, int]],
@@ -231,7 +236,7 @@ def _run_sharded(
     needed: pd.DataFrame,
     plan: dict[tuple[str, int], ModelPlan],
     config: DetectorConfig,
-    image_size: int,
+    image_size: SizeLike,
     device: str,
     map_store: MapStore,
     model_root: Path,
@@ -299,9 +304,9 @@ def needed_maps(image_index: pd.DataFrame, splits: pd.DataFrame, synthetic_index
     return needed
 
 
-def cached_map(map_store: MapStore, map_key: str, image_size: int) -> np.ndarray | None:
-    """The stored (image_size, image_size) map of ``map_key``, or None when absent, damaged (logged)
-    or of another size: then it is to be (re)computed."""
+def cached_map(map_store: MapStore, map_key: str, image_size: SizeLike) -> np.ndarray | None:
+    """The stored (height, width) map of ``map_key`` at ``image_size``, or None when absent, damaged
+    (logged) or of another size: then it is to be (re)computed."""
     from segad.detection.map_store import MapStoreError
 
     try:
@@ -310,7 +315,7 @@ def cached_map(map_store: MapStore, map_key: str, image_size: int) -> np.ndarray
         if map_store.path(map_key).exists():
             logger.warning("recomputing damaged map: %s", error)
         return None
-    return stored if stored.shape == (image_size, image_size) else None
+    return stored if stored.shape == ImageSize.parse(image_size).hw else None
 
 
 def map_index_table(
@@ -336,7 +341,7 @@ def map_index_table(
 def _fitted_model(
     config: DetectorConfig,
     plan: ModelPlan,
-    image_size: int,
+    image_size: SizeLike,
     device: str,
     model_root: Path,
     stats: MapRunStats,

@@ -50,7 +50,7 @@ from segad.detection.supervised_config import (
     _uses_mask,
 )
 from segad.detection.weights import WeightsSource, prepare_backbone
-from segad.images import read_image, read_mask
+from segad.images import ImageSize, SizeLike, read_image, read_mask
 
 logger = logging.getLogger(__name__)
 
@@ -106,9 +106,9 @@ class SupervisedImages(torch.utils.data.Dataset):
     `unknown_mask_paths`, so the loss does not read it).
     """
 
-    def __init__(self, items: Sequence[TrainImage], image_size: int, masks: str) -> None:
+    def __init__(self, items: Sequence[TrainImage], image_size: SizeLike, masks: str) -> None:
         self.items = list(items)
-        self.image_size = int(image_size)
+        self.image_size = ImageSize.parse(image_size)
         self.masks = masks
 
     @property
@@ -158,7 +158,7 @@ def check_training_set(items: Sequence[TrainImage], masks: str) -> None:
 
 def build_supervised(
     config: SupervisedConfig,
-    image_size: int,
+    image_size: SizeLike,
     backbone_cache_dir: str | Path | None = None,
     *,
     for_loading: bool = False,
@@ -177,7 +177,7 @@ def build_supervised(
         backbone, _ = prepare_backbone(WeightsSource.parse(config.weights), architecture, True, cache / "pretrained")
     model_class: Any = _supervised_class()
     kwargs = dict(config.model, backbone=backbone)
-    size = (int(image_size), int(image_size))
+    size = ImageSize.parse(image_size).hw
     kwargs.update(
         pre_processor=model_class.configure_pre_processor(image_size=size),
         post_processor=False,
@@ -191,7 +191,7 @@ def build_supervised(
 def fit_supervised(
     config: SupervisedConfig,
     items: Sequence[TrainImage],
-    image_size: int,
+    image_size: SizeLike,
     device: str = "cpu",
     backbone_cache_dir: str | Path | None = None,
 ) -> torch.nn.Module:
@@ -252,10 +252,10 @@ def fit_supervised(
     return model
 
 
-def _check_feature_size(model: Any, image_size: int) -> None:
+def _check_feature_size(model: Any, image_size: SizeLike) -> None:
     """anomalib's Perlin noise draws scales up to 32: the feature map must be >= 32 px a side."""
     with torch.no_grad():
-        side = min(model.model.feature_extractor(torch.zeros(1, 3, image_size, image_size)).shape[-2:])
+        side = min(model.model.feature_extractor(torch.zeros(1, 3, *ImageSize.parse(image_size).hw)).shape[-2:])
     if side < 32:
         raise SupervisedConfigError(
             f"{NAME}: feature map of {side} px at image_size {image_size} (2x the first layer's); anomalib's "
@@ -290,8 +290,8 @@ def predict_supervised(model: torch.nn.Module, images: np.ndarray | torch.Tensor
 
 
 class _Images(torch.utils.data.Dataset):
-    def __init__(self, paths: Sequence[str], image_size: int) -> None:
-        self.paths, self.image_size = [str(p) for p in paths], int(image_size)
+    def __init__(self, paths: Sequence[str], image_size: SizeLike) -> None:
+        self.paths, self.image_size = [str(p) for p in paths], ImageSize.parse(image_size)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -303,7 +303,7 @@ class _Images(torch.utils.data.Dataset):
 def iter_supervised(
     model: torch.nn.Module,
     paths: Sequence[str],
-    image_size: int,
+    image_size: SizeLike,
     batch_size: int = 16,
     num_workers: int = 0,
 ) -> Iterator[tuple[int, np.ndarray, float]]:

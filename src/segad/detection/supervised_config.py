@@ -15,6 +15,7 @@ from typing import Any
 
 from segad.detection.weights import WeightsSource, weights_fingerprint
 from segad.files import file_sha256
+from segad.images import ImageSize, SizeLike
 from segad.versions import package_versions
 
 #: The detector name in ``detectors:`` and the method name of its own image score.
@@ -143,14 +144,14 @@ def training_identity(items: Sequence[TrainImage], masks: str) -> list[str]:
     return sorted(out)
 
 
-def supervised_model_key(config: SupervisedConfig, image_size: int, items: Sequence[TrainImage]) -> str:
+def supervised_model_key(config: SupervisedConfig, image_size: SizeLike, items: Sequence[TrainImage]) -> str:
     """16-hex hash of config identity, image size, training set (good and bad, with masks),
     `FORMAT_VERSION` and library versions."""
     payload = {
         "format": FORMAT_VERSION,
         "libraries": package_versions(_LIBRARIES),
         "config": config.identity(),
-        "image_size": int(image_size),
+        "image_size": ImageSize.parse(image_size).to_json(),
         "train": training_identity(items, config.masks),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -45,6 +45,7 @@ from segad.detection.supervised_config import (
     supervised_model_key,
 )
 from segad.files import file_sha256
+from segad.images import ImageSize, SizeLike
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,7 +86,7 @@ def plan_supervised(
     splits: pd.DataFrame,
     synthetic_index: pd.DataFrame | None,
     config: SupervisedConfig,
-    image_size: int,
+    image_size: SizeLike,
 ) -> list[SupervisedFit]:
     """The cross-fitting plan (module docstring): K fold models + the full model per (category, seed).
 
@@ -152,7 +153,7 @@ def compute_supervised_maps(
     splits: pd.DataFrame,
     synthetic_index: pd.DataFrame | None,
     config: SupervisedConfig,
-    image_size: int,
+    image_size: SizeLike,
     device: str,
     map_store: MapStore,
     model_root: str | Path,
@@ -181,7 +182,7 @@ def compute_supervised_maps(
             digest = hashes.setdefault(path, file_sha256(path)[:32])
             map_key = f"{fit.key}/{digest}"
             try:
-                ok = map_store.read(map_key).shape == (image_size, image_size) and digest in scores
+                ok = map_store.read(map_key).shape == ImageSize.parse(image_size).hw and digest in scores
             except MapStoreError:
                 ok = False
             if not ok:
@@ -235,7 +236,12 @@ def compute_supervised_maps(
 
 
 def _fitted(
-    config: SupervisedConfig, fit: SupervisedFit, image_size: int, device: str, model_root: Path, stats: MapRunStats
+    config: SupervisedConfig,
+    fit: SupervisedFit,
+    image_size: SizeLike,
+    device: str,
+    model_root: Path,
+    stats: MapRunStats,
 ) -> torch.nn.Module:
     directory, backbones = model_root / fit.key, model_root / "_backbones"
     if (directory / "detector.json").is_file():
@@ -285,21 +291,28 @@ class SupervisedLoadError(RuntimeError):
     """A saved supervised model folder is missing, incomplete or damaged."""
 
 
-def save_supervised(model: torch.nn.Module, config: SupervisedConfig, image_size: int, directory: str | Path) -> Path:
+def save_supervised(
+    model: torch.nn.Module, config: SupervisedConfig, image_size: SizeLike, directory: str | Path
+) -> Path:
     """Write ``detector.json`` + ``state_dict.pt`` atomically (`segad.detection.persistence.write_model_folder`)."""
-    meta = {"format": FORMAT_VERSION, "detector": NAME, "image_size": int(image_size), "config": config.to_dict()}
+    meta = {
+        "format": FORMAT_VERSION,
+        "detector": NAME,
+        "image_size": ImageSize.parse(image_size).to_json(),
+        "config": config.to_dict(),
+    }
     return write_model_folder(model, meta, directory, "save_supervised")
 
 
 def load_supervised(
     directory: str | Path, device: str = "cpu", backbone_cache_dir: str | Path | None = None
-) -> tuple[torch.nn.Module, SupervisedConfig, int]:
+) -> tuple[torch.nn.Module, SupervisedConfig, ImageSize]:
     """Reload a saved model: random-weight scaffold + strict ``load_state_dict`` (weights_only)."""
     directory = Path(directory)
     try:
         meta, state = read_model_folder(directory, NAME)
         config = SupervisedConfig.from_dict(meta["config"])
-        image_size = int(meta["image_size"])
+        image_size = ImageSize.parse(meta["image_size"])
     except Exception as error:  # noqa: BLE001
         raise SupervisedLoadError(str(error)) from error
     model = build_supervised(config, image_size, backbone_cache_dir, for_loading=True)

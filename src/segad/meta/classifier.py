@@ -40,6 +40,7 @@ from pydantic import Field
 from pydantic.dataclasses import dataclass
 
 from segad.config import PARAMS
+from segad.images import ImageSize, SizeLike
 
 SCORE_COLUMNS = ("image_id", "split_seed", "score")
 
@@ -188,22 +189,23 @@ class ActivationCache:
     def __init__(self, batch_size: int = 32) -> None:
         self.batch_size = batch_size
         self.computed = 0
-        self._store: dict[tuple[str, int, str], object] = {}
+        self._store: dict[tuple[str, ImageSize, str], object] = {}
 
-    def activations(self, model, paths: Sequence[str], image_size: int, device: str = "cpu"):
+    def activations(self, model, paths: Sequence[str], image_size: SizeLike, device: str = "cpu"):
         """(N, C, h, w) tensor on `device`: the stem's output for each path, computed where missing."""
         import torch
 
         from segad.files import file_sha256
 
-        keys = [(file_sha256(p), image_size, model.stem_key) for p in paths]
+        size = ImageSize.parse(image_size)
+        keys = [(file_sha256(p), size, model.stem_key) for p in paths]
         todo = list(dict.fromkeys(k for k in keys if k not in self._store))
         where = dict(zip(keys, paths))
         model.eval()
         with torch.no_grad():
             for start in range(0, len(todo), self.batch_size):
                 chunk = todo[start : start + self.batch_size]
-                out = model.stem(_load_batch([where[k] for k in chunk], image_size).to(device))
+                out = model.stem(_load_batch([where[k] for k in chunk], size).to(device))
                 self._store.update(zip(chunk, out.unbind(0)))
                 self.computed += len(chunk)
         if not keys:
@@ -211,7 +213,7 @@ class ActivationCache:
         return torch.stack([cast(torch.Tensor, self._store[k]) for k in keys]).to(device)
 
 
-def _load_batch(paths: Sequence[str], image_size: int):
+def _load_batch(paths: Sequence[str], image_size: SizeLike):
     import torch
 
     from segad.images import read_image
@@ -223,7 +225,7 @@ def fit_classifier(
     paths: Sequence[str],
     labels: Sequence[int],
     config: ClassifierConfig,
-    image_size: int,
+    image_size: SizeLike,
     seed: int,
     device: str = "cpu",
     cache: ActivationCache | None = None,
@@ -318,7 +320,7 @@ def _recalibrate_norm_statistics(module, batches, device: str) -> None:
 def predict_scores(
     model,
     paths: Sequence[str],
-    image_size: int,
+    image_size: SizeLike,
     batch_size: int = 32,
     device: str = "cpu",
     cache: ActivationCache | None = None,

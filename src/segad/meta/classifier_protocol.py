@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from segad.images import SizeLike
 from segad.meta.classifier import ActivationCache, ClassifierConfig, empty_scores, fit_classifier, predict_scores
 
 TRAIN_ROLES = ("detector_train", "brf_train")
@@ -55,7 +56,7 @@ def _cross_fitted_scores(
     brf: np.ndarray,
     test_paths: np.ndarray,
     config: ClassifierConfig,
-    image_size: int,
+    image_size: SizeLike,
     seed: int,
     device: str,
     cache: ActivationCache | None,
@@ -83,7 +84,7 @@ def classifier_scores(
     splits: pd.DataFrame,
     synthetic_index: pd.DataFrame | None,
     config: ClassifierConfig,
-    image_size: int,
+    image_size: SizeLike,
     device: str = "cpu",
 ) -> pd.DataFrame:
     """Per split seed: scores of the brf_train, synthetic and test rows (module docstring, protocols)."""

@@ -31,6 +31,7 @@ import pydantic
 from pydantic import Field
 
 from segad.config import PARAMS
+from segad.images import ImageSize, SizeLike
 from segad.meta.brf import BRFConfig, method_name, model_key, select_run
 from segad.production.inputs import input_spec_from_paths
 from segad.production.operating_point import OperatingPoint, choose_operating_point, out_of_fold_scores
@@ -82,7 +83,7 @@ def assemble_bundle(
     dataset: Mapping,
     benchmark: str,
     seeds: Sequence[int],
-    image_size: int,
+    image_size: SizeLike,
     detectors: Sequence[str],
     brf_model: BRFConfig,
     options: BundleOptions,
@@ -96,7 +97,9 @@ def assemble_bundle(
         brf_models: `segad.meta.brf.model_key` -> loader of the fitted BRF (called once).
         map_indexes: detector -> its map index (rows image_id, split_seed, model_key, ...).
         detector_stores: detector -> folder of its fitted detectors (one sub-folder per model_key).
-        dataset, benchmark, seeds, image_size, detectors: the run's parameters of those names.
+        dataset, benchmark, seeds, detectors: the run's parameters of those names.
+        image_size: the run's resolved map size (`segad.images.ImageSize`); the manifest's
+            ``input_spec.image_size`` records it and scoring resizes new images to it.
         brf_model: the BRF settings (``brf.model``) of the out-of-fold BRFs.
         options: the ``bundle`` parameters.
         recorded: run parameters stored in the manifest's ``config.parameters``.
@@ -151,7 +154,7 @@ def assemble_bundle(
     detector_dirs = _detector_dirs(members, map_indexes, detector_stores, image_index, seed, category)
     in_training = splits[(splits["split_seed"] == seed) & splits["role"].isin(TRAINING_ROLES)]["image_id"]
     train_images = image_index[image_index["image_id"].isin(set(in_training)) & (image_index["category"] == category)]
-    spec = input_spec_from_paths(train_images["path"].tolist(), int(image_size))
+    spec = input_spec_from_paths(train_images["path"].tolist(), ImageSize.parse(image_size))
     names = options.segment_names or _builtin_segment_names(segment_maps, layout)
     contents = dict(
         detector_dirs=detector_dirs,

@@ -57,6 +57,7 @@ import numpy as np
 
 from segad import versions
 from segad.files import file_sha256
+from segad.images import ImageSize, SizeLike
 from segad.production.inputs import InputSpec
 from segad.production.operating_point import OperatingPoint
 from segad.segments.columns import feature_columns
@@ -141,14 +142,15 @@ def own_files(folder: Path) -> list[str] | None:
     return [MANIFEST, *manifest.get("files", {})] if isinstance(manifest, dict) else None
 
 
-def load_segmentation(path: Path, n_segments: int, size: int) -> np.ndarray:
-    """Read the bundle's label map and check shape (size, size) and labels in [0, n_segments)."""
+def load_segmentation(path: Path, n_segments: int, size: SizeLike) -> np.ndarray:
+    """Read the bundle's label map and check its shape (height, width) = ``size`` and labels in [0, n_segments)."""
+    shape = ImageSize.parse(size).hw
     try:
         labels = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise BundleIntegrityError(f"{path}: unreadable segment map ({error})") from error
-    if labels.shape != (size, size) or not np.issubdtype(labels.dtype, np.integer):
-        raise BundleSchemaError(f"{path}: segment map {labels.dtype} {labels.shape}, expected integer ({size}, {size})")
+    if labels.shape != shape or not np.issubdtype(labels.dtype, np.integer):
+        raise BundleSchemaError(f"{path}: segment map {labels.dtype} {labels.shape}, expected integer {shape}")
     if labels.size and (labels.min() < 0 or labels.max() >= n_segments):
         raise BundleSchemaError(f"{path}: labels outside [0, {n_segments})")
     return labels

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segad.images import IMAGE_SUFFIXES, ImageReadError, read_image
+from segad.images import IMAGE_SUFFIXES, ImageReadError, ImageSize, SizeLike, read_image
 
 # PIL modes whose pixels carry no colour.
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -35,22 +35,31 @@ class InputSpec:
     """What scored images must look like, taken from the training images.
 
     Attributes:
-        image_size: side in pixels the images are resized to (maps are image_size x image_size).
+        image_size: the (height, width) in pixels images are resized to, as maps are (an int N
+            given here or in the manifest means N x N; the manifest records N for square sizes,
+            else [height, width]).
         colour: "rgb" or "gray": how the training images were stored.
         sizes: accepted on-disk (width, height) pairs; empty = any size.
     """
 
-    image_size: int
+    image_size: ImageSize
     colour: str
     sizes: tuple[tuple[int, int], ...] = ()
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image_size", ImageSize.parse(self.image_size, "input_spec.image_size"))
+
     def as_dict(self) -> dict:
-        return {"image_size": self.image_size, "colour": self.colour, "sizes": [list(size) for size in self.sizes]}
+        return {
+            "image_size": self.image_size.to_json(),
+            "colour": self.colour,
+            "sizes": [list(size) for size in self.sizes],
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> InputSpec:
         return cls(
-            image_size=int(data["image_size"]),
+            image_size=ImageSize.parse(data["image_size"], "input_spec.image_size"),
             colour=str(data["colour"]),
             sizes=tuple((int(w), int(h)) for w, h in data.get("sizes", ())),
         )
@@ -70,7 +79,7 @@ def probe_image(path: str | Path) -> tuple[int, int, str]:
         raise ImageReadError(f"{path}: unreadable image ({error})") from error
 
 
-def input_spec_from_paths(paths: Sequence[str | Path], image_size: int) -> InputSpec:
+def input_spec_from_paths(paths: Sequence[str | Path], image_size: SizeLike) -> InputSpec:
     """The spec of a training set: its single colour mode and its on-disk sizes.
 
     Raises InputMismatchError when the training images mix grayscale and colour storage.
@@ -83,11 +92,11 @@ def input_spec_from_paths(paths: Sequence[str | Path], image_size: int) -> Input
         examples = {colour: str(path) for path, (_, _, colour) in zip(paths, probes)}
         raise InputMismatchError(f"training images mix grayscale and colour files: {examples}")
     sizes = tuple(sorted({(w, h) for w, h, _ in probes}))
-    return InputSpec(image_size=int(image_size), colour=colours.pop(), sizes=sizes)
+    return InputSpec(image_size=ImageSize.parse(image_size), colour=colours.pop(), sizes=sizes)
 
 
 def load_checked(path: str | Path, spec: InputSpec) -> np.ndarray:
-    """Read an image for scoring: float32 (3, S, S) in [0, 1], S = spec.image_size.
+    """Read an image for scoring: float32 (3, H, W) in [0, 1], (H, W) = spec.image_size.
 
     Raises ImageReadError (missing, unreadable, truncated) or InputMismatchError (on-disk size
     not among the training sizes; grayscale file for a colour model or the reverse), each with a

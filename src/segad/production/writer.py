@@ -89,7 +89,7 @@ def write_bundle(
             `write_versioned_bundle`, which never replaces a bundle.
         detector_dirs: detector name -> folder written by `segad.detection.persistence.save_detector`, in
             feature order; each folder is copied into the bundle unchanged.
-        segments: int (S, S) label map at map resolution S = input_spec.image_size.
+        segments: int (H, W) label map at the map resolution (H, W) = input_spec.image_size.
         brf: the fitted BRF (`xgboost.XGBClassifier` or `Booster`); saved as UBJSON with the
             feature column names.
         feature_columns: ordered BRF input columns: `segad.segments.columns.feature_columns` of
@@ -114,8 +114,10 @@ def write_bundle(
             f"feature columns do not match segad.segments.features for detectors {list(detectors)} and "
             f"{n_segments} segments: {error}"
         ) from error
-    if segments.shape != (input_spec.image_size, input_spec.image_size):
-        raise BundleSchemaError(f"segment map {segments.shape} is not at the map resolution {input_spec.image_size}")
+    if segments.shape != input_spec.image_size.hw:
+        raise BundleSchemaError(
+            f"segment map {segments.shape} is not at the map resolution {input_spec.image_size.hw} (height, width)"
+        )
     check_owned(target, own_files(target), "write_bundle")
     bundle_id = bundle_id or new_bundle_id()
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,7 @@ from PIL import Image
 from pydantic import Field
 
 from segad.config import PARAMS
+from segad.images import ImageSize, SizeLike, read_image
 from segad.segments.auto_segments import PixelClusters, fit_pixel_clusters
 from segad.segments.elpv import ELPV_SEGMENTS, elpv_segment_map
 
@@ -141,9 +142,9 @@ def segment_count(n_segments: int | Mapping[str, int] | None, category: str) -> 
 # reading and resizing
 
 
-def resize_labels(labels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of an integer (H, W) label map to `size` (int or (H, W))."""
-    height, width = (size, size) if isinstance(size, int) else size
+def resize_labels(labels: np.ndarray, size: SizeLike) -> np.ndarray:
+    """Nearest-neighbour resize of an integer (H, W) label map to `size` (int N for N x N, or (H, W))."""
+    height, width = ImageSize.parse(size).hw
     labels = np.asarray(labels)
     if labels.shape == (height, width):
         return labels.astype(np.int64, copy=False)
@@ -151,9 +152,7 @@ def resize_labels(labels: np.ndarray, size: int | tuple[int, int]) -> np.ndarray
     return np.asarray(image.resize((width, height), Image.Resampling.NEAREST)).astype(np.int64)
 
 
-def read_label_map(
-    path: str | Path, n_segments: int | None = None, size: int | tuple[int, int] | None = None
-) -> np.ndarray:
+def read_label_map(path: str | Path, n_segments: int | None = None, size: SizeLike | None = None) -> np.ndarray:
     """Integer label map int64 (H, W) from a PNG (gray values = labels) or `.npy` file.
 
     Raises `SegmentMapError` naming the file if it is missing, unreadable, not 2-D, not
@@ -205,10 +204,9 @@ def per_image_map_path(folder: str | Path, image_id: str) -> Path:
 # built-in maps
 
 
-def single_segment_map(size: int | tuple[int, int]) -> np.ndarray:
+def single_segment_map(size: SizeLike) -> np.ndarray:
     """One segment (label 0) everywhere: int64 (H, W)."""
-    height, width = (size, size) if isinstance(size, int) else size
-    return np.zeros((height, width), dtype=np.int64)
+    return np.zeros(ImageSize.parse(size).hw, dtype=np.int64)
 
 
 def auto_segment_map(images: np.ndarray, n_segments: int, seed: int = 0, max_pixels: int = 20000) -> np.ndarray:
@@ -291,38 +289,27 @@ class SegmentMaps:
 
     def _clustered_labels(self, category: str, image_ids: Sequence[str]) -> np.ndarray:
         """Per-image labels (N, H, W) from the shared centres; each image is segmented once."""
-        from segad.images import read_image
-
         missing = [i for i in dict.fromkeys(image_ids) if f"{category}/{i}" not in self._cache]
         if missing:
-            images = np.stack([read_image(self.image_path(i), size=self.size[0]) for i in missing])
-            if images.shape[2:] != self.size:
-                images = np.stack([_resize_rgb(image, self.size) for image in images])
+            images = np.stack([read_image(self.image_path(i), size=self.size) for i in missing])
             for image_id, labels in zip(missing, self.clusters[category].labels(images)):
                 self._cache[f"{category}/{image_id}"] = labels.astype(np.uint8 if labels.max() < 256 else np.int32)
         return np.stack([self._cache[f"{category}/{i}"] for i in image_ids]).astype(np.int64)
 
 
-def _resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    pil = Image.fromarray((np.clip(image.transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8))
-    resized = pil.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-    return np.asarray(resized, np.float32).transpose(2, 0, 1) / 255.0
-
-
 def _gray_images(paths: Sequence[str], size: tuple[int, int]) -> np.ndarray:
-    from segad.images import read_image
-
-    return np.stack([read_image(p, size=size[0]).mean(axis=0) for p in paths])
+    return np.stack([read_image(p, size=size).mean(axis=0) for p in paths])
 
 
 def resolve_segmentation(
     config: SegmentMapConfig,
     categories: Sequence[str],
-    map_size: int | tuple[int, int],
+    map_size: SizeLike,
     good_train_paths: Mapping[str, Sequence[str]] | None = None,
     image_paths: Mapping[str, str] | None = None,
 ) -> SegmentMaps:
-    """Build the `SegmentMaps` of every category at map resolution `map_size` (pixels, int or (H, W)).
+    """Build the `SegmentMaps` of every category at map resolution `map_size` (pixels: an
+    `ImageSize`, (H, W) or an int N for N x N).
 
     `good_train_paths[category]` (image paths) is needed for methods `auto` and `auto_per_image`.
     `auto_per_image` reads each image when its labels are asked for: from `image_paths`
@@ -330,7 +317,7 @@ def resolve_segmentation(
     """
     if config.method is None:
         raise ValueError("segmentation method not chosen: call SegmentMapConfig.for_dataset(layout, root) first")
-    size = (map_size, map_size) if isinstance(map_size, int) else (int(map_size[0]), int(map_size[1]))
+    size = ImageSize.parse(map_size).hw
     seg = SegmentMaps(
         method=config.method, size=size, n_segments={}, image_paths=image_paths, image_root=config.image_root
     )
@@ -360,11 +347,7 @@ def resolve_segmentation(
             paths = list((good_train_paths or {}).get(category, []))[: config.auto_max_images]
             if not paths:
                 raise SegmentMapError(f"auto_per_image segmentation: no good training images for {category!r}")
-            from segad.images import read_image
-
-            images = np.stack([read_image(p, size=size[0]) for p in paths])
-            if images.shape[2:] != size:
-                images = np.stack([_resize_rgb(image, size) for image in images])
+            images = np.stack([read_image(p, size=size) for p in paths])
             try:
                 seg.clusters[category] = fit_pixel_clusters(
                     images, config.auto_segments, config.seed, smooth=config.auto_smooth

@@ -14,6 +14,7 @@ from segad.detection.map_store import MapStore
 from segad.detection.stage import compute_anomaly_maps
 from segad.detection.supervised_config import SupervisedConfig, is_supervised
 from segad.detection.supervised_stage import compute_supervised_maps
+from segad.images import resolve_image_size
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ def make_anomaly_maps(
     splits: pd.DataFrame,
     synthetic_index: pd.DataFrame | None,
     detector: DetectorParams,
-    image_size: int,
+    image_size: int | list[int] | str,
     device: str,
     map_store: MapStore,
     detector_store: Path,
@@ -34,7 +35,9 @@ def make_anomaly_maps(
 
     ``detector`` is the namespaced parameter block ``anomaly_maps.<detector_name>`` (typed: Kedro
     checks it before any node runs; the model arguments are checked by `DetectorConfig`); a missing or
-    empty ``synthetic_index`` means no synthetic images. Maps go into ``map_store``, fitted
+    empty ``synthetic_index`` means no synthetic images. ``image_size`` is the parameter (an int,
+    ``[height, width]`` or ``auto``, resolved from ``image_index``: `segad.images.resolve_image_size`).
+    Maps go into ``map_store``, fitted
     detectors into ``detector_store/<model_key>/`` (both handles come from the catalog). An
     external detector (`segad.detection.external.is_external`) reads its maps and fits nothing;
     ``supersimplenet_supervised`` trains on detector_train goods plus brf_train bad images,
@@ -44,14 +47,15 @@ def make_anomaly_maps(
     `segad.runner.DaskRunner`, in this process otherwise; it changes neither the maps nor model_key.
     """
     synthetic = synthetic_index if synthetic_index is not None and len(synthetic_index) else None
+    size = resolve_image_size(image_size, image_index)
     settings = detector.settings()
     if is_external(detector_name, settings):
         external = ExternalConfig.from_dict(detector_name, settings)
-        map_index, stats = compute_external_maps(image_index, splits, synthetic, external, int(image_size), map_store)
+        map_index, stats = compute_external_maps(image_index, splits, synthetic, external, size, map_store)
     elif is_supervised(detector_name):  # trained on good + bad images, cross-fitted (docs/anomaly_maps.md)
         supervised = SupervisedConfig.from_dict(settings)
         map_index, stats = compute_supervised_maps(
-            image_index, splits, synthetic, supervised, int(image_size), str(device), map_store, detector_store
+            image_index, splits, synthetic, supervised, size, str(device), map_store, detector_store
         )
     else:
         shards = ShardOptions.from_dict(settings.pop("distribute", None))
@@ -61,7 +65,7 @@ def make_anomaly_maps(
             splits,
             synthetic,
             config,
-            int(image_size),
+            size,
             str(device),
             map_store,
             detector_store,

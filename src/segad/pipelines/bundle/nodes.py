@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from segad.config import DatasetConfig
+from segad.images import resolve_image_size
 from segad.meta.brf import BRFParams
 from segad.production.assemble import BundleOptions, assemble_bundle
 from segad.segments.segment_maps import SegmentMaps
@@ -23,7 +24,7 @@ def build_bundle(
     dataset: DatasetConfig,
     benchmark: str,
     seeds: list[int],
-    image_size: int,
+    image_size: int | list[int] | str,
     detectors: list[str],
     brf: BRFParams,
     split: dict,
@@ -37,17 +38,20 @@ def build_bundle(
 
     `detector_handles` holds ``<detector>__map_index`` and ``<detector>__detector_store`` (the
     folder of fitted detectors) per run detector. The parameters of the stages that produced the
-    bundle are recorded in its manifest (``config.parameters``). With ``bundle.build: false``
+    bundle are recorded in its manifest (``config.parameters``); ``image_size`` (the parameter) is
+    resolved from ``image_index`` as in every stage (`segad.images.resolve_image_size`) and the
+    concrete size is recorded (``input_spec.image_size`` and ``config.parameters.image_size``). With ``bundle.build: false``
     it returns no arguments (the bundle dataset then writes nothing) and says so in the report.
     """
     if not bundle.build:
         return {}, {"built": False, "reason": "bundle.build is false"}
+    size = resolve_image_size(image_size, image_index)
     recorded = jsonable(
         {
             "dataset": dataset,
             "benchmark": benchmark,
             "seeds": seeds,
-            "image_size": image_size,
+            "image_size": size.to_json(),  # the concrete size, also for `auto`: reruns reproduce it
             "detectors": detectors,
             "split": split,
             "defects": defects,
@@ -75,7 +79,7 @@ def build_bundle(
         dataset=jsonable(dataset),
         benchmark=benchmark,
         seeds=seeds,
-        image_size=image_size,
+        image_size=size,
         detectors=detectors,
         brf_model=brf.model,
         options=bundle,

@@ -292,7 +292,7 @@ def plot_overlays(
                         f"{detector}.map_index has no map for image {case.image_id!r}, split_seed {seed}"
                     ) from error
                 anomaly_maps[detector] = maps[f"{detector}__map_store"].read(str(map_key))
-            size = next(iter(anomaly_maps.values())).shape[0] if anomaly_maps else None
+            size = next(iter(anomaly_maps.values())).shape if anomaly_maps else None  # (H, W)
             labels = segmentation.labels_for(category, [case.image_id]) if segmentation is not None else None
             if labels is not None and labels.ndim == 3:
                 labels = labels[0]

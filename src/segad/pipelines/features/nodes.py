@@ -9,7 +9,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from segad.config import DatasetConfig
-from segad.images import read_image
+from segad.images import read_image, resolve_image_size
 from segad.meta.classifier import ClassifierConfig, empty_scores
 from segad.meta.classifier_protocol import classifier_scores as _classifier_scores
 from segad.segments.features import FeatureConfig, build_feature_table, feature_rows
@@ -19,9 +19,11 @@ log = logging.getLogger(__name__)
 
 
 def build_segmentation(
-    image_index: pd.DataFrame, given: SegmentMapConfig, image_size: int, dataset: DatasetConfig
+    image_index: pd.DataFrame, given: SegmentMapConfig, image_size: int | list[int] | str, dataset: DatasetConfig
 ) -> SegmentMaps:
-    """Segment maps of every category at map resolution (auto: from good `train` images only)."""
+    """Segment maps of every category at map resolution (auto: from good `train` images only).
+
+    ``image_size`` is the parameter, resolved from ``image_index`` (`segad.images.resolve_image_size`)."""
     config = given.for_dataset(dataset.layout, dataset.root)
     if given.method is None and config.method == "auto":
         log.warning(
@@ -32,7 +34,8 @@ def build_segmentation(
         )
     goods = image_index[(image_index["split"] == "train") & (image_index["label"] == 0)]
     paths = goods.groupby("category")["path"].apply(list).to_dict()
-    segmentation = resolve_segmentation(config, sorted(image_index["category"].unique()), image_size, paths)
+    size = resolve_image_size(image_size, image_index)
+    segmentation = resolve_segmentation(config, sorted(image_index["category"].unique()), size, paths)
     for category, source in segmentation.sources.items():
         log.info("segments of %s: %s (%d segments)", category, source, segmentation.n_segments[category])
     return segmentation
@@ -51,7 +54,7 @@ def segmentation_overlays(image_index: pd.DataFrame, segmentation: SegmentMaps, 
         for _, row in picked.iterrows():
             labels = segmentation.labels_for(category, [row["image_id"]])
             labels = labels[0] if labels.ndim == 3 else labels
-            image = read_image(row["path"], size=labels.shape[0])
+            image = read_image(row["path"], size=labels.shape)
             fig, ax = plt.subplots(figsize=(4, 4))
             ax.imshow(overlay(image, labels))
             ax.set_title(f"{category}: {row['image_id']}", fontsize=7)
@@ -66,13 +69,15 @@ def train_classifier(
     splits: pd.DataFrame,
     synthetic_index: pd.DataFrame,
     config: ClassifierConfig,
-    image_size: int,
+    image_size: int | list[int] | str,
     device: str,
 ) -> pd.DataFrame:
-    """Supervised classifier scores (image_id, split_seed, score); empty when disabled."""
+    """Supervised classifier scores (image_id, split_seed, score); empty when disabled. Images are
+    resized to ``image_size`` resolved from ``image_index`` (`segad.images.resolve_image_size`)."""
     if not config.enabled:
         return empty_scores()
-    return _classifier_scores(image_index, splits, synthetic_index, config, image_size, device)
+    size = resolve_image_size(image_size, image_index)
+    return _classifier_scores(image_index, splits, synthetic_index, config, size, device)
 
 
 def compute_features(
