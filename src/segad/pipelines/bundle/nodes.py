@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,8 @@ from segad.meta.brf import BRFParams
 from segad.production.assemble import BundleOptions, assemble_bundle
 from segad.segments.segment_maps import SegmentMaps
 from segad.versions import jsonable
+
+log = logging.getLogger(__name__)
 
 
 def build_bundle(
@@ -42,6 +45,14 @@ def build_bundle(
     """
     if not bundle.build:
         return {}, {"built": False, "reason": "bundle.build is false"}
+    if segment_maps.clusters:  # auto_per_image, also when auto_select chose it for unaligned parts
+        reason = (
+            f"per-image automatic segmentation ({', '.join(sorted(segment_maps.clusters))}) cannot be "
+            "bundled yet: scoring would need the shared centres and the backbone; set "
+            "segmentation.method: auto (static map) to build a bundle"
+        )
+        log.warning("no production bundle: %s", reason)
+        return {}, {"built": False, "reason": reason}
     recorded = jsonable(
         {
             "dataset": dataset,
