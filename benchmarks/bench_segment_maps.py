@@ -230,6 +230,27 @@ def run_variant(variant: str, args, tmp: Path) -> list[dict]:
     return results
 
 
+def alignment_only(args, tmp: Path) -> None:
+    """Print the alignment (`segad.segments.alignment`) of the good images of each variant, per ELPV type."""
+    sets = []
+    for variant in args.variants:
+        types = [[t] for t in args.elpv_types] if variant == "elpv" else [args.elpv_types]
+        for elpv_types in types:
+            _, goods, _ = variant_images(variant, argparse.Namespace(**{**vars(args), "elpv_types": elpv_types}), tmp)
+            name = f"{variant} {'+'.join(elpv_types)}" if variant == "elpv" else variant
+            sets.append((name, np.stack([read_image(p, args.image_size) for p in goods])))
+    threshold = SegmentMapConfig().alignment_threshold
+    for name, images in sets:
+        values = {n: alignment(images[:n]) for n in (16, 32, 64, len(images))}
+        print(
+            f"{name:12s} alignment of the first "
+            + ", ".join(f"{n}: {v:.2f}" for n, v in values.items())
+            + f" good images ({args.image_size} px); auto_select at {threshold:g} picks "
+            + choose_method(values[len(images)], threshold),
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="*", default=["aligned", "shifted"], choices=list(VARIANTS))
@@ -240,13 +261,17 @@ def main() -> None:
     parser.add_argument("--n-bad", type=int, default=80, help="bad images (seen defects) split into brf_train / test")
     parser.add_argument("--segments", type=int, default=4, help="auto / auto_per_image clusters")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
-    parser.add_argument("--per-image", nargs="*", default=["blocks.2+blocks.4:0:0"], help="layers[:pca[:smooth]]")
+    parser.add_argument("--per-image", nargs="*", default=["blocks.2+blocks.4:8:0"], help="layers[:pca[:smooth]]")
     parser.add_argument("--elpv-types", nargs="*", default=["mono", "poly"], choices=["mono", "poly"])
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--alignment-only", action="store_true", help="only print the alignment of each variant")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs; {args}")
     with tempfile.TemporaryDirectory(prefix="bench_segment_maps_") as scratch:
         tmp = Path(args.workdir) if args.workdir else Path(scratch)
+        if args.alignment_only:
+            alignment_only(args, tmp)
+            return
         results = pd.DataFrame([r for v in args.variants for r in run_variant(v, args, tmp)])
     summary = results.groupby(["variant", "method"], sort=False).agg(
         auroc_mean=("auroc", "mean"), auroc_std=("auroc", "std"), pg2_mean=("pg2", "mean"), pg2_std=("pg2", "std")

@@ -9,13 +9,13 @@ by the overlap). An image is *in register* when that best shift is at most `TOLE
 both directions (1/32 of the side). alignment = share of images in register, in [0, 1]:
 1 = every part sits where the others do (a static map fits), near 0 = parts at varying places.
 
-Why this measure and not the share of variance the mean image explains (measured on 16 and 64
-images of 128 px, docs/features.md): textured but aligned parts (polycrystalline ELPV cells,
-random grains) explain only ~0.5 of their variance by the mean image, as little as the shifted
-demo (0.5-0.67), while their best shift is 0 for every image; the shift test scores ELPV mono and
-poly, the aligned demo and the demo rotated by up to 30 degrees 1.0, the demo shifted by up to
-20 px 0.06-0.31 and the shifted demo (40 px, 180 degrees, scale 0.8-1.2) 0-0.19. A rotation
-about the part's own centre without a shift is not detected (the rotated demo scores 1.0).
+Why this measure and not the share of variance the mean image explains: textured but aligned
+parts (polycrystalline ELPV cells, random grains) keep much of their variance outside the mean
+image, about as much as shifted parts do, while the best shift of each of them is still 0.
+Measured with ``benchmarks/bench_segment_maps.py --alignment-only --variants aligned shifted elpv``
+(128 px, first 16 / 32 / 64 / 130 good images; docs/features.md): aligned demo 1.00 throughout,
+ELPV mono 1.00, ELPV poly 0.98-1.00, shifted demo (40 px, +-180 degrees, scale 0.8-1.2)
+0.00-0.06. A rotation about the part's own centre without a shift is not detected.
 
 `choose_method(alignment, threshold)` picks the static `auto` map for an aligned category and
 `auto_per_image` otherwise; the threshold is `segmentation.alignment_threshold`

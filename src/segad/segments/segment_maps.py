@@ -93,7 +93,7 @@ class SegmentMapConfig:
     auto_segments: Annotated[int, Field(ge=1)] = 4
     auto_max_images: Annotated[int, Field(ge=1)] = 64
     auto_layers: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_LAYERS))
-    auto_pca: Annotated[int, Field(ge=0)] = 0
+    auto_pca: Annotated[int, Field(ge=0)] = 8
     auto_smooth: Annotated[float, Field(ge=0.0, le=0.25)] = 0.0
     alignment_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.6
     seed: int = 0
