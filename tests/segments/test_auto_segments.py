@@ -119,6 +119,11 @@ def test_resolve_reads_each_image_and_caches_labels_on_disk(tmp_path, monkeypatc
     monkeypatch.setattr(FeatureClusters, "labels", refuse)
     np.testing.assert_array_equal(again.labels_for("c", ids[::-1]), labels[::-1])
     monkeypatch.undo()
+    damaged = sorted((tmp_path / "labels").rglob("*.npz"))[0]
+    damaged.write_bytes(b"not a label map")  # a damaged file is segmented again and replaced
+    third = resolve_segmentation(config, ["c"], (64, 64), {"c": train}, label_store=store)
+    np.testing.assert_array_equal(third.labels_for("c", ids), labels)
+    assert damaged.read_bytes() != b"not a label map"
 
     by_paths = resolve_segmentation(config, ["c"], (32, 48), {"c": train}, image_paths=test_paths)
     assert by_paths.labels_for("c", ids).shape == (3, 32, 48)  # resized to the (non-square) map size

@@ -56,7 +56,7 @@ from PIL import Image
 from pydantic import Field
 
 from segad.config import PARAMS
-from segad.detection.map_store import MapStore
+from segad.detection.map_store import MapStore, MapStoreError
 from segad.files import file_sha256
 from segad.segments.alignment import alignment, choose_method
 from segad.segments.auto_segments import (
@@ -292,8 +292,11 @@ class SegmentMaps:
         if missing and self.label_store is not None:
             settings = clusters.settings_key(self.size)
             keys = {i: f"auto_per_image/{settings}/{file_sha256(self.image_path(i))[:32]}" for i in missing}
-            for image_id in [i for i in missing if self.label_store.exists(keys[i])]:
-                self._cache[f"{category}/{image_id}"] = self.label_store.read(keys[image_id]).astype(np.uint8)
+            for image_id in missing:
+                try:
+                    self._cache[f"{category}/{image_id}"] = self.label_store.read(keys[image_id]).astype(np.uint8)
+                except MapStoreError:  # not stored yet, or damaged: segmented (again) below
+                    pass
             missing = [i for i in missing if f"{category}/{i}" not in self._cache]
         if missing:
             images = _rgb_images([self.image_path(i) for i in missing], self.size)
