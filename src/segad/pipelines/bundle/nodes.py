@@ -45,7 +45,7 @@ def build_bundle(
     """
     if not bundle.build:
         return {}, {"built": False, "reason": "bundle.build is false"}
-    if segment_maps.clusters:  # auto_per_image, also when auto_select chose it for unaligned parts
+    if segment_maps is not None and segment_maps.clusters:  # auto_per_image, also chosen by auto_select
         reason = (
             f"per-image automatic segmentation ({', '.join(sorted(segment_maps.clusters))}) cannot be "
             "bundled yet: scoring would need the shared centres and the backbone; set "
