@@ -15,13 +15,18 @@ fit images only (never on brf_train or test images).
 
 Variants: ``aligned`` (the demo, jitter 3 px), ``shifted`` (jitter 40 px, rotation +-180 deg,
 scale 1 +- 0.2: unaligned parts) and ``elpv`` (real aligned solar cells of the installed
-`elpv-dataset`, mono cells: a fixed random subset of `--n-fit + --n-good` good and `--n-bad`
-defective cells, resized to `--image-size`). Methods: ``single``, ``auto`` (static k-means of per-pixel
-mean / std over the fit images), ``auto_per_image`` (shared centres, assigned per image), and
-for the aligned demo ``static`` (the demo's own shipped map), for ELPV its built-in map.
+`elpv-dataset`, cell types `--elpv-types` (default mono and poly) in one category: a fixed random
+subset of `--n-fit + --n-good` good and `--n-bad` defective cells, drawn from all cells of those
+types, resized to `--image-size`). Methods: ``single``, ``auto`` (static k-means of per-pixel
+mean / std over the fit images), ``auto_per_image`` (shared centres of EfficientNet-Lite0
+features, assigned per image; one row per `--per-image` setting ``layers[:pca[:smooth]]``, e.g.
+``blocks.2+blocks.4:0:0.02``), and for the aligned demo ``static`` (the demo's own shipped map),
+for ELPV its built-in map. The alignment of the fit images (`segad.segments.alignment`) and the
+method ``auto_select`` would pick at the configured threshold are printed per variant.
 
     .venv/bin/python benchmarks/bench_segment_maps.py                          # defaults
-    .venv/bin/python benchmarks/bench_segment_maps.py --variants shifted --seeds 0 1 2 --image-size 128
+    .venv/bin/python benchmarks/bench_segment_maps.py --variants shifted --seeds 7 \
+        --per-image blocks.2+blocks.4 blocks.2+blocks.4:0:0.02 blocks.1+blocks.2   # choosing settings
 
 Peak memory: about 8 GB RSS per variant on CPU at 128 px (detector fit and inference); run one
 variant per process (``--variants aligned``, then ``shifted``, then ``elpv``) on a small machine.
@@ -48,6 +53,7 @@ from segad.evaluation.metrics import auroc, pg  # noqa: E402
 from segad.images import read_image  # noqa: E402
 from segad.ingestion.demo import DemoConfig, write_demo  # noqa: E402
 from segad.meta.brf import BRFConfig, brf_scores, fit_brf  # noqa: E402
+from segad.segments.alignment import alignment, choose_method  # noqa: E402
 from segad.segments.columns import feature_columns  # noqa: E402
 from segad.segments.features import build_feature_table  # noqa: E402
 from segad.segments.segment_maps import SegmentMapConfig, resolve_segmentation  # noqa: E402
@@ -85,7 +91,8 @@ def variant_images(variant: str, args, tmp: Path) -> tuple[Path, list[Path], lis
     if variant == "elpv":
         from segad.ingestion.layouts import build_index
 
-        index, _ = build_index("elpv", None, category="mono")
+        index, _ = build_index("elpv", None)
+        index = index[index.category.isin(args.elpv_types)]
         rng = np.random.default_rng(0)  # a fixed random subset of the cells
         goods = sorted(rng.permutation(index[index.label == 0].path.to_numpy())[: args.n_fit + args.n_good])
         bads = sorted(rng.permutation(index[index.label == 1].path.to_numpy())[: args.n_bad])
@@ -140,11 +147,27 @@ def run_variant(variant: str, args, tmp: Path) -> list[dict]:
         }
     )
 
+    fit_images = np.stack([read_image(p, size) for p in fit_paths])
+    value = alignment(fit_images)
+    print(
+        f"[{variant}] alignment of the {len(fit_paths)} fit images {value:.2f}: auto_select picks "
+        f"{choose_method(value, SegmentMapConfig().alignment_threshold)}",
+        flush=True,
+    )
     methods = {
         "single": SegmentMapConfig(method="single"),
         "auto (static k-means)": SegmentMapConfig(method="auto", auto_segments=args.segments),
-        "auto_per_image": SegmentMapConfig(method="auto_per_image", auto_segments=args.segments),
     }
+    for spec in args.per_image:
+        layers, pca, smooth = (spec.split(":") + ["0", "0"])[:3]
+        name = "auto_per_image" + ("" if len(args.per_image) == 1 else f" {spec}")
+        methods[name] = SegmentMapConfig(
+            method="auto_per_image",
+            auto_segments=args.segments,
+            auto_layers=layers.split("+"),
+            auto_pca=int(pca),
+            auto_smooth=float(smooth),
+        )
     if variant == "aligned":
         methods["static (demo map)"] = SegmentMapConfig(method="static", path=str(root / "segmentation.png"))
     if variant == "elpv":
@@ -200,11 +223,32 @@ def run_variant(variant: str, args, tmp: Path) -> list[dict]:
             )
         for row in results[-len(methods) - 1 :]:  # printed as they come: a killed run keeps its rows
             print(
-                f"[{variant}] seed {seed} {row['method']:28s} AUROC {100 * row['auroc']:6.2f} "
+                f"[{variant}] seed {seed} {row['method']:40s} AUROC {100 * row['auroc']:6.2f} "
                 f"PG2 {100 * row['pg2']:6.2f}",
                 flush=True,
             )
     return results
+
+
+def alignment_only(args, tmp: Path) -> None:
+    """Print the alignment (`segad.segments.alignment`) of the good images of each variant, per ELPV type."""
+    sets = []
+    for variant in args.variants:
+        types = [[t] for t in args.elpv_types] if variant == "elpv" else [args.elpv_types]
+        for elpv_types in types:
+            _, goods, _ = variant_images(variant, argparse.Namespace(**{**vars(args), "elpv_types": elpv_types}), tmp)
+            name = f"{variant} {'+'.join(elpv_types)}" if variant == "elpv" else variant
+            sets.append((name, np.stack([read_image(p, args.image_size) for p in goods])))
+    threshold = SegmentMapConfig().alignment_threshold
+    for name, images in sets:
+        values = {n: alignment(images[:n]) for n in (16, 32, 64, len(images))}
+        print(
+            f"{name:12s} alignment of the first "
+            + ", ".join(f"{n}: {v:.2f}" for n, v in values.items())
+            + f" good images ({args.image_size} px); auto_select at {threshold:g} picks "
+            + choose_method(values[len(images)], threshold),
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -217,19 +261,25 @@ def main() -> None:
     parser.add_argument("--n-bad", type=int, default=80, help="bad images (seen defects) split into brf_train / test")
     parser.add_argument("--segments", type=int, default=4, help="auto / auto_per_image clusters")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    parser.add_argument("--per-image", nargs="*", default=["blocks.2+blocks.4:8:0"], help="layers[:pca[:smooth]]")
+    parser.add_argument("--elpv-types", nargs="*", default=["mono", "poly"], choices=["mono", "poly"])
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--alignment-only", action="store_true", help="only print the alignment of each variant")
     args = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs; {args}")
     with tempfile.TemporaryDirectory(prefix="bench_segment_maps_") as scratch:
         tmp = Path(args.workdir) if args.workdir else Path(scratch)
+        if args.alignment_only:
+            alignment_only(args, tmp)
+            return
         results = pd.DataFrame([r for v in args.variants for r in run_variant(v, args, tmp)])
     summary = results.groupby(["variant", "method"], sort=False).agg(
         auroc_mean=("auroc", "mean"), auroc_std=("auroc", "std"), pg2_mean=("pg2", "mean"), pg2_std=("pg2", "std")
     )
-    print(f"\n{'variant':8s} {'method':28s} {'AUROC %':>16s} {'PG2 %':>16s}   (mean +- std over seeds {args.seeds})")
+    print(f"\n{'variant':8s} {'method':40s} {'AUROC %':>16s} {'PG2 %':>16s}   (mean +- std over seeds {args.seeds})")
     for (variant, method), row in summary.iterrows():
         print(
-            f"{variant:8s} {method:28s} {100 * row.auroc_mean:7.2f} +- {100 * row.auroc_std:5.2f} "
+            f"{variant:8s} {method:40s} {100 * row.auroc_mean:7.2f} +- {100 * row.auroc_std:5.2f} "
             f"{100 * row.pg2_mean:7.2f} +- {100 * row.pg2_std:5.2f}"
         )
     timing = results.dropna(subset=["seconds"]).groupby("method")["seconds"].mean()

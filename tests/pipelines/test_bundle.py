@@ -62,6 +62,21 @@ def test_no_bundle_when_build_is_off(tmp_path):
     assert not (tmp_path / "segad_bundle").exists() and not dataset.exists()
 
 
+def test_no_bundle_for_per_image_automatic_segments(caplog):
+    """auto_per_image (also when auto_select picks it) cannot serve new images yet: refused with the reason."""
+    import numpy as np
+
+    from segad.segments.auto_segments import FeatureClusters
+    from segad.segments.segment_maps import SegmentMaps
+
+    clusters = FeatureClusters(np.zeros((2, 2), np.float32), np.zeros(3), np.zeros((3, 2)), ("blocks.2",), 0.0)
+    maps = SegmentMaps(method="auto_select", size=(8, 8), n_segments={"demo": 2}, clusters={"demo": clusters})
+    arguments, report = build_bundle(None, None, None, maps, {}, **PARAMETERS)
+    assert arguments == {} and report["built"] is False
+    assert "per-image automatic segmentation (demo) cannot be bundled" in report["reason"]
+    assert "segmentation.method: auto" in caplog.text
+
+
 def test_the_node_reads_named_parameters_that_exist():
     """No whole `parameters` dict (it hides lineage in kedro-viz); every params: entry is configured."""
     (bundle_node,) = create_pipeline(["patchcore"]).nodes

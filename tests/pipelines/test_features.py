@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import zlib
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from kedro.runner import SequentialRunner
 from segad.config import DatasetConfig
 from segad.detection.map_store import MapStore
 from segad.images import read_image
+from segad.ingestion.demo import write_demo
 from segad.ingestion.layouts import build_index
 from segad.ingestion.splits import SplitConfig, make_splits
 from segad.meta.classifier import ClassifierConfig
@@ -22,6 +25,7 @@ from segad.pipelines.features import create_pipeline
 from segad.segments.columns import is_feature_column
 from segad.segments.features import FeatureConfig
 from segad.segments.segment_maps import SegmentMapConfig
+from tests.conftest import TINY_DEMO
 
 ROOT = Path(__file__).resolve().parents[2]
 DETECTORS = ["patchcore", "padim"]
@@ -64,14 +68,14 @@ def write_maps(index: pd.DataFrame, splits: pd.DataFrame, store_root: Path, synt
     return out
 
 
-def run_features(tiny_demo, tmp_path, benchmark="high_shot", seeds=(0, 1)):
+def run_features(tiny_demo, tmp_path, benchmark="high_shot", seeds=(0, 1), segmentation_params=None):
     params, catalog_conf = project_config()
     index, _ = build_index("demo", tiny_demo)
     splits = make_splits(index, SplitConfig(benchmark=benchmark, seeds=tuple(seeds)))
     datasets = {}
     for name in ("features", "segment_maps", "segmentation_overlays", "classifier_scores"):
         conf = dict(catalog_conf[name])
-        for key in ("filepath", "path"):
+        for key in ("filepath", "path", "labels_folder"):
             if key in conf:
                 conf[key] = str(tmp_path / conf[key])
         datasets[name] = conf
@@ -82,6 +86,7 @@ def run_features(tiny_demo, tmp_path, benchmark="high_shot", seeds=(0, 1)):
         columns=["image_id", "split_seed", "source_image_id", "category", "defect_type", "label", "role", "path"]
     )
     segmentation = params["segmentation"]  # method null: the demo layout takes <root>/segmentation.png
+    segmentation = {**segmentation, **(segmentation_params or {})}
     for key, value in {
         "segmentation": SegmentMapConfig(**segmentation),
         "image_size": SIZE,
@@ -123,6 +128,33 @@ def test_features_pipeline_writes_partitioned_table(tiny_demo, tmp_path):
     classifier_scores = catalog.load("classifier_scores")
     assert set(classifier_scores.split_seed) == {0, 1}
     assert table["classifier__score"].notna().all()
+
+
+def test_features_pipeline_segments_unaligned_parts_per_image(tmp_path, caplog):
+    """auto_select on the shifted demo picks auto_per_image; the catalog keeps the centres and the labels."""
+    shifted = write_demo(
+        tmp_path / "shifted",
+        dataclasses.replace(TINY_DEMO, jitter_px=40.0, rotation_deg=180.0, scale_jitter=0.2),
+    )
+    with caplog.at_level(logging.INFO, logger="segad.segments.segment_maps"):
+        catalog, index, splits, _ = run_features(
+            shifted, tmp_path, seeds=(0,), segmentation_params={"method": "auto_select"}
+        )
+    assert "segmentation: category demo alignment" in caplog.text and "-> auto_per_image" in caplog.text
+    segment_maps = catalog.load("segment_maps")  # read back from the .npz
+    assert segment_maps.method == "auto_select" and not segment_maps.is_static("demo")
+    assert segment_maps.alignment["demo"] < 0.6 and segment_maps.n_segments["demo"] == 4
+    assert "-> auto_per_image:kmeans(4)" in segment_maps.sources["demo"]
+    stored = sorted((tmp_path / "data/04_feature/segment_labels").rglob("*.npz"))
+    rows = splits[splits.role.isin(["brf_train", "test"])]
+    assert len(stored) == rows.image_id.nunique()  # every image segmented once, kept on disk
+    labels = segment_maps.labels_for("demo", rows.image_id.tolist()[:5])
+    assert labels.shape == (5, SIZE, SIZE) and labels.max() < 4
+    table = catalog.load("features").read()
+    assert len(table) == len(rows) and "seg3__patchcore__q995" in table.columns
+    before = {p: p.stat().st_mtime_ns for p in stored}
+    run_features(shifted, tmp_path, seeds=(0,), segmentation_params={"method": "auto_select"})
+    assert {p: p.stat().st_mtime_ns for p in stored} == before  # the second run read them back
 
 
 def test_duckdb_reads_the_partitions(tiny_demo, tmp_path):

@@ -1,65 +1,87 @@
-"""Per-image automatic segments (`auto_per_image`): shared centres follow the content of each image."""
+"""Per-image automatic segments (`auto_per_image`): shared backbone-feature centres follow each image's content."""
 
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from segad.segments.auto_segments import PixelClusters, fit_pixel_clusters, pixel_features
+from segad.detection.map_store import MapStore
+from segad.segments.auto_segments import FeatureClusters, backbone_features, fit_feature_clusters
 from segad.segments.segment_maps import SegmentMapConfig, SegmentMapError, resolve_segmentation
 
 
-def _scenes(n: int, seed: int, size: int = 32):
-    """Dark noisy images with a bright 8 x 8 square at a random position; returns images, centres."""
-    rng = np.random.default_rng(seed)
-    images = 0.15 + rng.normal(0, 0.02, (n, 3, size, size)).astype(np.float32)
-    centres = []
-    for i in range(n):
-        y, x = rng.integers(1, size - 9, 2)
-        images[i, :, y : y + 8, x : x + 8] = 0.9
-        centres.append((int(y) + 4, int(x) + 4))
-    return np.clip(images, 0, 1), centres
+def _part(height: int = 64, width: int = 64) -> np.ndarray:
+    """A dark textured background with a bright striped square part (24 x 24) in the middle: (3, H, W)."""
+    rng = np.random.default_rng(0)
+    image = 0.15 + rng.normal(0, 0.03, (3, height, width))
+    y, x = height // 2 - 12, width // 2 - 12
+    image[:, y : y + 24, x : x + 24] = 0.85
+    image[:, y : y + 24 : 4, x : x + 24] = 0.55  # stripes: a texture the backbone sees
+    return np.clip(image, 0, 1).astype(np.float32)
 
 
-def test_labels_follow_the_object_across_images():
-    train, _ = _scenes(6, seed=0)
-    test, centres = _scenes(8, seed=1)
-    clusters = fit_pixel_clusters(train, n_segments=2, seed=0)
-    labels = clusters.labels(test)
-    assert labels.shape == (8, 32, 32) and labels.dtype == np.int64
-    assert labels.min() >= 0 and labels.max() < 2
-    object_labels = {int(labels[i, y, x]) for i, (y, x) in enumerate(centres)}
-    assert object_labels == {1}  # labels ordered by gray level: the bright object is the last segment
-    assert (labels[:, 0, 0] == 0).all()  # the object never covers the corner: background everywhere
-    for i, (y, x) in enumerate(centres):  # the object's segment moves with it
-        assert (labels[i, y - 2 : y + 3, x - 2 : x + 3] == 1).all()
-        assert (labels[i] == 1).sum() < 0.3 * 32 * 32
+def _shifted(image: np.ndarray, shifts) -> tuple[np.ndarray, list]:
+    """Copies of `image` rolled by each (dy, dx) (the wrapped border is background only)."""
+    return np.stack([np.roll(image, s, axis=(1, 2)) for s in shifts]), list(shifts)
 
 
-def test_deterministic_per_seed_and_serialisable():
-    train, _ = _scenes(6, seed=0)
-    test, _ = _scenes(3, seed=2)
-    a, b = fit_pixel_clusters(train, 3, seed=5), fit_pixel_clusters(train, 3, seed=5)
+SHIFTS = [(0, 0), (10, -8), (-9, 12), (14, 14), (-12, -10), (5, 11)]
+
+
+def test_same_part_same_label_across_shifted_copies():
+    images, shifts = _shifted(_part(), SHIFTS)
+    clusters = fit_feature_clusters(images[:3], n_segments=2, seed=0)
+    labels = clusters.labels(images[3:])
+    assert labels.shape == (3, 64, 64) and labels.dtype == np.int64 and set(np.unique(labels)) <= {0, 1}
+    for k, (dy, dx) in enumerate(shifts[3:]):
+        part = labels[k, 32 + dy - 6 : 32 + dy + 6, 32 + dx - 6 : 32 + dx + 6]
+        assert (part == 1).mean() > 0.95  # ordered by gray level: the bright part is the last segment
+        assert labels[k, (32 + dy + 32) % 64, (32 + dx + 32) % 64] == 0  # background, far from it
+    # the segments move with the part: the map of a shifted copy is the shifted map (away from borders)
+    reference = clusters.labels(images[:1])[0]
+    for k, (dy, dx) in enumerate(shifts[3:]):
+        moved = np.roll(reference, (dy, dx), axis=(0, 1))
+        assert (moved[16:48, 16:48] == labels[k, 16:48, 16:48]).mean() > 0.9
+
+
+def test_deterministic_and_round_trips_through_arrays():
+    images, _ = _shifted(_part(), SHIFTS)
+    a = fit_feature_clusters(images, 3, seed=5, pca=8, smooth=0.02)
+    b = fit_feature_clusters(images, 3, seed=5, pca=8, smooth=0.02)
     np.testing.assert_array_equal(a.centres, b.centres)
-    np.testing.assert_array_equal(a.labels(test), b.labels(test))
-    again = PixelClusters.from_dict(a.to_dict())
-    np.testing.assert_array_equal(again.labels(test), a.labels(test))
-    assert a.n_segments == 3
-    gray = test.mean(axis=1)
-    assert pixel_features(gray).shape == (3, 32, 32, 4)  # gray input is accepted
+    np.testing.assert_array_equal(a.labels(images), b.labels(images))
+    again = FeatureClusters.from_arrays(a.to_arrays())
+    np.testing.assert_array_equal(again.labels(images), a.labels(images))
+    assert again.settings_key((64, 64)) == a.settings_key((64, 64)) != a.settings_key((64, 48))
+    assert a.n_segments == 3 and a.centres.shape == (3, 8) and a.layers == ("blocks.2", "blocks.4")
+
+
+def test_shapes_follow_the_map_size_non_square():
+    images = np.stack([_part(48, 80), _part(48, 80)[:, :, ::-1]])
+    features = backbone_features(images, ["blocks.2", "blocks.4"])
+    assert features.shape == (2, 152, 6, 10)
+    np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, atol=1e-5)
+    clusters = fit_feature_clusters(images, 2, seed=0, layers=["blocks.1"])
+    assert clusters.labels(images.mean(axis=1)).shape == (2, 48, 80)  # gray input is accepted
 
 
 def test_clear_errors():
-    train, _ = _scenes(2, seed=0)
+    images, _ = _shifted(_part(), SHIFTS[:2])
     with pytest.raises(ValueError, match="positive integer"):
-        fit_pixel_clusters(train, 0)
+        fit_feature_clusters(images, 0)
     with pytest.raises(ValueError, match="images"):
-        fit_pixel_clusters(np.zeros((0, 3, 8, 8)), 2)
+        fit_feature_clusters(np.zeros((0, 3, 8, 8)), 2)
     with pytest.raises(ValueError, match="images"):
-        fit_pixel_clusters(np.zeros((2, 4, 8, 8)), 2)
+        fit_feature_clusters(np.zeros((2, 4, 8, 8)), 2)
+    with pytest.raises(ValueError, match="auto_layers"):
+        fit_feature_clusters(images, 2, layers=["blocks.9"])
     with pytest.raises(ValueError, match="fewer than 3 distinct"):
-        fit_pixel_clusters(np.zeros((2, 3, 8, 8)), 3)
+        fit_feature_clusters(np.zeros((2, 3, 8, 8)), 3)  # one grid cell per image, all alike
+    with pytest.raises(ValueError, match="auto_layers"):
+        SegmentMapConfig(method="auto_per_image", auto_layers=["head"])
 
 
 def _write(folder, images, prefix):
@@ -72,58 +94,58 @@ def _write(folder, images, prefix):
     return paths
 
 
-def test_resolve_auto_per_image_reads_each_image(tmp_path):
-    train, _ = _scenes(6, seed=0)
-    test, centres = _scenes(4, seed=3)
-    train_paths = _write(tmp_path, train, "train/good")
-    test_paths = _write(tmp_path, test, "test/bad")
+def test_resolve_reads_each_image_and_caches_labels_on_disk(tmp_path, monkeypatch):
+    images, shifts = _shifted(_part(), SHIFTS)
+    train = list(_write(tmp_path, images[:3], "train/good").values())
+    test_paths = _write(tmp_path, images[3:], "test/bad")
     config = SegmentMapConfig(method="auto_per_image", auto_segments=2).for_dataset("vad", str(tmp_path))
     assert config.image_root == str(tmp_path)
-    seg = resolve_segmentation(config, ["c"], 32, {"c": list(train_paths.values())})
+    store = MapStore(tmp_path / "labels", dtype="float16")
+    seg = resolve_segmentation(config, ["c"], (64, 64), {"c": train}, label_store=store)
     assert not seg.is_static("c") and seg.n_segments == {"c": 2}
-    assert seg.sources["c"].startswith("auto_per_image:")
+    assert seg.sources["c"].startswith("auto_per_image:kmeans(2) of blocks.2+blocks.4")
     ids = list(test_paths)
     labels = seg.labels_for("c", ids)  # through image_root / image_id
-    assert labels.shape == (4, 32, 32) and labels.dtype == np.int64
-    assert [int(labels[i, y, x]) for i, (y, x) in enumerate(centres)] == [1] * 4
-    by_paths = resolve_segmentation(config, ["c"], 16, {"c": list(train_paths.values())}, image_paths=test_paths)
-    assert by_paths.labels_for("c", ids[::-1]).shape == (4, 16, 16)  # resized to the map resolution
-    np.testing.assert_array_equal(seg.labels_for("c", ids[:1])[0], labels[0])  # cached, same labels
+    assert labels.shape == (3, 64, 64) and labels.dtype == np.int64
+    assert [int(labels[k, 32 + dy, 32 + dx]) for k, (dy, dx) in enumerate(shifts[3:])] == [1, 1, 1]
+    assert len(list((tmp_path / "labels").rglob("*.npz"))) == 3
+
+    # a second run (same settings, fresh SegmentMaps) reads the labels back instead of segmenting
+    again = resolve_segmentation(config, ["c"], (64, 64), {"c": train}, label_store=store)
+
+    def refuse(self, images):
+        raise AssertionError("segmented again instead of reading the label store")
+
+    monkeypatch.setattr(FeatureClusters, "labels", refuse)
+    np.testing.assert_array_equal(again.labels_for("c", ids[::-1]), labels[::-1])
+    monkeypatch.undo()
+    damaged = sorted((tmp_path / "labels").rglob("*.npz"))[0]
+    damaged.write_bytes(b"not a label map")  # a damaged file is segmented again and replaced
+    third = resolve_segmentation(config, ["c"], (64, 64), {"c": train}, label_store=store)
+    np.testing.assert_array_equal(third.labels_for("c", ids), labels)
+    assert damaged.read_bytes() != b"not a label map"
+
+    by_paths = resolve_segmentation(config, ["c"], (32, 48), {"c": train}, image_paths=test_paths)
+    assert by_paths.labels_for("c", ids).shape == (3, 32, 48)  # resized to the (non-square) map size
     with pytest.raises(SegmentMapError, match="no good training images"):
-        resolve_segmentation(config, ["other"], 32, {"c": list(train_paths.values())})
-    no_root = resolve_segmentation(
-        SegmentMapConfig(method="auto_per_image", auto_segments=2), ["c"], 32, {"c": list(train_paths.values())}
-    )
+        resolve_segmentation(config, ["other"], 32, {"c": train})
+    no_root = resolve_segmentation(SegmentMapConfig(method="auto_per_image", auto_segments=2), ["c"], 32, {"c": train})
     with pytest.raises(SegmentMapError, match="no file for image"):
         no_root.labels_for("c", ids)
-    with pytest.raises(SegmentMapError, match="fewer than 5"):
-        resolve_segmentation(
-            SegmentMapConfig(method="auto_per_image", auto_segments=5), ["c"], 32, {"c": [str(_flat(tmp_path))]}
-        )
 
 
-def _flat(folder):
-    path = folder / "flat.png"
-    Image.new("RGB", (32, 32), (40, 40, 40)).save(path)
-    return path
-
-
-def test_features_node_serves_auto_per_image_labels(tiny_demo):
-    """The features pipeline's node builds it from the image index; ids resolve under dataset.root."""
-    import matplotlib.pyplot as plt
-
-    from segad.config import DatasetConfig
-    from segad.ingestion.layouts import build_index
-    from segad.pipelines.features.nodes import build_segmentation, segmentation_overlays
-
-    index, _ = build_index("demo", str(tiny_demo))
-    config = SegmentMapConfig(method="auto_per_image", auto_segments=3)
-    seg = build_segmentation(index, config, 64, DatasetConfig(layout="demo", root=str(tiny_demo)))
-    test_ids = index[index.split == "test"].image_id.tolist()
-    labels = seg.labels_for("demo", test_ids)
-    assert labels.shape == (len(test_ids), 64, 64) and 0 <= labels.min() and labels.max() < 3
-    assert len({tuple(np.bincount(m.ravel(), minlength=3)) for m in labels}) > 1  # per image, not one static map
-    figures = segmentation_overlays(index, seg, config)
-    assert figures
-    for figure in figures.values():
-        plt.close(figure)
+def test_auto_select_logs_its_choice_per_category(tmp_path, caplog):
+    part = _part()
+    aligned = _write(tmp_path, np.stack([part] * 6), "aligned")
+    shifted = _write(tmp_path, _shifted(part, SHIFTS)[0], "shifted")
+    config = SegmentMapConfig(auto_segments=2, alignment_threshold=0.6).for_dataset("folder", str(tmp_path))
+    assert config.method == "auto_select"
+    paths = {"a": list(aligned.values()), "s": list(shifted.values())}
+    with caplog.at_level(logging.INFO, logger="segad.segments.segment_maps"):
+        seg = resolve_segmentation(config, ["a", "s"], 64, paths)
+    assert seg.alignment == {"a": 1.0, "s": pytest.approx(seg.alignment["s"])} and seg.alignment["s"] < 0.6
+    assert seg.is_static("a") and not seg.is_static("s") and "s" in seg.clusters
+    assert seg.sources["a"].startswith("alignment 1.00 >= 0.6 -> auto:kmeans(2)")
+    assert "-> auto_per_image:kmeans(2)" in seg.sources["s"]
+    assert "segmentation: category a alignment 1.00 >= 0.6 -> auto" in caplog.text
+    assert f"segmentation: category s alignment {seg.alignment['s']:.2f} < 0.6 -> auto_per_image" in caplog.text

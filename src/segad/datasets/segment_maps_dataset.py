@@ -1,8 +1,13 @@
 """Kedro dataset for the segment maps of a run (`segad.segments.segment_maps.SegmentMaps`) as one ``.npz``.
 
-The file holds one int16 label array ``labels/<category>`` per category with a static map and a
-JSON string ``meta`` (method, map size, segment count and source per category, per-image folder).
-Written to a temporary file, then ``os.replace``d. No pickle.
+The file holds one int16 label array ``labels/<category>`` per category with a static map, the
+shared centres of each `auto_per_image` category (``clusters/<array>/<category>``, see
+`FeatureClusters.to_arrays`) and a JSON string ``meta`` (method, map size, segment count, source
+and alignment per category, per-image folder, image root and image files). Written to a
+temporary file, then ``os.replace``d. No pickle.
+
+``labels_folder`` (optional) is the `MapStore` that keeps the per-image labels of
+`auto_per_image` categories between runs; it is attached to the loaded `SegmentMaps`.
 
 Example:
     >>> from segad.datasets.segment_maps_dataset import SegmentMapsDataset
@@ -22,18 +27,21 @@ from typing import Any
 import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
+from segad.detection.map_store import MapStore
+from segad.segments.auto_segments import FeatureClusters
 from segad.segments.segment_maps import SegmentMaps
 
 
 class SegmentMapsDataset(AbstractDataset):
     """A `SegmentMaps` stored at `filepath` (.npz)."""
 
-    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+    def __init__(self, filepath: str, labels_folder: str | None = None, metadata: dict[str, Any] | None = None) -> None:
         self._filepath = Path(filepath)
+        self._labels_folder = labels_folder
         self.metadata = metadata
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath)}
+        return {"filepath": str(self._filepath), "labels_folder": self._labels_folder}
 
     def save(self, data: SegmentMaps) -> None:
         meta = {
@@ -42,8 +50,13 @@ class SegmentMapsDataset(AbstractDataset):
             "n_segments": data.n_segments,
             "folder": data.folder,
             "sources": data.sources,
+            "alignment": data.alignment,
+            "image_root": data.image_root,
+            "image_paths": dict(data.image_paths) if data.image_paths is not None and data.clusters else None,
         }
         arrays = {f"labels/{c}": np.asarray(m, dtype=np.int16) for c, m in data.static_maps.items()}
+        for category, clusters in data.clusters.items():
+            arrays.update({f"clusters/{name}/{category}": a for name, a in clusters.to_arrays().items()})
         self._filepath.parent.mkdir(parents=True, exist_ok=True)
         temp = self._filepath.parent / f".{self._filepath.name}.{uuid.uuid4().hex}.tmp"  # umask applies
         try:
@@ -61,6 +74,11 @@ class SegmentMapsDataset(AbstractDataset):
             with np.load(self._filepath, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 maps = {k.split("/", 1)[1]: data[k].astype(np.int64) for k in data.files if k.startswith("labels/")}
+                parts: dict[str, dict[str, np.ndarray]] = {}
+                for key in (k for k in data.files if k.startswith("clusters/")):
+                    _, name, category = key.split("/", 2)
+                    parts.setdefault(category, {})[name] = data[key]
+                clusters = {category: FeatureClusters.from_arrays(arrays) for category, arrays in parts.items()}
         except (OSError, ValueError, KeyError) as error:
             raise DatasetError(f"{self._filepath}: unreadable segment maps ({error})") from error
         return SegmentMaps(
@@ -70,6 +88,11 @@ class SegmentMapsDataset(AbstractDataset):
             static_maps=maps,
             folder=meta["folder"],
             sources=meta["sources"],
+            clusters=clusters,
+            image_paths=meta.get("image_paths"),
+            image_root=meta.get("image_root"),
+            alignment=meta.get("alignment", {}),
+            label_store=MapStore(self._labels_folder, dtype="float16") if self._labels_folder else None,
         )
 
     def _exists(self) -> bool:

@@ -148,8 +148,9 @@ def assemble_bundle(
     if category not in segment_maps.static_maps:
         raise ValueError(
             f"category {category}: segmentation method {segment_maps.method!r} has no static map; "
-            "new images have no per-image map, so production scoring needs a static, elpv, "
-            "auto or single segmentation"
+            "new images have no per-image map (auto_per_image would need its shared centres and "
+            "the backbone at scoring time, not bundled yet), so production scoring needs a static, "
+            "elpv, auto or single segmentation, or bundle.build: false"
         )
     detector_dirs = _detector_dirs(members, map_indexes, detector_stores, image_index, seed, category)
     in_training = splits[(splits["split_seed"] == seed) & splits["role"].isin(TRAINING_ROLES)]["image_id"]

@@ -1,44 +1,54 @@
-"""Per-image automatic segments with cluster centres shared across a category (`auto_per_image`).
+"""Automatic segment maps: static k-means (`auto`) and per-image backbone-feature clusters (`auto_per_image`).
+
+`auto_segment_map` is the static map of aligned images (k-means on each pixel's mean and
+standard deviation of the gray level across the good training images).
 
 The static `auto` map (k-means on per-pixel mean / std over aligned good images) assumes every
 part sits at the same place. For unaligned parts the segments must follow each image's content:
 
-1. every pixel gets a small colour / texture descriptor, computed on the image at map
-   resolution: the RGB colour smoothed by a Gaussian (sigma = `smooth` x image side) and the
-   local standard deviation of the gray level at twice that scale (texture), i.e. 4 values;
-2. `fit_pixel_clusters` standardises the descriptors of pixels sampled from the category's good
-   *detector_train* images and fits k-means once (seeded): the centres are shared, so segment l
-   is the same kind of region ("bright smooth ceramic", "textured brass", "dark background") in
-   every image, wherever it lies;
-3. `PixelClusters.labels` assigns every pixel of any image (brf_train, test, a new production
-   image) to its nearest centre: int64 (N, H, W) in [0, n_segments).
+1. `backbone_features`: the packaged ImageNet EfficientNet-Lite0 (`segad.detection.weights`, no
+   download) runs on the image at map resolution (H, W); the outputs of the chosen stages
+   (default blocks.2, stride 8, 40 channels, and blocks.4, stride 16, 112 channels) are resized
+   bilinearly to the grid of the finest chosen stage (ceil(H/s), ceil(W/s)), each stage is
+   L2-normalised per grid cell and the stages are concatenated (unit-norm vectors);
+2. `fit_feature_clusters` samples (seeded) grid vectors of the category's good training images,
+   optionally projects them on their first `pca` principal components, and fits k-means once:
+   the centres are shared, so segment l is the same part in every image, wherever it lies;
+3. `FeatureClusters.labels` assigns every pixel of any image (brf_train, test, a synthetic
+   image's source, a new image) to its nearest centre: the K squared distances are computed on
+   the grid, resized bilinearly to (H, W), optionally smoothed by a Gaussian (sigma = `smooth` x
+   the longer image side) and the smallest wins: int64 (N, H, W) in [0, K). Segment borders are
+   smooth by construction (no salt-and-pepper).
 
-Labels are ordered by ascending mean gray level of the centres, so the order does not depend on
-k-means' internal numbering. Cost per image: Gaussian filters of 5 planes and a nearest-centre
-search of H*W x K (measured about 0.1 s per 256 x 256 image with K = 4 on the shared 2-core
-development machine at load ~6; docs/features.md). Each image is segmented once per run
-(`SegmentMaps` caches the labels, uint8).
-
-Serving new images needs only the fitted `PixelClusters` (centres, mean, scale, smooth: a few
-dozen floats, `to_dict` / `from_dict`) and the image itself; a production bundle would have to
-store that dict and call `labels` on every scored image instead of its static map.
+Labels are ordered by ascending mean gray level of the training pixels of each cluster, so the
+order does not depend on k-means' internal numbering. Everything is deterministic for a seed
+(k-means seeded, the backbone in eval mode).
 
 Example:
     >>> import numpy as np
-    >>> from segad.segments.auto_segments import fit_pixel_clusters
-    >>> images = np.random.default_rng(0).random((4, 3, 32, 32))
-    >>> clusters = fit_pixel_clusters(images, n_segments=3, seed=0)
-    >>> clusters.labels(images).shape
-    (4, 32, 32)
+    >>> from segad.segments.auto_segments import fit_feature_clusters
+    >>> images = np.random.default_rng(0).random((4, 3, 64, 48)).astype("float32")
+    >>> clusters = fit_feature_clusters(images, n_segments=3, seed=0)   # doctest: +SKIP
+    >>> clusters.labels(images).shape                                    # doctest: +SKIP
+    (4, 64, 48)
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
-N_FEATURES = 4  # smoothed R, G, B; local gray std
+#: the backbone (timm name) whose packaged weights are used; `segad.detection.weights`
+BACKBONE = "tf_efficientnet_lite0"
+#: stride of each usable stage of BACKBONE (timm's `blocks.<i>`)
+STRIDES = {"blocks.1": 4, "blocks.2": 8, "blocks.3": 16, "blocks.4": 16, "blocks.5": 32}
+DEFAULT_LAYERS = ("blocks.2", "blocks.4")
+BATCH = 16  # images per backbone forward pass
 
 
 def _as_rgb(images: np.ndarray) -> np.ndarray:
@@ -50,97 +60,241 @@ def _as_rgb(images: np.ndarray) -> np.ndarray:
     return images
 
 
-def pixel_features(images: np.ndarray, smooth: float = 0.01) -> np.ndarray:
-    """Per-pixel descriptors float32 (N, H, W, 4): smoothed RGB and local gray std.
+def _check_layers(layers: Sequence[str]) -> tuple[str, ...]:
+    layers = tuple(layers)
+    unknown = [layer for layer in layers if layer not in STRIDES]
+    if not layers or unknown:
+        raise ValueError(f"auto_layers must be a non-empty list of {sorted(STRIDES)}, got {list(layers)}")
+    return layers
+
+
+@lru_cache(maxsize=1)
+def _backbone():
+    """(network in eval mode, input mean, input std): EfficientNet-Lite0 with the packaged weights."""
+    import timm
+    import torch
+
+    from segad.detection.weights import packaged_efficientnet_lite0_state_dict
+
+    with torch.random.fork_rng(devices=[]):  # a random init must not move the caller's RNG
+        net = timm.create_model(BACKBONE, pretrained=False)
+    net.load_state_dict(packaged_efficientnet_lite0_state_dict())
+    net.eval()
+    config = dict(net.pretrained_cfg)
+    mean = torch.tensor(config.get("mean", (0.5, 0.5, 0.5)), dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(config.get("std", (0.5, 0.5, 0.5)), dtype=torch.float32).view(1, 3, 1, 1)
+    return net, mean, std
+
+
+def backbone_features(images: np.ndarray, layers: Sequence[str] = DEFAULT_LAYERS) -> np.ndarray:
+    """Unit-norm feature vectors float32 (N, C, h, w) on the grid of the finest layer.
 
     Args:
-        images: float (N, 3, H, W) RGB or (N, H, W) gray, values in [0, 1].
-        smooth: Gaussian sigma as a fraction of the image side (0.01 = 2.6 px at 256 px).
+        images: float (N, 3, H, W) RGB or (N, H, W) gray in [0, 1], any H x W.
+        layers: stages of the backbone (`STRIDES`); each is L2-normalised per grid cell, then
+            all are concatenated and divided by sqrt(len(layers)).
+    Returns: (N, C, ceil(H/s), ceil(W/s)) with s the smallest stride among `layers` and C the
+        sum of the stages' channels (blocks.2 + blocks.4: 152).
     """
-    from scipy.ndimage import gaussian_filter
+    import torch
+    import torch.nn.functional as F
 
-    images = _as_rgb(images)
-    n, _, height, width = images.shape
-    sigma = max(smooth * max(height, width), 0.5)
-    colour = gaussian_filter(images, sigma=(0, 0, sigma, sigma), mode="nearest")
-    gray = images.mean(axis=1)
-    mean = gaussian_filter(gray, sigma=(0, 2 * sigma, 2 * sigma), mode="nearest")
-    mean_sq = gaussian_filter(gray * gray, sigma=(0, 2 * sigma, 2 * sigma), mode="nearest")
-    texture = np.sqrt(np.maximum(mean_sq - mean * mean, 0.0))
-    return np.concatenate([colour.transpose(0, 2, 3, 1), texture[..., None]], axis=3).astype(np.float32)
+    layers, images = _check_layers(layers), _as_rgb(images)
+    net, mean, std = _backbone()
+    wanted = {int(layer.split(".")[1]): layer for layer in layers}
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(images), BATCH):
+            x = (torch.from_numpy(images[start : start + BATCH]) - mean) / std
+            x = net.bn1(net.conv_stem(x))
+            grabbed: dict[str, torch.Tensor] = {}
+            for index, block in enumerate(net.blocks):
+                x = block(x)
+                if index in wanted:
+                    grabbed[wanted[index]] = x
+                if len(grabbed) == len(wanted):
+                    break
+            grid = min((grabbed[layer] for layer in layers), key=lambda t: -t.shape[-1]).shape[-2:]
+            parts = [
+                F.normalize(F.interpolate(grabbed[layer], size=grid, mode="bilinear", align_corners=False), dim=1)
+                for layer in layers
+            ]
+            out.append((torch.cat(parts, dim=1) / len(layers) ** 0.5).numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def auto_segment_map(images: np.ndarray, n_segments: int, seed: int = 0, max_pixels: int = 20000) -> np.ndarray:
+    """k-means segment map from aligned good images: int64 (H, W), labels 0..n_segments-1.
+
+    Args:
+        images: float (N, H, W) gray or (N, 3, H, W) RGB in [0, 1], good training images only.
+        n_segments: number of clusters.
+        seed: k-means seed.
+        max_pixels: pixels sampled to fit k-means (all pixels are then assigned).
+    Per-pixel features: mean and standard deviation of the gray level over the images, each
+    standardised. Labels are ordered by ascending cluster mean gray level (deterministic).
+    """
+    from sklearn.cluster import KMeans
+
+    images = np.asarray(images, dtype=np.float64)
+    if images.ndim == 4:
+        images = images.mean(axis=1)
+    if images.ndim != 3 or images.shape[0] == 0:
+        raise ValueError(f"auto segmentation needs (N, H, W) or (N, 3, H, W) images, got {images.shape}")
+    height, width = images.shape[1:]
+    mean, std = images.mean(axis=0), images.std(axis=0)
+    features = np.stack([mean.ravel(), std.ravel()], axis=1)
+    features = (features - features.mean(0)) / np.where(features.std(0) > 0, features.std(0), 1.0)
+    rng = np.random.default_rng(seed)
+    sample = rng.choice(len(features), size=min(max_pixels, len(features)), replace=False)
+    kmeans = KMeans(n_clusters=n_segments, n_init=4, random_state=seed).fit(features[sample])
+    raw = kmeans.predict(features)
+    centre_gray = np.array([mean.ravel()[raw == k].mean() if (raw == k).any() else np.inf for k in range(n_segments)])
+    rank = np.empty(n_segments, dtype=np.int64)
+    rank[np.argsort(centre_gray, kind="stable")] = np.arange(n_segments)
+    return rank[raw].reshape(height, width)
+
+
+def _grid_gray(images: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """Gray level averaged onto the feature grid: float32 (N, h, w)."""
+    import torch
+    import torch.nn.functional as F
+
+    gray = torch.from_numpy(_as_rgb(images).mean(axis=1, keepdims=True))
+    return F.adaptive_avg_pool2d(gray, grid)[:, 0].numpy()
 
 
 @dataclass(frozen=True)
-class PixelClusters:
-    """Shared k-means centres of pixel descriptors (standardised space) and their standardisation.
+class FeatureClusters:
+    """Shared k-means centres of backbone feature vectors, and how to make those vectors.
 
-    `centres` float64 (K, 4), ordered by ascending gray level; `mean`, `scale` float64 (4,).
+    Attributes:
+        centres: float32 (K, P) in the projected space, ordered by ascending gray level.
+        mean: float32 (C,) subtracted before the projection.
+        components: float32 (C, P) projection (the identity when PCA is off).
+        layers: backbone stages (`backbone_features`).
+        smooth: Gaussian sigma of the distance maps, fraction of the longer side (0 = none).
     """
 
     centres: np.ndarray
     mean: np.ndarray
-    scale: np.ndarray
+    components: np.ndarray
+    layers: tuple[str, ...]
     smooth: float
 
     @property
     def n_segments(self) -> int:
         return int(len(self.centres))
 
-    def labels(self, images: np.ndarray) -> np.ndarray:
-        """Segment labels int64 (N, H, W) of `images` (as `pixel_features`): nearest shared centre."""
-        features = pixel_features(images, self.smooth)
-        n, height, width, _ = features.shape
-        flat = (features.reshape(-1, N_FEATURES) - self.mean) / self.scale
-        # squared distances |x|^2 - 2 x.c + |c|^2 without the |x|^2 term (same argmin)
-        centres = self.centres.astype(np.float32)
-        scores = flat.astype(np.float32) @ centres.T * -2.0 + (centres * centres).sum(axis=1)
-        return scores.argmin(axis=1).astype(np.int64).reshape(n, height, width)
+    def project(self, features: np.ndarray) -> np.ndarray:
+        """(M, C) feature vectors -> (M, P) in the centres' space."""
+        return (features - self.mean) @ self.components
 
-    def to_dict(self) -> dict:
-        """JSON-able form (what a production bundle would store)."""
+    def labels(self, images: np.ndarray) -> np.ndarray:
+        """Segment labels int64 (N, H, W) of images (float (N, 3, H, W) or (N, H, W) in [0, 1])."""
+        import torch
+        import torch.nn.functional as F
+
+        images = _as_rgb(images)
+        height, width = images.shape[2:]
+        out = []
+        for start in range(0, len(images), BATCH):
+            features = backbone_features(images[start : start + BATCH], self.layers)
+            n, channels, h, w = features.shape
+            flat = self.project(features.transpose(0, 2, 3, 1).reshape(-1, channels))
+            # squared distances |x|^2 - 2 x.c + |c|^2 (the |x|^2 term keeps the interpolation exact)
+            distances = (flat * flat).sum(1, keepdims=True) - 2 * flat @ self.centres.T + (self.centres**2).sum(1)
+            grid = torch.from_numpy(np.ascontiguousarray(distances.reshape(n, h, w, -1).transpose(0, 3, 1, 2)))
+            full = F.interpolate(grid.float(), size=(height, width), mode="bilinear", align_corners=False).numpy()
+            if self.smooth > 0:
+                from scipy.ndimage import gaussian_filter
+
+                sigma = self.smooth * max(height, width)
+                full = gaussian_filter(full, sigma=(0, 0, sigma, sigma), mode="nearest")
+            out.append(full.argmin(axis=1).astype(np.int64))
+        return np.concatenate(out)
+
+    def settings_key(self, size: tuple[int, int]) -> str:
+        """16-hex digest of everything that decides the labels at map size (H, W): cache identity."""
+        digest = hashlib.sha256(json.dumps([BACKBONE, list(self.layers), self.smooth, list(size)]).encode())
+        for array in (self.centres, self.mean, self.components):
+            digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
+        return digest.hexdigest()[:16]
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Plain arrays (no pickle) for an ``.npz``; `from_arrays` reverses it."""
         return {
-            "centres": self.centres.tolist(),
-            "mean": self.mean.tolist(),
-            "scale": self.scale.tolist(),
-            "smooth": self.smooth,
+            "centres": self.centres,
+            "mean": self.mean,
+            "components": self.components,
+            "layers": np.array(list(self.layers)),
+            "smooth": np.array(self.smooth),
         }
 
     @classmethod
-    def from_dict(cls, values: dict) -> PixelClusters:
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> FeatureClusters:
         return cls(
-            np.asarray(values["centres"], float),
-            np.asarray(values["mean"], float),
-            np.asarray(values["scale"], float),
-            float(values["smooth"]),
+            np.asarray(arrays["centres"], np.float32),
+            np.asarray(arrays["mean"], np.float32),
+            np.asarray(arrays["components"], np.float32),
+            tuple(str(layer) for layer in np.asarray(arrays["layers"]).tolist()),
+            float(arrays["smooth"]),
         )
 
 
-def fit_pixel_clusters(
-    images: np.ndarray, n_segments: int, seed: int = 0, max_pixels: int = 50000, smooth: float = 0.01
-) -> PixelClusters:
+def fit_feature_clusters(
+    images: np.ndarray,
+    n_segments: int,
+    seed: int = 0,
+    layers: Sequence[str] = DEFAULT_LAYERS,
+    pca: int = 0,
+    smooth: float = 0.0,
+    max_vectors: int = 50000,
+) -> FeatureClusters:
     """Fit the shared centres on good training images (float (N, 3, H, W) or (N, H, W) in [0, 1]).
 
-    `max_pixels` pixels are sampled (seeded) over all images for the standardisation and k-means.
-    Raises ValueError for empty or badly shaped images or n_segments < 1.
+    Args:
+        n_segments: k-means clusters K.
+        seed: seeds the sample of grid vectors and k-means.
+        layers: backbone stages (`backbone_features`).
+        pca: principal components kept (0 = none: the centres live in the C-dim feature space).
+        smooth: see `FeatureClusters.smooth`.
+        max_vectors: grid vectors sampled over all images for PCA and k-means.
+    Raises ValueError for empty or badly shaped images, n_segments < 1 or too few distinct vectors.
     """
     from sklearn.cluster import KMeans
 
     if isinstance(n_segments, bool) or not isinstance(n_segments, (int, np.integer)) or n_segments < 1:
         raise ValueError(f"n_segments must be a positive integer, got {n_segments!r}")
-    features = pixel_features(images, smooth).reshape(-1, N_FEATURES).astype(np.float64)
+    images = _as_rgb(images)
+    features = backbone_features(images, layers)
+    n, channels, h, w = features.shape
+    flat = features.transpose(0, 2, 3, 1).reshape(-1, channels).astype(np.float64)
+    gray = _grid_gray(images, (h, w)).reshape(-1)
     rng = np.random.default_rng(seed)
-    sample = features[rng.choice(len(features), size=min(max_pixels, len(features)), replace=False)]
+    pick = np.sort(rng.choice(len(flat), size=min(max_vectors, len(flat)), replace=False))
+    sample, sample_gray = flat[pick], gray[pick]
     mean = sample.mean(axis=0)
-    scale = sample.std(axis=0)
-    scale = np.where(scale > 1e-8, scale, 1.0)
-    standard = (sample - mean) / scale
-    if len(np.unique(standard.round(6), axis=0)) < n_segments:
+    if pca:
+        _, _, vt = np.linalg.svd(sample - mean, full_matrices=False)
+        components = vt[: min(pca, len(vt))].T
+    else:
+        components = np.eye(channels)
+    projected = (sample - mean) @ components
+    if len(np.unique(projected.round(5), axis=0)) < n_segments:
         raise ValueError(
             f"per-image segmentation: the training images have fewer than {n_segments} distinct "
-            "pixel descriptors; lower auto_segments"
+            "feature vectors; lower auto_segments"
         )
-    kmeans = KMeans(n_clusters=int(n_segments), n_init=4, random_state=seed).fit(standard)
-    centres = kmeans.cluster_centers_
-    gray = (centres[:, :3] * scale[:3] + mean[:3]).mean(axis=1)
-    order = np.argsort(gray, kind="stable")
-    return PixelClusters(centres=centres[order], mean=mean, scale=scale, smooth=float(smooth))
+    kmeans = KMeans(n_clusters=int(n_segments), n_init=4, random_state=seed).fit(projected)
+    cluster_gray = np.array(
+        [sample_gray[kmeans.labels_ == k].mean() if (kmeans.labels_ == k).any() else np.inf for k in range(n_segments)]
+    )
+    order = np.argsort(cluster_gray, kind="stable")
+    return FeatureClusters(
+        centres=kmeans.cluster_centers_[order].astype(np.float32),
+        mean=mean.astype(np.float32),
+        components=components.astype(np.float32),
+        layers=_check_layers(layers),
+        smooth=float(smooth),
+    )

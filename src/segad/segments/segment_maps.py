@@ -15,16 +15,21 @@ the resolution of the anomaly maps. Sources (`SegmentMapConfig.method`):
   ``auto_max_images`` good *training* images of the category (mean and standard deviation of the
   gray level over the images), so that pixels that look alike and vary alike share a segment.
   It assumes aligned images (as VAD, the demo and ELPV); it is static, never sees test images.
-- ``auto_per_image``: no map given, parts need not be aligned; k-means centres of per-pixel
-  colour / texture descriptors fitted once per category on up to ``auto_max_images`` good
-  training images (`segad.segments.auto_segments`), then every image's own pixels are assigned
-  to the shared centres, so the segments follow the part wherever it lies in the image.
+- ``auto_per_image``: no map given, parts need not be aligned; k-means centres of backbone
+  features (packaged EfficientNet-Lite0) fitted once per category on up to ``auto_max_images``
+  good training images (`segad.segments.auto_segments`), then every image's own pixels are
+  assigned to the shared centres, so the segments follow the part wherever it lies. Each image's
+  labels are computed once and kept in `SegmentMaps.label_store` when one is attached (a
+  `MapStore` keyed by the settings and the image file's content: a second run reads them back).
+- ``auto_select``: per category, `auto` when its good training images are aligned
+  (`segad.segments.alignment`, share of images in register >= ``alignment_threshold``), else
+  ``auto_per_image``; the choice and the measure are logged and kept in `SegmentMaps.sources`.
 - ``single``: one segment covering the whole map (the ablation's "one segment + stats").
 
 With ``method: null`` (the default) the method follows from what is given (`for_dataset`): a
 ``path`` means ``static``, a ``folder`` ``per_image``; with neither, the demo layout uses the map
 it ships (``<dataset.root>/segmentation.png``), ELPV its built-in map, and every other dataset
-``auto`` (logged, so nobody mistakes it for a map of theirs).
+``auto_select`` (logged, so nobody mistakes it for a map of theirs).
 
 Every map is resized to the map resolution by nearest neighbour. A file whose labels fall outside
 [0, n_segments) or whose shape is not 2-D raises `SegmentMapError` naming the file.
@@ -51,16 +56,27 @@ from PIL import Image
 from pydantic import Field
 
 from segad.config import PARAMS
+from segad.detection.map_store import MapStore, MapStoreError
+from segad.files import file_sha256
 from segad.images import ImageSize, SizeLike, read_image
-from segad.segments.auto_segments import PixelClusters, fit_pixel_clusters
+from segad.segments.alignment import alignment, choose_method
+from segad.segments.auto_segments import (
+    DEFAULT_LAYERS,
+    STRIDES,
+    FeatureClusters,
+    auto_segment_map,
+    fit_feature_clusters,
+)
 from segad.segments.elpv import ELPV_SEGMENTS, elpv_segment_map
 
 log = logging.getLogger(__name__)
 
-Method = Literal["static", "per_image", "elpv", "auto", "auto_per_image", "single"]
+Method = Literal["static", "per_image", "elpv", "auto", "auto_per_image", "auto_select", "single"]
 METHODS: tuple[str, ...] = get_args(Method)
 #: the method `for_dataset` picks for a dataset that ships no map (docs/features.md, "Measurements")
-AUTO_DEFAULT: Method = "auto"
+AUTO_DEFAULT: Method = "auto_select"
+#: methods that may segment every image on its own (they read image files)
+PER_IMAGE_AUTO = ("auto_per_image", "auto_select")
 
 
 class SegmentMapError(ValueError):
@@ -77,7 +93,10 @@ class SegmentMapConfig:
     n_segments: Annotated[int, Field(ge=1)] | dict[str, Annotated[int, Field(ge=1)]] | None = None
     auto_segments: Annotated[int, Field(ge=1)] = 4
     auto_max_images: Annotated[int, Field(ge=1)] = 64
-    auto_smooth: Annotated[float, Field(gt=0.0, le=0.25)] = 0.01
+    auto_layers: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_LAYERS))
+    auto_pca: Annotated[int, Field(ge=0)] = 8
+    auto_smooth: Annotated[float, Field(ge=0.0, le=0.25)] = 0.0
+    alignment_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.6
     seed: int = 0
     overlay_images: Annotated[int, Field(ge=0)] = 4
     # folder the image ids are relative to (auto_per_image reads each image); for_dataset fills it
@@ -89,11 +108,14 @@ class SegmentMapConfig:
             raise ValueError("segmentation.method 'static' needs segmentation.path")
         if self.method == "per_image" and (not self.folder or not self.n_segments):
             raise ValueError("segmentation.method 'per_image' needs segmentation.folder and n_segments")
+        bad = [layer for layer in self.auto_layers if layer not in STRIDES]
+        if not self.auto_layers or bad:
+            raise ValueError(f"segmentation.auto_layers must be a non-empty list of {sorted(STRIDES)}, got {bad}")
 
     def for_dataset(self, layout: str, root: str | None) -> SegmentMapConfig:
         """This config with its method chosen when it is None (see the module docstring)."""
         if self.method is not None:
-            if self.method == "auto_per_image" and self.image_root is None and root:
+            if self.method in PER_IMAGE_AUTO and self.image_root is None and root:
                 return dataclasses.replace(self, image_root=str(root))
             return self
         method: Method
@@ -112,7 +134,7 @@ class SegmentMapConfig:
             method, path = AUTO_DEFAULT, None
             log.info("segmentation.method null and no map for dataset layout %r: using %r", layout, method)
         chosen = dataclasses.replace(self, method=method, path=path)
-        return chosen.for_dataset(layout, root) if method == "auto_per_image" else chosen
+        return chosen.for_dataset(layout, root) if method in PER_IMAGE_AUTO else chosen
 
 
 def segment_count(n_segments: int | Mapping[str, int] | None, category: str) -> int | None:
@@ -209,48 +231,18 @@ def single_segment_map(size: SizeLike) -> np.ndarray:
     return np.zeros(ImageSize.parse(size).hw, dtype=np.int64)
 
 
-def auto_segment_map(images: np.ndarray, n_segments: int, seed: int = 0, max_pixels: int = 20000) -> np.ndarray:
-    """k-means segment map from aligned good images: int64 (H, W), labels 0..n_segments-1.
-
-    Args:
-        images: float (N, H, W) gray or (N, 3, H, W) RGB in [0, 1], good training images only.
-        n_segments: number of clusters.
-        seed: k-means seed.
-        max_pixels: pixels sampled to fit k-means (all pixels are then assigned).
-    Per-pixel features: mean and standard deviation of the gray level over the images, each
-    standardised. Labels are ordered by ascending cluster mean gray level (deterministic).
-    """
-    from sklearn.cluster import KMeans
-
-    images = np.asarray(images, dtype=np.float64)
-    if images.ndim == 4:
-        images = images.mean(axis=1)
-    if images.ndim != 3 or images.shape[0] == 0:
-        raise ValueError(f"auto segmentation needs (N, H, W) or (N, 3, H, W) images, got {images.shape}")
-    height, width = images.shape[1:]
-    mean, std = images.mean(axis=0), images.std(axis=0)
-    features = np.stack([mean.ravel(), std.ravel()], axis=1)
-    features = (features - features.mean(0)) / np.where(features.std(0) > 0, features.std(0), 1.0)
-    rng = np.random.default_rng(seed)
-    sample = rng.choice(len(features), size=min(max_pixels, len(features)), replace=False)
-    kmeans = KMeans(n_clusters=n_segments, n_init=4, random_state=seed).fit(features[sample])
-    raw = kmeans.predict(features)
-    centre_gray = np.array([mean.ravel()[raw == k].mean() if (raw == k).any() else np.inf for k in range(n_segments)])
-    rank = np.empty(n_segments, dtype=np.int64)
-    rank[np.argsort(centre_gray, kind="stable")] = np.arange(n_segments)
-    return rank[raw].reshape(height, width)
-
-
 # --------------------------------------------------------------------------------------------
 # resolving the segmentation of a run
 
 
 @dataclass
 class SegmentMaps:
-    """Segment maps of a run at map resolution.
+    """Segment maps of a run at map resolution `size` (H, W).
 
     Static methods hold one map per category (`static_maps`); `per_image` reads a map per image
-    from `folder`. `labels_for(category, image_ids)` returns (H, W) shared or (N, H, W).
+    from `folder`; `auto_per_image` (also chosen by `auto_select`) segments each image with the
+    category's shared `clusters`. `labels_for(category, image_ids)` returns (H, W) shared or
+    (N, H, W). `alignment` holds the measure of each category `auto_select` decided on.
     """
 
     method: str
@@ -260,9 +252,12 @@ class SegmentMaps:
     folder: str | None = None
     sources: dict[str, str] = field(default_factory=dict)
     # auto_per_image: shared centres per category, and where each image id's file lies
-    clusters: dict[str, PixelClusters] = field(default_factory=dict)
+    clusters: dict[str, FeatureClusters] = field(default_factory=dict)
     image_paths: Mapping[str, str] | None = None
     image_root: str | None = None
+    alignment: dict[str, float] = field(default_factory=dict)
+    # per-image labels on disk (float16 maps of integer labels), keyed by settings and image content
+    label_store: MapStore | None = None
     _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def is_static(self, category: str) -> bool:
@@ -289,16 +284,39 @@ class SegmentMaps:
 
     def _clustered_labels(self, category: str, image_ids: Sequence[str]) -> np.ndarray:
         """Per-image labels (N, H, W) from the shared centres; each image is segmented once."""
+        clusters = self.clusters[category]
         missing = [i for i in dict.fromkeys(image_ids) if f"{category}/{i}" not in self._cache]
+        keys = {}
+        if missing and self.label_store is not None:
+            settings = clusters.settings_key(self.size)
+            keys = {i: f"auto_per_image/{settings}/{file_sha256(self.image_path(i))[:32]}" for i in missing}
+            for image_id in missing:
+                try:
+                    self._cache[f"{category}/{image_id}"] = self.label_store.read(keys[image_id]).astype(np.uint8)
+                except MapStoreError:  # not stored yet, or damaged: segmented (again) below
+                    pass
+            missing = [i for i in missing if f"{category}/{i}" not in self._cache]
         if missing:
-            images = np.stack([read_image(self.image_path(i), size=self.size) for i in missing])
-            for image_id, labels in zip(missing, self.clusters[category].labels(images)):
-                self._cache[f"{category}/{image_id}"] = labels.astype(np.uint8 if labels.max() < 256 else np.int32)
+            images = _rgb_images([self.image_path(i) for i in missing], self.size)
+            for image_id, labels in zip(missing, clusters.labels(images)):
+                self._cache[f"{category}/{image_id}"] = labels.astype(np.uint8)
+                if self.label_store is not None:
+                    self.label_store.write(keys[image_id], labels.astype(np.float32))
         return np.stack([self._cache[f"{category}/{i}"] for i in image_ids]).astype(np.int64)
 
 
-def _gray_images(paths: Sequence[str], size: tuple[int, int]) -> np.ndarray:
-    return np.stack([read_image(p, size=size).mean(axis=0) for p in paths])
+def _rgb_images(paths: Sequence[str], size: tuple[int, int]) -> np.ndarray:
+    """Images float32 (N, 3, H, W) in [0, 1] at map size (H, W)."""
+    return np.stack([read_image(p, size=size) for p in paths])
+
+
+def _fit_per_image(config: SegmentMapConfig, category: str, images: np.ndarray) -> FeatureClusters:
+    try:
+        return fit_feature_clusters(
+            images, config.auto_segments, config.seed, config.auto_layers, config.auto_pca, config.auto_smooth
+        )
+    except ValueError as error:
+        raise SegmentMapError(f"auto_per_image segmentation of {category!r}: {error}") from error
 
 
 def resolve_segmentation(
@@ -307,22 +325,42 @@ def resolve_segmentation(
     map_size: SizeLike,
     good_train_paths: Mapping[str, Sequence[str]] | None = None,
     image_paths: Mapping[str, str] | None = None,
+    label_store: MapStore | None = None,
 ) -> SegmentMaps:
     """Build the `SegmentMaps` of every category at map resolution `map_size` (pixels: an
     `ImageSize`, (H, W) or an int N for N x N).
 
-    `good_train_paths[category]` (image paths) is needed for methods `auto` and `auto_per_image`.
-    `auto_per_image` reads each image when its labels are asked for: from `image_paths`
-    (image_id -> file) when given, else ``config.image_root / image_id``.
+    `good_train_paths[category]` (image paths) is needed for methods `auto`, `auto_per_image` and
+    `auto_select`. Per-image labels read each image when asked for: from `image_paths`
+    (image_id -> file) when given, else ``config.image_root / image_id``; with `label_store`
+    they are kept on disk and read back by a later run.
     """
     if config.method is None:
         raise ValueError("segmentation method not chosen: call SegmentMapConfig.for_dataset(layout, root) first")
     size = ImageSize.parse(map_size).hw
     seg = SegmentMaps(
-        method=config.method, size=size, n_segments={}, image_paths=image_paths, image_root=config.image_root
+        method=config.method,
+        size=size,
+        n_segments={},
+        image_paths=image_paths,
+        image_root=config.image_root,
+        label_store=label_store,
     )
     for category in categories:
-        if config.method == "static":
+        method: str = config.method
+        chosen = ""
+        if method in ("auto", "auto_per_image", "auto_select"):
+            paths = list((good_train_paths or {}).get(category, []))[: config.auto_max_images]
+            if not paths:
+                raise SegmentMapError(f"{method} segmentation: no good training images for {category!r}")
+            images = _rgb_images(paths, size)
+            if method == "auto_select":
+                value = seg.alignment[category] = alignment(images)
+                method = choose_method(value, config.alignment_threshold)
+                relation = ">=" if method == "auto" else "<"
+                chosen = f"alignment {value:.2f} {relation} {config.alignment_threshold:g} -> "
+                log.info("segmentation: category %s %s%s", category, chosen, method)
+        if method == "static":
             path = config.path[category] if isinstance(config.path, Mapping) else config.path
             if path is None:
                 raise SegmentMapError(f"segmentation.path has no map for category {category!r}")
@@ -330,34 +368,22 @@ def resolve_segmentation(
             labels = read_label_map(path, expected, size)
             n = expected or int(labels.max()) + 1
             seg.sources[category] = str(path)
-        elif config.method == "elpv":
+        elif method == "elpv":
             labels, n = elpv_segment_map(size), len(ELPV_SEGMENTS)
             seg.sources[category] = "builtin:elpv"
-        elif config.method == "single":
+        elif method == "single":
             labels, n = single_segment_map(size), 1
             seg.sources[category] = "builtin:single"
-        elif config.method == "auto":
-            paths = list((good_train_paths or {}).get(category, []))[: config.auto_max_images]
-            if not paths:
-                raise SegmentMapError(f"auto segmentation: no good training images for {category!r}")
-            labels = auto_segment_map(_gray_images(paths, size), config.auto_segments, config.seed)
+        elif method == "auto":
+            labels = auto_segment_map(images, config.auto_segments, config.seed)
             n = config.auto_segments
-            seg.sources[category] = f"auto:kmeans({n}) on {len(paths)} good train images"
-        elif config.method == "auto_per_image":
-            paths = list((good_train_paths or {}).get(category, []))[: config.auto_max_images]
-            if not paths:
-                raise SegmentMapError(f"auto_per_image segmentation: no good training images for {category!r}")
-            images = np.stack([read_image(p, size=size) for p in paths])
-            try:
-                seg.clusters[category] = fit_pixel_clusters(
-                    images, config.auto_segments, config.seed, smooth=config.auto_smooth
-                )
-            except ValueError as error:
-                raise SegmentMapError(f"auto_per_image segmentation of {category!r}: {error}") from error
+            seg.sources[category] = f"{chosen}auto:kmeans({n}) on {len(paths)} good train images"
+        elif method == "auto_per_image":
+            seg.clusters[category] = _fit_per_image(config, category, images)
             seg.n_segments[category] = config.auto_segments
             seg.sources[category] = (
-                f"auto_per_image:kmeans({config.auto_segments}) centres from {len(paths)} "
-                "good train images, assigned per image"
+                f"{chosen}auto_per_image:kmeans({config.auto_segments}) of {'+'.join(config.auto_layers)} "
+                f"features, centres from {len(paths)} good train images, assigned per image"
             )
             continue
         else:  # per_image

@@ -25,17 +25,20 @@ def build_segmentation(
 
     ``image_size`` is the parameter, resolved from ``image_index`` (`segad.images.resolve_image_size`)."""
     config = given.for_dataset(dataset.layout, dataset.root)
-    if given.method is None and config.method == "auto":
+    if given.method is None and config.method == "auto_select":
         log.warning(
-            "no segment map given for dataset %r: automatic k-means map with %d segments; set "
-            "segmentation.path (static) or segmentation.folder (per_image) to use your own",
+            "no segment map given for dataset %r: automatic k-means segments (%d), static or per image "
+            "by the alignment of each category; set segmentation.path (static) or segmentation.folder "
+            "(per_image) to use your own",
             dataset.layout,
             config.auto_segments,
         )
     goods = image_index[(image_index["split"] == "train") & (image_index["label"] == 0)]
     paths = goods.groupby("category")["path"].apply(list).to_dict()
     size = resolve_image_size(image_size, image_index)
-    segmentation = resolve_segmentation(config, sorted(image_index["category"].unique()), size, paths)
+    files = dict(zip(image_index["image_id"], image_index["path"]))
+    categories = sorted(image_index["category"].unique())
+    segmentation = resolve_segmentation(config, categories, size, paths, image_paths=files)
     for category, source in segmentation.sources.items():
         log.info("segments of %s: %s (%d segments)", category, source, segmentation.n_segments[category])
     return segmentation
