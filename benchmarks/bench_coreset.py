@@ -59,7 +59,10 @@ def datasets(names: list[str], n_train: int, n_good: int, n_bad: int, seed: int,
     out = {}
     for name in names:
         if name == "demo":
-            root = write_demo(scratch / "demo", DemoConfig(n_train_good=n_train, n_train_bad=0, n_test_good=n_good, n_test_bad=n_bad, n_test_unseen=0))
+            root = write_demo(
+                scratch / "demo",
+                DemoConfig(n_train_good=n_train, n_train_bad=0, n_test_good=n_good, n_test_bad=n_bad, n_test_unseen=0),
+            )
             index, _ = build_index("demo", root)
         elif name == "elpv":
             index, _ = build_index("elpv", None)
@@ -108,6 +111,7 @@ def run_variant(params: dict, coreset: str, ratio: float, layers: list[str], dat
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="demo,elpv", help="comma list of demo, elpv")
+    parser.add_argument("--categories", default="", help="comma list of '<data>/<category>' to keep (default: all)")
     parser.add_argument("--train", type=int, default=100, help="good training images per category")
     parser.add_argument("--test-good", type=int, default=60, help="good test images per category")
     parser.add_argument("--test-bad", type=int, default=40, help="bad test images per category")
@@ -131,16 +135,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"load average before: {' '.join(f'{v:.1f}' for v in os.getloadavg())}; torch threads {args.threads}")
     with tempfile.TemporaryDirectory() as scratch:
         data = datasets(args.data.split(","), args.train, args.test_good, args.test_bad, args.seed, Path(scratch))
-        print(
-            f"{args.size} px, {args.train} train good, {args.test_good} good + {args.test_bad} bad test per category"
-        )
+        keep = [c for c in args.categories.split(",") if c]
+        data = {k: v for k, v in data.items() if not keep or k in keep}
+        print(f"{args.size} px, {args.train} train good, {args.test_good} good + {args.test_bad} bad test per category")
         header = f"{'data':<12}{'layers':<26}{'coreset':<9}{'ratio':>7}{'bank':>7}{'fit CPU-s':>10}"
         print(header + f"{'coreset CPU-s':>14}{'features CPU-s':>15}{'maps/CPU-s':>11}{'AUROC':>7}{'same bank':>10}")
         for key, subset in data.items():
             for layers in layer_sets:
                 banks: dict[float, object] = {}
                 feature_s: dict[float, float] = {}
-                first = (subset[0][:2], subset[1][:2], subset[2][:2])
+                first = (subset[0][:2], subset[1][:: len(subset[1]) - 1], subset[2][:: len(subset[2]) - 1])
                 run_variant(params, "fast", ratios[0], layers, first, args.size)  # warm-up, not timed
                 rows = [("fast", r) for r in ratios] + [("anomalib", r) for r in anomalib_ratios]
                 for coreset, ratio in rows:
