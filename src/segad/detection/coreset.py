@@ -8,13 +8,12 @@ to the Johnson-Lindenstrauss dimension d = 4 ln N / (eps^2/2 - eps^3/3) (d = 285
 (N, d) tensor per iteration), running minimum, argmax. The cost is k allocations and passes of
 N x d floats, which dominates PatchCore's fit at larger ratios.
 
-``coreset: fast`` (`greedy_coreset_indices`) is the **same algorithm with the same random draws**
-(anomalib's own ``SparseRandomProjection`` is fitted exactly as ``KCenterGreedy`` does, then the
-same ``torch.randint`` start): only the distance update differs. Squared norms |x|^2 are computed
-once; each iteration is one matrix-vector product ``|x|^2 - 2 X c + |c|^2`` written into a reused
-buffer and a running minimum, no (N, d) temporary. Squared distances have the same argmax as
-distances, so the selection is anomalib's up to float rounding of near-ties (relative ~1e-6;
-tests/detection/test_coreset.py checks identical selections on random data).
+``coreset: fast`` (`greedy_coreset_indices`) is the **same algorithm with the same random draws and
+the same arithmetic** (anomalib's own ``SparseRandomProjection`` fitted exactly as ``KCenterGreedy``
+does, the same ``torch.randint`` start, distances with anomalib's expression), so it selects the
+same indices in the same order. It is faster because it skips the rows a new centre cannot
+change (triangle inequality, `greedy_k_center`): on real patch embeddings most rows are skipped
+once a few dozen centres exist.
 
 `FastCoresetPatchcore` is an ``anomalib.models.Patchcore`` subclass overriding only ``fit`` (the
 ``MemoryBankMixin`` hook anomalib calls once after the training epoch): it stacks the torch
@@ -71,47 +70,41 @@ def greedy_k_center(features: torch.Tensor, k: int, start: int) -> torch.Tensor:
     Each step adds the row with the largest distance to its nearest selected row (first index on
     ties, as ``torch.max``). Returns (k,) int64 indices in selection order.
 
-    Squared distances ``|x|^2 - 2 x.c + |c|^2`` (one matrix-vector product, no (N, d) temporary).
-    Rows are pruned by the triangle inequality: a row whose nearest centre a satisfies
-    ``|c - a| >= 2 |x - a|`` cannot get closer to the new centre c, so only the other rows are
-    recomputed (with a 1e-3 relative margin against rounding; when more than 1/`DENSE_SHARE` of
-    the rows remain, all are recomputed in one product). The running minima are therefore the
-    same as recomputing every row.
+    Distances are computed with anomalib's own expression, ``torch.linalg.norm(x - c, dim=1)``,
+    so every running minimum is bit-identical to ``KCenterGreedy``'s, but only for the rows that
+    can change: a row whose nearest centre a satisfies ``|c - a| >= 2 |x - a|`` cannot get closer
+    to the new centre c (triangle inequality; a 1e-3 relative margin covers rounding) and is
+    skipped. When more than 1/`DENSE_SHARE` of the rows remain, all rows are recomputed at once.
     """
     n, dim = features.shape
     if not 1 <= k <= n:
         raise ValueError(f"k must be in [1, {n}], got {k}")
-    x = features.float().contiguous()
-    sq_norms = (x * x).sum(dim=1)
+    x = features.contiguous()
     centers = torch.empty((k, dim), dtype=x.dtype, device=x.device)
-    center_sq = torch.empty(k, dtype=x.dtype, device=x.device)
     selected = torch.empty(k, dtype=torch.long, device=x.device)
     idx = torch.as_tensor(start, device=x.device)
-    selected[0], centers[0], center_sq[0] = idx, x[idx], sq_norms[idx]
-    min_d = (sq_norms - 2.0 * (x @ x[idx]) + sq_norms[idx]).clamp_min_(0.0)  # squared distances
-    min_d[idx] = 0.0  # anomalib: exact 0 for a selected row
+    selected[0], centers[0] = idx, x[idx]
+    min_d = torch.linalg.norm(x - x[idx], ord=2, dim=1)
     nearest = torch.zeros(n, dtype=torch.long, device=x.device)  # slot of each row's nearest centre
-    buffer = torch.empty_like(min_d)
-    margin = 4.0 * (1.0 + 1e-3)  # |c - a|^2 < 4 |x - a|^2, widened against rounding
+    margin = 2.0 * (1.0 + 1e-3)
     for i in range(1, k):
         idx = torch.max(min_d, dim=0).indices
         center = x[idx]
-        selected[i], centers[i], center_sq[i] = idx, center, sq_norms[idx]
-        between = (center_sq[:i] - 2.0 * (centers[:i] @ center) + sq_norms[idx]).clamp_min_(0.0)
+        selected[i], centers[i] = idx, center
+        between = torch.linalg.norm(centers[:i] - center, ord=2, dim=1)
         rows = torch.nonzero(between[nearest] < margin * min_d).squeeze(1)
-        if rows.numel() > n // DENSE_SHARE:  # most rows: one full product beats gathering them
-            torch.addmv(sq_norms, x, center, beta=1.0, alpha=-2.0, out=buffer)
-            buffer.add_(sq_norms[idx]).clamp_min_(0.0)
-            closer = buffer < min_d
-            torch.minimum(min_d, buffer, out=min_d)
+        if rows.numel() > n // DENSE_SHARE:  # most rows: recompute all, as anomalib does
+            dist = torch.linalg.norm(x - center, ord=2, dim=1)
+            closer = dist < min_d
+            torch.minimum(min_d, dist, out=min_d)
             nearest.masked_fill_(closer, i)
         else:
-            dist = (sq_norms[rows] - 2.0 * (x[rows] @ center) + sq_norms[idx]).clamp_min_(0.0)
+            dist = torch.linalg.norm(x[rows] - center, ord=2, dim=1)
             closer = dist < min_d[rows]
-            rows, dist = rows[closer], dist[closer]
-            min_d[rows] = dist
+            rows = rows[closer]
+            min_d[rows] = dist[closer]
             nearest[rows] = i
-        min_d[idx] = 0.0
+        min_d[idx] = 0.0  # as anomalib (its own distance is already 0)
         nearest[idx] = i
     return selected
 
