@@ -44,6 +44,8 @@ PROJECTION_EPS = 0.9
 SELECTORS = ("anomalib", "fast")
 #: above 1/DENSE_SHARE of the rows left after pruning, all rows are recomputed in one product
 DENSE_SHARE = 4
+#: rows per chunk of a full distance pass (a 4096 x 284 float32 temporary is 4.6 MB)
+CHUNK = 4096
 
 
 def coreset_size(n: int, sampling_ratio: float) -> int:
@@ -62,6 +64,14 @@ def project(embedding: torch.Tensor) -> torch.Tensor:
     projection = SparseRandomProjection(eps=PROJECTION_EPS)
     projection.fit(embedding)
     return projection.transform(embedding)
+
+
+def _distances(x: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
+    """(N,) ``torch.linalg.norm(x - center, dim=1)`` in row chunks of `CHUNK` (cache-sized temporaries)."""
+    out = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    for lo in range(0, x.shape[0], CHUNK):
+        torch.linalg.norm(x[lo : lo + CHUNK] - center, ord=2, dim=1, out=out[lo : lo + CHUNK])
+    return out
 
 
 def greedy_k_center(features: torch.Tensor, k: int, start: int) -> torch.Tensor:
@@ -84,7 +94,7 @@ def greedy_k_center(features: torch.Tensor, k: int, start: int) -> torch.Tensor:
     selected = torch.empty(k, dtype=torch.long, device=x.device)
     idx = torch.as_tensor(start, device=x.device)
     selected[0], centers[0] = idx, x[idx]
-    min_d = torch.linalg.norm(x - x[idx], ord=2, dim=1)
+    min_d = _distances(x, x[idx])
     nearest = torch.zeros(n, dtype=torch.long, device=x.device)  # slot of each row's nearest centre
     margin = 2.0 * (1.0 + 1e-3)
     for i in range(1, k):
@@ -94,7 +104,7 @@ def greedy_k_center(features: torch.Tensor, k: int, start: int) -> torch.Tensor:
         between = torch.linalg.norm(centers[:i] - center, ord=2, dim=1)
         rows = torch.nonzero(between[nearest] < margin * min_d).squeeze(1)
         if rows.numel() > n // DENSE_SHARE:  # most rows: recompute all, as anomalib does
-            dist = torch.linalg.norm(x - center, ord=2, dim=1)
+            dist = _distances(x, center)
             closer = dist < min_d
             torch.minimum(min_d, dist, out=min_d)
             nearest.masked_fill_(closer, i)
