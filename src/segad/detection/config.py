@@ -97,6 +97,9 @@ class DetectorConfig:
             student and autoencoder maps) come from: ``detector_train`` (its training goods) or
             ``brf_train`` (the good images of the brf_train role, held out from fitting, as the
             SegAD reference does). The anomalib constructor's ``pad_maps`` goes in ``model``.
+        coreset: PatchCore: how the memory bank's coreset is selected, ``anomalib`` (its
+            ``KCenterGreedy``) or ``fast`` (the same greedy algorithm and random draws, vectorised:
+            `segad.detection.coreset`). Part of model_key.
     """
 
     name: str
@@ -113,6 +116,7 @@ class DetectorConfig:
     teacher_weights: str | None = None
     imagenet_dir: str | None = None
     quantiles_from: str = "detector_train"
+    coreset: str = "anomalib"
     # --- CPU inference backend (issue 15): runtime only, not part of model_key ---
     backend: str = "eager"
 
@@ -120,6 +124,7 @@ class DetectorConfig:
     RUNTIME_ONLY = ("batch_size", "num_workers", "channels_last", "backend")
     BACKENDS = ("eager", "openvino", "onnxruntime")
     QUANTILE_SOURCES = ("detector_train", "brf_train")
+    CORESETS = ("anomalib", "fast")
 
     @classmethod
     def from_dict(cls, name: str, values: DetectorParams | dict[str, Any] | None) -> DetectorConfig:
@@ -169,6 +174,12 @@ class DetectorConfig:
             )
         if config.quantiles_from != "detector_train" and name != "efficient_ad":
             raise DetectorConfigError(f"detector {name}: quantiles_from applies to efficient_ad only")
+        if config.coreset not in cls.CORESETS:
+            raise DetectorConfigError(
+                f"detector {name}: coreset must be one of {list(cls.CORESETS)}, got {config.coreset!r}"
+            )
+        if config.coreset != "anomalib" and name != "patchcore":
+            raise DetectorConfigError(f"detector {name}: coreset applies to patchcore only")
         # --- backend (issue 15) ---
         if config.backend not in cls.BACKENDS:
             raise DetectorConfigError(
@@ -182,6 +193,8 @@ class DetectorConfig:
         values.pop("name")
         if values["quantiles_from"] == "detector_train":  # the default: saved files and keys as before it existed
             values.pop("quantiles_from")
+        if values["coreset"] == "anomalib":  # the default: model keys as before it existed
+            values.pop("coreset")
         if values["backend"] == "eager":  # the default: saved detector.json files as before it existed
             values.pop("backend")
         return values
@@ -238,6 +251,8 @@ class DetectorParams:
     teacher_weights: str | None = None
     imagenet_dir: str | None = None
     quantiles_from: Literal["detector_train", "brf_train"] = "detector_train"
+    #: PatchCore's coreset selector (`segad.detection.coreset`)
+    coreset: Literal["anomalib", "fast"] = "anomalib"
     #: execution backend of inference (a `DetectorConfig` setting once it has one)
     backend: str = "eager"
     #: external maps (`segad.detection.external`): ``kind: external``, their folder and suffix

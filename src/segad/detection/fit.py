@@ -126,6 +126,10 @@ def build_detector(
     model_class: Any = anomalib_class(config.name)
     state_to_load: dict[str, torch.Tensor] | None = None
 
+    if config.coreset == "fast":  # PatchCore: same coreset algorithm, vectorised
+        from segad.detection.coreset import fast_coreset_patchcore_class
+
+        model_class = fast_coreset_patchcore_class()
     if spec.backbone == "none":  # EfficientAD
         model_class = _efficient_ad_class()
         teacher = None

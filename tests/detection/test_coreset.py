@@ -1,0 +1,101 @@
+"""PatchCore's fast coreset: the same greedy k-center selection as anomalib's KCenterGreedy, faster."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+
+from segad.detection.config import DetectorConfig, DetectorConfigError
+from segad.detection.coreset import coreset_size, greedy_coreset_indices, greedy_k_center
+from segad.detection.fit import fit_detector
+from segad.detection.inference import predict_maps
+from segad.detection.persistence import load_detector, model_key, save_detector
+from segad.images import read_image
+from tests.detection.tiny import CHEAP, SIZE
+
+
+def _seeded(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)  # anomalib's projection also draws from numpy (sklearn sampling)
+
+
+def _clustered(n: int, dim: int, seed: int) -> torch.Tensor:
+    """Rows around 20 centres: pruning by the triangle inequality skips most rows here."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(20, dim, generator=g) * 5
+    return centres[torch.randint(0, 20, (n,), generator=g)] + torch.randn(n, dim, generator=g)
+
+
+@pytest.mark.parametrize(
+    ("n", "dim", "ratio", "data"),
+    [(600, 16, 0.05, "gauss"), (800, 152, 0.1, "gauss"), (1000, 8, 0.3, "clustered"), (500, 40, 0.2, "clustered")],
+)
+def test_same_selection_as_anomalib_k_center_greedy(n, dim, ratio, data):
+    from anomalib.models.components.sampling import KCenterGreedy
+
+    x = torch.randn(n, dim, generator=torch.Generator().manual_seed(n)) if data == "gauss" else _clustered(n, dim, n)
+    _seeded(3)
+    expected = KCenterGreedy(x, ratio).select_coreset_idxs()
+    _seeded(3)
+    assert greedy_coreset_indices(x, ratio) == expected
+
+
+def test_size_is_ratio_times_n_and_deterministic_per_seed():
+    x = _clustered(700, 12, 0)
+    _seeded(1)
+    a = greedy_coreset_indices(x, 0.02)
+    _seeded(1)
+    b = greedy_coreset_indices(x, 0.02)
+    _seeded(2)
+    c = greedy_coreset_indices(x, 0.02)
+    assert len(a) == coreset_size(700, 0.02) == 14 == len(set(a))
+    assert a == b and a != c
+    with pytest.raises(ValueError, match="raise coreset_sampling_ratio"):
+        greedy_coreset_indices(x, 0.001)
+
+
+def test_farthest_points_on_a_hand_built_example():
+    # a tight cluster at the origin and three far outliers at distances 10, 7 and 4
+    points = torch.tensor(
+        [[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [10.0, 0.0], [0.0, 7.0], [-4.0, 0.0], [0.1, 0.1]],
+    )
+    # from row 0: the farthest is (10, 0); then (0, 7) (7 from 0, 12.2 from (10, 0)); then (-4, 0)
+    assert greedy_k_center(points, 4, 0).tolist() == [0, 3, 4, 5]
+    # started at the outlier (10, 0), the farthest row from it is (-4, 0)
+    assert greedy_k_center(points, 2, 3).tolist() == [3, 5]
+    with pytest.raises(ValueError, match="k must be"):
+        greedy_k_center(points, 8, 0)
+
+
+def test_coreset_setting_is_checked_and_part_of_the_model_key():
+    base = DetectorConfig.from_dict("patchcore", {})
+    fast = DetectorConfig.from_dict("patchcore", {"coreset": "fast"})
+    assert "coreset" not in base.to_dict() and fast.to_dict()["coreset"] == "fast"
+    assert model_key(base, 32, ["a" * 32]) != model_key(fast, 32, ["a" * 32])
+    with pytest.raises(DetectorConfigError, match="coreset must be one of"):
+        DetectorConfig.from_dict("patchcore", {"coreset": "random"})
+    with pytest.raises(DetectorConfigError, match="coreset applies to patchcore only"):
+        DetectorConfig.from_dict("padim", {"coreset": "fast"})
+
+
+def test_patchcore_fits_with_the_fast_coreset_through_the_fit_path(images, tmp_path):
+    values = {**CHEAP["patchcore"], "seed": 5}
+    anomalib_model = fit_detector(DetectorConfig.from_dict("patchcore", values), images["train"], SIZE)
+    config = DetectorConfig.from_dict("patchcore", {**values, "coreset": "fast"})
+    model = fit_detector(config, images["train"], SIZE, backbone_cache_dir=tmp_path / "bb")
+    bank = model.model.memory_bank
+    n_patches = 4 * (SIZE // 4) ** 2  # 4 images, blocks.1 (stride 4) patches
+    assert bank.shape == (int(n_patches * 0.1), 24 + 40) and model.coreset_seconds >= 0
+    torch.testing.assert_close(bank, anomalib_model.model.memory_bank, rtol=0, atol=0)  # same seed, same bank
+    probe = np.stack([read_image(p, SIZE) for p in images["probe"]])
+    maps = predict_maps(model, probe)
+    assert maps.shape == (2, SIZE, SIZE) and np.isfinite(maps).all()
+    save_detector(model, config, SIZE, tmp_path / "saved")
+    reloaded, reloaded_config, _ = load_detector(tmp_path / "saved", backbone_cache_dir=tmp_path / "bb2")
+    assert reloaded_config.coreset == "fast" and type(reloaded).__name__ == "FastCoresetPatchcore"
+    np.testing.assert_allclose(predict_maps(reloaded, probe), maps, rtol=1e-5, atol=1e-5)
