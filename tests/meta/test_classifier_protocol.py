@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -113,3 +115,28 @@ def test_cross_fitted_scores_with_a_real_frozen_model(tmp_path, backbones):
     scores = classifier_scores(index, _split(index), None, config, image_size=32)
     assert list(scores.columns) == list(empty_scores().columns)
     assert len(scores) == 12 and np.isfinite(scores.score).all()
+
+
+def test_stored_scores_are_reused_until_an_input_changes(tmp_path, monkeypatch):
+    from segad.detection.map_store import MapStore
+
+    index = _images(tmp_path, n=16)
+    splits = _split(index)
+    recorder = _Recorder()
+    monkeypatch.setattr(protocol, "fit_classifier", recorder.fit)
+    monkeypatch.setattr(protocol, "predict_scores", lambda model, paths, *a, **k: np.linspace(0.1, 0.9, len(paths)))
+    store = MapStore(tmp_path / "store")
+    config = ClassifierConfig(cross_fit_folds=2)
+
+    first = classifier_scores(index, splits, None, config, image_size=32, store=store)
+    assert len(recorder.fits) == 2
+    second = classifier_scores(index, splits, None, config, image_size=32, store=store)
+    assert len(recorder.fits) == 2  # nothing trained again
+    pd.testing.assert_frame_equal(first, second)
+    assert first.score.dtype == np.float64 and np.allclose(first.score, first.score.astype(np.float32))
+
+    classifier_scores(index, splits, None, ClassifierConfig(cross_fit_folds=3), image_size=32, store=store)
+    assert len(recorder.fits) == 5  # another setting: trained again
+    Path(index.path.iloc[5]).write_bytes(Path(index.path.iloc[6]).read_bytes())  # a file's content changed
+    classifier_scores(index, splits, None, config, image_size=32, store=store)
+    assert len(recorder.fits) == 7

@@ -73,7 +73,7 @@ def run_features(tiny_demo, tmp_path, benchmark="high_shot", seeds=(0, 1), segme
     index, _ = build_index("demo", tiny_demo)
     splits = make_splits(index, SplitConfig(benchmark=benchmark, seeds=tuple(seeds)))
     datasets = {}
-    for name in ("features", "segment_maps", "segmentation_overlays", "classifier_scores"):
+    for name in ("features", "segment_maps", "segmentation_overlays", "classifier_scores", "classifier_store"):
         conf = dict(catalog_conf[name])
         for key in ("filepath", "path", "labels_folder"):
             if key in conf:

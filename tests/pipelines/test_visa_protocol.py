@@ -91,6 +91,7 @@ def run(params: dict, tmp_path: Path, index: pd.DataFrame) -> DataCatalog:
             "splits": ParquetDataset(filepath=str(tmp_path / "splits.parquet")),  # kept: intermediate
             "padim.map_index": ParquetDataset(filepath=str(tmp_path / "map_index.parquet")),
             "features": MemoryDataset(),
+            "classifier_store": MapStoreDataset(str(tmp_path / "classifier_scores")),
         }
     )
     stages = (

@@ -21,13 +21,24 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import logging
+
 import numpy as np
 import pandas as pd
 
-from segad.images import SizeLike
+from segad.detection.map_store import MapStore, MapStoreError
+from segad.files import file_sha256
+from segad.images import ImageSize, SizeLike
 from segad.meta.classifier import ActivationCache, ClassifierConfig, empty_scores, fit_classifier, predict_scores
 
 TRAIN_ROLES = ("detector_train", "brf_train")
+#: bump when a change of this module or of the classifier's training changes the scores
+SCORES_FORMAT = 1
+
+log = logging.getLogger(__name__)
 
 
 def stratified_share(labels: np.ndarray, share: float, seed: int) -> np.ndarray:
@@ -86,8 +97,13 @@ def classifier_scores(
     config: ClassifierConfig,
     image_size: SizeLike,
     device: str = "cpu",
+    store: MapStore | None = None,
 ) -> pd.DataFrame:
-    """Per split seed: scores of the brf_train, synthetic and test rows (module docstring, protocols)."""
+    """Per split seed: scores of the brf_train, synthetic and test rows (module docstring, protocols).
+
+    With `store`, each seed's scores are kept under a key of everything they depend on (settings,
+    image size, seed, and each row's role, label and file content), so a rerun that changes none
+    of it trains nothing; scores are float32 (as stored) either way."""
     if device == "auto":
         import torch
 
@@ -96,6 +112,8 @@ def classifier_scores(
     labels = image_index.set_index("image_id")["label"]
     frames = []
     cache = ActivationCache(config.batch_size) if config.mode == "frozen" else None  # shared by the seeds
+    if store is not None:
+        log.info("classifier: scores kept in %s", store.root)
     for seed, rows in splits.groupby("split_seed", sort=True):
         train = rows[rows["role"].isin(TRAIN_ROLES)]
         ids = train["image_id"].to_numpy()
@@ -111,26 +129,68 @@ def classifier_scores(
             brf = np.concatenate([brf, np.ones(len(synthetic), dtype=bool)])
         test_ids = rows.loc[rows["role"] == "test", "image_id"].to_numpy()
         test_paths = paths.loc[test_ids].to_numpy()
-        if config.cross_fit_folds == 0:
-            chosen = stratified_share(pool_labels, config.train_share, int(seed))
-            model = fit_classifier(
-                pool_paths[chosen].tolist(), pool_labels[chosen], config, image_size, int(seed), device, cache
-            )
-            scored = np.concatenate([pool_paths[brf], test_paths]).tolist()
-            scores = predict_scores(model, scored, image_size, config.batch_size, device, cache)
-            brf_scores, test_scores = scores[: brf.sum()], scores[brf.sum() :]
-        else:
-            pool = (pool_paths, pool_labels)
-            brf_scores, test_scores = _cross_fitted_scores(
-                pool, brf, test_paths, config, image_size, int(seed), device, cache
-            )
+        key = _scores_key(config, image_size, int(seed), ids, pool_paths, pool_labels, brf, test_ids, test_paths)
+        score = _stored(store, key)
+        if score is None:
+            if config.cross_fit_folds == 0:
+                chosen = stratified_share(pool_labels, config.train_share, int(seed))
+                model = fit_classifier(
+                    pool_paths[chosen].tolist(), pool_labels[chosen], config, image_size, int(seed), device, cache
+                )
+                scored = np.concatenate([pool_paths[brf], test_paths]).tolist()
+                score = predict_scores(model, scored, image_size, config.batch_size, device, cache)
+            else:
+                pool = (pool_paths, pool_labels)
+                brf_scores, test_scores = _cross_fitted_scores(
+                    pool, brf, test_paths, config, image_size, int(seed), device, cache
+                )
+                score = np.concatenate([brf_scores, test_scores])
+            score = score.astype(np.float32)  # as stored, so a cached rerun gives the same features
+            if store is not None:
+                store.write(key, score[None, :])
         frames.append(
             pd.DataFrame(
                 {
                     "image_id": np.concatenate([ids[brf], test_ids]),
                     "split_seed": int(seed),
-                    "score": np.concatenate([brf_scores, test_scores]),
+                    "score": score.astype(np.float64),
                 }
             )
         )
     return pd.concat(frames, ignore_index=True) if frames else empty_scores()
+
+
+def _scores_key(
+    config: ClassifierConfig,
+    image_size: SizeLike,
+    seed: int,
+    ids: np.ndarray,
+    pool_paths: np.ndarray,
+    pool_labels: np.ndarray,
+    brf: np.ndarray,
+    test_ids: np.ndarray,
+    test_paths: np.ndarray,
+) -> str:
+    """Store key of one seed's scores: a digest of what they depend on (not of where weights are cached)."""
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("enabled", "cache_dir")}
+    rows = {
+        "format": SCORES_FORMAT,
+        "settings": settings,
+        "size": list(ImageSize.parse(image_size).hw),
+        "seed": seed,
+        "pool": [[str(i), int(y), bool(b), file_sha256(p)] for i, p, y, b in zip(ids, pool_paths, pool_labels, brf)],
+        "test": [[str(i), file_sha256(p)] for i, p in zip(test_ids, test_paths)],
+    }
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return f"classifier/seed_{seed}/{digest}"
+
+
+def _stored(store: MapStore | None, key: str) -> np.ndarray | None:
+    """The stored scores (float32, N) under `key`, or None when absent or unreadable (then computed again)."""
+    if store is None or not store.exists(key):
+        return None
+    try:
+        return store.read(key)[0]
+    except MapStoreError as error:
+        log.warning("classifier: stored scores %s unreadable (%s): computed again", key, error)
+        return None

@@ -9,6 +9,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from segad.config import DatasetConfig
+from segad.detection.map_store import MapStore
 from segad.images import read_image, resolve_image_size
 from segad.meta.classifier import ClassifierConfig, empty_scores
 from segad.meta.classifier_protocol import classifier_scores as _classifier_scores
@@ -74,13 +75,15 @@ def train_classifier(
     config: ClassifierConfig,
     image_size: int | list[int] | str,
     device: str,
+    store: MapStore,
 ) -> pd.DataFrame:
     """Supervised classifier scores (image_id, split_seed, score); empty when disabled. Images are
-    resized to ``image_size`` resolved from ``image_index`` (`segad.images.resolve_image_size`)."""
+    resized to ``image_size`` resolved from ``image_index`` (`segad.images.resolve_image_size`);
+    each seed's scores are kept in `store` and reused while nothing they depend on changes."""
     if not config.enabled:
         return empty_scores()
     size = resolve_image_size(image_size, image_index)
-    return _classifier_scores(image_index, splits, synthetic_index, config, size, device)
+    return _classifier_scores(image_index, splits, synthetic_index, config, size, device, store)
 
 
 def compute_features(

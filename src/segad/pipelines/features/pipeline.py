@@ -29,7 +29,15 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
             ),
             node(
                 train_classifier,
-                ["image_index", "splits", "synthetic_index", "params:classifier", "params:image_size", "params:device"],
+                [
+                    "image_index",
+                    "splits",
+                    "synthetic_index",
+                    "params:classifier",
+                    "params:image_size",
+                    "params:device",
+                    "classifier_store",
+                ],
                 "classifier_scores",
                 name="train_classifier",
             ),
