@@ -138,8 +138,8 @@ def test_auto_select_logs_its_choice_per_category(tmp_path, caplog):
     part = _part()
     aligned = _write(tmp_path, np.stack([part] * 6), "aligned")
     shifted = _write(tmp_path, _shifted(part, SHIFTS)[0], "shifted")
-    config = SegmentMapConfig(auto_segments=2, alignment_threshold=0.6).for_dataset("folder", str(tmp_path))
-    assert config.method == "auto_select"
+    config = SegmentMapConfig(method="auto_select", auto_segments=2, alignment_threshold=0.6)
+    config = config.for_dataset("folder", str(tmp_path))
     paths = {"a": list(aligned.values()), "s": list(shifted.values())}
     with caplog.at_level(logging.INFO, logger="segad.segments.segment_maps"):
         seg = resolve_segmentation(config, ["a", "s"], 64, paths)

@@ -29,7 +29,8 @@ the resolution of the anomaly maps. Sources (`SegmentMapConfig.method`):
 With ``method: null`` (the default) the method follows from what is given (`for_dataset`): a
 ``path`` means ``static``, a ``folder`` ``per_image``; with neither, the demo layout uses the map
 it ships (``<dataset.root>/segmentation.png``), ELPV its built-in map, and every other dataset
-``auto_select`` (logged, so nobody mistakes it for a map of theirs).
+the static ``auto`` map (logged, so nobody mistakes it for a map of theirs; ``auto_select`` is
+opt-in, see `AUTO_DEFAULT`).
 
 Every map is resized to the map resolution by nearest neighbour. A file whose labels fall outside
 [0, n_segments) or whose shape is not 2-D raises `SegmentMapError` naming the file.
@@ -73,8 +74,10 @@ log = logging.getLogger(__name__)
 
 Method = Literal["static", "per_image", "elpv", "auto", "auto_per_image", "auto_select", "single"]
 METHODS: tuple[str, ...] = get_args(Method)
-#: the method `for_dataset` picks for a dataset that ships no map (docs/features.md, "Measurements")
-AUTO_DEFAULT: Method = "auto_select"
+#: the method `for_dataset` picks for a dataset that ships no map: the static k-means map. Not
+#: ``auto_select``: on the shifted demo per-image segments did not beat it, a bundle cannot serve
+#: them yet, and the alignment measure can call noisy aligned parts unaligned (docs/features.md)
+AUTO_DEFAULT: Method = "auto"
 #: methods that may segment every image on its own (they read image files)
 PER_IMAGE_AUTO = ("auto_per_image", "auto_select")
 
