@@ -64,7 +64,9 @@ TYPED = {
 
 
 def project_parameters(env: str = "local") -> dict:
-    loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="local", env=env)
+    from segad.settings import CONFIG_LOADER_ARGS
+
+    loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)  # as a session loads it
     return loader["parameters"]
 
 
@@ -81,6 +83,23 @@ def test_every_environment_is_a_valid_run_configuration(env):
     run = RunConfig.from_parameters(parameters)
     assert run.detectors == parameters["detectors"] and isinstance(run.dataset, DatasetConfig)
     assert set(parameters) <= {*run.as_parameters(), *STAGE_BLOCKS}
+
+
+@pytest.mark.parametrize("env", ["local", "elpv", "visa"])
+def test_a_runtime_parameter_changes_one_key_and_keeps_the_rest_of_its_block(env, tmp_path):
+    """`--params classifier.cross_fit_folds=3` under an environment with a parameters file: the other
+    classifier settings stay conf's (Kedro's default merge replaced the block, switching it off)."""
+    from segad.settings import CONFIG_LOADER_ARGS
+
+    conf = tmp_path / "conf"
+    shutil.copytree(PROJECT_ROOT / "conf", conf)
+    (conf / "local" / "parameters.yml").write_text(yaml.safe_dump({"seeds": [0]}))  # a user's override file
+    runtime = {"classifier": {"cross_fit_folds": 3}, "segmentation": {"method": "single"}}
+    parameters = OmegaConfigLoader(str(conf), env=env, runtime_params=runtime, **CONFIG_LOADER_ARGS)["parameters"]
+    base = OmegaConfigLoader(str(conf), env=env, **CONFIG_LOADER_ARGS)["parameters"]
+    assert parameters["classifier"] == {**base["classifier"], "cross_fit_folds": 3}
+    assert parameters["classifier"]["enabled"] is True
+    assert parameters["segmentation"] == {**base["segmentation"], "method": "single"}
 
 
 def test_kedro_finds_and_builds_every_typed_block_of_the_registered_pipelines(monkeypatch):

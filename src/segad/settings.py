@@ -15,8 +15,14 @@ from segad.tracking_hooks import TrackingHooks
 HOOKS = (RunConfigHooks(), UpstreamCheckHooks(), SchemaHooks(), TrackingHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
+# Parameters merge "soft" (key by key) over conf/base: Kedro's default replaces a whole top-level
+# block of base by an environment's, and `--params` values land in the environment's layer, so
+# with any parameters file in conf/local or --env, `--params classifier.epochs=3` used to replace
+# the whole `classifier` block by {epochs: 3} and silently switch the classifier off (its typed
+# default). tests/test_config.py checks the merge.
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    "merge_strategy": {"parameters": "soft"},
     "config_patterns": {"mlflow": ["mlflow*", "mlflow*/**"]},
 }
