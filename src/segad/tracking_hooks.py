@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -150,7 +151,8 @@ class TrackingHooks:
             written = pipeline.all_outputs()
             if "metrics" in written:
                 values = run_metrics(catalog.load("metrics"), METRIC_COLUMNS)
-                metrics = [Metric(key, value, 0, 0) for key, value in values.items()]
+                now = int(time.time() * 1000)  # MLflow timestamps are milliseconds
+                metrics = [Metric(key, value, now, 0) for key, value in values.items()]
                 for start in range(0, len(metrics), _BATCH):
                     client.log_batch(run_id, metrics=metrics[start : start + _BATCH])
             for name, folder in (self._config["artifacts"] or {}).items():
