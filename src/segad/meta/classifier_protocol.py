@@ -22,9 +22,11 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -112,6 +114,7 @@ def classifier_scores(
     labels = image_index.set_index("image_id")["label"]
     frames = []
     cache = ActivationCache(config.batch_size) if config.mode == "frozen" else None  # shared by the seeds
+    digest = functools.lru_cache(maxsize=None)(file_sha256)  # each file hashed once, not once per seed
     if store is not None:
         log.info("classifier: scores kept in %s", store.root)
     for seed, rows in splits.groupby("split_seed", sort=True):
@@ -129,7 +132,9 @@ def classifier_scores(
             brf = np.concatenate([brf, np.ones(len(synthetic), dtype=bool)])
         test_ids = rows.loc[rows["role"] == "test", "image_id"].to_numpy()
         test_paths = paths.loc[test_ids].to_numpy()
-        key = _scores_key(config, image_size, int(seed), ids, pool_paths, pool_labels, brf, test_ids, test_paths)
+        key = _scores_key(
+            config, image_size, int(seed), ids, pool_paths, pool_labels, brf, test_ids, test_paths, digest
+        )
         score = _stored(store, key)
         if score is None:
             if config.cross_fit_folds == 0:
@@ -170,6 +175,7 @@ def _scores_key(
     brf: np.ndarray,
     test_ids: np.ndarray,
     test_paths: np.ndarray,
+    digest: Callable[[str], str] = file_sha256,
 ) -> str:
     """Store key of one seed's scores: a digest of what they depend on (not of where weights are cached)."""
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("enabled", "cache_dir")}
@@ -178,11 +184,11 @@ def _scores_key(
         "settings": settings,
         "size": list(ImageSize.parse(image_size).hw),
         "seed": seed,
-        "pool": [[str(i), int(y), bool(b), file_sha256(p)] for i, p, y, b in zip(ids, pool_paths, pool_labels, brf)],
-        "test": [[str(i), file_sha256(p)] for i, p in zip(test_ids, test_paths)],
+        "pool": [[str(i), int(y), bool(b), digest(p)] for i, p, y, b in zip(ids, pool_paths, pool_labels, brf)],
+        "test": [[str(i), digest(p)] for i, p in zip(test_ids, test_paths)],
     }
-    digest = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:32]
-    return f"classifier/seed_{seed}/{digest}"
+    key = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return f"classifier/seed_{seed}/{key}"
 
 
 def _stored(store: MapStore | None, key: str) -> np.ndarray | None:
