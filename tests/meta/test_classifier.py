@@ -124,6 +124,39 @@ def test_activation_cache_follows_the_file_contents(tmp_path, backbones):
     assert cache.computed == 9
 
 
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_converted_stem_gives_the_eager_activations_and_scores(tmp_path, backends_root, backbones, backend):
+    """A frozen stem run by a CPU backend: activations and trained scores equal eager within tolerance."""
+    from segad.detection.backends import TOLERANCE
+
+    index = _images(tmp_path, n=16, size=64)
+    paths, labels = index.path.tolist(), index.label.to_numpy()
+    config = ClassifierConfig(enabled=True, mode="frozen", frozen_blocks=5, epochs=4, batch_size=8, cache_dir=backbones)
+    model = build_model(config)
+    eager, converted = ActivationCache(4), ActivationCache(4, backend)
+    want, got = eager.activations(model, paths, 64).numpy(), converted.activations(model, paths, 64).numpy()
+    assert got.shape == want.shape and got.dtype == want.dtype
+    assert np.abs(got - want).max() <= TOLERANCE * (want.max() - want.min())
+    a = predict_scores(fit_classifier(paths, labels, config, 64, 0, cache=eager), paths, 64, cache=eager)
+    b = predict_scores(fit_classifier(paths, labels, config, 64, 0, cache=converted), paths, 64, cache=converted)
+    # training amplifies the ~1e-6 relative activation differences (a few Adam steps): the same
+    # ranking quality, scores close but not bit-equal
+    assert auroc(labels, a) == auroc(labels, b) == 1.0
+    assert np.abs(b - a).max() <= 0.05 * (a.max() - a.min()) and np.corrcoef(a, b)[0, 1] > 0.99
+
+
+def test_a_converted_stem_that_disagrees_with_eager_is_refused(tmp_path, backends_root, backbones, monkeypatch):
+    import segad.detection.backends as backends
+    from segad.detection.backends import BackendMismatchError
+
+    index = _images(tmp_path, n=2, size=32)
+    model = build_model(ClassifierConfig(enabled=True, mode="frozen", frozen_blocks=2, cache_dir=backbones))
+    real = backends.runner
+    monkeypatch.setattr(backends, "runner", lambda *a: lambda x: real(*a)(x) + 1.0)
+    with pytest.raises(BackendMismatchError, match="classifier.backend: eager"):
+        ActivationCache(2, "openvino").activations(model, index.path.tolist(), 32)
+
+
 def test_mode_settings_are_checked():
     with pytest.raises(ValueError, match="mode"):
         ClassifierConfig(mode="fast")

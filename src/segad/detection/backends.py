@@ -61,6 +61,8 @@ PACKAGES = {"openvino": "openvino==2026.4.1", "onnxruntime": "onnxruntime==1.31.
 MODULES = {"openvino": ("openvino",), "onnxruntime": ("onnxruntime", "onnx")}
 
 Runner = Callable[[np.ndarray], np.ndarray]
+#: what is converted, built from the model: a module of a float32 (1, 3, H, W) image batch
+Wrap = Callable[[torch.nn.Module], torch.nn.Module]
 
 
 class BackendError(RuntimeError):
@@ -119,9 +121,9 @@ def _versions_tag(backend: str) -> str:
     return backend + "-" + hashlib.sha256(json.dumps(versions, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def _convert(model: torch.nn.Module, backend: str, image_size: SizeLike, folder: Path) -> None:
-    """Write the converted model into ``folder`` (traced at batch 1 and (height, width) on CPU, float32)."""
-    wrapper = MapModule(model).eval()
+def _convert(model: torch.nn.Module, backend: str, image_size: SizeLike, folder: Path, wrap: Wrap) -> None:
+    """Write ``wrap(model)`` converted into ``folder`` (traced at batch 1 and (height, width) on CPU, float32)."""
+    wrapper = wrap(model).eval()
     example = torch.rand(1, 3, *ImageSize.parse(image_size).hw)
     with torch.inference_mode(False), torch.no_grad():
         if backend == "openvino":
@@ -151,8 +153,12 @@ def converted_path(
     image_size: SizeLike,
     key: str | None = None,
     cache_root: str | Path | None = None,
+    wrap: Wrap | None = None,
 ) -> Path:
-    """The cached converted model file (converting once when missing)."""
+    """The cached converted model file (converting once when missing).
+
+    ``wrap`` builds the module that is converted (default `MapModule`: the detector's raw map); a
+    caller converting another part of a network gives its own and a ``key`` naming that part."""
     root = Path(cache_root or Path(tempfile.gettempdir()) / "segad-backends")
     folder = root / (key or content_key(model, image_size)) / _versions_tag(backend)
     target = folder / ("model.xml" if backend == "openvino" else "model.onnx")
@@ -161,7 +167,7 @@ def converted_path(
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        _convert(model, backend, image_size, staging)
+        _convert(model, backend, image_size, staging, wrap or MapModule)
         (staging / "done.json").write_text(
             json.dumps({"backend": backend, "image_size": ImageSize.parse(image_size).to_json()})
         )
@@ -174,7 +180,8 @@ def converted_path(
     return target
 
 
-def _runner(path: Path, backend: str, threads: int) -> Runner:
+def runner(path: Path, backend: str, threads: int) -> Runner:
+    """A function of a float32 (B, 3, H, W) batch running the converted model image by image."""
     if backend == "openvino":
         import openvino as ov
 
@@ -245,7 +252,7 @@ def compiled_detector(
     per_model = _COMPILED.setdefault(model, {})
     if backend not in per_model:
         path = converted_path(model, backend, image_size, key, cache_root)
-        per_model[backend] = _Compiled(model, backend, _runner(path, backend, torch.get_num_threads()))
+        per_model[backend] = _Compiled(model, backend, runner(path, backend, torch.get_num_threads()))
     return per_model[backend]
 
 

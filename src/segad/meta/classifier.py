@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, cast
 
@@ -57,7 +58,9 @@ class ClassifierConfig:
     mode frozen needs an EfficientNet-style timm backbone and pretrained weights. The other
     fields apply to both modes. Measured speed and AUROC of the modes: docs/results.md,
     "Classifier speed". cross_fit_folds: 0 (the paper's protocol) or K >= 2 (out-of-fold scores
-    for the BRF's training rows; `segad.meta.classifier_protocol`).
+    for the BRF's training rows; `segad.meta.classifier_protocol`). backend: how a frozen-mode
+    stem runs on CPU (`segad.detection.backends`; eager on CUDA and in mode full); activations
+    equal eager within the backends' tolerance, checked on the first batch of each run.
     """
 
     enabled: bool = False
@@ -73,6 +76,7 @@ class ClassifierConfig:
     mode: Literal["frozen", "full"] = "full"
     frozen_blocks: Annotated[int, Field(ge=0, le=7)] = 6
     cross_fit_folds: Annotated[int, Field(ge=0)] = 0
+    backend: Literal["eager", "openvino", "onnxruntime"] = "eager"
 
     def __post_init__(self) -> None:
         if self.cross_fit_folds == 1:
@@ -183,13 +187,38 @@ class ActivationCache:
     weights or `frozen_blocks` never gets another's activations. The stem is fixed pretrained
     weights in eval mode, so every split seed shares the entries. Memory: C x h x w float32 per
     image (EfficientNet-Lite0 at 256 px: frozen_blocks 6, 192 x 8 x 8, 48 KiB; 5, 112 x 16 x 16, 112 KiB). `computed` counts
-    the images that went through the stem.
+    the images that went through the stem. ``backend`` (openvino | onnxruntime) runs the stem
+    converted on CPU (`segad.detection.backends`), checked against eager on its first batch.
     """
 
-    def __init__(self, batch_size: int = 32) -> None:
+    def __init__(self, batch_size: int = 32, backend: str = "eager") -> None:
         self.batch_size = batch_size
+        self.backend = backend
         self.computed = 0
         self._store: dict[tuple[str, ImageSize, str], object] = {}
+        self._runners: dict[tuple[str, ImageSize], Any] = {}
+
+    def _stem(self, model, batch, size: ImageSize, device: str):
+        """The stem's output of a float32 (B, 3, H, W) batch: eager, or the converted stem on CPU."""
+        import torch
+
+        if self.backend == "eager" or device != "cpu":
+            return model.stem(batch.to(device))
+        from segad.detection.backends import TOLERANCE, BackendMismatchError, converted_path, runner
+
+        if (model.stem_key, size) not in self._runners:
+            key = "classifier-stem-" + hashlib.sha256(f"{model.stem_key}|{size.tag()}".encode()).hexdigest()[:16]
+            path = converted_path(model, self.backend, size, key=key, wrap=_stem_module)
+            run = runner(path, self.backend, torch.get_num_threads())
+            got, want = run(batch[:1].numpy()), model.stem(batch[:1]).numpy()
+            diff, scale = float(np.abs(got - want).max()), float(want.max() - want.min()) or 1.0
+            if not diff <= TOLERANCE * scale:
+                raise BackendMismatchError(
+                    f"classifier stem on {self.backend} differs from eager by {diff:.4g} "
+                    f"(> {TOLERANCE} x range {scale:.4g}); set classifier.backend: eager"
+                )
+            self._runners[(model.stem_key, size)] = run
+        return torch.from_numpy(self._runners[(model.stem_key, size)](batch.numpy()))
 
     def activations(self, model, paths: Sequence[str], image_size: SizeLike, device: str = "cpu"):
         """(N, C, h, w) tensor on `device`: the stem's output for each path, computed where missing."""
@@ -205,12 +234,27 @@ class ActivationCache:
         with torch.no_grad():
             for start in range(0, len(todo), self.batch_size):
                 chunk = todo[start : start + self.batch_size]
-                out = model.stem(_load_batch([where[k] for k in chunk], size).to(device))
+                out = self._stem(model, _load_batch([where[k] for k in chunk], size), size, device)
                 self._store.update(zip(chunk, out.unbind(0)))
                 self.computed += len(chunk)
         if not keys:
             return torch.zeros(0)
         return torch.stack([cast(torch.Tensor, self._store[k]) for k in keys]).to(device)
+
+
+def _stem_module(model):
+    """The frozen stem of a frozen-mode model as a module (what a backend converts)."""
+    import torch
+
+    class Stem(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model.stem(x)
+
+    return Stem()
 
 
 def _load_batch(paths: Sequence[str], image_size: SizeLike):

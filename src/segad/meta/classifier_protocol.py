@@ -113,7 +113,8 @@ def classifier_scores(
     paths = image_index.set_index("image_id")["path"]
     labels = image_index.set_index("image_id")["label"]
     frames = []
-    cache = ActivationCache(config.batch_size) if config.mode == "frozen" else None  # shared by the seeds
+    # shared by the seeds
+    cache = ActivationCache(config.batch_size, config.backend) if config.mode == "frozen" else None
     digest = functools.lru_cache(maxsize=None)(file_sha256)  # each file hashed once, not once per seed
     if store is not None:
         log.info("classifier: scores kept in %s", store.root)
