@@ -87,17 +87,17 @@ def test_every_environment_is_a_valid_run_configuration(env):
 
 @pytest.mark.parametrize("env", ["local", "elpv", "visa"])
 def test_a_runtime_parameter_changes_one_key_and_keeps_the_rest_of_its_block(env, tmp_path):
-    """`--params classifier.cross_fit_folds=3` under an environment with a parameters file: the other
+    """`--params classifier.cross_fit_folds=0` under an environment with a parameters file: the other
     classifier settings stay conf's (Kedro's default merge replaced the block, switching it off)."""
     from segad.settings import CONFIG_LOADER_ARGS
 
     conf = tmp_path / "conf"
     shutil.copytree(PROJECT_ROOT / "conf", conf)
     (conf / "local" / "parameters.yml").write_text(yaml.safe_dump({"seeds": [0]}))  # a user's override file
-    runtime = {"classifier": {"cross_fit_folds": 3}, "segmentation": {"method": "single"}}
+    runtime = {"classifier": {"cross_fit_folds": 0}, "segmentation": {"method": "single"}}
     parameters = OmegaConfigLoader(str(conf), env=env, runtime_params=runtime, **CONFIG_LOADER_ARGS)["parameters"]
     base = OmegaConfigLoader(str(conf), env=env, **CONFIG_LOADER_ARGS)["parameters"]
-    assert parameters["classifier"] == {**base["classifier"], "cross_fit_folds": 3}
+    assert parameters["classifier"] == {**base["classifier"], "cross_fit_folds": 0}
     assert parameters["classifier"]["enabled"] is True
     assert parameters["segmentation"] == {**base["segmentation"], "method": "single"}
 

@@ -10,7 +10,7 @@ import pytest
 
 import segad.meta.classifier_protocol as protocol
 from segad.meta.classifier import ClassifierConfig, empty_scores
-from segad.meta.classifier_protocol import classifier_scores, stratified_share
+from segad.meta.classifier_protocol import classifier_scores, stratified_share, usable_folds
 from tests.meta.test_classifier import _images
 
 
@@ -105,6 +105,23 @@ def test_which_model_scores_each_row(tmp_path, monkeypatch, folds):
         assert not fit & set(test_paths)
     test_scores = scores.set_index("image_id").score[role.index[role == "test"]]
     np.testing.assert_allclose(test_scores, np.mean(range(folds)))  # mean of the K models' logits
+
+
+@pytest.mark.parametrize(("n_bad", "used"), [(0, 0), (1, 0), (2, 2), (3, 3), (9, 3)])
+def test_folds_never_leave_a_fold_model_without_a_bad_image(n_bad, used):
+    assert usable_folds(3, n_bad, seed=0) == used
+    assert usable_folds(0, n_bad, seed=0) == 0
+
+
+def test_one_bad_brf_image_falls_back_to_the_papers_protocol(tmp_path, monkeypatch):
+    index = _images(tmp_path, n=16)
+    index["label"] = 0
+    index.loc[index.index[5], "label"] = 1  # the only bad image, a brf_train row
+    recorder = _Recorder()
+    monkeypatch.setattr(protocol, "fit_classifier", recorder.fit)
+    monkeypatch.setattr(protocol, "predict_scores", recorder.predict)
+    scores = classifier_scores(index, _split(index), None, ClassifierConfig(cross_fit_folds=3), image_size=32)
+    assert len(recorder.fits) == 1 and len(scores) == 12
 
 
 def test_cross_fitted_scores_with_a_real_frozen_model(tmp_path, backbones):

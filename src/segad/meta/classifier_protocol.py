@@ -10,7 +10,9 @@ defects are its bad class. Rows scored: ``brf_train``, synthetic and ``test``. `
 - ``K >= 2``, cross-fitted: the BRF's training rows (``brf_train`` and synthetic) are cut into K
   label-stratified folds; fold k is scored by a model trained on the ``detector_train`` images plus
   the other folds, and test rows get the mean logit of the K models. Every score the BRF trains on
-  comes from a model that did not see that image. K fits instead of one.
+  comes from a model that did not see that image. K fits instead of one. K is lowered to the
+  number of bad BRF training images when there are fewer (every fold model needs a bad image), and
+  below 2 the seed falls back to the paper's protocol (logged; `usable_folds`).
 
 Example:
     >>> import numpy as np
@@ -64,6 +66,22 @@ def _fold_of(labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     return fold
 
 
+def usable_folds(folds: int, n_bad: int, seed: int) -> int:
+    """The K used for a seed whose BRF rows hold `n_bad` bad images: at most one fold per bad image
+    (each fold model must train on a bad image); 0 (the paper's protocol) when fewer than 2."""
+    if folds == 0 or n_bad >= folds:
+        return folds
+    used = n_bad if n_bad >= 2 else 0
+    log.warning(
+        "classifier (seed %d): %d bad BRF training image(s) for cross_fit_folds=%d; using %s",
+        seed,
+        n_bad,
+        folds,
+        f"{used} folds" if used else "the paper's protocol (one model)",
+    )
+    return used
+
+
 def _cross_fitted_scores(
     pool: tuple[np.ndarray, np.ndarray],
     brf: np.ndarray,
@@ -73,14 +91,15 @@ def _cross_fitted_scores(
     seed: int,
     device: str,
     cache: ActivationCache | None,
+    folds: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Protocol K >= 2: out-of-fold logits of the pool's BRF rows (`brf`, bool mask) and mean test logits."""
+    """Protocol K >= 2 (`folds`): out-of-fold logits of the pool's BRF rows (`brf`, bool mask) and mean test logits."""
     paths, labels = pool
     fold = np.full(len(paths), -1)
-    fold[brf] = _fold_of(labels[brf], config.cross_fit_folds, seed)
+    fold[brf] = _fold_of(labels[brf], folds, seed)
     brf_scores = np.zeros(len(paths))
     test_scores = np.zeros(len(test_paths))
-    for k in range(config.cross_fit_folds):
+    for k in range(folds):
         inside = fold != k
         model = fit_classifier(
             paths[inside].tolist(), labels[inside], config, image_size, seed * 1000 + k, device, cache
@@ -89,7 +108,7 @@ def _cross_fitted_scores(
             model, paths[~inside].tolist(), image_size, config.batch_size, device, cache
         )
         test_scores += predict_scores(model, test_paths.tolist(), image_size, config.batch_size, device, cache)
-    return brf_scores[brf], test_scores / config.cross_fit_folds
+    return brf_scores[brf], test_scores / folds
 
 
 def classifier_scores(
@@ -138,7 +157,8 @@ def classifier_scores(
         )
         score = _stored(store, key)
         if score is None:
-            if config.cross_fit_folds == 0:
+            folds = usable_folds(config.cross_fit_folds, int(pool_labels[brf].sum()), int(seed))
+            if folds == 0:
                 chosen = stratified_share(pool_labels, config.train_share, int(seed))
                 model = fit_classifier(
                     pool_paths[chosen].tolist(), pool_labels[chosen], config, image_size, int(seed), device, cache
@@ -148,7 +168,7 @@ def classifier_scores(
             else:
                 pool = (pool_paths, pool_labels)
                 brf_scores, test_scores = _cross_fitted_scores(
-                    pool, brf, test_paths, config, image_size, int(seed), device, cache
+                    pool, brf, test_paths, config, image_size, int(seed), device, cache, folds
                 )
                 score = np.concatenate([brf_scores, test_scores])
             score = score.astype(np.float32)  # as stored, so a cached rerun gives the same features
