@@ -18,7 +18,9 @@ part sits at the same place. For unaligned parts the segments must follow each i
    image's source, a new image) to its nearest centre: the K squared distances are computed on
    the grid, resized bilinearly to (H, W), optionally smoothed by a Gaussian (sigma = `smooth` x
    the longer image side) and the smallest wins: int64 (N, H, W) in [0, K). Segment borders are
-   smooth by construction (no salt-and-pepper).
+   smooth by construction (no salt-and-pepper). With `border` > 0 the pixels within that
+   fraction of the shorter side from the image edge get one more label, K (`border_band`):
+   unaligned parts' border effects kept apart from the part (opt-in; docs/features.md).
 
 Labels are ordered by ascending mean gray level of the training pixels of each cluster, so the
 order does not depend on k-means' internal numbering. Everything is deterministic for a seed
