@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from segad.detection.map_store import MapStore
-from segad.segments.auto_segments import FeatureClusters, backbone_features, fit_feature_clusters
+from segad.segments.auto_segments import FeatureClusters, backbone_features, border_band, fit_feature_clusters
 from segad.segments.segment_maps import SegmentMapConfig, SegmentMapError, resolve_segmentation
 
 
@@ -57,6 +57,26 @@ def test_deterministic_and_round_trips_through_arrays():
     np.testing.assert_array_equal(again.labels(images), a.labels(images))
     assert again.settings_key((64, 64)) == a.settings_key((64, 64)) != a.settings_key((64, 48))
     assert a.n_segments == 3 and a.centres.shape == (3, 8) and a.layers == ("blocks.2", "blocks.4")
+
+
+def test_border_band_is_one_more_segment_and_round_trips():
+    images, _ = _shifted(_part(), SHIFTS)
+    plain = fit_feature_clusters(images[:3], 2, seed=0)
+    banded = fit_feature_clusters(images[:3], 2, seed=0, border=0.0625)  # 4 px of 64
+    np.testing.assert_array_equal(plain.centres, banded.centres)  # the band does not move the centres
+    assert plain.n_segments == 2 and banded.n_segments == 3
+    labels, inner = banded.labels(images[3:]), plain.labels(images[3:])
+    band = border_band((64, 64), 0.0625)
+    assert band.sum() == 64 * 64 - 56 * 56 and band[3, 30] and not band[4, 30] and band[30, 60] and not band[30, 59]
+    assert (labels[:, band] == 2).all()
+    np.testing.assert_array_equal(labels[:, ~band], inner[:, ~band])  # inside, the features decide as before
+    again = FeatureClusters.from_arrays(banded.to_arrays())
+    assert again.border == 0.0625 and again.n_segments == 3
+    np.testing.assert_array_equal(again.labels(images[3:]), labels)
+    assert banded.settings_key((64, 64)) != plain.settings_key((64, 64))
+    old = {k: v for k, v in plain.to_arrays().items() if k != "border"}  # written before the band existed
+    assert FeatureClusters.from_arrays(old).border == 0.0
+    assert border_band((10, 40), 0.001).sum() == 2 * 40 + 2 * 8  # at least one pixel; non-square
 
 
 def test_shapes_follow_the_map_size_non_square():
@@ -132,6 +152,19 @@ def test_resolve_reads_each_image_and_caches_labels_on_disk(tmp_path, monkeypatc
     no_root = resolve_segmentation(SegmentMapConfig(method="auto_per_image", auto_segments=2), ["c"], 32, {"c": train})
     with pytest.raises(SegmentMapError, match="no file for image"):
         no_root.labels_for("c", ids)
+
+    banded = resolve_segmentation(
+        SegmentMapConfig(method="auto_per_image", auto_segments=2, auto_border=0.0625),
+        ["c"],
+        64,
+        {"c": train},
+        image_paths=test_paths,
+    )  # the image-border band: one more segment, named in the source
+    assert banded.n_segments == {"c": 3} and banded.sources["c"].endswith("image-border band 0.0625")
+    with_band = banded.labels_for("c", ids[:1])
+    assert with_band.max() == 2 and (with_band[0, :4] == 2).all() and (with_band[0, 4:-4, 4:-4] < 2).all()
+    with pytest.raises(ValueError, match="auto_border"):
+        SegmentMapConfig(method="auto_per_image", auto_border=0.5)
 
 
 def test_auto_select_logs_its_choice_per_category(tmp_path, caplog):

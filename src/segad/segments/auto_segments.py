@@ -18,7 +18,9 @@ part sits at the same place. For unaligned parts the segments must follow each i
    image's source, a new image) to its nearest centre: the K squared distances are computed on
    the grid, resized bilinearly to (H, W), optionally smoothed by a Gaussian (sigma = `smooth` x
    the longer image side) and the smallest wins: int64 (N, H, W) in [0, K). Segment borders are
-   smooth by construction (no salt-and-pepper).
+   smooth by construction (no salt-and-pepper). With `border` > 0 the pixels within that
+   fraction of the shorter side from the image edge get one more label, K (`border_band`):
+   unaligned parts' border effects kept apart from the part (opt-in; docs/features.md).
 
 Labels are ordered by ascending mean gray level of the training pixels of each cluster, so the
 order does not depend on k-means' internal numbering. Everything is deterministic for a seed
@@ -155,6 +157,15 @@ def auto_segment_map(images: np.ndarray, n_segments: int, seed: int = 0, max_pix
     return rank[raw].reshape(height, width)
 
 
+def border_band(size: tuple[int, int], border: float) -> np.ndarray:
+    """bool (H, W): pixels closer to the image edge than round(border x the shorter side), at least 1."""
+    height, width = size
+    width_px = max(1, int(round(border * min(height, width))))
+    band = np.zeros((height, width), dtype=bool)
+    band[:width_px], band[-width_px:], band[:, :width_px], band[:, -width_px:] = True, True, True, True
+    return band
+
+
 def _grid_gray(images: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     """Gray level averaged onto the feature grid: float32 (N, h, w)."""
     import torch
@@ -174,6 +185,8 @@ class FeatureClusters:
         components: float32 (C, P) projection (the identity when PCA is off).
         layers: backbone stages (`backbone_features`).
         smooth: Gaussian sigma of the distance maps, fraction of the longer side (0 = none).
+        border: width of an image-border band, fraction of the shorter side (0 = none): its
+            pixels get the extra label K whatever their features (`labels`).
     """
 
     centres: np.ndarray
@@ -181,10 +194,11 @@ class FeatureClusters:
     components: np.ndarray
     layers: tuple[str, ...]
     smooth: float
+    border: float = 0.0
 
     @property
     def n_segments(self) -> int:
-        return int(len(self.centres))
+        return int(len(self.centres)) + (self.border > 0)
 
     def project(self, features: np.ndarray) -> np.ndarray:
         """(M, C) feature vectors -> (M, P) in the centres' space."""
@@ -212,11 +226,16 @@ class FeatureClusters:
                 sigma = self.smooth * max(height, width)
                 full = gaussian_filter(full, sigma=(0, 0, sigma, sigma), mode="nearest")
             out.append(full.argmin(axis=1).astype(np.int64))
-        return np.concatenate(out)
+        labels = np.concatenate(out)
+        if self.border > 0:
+            band = border_band((height, width), self.border)
+            labels[:, band] = len(self.centres)
+        return labels
 
     def settings_key(self, size: tuple[int, int]) -> str:
         """16-hex digest of everything that decides the labels at map size (H, W): cache identity."""
-        digest = hashlib.sha256(json.dumps([BACKBONE, list(self.layers), self.smooth, list(size)]).encode())
+        settings = [BACKBONE, list(self.layers), self.smooth, list(size)] + ([self.border] if self.border else [])
+        digest = hashlib.sha256(json.dumps(settings).encode())
         for array in (self.centres, self.mean, self.components):
             digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
         return digest.hexdigest()[:16]
@@ -229,6 +248,7 @@ class FeatureClusters:
             "components": self.components,
             "layers": np.array(list(self.layers)),
             "smooth": np.array(self.smooth),
+            "border": np.array(self.border),
         }
 
     @classmethod
@@ -239,6 +259,7 @@ class FeatureClusters:
             np.asarray(arrays["components"], np.float32),
             tuple(str(layer) for layer in np.asarray(arrays["layers"]).tolist()),
             float(arrays["smooth"]),
+            float(arrays["border"]) if "border" in arrays else 0.0,  # files written before the border band
         )
 
 
@@ -250,6 +271,7 @@ def fit_feature_clusters(
     pca: int = 0,
     smooth: float = 0.0,
     max_vectors: int = 50000,
+    border: float = 0.0,
 ) -> FeatureClusters:
     """Fit the shared centres on good training images (float (N, 3, H, W) or (N, H, W) in [0, 1]).
 
@@ -259,6 +281,7 @@ def fit_feature_clusters(
         layers: backbone stages (`backbone_features`).
         pca: principal components kept (0 = none: the centres live in the C-dim feature space).
         smooth: see `FeatureClusters.smooth`.
+        border: see `FeatureClusters.border` (the centres are fitted on all grid cells either way).
         max_vectors: grid vectors sampled over all images for PCA and k-means.
     Raises ValueError for empty or badly shaped images, n_segments < 1 or too few distinct vectors.
     """
@@ -297,4 +320,5 @@ def fit_feature_clusters(
         components=components.astype(np.float32),
         layers=_check_layers(layers),
         smooth=float(smooth),
+        border=float(border),
     )

@@ -99,6 +99,7 @@ class SegmentMapConfig:
     auto_layers: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_LAYERS))
     auto_pca: Annotated[int, Field(ge=0)] = 8
     auto_smooth: Annotated[float, Field(ge=0.0, le=0.25)] = 0.0
+    auto_border: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.0  # auto_per_image: image-border band segment
     alignment_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.6
     seed: int = 0
     overlay_images: Annotated[int, Field(ge=0)] = 4
@@ -316,7 +317,13 @@ def _rgb_images(paths: Sequence[str], size: tuple[int, int]) -> np.ndarray:
 def _fit_per_image(config: SegmentMapConfig, category: str, images: np.ndarray) -> FeatureClusters:
     try:
         return fit_feature_clusters(
-            images, config.auto_segments, config.seed, config.auto_layers, config.auto_pca, config.auto_smooth
+            images,
+            config.auto_segments,
+            config.seed,
+            config.auto_layers,
+            config.auto_pca,
+            config.auto_smooth,
+            border=config.auto_border,
         )
     except ValueError as error:
         raise SegmentMapError(f"auto_per_image segmentation of {category!r}: {error}") from error
@@ -383,10 +390,11 @@ def resolve_segmentation(
             seg.sources[category] = f"{chosen}auto:kmeans({n}) on {len(paths)} good train images"
         elif method == "auto_per_image":
             seg.clusters[category] = _fit_per_image(config, category, images)
-            seg.n_segments[category] = config.auto_segments
+            seg.n_segments[category] = seg.clusters[category].n_segments
             seg.sources[category] = (
                 f"{chosen}auto_per_image:kmeans({config.auto_segments}) of {'+'.join(config.auto_layers)} "
                 f"features, centres from {len(paths)} good train images, assigned per image"
+                + (f", image-border band {config.auto_border:g}" if config.auto_border else "")
             )
             continue
         else:  # per_image
