@@ -24,9 +24,13 @@ ImageNet normalisation) followed by its torch model (``model.model``), returning
 
 Cache: ``<cache_root>/<key>/<backend>-<versions>/`` holding ``model.onnx`` or
 ``model.xml``/``model.bin``, written into a temporary sibling and renamed into place
-(`segad.files.replace_folder`). ``key`` is the detector's model_key when the caller has it, else a
-content hash of the model's tensors and image size; ``cache_root`` defaults to a ``segad-backends``
-folder in the system temp dir (never a user folder).
+(`segad.files.replace_folder`). ``key`` is a content hash of the model's tensors and image size
+(`content_key`), prefixed by the detector's model_key when the caller has it (readable folder
+names). Never the model_key alone: checkouts of other code share the temp folder and can fit
+another model under the same model_key; a conversion cached that way was served to this code's
+model (2026-12-05: PaDiM maps 1.4e-5 of their range off, inside `TOLERANCE`, so the first-batch
+check let it pass). ``cache_root`` defaults to a ``segad-backends`` folder in the system temp
+dir (never a user folder).
 
 Example:
     >>> from segad.detection.backends import BACKENDS
@@ -154,7 +158,8 @@ def converted_path(
 ) -> Path:
     """The cached converted model file (converting once when missing)."""
     root = Path(cache_root or Path(tempfile.gettempdir()) / "segad-backends")
-    folder = root / (key or content_key(model, image_size)) / _versions_tag(backend)
+    content = content_key(model, image_size)
+    folder = root / (f"{key}-{content}" if key else content) / _versions_tag(backend)
     target = folder / ("model.xml" if backend == "openvino" else "model.onnx")
     if (folder / "done.json").is_file() and target.is_file():
         return target
