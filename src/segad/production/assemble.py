@@ -2,7 +2,9 @@
 
 - the fitted detectors of that seed (the model_key of each detector's map index), copied as
   `segad.detection.persistence.save_detector` wrote them;
-- the category's static segment map (per-image segmentation cannot score new images);
+- the category's segments: its static map, or, for `auto_per_image` (also when `auto_select`
+  picks it), the shared centres that segment every new image by its backbone features
+  (`segad.production.bundle_segments`); per-image map folders (`per_image`) cannot be bundled;
 - the BRF of the combination ``options.detectors`` (default: all run detectors) from the run's
   own dataset layout and benchmark (`segad.meta.brf.model_key`), with its feature column names;
 - the operating point (`segad.production.operating_point`) on out-of-fold BRF scores of the
@@ -93,7 +95,7 @@ def assemble_bundle(
 
     Args:
         features, image_index, splits: the run's feature table, image index and splits.
-        segment_maps: the run's segmentation (its static map of the category is bundled).
+        segment_maps: the run's segmentation (the category's static map or shared centres are bundled).
         brf_models: `segad.meta.brf.model_key` -> loader of the fitted BRF (called once).
         map_indexes: detector -> its map index (rows image_id, split_seed, model_key, ...).
         detector_stores: detector -> folder of its fitted detectors (one sub-folder per model_key).
@@ -126,6 +128,7 @@ def assemble_bundle(
             f"no BRF model {key!r} (run the brf pipeline for dataset {layout}, benchmark "
             f"{benchmark}; brf.combinations must include {members}); this regime has: {ours[:10]}"
         )
+    segments = _segments(segment_maps, category, ImageSize.parse(image_size))
     brf = brf_models[key]()
     columns = list(brf.get_booster().feature_names or [])
     if not columns:
@@ -145,13 +148,6 @@ def assemble_bundle(
         op.n_bad,
     )
 
-    if category not in segment_maps.static_maps:
-        raise ValueError(
-            f"category {category}: segmentation method {segment_maps.method!r} has no static map; "
-            "new images have no per-image map (auto_per_image would need its shared centres and "
-            "the backbone at scoring time, not bundled yet), so production scoring needs a static, "
-            "elpv, auto or single segmentation, or bundle.build: false"
-        )
     detector_dirs = _detector_dirs(members, map_indexes, detector_stores, image_index, seed, category)
     in_training = splits[(splits["split_seed"] == seed) & splits["role"].isin(TRAINING_ROLES)]["image_id"]
     train_images = image_index[image_index["image_id"].isin(set(in_training)) & (image_index["category"] == category)]
@@ -159,7 +155,7 @@ def assemble_bundle(
     names = options.segment_names or _builtin_segment_names(segment_maps, layout)
     contents = dict(
         detector_dirs=detector_dirs,
-        segments=segment_maps.static_maps[category],
+        **segments,
         n_segments=int(segment_maps.n_segments[category]),
         brf=brf,
         feature_columns=columns,
@@ -258,6 +254,21 @@ def _detector_dirs(
             )
         dirs[name] = Path(detector_stores[name]) / model_keys[0]
     return dirs
+
+
+def _segments(segment_maps: SegmentMaps, category: str, size: ImageSize) -> dict[str, Any]:
+    """write_bundle's ``segments`` (static map) or ``clusters`` (per-image centres) of `category`."""
+    if tuple(segment_maps.size) != size.hw:
+        raise ValueError(f"segment maps at {tuple(segment_maps.size)}, the run's image size is {size.hw}")
+    if category in segment_maps.static_maps:
+        return {"segments": segment_maps.static_maps[category]}
+    if category in segment_maps.clusters:
+        return {"clusters": segment_maps.clusters[category]}
+    raise ValueError(
+        f"category {category}: segmentation method {segment_maps.method!r} reads a map per image from "
+        f"{segment_maps.folder}, which new images do not have; production scoring needs a static, elpv, "
+        "auto, single, auto_per_image or auto_select segmentation, or bundle.build: false"
+    )
 
 
 def _builtin_segment_names(segment_maps: SegmentMaps, layout: str) -> Mapping | None:

@@ -17,7 +17,7 @@ Usage (with a bundle folder written by `segad.production.writer`)::
 Example:
     >>> from segad.production.batch import EXPLAIN_MODES, STAGES
     >>> STAGES
-    ('read', 'detector', 'features', 'brf', 'explain', 'overlay')
+    ('read', 'detector', 'segments', 'features', 'brf', 'explain', 'overlay')
     >>> EXPLAIN_MODES
     ('all', 'rejected', 'none')
 """
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 OK = "ok"
 EXPLAIN_MODES = ("all", "rejected", "none")
-STAGES = ("read", "detector", "features", "brf", "explain", "overlay")
+STAGES = ("read", "detector", "segments", "features", "brf", "explain", "overlay")
 
 
 @dataclass
@@ -87,8 +87,9 @@ def score_images(
     """Score image files with a loaded bundle (`segad.production.bundle.load_bundle`) and its detectors.
 
     Per batch: read and check each image (`load_checked`: a failing image becomes an error row,
-    the batch goes on); raw maps of every detector (`segad.detection.inference.predict_maps`); per-segment
-    statistics and maxima (`segad.segments.features`); the BRF score (`segad.meta.brf.brf_scores`); the
+    the batch goes on); raw maps of every detector (`segad.detection.inference.predict_maps`); the
+    segment labels (the bundle's static map, or each image's own labels from the bundled centres and
+    the packaged backbone, `segad.production.bundle_segments`); per-segment statistics and maxima (`segad.segments.features`); the BRF score (`segad.meta.brf.brf_scores`); the
     decision at the bundle's threshold; per-segment and per-detector SHAP contributions for the
     rows `explain` selects; an overlay per rejected part (`render_overlay`, map of the detector
     with the largest contribution, or of the first detector when not explained).
@@ -126,7 +127,8 @@ def score_images(
     if missing:
         raise ValueError(f"no loaded model for the bundled detectors {missing}")
     root = Path(root).resolve() if root is not None else None
-    segment_map = SegmentMap.from_labels(bundle.segments, bundle.n_segments)
+    static = bundle.segments
+    segment_map = SegmentMap.from_labels(static, bundle.n_segments) if static is not None else None
     clock = _Clock()
     rows: list[dict] = []
     pictures: dict[str, np.ndarray] = {}
@@ -195,13 +197,49 @@ class _Clock:
         self.cpu[self._stage] += time.process_time() - self._start[1]
 
 
-def _score_batch(x, rows, bundle, models, segment_map, explain, overlays, pictures, clock, backends=None) -> None:
-    """Fill `rows` (one per image of `x`) in place; add overlays of rejected parts."""
-    from segad.detection.inference import predict_maps
-    from segad.meta.brf import brf_scores
-    from segad.segments.features import feature_matrix, segment_statistics
+@dataclass
+class BatchFeatures:
+    """What `batch_features` computes for a batch of N images.
 
-    n, detectors, op = x.shape[0], bundle.detectors, bundle.operating_point
+    Attributes:
+        maps: detector -> float32 (N, H, W) raw anomaly maps.
+        labels: int64 segment labels, (H, W) shared or (N, H, W) per image.
+        maxima: per detector, float64 (N,) map maxima (NaN where not finite).
+        finite: bool (N,): every map of the image is finite (the others are error rows).
+        features: float64 (N, F): the BRF's input columns (`Bundle.feature_columns`), NaN rows where not finite.
+    """
+
+    maps: dict[str, np.ndarray]
+    labels: np.ndarray
+    maxima: list[np.ndarray]
+    finite: np.ndarray
+    features: np.ndarray
+
+
+def batch_features(
+    x: np.ndarray,
+    bundle: Bundle,
+    models: dict,
+    *,
+    backends: dict[str, str] | None = None,
+    segment_map=None,
+    clock: _Clock | None = None,
+) -> BatchFeatures:
+    """The BRF input of float32 (N, 3, H, W) images in [0, 1] at the bundle's image size, computed
+    as the training pipeline computes its feature table: each detector's raw map, the segment labels
+    (the static map, or each image's own labels from the bundled centres), per-segment statistics
+    and map maxima (`segad.segments.features`), the BRF's columns picked by position.
+
+    `segment_map`: the bundle's static map as a prepared `segad.segments.features.SegmentMap`
+    (made here when None); `backends`: detector -> inference backend (eager where not given).
+    """
+    from segad.detection.inference import predict_maps
+    from segad.segments.features import SegmentMap, feature_matrix, segment_statistics
+
+    clock = clock if clock is not None else _Clock()
+    n, detectors = x.shape[0], bundle.detectors
+    if segment_map is None and bundle.segments is not None:
+        segment_map = SegmentMap.from_labels(bundle.segments, bundle.n_segments)
     with clock("detector"):
         chosen = backends or {}
         maps = {
@@ -210,6 +248,10 @@ def _score_batch(x, rows, bundle, models, segment_map, explain, overlays, pictur
             else predict_maps(models[name], x)
             for name in detectors
         }
+
+    with clock("segments"):
+        # (H, W) shared, or (N, H, W) each image's own labels, computed as the features stage did
+        labels = segment_map if segment_map is not None else bundle.segment_labels(x)
 
     with clock("features"):
         finite = np.ones(n, dtype=bool)
@@ -222,8 +264,20 @@ def _score_batch(x, rows, bundle, models, segment_map, explain, overlays, pictur
         ]
         features = np.full((n, len(bundle.feature_columns)), np.nan)
         if finite.any():
-            stats = [segment_statistics(maps[name][finite], segment_map) for name in detectors]
+            picked = labels if isinstance(labels, SegmentMap) else labels[finite]
+            stats = [segment_statistics(maps[name][finite], picked, bundle.n_segments) for name in detectors]
             features[finite] = feature_matrix(stats, [m[finite] for m in maxima])[:, bundle.column_positions]
+    plain = labels.labels if isinstance(labels, SegmentMap) else labels
+    return BatchFeatures(maps=maps, labels=plain, maxima=maxima, finite=finite, features=features)
+
+
+def _score_batch(x, rows, bundle, models, segment_map, explain, overlays, pictures, clock, backends=None) -> None:
+    """Fill `rows` (one per image of `x`) in place; add overlays of rejected parts."""
+    from segad.meta.brf import brf_scores
+
+    n, op = x.shape[0], bundle.operating_point
+    computed = batch_features(x, bundle, models, backends=backends, segment_map=segment_map, clock=clock)
+    maps, maxima, finite, features = computed.maps, computed.maxima, computed.finite, computed.features
 
     with clock("brf"):
         scores = np.full(n, np.nan)
@@ -237,6 +291,7 @@ def _score_batch(x, rows, bundle, models, segment_map, explain, overlays, pictur
         x,
         rows,
         bundle,
+        computed.labels,
         maps,
         maxima,
         finite,
@@ -274,6 +329,7 @@ def _fill_rows(
     x,
     rows,
     bundle,
+    labels,
     maps,
     maxima,
     finite,
@@ -311,7 +367,7 @@ def _fill_rows(
                 pictures[name] = render_overlay(
                     x[i],
                     maps[strongest][i],
-                    bundle.segments,
+                    labels if labels.ndim == 2 else labels[i],
                     int(tops[i]),
                     title=f"reject {scores[i]:.2f} >= {op.threshold:.2f} | {strongest}{label}",
                 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pandas as pd
@@ -13,8 +12,6 @@ from segad.meta.brf import BRFParams
 from segad.production.assemble import BundleOptions, assemble_bundle
 from segad.segments.segment_maps import SegmentMaps
 from segad.versions import jsonable
-
-log = logging.getLogger(__name__)
 
 
 def build_bundle(
@@ -48,14 +45,6 @@ def build_bundle(
     """
     if not bundle.build:
         return {}, {"built": False, "reason": "bundle.build is false"}
-    if segment_maps is not None and segment_maps.clusters:  # auto_per_image, also chosen by auto_select
-        reason = (
-            f"per-image automatic segmentation ({', '.join(sorted(segment_maps.clusters))}) cannot be "
-            "bundled yet: scoring would need the shared centres and the backbone; set "
-            "segmentation.method: auto (static map) to build a bundle"
-        )
-        log.warning("no production bundle: %s", reason)
-        return {}, {"built": False, "reason": reason}
     size = resolve_image_size(image_size, image_index)
     recorded = jsonable(
         {
