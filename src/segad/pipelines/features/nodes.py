@@ -29,8 +29,8 @@ def build_segmentation(
     if given.method is None and config.method == "auto_select":
         log.warning(
             "no segment map given for dataset %r: automatic k-means segments (%d), static or per image "
-            "by the alignment of each category; set segmentation.path (static) or segmentation.folder "
-            "(per_image) to use your own",
+            "by the alignment of each category (segmentation.method: auto_select); set segmentation.path "
+            "(static) or segmentation.folder (per_image) to use your own",
             dataset.layout,
             config.auto_segments,
         )
