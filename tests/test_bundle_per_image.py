@@ -1,12 +1,14 @@
-"""Unaligned parts with the default segmentation: per-image segments, bundled, score new images as training did.
+"""Unaligned parts with the defaults: per-image segments and the classifier, bundled, score new images as training did.
 
-One real `kedro run` of the `segad` chain (ingestion .. bundle, a cheap PaDiM) on a tiny demo
-whose parts are shifted, rotated and scaled, read as a VAD folder with the default
-`segmentation.method: null`, in a copy of this project's configuration
-(tests.test_runner.make_project); then the `score` pipeline on its test folder. The default is
-`auto_select`: the parts are not aligned, so it picks `auto_per_image`; the bundle holds the
-shared centres, and every test image's features (its own segment labels, from the packaged
-backbone at the bundle's image size) and score equal those of the training run.
+One real `kedro run` of the `segad` chain (ingestion .. bundle, a cheap PaDiM, the classifier g(I)
+on, as by default, with a few steps) on a tiny demo whose parts are shifted, rotated and scaled,
+read as a VAD folder with the default `segmentation.method: null`, in a copy of this project's
+configuration (tests.test_runner.make_project); then the `score` pipeline on its test folder.
+The default segmentation is `auto_select`: the parts are not aligned, so it picks
+`auto_per_image`; the default bundle method is `classifier+padim+segad`. The bundle holds the
+shared centres and the classifier model; every test image's features (its own segment labels,
+from the packaged backbone at the bundle's image size; the classifier's logit) and score equal
+those of the training run.
 """
 
 from __future__ import annotations
@@ -43,12 +45,15 @@ def per_image_run(shifted, tmp_path_factory):
     project = make_project(tmp_path_factory.mktemp("per_image") / "project", shifted)
     base = yaml.safe_load((project / "conf" / "base" / "parameters_segmentation.yml").read_text())
     assert base["segmentation"]["method"] is None
+    classifier = yaml.safe_load((project / "conf" / "base" / "parameters_features.yml").read_text())["classifier"]
+    assert classifier["enabled"] and classifier["cross_fit_folds"] == 0
     set_parameters(
         project,
         dataset={"layout": "vad", "root": str(shifted), "category": None, "on_bad_image": "fail"},
         detectors=["padim"],
         anomaly_maps={"padim": PADIM},
         segmentation={**base["segmentation"], "auto_segments": K},
+        classifier={**classifier, "max_steps": 4},
     )
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(project)
@@ -75,7 +80,7 @@ def test_the_default_picks_per_image_segments_and_the_bundle_holds_their_centres
 def test_scoring_gives_the_training_runs_features_and_scores(per_image_run, shifted):
     bundle = load_bundle(resolve_bundle(per_image_run / "data" / "06_models" / "segad_bundle"))
     seed, method = bundle.manifest["config"]["split_seed"], bundle.manifest["config"]["method"]
-    assert method == "padim+segad"
+    assert method == "classifier+padim+segad" and bundle.classifier_models == 1
     inspection = pd.read_parquet(per_image_run / "data" / "07_model_output" / "inspection.parquet")
     assert (inspection["status"] == "ok").all()
     inspection["image_id"] = "test/" + inspection["image"]
@@ -83,15 +88,22 @@ def test_scoring_gives_the_training_runs_features_and_scores(per_image_run, shif
     scores = _training_rows(per_image_run, "scores", seed)
     scores = scores[scores["method"] == method].set_index("image_id")["score"]
     assert len(scores) == len(inspection) == len(list((shifted / "test").rglob("*.png")))
-    np.testing.assert_array_equal(inspection.set_index("image_id")["score"].loc[scores.index], scores)
+    scored = inspection.set_index("image_id").loc[scores.index]
+    np.testing.assert_allclose(scored["score"], scores, rtol=0, atol=1e-5)
+    kept = _training_rows(per_image_run, "features", seed).set_index("image_id").loc[scores.index]
+    np.testing.assert_allclose(scored["classifier__score"], kept["classifier__score"], rtol=1e-5, atol=1e-4)
 
     features = _training_rows(per_image_run, "features", seed).sort_values("image_id")
     x = np.stack([read_image(shifted / i, bundle.input_spec.image_size) for i in features["image_id"]])
     recorded = bundle.manifest["config"]["parameters"]["anomaly_maps"]["padim"]
     assert recorded["backend"] == "openvino"  # the map stage's backend (conf/base), also score.backend's default
-    computed = batch_features(x, bundle, bundle.load_detectors("cpu"), backends={"padim": recorded["backend"]})
+    computed = batch_features(x, bundle, bundle.load_models("cpu"), backends={"padim": recorded["backend"]})
     assert computed.labels.shape == (len(x), *bundle.input_spec.image_size.hw)
     assert len(np.unique(computed.labels)) == K  # each image segmented on its own, all segments used
     expected = features[bundle.feature_columns].to_numpy(np.float64)
-    np.testing.assert_array_equal(computed.features, expected)  # same maps, same labels, same statistics
+    assert bundle.feature_columns[0] == "classifier__score"
+    # same maps, same labels, same statistics: equal; the classifier's logit up to ~1e-5 (CPU convolutions
+    # sum in another order for another batch composition, and training ran other batches)
+    np.testing.assert_array_equal(computed.features[:, 1:], expected[:, 1:])
+    np.testing.assert_allclose(computed.features[:, 0], expected[:, 0], rtol=1e-5, atol=1e-4)
     assert not np.isnan(expected).all(axis=0).any()

@@ -50,8 +50,19 @@ def test_bundle_options_are_checked():
         BundleOptions(max_miss_rate=1.5)
     with pytest.raises(ValueError, match="bundle.split_seed 3 is not one of the run's seeds"):
         build_bundle(None, index, None, None, {}, **{**PARAMETERS, "bundle": BundleOptions(split_seed=3)})
-    with pytest.raises(ValueError, match="the supervised classifier cannot be bundled"):
+    with pytest.raises(ValueError, match="names the classifier, but this run has no classifier scores"):
         build_bundle(None, index, None, None, {}, **{**PARAMETERS, "bundle": BundleOptions(detectors=["classifier"])})
+    scores = pd.DataFrame({"image_id": ["a.png"], "split_seed": [0], "score": [0.1], "model_key": ["k"]})
+    with pytest.raises(ValueError, match="must be at least one detector of this run"):
+        build_bundle(
+            None,
+            index,
+            None,
+            None,
+            {},
+            **{**PARAMETERS, "bundle": BundleOptions(detectors=["classifier"])},
+            classifier_scores=scores,
+        )
 
 
 def test_no_bundle_when_build_is_off(tmp_path):

@@ -42,7 +42,7 @@ from pydantic.dataclasses import dataclass
 from segad.config import PARAMS
 from segad.images import ImageSize, SizeLike
 
-SCORE_COLUMNS = ("image_id", "split_seed", "score")
+SCORE_COLUMNS = ("image_id", "split_seed", "score", "model_key")
 
 
 @dataclass(config=PARAMS)
@@ -88,6 +88,7 @@ def empty_scores() -> pd.DataFrame:
             "image_id": pd.Series(dtype="string"),
             "split_seed": pd.Series(dtype="int64"),
             "score": pd.Series(dtype="float64"),
+            "model_key": pd.Series(dtype="string"),
         }
     )
 

@@ -21,10 +21,12 @@ Layout of one bundle (all paths relative to the bundle folder)::
     detectors/<name>/...      each fitted detector, as `segad.detection.persistence` saves it
     segmentation.npy          static segments: int64 (H, W) labels at map resolution (np.save, no pickle)
     segment_clusters.npz      or per-image segments: the shared centres (`segad.production.bundle_segments`)
+    classifier/model_<k>/     with g(I) in the combination: its model(s) (`segad.production.bundle_classifier`)
     brf.ubj                   the XGBoost BRF (UBJSON model file)
 
-Format versions: 2 adds the manifest's ``segmentation`` block (kind static or auto_per_image) and
-per-image segments; 1 (static map only, no block) is still read.
+Format versions: 2 adds the manifest's ``segmentation`` block (kind static or auto_per_image),
+per-image segments and the ``classifier`` block (null without g(I)); 1 (static map only, no
+classifier, neither block) is still read.
 
 Loading (`load_bundle`) refuses, with an error that says what differs:
 
@@ -62,6 +64,7 @@ import numpy as np
 
 from segad import versions
 from segad.files import file_sha256
+from segad.production.bundle_classifier import check_classifiers, load_classifiers
 from segad.production.bundle_segments import SEGMENTATION_FILE as SEGMENTATION_FILE
 from segad.production.bundle_segments import BundleSegments, load_segments
 from segad.production.errors import BundleError as BundleError
@@ -70,7 +73,7 @@ from segad.production.errors import BundleSchemaError as BundleSchemaError
 from segad.production.errors import BundleVersionError as BundleVersionError
 from segad.production.inputs import InputSpec
 from segad.production.operating_point import OperatingPoint
-from segad.segments.columns import feature_columns
+from segad.segments.columns import CLASSIFIER, feature_columns
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +174,8 @@ class Bundle:
         operating_point: threshold and expected rates.
         input_spec: what scored images must look like.
         brf: the BRF (`xgboost.XGBClassifier`; scores with `segad.meta.brf.brf_scores`).
-    Detectors stay on disk until `load_detectors`.
+        classifier_models: number of classifier models behind ``classifier__score`` (0: none).
+    Detectors and classifier models stay on disk until `load_models`.
     """
 
     root: Path
@@ -184,6 +188,7 @@ class Bundle:
     operating_point: OperatingPoint
     input_spec: InputSpec
     brf: Any
+    classifier_models: int = 0
 
     def detector_dir(self, name: str) -> Path:
         return self.root / DETECTORS_DIR / name
@@ -205,6 +210,18 @@ class Bundle:
                 )
             models[name] = model
         return models
+
+    def load_models(self, device: str = "cpu", backbone_cache_dir: str | Path | None = None) -> dict:
+        """`load_detectors`, plus ``classifier`` -> the list of classifier models when bundled."""
+        models: dict[str, Any] = self.load_detectors(device, backbone_cache_dir)
+        if self.classifier_models:
+            models[CLASSIFIER] = load_classifiers(self.root, self.classifier_models, self.input_spec.image_size, device)
+        return models
+
+    @property
+    def owners(self) -> list[str]:
+        """The detectors, then ``classifier`` when bundled: whose columns feed the BRF."""
+        return [*self.detectors, *([CLASSIFIER] if self.classifier_models else [])]
 
     @property
     def segments(self) -> np.ndarray | None:
@@ -333,7 +350,8 @@ def load_bundle(
     detectors = [str(d) for d in manifest["detectors"]]
     n_segments = int(manifest["n_segments"])
     columns = [str(c) for c in manifest["feature_columns"]]
-    computed = feature_columns(detectors, n_segments)
+    classifiers = check_classifiers(root, manifest.get("classifier"))
+    computed = feature_columns(detectors, n_segments, classifier=bool(classifiers))
     recorded = [str(c) for c in manifest.get("computed_columns", [])]
     if recorded != computed:
         raise BundleSchemaError(
@@ -368,4 +386,5 @@ def load_bundle(
         operating_point=OperatingPoint(**manifest["operating_point"]),
         input_spec=spec,
         brf=brf,
+        classifier_models=classifiers,
     )

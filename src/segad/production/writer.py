@@ -46,6 +46,7 @@ from segad.production.bundle import (
     package_versions,
     read_manifest,
 )
+from segad.production.bundle_classifier import copy_classifiers
 from segad.production.bundle_segments import BundleSegments, save_segments
 from segad.production.inputs import InputSpec
 from segad.production.operating_point import OperatingPoint
@@ -71,6 +72,7 @@ def write_bundle(
     input_spec: InputSpec,
     config: Mapping[str, Any],
     clusters: FeatureClusters | None = None,
+    classifier_dirs: Sequence[str | Path] = (),
     n_segments: int | None = None,
     segment_names: Mapping[int, str] | None = None,
     bundle_id: str | None = None,
@@ -92,10 +94,12 @@ def write_bundle(
             feature column names.
         feature_columns: ordered BRF input columns: `segad.segments.columns.feature_columns` of
             these detectors and segments, or an ordered subset of them (a BRF of the brf stage
-            leaves out columns that were empty for its category). The supervised classifier
-            score is not supported in a bundle (its model is not bundled).
+            leaves out columns that were empty for its category); with `classifier_dirs`,
+            ``classifier__score`` first.
         operating_point, input_spec: `segad.production.operating_point`, `segad.production.inputs`.
         config: the training configuration to record (parameters, split seed, ...).
+        classifier_dirs: the kept classifier model folder(s) behind ``classifier__score``
+            (`segad.meta.classifier_models`, fold order); empty = no classifier in the combination.
         n_segments: L (default: largest label + 1, or the number of centres).
         segment_names: optional readable names of the segments.
         bundle_id: the id to record (default `new_bundle_id`).
@@ -110,7 +114,7 @@ def write_bundle(
         else BundleSegments.per_image(cast(FeatureClusters, clusters), n_segments)
     )
     n_segments = segmentation.n_segments
-    computed = computed_columns(detectors, n_segments)
+    computed = computed_columns(detectors, n_segments, classifier=bool(classifier_dirs))
     try:
         column_positions(feature_columns, computed)
     except BundleSchemaError as error:
@@ -131,6 +135,7 @@ def write_bundle(
         for name, source in detector_dirs.items():
             _copy_detector(name, Path(source), staging / DETECTORS_DIR / name)
         segmentation_entry = save_segments(staging, segmentation, input_spec.image_size)
+        classifier = copy_classifiers(classifier_dirs, staging, input_spec.image_size) if classifier_dirs else None
         booster = brf.get_booster() if hasattr(brf, "get_booster") else brf
         if booster.num_features() != len(feature_columns):
             raise BundleSchemaError(
@@ -148,6 +153,7 @@ def write_bundle(
             "detectors": list(detectors),
             "n_segments": n_segments,
             "segmentation": segmentation_entry,
+            "classifier": classifier,
             "segment_names": {str(k): str(v) for k, v in (segment_names or {}).items()},
             "computed_columns": computed,
             "feature_columns": list(feature_columns),

@@ -32,12 +32,15 @@ def build_bundle(
     anomaly_maps: dict,
     segmentation: dict,
     feature_params: dict,
+    classifier_scores: pd.DataFrame | None = None,
+    classifier_models: Path | None = None,
     **detector_handles,
 ) -> tuple[dict, dict]:
     """(arguments of `segad.production.writer.write_bundle`, operating-point report).
 
     `detector_handles` holds ``<detector>__map_index`` and ``<detector>__detector_store`` (the
-    folder of fitted detectors) per run detector. The parameters of the stages that produced the
+    folder of fitted detectors) per run detector; `classifier_scores` and `classifier_models` (the
+    folder of kept classifier models) serve a combination with g(I). The parameters of the stages that produced the
     bundle are recorded in its manifest (``config.parameters``); ``image_size`` (the parameter) is
     resolved from ``image_index`` as in every stage (`segad.images.resolve_image_size`) and the
     concrete size is recorded (``input_spec.image_size`` and ``config.parameters.image_size``). With ``bundle.build: false``
@@ -84,4 +87,6 @@ def build_bundle(
         brf_model=brf.model,
         options=bundle,
         recorded=recorded,
+        classifier_scores=classifier_scores,
+        classifier_models=classifier_models,
     )
