@@ -1,7 +1,8 @@
 """Non-square images end to end: `image_size: auto` on a VAD-layout folder of tall 48 x 96 images.
 
-One real `kedro run` of the `segad` chain (ingestion .. bundle, a cheap PaDiM, the automatic
-k-means segment map, the classifier g(I)) in a copy of this project's configuration
+One real `kedro run` of the `segad` chain (ingestion .. bundle, a cheap PaDiM, the default
+segmentation: `auto_select`, which must find these banded parts aligned and pick the static
+k-means map, the classifier g(I)) in a copy of this project's configuration
 (tests.test_runner.make_project), then the `score` pipeline on a folder of new images. Every stage
 must resolve the same size: median aspect 2 (h/w) at about 256 x 256 pixels -> 352 x 192.
 PatchCore at non-square sizes is tested in tests/detection (fit, maps, save and reload, backends);
@@ -97,6 +98,8 @@ def test_the_bundle_records_the_size_and_scores_a_folder_at_it(tall_run):
     assert manifest["input_spec"]["sizes"] == [[WIDTH, HEIGHT]]
     assert manifest["config"]["parameters"]["image_size"] == list(EXPECTED)  # concrete, not "auto"
     assert np.load(bundle / "segmentation.npy").shape == EXPECTED
+    # aligned by construction, constant along the width: the alignment measure must say so
+    assert manifest["config"]["segmentation_source"].startswith("alignment 1.00 >= 0.6 -> auto:kmeans(3)")
 
     table = pd.read_parquet(project / "data" / "07_model_output" / "inspection.parquet")
     incoming = parts / "test"

@@ -125,7 +125,12 @@ def tables(tiny_demo, tmp_path_factory) -> dict[str, tuple[str, pd.DataFrame, pd
 def _inspection() -> pd.DataFrame:
     """The inspection table of one accepted and one unreadable image (production.scoring's own builder)."""
     bundle = SimpleNamespace(
-        n_segments=2, detectors=["padim"], bundle_id="b1", operating_point=SimpleNamespace(threshold=0.5)
+        n_segments=2,
+        detectors=["padim"],
+        owners=["padim"],
+        classifier_models=0,
+        bundle_id="b1",
+        operating_point=SimpleNamespace(threshold=0.5),
     )
     ok = {
         "image": "a.png",

@@ -363,6 +363,11 @@ class Inspection(pa.DataFrameModel):
         nullable=True,
         metadata=_doc("<detector>__max", "global max of the detector's map; NaN on error rows"),
     )
+    classifier_score: Series[pa.Float64] | None = pa.Field(
+        alias="classifier__score",
+        nullable=True,
+        description="the classifier g(I)'s score (logit, or mean logit of its K models), when the bundle has it",
+    )
     overlay: Series[str] = pa.Field(nullable=True, description="name of the overlay picture (rejected parts)")
     bundle_id: Series[str] = pa.Field(description="the bundle version used")
 

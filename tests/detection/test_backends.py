@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from segad.detection import backends
 from segad.detection.backends import TOLERANCE, BackendError, check_backend, compiled_detector, converted_path
@@ -82,12 +83,29 @@ def test_non_square_detectors_convert_at_height_by_width(name, backend, images, 
 def test_conversion_is_cached_by_key_and_reused(backend, fitted, tmp_path, monkeypatch):
     model = fitted["padim"]
     path = converted_path(model, backend, SIZE, key="k123", cache_root=tmp_path)
-    assert path.is_file() and path.parent.parent == tmp_path / "k123"
-    assert not [p for p in (tmp_path / "k123").iterdir() if p.name.startswith(".")]  # no staging left over
+    folder = tmp_path / f"k123-{backends.content_key(backends.MapModule(model), SIZE)}"  # of what is converted
+    assert path.is_file() and path.parent.parent == folder
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no staging left over
     monkeypatch.setattr(backends, "_convert", lambda *a: pytest.fail("converted twice"))
     assert converted_path(model, backend, SIZE, key="k123", cache_root=tmp_path) == path
     # without a key: a content hash of the model, stable across calls
     assert backends.content_key(model, SIZE) == backends.content_key(model, SIZE)
+
+
+@pytest.mark.parametrize("backend", CONVERTED)
+def test_another_model_under_the_same_key_is_converted_again(backend, fitted, tmp_path, monkeypatch):
+    """Another checkout may fit another model under the same model_key: it never gets this one's file."""
+    import copy
+
+    model = fitted["padim"]
+    path = converted_path(model, backend, SIZE, key="k123", cache_root=tmp_path)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        next(t for t in other.parameters() if t.is_floating_point()).add_(1e-3)
+    converted = []
+    monkeypatch.setattr(backends, "_convert", lambda *a: converted.append(a[-1]) or (a[-1] / "x").touch())
+    assert converted_path(other, backend, SIZE, key="k123", cache_root=tmp_path) != path
+    assert len(converted) == 1
 
 
 @pytest.mark.parametrize("backend", CONVERTED)

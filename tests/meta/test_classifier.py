@@ -145,6 +145,23 @@ def test_converted_stem_gives_the_eager_activations_and_scores(tmp_path, backend
     assert np.abs(b - a).max() <= 0.05 * (a.max() - a.min()) and np.corrcoef(a, b)[0, 1] > 0.99
 
 
+def test_the_converted_stem_is_reused_by_models_whose_tails_differ(backends_root, backbones):
+    import torch
+
+    from segad.detection.backends import converted_path
+    from segad.meta.classifier import _stem_module
+
+    config = ClassifierConfig(enabled=True, mode="frozen", frozen_blocks=2, cache_dir=backbones)
+    a, b = build_model(config), build_model(config)
+    with torch.no_grad():
+        b.tail.head[-1].weight.add_(1.0)  # another fold's trained tail
+    first = converted_path(a, "openvino", 32, key="stem", wrap=_stem_module)
+    assert converted_path(b, "openvino", 32, key="stem", wrap=_stem_module) == first
+    with torch.no_grad():
+        b.net.conv_stem.weight.mul_(2.0)  # other stem weights: converted again
+    assert converted_path(b, "openvino", 32, key="stem", wrap=_stem_module) != first
+
+
 def test_a_converted_stem_that_disagrees_with_eager_is_refused(tmp_path, backends_root, backbones, monkeypatch):
     import segad.detection.backends as backends
     from segad.detection.backends import BackendMismatchError

@@ -50,8 +50,19 @@ def test_bundle_options_are_checked():
         BundleOptions(max_miss_rate=1.5)
     with pytest.raises(ValueError, match="bundle.split_seed 3 is not one of the run's seeds"):
         build_bundle(None, index, None, None, {}, **{**PARAMETERS, "bundle": BundleOptions(split_seed=3)})
-    with pytest.raises(ValueError, match="the supervised classifier cannot be bundled"):
+    with pytest.raises(ValueError, match="names the classifier, but this run has no classifier scores"):
         build_bundle(None, index, None, None, {}, **{**PARAMETERS, "bundle": BundleOptions(detectors=["classifier"])})
+    scores = pd.DataFrame({"image_id": ["a.png"], "split_seed": [0], "score": [0.1], "model_key": ["k"]})
+    with pytest.raises(ValueError, match="must be at least one detector of this run"):
+        build_bundle(
+            None,
+            index,
+            None,
+            None,
+            {},
+            **{**PARAMETERS, "bundle": BundleOptions(detectors=["classifier"])},
+            classifier_scores=scores,
+        )
 
 
 def test_no_bundle_when_build_is_off(tmp_path):
@@ -62,19 +73,19 @@ def test_no_bundle_when_build_is_off(tmp_path):
     assert not (tmp_path / "segad_bundle").exists() and not dataset.exists()
 
 
-def test_no_bundle_for_per_image_automatic_segments(caplog):
-    """auto_per_image (also when auto_select picks it) cannot serve new images yet: refused with the reason."""
-    import numpy as np
-
-    from segad.segments.auto_segments import FeatureClusters
+def test_per_image_map_folders_are_refused_before_any_model_is_read(tmp_path):
+    """A per_image folder has no map for new images: refused with the reason (auto_per_image is
+    bundled: tests/test_bundle_per_image.py)."""
     from segad.segments.segment_maps import SegmentMaps
 
-    clusters = FeatureClusters(np.zeros((2, 2), np.float32), np.zeros(3), np.zeros((3, 2)), ("blocks.2",), 0.0)
-    maps = SegmentMaps(method="auto_select", size=(8, 8), n_segments={"demo": 2}, clusters={"demo": clusters})
-    arguments, report = build_bundle(None, None, None, maps, {}, **PARAMETERS)
-    assert arguments == {} and report["built"] is False
-    assert "per-image automatic segmentation (demo) cannot be bundled" in report["reason"]
-    assert "segmentation.method: auto" in caplog.text
+    maps = SegmentMaps(method="per_image", size=(64, 64), n_segments={"demo": 2}, folder=str(tmp_path))
+    index = pd.DataFrame({"image_id": ["a.png"], "category": ["demo"]})
+    models = {"demo/high_shot/demo/patchcore+segad/split_seed_0": lambda: pytest.fail("must not be read")}
+    with pytest.raises(ValueError, match=r"category demo: segmentation method 'per_image' reads a map per image"):
+        build_bundle(None, index, None, maps, models, **PARAMETERS)
+    other_size = SegmentMaps(method="static", size=(32, 32), n_segments={"demo": 1}, static_maps={"demo": None})
+    with pytest.raises(ValueError, match=r"segment maps at \(32, 32\), the run's image size is \(64, 64\)"):
+        build_bundle(None, index, None, other_size, models, **PARAMETERS)
 
 
 def test_the_node_reads_named_parameters_that_exist():

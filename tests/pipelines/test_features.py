@@ -73,7 +73,14 @@ def run_features(tiny_demo, tmp_path, benchmark="high_shot", seeds=(0, 1), segme
     index, _ = build_index("demo", tiny_demo)
     splits = make_splits(index, SplitConfig(benchmark=benchmark, seeds=tuple(seeds)))
     datasets = {}
-    for name in ("features", "segment_maps", "segmentation_overlays", "classifier_scores", "classifier_store"):
+    for name in (
+        "features",
+        "segment_maps",
+        "segmentation_overlays",
+        "classifier_scores",
+        "classifier_store",
+        "classifier_models",
+    ):
         conf = dict(catalog_conf[name])
         for key in ("filepath", "path", "labels_folder"):
             if key in conf:
@@ -127,6 +134,10 @@ def test_features_pipeline_writes_partitioned_table(tiny_demo, tmp_path):
     assert len(overlays) == 4
     classifier_scores = catalog.load("classifier_scores")
     assert set(classifier_scores.split_seed) == {0, 1}
+    keys = classifier_scores.groupby("split_seed")["model_key"].unique()
+    assert all(len(k) == 1 for k in keys)  # one key per seed, naming its kept model
+    for key in classifier_scores["model_key"].unique():
+        assert (tmp_path / "data/06_models/classifier_models" / key / "model_0" / "detector.json").is_file()
     assert table["classifier__score"].notna().all()
 
 

@@ -92,6 +92,7 @@ def run(params: dict, tmp_path: Path, index: pd.DataFrame) -> DataCatalog:
             "padim.map_index": ParquetDataset(filepath=str(tmp_path / "map_index.parquet")),
             "features": MemoryDataset(),
             "classifier_store": MapStoreDataset(str(tmp_path / "classifier_scores")),
+            "classifier_models": DetectorStoreDataset(str(tmp_path / "classifier_models")),
         }
     )
     stages = (

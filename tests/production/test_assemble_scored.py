@@ -11,10 +11,18 @@ INDEX = pd.DataFrame({"image_id": ["a"], "category": ["c"]})
 
 
 def test_default_members_leave_the_scored_detector_out():
-    _, _, members = _choose(
+    _, _, members, classifier = _choose(
         BundleOptions(), ["padim", "supersimplenet_supervised"], [0], INDEX, scored=["supersimplenet_supervised"]
     )
-    assert members == ["padim"]
+    assert members == ["padim"] and not classifier
+
+
+def test_the_default_takes_the_classifier_when_the_run_has_it():
+    """The brf stage adds the classifier to the all-detector combination; the bundle's default follows."""
+    _, _, members, classifier = _choose(BundleOptions(), ["patchcore", "padim"], [0], INDEX, classifier=True)
+    assert members == ["patchcore", "padim"] and classifier
+    chosen = _choose(BundleOptions(detectors=["padim"]), ["patchcore", "padim"], [0], INDEX, classifier=True)
+    assert chosen[2:] == (["padim"], False)
 
 
 def test_naming_a_scored_detector_is_refused_by_assemble_bundle():

@@ -148,7 +148,8 @@ def test_method_follows_from_what_is_given():
         unset.for_dataset("demo", None)
     assert unset.for_dataset("elpv", None).method == "elpv"
     vad = unset.for_dataset("vad", "/data/vad")  # VAD ships no map file: automatic, never the demo's
-    assert (vad.method, vad.path, vad.auto_segments) == ("auto", None, 3)
+    assert (vad.method, vad.path, vad.auto_segments) == ("auto_select", None, 3)
+    assert vad.image_root == "/data/vad"  # per-image segments read each image from the dataset
     given = SegmentMapConfig(**{"path": "/maps/vad.png"}).for_dataset("vad", "/data/vad")
     assert (given.method, given.path) == ("static", "/maps/vad.png")
     folder = SegmentMapConfig(**{"folder": "/maps", "n_segments": 2}).for_dataset("visa", "/v")

@@ -24,9 +24,13 @@ ImageNet normalisation) followed by its torch model (``model.model``), returning
 
 Cache: ``<cache_root>/<key>/<backend>-<versions>/`` holding ``model.onnx`` or
 ``model.xml``/``model.bin``, written into a temporary sibling and renamed into place
-(`segad.files.replace_folder`). ``key`` is the detector's model_key when the caller has it, else a
-content hash of the model's tensors and image size; ``cache_root`` defaults to a ``segad-backends``
-folder in the system temp dir (never a user folder).
+(`segad.files.replace_folder`). ``key`` is a content hash of the model's tensors and image size
+(`content_key`), prefixed by the detector's model_key when the caller has it (readable folder
+names). Never the model_key alone: checkouts of other code share the temp folder and can fit
+another model under the same model_key; a conversion cached that way was served to this code's
+model (2026-12-05: PaDiM maps 1.4e-5 of their range off, inside `TOLERANCE`, so the first-batch
+check let it pass). ``cache_root`` defaults to a ``segad-backends`` folder in the system temp
+dir (never a user folder).
 
 Example:
     >>> from segad.detection.backends import BACKENDS
@@ -121,9 +125,9 @@ def _versions_tag(backend: str) -> str:
     return backend + "-" + hashlib.sha256(json.dumps(versions, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def _convert(model: torch.nn.Module, backend: str, image_size: SizeLike, folder: Path, wrap: Wrap) -> None:
-    """Write ``wrap(model)`` converted into ``folder`` (traced at batch 1 and (height, width) on CPU, float32)."""
-    wrapper = wrap(model).eval()
+def _convert(wrapper: torch.nn.Module, backend: str, image_size: SizeLike, folder: Path) -> None:
+    """Write ``wrapper`` converted into ``folder`` (traced at batch 1 and (height, width) on CPU, float32)."""
+    wrapper = wrapper.eval()
     example = torch.rand(1, 3, *ImageSize.parse(image_size).hw)
     with torch.inference_mode(False), torch.no_grad():
         if backend == "openvino":
@@ -160,14 +164,16 @@ def converted_path(
     ``wrap`` builds the module that is converted (default `MapModule`: the detector's raw map); a
     caller converting another part of a network gives its own and a ``key`` naming that part."""
     root = Path(cache_root or Path(tempfile.gettempdir()) / "segad-backends")
-    folder = root / (key or content_key(model, image_size)) / _versions_tag(backend)
+    wrapper = (wrap or MapModule)(model)
+    content = content_key(wrapper, image_size)  # of what is converted, not of the whole model
+    folder = root / (f"{key}-{content}" if key else content) / _versions_tag(backend)
     target = folder / ("model.xml" if backend == "openvino" else "model.onnx")
     if (folder / "done.json").is_file() and target.is_file():
         return target
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        _convert(model, backend, image_size, staging, wrap or MapModule)
+        _convert(wrapper, backend, image_size, staging)
         (staging / "done.json").write_text(
             json.dumps({"backend": backend, "image_size": ImageSize.parse(image_size).to_json()})
         )

@@ -43,7 +43,7 @@ from pydantic.dataclasses import dataclass
 from segad.config import PARAMS
 from segad.images import ImageSize, SizeLike
 
-SCORE_COLUMNS = ("image_id", "split_seed", "score")
+SCORE_COLUMNS = ("image_id", "split_seed", "score", "model_key")
 
 
 @dataclass(config=PARAMS)
@@ -92,6 +92,7 @@ def empty_scores() -> pd.DataFrame:
             "image_id": pd.Series(dtype="string"),
             "split_seed": pd.Series(dtype="int64"),
             "score": pd.Series(dtype="float64"),
+            "model_key": pd.Series(dtype="string"),
         }
     )
 
@@ -243,13 +244,17 @@ class ActivationCache:
 
 
 def _stem_module(model):
-    """The frozen stem of a frozen-mode model as a module (what a backend converts)."""
+    """The frozen stem of a frozen-mode model as a module (what a backend converts): its state is
+    the stem's layers and the normalisation only, so the trained tail does not change its key."""
     import torch
 
     class Stem(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.model = model
+            self.layers = torch.nn.ModuleList(model.stem_modules())
+            self.register_buffer("mean", model.mean)
+            self.register_buffer("std", model.std)
+            object.__setattr__(self, "model", model)  # not registered: its tail is not converted
 
         def forward(self, x):
             return self.model.stem(x)

@@ -14,6 +14,11 @@ defects are its bad class. Rows scored: ``brf_train``, synthetic and ``test``. `
   number of bad BRF training images when there are fewer (every fold model needs a bad image), and
   below 2 the seed falls back to the paper's protocol (logged; `usable_folds`).
 
+Each seed's scores carry their store key (``model_key``, ``classifier/seed_<s>/<digest>``); with a
+models folder the seed's model (or K models) are kept under that key
+(`segad.meta.classifier_models`), so a production bundle can score new images with exactly the
+model(s) that scored the seed's test rows.
+
 Example:
     >>> import numpy as np
     >>> from segad.meta.classifier_protocol import stratified_share
@@ -29,6 +34,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -37,6 +43,7 @@ from segad.detection.map_store import MapStore, MapStoreError
 from segad.files import file_sha256
 from segad.images import ImageSize, SizeLike
 from segad.meta.classifier import ActivationCache, ClassifierConfig, empty_scores, fit_classifier, predict_scores
+from segad.meta.classifier_models import models_kept, save_classifiers
 
 TRAIN_ROLES = ("detector_train", "brf_train")
 #: bump when a change of this module or of the classifier's training changes the scores
@@ -92,13 +99,15 @@ def _cross_fitted_scores(
     device: str,
     cache: ActivationCache | None,
     folds: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Protocol K >= 2 (`folds`): out-of-fold logits of the pool's BRF rows (`brf`, bool mask) and mean test logits."""
+) -> tuple[np.ndarray, np.ndarray, list]:
+    """Protocol K >= 2 (`folds`): out-of-fold logits of the pool's BRF rows (`brf`, bool mask), mean
+    test logits and the K models (fold order)."""
     paths, labels = pool
     fold = np.full(len(paths), -1)
     fold[brf] = _fold_of(labels[brf], folds, seed)
     brf_scores = np.zeros(len(paths))
     test_scores = np.zeros(len(test_paths))
+    models = []
     for k in range(folds):
         inside = fold != k
         model = fit_classifier(
@@ -108,7 +117,8 @@ def _cross_fitted_scores(
             model, paths[~inside].tolist(), image_size, config.batch_size, device, cache
         )
         test_scores += predict_scores(model, test_paths.tolist(), image_size, config.batch_size, device, cache)
-    return brf_scores[brf], test_scores / folds
+        models.append(model)
+    return brf_scores[brf], test_scores / folds, models
 
 
 def classifier_scores(
@@ -119,12 +129,16 @@ def classifier_scores(
     image_size: SizeLike,
     device: str = "cpu",
     store: MapStore | None = None,
+    models: str | Path | None = None,
 ) -> pd.DataFrame:
     """Per split seed: scores of the brf_train, synthetic and test rows (module docstring, protocols).
 
     With `store`, each seed's scores are kept under a key of everything they depend on (settings,
     image size, seed, and each row's role, label and file content), so a rerun that changes none
-    of it trains nothing; scores are float32 (as stored) either way."""
+    of it trains nothing; scores are float32 (as stored) either way. With `models` (a folder) the
+    trained model(s) are kept under the same key; stored scores whose models are not kept are
+    computed again (once), so the two always belong together. Columns: image_id, split_seed,
+    score, model_key (the key)."""
     if device == "auto":
         import torch
 
@@ -156,8 +170,11 @@ def classifier_scores(
             config, image_size, int(seed), ids, pool_paths, pool_labels, brf, test_ids, test_paths, digest
         )
         score = _stored(store, key)
+        folds = usable_folds(config.cross_fit_folds, int(pool_labels[brf].sum()), int(seed))
+        if score is not None and models is not None and not models_kept(models, key, max(folds, 1)):
+            log.info("classifier: split seed %s has stored scores but no kept models: trained again", seed)
+            score = None
         if score is None:
-            folds = usable_folds(config.cross_fit_folds, int(pool_labels[brf].sum()), int(seed))
             if folds == 0:
                 chosen = stratified_share(pool_labels, config.train_share, int(seed))
                 model = fit_classifier(
@@ -165,12 +182,15 @@ def classifier_scores(
                 )
                 scored = np.concatenate([pool_paths[brf], test_paths]).tolist()
                 score = predict_scores(model, scored, image_size, config.batch_size, device, cache)
+                trained = [model]
             else:
                 pool = (pool_paths, pool_labels)
-                brf_scores, test_scores = _cross_fitted_scores(
+                brf_scores, test_scores, trained = _cross_fitted_scores(
                     pool, brf, test_paths, config, image_size, int(seed), device, cache, folds
                 )
                 score = np.concatenate([brf_scores, test_scores])
+            if models is not None:
+                save_classifiers(trained, config, image_size, models, key)
             score = score.astype(np.float32)  # as stored, so a cached rerun gives the same features
             if store is not None:
                 store.write(key, score[None, :])
@@ -180,6 +200,7 @@ def classifier_scores(
                     "image_id": np.concatenate([ids[brf], test_ids]),
                     "split_seed": int(seed),
                     "score": score.astype(np.float64),
+                    "model_key": key,
                 }
             )
         )

@@ -2,9 +2,15 @@
 
 - the fitted detectors of that seed (the model_key of each detector's map index), copied as
   `segad.detection.persistence.save_detector` wrote them;
-- the category's static segment map (per-image segmentation cannot score new images);
-- the BRF of the combination ``options.detectors`` (default: all run detectors) from the run's
-  own dataset layout and benchmark (`segad.meta.brf.model_key`), with its feature column names;
+- the category's segments: its static map, or, for `auto_per_image` (also when `auto_select`
+  picks it), the shared centres that segment every new image by its backbone features
+  (`segad.production.bundle_segments`); per-image map folders (`per_image`) cannot be bundled;
+- the BRF of the combination ``options.detectors`` (default: all run detectors, plus the
+  classifier g(I) when the run has its scores) from the run's own dataset layout and benchmark
+  (`segad.meta.brf.model_key`), with its feature column names;
+- with the classifier in the combination: the model(s) that produced that seed's classifier
+  scores (`segad.meta.classifier_models`: one, or the K cross-fitted ones whose mean logit is a
+  test row's score);
 - the operating point (`segad.production.operating_point`) on out-of-fold BRF scores of the
   ``brf_train`` rows, so its expected rates are those of unseen parts;
 - the input spec (`segad.production.inputs`) of the training images, and the recorded config.
@@ -23,7 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -54,9 +60,10 @@ class BundleOptions:
             do not have, or a benchmark run over many categories).
         split_seed: whose detectors and BRF are bundled; None = the run's first seed.
         category: the product category; None = the run's only category.
-        detectors: the SegAD combination; None = all run detectors except those with their own
-            image score (`pred_score` in the map index: supersimplenet_supervised), which cannot
-            be bundled yet.
+        detectors: the SegAD combination (detectors, and ``classifier`` for g(I)); None = all run
+            detectors except those with their own image score (`pred_score` in the map index:
+            supersimplenet_supervised), which cannot be bundled yet, plus ``classifier`` when the
+            run has classifier scores (the combination the brf stage adds for it).
         max_miss_rate: target share of bad parts accepted at the operating point, in (0, 1).
         oof_folds: k of the k-fold out-of-fold scores the threshold is chosen on.
         segment_names: {label: name}; None = built-in names (demo, elpv), else ``seg<l>``.
@@ -88,12 +95,14 @@ def assemble_bundle(
     brf_model: BRFConfig,
     options: BundleOptions,
     recorded: Mapping[str, Any],
+    classifier_scores: pd.DataFrame | None = None,
+    classifier_models: str | Path | None = None,
 ) -> tuple[dict, dict]:
     """(arguments of `segad.production.writer.write_bundle`, operating-point report).
 
     Args:
         features, image_index, splits: the run's feature table, image index and splits.
-        segment_maps: the run's segmentation (its static map of the category is bundled).
+        segment_maps: the run's segmentation (the category's static map or shared centres are bundled).
         brf_models: `segad.meta.brf.model_key` -> loader of the fitted BRF (called once).
         map_indexes: detector -> its map index (rows image_id, split_seed, model_key, ...).
         detector_stores: detector -> folder of its fitted detectors (one sub-folder per model_key).
@@ -103,6 +112,9 @@ def assemble_bundle(
         brf_model: the BRF settings (``brf.model``) of the out-of-fold BRFs.
         options: the ``bundle`` parameters.
         recorded: run parameters stored in the manifest's ``config.parameters``.
+        classifier_scores: the run's classifier scores (image_id, split_seed, score, model_key);
+            None or empty when the classifier is off.
+        classifier_models: the folder where the run kept its classifier models.
     Raises:
         ValueError naming the parameter or input that does not fit the run.
     """
@@ -110,22 +122,29 @@ def assemble_bundle(
     seeds = [int(s) for s in seeds]
     # detectors with their own image score (pred_score: supersimplenet_supervised) cannot be bundled yet
     scored = [d for d in run_detectors if d in map_indexes and "pred_score" in map_indexes[d].columns]
-    seed, category, members = _choose(options, run_detectors, seeds, image_index, scored)
+    has_classifier = classifier_scores is not None and len(classifier_scores) > 0
+    seed, category, members, with_classifier = _choose(
+        options, run_detectors, seeds, image_index, scored, has_classifier
+    )
     if set(scored) & set(members):
         raise ValueError(
             f"bundle.detectors: {sorted(set(scored) & set(members))} cannot be bundled yet (their "
             "cross-fitted models and own scores are not part of the bundle format); bundle a "
             "combination without them"
         )
-    method = method_name(members)
+    method = method_name([*members, *([CLASSIFIER] if with_classifier else [])])
     layout, benchmark = str(dataset["layout"]), str(benchmark)
     key = model_key(layout, benchmark, category, method, seed)  # this run's regime only
     if key not in brf_models:
         ours = sorted(k for k in brf_models if k.startswith(f"{layout}/{benchmark}/"))
         raise ValueError(
             f"no BRF model {key!r} (run the brf pipeline for dataset {layout}, benchmark "
-            f"{benchmark}; brf.combinations must include {members}); this regime has: {ours[:10]}"
+            f"{benchmark}; brf.combinations must include {method.split('+')[:-1]}); this regime has: {ours[:10]}"
         )
+    segments = _segments(segment_maps, category, ImageSize.parse(image_size))
+    classifier_dirs = (
+        _classifier_dirs(cast(pd.DataFrame, classifier_scores), classifier_models, seed) if with_classifier else []
+    )
     brf = brf_models[key]()
     columns = list(brf.get_booster().feature_names or [])
     if not columns:
@@ -145,13 +164,6 @@ def assemble_bundle(
         op.n_bad,
     )
 
-    if category not in segment_maps.static_maps:
-        raise ValueError(
-            f"category {category}: segmentation method {segment_maps.method!r} has no static map; "
-            "new images have no per-image map (auto_per_image would need its shared centres and "
-            "the backbone at scoring time, not bundled yet), so production scoring needs a static, "
-            "elpv, auto or single segmentation, or bundle.build: false"
-        )
     detector_dirs = _detector_dirs(members, map_indexes, detector_stores, image_index, seed, category)
     in_training = splits[(splits["split_seed"] == seed) & splits["role"].isin(TRAINING_ROLES)]["image_id"]
     train_images = image_index[image_index["image_id"].isin(set(in_training)) & (image_index["category"] == category)]
@@ -159,8 +171,9 @@ def assemble_bundle(
     names = options.segment_names or _builtin_segment_names(segment_maps, layout)
     contents = dict(
         detector_dirs=detector_dirs,
-        segments=segment_maps.static_maps[category],
+        **segments,
         n_segments=int(segment_maps.n_segments[category]),
+        classifier_dirs=classifier_dirs,
         brf=brf,
         feature_columns=columns,
         operating_point=op,
@@ -183,6 +196,7 @@ def assemble_bundle(
         "method": method,
         "category": category,
         "split_seed": seed,
+        "classifier_models": len(classifier_dirs),
         **op.as_dict(),
         "input_spec": spec.as_dict(),
     }
@@ -195,9 +209,11 @@ def _choose(
     seeds: list[int],
     image_index: pd.DataFrame,
     scored: Sequence[str] = (),
-) -> tuple[int, str, list[str]]:
-    """(split seed, category, members in run order) the options name, checked against the run;
-    by default every run detector except the `scored` ones."""
+    classifier: bool = False,
+) -> tuple[int, str, list[str], bool]:
+    """(split seed, category, detectors in run order, with the classifier) the options name, checked
+    against the run; by default every run detector except the `scored` ones, with the classifier
+    when the run has one."""
     seed = int(options.split_seed) if options.split_seed is not None else seeds[0]
     if seed not in seeds:
         raise ValueError(f"bundle.split_seed {seed} is not one of the run's seeds {seeds}")
@@ -208,14 +224,38 @@ def _choose(
             f"bundle.category must name one of the run's categories {categories}, "
             f"got {options.category!r} (a bundle serves one product category)"
         )
-    wanted = [str(d) for d in (options.detectors or [d for d in run_detectors if d not in set(scored)])]
-    members = [d for d in run_detectors if d in set(wanted)]  # feature order = run order
-    if CLASSIFIER in wanted or len(members) != len(set(wanted)):
+    default = [d for d in run_detectors if d not in set(scored)] + ([CLASSIFIER] if classifier else [])
+    wanted = [str(d) for d in (options.detectors or default)]
+    with_classifier = CLASSIFIER in wanted
+    if with_classifier and not classifier:
         raise ValueError(
-            f"bundle.detectors {wanted} must be detectors of this run {run_detectors} "
-            "(the supervised classifier cannot be bundled yet)"
+            f"bundle.detectors {wanted} names the classifier, but this run has no classifier scores "
+            "(classifier.enabled is false, or the regime has no bad training image)"
         )
-    return seed, str(category), members
+    named = {d for d in wanted if d != CLASSIFIER}
+    members = [d for d in run_detectors if d in named]  # feature order = run order
+    if not members or len(members) != len(named):
+        raise ValueError(
+            f"bundle.detectors {wanted} must be at least one detector of this run {run_detectors}, "
+            f"optionally with {CLASSIFIER}"
+        )
+    return seed, str(category), members, with_classifier
+
+
+def _classifier_dirs(scores: pd.DataFrame, root: str | Path | None, seed: int) -> list[Path]:
+    """The folders of the classifier model(s) that scored split seed `seed`."""
+    from segad.meta.classifier_models import kept_folders
+
+    if "model_key" not in scores.columns or root is None:
+        raise ValueError(
+            "classifier scores without kept models (computed before models were kept, or no "
+            "classifier_models folder); run the features pipeline again, or set bundle.detectors "
+            "without the classifier"
+        )
+    keys = sorted(scores.loc[scores["split_seed"] == seed, "model_key"].dropna().unique())
+    if len(keys) != 1:
+        raise ValueError(f"classifier scores of split_seed {seed} name models {keys}, expected one")
+    return kept_folders(root, str(keys[0]))
 
 
 def _operating_point(
@@ -258,6 +298,21 @@ def _detector_dirs(
             )
         dirs[name] = Path(detector_stores[name]) / model_keys[0]
     return dirs
+
+
+def _segments(segment_maps: SegmentMaps, category: str, size: ImageSize) -> dict[str, Any]:
+    """write_bundle's ``segments`` (static map) or ``clusters`` (per-image centres) of `category`."""
+    if tuple(segment_maps.size) != size.hw:
+        raise ValueError(f"segment maps at {tuple(segment_maps.size)}, the run's image size is {size.hw}")
+    if category in segment_maps.static_maps:
+        return {"segments": segment_maps.static_maps[category]}
+    if category in segment_maps.clusters:
+        return {"clusters": segment_maps.clusters[category]}
+    raise ValueError(
+        f"category {category}: segmentation method {segment_maps.method!r} reads a map per image from "
+        f"{segment_maps.folder}, which new images do not have; production scoring needs a static, elpv, "
+        "auto, single, auto_per_image or auto_select segmentation, or bundle.build: false"
+    )
 
 
 def _builtin_segment_names(segment_maps: SegmentMaps, layout: str) -> Mapping | None:

@@ -17,7 +17,7 @@ Usage (with a bundle folder written by `segad.production.writer`)::
 Example:
     >>> from segad.production.batch import EXPLAIN_MODES, STAGES
     >>> STAGES
-    ('read', 'detector', 'features', 'brf', 'explain', 'overlay')
+    ('read', 'detector', 'segments', 'classifier', 'features', 'brf', 'explain', 'overlay')
     >>> EXPLAIN_MODES
     ('all', 'rejected', 'none')
 """
@@ -43,14 +43,14 @@ from segad.production.explain import (
 from segad.production.inputs import InputMismatchError, load_checked
 from segad.production.operating_point import ERROR, REJECT, decide
 from segad.production.render import overlay_name, render_overlay
-from segad.segments.columns import max_column
+from segad.segments.columns import CLASSIFIER, CLASSIFIER_COLUMN, max_column
 
 if TYPE_CHECKING:
     from segad.production.bundle import Bundle
 
 OK = "ok"
 EXPLAIN_MODES = ("all", "rejected", "none")
-STAGES = ("read", "detector", "features", "brf", "explain", "overlay")
+STAGES = ("read", "detector", "segments", "classifier", "features", "brf", "explain", "overlay")
 
 
 @dataclass
@@ -87,8 +87,10 @@ def score_images(
     """Score image files with a loaded bundle (`segad.production.bundle.load_bundle`) and its detectors.
 
     Per batch: read and check each image (`load_checked`: a failing image becomes an error row,
-    the batch goes on); raw maps of every detector (`segad.detection.inference.predict_maps`); per-segment
-    statistics and maxima (`segad.segments.features`); the BRF score (`segad.meta.brf.brf_scores`); the
+    the batch goes on); raw maps of every detector (`segad.detection.inference.predict_maps`); the
+    segment labels (the bundle's static map, or each image's own labels from the bundled centres and
+    the packaged backbone, `segad.production.bundle_segments`); the classifier score when bundled
+    (`segad.production.bundle_classifier`); per-segment statistics and maxima (`segad.segments.features`); the BRF score (`segad.meta.brf.brf_scores`); the
     decision at the bundle's threshold; per-segment and per-detector SHAP contributions for the
     rows `explain` selects; an overlay per rejected part (`render_overlay`, map of the detector
     with the largest contribution, or of the first detector when not explained).
@@ -96,7 +98,8 @@ def score_images(
     Args:
         paths: image files.
         bundle: a `segad.production.bundle.Bundle`.
-        models: detector name -> fitted model (`Bundle.load_detectors`).
+        models: detector name -> fitted model, and ``classifier`` -> its model list when the
+            bundle has one (`Bundle.load_models`).
         root: column ``image`` is the path relative to `root` (default: the path as given).
         batch_size: images per detector forward pass.
         explain: "rejected" (default), "all" or "none".
@@ -110,8 +113,9 @@ def score_images(
         decision (accept | reject | error), score (float64 raw margin, NaN on error), threshold,
         error (message, None when ok), top_segment (int64, -1 = none or not explained),
         top_segment_name, ``contrib_seg<l>`` per segment, contrib_global, contrib_bias,
-        ``contrib_det_<detector>`` per detector (float64, NaN where not explained),
-        ``<detector>__max`` (float64), overlay (file name or None), bundle_id.
+        ``contrib_det_<detector>`` per detector (and ``contrib_det_classifier``; float64, NaN where
+        not explained), ``<detector>__max`` (float64), ``classifier__score`` (float64, when the
+        bundle has the classifier), overlay (file name or None), bundle_id.
     """
     from tqdm.auto import tqdm
 
@@ -122,11 +126,12 @@ def score_images(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     backends = {name: (backends or {}).get(name, "eager") for name in bundle.detectors}
-    missing = [name for name in bundle.detectors if name not in models]
+    missing = [name for name in bundle.owners if name not in models]
     if missing:
-        raise ValueError(f"no loaded model for the bundled detectors {missing}")
+        raise ValueError(f"no loaded model for the bundled {missing} (Bundle.load_models loads them all)")
     root = Path(root).resolve() if root is not None else None
-    segment_map = SegmentMap.from_labels(bundle.segments, bundle.n_segments)
+    static = bundle.segments
+    segment_map = SegmentMap.from_labels(static, bundle.n_segments) if static is not None else None
     clock = _Clock()
     rows: list[dict] = []
     pictures: dict[str, np.ndarray] = {}
@@ -195,13 +200,54 @@ class _Clock:
         self.cpu[self._stage] += time.process_time() - self._start[1]
 
 
-def _score_batch(x, rows, bundle, models, segment_map, explain, overlays, pictures, clock, backends=None) -> None:
-    """Fill `rows` (one per image of `x`) in place; add overlays of rejected parts."""
-    from segad.detection.inference import predict_maps
-    from segad.meta.brf import brf_scores
-    from segad.segments.features import feature_matrix, segment_statistics
+@dataclass
+class BatchFeatures:
+    """What `batch_features` computes for a batch of N images.
 
-    n, detectors, op = x.shape[0], bundle.detectors, bundle.operating_point
+    Attributes:
+        maps: detector -> float32 (N, H, W) raw anomaly maps.
+        labels: int64 segment labels, (H, W) shared or (N, H, W) per image.
+        maxima: per detector, float64 (N,) map maxima (NaN where not finite).
+        finite: bool (N,): every map of the image is finite (the others are error rows).
+        features: float64 (N, F): the BRF's input columns (`Bundle.feature_columns`), NaN rows where not finite.
+        classifier: float64 (N,) ``classifier__score``, or None when the bundle has no classifier.
+    """
+
+    maps: dict[str, np.ndarray]
+    labels: np.ndarray
+    maxima: list[np.ndarray]
+    finite: np.ndarray
+    features: np.ndarray
+    classifier: np.ndarray | None = None
+
+
+def batch_features(
+    x: np.ndarray,
+    bundle: Bundle,
+    models: dict,
+    *,
+    backends: dict[str, str] | None = None,
+    segment_map=None,
+    clock: _Clock | None = None,
+) -> BatchFeatures:
+    """The BRF input of float32 (N, 3, H, W) images in [0, 1] at the bundle's image size, computed
+    as the training pipeline computes its feature table: each detector's raw map, the segment labels
+    (the static map, or each image's own labels from the bundled centres), the classifier score
+    (the bundled model's logit or the mean of its K models', `segad.meta.classifier_models`),
+    per-segment statistics and map maxima (`segad.segments.features`), the BRF's columns picked
+    by position.
+
+    `segment_map`: the bundle's static map as a prepared `segad.segments.features.SegmentMap`
+    (made here when None); `backends`: detector -> inference backend (eager where not given).
+    """
+    from segad.detection.inference import predict_maps
+    from segad.meta.classifier_models import combined_logits
+    from segad.segments.features import SegmentMap, feature_matrix, segment_statistics
+
+    clock = clock if clock is not None else _Clock()
+    n, detectors = x.shape[0], bundle.detectors
+    if segment_map is None and bundle.segments is not None:
+        segment_map = SegmentMap.from_labels(bundle.segments, bundle.n_segments)
     with clock("detector"):
         chosen = backends or {}
         maps = {
@@ -210,6 +256,13 @@ def _score_batch(x, rows, bundle, models, segment_map, explain, overlays, pictur
             else predict_maps(models[name], x)
             for name in detectors
         }
+
+    with clock("segments"):
+        # (H, W) shared, or (N, H, W) each image's own labels, computed as the features stage did
+        labels = segment_map if segment_map is not None else bundle.segment_labels(x)
+
+    with clock("classifier"):
+        classifier = combined_logits(models[CLASSIFIER], x) if bundle.classifier_models else None
 
     with clock("features"):
         finite = np.ones(n, dtype=bool)
@@ -222,8 +275,21 @@ def _score_batch(x, rows, bundle, models, segment_map, explain, overlays, pictur
         ]
         features = np.full((n, len(bundle.feature_columns)), np.nan)
         if finite.any():
-            stats = [segment_statistics(maps[name][finite], segment_map) for name in detectors]
-            features[finite] = feature_matrix(stats, [m[finite] for m in maxima])[:, bundle.column_positions]
+            picked = labels if isinstance(labels, SegmentMap) else labels[finite]
+            stats = [segment_statistics(maps[name][finite], picked, bundle.n_segments) for name in detectors]
+            own = classifier[finite] if classifier is not None else None
+            features[finite] = feature_matrix(stats, [m[finite] for m in maxima], own)[:, bundle.column_positions]
+    plain = labels.labels if isinstance(labels, SegmentMap) else labels
+    return BatchFeatures(maps, plain, maxima, finite, features, classifier)
+
+
+def _score_batch(x, rows, bundle, models, segment_map, explain, overlays, pictures, clock, backends=None) -> None:
+    """Fill `rows` (one per image of `x`) in place; add overlays of rejected parts."""
+    from segad.meta.brf import brf_scores
+
+    n, op = x.shape[0], bundle.operating_point
+    computed = batch_features(x, bundle, models, backends=backends, segment_map=segment_map, clock=clock)
+    finite, features = computed.finite, computed.features
 
     with clock("brf"):
         scores = np.full(n, np.nan)
@@ -237,9 +303,7 @@ def _score_batch(x, rows, bundle, models, segment_map, explain, overlays, pictur
         x,
         rows,
         bundle,
-        maps,
-        maxima,
-        finite,
+        computed,
         scores,
         decisions,
         wanted,
@@ -256,10 +320,12 @@ def _explain(features, finite, decisions, explain, bundle):
     """(rows explained, per-segment frame, per-detector frame, top segment) of one batch."""
     import xgboost
 
-    n, detectors = features.shape[0], bundle.detectors
+    n = features.shape[0]
     wanted = {"all": finite, "rejected": decisions == REJECT, "none": np.zeros(n, bool)}[explain]
     segment_part = pd.DataFrame(np.nan, index=range(n), columns=contribution_columns(bundle.n_segments))
-    detector_part = pd.DataFrame(np.nan, index=range(n), columns=[detector_contribution_column(d) for d in detectors])
+    detector_part = pd.DataFrame(
+        np.nan, index=range(n), columns=[detector_contribution_column(d) for d in bundle.owners]
+    )
     if wanted.any():
         dmatrix = xgboost.DMatrix(features[wanted], feature_names=bundle.feature_columns)
         contribs = bundle.brf.get_booster().predict(dmatrix, pred_contribs=True)
@@ -274,9 +340,7 @@ def _fill_rows(
     x,
     rows,
     bundle,
-    maps,
-    maxima,
-    finite,
+    computed: BatchFeatures,
     scores,
     decisions,
     wanted,
@@ -289,6 +353,9 @@ def _fill_rows(
 ) -> None:
     detectors, op = bundle.detectors, bundle.operating_point
     names = bundle.segment_names
+    maps, maxima, finite, labels = computed.maps, computed.maxima, computed.finite, computed.labels
+    own = {CLASSIFIER_COLUMN: computed.classifier} if computed.classifier is not None else {}
+    on_maps = [detector_contribution_column(d) for d in detectors]  # the overlay shows a detector's map
     for i, row in enumerate(rows):
         row.update(
             decision=decisions[i],
@@ -298,12 +365,13 @@ def _fill_rows(
             **segment_part.iloc[i].to_dict(),
             **detector_part.iloc[i].to_dict(),
             **{max_column(name): float(maxima[k][i]) for k, name in enumerate(detectors)},
+            **{column: float(values[i]) for column, values in own.items()},
         )
         if not finite[i]:
             broken = [d for d in detectors if not np.isfinite(maps[d][i]).all()]
             row.update(status=ERROR, error=f"{row['path']}: non-finite values in the {', '.join(broken)} anomaly map")
         if overlays and decisions[i] == REJECT:
-            contribution = detector_part.iloc[i].to_numpy()
+            contribution = detector_part.iloc[i][on_maps].to_numpy(np.float64)
             strongest = detectors[int(np.nanargmax(contribution))] if wanted[i] else detectors[0]
             label = f" | {names[tops[i]]}" if tops[i] >= 0 else ""
             name = overlay_name(row["image"])
@@ -311,7 +379,7 @@ def _fill_rows(
                 pictures[name] = render_overlay(
                     x[i],
                     maps[strongest][i],
-                    bundle.segments,
+                    labels if labels.ndim == 2 else labels[i],
                     int(tops[i]),
                     title=f"reject {scores[i]:.2f} >= {op.threshold:.2f} | {strongest}{label}",
                 )
@@ -321,8 +389,8 @@ def _fill_rows(
 def _table(rows: list[dict], bundle) -> pd.DataFrame:
     """Rows -> the inspection table with fixed columns and dtypes (also when every row failed)."""
     contribs = contribution_columns(bundle.n_segments)
-    per_detector = [detector_contribution_column(d) for d in bundle.detectors]
-    maxima = [max_column(d) for d in bundle.detectors]
+    per_detector = [detector_contribution_column(d) for d in bundle.owners]
+    maxima = [max_column(d) for d in bundle.detectors] + ([CLASSIFIER_COLUMN] if bundle.classifier_models else [])
     columns = (
         ["image", "path", "status", "decision", "score", "threshold", "error", "top_segment", "top_segment_name"]
         + contribs

@@ -19,12 +19,19 @@ Layout of one bundle (all paths relative to the bundle folder)::
                               configuration, detectors, feature schema, operating point, input
                               spec, segment names, sha256 of every other file
     detectors/<name>/...      each fitted detector, as `segad.detection.persistence` saves it
-    segmentation.npy          int64 (S, S) segment labels at map resolution (np.save, no pickle)
+    segmentation.npy          static segments: int64 (H, W) labels at map resolution (np.save, no pickle)
+    segment_clusters.npz      or per-image segments: the shared centres (`segad.production.bundle_segments`)
+    classifier/model_<k>/     with g(I) in the combination: its model(s) (`segad.production.bundle_classifier`)
     brf.ubj                   the XGBoost BRF (UBJSON model file)
+
+Format versions: 2 adds the manifest's ``segmentation`` block (kind static or auto_per_image),
+per-image segments and the ``classifier`` block (null without g(I)); 1 (static map only, no
+classifier, neither block) is still read.
 
 Loading (`load_bundle`) refuses, with an error that says what differs:
 
 - another format or a newer format version (`BundleVersionError`);
+- per-image segments whose packaged backbone weights differ from the installed ones, as packages;
 - packages whose recorded major.minor differs from the installed one for the libraries that
   define the model files or the numbers (`CHECKED_PACKAGES`), unless `allow_version_mismatch`
   (then it only logs a warning);
@@ -33,7 +40,7 @@ Loading (`load_bundle`) refuses, with an error that says what differs:
   differ from the BRF's own feature names (`BundleSchemaError`);
 - a file whose sha256 differs from the manifest, or a missing file (`BundleIntegrityError`).
 
-Nothing is unpickled: the BRF loads from UBJSON, the segment map with
+Nothing is unpickled: the BRF loads from UBJSON, the segment map or centres with
 ``np.load(allow_pickle=False)``, detectors through `segad.detection.persistence` (torch weights with
 ``weights_only=True``), the manifest is JSON.
 
@@ -57,17 +64,24 @@ import numpy as np
 
 from segad import versions
 from segad.files import file_sha256
-from segad.images import ImageSize, SizeLike
+from segad.production.bundle_classifier import check_classifiers, load_classifiers
+from segad.production.bundle_segments import SEGMENTATION_FILE as SEGMENTATION_FILE
+from segad.production.bundle_segments import BundleSegments, load_segments
+from segad.production.errors import BundleError as BundleError
+from segad.production.errors import BundleIntegrityError as BundleIntegrityError
+from segad.production.errors import BundleSchemaError as BundleSchemaError
+from segad.production.errors import BundleVersionError as BundleVersionError
 from segad.production.inputs import InputSpec
 from segad.production.operating_point import OperatingPoint
-from segad.segments.columns import feature_columns
+from segad.segments.columns import CLASSIFIER, feature_columns
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "segad-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: format versions this code reads (1: static segment map only)
+READ_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
-SEGMENTATION_FILE = "segmentation.npy"
 BRF_FILE = "brf.ubj"
 DETECTORS_DIR = "detectors"
 #: The file in a bundle parent folder naming its latest bundle folder.
@@ -79,22 +93,6 @@ BUNDLE_ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{8}$")
 CHECKED_PACKAGES = ("segad", "anomalib", "torch", "timm", "xgboost")
 #: Recorded for the record (module names).
 RECORDED_PACKAGES = CHECKED_PACKAGES + ("torchvision", "kedro", "numpy", "numba", "scipy", "pandas", "PIL", "python")
-
-
-class BundleError(ValueError):
-    """A bundle cannot be written or used; the message says which file and what is wrong."""
-
-
-class BundleVersionError(BundleError):
-    """The bundle was written by an incompatible format or package version."""
-
-
-class BundleSchemaError(BundleError):
-    """The bundle's feature schema does not match this code or its own BRF model."""
-
-
-class BundleIntegrityError(BundleError):
-    """A bundle file is missing or its content differs from the manifest."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,20 +140,6 @@ def own_files(folder: Path) -> list[str] | None:
     return [MANIFEST, *manifest.get("files", {})] if isinstance(manifest, dict) else None
 
 
-def load_segmentation(path: Path, n_segments: int, size: SizeLike) -> np.ndarray:
-    """Read the bundle's label map and check its shape (height, width) = ``size`` and labels in [0, n_segments)."""
-    shape = ImageSize.parse(size).hw
-    try:
-        labels = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise BundleIntegrityError(f"{path}: unreadable segment map ({error})") from error
-    if labels.shape != shape or not np.issubdtype(labels.dtype, np.integer):
-        raise BundleSchemaError(f"{path}: segment map {labels.dtype} {labels.shape}, expected integer {shape}")
-    if labels.size and (labels.min() < 0 or labels.max() >= n_segments):
-        raise BundleSchemaError(f"{path}: labels outside [0, {n_segments})")
-    return labels
-
-
 def load_brf(path: Path):
     """The BRF as an `xgboost.XGBClassifier` from a JSON/UBJSON model file (never a pickle)."""
     import xgboost
@@ -185,11 +169,13 @@ class Bundle:
         feature_columns: the ordered BRF input columns.
         column_positions: int64 positions of `feature_columns` among the columns that
             `segad.segments.features.feature_matrix` computes (`computed_columns` in the manifest).
-        segments: int64 (S, S) labels; n_segments: L.
+        segmentation: how images are segmented (`segad.production.bundle_segments.BundleSegments`:
+            one static map, or shared centres applied to each image); n_segments: L.
         operating_point: threshold and expected rates.
         input_spec: what scored images must look like.
         brf: the BRF (`xgboost.XGBClassifier`; scores with `segad.meta.brf.brf_scores`).
-    Detectors stay on disk until `load_detectors`.
+        classifier_models: number of classifier models behind ``classifier__score`` (0: none).
+    Detectors and classifier models stay on disk until `load_models`.
     """
 
     root: Path
@@ -197,11 +183,12 @@ class Bundle:
     detectors: list[str]
     feature_columns: list[str]
     column_positions: np.ndarray
-    segments: np.ndarray
+    segmentation: BundleSegments
     n_segments: int
     operating_point: OperatingPoint
     input_spec: InputSpec
     brf: Any
+    classifier_models: int = 0
 
     def detector_dir(self, name: str) -> Path:
         return self.root / DETECTORS_DIR / name
@@ -223,6 +210,27 @@ class Bundle:
                 )
             models[name] = model
         return models
+
+    def load_models(self, device: str = "cpu", backbone_cache_dir: str | Path | None = None) -> dict:
+        """`load_detectors`, plus ``classifier`` -> the list of classifier models when bundled."""
+        models: dict[str, Any] = self.load_detectors(device, backbone_cache_dir)
+        if self.classifier_models:
+            models[CLASSIFIER] = load_classifiers(self.root, self.classifier_models, self.input_spec.image_size, device)
+        return models
+
+    @property
+    def owners(self) -> list[str]:
+        """The detectors, then ``classifier`` when bundled: whose columns feed the BRF."""
+        return [*self.detectors, *([CLASSIFIER] if self.classifier_models else [])]
+
+    @property
+    def segments(self) -> np.ndarray | None:
+        """The static int64 (H, W) label map; None when each image is segmented on its own."""
+        return self.segmentation.labels
+
+    def segment_labels(self, images: np.ndarray) -> np.ndarray:
+        """Labels of float (N, 3, H, W) images in [0, 1] at the bundle's image size: (H, W) shared or (N, H, W)."""
+        return self.segmentation.labels_for(images)
 
     @property
     def bundle_id(self) -> str:
@@ -292,10 +300,10 @@ def read_manifest(root: str | Path) -> dict:
     if manifest.get("format") != FORMAT:
         raise BundleVersionError(f"{path}: format {manifest.get('format')!r} is not {FORMAT!r}")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         newer = isinstance(version, int) and version > FORMAT_VERSION
         raise BundleVersionError(
-            f"{path}: bundle format version {version}, this segad reads version {FORMAT_VERSION}"
+            f"{path}: bundle format version {version}, this segad reads versions {list(READ_VERSIONS)}"
             + (" (upgrade segad)" if newer else " (retrain the bundle)")
         )
     return manifest
@@ -342,7 +350,8 @@ def load_bundle(
     detectors = [str(d) for d in manifest["detectors"]]
     n_segments = int(manifest["n_segments"])
     columns = [str(c) for c in manifest["feature_columns"]]
-    computed = feature_columns(detectors, n_segments)
+    classifiers = check_classifiers(root, manifest.get("classifier"))
+    computed = feature_columns(detectors, n_segments, classifier=bool(classifiers))
     recorded = [str(c) for c in manifest.get("computed_columns", [])]
     if recorded != computed:
         raise BundleSchemaError(
@@ -365,16 +374,17 @@ def load_bundle(
             f"{root / BRF_FILE}: the BRF expects {booster.num_features()} features, the manifest lists {len(columns)}"
         )
     spec = InputSpec.from_dict(manifest["input_spec"])
-    segments = load_segmentation(root / SEGMENTATION_FILE, n_segments, spec.image_size)
+    segmentation = load_segments(root, manifest, spec.image_size, allow_version_mismatch)
     return Bundle(
         root=root,
         manifest=manifest,
         detectors=detectors,
         feature_columns=columns,
         column_positions=positions,
-        segments=segments,
+        segmentation=segmentation,
         n_segments=n_segments,
         operating_point=OperatingPoint(**manifest["operating_point"]),
         input_spec=spec,
         brf=brf,
+        classifier_models=classifiers,
     )

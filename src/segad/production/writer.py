@@ -24,7 +24,7 @@ import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -38,7 +38,6 @@ from segad.production.bundle import (
     FORMAT_VERSION,
     LATEST,
     MANIFEST,
-    SEGMENTATION_FILE,
     BundleError,
     BundleSchemaError,
     column_positions,
@@ -47,19 +46,14 @@ from segad.production.bundle import (
     package_versions,
     read_manifest,
 )
+from segad.production.bundle_classifier import copy_classifiers
+from segad.production.bundle_segments import BundleSegments, save_segments
 from segad.production.inputs import InputSpec
 from segad.production.operating_point import OperatingPoint
+from segad.segments.auto_segments import FeatureClusters
 from segad.segments.columns import feature_columns as computed_columns
 
 logger = logging.getLogger(__name__)
-
-
-def save_segmentation(path: Path, labels: np.ndarray) -> None:
-    """Write an integer (S, S) label map as .npy (no pickle)."""
-    labels = np.asarray(labels)
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-        raise BundleError(f"segment labels must be an integer (H, W) array, got {labels.dtype} {labels.shape}")
-    np.save(path, labels.astype(np.int64), allow_pickle=False)
 
 
 def new_bundle_id() -> str:
@@ -71,12 +65,14 @@ def write_bundle(
     target: str | Path,
     *,
     detector_dirs: Mapping[str, str | Path],
-    segments: np.ndarray,
+    segments: np.ndarray | None = None,
     brf: Any,
     feature_columns: Sequence[str],
     operating_point: OperatingPoint,
     input_spec: InputSpec,
     config: Mapping[str, Any],
+    clusters: FeatureClusters | None = None,
+    classifier_dirs: Sequence[str | Path] = (),
     n_segments: int | None = None,
     segment_names: Mapping[int, str] | None = None,
     bundle_id: str | None = None,
@@ -89,24 +85,36 @@ def write_bundle(
             `write_versioned_bundle`, which never replaces a bundle.
         detector_dirs: detector name -> folder written by `segad.detection.persistence.save_detector`, in
             feature order; each folder is copied into the bundle unchanged.
-        segments: int (H, W) label map at the map resolution (H, W) = input_spec.image_size.
+        segments: int (H, W) label map at the map resolution (H, W) = input_spec.image_size, for
+            static segments; or
+        clusters: the shared centres of per-image segments (`segad.segments.auto_segments`): each
+            scored image is segmented by its own backbone features (`segad.production.bundle_segments`).
+            Exactly one of `segments` and `clusters`.
         brf: the fitted BRF (`xgboost.XGBClassifier` or `Booster`); saved as UBJSON with the
             feature column names.
         feature_columns: ordered BRF input columns: `segad.segments.columns.feature_columns` of
             these detectors and segments, or an ordered subset of them (a BRF of the brf stage
-            leaves out columns that were empty for its category). The supervised classifier
-            score is not supported in a bundle (its model is not bundled).
+            leaves out columns that were empty for its category); with `classifier_dirs`,
+            ``classifier__score`` first.
         operating_point, input_spec: `segad.production.operating_point`, `segad.production.inputs`.
         config: the training configuration to record (parameters, split seed, ...).
-        n_segments: L (default: largest label + 1).
+        classifier_dirs: the kept classifier model folder(s) behind ``classifier__score``
+            (`segad.meta.classifier_models`, fold order); empty = no classifier in the combination.
+        n_segments: L (default: largest label + 1, or the number of centres).
         segment_names: optional readable names of the segments.
         bundle_id: the id to record (default `new_bundle_id`).
     """
     target = Path(target)
     detectors = list(detector_dirs)
-    segments = np.asarray(segments)
-    n_segments = int(n_segments) if n_segments is not None else int(segments.max()) + 1
-    computed = computed_columns(detectors, n_segments)
+    if (segments is None) == (clusters is None):
+        raise BundleError("write_bundle needs exactly one of segments (a static map) and clusters (per-image)")
+    segmentation = (
+        BundleSegments.static(segments, n_segments)
+        if segments is not None
+        else BundleSegments.per_image(cast(FeatureClusters, clusters), n_segments)
+    )
+    n_segments = segmentation.n_segments
+    computed = computed_columns(detectors, n_segments, classifier=bool(classifier_dirs))
     try:
         column_positions(feature_columns, computed)
     except BundleSchemaError as error:
@@ -114,9 +122,10 @@ def write_bundle(
             f"feature columns do not match segad.segments.features for detectors {list(detectors)} and "
             f"{n_segments} segments: {error}"
         ) from error
-    if segments.shape != input_spec.image_size.hw:
+    if segmentation.labels is not None and segmentation.labels.shape != input_spec.image_size.hw:
         raise BundleSchemaError(
-            f"segment map {segments.shape} is not at the map resolution {input_spec.image_size.hw} (height, width)"
+            f"segment map {segmentation.labels.shape} is not at the map resolution {input_spec.image_size.hw} "
+            "(height, width)"
         )
     check_owned(target, own_files(target), "write_bundle")
     bundle_id = bundle_id or new_bundle_id()
@@ -125,7 +134,8 @@ def write_bundle(
     try:
         for name, source in detector_dirs.items():
             _copy_detector(name, Path(source), staging / DETECTORS_DIR / name)
-        save_segmentation(staging / SEGMENTATION_FILE, segments)
+        segmentation_entry = save_segments(staging, segmentation, input_spec.image_size)
+        classifier = copy_classifiers(classifier_dirs, staging, input_spec.image_size) if classifier_dirs else None
         booster = brf.get_booster() if hasattr(brf, "get_booster") else brf
         if booster.num_features() != len(feature_columns):
             raise BundleSchemaError(
@@ -142,6 +152,8 @@ def write_bundle(
             "packages": package_versions(),
             "detectors": list(detectors),
             "n_segments": n_segments,
+            "segmentation": segmentation_entry,
+            "classifier": classifier,
             "segment_names": {str(k): str(v) for k, v in (segment_names or {}).items()},
             "computed_columns": computed,
             "feature_columns": list(feature_columns),

@@ -49,6 +49,10 @@ import numpy as np
 BACKBONE = "tf_efficientnet_lite0"
 #: stride of each usable stage of BACKBONE (timm's `blocks.<i>`)
 STRIDES = {"blocks.1": 4, "blocks.2": 8, "blocks.3": 16, "blocks.4": 16, "blocks.5": 32}
+#: channels of each stage of BACKBONE
+CHANNELS = {"blocks.1": 24, "blocks.2": 40, "blocks.3": 80, "blocks.4": 112, "blocks.5": 192}
+#: where BACKBONE's weights come from (`segad.detection.weights`)
+WEIGHTS = "packaged:efficientnet_lite0"
 DEFAULT_LAYERS = ("blocks.2", "blocks.4")
 BATCH = 16  # images per backbone forward pass
 
@@ -68,6 +72,13 @@ def _check_layers(layers: Sequence[str]) -> tuple[str, ...]:
     if not layers or unknown:
         raise ValueError(f"auto_layers must be a non-empty list of {sorted(STRIDES)}, got {list(layers)}")
     return layers
+
+
+def backbone_fingerprint() -> str:
+    """`segad.detection.weights.weights_fingerprint` of the packaged weights the segments are computed with."""
+    from segad.detection.weights import WeightsSource, weights_fingerprint
+
+    return weights_fingerprint(WeightsSource.parse(WEIGHTS), pretrained=True)
 
 
 @lru_cache(maxsize=1)
@@ -261,6 +272,25 @@ class FeatureClusters:
             float(arrays["smooth"]),
             float(arrays["border"]) if "border" in arrays else 0.0,  # files written before the border band
         )
+
+    def check(self) -> FeatureClusters:
+        """Itself, after checking that the arrays fit each other and the layers; ValueError saying what does not."""
+        layers = _check_layers(self.layers)
+        channels = sum(CHANNELS[layer] for layer in layers)
+        centres, mean, components = (np.asarray(a) for a in (self.centres, self.mean, self.components))
+        if (
+            centres.ndim != 2
+            or len(centres) < 1
+            or mean.shape != (channels,)
+            or components.shape != (channels, centres.shape[1])
+        ):
+            raise ValueError(
+                f"centres {centres.shape}, mean {mean.shape} and components {components.shape} do not fit "
+                f"{'+'.join(layers)} ({channels} channels): expected (K, P), ({channels},), ({channels}, P)"
+            )
+        if not all(np.isfinite(a).all() for a in (centres, mean, components)) or not 0 <= self.smooth <= 0.25:
+            raise ValueError(f"non-finite centres, mean or components, or smooth {self.smooth} outside [0, 0.25]")
+        return self
 
 
 def fit_feature_clusters(

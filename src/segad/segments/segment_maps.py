@@ -29,8 +29,9 @@ the resolution of the anomaly maps. Sources (`SegmentMapConfig.method`):
 With ``method: null`` (the default) the method follows from what is given (`for_dataset`): a
 ``path`` means ``static``, a ``folder`` ``per_image``; with neither, the demo layout uses the map
 it ships (``<dataset.root>/segmentation.png``), ELPV its built-in map, and every other dataset
-the static ``auto`` map (logged, so nobody mistakes it for a map of theirs; ``auto_select`` is
-opt-in, see `AUTO_DEFAULT`).
+``auto_select`` (`AUTO_DEFAULT`): per category the static ``auto`` map when its good images are
+aligned, else ``auto_per_image``; the choice and the measure are logged, so nobody mistakes the
+automatic segments for a map of theirs.
 
 Every map is resized to the map resolution by nearest neighbour. A file whose labels fall outside
 [0, n_segments) or whose shape is not 2-D raises `SegmentMapError` naming the file.
@@ -74,10 +75,9 @@ log = logging.getLogger(__name__)
 
 Method = Literal["static", "per_image", "elpv", "auto", "auto_per_image", "auto_select", "single"]
 METHODS: tuple[str, ...] = get_args(Method)
-#: the method `for_dataset` picks for a dataset that ships no map: the static k-means map. Not
-#: ``auto_select``: on the shifted demo per-image segments did not beat it, a bundle cannot serve
-#: them yet, and the alignment measure can call noisy aligned parts unaligned (docs/features.md)
-AUTO_DEFAULT: Method = "auto"
+#: the method `for_dataset` picks for a dataset that ships no map: static k-means segments for a
+#: category whose good images are aligned, per-image segments otherwise (docs/features.md)
+AUTO_DEFAULT: Method = "auto_select"
 #: methods that may segment every image on its own (they read image files)
 PER_IMAGE_AUTO = ("auto_per_image", "auto_select")
 
@@ -369,7 +369,19 @@ def resolve_segmentation(
                 method = choose_method(value, config.alignment_threshold)
                 relation = ">=" if method == "auto" else "<"
                 chosen = f"alignment {value:.2f} {relation} {config.alignment_threshold:g} -> "
-                log.info("segmentation: category %s %s%s", category, chosen, method)
+                why = (
+                    "its good images are aligned: one static map fits"
+                    if method == "auto"
+                    else "its good images are not aligned: each image is segmented on its own"
+                )
+                log.info(
+                    "segmentation: category %s %s%s (share of %d good train images in register; %s)",
+                    category,
+                    chosen,
+                    method,
+                    len(paths),
+                    why,
+                )
         if method == "static":
             path = config.path[category] if isinstance(config.path, Mapping) else config.path
             if path is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pandas as pd
@@ -13,8 +12,6 @@ from segad.meta.brf import BRFParams
 from segad.production.assemble import BundleOptions, assemble_bundle
 from segad.segments.segment_maps import SegmentMaps
 from segad.versions import jsonable
-
-log = logging.getLogger(__name__)
 
 
 def build_bundle(
@@ -35,12 +32,15 @@ def build_bundle(
     anomaly_maps: dict,
     segmentation: dict,
     feature_params: dict,
+    classifier_scores: pd.DataFrame | None = None,
+    classifier_models: Path | None = None,
     **detector_handles,
 ) -> tuple[dict, dict]:
     """(arguments of `segad.production.writer.write_bundle`, operating-point report).
 
     `detector_handles` holds ``<detector>__map_index`` and ``<detector>__detector_store`` (the
-    folder of fitted detectors) per run detector. The parameters of the stages that produced the
+    folder of fitted detectors) per run detector; `classifier_scores` and `classifier_models` (the
+    folder of kept classifier models) serve a combination with g(I). The parameters of the stages that produced the
     bundle are recorded in its manifest (``config.parameters``); ``image_size`` (the parameter) is
     resolved from ``image_index`` as in every stage (`segad.images.resolve_image_size`) and the
     concrete size is recorded (``input_spec.image_size`` and ``config.parameters.image_size``). With ``bundle.build: false``
@@ -48,14 +48,6 @@ def build_bundle(
     """
     if not bundle.build:
         return {}, {"built": False, "reason": "bundle.build is false"}
-    if segment_maps is not None and segment_maps.clusters:  # auto_per_image, also chosen by auto_select
-        reason = (
-            f"per-image automatic segmentation ({', '.join(sorted(segment_maps.clusters))}) cannot be "
-            "bundled yet: scoring would need the shared centres and the backbone; set "
-            "segmentation.method: auto (static map) to build a bundle"
-        )
-        log.warning("no production bundle: %s", reason)
-        return {}, {"built": False, "reason": reason}
     size = resolve_image_size(image_size, image_index)
     recorded = jsonable(
         {
@@ -95,4 +87,6 @@ def build_bundle(
         brf_model=brf.model,
         options=bundle,
         recorded=recorded,
+        classifier_scores=classifier_scores,
+        classifier_models=classifier_models,
     )

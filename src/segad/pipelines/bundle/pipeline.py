@@ -36,6 +36,8 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
                     "splits": "splits",
                     "segment_maps": "segment_maps",
                     "brf_models": "brf_models",
+                    "classifier_scores": "classifier_scores",
+                    "classifier_models": "classifier_models",
                     **PARAMETERS,
                     **handles,
                 },

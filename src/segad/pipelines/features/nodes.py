@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -29,8 +30,8 @@ def build_segmentation(
     if given.method is None and config.method == "auto_select":
         log.warning(
             "no segment map given for dataset %r: automatic k-means segments (%d), static or per image "
-            "by the alignment of each category; set segmentation.path (static) or segmentation.folder "
-            "(per_image) to use your own",
+            "by the alignment of each category (segmentation.method: auto_select); set segmentation.path "
+            "(static) or segmentation.folder (per_image) to use your own",
             dataset.layout,
             config.auto_segments,
         )
@@ -76,14 +77,16 @@ def train_classifier(
     image_size: int | list[int] | str,
     device: str,
     store: MapStore,
+    models: Path | None = None,
 ) -> pd.DataFrame:
-    """Supervised classifier scores (image_id, split_seed, score); empty when disabled. Images are
-    resized to ``image_size`` resolved from ``image_index`` (`segad.images.resolve_image_size`);
-    each seed's scores are kept in `store` and reused while nothing they depend on changes."""
+    """Supervised classifier scores (image_id, split_seed, score, model_key); empty when disabled.
+    Images are resized to ``image_size`` resolved from ``image_index`` (`segad.images.resolve_image_size`);
+    each seed's scores are kept in `store` and reused while nothing they depend on changes, the
+    model(s) that produced them in the folder `models` (for the production bundle)."""
     if not config.enabled:
         return empty_scores()
     size = resolve_image_size(image_size, image_index)
-    return _classifier_scores(image_index, splits, synthetic_index, config, size, device, store)
+    return _classifier_scores(image_index, splits, synthetic_index, config, size, device, store, models)
 
 
 def compute_features(

@@ -37,6 +37,7 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
                     "params:image_size",
                     "params:device",
                     "classifier_store",
+                    "classifier_models",
                 ],
                 "classifier_scores",
                 name="train_classifier",

@@ -30,7 +30,7 @@ def score_folder(bundle: Bundle, params: ScoreOptions, device: str) -> tuple[pd.
     paths = list_images(folder)
     if not paths:
         log.warning("score: %s holds no image files; writing an empty inspection table", folder)
-    models = bundle.load_detectors(device=device)
+    models = bundle.load_models(device=device)  # detectors, and the classifier model(s) when bundled
     start = time.perf_counter()
     result = score_images(
         paths,

@@ -1,0 +1,137 @@
+"""The trained classifier models g(I) of a run, kept so that a production bundle can score with them.
+
+`segad.meta.classifier_protocol` trains, per split seed, one model (``cross_fit_folds: 0``) or K
+models (``K >= 2``; a test row's score is the mean of their logits). With a models folder it keeps
+them under the seed's scores key (`classifier/seed_<s>/<digest>`, the ``model_key`` column of the
+scores table)::
+
+    <root>/classifier/seed_0/<digest>/model_0/   detector.json + state_dict.pt
+                                      model_1/   (K >= 2: one folder per fold)
+
+Each folder is written by `segad.detection.persistence.write_model_folder` (atomic; the state's
+sha256 in ``detector.json``, whose ``detector`` is ``classifier``). Every tensor of the model is
+saved, the frozen stem included, so reloading needs no weights file and downloads nothing: the
+architecture is built with random weights (the caller's random state untouched) and restored with
+``weights_only=True`` and ``strict=True``. A frozen-mode model reloads as the whole network,
+which computes the same function (its forward is stem then tail). Size: 13 747 963 bytes per
+EfficientNet-Lite0 model (float32; measured in the run of tests/test_bundle_per_image.py).
+
+Example:
+    >>> from segad.meta.classifier_models import model_folders
+    >>> [p.as_posix() for p in model_folders("models", "classifier/seed_0/abc", 2)]
+    ['models/classifier/seed_0/abc/model_0', 'models/classifier/seed_0/abc/model_1']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from segad.images import ImageSize, SizeLike
+from segad.meta.classifier import ClassifierConfig, build_model
+
+#: bump when segad's code changes what a kept classifier model means
+FORMAT_VERSION = 1
+NAME = "classifier"
+
+
+def n_models(config: ClassifierConfig) -> int:
+    """Models one seed trains: 1 (the paper's protocol) or ``cross_fit_folds``."""
+    return max(int(config.cross_fit_folds), 1)
+
+
+def model_folders(root: str | Path, key: str, count: int) -> list[Path]:
+    """The folders of the `count` models kept under the scores `key`."""
+    return [Path(root) / key / f"model_{k}" for k in range(count)]
+
+
+def models_kept(root: str | Path, key: str, count: int) -> bool:
+    """Whether all `count` models of `key` are kept (each folder with its ``detector.json``)."""
+    return all((folder / "detector.json").is_file() for folder in model_folders(root, key, count))
+
+
+def kept_folders(root: str | Path, key: str) -> list[Path]:
+    """The folders of every model kept under `key` (their count is recorded in model_0); ValueError
+    naming the folder when one is missing."""
+    import json
+
+    first = Path(root) / key / "model_0" / "detector.json"
+    try:
+        count = int(json.loads(first.read_text())["n_models"])
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(
+            f"{first.parent}: no kept classifier model ({error}); run the features pipeline again to keep it"
+        ) from error
+    if not models_kept(root, key, count):
+        raise ValueError(f"{Path(root) / key}: {count} classifier models were kept, some are missing")
+    return model_folders(root, key, count)
+
+
+def save_classifiers(
+    models: Sequence, config: ClassifierConfig, image_size: SizeLike, root: str | Path, key: str
+) -> None:
+    """Keep the models of one seed under `key` (model k = fold k; one model for protocol 0)."""
+    from segad.detection.persistence import write_model_folder
+    from segad.versions import jsonable
+
+    meta = {
+        "format": FORMAT_VERSION,
+        "detector": NAME,
+        "image_size": ImageSize.parse(image_size).to_json(),
+        "config": jsonable(config),
+        "cross_fit_folds": int(config.cross_fit_folds),
+        "n_models": len(models),
+    }
+    for k, (model, folder) in enumerate(zip(models, model_folders(root, key, len(models)))):
+        write_model_folder(model, {**meta, "fold": k}, folder, "the classifier")
+
+
+def load_classifier(directory: str | Path, device: str = "cpu"):
+    """Reload a kept model: ``(model in eval mode, its ClassifierConfig, its ImageSize)``.
+
+    `segad.detection.persistence.DetectorLoadError` naming the folder when it is missing, damaged
+    or holds something else."""
+    import torch
+
+    from segad.detection.persistence import DetectorLoadError, read_model_folder
+
+    directory = Path(directory)
+    meta, state = read_model_folder(directory, detector=NAME)
+    try:
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"format {meta.get('format')}, this segad reads {FORMAT_VERSION}")
+        config = ClassifierConfig(**meta["config"])
+        size = ImageSize.parse(meta["image_size"])
+        with torch.random.fork_rng(devices=[]):  # the random init must not move the caller's RNG
+            model = build_model(dataclasses.replace(config, mode="full", pretrained=False))
+        model.load_state_dict(state, strict=True)
+    except Exception as error:  # noqa: BLE001 - any problem becomes a named folder error
+        raise DetectorLoadError(f"{directory}: damaged saved classifier ({error})") from error
+    model.to(device)
+    model.eval()
+    return model, config, size
+
+
+def combined_logits(models: Sequence, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """float64 (N,) scores of float32 (N, 3, H, W) images in [0, 1], as the protocol gives test rows:
+    the single model's logit, or the mean of the K cross-fitted models' logits; rounded to float32
+    as the scores are stored (`segad.meta.classifier_protocol`)."""
+    import torch
+
+    x = torch.as_tensor(np.asarray(images, dtype=np.float32))
+    total = np.zeros(len(x))
+    with torch.no_grad():
+        for model in models:
+            device = next(model.parameters()).device
+            model.eval()
+            logits = [
+                model(x[start : start + batch_size].to(device))[:, 0].double().cpu().numpy()
+                for start in range(0, len(x), batch_size)
+            ]
+            total += np.concatenate(logits) if logits else np.zeros(0)
+    if len(models) > 1:
+        total = total / len(models)
+    return total.astype(np.float32).astype(np.float64)
