@@ -41,7 +41,7 @@ def test_kept_models_reproduce_the_test_scores(tmp_path, backbones, mode, folds)
     x = np.stack([read_image(p, 32) for p in index.set_index("image_id").loc[test, "path"]])
     # the same function of each image; another batch composition than training's may move it by ~1e-5
     np.testing.assert_allclose(combined_logits(loaded, x), expected, rtol=1e-5, atol=1e-4)
-    _, kept_config, size = load_classifier(model_folders(tmp_path / "models", key, 1)[0])
+    _, kept_config, size = load_classifier(model_folders(tmp_path / "models", key, 1)[0], device="auto")
     assert kept_config == config and size.hw == (32, 32)
 
 

@@ -90,12 +90,14 @@ def save_classifiers(
 
 
 def load_classifier(directory: str | Path, device: str = "cpu"):
-    """Reload a kept model: ``(model in eval mode, its ClassifierConfig, its ImageSize)``.
+    """Reload a kept model on `device` (cpu | cuda | auto): ``(model in eval mode, its
+    ClassifierConfig, its ImageSize)``.
 
     `segad.detection.persistence.DetectorLoadError` naming the folder when it is missing, damaged
     or holds something else."""
     import torch
 
+    from segad.detection.config import resolve_device
     from segad.detection.persistence import DetectorLoadError, read_model_folder
 
     directory = Path(directory)
@@ -110,7 +112,7 @@ def load_classifier(directory: str | Path, device: str = "cpu"):
         model.load_state_dict(state, strict=True)
     except Exception as error:  # noqa: BLE001 - any problem becomes a named folder error
         raise DetectorLoadError(f"{directory}: damaged saved classifier ({error})") from error
-    model.to(device)
+    model.to(resolve_device(device))
     model.eval()
     return model, config, size
 

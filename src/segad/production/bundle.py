@@ -31,14 +31,16 @@ classifier, neither block) is still read.
 Loading (`load_bundle`) refuses, with an error that says what differs:
 
 - another format or a newer format version (`BundleVersionError`);
-- per-image segments whose packaged backbone weights differ from the installed ones, as packages;
+- per-image segments computed with other packaged backbone weights than the installed ones
+  (`BundleVersionError`; only a warning with `allow_version_mismatch`);
 - packages whose recorded major.minor differs from the installed one for the libraries that
   define the model files or the numbers (`CHECKED_PACKAGES`), unless `allow_version_mismatch`
   (then it only logs a warning);
 - feature columns that this code's `segad.segments.columns.feature_columns` no longer produces for
   the bundled detectors and segments, BRF columns that are not an ordered subset of them, or that
   differ from the BRF's own feature names (`BundleSchemaError`);
-- a file whose sha256 differs from the manifest, or a missing file (`BundleIntegrityError`).
+- a file whose sha256 differs from the manifest, or a missing file (`BundleIntegrityError`);
+- per-image centres or classifier folders that do not fit the manifest (`BundleSchemaError`).
 
 Nothing is unpickled: the BRF loads from UBJSON, the segment map or centres with
 ``np.load(allow_pickle=False)``, detectors through `segad.detection.persistence` (torch weights with
