@@ -46,7 +46,7 @@ def per_image_run(shifted, tmp_path_factory):
     base = yaml.safe_load((project / "conf" / "base" / "parameters_segmentation.yml").read_text())
     assert base["segmentation"]["method"] is None
     classifier = yaml.safe_load((project / "conf" / "base" / "parameters_features.yml").read_text())["classifier"]
-    assert classifier["enabled"] and classifier["cross_fit_folds"] == 0
+    assert classifier["enabled"] and classifier["cross_fit_folds"] == 3 and classifier["backend"] == "openvino"
     set_parameters(
         project,
         dataset={"layout": "vad", "root": str(shifted), "category": None, "on_bad_image": "fail"},
@@ -80,7 +80,7 @@ def test_the_default_picks_per_image_segments_and_the_bundle_holds_their_centres
 def test_scoring_gives_the_training_runs_features_and_scores(per_image_run, shifted):
     bundle = load_bundle(resolve_bundle(per_image_run / "data" / "06_models" / "segad_bundle"))
     seed, method = bundle.manifest["config"]["split_seed"], bundle.manifest["config"]["method"]
-    assert method == "classifier+padim+segad" and bundle.classifier_models == 1
+    assert method == "classifier+padim+segad" and bundle.classifier_models == 3  # cross-fitted: the K models
     inspection = pd.read_parquet(per_image_run / "data" / "07_model_output" / "inspection.parquet")
     assert (inspection["status"] == "ok").all()
     inspection["image_id"] = "test/" + inspection["image"]

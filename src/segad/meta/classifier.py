@@ -199,7 +199,7 @@ class ActivationCache:
         self._store: dict[tuple[str, ImageSize, str], object] = {}
         self._runners: dict[tuple[str, ImageSize], Any] = {}
 
-    def _stem(self, model, batch, size: ImageSize, device: str):
+    def stem_output(self, model, batch, size: ImageSize, device: str):
         """The stem's output of a float32 (B, 3, H, W) batch: eager, or the converted stem on CPU."""
         import torch
 
@@ -235,7 +235,7 @@ class ActivationCache:
         with torch.no_grad():
             for start in range(0, len(todo), self.batch_size):
                 chunk = todo[start : start + self.batch_size]
-                out = self._stem(model, _load_batch([where[k] for k in chunk], size), size, device)
+                out = self.stem_output(model, _load_batch([where[k] for k in chunk], size), size, device)
                 self._store.update(zip(chunk, out.unbind(0)))
                 self.computed += len(chunk)
         if not keys:

@@ -12,8 +12,9 @@ Each folder is written by `segad.detection.persistence.write_model_folder` (atom
 sha256 in ``detector.json``, whose ``detector`` is ``classifier``). Every tensor of the model is
 saved, the frozen stem included, so reloading needs no weights file and downloads nothing: the
 architecture is built with random weights (the caller's random state untouched) and restored with
-``weights_only=True`` and ``strict=True``. A frozen-mode model reloads as the whole network,
-which computes the same function (its forward is stem then tail). Size: 13 747 963 bytes per
+``weights_only=True`` and ``strict=True``. A frozen-mode model on packaged weights reloads with its
+stem / tail split, so `combined_logits` runs the shared stem once per image on the model's
+backend (as training did) and each model's tail; any other reloads as the whole network. Size: 13 747 963 bytes per
 EfficientNet-Lite0 model (float32; measured in the run of tests/test_bundle_per_image.py).
 
 Example:
@@ -25,6 +26,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import tempfile
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -107,9 +110,16 @@ def load_classifier(directory: str | Path, device: str = "cpu"):
             raise ValueError(f"format {meta.get('format')}, this segad reads {FORMAT_VERSION}")
         config = ClassifierConfig(**meta["config"])
         size = ImageSize.parse(meta["image_size"])
+        # a frozen-mode model on packaged weights reloads with its stem / tail split (the stem then
+        # runs once for all K models, on config.backend, as in training); others as the whole network
+        frozen = config.mode == "frozen" and config.weights.startswith("packaged:")
         with torch.random.fork_rng(devices=[]):  # the random init must not move the caller's RNG
-            model = build_model(dataclasses.replace(config, mode="full", pretrained=False))
+            if frozen:
+                model = build_model(dataclasses.replace(config, cache_dir=str(Path(tempfile.gettempdir()) / NAME)))
+            else:
+                model = build_model(dataclasses.replace(config, mode="full", pretrained=False))
         model.load_state_dict(state, strict=True)
+        model.stem_backend = config.backend if frozen else "eager"
     except Exception as error:  # noqa: BLE001 - any problem becomes a named folder error
         raise DetectorLoadError(f"{directory}: damaged saved classifier ({error})") from error
     model.to(resolve_device(device))
@@ -117,23 +127,44 @@ def load_classifier(directory: str | Path, device: str = "cpu"):
     return model, config, size
 
 
+_STEMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def combined_logits(models: Sequence, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """float64 (N,) scores of float32 (N, 3, H, W) images in [0, 1], as the protocol gives test rows:
     the single model's logit, or the mean of the K cross-fitted models' logits; rounded to float32
-    as the scores are stored (`segad.meta.classifier_protocol`)."""
+    as the scores are stored (`segad.meta.classifier_protocol`). Frozen-mode models sharing one
+    stem run it once per image, on their ``stem_backend`` (`load_classifier`), then each tail."""
     import torch
+
+    from segad.meta.classifier import ActivationCache
 
     x = torch.as_tensor(np.asarray(images, dtype=np.float32))
     total = np.zeros(len(x))
+    shared = len({getattr(m, "stem_key", None) for m in models}) == 1 and all(
+        getattr(m, "frozen_blocks", None) is not None for m in models
+    )
     with torch.no_grad():
-        for model in models:
-            device = next(model.parameters()).device
-            model.eval()
-            logits = [
-                model(x[start : start + batch_size].to(device))[:, 0].double().cpu().numpy()
-                for start in range(0, len(x), batch_size)
-            ]
-            total += np.concatenate(logits) if logits else np.zeros(0)
+        if shared and len(x):
+            device = next(models[0].parameters()).device
+            if models[0] not in _STEMS:  # one converted, checked stem per loaded model, not per call
+                _STEMS[models[0]] = ActivationCache(batch_size, getattr(models[0], "stem_backend", "eager"))
+            stem = _STEMS[models[0]]
+            size = ImageSize(*x.shape[-2:])
+            for start in range(0, len(x), batch_size):
+                h = stem.stem_output(models[0], x[start : start + batch_size], size, device.type).to(device)
+                for model in models:
+                    model.eval()
+                    total[start : start + len(h)] += model.tail(h)[:, 0].double().cpu().numpy()
+        else:
+            for model in models:
+                device = next(model.parameters()).device
+                model.eval()
+                logits = [
+                    model(x[start : start + batch_size].to(device))[:, 0].double().cpu().numpy()
+                    for start in range(0, len(x), batch_size)
+                ]
+                total += np.concatenate(logits) if logits else np.zeros(0)
     if len(models) > 1:
         total = total / len(models)
     return total.astype(np.float32).astype(np.float64)
