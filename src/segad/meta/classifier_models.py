@@ -115,7 +115,9 @@ def load_classifier(directory: str | Path, device: str = "cpu"):
         frozen = config.mode == "frozen" and config.weights.startswith("packaged:")
         with torch.random.fork_rng(devices=[]):  # the random init must not move the caller's RNG
             if frozen:
-                model = build_model(dataclasses.replace(config, cache_dir=str(Path(tempfile.gettempdir()) / "segad-backbones")))
+                model = build_model(
+                    dataclasses.replace(config, cache_dir=str(Path(tempfile.gettempdir()) / "segad-backbones"))
+                )
             else:
                 model = build_model(dataclasses.replace(config, mode="full", pretrained=False))
         model.load_state_dict(state, strict=True)
