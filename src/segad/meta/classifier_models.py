@@ -41,11 +41,6 @@ FORMAT_VERSION = 1
 NAME = "classifier"
 
 
-def n_models(config: ClassifierConfig) -> int:
-    """Models one seed trains: 1 (the paper's protocol) or ``cross_fit_folds``."""
-    return max(int(config.cross_fit_folds), 1)
-
-
 def model_folders(root: str | Path, key: str, count: int) -> list[Path]:
     """The folders of the `count` models kept under the scores `key`."""
     return [Path(root) / key / f"model_{k}" for k in range(count)]
