@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from segad.evaluation.metrics import aggregate_over_seeds
-from segad.evaluation.report import method_order, package_versions, render_report, results_table
+from segad.evaluation.report import method_order, package_versions, render_report, results_table, segad_gain
 
 KEYS = ["dataset", "category", "benchmark", "method", "subset"]
 
@@ -76,6 +76,25 @@ def test_render_report_sections(tmp_path):
     config = text.split("```yaml\n")[1].split("```")[0]
     assert yaml.safe_load(config) == params
     assert "| kedro | 1.7.0 |" in text
+
+
+def test_segad_gain_names_the_best_of_each_side():
+    table = metrics_table(subsets=("all",))
+    # AUROC means: padim+patchcore+segad 97.0, patchcore 82.0; PG2 65.0 and 50.0
+    line = segad_gain(table, "demo")
+    assert line == (
+        "Best SegAD method against the best single detector: AUROC 97.0 (padim+patchcore+segad) against "
+        "82.0 (patchcore): **+15.0**; PG2 65.0 (padim+patchcore+segad) against 50.0 (patchcore): **+15.0**."
+    )
+    assert line in render_report(table, {}, {}, {})
+    # a SegAD method below the detector shows a negative gain; the classifier is not a detector
+    worse = table.copy()
+    worse.loc[worse["method"].str.endswith("segad"), "auroc"] -= 0.2  # 77.0 and 72.0
+    classifier = table[table["method"] == "patchcore"].assign(method="classifier", auroc=0.99)
+    line = segad_gain(pd.concat([worse, classifier]), "demo")
+    assert "AUROC 77.0 (padim+patchcore+segad) against 82.0 (patchcore): **-5.0**" in line
+    only_segad = table[table["method"].str.endswith("segad")]
+    assert segad_gain(only_segad, "demo") is None
 
 
 def test_several_categories_use_the_mean_and_per_category_tables():

@@ -118,6 +118,30 @@ def results_table(
     return "\n".join(lines)
 
 
+def segad_gain(metrics: pd.DataFrame, category: str, subset: str = "all") -> str | None:
+    """One sentence: the best SegAD method against the best single detector (AUROC and PG2).
+
+    Single detectors are the methods without ``+`` other than ``classifier`` (the supervised
+    SuperSimpleNet counts as one); each metric's best is taken separately, from the ``mean`` rows.
+    None when the run has no SegAD method or no single detector.
+    """
+    mean, _ = _stat_rows(metrics)
+    mean = mean[(mean["category"] == category) & (mean["subset"] == subset)].set_index("method")
+    segad = mean[mean.index.str.endswith("segad")]
+    alone = mean[~mean.index.str.contains("+", regex=False) & (mean.index != "classifier")]
+    if segad.empty or alone.empty:
+        return None
+    parts = []
+    for metric in ("auroc", "pg2"):
+        best, single = segad[metric].idxmax(), alone[metric].idxmax()
+        gain = 100 * (segad.at[best, metric] - alone.at[single, metric])
+        parts.append(
+            f"{METRIC_TITLES[metric]} {100 * segad.at[best, metric]:.1f} ({best}) against "
+            f"{100 * alone.at[single, metric]:.1f} ({single}): **{gain:+.1f}**"
+        )
+    return "Best SegAD method against the best single detector: " + "; ".join(parts) + "."
+
+
 def category_table(metrics: pd.DataFrame, metric: str = "auroc", subset: str = "all") -> str:
     """Markdown table: one row per category, one column per method, ``metric`` mean ± std (%)."""
     mean, std = _stat_rows(metrics)
@@ -171,6 +195,9 @@ def render_report(
     ]
     heading = "mean over categories" if headline == "mean" else f"category {headline}"
     out += [f"## Results ({heading}, all test images)", "", results_table(metrics, headline, "all"), ""]
+    gain = segad_gain(metrics, headline, "all")
+    if gain:
+        out += [gain, ""]
     for subset, meaning in (
         ("seen", "good test images + bad images of defect types seen in training"),
         ("unseen", "good test images + bad images of defect types never seen in training"),

@@ -1,0 +1,119 @@
+"""How SegAD's gain over the detectors shrinks as real bad training images get fewer.
+
+On a finished run's feature table (``<data-root>/04_feature/features``, the maps and segment
+statistics are reused as they are), each (category, split seed) keeps only ``n`` of its
+brf_train bad rows, drawn at random (``--draws`` independent draws per ``n``; every brf_train
+good row stays), refits the BRF of every default combination with the conf's settings
+(conf/base/parameters_brf.yml) and evaluates on the unchanged test rows. ``all`` keeps every bad
+row (the run's own regime). The classifier column is dropped: its stored scores come from models
+trained on every bad image, which would overstate a low-shot regime.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_low_shot.py --data-root data/elpv \
+        --detectors padim patchcore --n 14 40 all --draws 4
+
+Prints AUROC and PG2 (percent, mean over categories, split seeds and draws) per ``n`` and method,
+and per ``n`` the best SegAD method against the best single detector.
+"""
+
+from __future__ import annotations
+
+import argparse
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from tqdm import tqdm
+
+from segad.evaluation.metrics import auroc, pg
+from segad.meta.brf import SEGAD_SUFFIX, BRFConfig, run_brf
+from segad.segments.columns import CLASSIFIER
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def read_features(folder: Path) -> pd.DataFrame:
+    """Every partition of a feature table, with its category and split_seed from the path."""
+    frames = []
+    for part in sorted(folder.rglob("*.parquet")):
+        frame = pd.read_parquet(part)
+        keys = dict(p.split("=", 1) for p in part.relative_to(folder).parts[:-1] if "=" in p)
+        for key in ("category", "split_seed"):
+            if key not in frame.columns:
+                frame[key] = keys[key]
+        frames.append(frame)
+    if not frames:
+        raise FileNotFoundError(f"no feature partitions under {folder}")
+    table = pd.concat(frames, ignore_index=True)
+    table["split_seed"] = table["split_seed"].astype(int)
+    return table.drop(columns=[c for c in table.columns if c.startswith(f"{CLASSIFIER}__")])
+
+
+def keep_bad(table: pd.DataFrame, n: int | None, draw: int) -> pd.DataFrame:
+    """Each (category, split seed) with only ``n`` brf_train bad rows (None: all), drawn with ``draw``."""
+    kept = []
+    for (category, seed), rows in table.groupby(["category", "split_seed"]):
+        is_bad = (rows["role"] == "brf_train") & (rows["label"] == 1)
+        bad = rows[is_bad]
+        if n is not None and n < len(bad):
+            rng = np.random.default_rng([draw, int(seed), zlib.crc32(str(category).encode())])
+            bad = bad.iloc[np.sort(rng.choice(len(bad), size=n, replace=False))]
+        kept += [rows[~is_bad], bad]
+    return pd.concat(kept, ignore_index=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", type=Path, required=True, help="the run's data_root (e.g. data/elpv)")
+    parser.add_argument("--detectors", nargs="+", default=["padim", "patchcore"])
+    parser.add_argument("--n", nargs="+", default=["14", "40", "all"], help="bad rows kept per category and seed")
+    parser.add_argument("--draws", type=int, default=4)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="optional CSV of every (n, draw, category, seed, method)"
+    )
+    args = parser.parse_args()
+
+    brf = yaml.safe_load((ROOT / "conf/base/parameters_brf.yml").read_text())["brf"]["model"]
+    config = BRFConfig(**brf)
+    table = read_features(args.data_root / "04_feature/features")
+    plan = [(None if n == "all" else int(n), draw) for n in args.n for draw in range(1 if n == "all" else args.draws)]
+    rows = []
+    for n, draw in tqdm(plan, desc="low-shot BRFs"):
+        subset = keep_bad(table, n, draw)
+        _, scores = run_brf(subset, args.detectors, config)
+        test = subset[subset["role"] == "test"][["image_id", "split_seed", "category", "label"]]
+        merged = scores.merge(test, on=["image_id", "split_seed"])
+        for (category, seed, method), group in merged.groupby(["category", "split_seed", "method"]):
+            labels, values = group["label"].to_numpy(), group["score"].to_numpy()
+            rows.append(
+                {
+                    "n": "all" if n is None else n,
+                    "draw": draw,
+                    "category": category,
+                    "split_seed": seed,
+                    "method": method,
+                    "auroc": 100 * auroc(labels, values),
+                    "pg2": 100 * pg(labels, values),
+                }
+            )
+    result = pd.DataFrame(rows)
+    if args.out:
+        result.to_csv(args.out, index=False)
+    result["n"] = result["n"].astype(str)
+    mean = result.groupby(["n", "method"], sort=False)[["auroc", "pg2"]].mean().round(1)
+    print(mean.to_string())
+    for n, group in mean.groupby(level="n", sort=False):
+        group = group.droplevel("n")
+        segad = group[group.index.str.endswith(SEGAD_SUFFIX)]
+        alone = group[~group.index.str.endswith(SEGAD_SUFFIX)]
+        print(
+            f"n={n}: best SegAD AUROC {segad.auroc.max():.1f} ({segad.auroc.idxmax()}) vs best detector "
+            f"{alone.auroc.max():.1f} ({alone.auroc.idxmax()}): {segad.auroc.max() - alone.auroc.max():+.1f}; "
+            f"PG2 {segad.pg2.max():.1f} ({segad.pg2.idxmax()}) vs {alone.pg2.max():.1f} ({alone.pg2.idxmax()}): "
+            f"{segad.pg2.max() - alone.pg2.max():+.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
