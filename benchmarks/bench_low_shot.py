@@ -26,6 +26,7 @@ import pandas as pd
 import yaml
 from tqdm import tqdm
 
+from segad.datasets.partitioned_parquet_dataset import PartitionedTable
 from segad.evaluation.metrics import auroc, pg
 from segad.meta.brf import SEGAD_SUFFIX, BRFConfig, run_brf
 from segad.segments.columns import CLASSIFIER
@@ -33,20 +34,14 @@ from segad.segments.columns import CLASSIFIER
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def read_features(folder: Path) -> pd.DataFrame:
-    """Every partition of a feature table, with its category and split_seed from the path."""
-    frames = []
-    for part in sorted(folder.rglob("*.parquet")):
-        frame = pd.read_parquet(part)
-        keys = dict(p.split("=", 1) for p in part.relative_to(folder).parts[:-1] if "=" in p)
-        for key in ("category", "split_seed"):
-            if key not in frame.columns:
-                frame[key] = keys[key]
-        frames.append(frame)
-    if not frames:
-        raise FileNotFoundError(f"no feature partitions under {folder}")
-    table = pd.concat(frames, ignore_index=True)
-    table["split_seed"] = table["split_seed"].astype(int)
+def read_features(data_root: Path, benchmark: str, detectors: list[str]) -> pd.DataFrame:
+    """The run's rows of the feature table (the catalog entry's partitioning), classifier column dropped."""
+    entry = yaml.safe_load((ROOT / "conf/base/catalog_features.yml").read_text())["features"]
+    table = PartitionedTable(data_root / "04_feature/features", entry["partition_cols"], entry["partition_types"]).read(
+        benchmark=benchmark, detectors="+".join(sorted(detectors))
+    )
+    if table.empty:
+        raise FileNotFoundError(f"no {benchmark} features of {detectors} under {data_root}/04_feature/features")
     return table.drop(columns=[c for c in table.columns if c.startswith(f"{CLASSIFIER}__")])
 
 
@@ -67,6 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, required=True, help="the run's data_root (e.g. data/elpv)")
     parser.add_argument("--detectors", nargs="+", default=["padim", "patchcore"])
+    parser.add_argument("--benchmark", default="high_shot")
     parser.add_argument("--n", nargs="+", default=["14", "40", "all"], help="bad rows kept per category and seed")
     parser.add_argument("--draws", type=int, default=4)
     parser.add_argument(
@@ -76,7 +72,7 @@ def main() -> None:
 
     brf = yaml.safe_load((ROOT / "conf/base/parameters_brf.yml").read_text())["brf"]["model"]
     config = BRFConfig(**brf)
-    table = read_features(args.data_root / "04_feature/features")
+    table = read_features(args.data_root, args.benchmark, args.detectors)
     plan = [(None if n == "all" else int(n), draw) for n in args.n for draw in range(1 if n == "all" else args.draws)]
     rows = []
     for n, draw in tqdm(plan, desc="low-shot BRFs"):
