@@ -95,6 +95,8 @@ def test_segad_gain_names_the_best_of_each_side():
     assert "AUROC 77.0 (padim+patchcore+segad) against 82.0 (patchcore): **-5.0**" in line
     only_segad = table[table["method"].str.endswith("segad")]
     assert segad_gain(only_segad, "demo") is None
+    no_pg2 = table.assign(pg2=float("nan"))
+    assert "PG2" not in segad_gain(no_pg2, "demo")
 
 
 def test_several_categories_use_the_mean_and_per_category_tables():

@@ -123,7 +123,7 @@ def segad_gain(metrics: pd.DataFrame, category: str, subset: str = "all") -> str
 
     Single detectors are the methods without ``+`` other than ``classifier`` (the supervised
     SuperSimpleNet counts as one); each metric's best is taken separately, from the ``mean`` rows.
-    None when the run has no SegAD method or no single detector.
+    A metric that is NaN for every method of a side is left out; None when nothing is left.
     """
     mean, _ = _stat_rows(metrics)
     mean = mean[(mean["category"] == category) & (mean["subset"] == subset)].set_index("method")
@@ -133,12 +133,16 @@ def segad_gain(metrics: pd.DataFrame, category: str, subset: str = "all") -> str
         return None
     parts = []
     for metric in ("auroc", "pg2"):
+        if segad[metric].isna().all() or alone[metric].isna().all():
+            continue
         best, single = segad[metric].idxmax(), alone[metric].idxmax()
         gain = 100 * (segad.at[best, metric] - alone.at[single, metric])
         parts.append(
             f"{METRIC_TITLES[metric]} {100 * segad.at[best, metric]:.1f} ({best}) against "
             f"{100 * alone.at[single, metric]:.1f} ({single}): **{gain:+.1f}**"
         )
+    if not parts:
+        return None
     return "Best SegAD method against the best single detector: " + "; ".join(parts) + "."
 
 
