@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from segad.datasets.partitioned_parquet_dataset import PartitionedTable
 from segad.evaluation.metrics import auroc, pg
-from segad.meta.brf import SEGAD_SUFFIX, BRFConfig, run_brf
+from segad.evaluation.report import segad_gain
+from segad.meta.brf import BRFConfig, run_brf
 from segad.segments.columns import CLASSIFIER
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,18 +98,11 @@ def main() -> None:
     if args.out:
         result.to_csv(args.out, index=False)
     result["n"] = result["n"].astype(str)
-    mean = result.groupby(["n", "method"], sort=False)[["auroc", "pg2"]].mean().round(1)
-    print(mean.to_string())
+    mean = result.groupby(["n", "method"], sort=False)[["auroc", "pg2"]].mean()
+    print(mean.round(1).to_string())
     for n, group in mean.groupby(level="n", sort=False):
-        group = group.droplevel("n")
-        segad = group[group.index.str.endswith(SEGAD_SUFFIX)]
-        alone = group[~group.index.str.endswith(SEGAD_SUFFIX)]
-        print(
-            f"n={n}: best SegAD AUROC {segad.auroc.max():.1f} ({segad.auroc.idxmax()}) vs best detector "
-            f"{alone.auroc.max():.1f} ({alone.auroc.idxmax()}): {segad.auroc.max() - alone.auroc.max():+.1f}; "
-            f"PG2 {segad.pg2.max():.1f} ({segad.pg2.idxmax()}) vs {alone.pg2.max():.1f} ({alone.pg2.idxmax()}): "
-            f"{segad.pg2.max() - alone.pg2.max():+.1f}"
-        )
+        rows = group.droplevel("n").reset_index().assign(category="all", subset="all", split_seed="mean")
+        print(f"n={n}: {segad_gain(rows.assign(auroc=rows.auroc / 100, pg2=rows.pg2 / 100), 'all')}")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,12 @@ SHOWN = ("auroc", "pg2", "fpr95tpr", "f1max")
 
 
 def training_items(rows: pd.DataFrame) -> list[TrainImage]:
-    """detector_train good + brf_train bad rows of one (category, seed) as training images."""
+    """detector_train good + brf_train bad rows of one (category, seed) as training images.
+
+    The same images as the pipeline's full model (`segad.detection.supervised_stage.plan_supervised`,
+    fold FULL), in the index's row order rather than sorted by path: the figures in docs/results.md
+    were measured with this order, and the order decides the seeded batches.
+    """
     chosen = rows[
         ((rows.role == "detector_train") & (rows.label == 0)) | ((rows.role == "brf_train") & (rows.label == 1))
     ]

@@ -26,6 +26,8 @@ import yaml
 
 from segad import versions
 from segad.evaluation.metrics import METRIC_COLUMNS
+from segad.meta.brf import SEGAD_SUFFIX
+from segad.segments.columns import CLASSIFIER
 from segad.versions import jsonable
 
 #: Column titles of the results table, as in the papers.
@@ -127,8 +129,8 @@ def segad_gain(metrics: pd.DataFrame, category: str, subset: str = "all") -> str
     """
     mean, _ = _stat_rows(metrics)
     mean = mean[(mean["category"] == category) & (mean["subset"] == subset)].set_index("method")
-    segad = mean[mean.index.str.endswith("segad")]
-    alone = mean[~mean.index.str.contains("+", regex=False) & (mean.index != "classifier")]
+    segad = mean[mean.index.str.endswith(SEGAD_SUFFIX)]
+    alone = mean[~mean.index.str.contains("+", regex=False) & (mean.index != CLASSIFIER)]
     if segad.empty or alone.empty:
         return None
     parts = []
