@@ -6,10 +6,12 @@ brf_train bad rows, drawn at random (``--draws`` independent draws per ``n``; ev
 good row stays), refits the BRF of every default combination with the conf's settings
 (conf/base/parameters_brf.yml) and evaluates on the unchanged test rows. ``all`` keeps every bad
 row (the run's own regime). The classifier column is dropped: its stored scores come from models
-trained on every bad image, which would overstate a low-shot regime.
+trained on every bad image, which would overstate a low-shot regime. The run's synthetic defects
+(the top-up, ``defects.top_up_share``) stay beside the kept real bad rows, or are all dropped with
+``--synthetic drop`` (the paper's regime), so one run measures both.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_low_shot.py --data-root data/elpv \
-        --detectors padim patchcore --n 14 40 all --draws 4
+        --detectors padim patchcore --n 14 40 all --draws 4 --synthetic keep drop
 
 Prints AUROC and PG2 (percent, mean over categories, split seeds and draws) per ``n`` and method,
 and per ``n`` the best SegAD method against the best single detector.
@@ -46,11 +48,17 @@ def read_features(data_root: Path, benchmark: str, detectors: list[str]) -> pd.D
     return table.drop(columns=[c for c in table.columns if c.startswith(f"{CLASSIFIER}__")])
 
 
+def is_synthetic(table: pd.DataFrame) -> pd.Series:
+    """Rows of synthetic defects (``synthetic/...`` image ids, segad.ingestion.defects)."""
+    return table["image_id"].astype(str).str.startswith("synthetic/")
+
+
 def keep_bad(table: pd.DataFrame, n: int | None, draw: int) -> pd.DataFrame:
-    """Each (category, split seed) with only ``n`` brf_train bad rows (None: all), drawn with ``draw``."""
+    """Each (category, split seed) with only ``n`` real brf_train bad rows (None: all), drawn with
+    ``draw``; synthetic rows stay."""
     kept = []
     for (category, seed), rows in table.groupby(["category", "split_seed"]):
-        is_bad = (rows["role"] == "brf_train") & (rows["label"] == 1)
+        is_bad = (rows["role"] == "brf_train") & (rows["label"] == 1) & ~is_synthetic(rows)
         bad = rows[is_bad]
         if n is not None and n < len(bad):
             rng = np.random.default_rng([draw, int(seed), zlib.crc32(str(category).encode())])
@@ -67,6 +75,9 @@ def main() -> None:
     parser.add_argument("--n", nargs="+", default=["14", "40", "all"], help="bad rows kept per category and seed")
     parser.add_argument("--draws", type=int, default=4)
     parser.add_argument(
+        "--synthetic", nargs="+", choices=["keep", "drop"], default=["keep"], help="the run's synthetic defect rows"
+    )
+    parser.add_argument(
         "--out", type=Path, default=None, help="optional CSV of every (n, draw, category, seed, method)"
     )
     args = parser.parse_args()
@@ -74,10 +85,15 @@ def main() -> None:
     brf = yaml.safe_load((ROOT / "conf/base/parameters_brf.yml").read_text())["brf"]["model"]
     config = BRFConfig(**brf)
     table = read_features(args.data_root, args.benchmark, args.detectors)
-    plan = [(None if n == "all" else int(n), draw) for n in args.n for draw in range(1 if n == "all" else args.draws)]
+    plan = [
+        (synthetic, None if n == "all" else int(n), draw)
+        for synthetic in args.synthetic
+        for n in args.n
+        for draw in range(1 if n == "all" else args.draws)
+    ]
     rows = []
-    for n, draw in tqdm(plan, desc="low-shot BRFs"):
-        subset = keep_bad(table, n, draw)
+    for synthetic, n, draw in tqdm(plan, desc="low-shot BRFs"):
+        subset = keep_bad(table if synthetic == "keep" else table[~is_synthetic(table)], n, draw)
         _, scores = run_brf(subset, args.detectors, config)
         test = subset[subset["role"] == "test"][["image_id", "split_seed", "category", "label"]]
         merged = scores.merge(test, on=["image_id", "split_seed"])
@@ -85,6 +101,7 @@ def main() -> None:
             labels, values = group["label"].to_numpy(), group["score"].to_numpy()
             rows.append(
                 {
+                    "synthetic": synthetic,
                     "n": "all" if n is None else n,
                     "draw": draw,
                     "category": category,
@@ -98,11 +115,12 @@ def main() -> None:
     if args.out:
         result.to_csv(args.out, index=False)
     result["n"] = result["n"].astype(str)
-    mean = result.groupby(["n", "method"], sort=False)[["auroc", "pg2"]].mean()
+    mean = result.groupby(["synthetic", "n", "method"], sort=False)[["auroc", "pg2"]].mean()
     print(mean.round(1).to_string())
-    for n, group in mean.groupby(level="n", sort=False):
-        rows = group.droplevel("n").reset_index().assign(category="all", subset="all", split_seed="mean")
-        print(f"n={n}: {segad_gain(rows.assign(auroc=rows.auroc / 100, pg2=rows.pg2 / 100), 'all')}")
+    for (synthetic, n), group in mean.groupby(level=["synthetic", "n"], sort=False):
+        rows = group.droplevel(["synthetic", "n"]).reset_index().assign(category="all", subset="all", split_seed="mean")
+        gain = segad_gain(rows.assign(auroc=rows.auroc / 100, pg2=rows.pg2 / 100), "all")
+        print(f"synthetic {synthetic}, n={n}: {gain}")
 
 
 if __name__ == "__main__":

@@ -124,8 +124,9 @@ class Splits(pa.DataFrameModel):
 
 
 class SyntheticIndex(pa.DataFrameModel):
-    """`synthetic_index` — synthetic defective images made from `brf_train` good images; empty for
-    regimes other than one_class (defects)."""
+    """`synthetic_index` — synthetic defective images made from `brf_train` good images (defects): the
+    bad class in one_class, a top-up beside the real bad images elsewhere; empty when
+    defects.top_up_share is 0 outside one_class."""
 
     image_id: Series[str] = pa.Field(unique=True, description="`synthetic/<split_seed>/<source stem>__<k>.png`")
     split_seed: Series[pa.Int64] = pa.Field(ge=0, description="seed the source row belongs to")

@@ -113,3 +113,30 @@ def test_empty_index_has_schema_and_bad_params_fail():
         DefectConfig(**{"sigma": 1})
     with pytest.raises(ValueError, match=r"defects.blur_sigma must be \(min, max\)"):
         DefectConfig(blur_sigma=(6.0, 2.0))
+
+
+def test_top_up_share_takes_a_seeded_prefix_of_the_one_class_sources(tmp_path):
+    n = 8
+    for i in range(n):
+        path = tmp_path / f"{i:03d}.png"
+        Image.fromarray(_image(seed=i)).save(path)
+    index = pd.DataFrame(
+        {
+            "image_id": [f"{i:03d}.png" for i in range(n)],
+            "category": "c",
+            "label": 0,
+            "path": [str(tmp_path / f"{i:03d}.png") for i in range(n)],
+        }
+    )
+    splits = pd.DataFrame({"image_id": index.image_id, "split_seed": 0, "role": "brf_train"})
+    config = DefectConfig(output_dir=str(tmp_path / "synthetic"))
+    everything, _ = plan_synthetic(index, splits, lambda c, i: _labels(), config)
+    quarter, renders = plan_synthetic(index, splits, lambda c, i: _labels(), config, share=0.25)
+    assert len(everything) == n and len(quarter) == 2 and len(renders) == 2
+    # the same images as in one_class (same ids, same drawn defect), so their maps are shared
+    same = everything.set_index("image_id").loc[quarter.image_id]
+    pd.testing.assert_frame_equal(same.reset_index()[quarter.columns], quarter)
+    tiny, _ = plan_synthetic(index, splits, lambda c, i: _labels(), config, share=0.01)
+    assert len(tiny) == 1  # at least one source per seed and category
+    with pytest.raises(ValueError, match="top_up_share"):
+        DefectConfig(top_up_share=1.5)

@@ -1,4 +1,5 @@
-"""defects pipeline: synthetic images for one_class, an empty table with the schema otherwise."""
+"""defects pipeline: synthetic images for one_class, a top-up share of them in the other regimes
+(an empty table with the schema when that share is 0)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from segad.segments.segment_maps import SegmentMapConfig, resolve_segmentation
 from .test_features import project_config
 
 
-def _run(tiny_demo, tmp_path, benchmark):
+def _run(tiny_demo, tmp_path, benchmark, **defects):
     params, catalog_conf = project_config()
     index, _ = build_index("demo", tiny_demo)
     splits = make_splits(index, SplitConfig(benchmark=benchmark, seeds=(0, 1)))
@@ -36,7 +37,7 @@ def _run(tiny_demo, tmp_path, benchmark):
         SegmentMapConfig(method="static", path=str(tiny_demo / "segmentation.png")), ["demo"], 64
     )
     catalog["params:defects"] = DefectConfig(
-        **dict(params["defects"], output_dir=str(tmp_path / params["defects"]["output_dir"]))
+        **dict(params["defects"], output_dir=str(tmp_path / params["defects"]["output_dir"]), **defects)
     )
     catalog["params:benchmark"] = benchmark
     SequentialRunner().run(create_pipeline([]), catalog)
@@ -59,7 +60,17 @@ def test_one_class_writes_synthetic_images(tiny_demo, tmp_path):
     assert changed == len(table)
 
 
-def test_other_regimes_give_an_empty_table_with_schema(tiny_demo, tmp_path):
-    catalog, _, _ = _run(tiny_demo, tmp_path, "high_shot")
+def test_real_bad_regimes_get_the_top_up_share(tiny_demo, tmp_path):
+    catalog, index, splits = _run(tiny_demo, tmp_path, "high_shot", top_up_share=0.5)
+    table = catalog.load("synthetic_index")
+    sources = splits[splits.role == "brf_train"].merge(index, on="image_id").query("label == 0")
+    expected = sources.groupby(["split_seed", "category"]).size().map(lambda n: max(1, round(0.5 * n)))
+    assert table.groupby(["split_seed", "category"]).size().to_dict() == expected.to_dict()
+    assert set(table.role) == {"brf_train"} and set(table.label) == {1}
+    assert all(Path(path).is_file() for path in table.path)
+
+
+def test_no_top_up_gives_an_empty_table_with_schema(tiny_demo, tmp_path):
+    catalog, _, _ = _run(tiny_demo, tmp_path, "high_shot", top_up_share=0.0)
     table = catalog.load("synthetic_index")
     assert list(table.columns) == list(SYNTHETIC_COLUMNS) and len(table) == 0

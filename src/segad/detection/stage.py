@@ -137,7 +137,7 @@ def compute_anomaly_maps(
     """Fit (or reuse) one detector per distinct detector_train set and store every needed raw map.
 
     Needed maps: images with role brf_train or test in ``splits`` and every row of
-    ``synthetic_index`` (one_class regime), per split_seed. A map is cached under
+    ``synthetic_index`` (synthetic defects), per split_seed. A map is cached under
     ``<model_key>/<image content hash>``: a second run reads it back instead of computing it; a
     damaged file is recomputed. Fitted detectors live in ``<model_root>/<model_key>/`` and are
     reused when valid. With ``shards.chunk_size`` the fits and chunks of maps run as tasks on the

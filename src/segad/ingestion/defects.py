@@ -1,4 +1,9 @@
-"""Synthetic defects for the one-class regime: stand-ins for the missing bad training images.
+"""Synthetic defects: the bad training images of the one-class regime, and a top-up beside real ones.
+
+In ``one_class`` every brf_train good image gets ``per_image`` synthetic defects (the paper's
+protocol). In the regimes with real bad training images, ``top_up_share`` of them (a seeded draw per
+split seed and category) get ``per_image`` each too: extra bad rows for the BRF and the classifier where
+real bad images are few (docs/results.md, "Few real bad images").
 
 As in the SegAD paper (section 4.1), a synthetic defect is one of
 
@@ -59,6 +64,9 @@ class DefectConfig:
         part_size: (min, max) side of the box that cuts a part of a segment, share of the side.
         max_sources: cap on source images per seed and category (None = all), the first ones
             in a seeded shuffle.
+        top_up_share: regimes with real bad training images: share of the brf_train good images
+            (per seed and category, the first ones in the same seeded shuffle, at least one) whose
+            synthetic defects join the real bad ones; 0 = none (the paper's protocols).
         seed: base seed, combined with the split seed.
         output_dir: folder of the written images, the path of the catalog entry
             `synthetic_images` (both read `synthetic_dir` from conf/<env>/globals.yml).
@@ -72,6 +80,7 @@ class DefectConfig:
     whole_segment_prob: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
     part_size: Range = (0.1, 0.4)
     max_sources: Annotated[int, Field(ge=1)] | None = None
+    top_up_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.25
     seed: int = 0
     output_dir: str = "data/02_intermediate/synthetic"
 
@@ -83,7 +92,7 @@ class DefectConfig:
 
 
 def empty_synthetic_index() -> pd.DataFrame:
-    """`synthetic_index` with its columns and no rows (regimes other than one_class)."""
+    """`synthetic_index` with its columns and no rows (no synthetic defect in the run)."""
     return pd.DataFrame(
         {
             "image_id": pd.Series(dtype="string"),
@@ -184,6 +193,7 @@ def plan_synthetic(
     splits: pd.DataFrame,
     labels_for: Callable[[str, str], np.ndarray],
     config: DefectConfig,
+    share: float = 1.0,
 ) -> tuple[pd.DataFrame, dict[str, Callable[[], Image.Image]]]:
     """The synthetic_index and, per image, a callable that renders it (for lazy saving).
 
@@ -191,6 +201,9 @@ def plan_synthetic(
         image_index, splits: the project tables (docs/schemas.md).
         labels_for: ``(category, image_id) -> int (H, W)`` segment map of a source image.
         config: the defect settings.
+        share: share of each (split seed, category)'s brf_train good images used as sources (the
+            first ones in a seeded shuffle, at least one; ``max_sources`` caps it further): 1.0 in
+            one_class, ``config.top_up_share`` beside real bad images.
     Returns: (synthetic_index, {partition key ``<split_seed>/<name>`` without suffix: render()}).
     """
     goods = splits[(splits["role"] == "brf_train")].merge(
@@ -201,6 +214,8 @@ def plan_synthetic(
     output_dir = Path(config.output_dir).resolve()
     for (split_seed, category), group in goods.groupby(["split_seed", "category"], sort=True):
         order = np.random.default_rng([config.seed, int(split_seed)]).permutation(len(group))
+        if share < 1.0:
+            order = order[: max(1, round(share * len(group)))]
         if config.max_sources is not None:
             order = order[: config.max_sources]
         for row_number in np.sort(order):

@@ -1,8 +1,9 @@
 """Which images train the classifier g(I) and which model scores each row: the two protocols.
 
 Per split seed, the training pool is that seed's real training images (roles ``detector_train``
-and ``brf_train``); in benchmark ``one_class`` (no real bad training image) the seed's synthetic
-defects are its bad class. Rows scored: ``brf_train``, synthetic and ``test``. ``cross_fit_folds``:
+and ``brf_train``) plus the seed's synthetic defects as bad images: the whole bad class in benchmark
+``one_class`` (no real bad training image), a top-up beside the real ones elsewhere
+(``defects.top_up_share``). Rows scored: ``brf_train``, synthetic and ``test``. ``cross_fit_folds``:
 
 - ``0``, the paper's protocol: one model on a seeded, label-stratified ``train_share`` of the pool
   scores every row, so most ``brf_train`` rows are scored by a model that trained on them, and the
@@ -158,7 +159,7 @@ def classifier_scores(
         pool_labels = labels.loc[ids].to_numpy().astype(np.int64)
         brf = (train["role"] == "brf_train").to_numpy()
         if synthetic_index is not None and (synthetic_index["split_seed"] == seed).any():
-            # one_class: the seed's synthetic defects are the bad class, and rows the BRF trains on
+            # the seed's synthetic defects (one_class: the bad class; else a top-up): bad rows the BRF trains on
             synthetic = synthetic_index[synthetic_index["split_seed"] == seed]
             ids = np.concatenate([ids, synthetic["image_id"].to_numpy()])
             pool_paths = np.concatenate([pool_paths, synthetic["path"].to_numpy()])

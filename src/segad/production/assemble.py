@@ -261,16 +261,24 @@ def _classifier_dirs(scores: pd.DataFrame, root: str | Path | None, seed: int) -
 def _operating_point(
     rows: pd.DataFrame, columns: list[str], config: BRFConfig, seed: int, category: str, options: BundleOptions
 ) -> OperatingPoint:
-    """Threshold at ``options.max_miss_rate`` on out-of-fold BRF scores of the brf_train `rows`."""
+    """Threshold at ``options.max_miss_rate`` on out-of-fold BRF scores of the brf_train `rows`.
+
+    Synthetic defects train the fold models; where real bad rows exist (a top-up, not one_class)
+    the threshold and its rates come from the real rows only, since the miss rate is a promise
+    about real defects.
+    """
     labels = rows["label"].to_numpy().astype(np.int64)
     folds = int(options.oof_folds)
     held_out = out_of_fold_scores(rows[columns].to_numpy(np.float64), labels, config, seed=seed, n_folds=folds)
-    n_synthetic = int(rows["image_id"].str.startswith("synthetic/").sum())
+    synthetic = rows["image_id"].str.startswith("synthetic/").to_numpy()
+    real_bad = int(((labels == 1) & ~synthetic).sum())
+    judged = ~synthetic if real_bad else np.ones_like(synthetic)
     source = (
         f"{folds}-fold out-of-fold BRF scores of the brf_train rows "
-        f"(split_seed {seed}, category {category}; {n_synthetic} synthetic defects)"
+        f"(split_seed {seed}, category {category}; {int(synthetic.sum())} synthetic defects"
+        f"{', which train the fold models but not the threshold' if real_bad and synthetic.any() else ''})"
     )
-    return choose_operating_point(labels, held_out, float(options.max_miss_rate), source=source)
+    return choose_operating_point(labels[judged], held_out[judged], float(options.max_miss_rate), source=source)
 
 
 def _detector_dirs(

@@ -15,15 +15,24 @@ log = logging.getLogger(__name__)
 def make_synthetic_defects(
     image_index: pd.DataFrame, splits: pd.DataFrame, segmentation: SegmentMaps, config: DefectConfig, benchmark: str
 ) -> tuple[pd.DataFrame, dict]:
-    """For benchmark one_class: synthetic_index and the images to write (lazily); else empty."""
-    if benchmark != "one_class":
-        log.info("benchmark %s: no synthetic defects (real bad training images)", benchmark)
+    """synthetic_index and the images to write (lazily).
+
+    one_class: a synthetic defect per brf_train good image (the bad class). Other regimes: the
+    top-up, ``config.top_up_share`` of the brf_train good images, beside the real bad ones; an
+    empty table when that share is 0.
+    """
+    share = 1.0 if benchmark == "one_class" else float(config.top_up_share)
+    if share == 0.0:
+        log.info("benchmark %s: no synthetic defects (defects.top_up_share is 0)", benchmark)
         return empty_synthetic_index(), {}
 
     def labels_for(category: str, image_id: str):
         labels = segmentation.labels_for(category, [image_id])
         return labels[0] if labels.ndim == 3 else labels
 
-    table, renders = plan_synthetic(image_index, splits, labels_for, config)
-    log.info("synthetic defects: %d images (%s)", len(table), table["defect_type"].value_counts().to_dict())
+    table, renders = plan_synthetic(image_index, splits, labels_for, config, share=share)
+    role = "the bad class" if benchmark == "one_class" else f"top-up beside the real bad images ({share:.0%} of the brf_train goods)"
+    log.info(
+        "synthetic defects, %s: %d images (%s)", role, len(table), table["defect_type"].value_counts().to_dict()
+    )
     return table, renders
