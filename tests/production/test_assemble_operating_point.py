@@ -16,9 +16,7 @@ def _rows(n_good: int, n_real: int, n_synthetic: int) -> pd.DataFrame:
     score = np.r_[rng.normal(0, 1, n_good), rng.normal(3, 1, n_real), rng.normal(6, 1, n_synthetic)]
     ids = [f"good/{i}.png" for i in range(n_good)] + [f"bad/{i}.png" for i in range(n_real)]
     ids += [f"synthetic/0/good_{i}__0.png" for i in range(n_synthetic)]
-    return pd.DataFrame(
-        {"image_id": ids, "label": [0] * n_good + [1] * (n_real + n_synthetic), "padim__max": score}
-    )
+    return pd.DataFrame({"image_id": ids, "label": [0] * n_good + [1] * (n_real + n_synthetic), "padim__max": score})
 
 
 def test_top_up_trains_the_folds_but_only_real_bad_rows_set_the_threshold():

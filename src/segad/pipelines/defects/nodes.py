@@ -31,8 +31,10 @@ def make_synthetic_defects(
         return labels[0] if labels.ndim == 3 else labels
 
     table, renders = plan_synthetic(image_index, splits, labels_for, config, share=share)
-    role = "the bad class" if benchmark == "one_class" else f"top-up beside the real bad images ({share:.0%} of the brf_train goods)"
-    log.info(
-        "synthetic defects, %s: %d images (%s)", role, len(table), table["defect_type"].value_counts().to_dict()
+    role = (
+        "the bad class"
+        if benchmark == "one_class"
+        else f"top-up beside the real bad images ({share:.0%} of the brf_train goods)"
     )
+    log.info("synthetic defects, %s: %d images (%s)", role, len(table), table["defect_type"].value_counts().to_dict())
     return table, renders
