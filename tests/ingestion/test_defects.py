@@ -140,3 +140,31 @@ def test_top_up_share_takes_a_seeded_prefix_of_the_one_class_sources(tmp_path):
     assert len(tiny) == 1  # at least one source per seed and category
     with pytest.raises(ValueError, match="top_up_share"):
         DefectConfig(top_up_share=1.5)
+
+
+def test_top_up_below_skips_seeds_and_categories_with_enough_real_bad_images(tmp_path):
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(_image(seed=i)).save(paths[-1])
+    index = pd.DataFrame(
+        {
+            "image_id": ["g0.png", "g1.png", "b0.png", "b1.png"],
+            "category": "c",
+            "label": [0, 0, 1, 1],
+            "path": [str(p) for p in paths],
+        }
+    )
+    # seed 0 trains the BRF on two real bad images, seed 1 on one
+    splits = pd.DataFrame(
+        {
+            "image_id": index.image_id.tolist() * 2,
+            "split_seed": [0] * 4 + [1] * 4,
+            "role": ["brf_train"] * 4 + ["brf_train", "brf_train", "brf_train", "test"],
+        }
+    )
+    config = DefectConfig(output_dir=str(tmp_path / "synthetic"))
+    table, _ = plan_synthetic(index, splits, lambda c, i: _labels(), config, share=0.5, below_real_bad=2)
+    assert table.split_seed.tolist() == [1]
+    table, _ = plan_synthetic(index, splits, lambda c, i: _labels(), config, share=0.5, below_real_bad=None)
+    assert table.split_seed.tolist() == [0, 1]

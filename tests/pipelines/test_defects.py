@@ -61,7 +61,7 @@ def test_one_class_writes_synthetic_images(tiny_demo, tmp_path):
 
 
 def test_real_bad_regimes_get_the_top_up_share(tiny_demo, tmp_path):
-    catalog, index, splits = _run(tiny_demo, tmp_path, "high_shot", top_up_share=0.5)
+    catalog, index, splits = _run(tiny_demo, tmp_path, "high_shot", top_up_share=0.5, top_up_below=None)
     table = catalog.load("synthetic_index")
     sources = splits[splits.role == "brf_train"].merge(index, on="image_id").query("label == 0")
     expected = sources.groupby(["split_seed", "category"]).size().map(lambda n: max(1, round(0.5 * n)))
@@ -74,3 +74,8 @@ def test_no_top_up_gives_an_empty_table_with_schema(tiny_demo, tmp_path):
     catalog, _, _ = _run(tiny_demo, tmp_path, "high_shot", top_up_share=0.0)
     table = catalog.load("synthetic_index")
     assert list(table.columns) == list(SYNTHETIC_COLUMNS) and len(table) == 0
+
+
+def test_no_top_up_where_real_bad_images_are_many(tiny_demo, tmp_path):
+    catalog, index, splits = _run(tiny_demo, tmp_path, "high_shot", top_up_share=0.5, top_up_below=1)
+    assert len(catalog.load("synthetic_index")) == 0

@@ -1,9 +1,10 @@
 """Synthetic defects: the bad training images of the one-class regime, and a top-up beside real ones.
 
 In ``one_class`` every brf_train good image gets ``per_image`` synthetic defects (the paper's
-protocol). In the regimes with real bad training images, ``top_up_share`` of them (a seeded draw per
-split seed and category) get ``per_image`` each too: extra bad rows for the BRF and the classifier where
-real bad images are few (docs/results.md, "Few real bad images").
+protocol). In the regimes with real bad training images, where a split seed and category has fewer
+than ``top_up_below`` real bad ones, ``top_up_share`` of its brf_train good images (a seeded draw)
+get ``per_image`` each too: extra bad rows for the BRF and the classifier where real bad images are
+few (docs/results.md, "Few real bad images").
 
 As in the SegAD paper (section 4.1), a synthetic defect is one of
 
@@ -67,6 +68,8 @@ class DefectConfig:
         top_up_share: regimes with real bad training images: share of the brf_train good images
             (per seed and category, the first ones in the same seeded shuffle, at least one) whose
             synthetic defects join the real bad ones; 0 = none (the paper's protocols).
+        top_up_below: the top-up applies only to a (split seed, category) with fewer real bad
+            brf_train images than this (None = to every one).
         seed: base seed, combined with the split seed.
         output_dir: folder of the written images, the path of the catalog entry
             `synthetic_images` (both read `synthetic_dir` from conf/<env>/globals.yml).
@@ -81,6 +84,7 @@ class DefectConfig:
     part_size: Range = (0.1, 0.4)
     max_sources: Annotated[int, Field(ge=1)] | None = None
     top_up_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.25
+    top_up_below: Annotated[int, Field(ge=1)] | None = 50
     seed: int = 0
     output_dir: str = "data/02_intermediate/synthetic"
 
@@ -194,6 +198,7 @@ def plan_synthetic(
     labels_for: Callable[[str, str], np.ndarray],
     config: DefectConfig,
     share: float = 1.0,
+    below_real_bad: int | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Callable[[], Image.Image]]]:
     """The synthetic_index and, per image, a callable that renders it (for lazy saving).
 
@@ -204,15 +209,20 @@ def plan_synthetic(
         share: share of each (split seed, category)'s brf_train good images used as sources (the
             first ones in a seeded shuffle, at least one; ``max_sources`` caps it further): 1.0 in
             one_class, ``config.top_up_share`` beside real bad images.
+        below_real_bad: only a (split seed, category) with fewer real bad brf_train images than
+            this gets synthetic ones (None = every one; ``config.top_up_below`` for the top-up).
     Returns: (synthetic_index, {partition key ``<split_seed>/<name>`` without suffix: render()}).
     """
-    goods = splits[(splits["role"] == "brf_train")].merge(
+    brf_train = splits[(splits["role"] == "brf_train")].merge(
         image_index[["image_id", "category", "label", "path"]], on="image_id", how="left"
     )
-    goods = goods[goods["label"] == 0]
+    real_bad = brf_train[brf_train["label"] == 1].groupby(["split_seed", "category"]).size()
+    goods = brf_train[brf_train["label"] == 0]
     rows, renders = [], {}
     output_dir = Path(config.output_dir).resolve()
     for (split_seed, category), group in goods.groupby(["split_seed", "category"], sort=True):
+        if below_real_bad is not None and real_bad.get((split_seed, category), 0) >= below_real_bad:
+            continue
         order = np.random.default_rng([config.seed, int(split_seed)]).permutation(len(group))
         if share < 1.0:
             order = order[: max(1, round(share * len(group)))]

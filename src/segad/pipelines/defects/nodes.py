@@ -18,8 +18,9 @@ def make_synthetic_defects(
     """synthetic_index and the images to write (lazily).
 
     one_class: a synthetic defect per brf_train good image (the bad class). Other regimes: the
-    top-up, ``config.top_up_share`` of the brf_train good images, beside the real bad ones; an
-    empty table when that share is 0.
+    top-up, ``config.top_up_share`` of the brf_train good images, beside the real bad ones, for each
+    (split seed, category) with fewer than ``config.top_up_below`` real bad images; an empty table
+    when none qualifies or the share is 0.
     """
     share = 1.0 if benchmark == "one_class" else float(config.top_up_share)
     if share == 0.0:
@@ -30,11 +31,13 @@ def make_synthetic_defects(
         labels = segmentation.labels_for(category, [image_id])
         return labels[0] if labels.ndim == 3 else labels
 
-    table, renders = plan_synthetic(image_index, splits, labels_for, config, share=share)
+    below = None if benchmark == "one_class" else config.top_up_below
+    table, renders = plan_synthetic(image_index, splits, labels_for, config, share=share, below_real_bad=below)
     role = (
         "the bad class"
         if benchmark == "one_class"
-        else f"top-up beside the real bad images ({share:.0%} of the brf_train goods)"
+        else f"top-up beside the real bad images ({share:.0%} of the brf_train goods where a seed and "
+        f"category has fewer than {below} real bad images)"
     )
     log.info("synthetic defects, %s: %d images (%s)", role, len(table), table["defect_type"].value_counts().to_dict())
     return table, renders
