@@ -83,7 +83,7 @@ class DefectConfig:
     whole_segment_prob: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
     part_size: Range = (0.1, 0.4)
     max_sources: Annotated[int, Field(ge=1)] | None = None
-    top_up_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.25
+    top_up_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     top_up_below: Annotated[int, Field(ge=1)] | None = 50
     seed: int = 0
     output_dir: str = "data/02_intermediate/synthetic"
