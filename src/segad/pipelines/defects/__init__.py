@@ -1,4 +1,7 @@
-"""defects: brf_train good images -> synthetic defective images + synthetic_index (one_class: the bad class; other regimes: a top-up beside the real bad images)."""
+"""defects: brf_train good images -> synthetic defective images + synthetic_index.
+
+one_class: the bad class; other regimes: an opt-in top-up beside the real bad images.
+"""
 
 from segad.pipelines.defects.pipeline import create_pipeline
 
