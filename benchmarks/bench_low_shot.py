@@ -31,6 +31,7 @@ from tqdm import tqdm
 from segad.datasets.partitioned_parquet_dataset import PartitionedTable
 from segad.evaluation.metrics import auroc, pg
 from segad.evaluation.report import segad_gain
+from segad.ingestion.defects import is_synthetic
 from segad.meta.brf import BRFConfig, run_brf
 from segad.segments.columns import CLASSIFIER
 
@@ -48,17 +49,12 @@ def read_features(data_root: Path, benchmark: str, detectors: list[str]) -> pd.D
     return table.drop(columns=[c for c in table.columns if c.startswith(f"{CLASSIFIER}__")])
 
 
-def is_synthetic(table: pd.DataFrame) -> pd.Series:
-    """Rows of synthetic defects (``synthetic/...`` image ids, segad.ingestion.defects)."""
-    return table["image_id"].astype(str).str.startswith("synthetic/")
-
-
 def keep_bad(table: pd.DataFrame, n: int | None, draw: int) -> pd.DataFrame:
     """Each (category, split seed) with only ``n`` real brf_train bad rows (None: all), drawn with
     ``draw``; synthetic rows stay."""
     kept = []
     for (category, seed), rows in table.groupby(["category", "split_seed"]):
-        is_bad = (rows["role"] == "brf_train") & (rows["label"] == 1) & ~is_synthetic(rows)
+        is_bad = (rows["role"] == "brf_train") & (rows["label"] == 1) & ~is_synthetic(rows["image_id"])
         bad = rows[is_bad]
         if n is not None and n < len(bad):
             rng = np.random.default_rng([draw, int(seed), zlib.crc32(str(category).encode())])
@@ -93,7 +89,7 @@ def main() -> None:
     ]
     rows = []
     for synthetic, n, draw in tqdm(plan, desc="low-shot BRFs"):
-        subset = keep_bad(table if synthetic == "keep" else table[~is_synthetic(table)], n, draw)
+        subset = keep_bad(table if synthetic == "keep" else table[~is_synthetic(table["image_id"])], n, draw)
         _, scores = run_brf(subset, args.detectors, config)
         test = subset[subset["role"] == "test"][["image_id", "split_seed", "category", "label"]]
         merged = scores.merge(test, on=["image_id", "split_seed"])

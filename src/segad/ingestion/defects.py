@@ -186,10 +186,18 @@ def _resize_nearest(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return resize_labels(labels, shape)
 
 
+SYNTHETIC_PREFIX = "synthetic/"
+
+
 def synthetic_image_id(split_seed: int, source_image_id: str, k: int) -> str:
     """``synthetic/<split_seed>/<source id without suffix, / -> _>__<k>.png`` (unique per source)."""
     stem = str(PurePosixPath(source_image_id).with_suffix("")).replace("/", "_")
-    return f"synthetic/{int(split_seed)}/{stem}__{k}.png"
+    return f"{SYNTHETIC_PREFIX}{int(split_seed)}/{stem}__{k}.png"
+
+
+def is_synthetic(image_ids: pd.Series) -> pd.Series:
+    """True where an image id names a synthetic defect (`synthetic_image_id`), bool like `image_ids`."""
+    return image_ids.astype(str).str.startswith(SYNTHETIC_PREFIX)
 
 
 def plan_synthetic(
@@ -234,7 +242,7 @@ def plan_synthetic(
                 image_id = synthetic_image_id(split_seed, source["image_id"], k)
                 row_seed = [config.seed, int(split_seed), int(row_number), k]
                 kind = config.kinds[int(np.random.default_rng(row_seed).integers(len(config.kinds)))]
-                key = image_id[len("synthetic/") : -len(".png")]
+                key = image_id[len(SYNTHETIC_PREFIX) : -len(".png")]
                 renders[key] = _renderer(source["path"], category, source["image_id"], labels_for, config, row_seed)
                 rows.append(
                     {

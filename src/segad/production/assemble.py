@@ -38,6 +38,7 @@ from pydantic import Field
 
 from segad.config import PARAMS
 from segad.images import ImageSize, SizeLike
+from segad.ingestion.defects import is_synthetic
 from segad.meta.brf import BRFConfig, method_name, model_key, select_run
 from segad.production.inputs import input_spec_from_paths
 from segad.production.operating_point import OperatingPoint, choose_operating_point, out_of_fold_scores
@@ -270,7 +271,7 @@ def _operating_point(
     labels = rows["label"].to_numpy().astype(np.int64)
     folds = int(options.oof_folds)
     held_out = out_of_fold_scores(rows[columns].to_numpy(np.float64), labels, config, seed=seed, n_folds=folds)
-    synthetic = rows["image_id"].str.startswith("synthetic/").to_numpy()
+    synthetic = is_synthetic(rows["image_id"]).to_numpy()
     real_bad = int(((labels == 1) & ~synthetic).sum())
     judged = ~synthetic if real_bad else np.ones_like(synthetic)
     source = (
