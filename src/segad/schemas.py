@@ -125,8 +125,8 @@ class Splits(pa.DataFrameModel):
 
 class SyntheticIndex(pa.DataFrameModel):
     """`synthetic_index` — synthetic defective images made from `brf_train` good images (defects): the
-    bad class in one_class, a top-up beside the real bad images elsewhere; empty when
-    defects.top_up_share is 0 outside one_class."""
+    bad class in one_class, an opt-in top-up beside the real bad images elsewhere; empty without
+    synthetic defects."""
 
     image_id: Series[str] = pa.Field(unique=True, description="`synthetic/<split_seed>/<source stem>__<k>.png`")
     split_seed: Series[pa.Int64] = pa.Field(ge=0, description="seed the source row belongs to")

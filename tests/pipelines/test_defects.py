@@ -77,5 +77,5 @@ def test_no_top_up_gives_an_empty_table_with_schema(tiny_demo, tmp_path):
 
 
 def test_no_top_up_where_real_bad_images_are_many(tiny_demo, tmp_path):
-    catalog, index, splits = _run(tiny_demo, tmp_path, "high_shot", top_up_share=0.5, top_up_below=1)
+    catalog, _, _ = _run(tiny_demo, tmp_path, "high_shot", top_up_share=0.5, top_up_below=1)
     assert len(catalog.load("synthetic_index")) == 0

@@ -22,7 +22,14 @@ def make_synthetic_defects(
     (split seed, category) with fewer than ``config.top_up_below`` real bad images; an empty table
     when none qualifies or the share is 0.
     """
-    share = 1.0 if benchmark == "one_class" else float(config.top_up_share)
+    if benchmark == "one_class":
+        share, below, role = 1.0, None, "the bad class"
+    else:
+        share, below = float(config.top_up_share), config.top_up_below
+        role = (
+            f"top-up beside the real bad images ({share:.0%} of the brf_train goods where a seed and "
+            f"category has fewer than {below} real bad images)"
+        )
     if share == 0.0:
         log.info("benchmark %s: no synthetic defects (defects.top_up_share is 0)", benchmark)
         return empty_synthetic_index(), {}
@@ -31,13 +38,6 @@ def make_synthetic_defects(
         labels = segmentation.labels_for(category, [image_id])
         return labels[0] if labels.ndim == 3 else labels
 
-    below = None if benchmark == "one_class" else config.top_up_below
     table, renders = plan_synthetic(image_index, splits, labels_for, config, share=share, below_real_bad=below)
-    role = (
-        "the bad class"
-        if benchmark == "one_class"
-        else f"top-up beside the real bad images ({share:.0%} of the brf_train goods where a seed and "
-        f"category has fewer than {below} real bad images)"
-    )
     log.info("synthetic defects, %s: %d images (%s)", role, len(table), table["defect_type"].value_counts().to_dict())
     return table, renders
