@@ -110,7 +110,8 @@ def _feature_files(project: Path) -> dict[str, bytes]:
 
 
 def _temporary_files(project: Path) -> list[Path]:
-    return [p for p in (project / "data").rglob("*") if p.is_file() and (p.suffix == ".tmp" or ".old-" in p.name)]
+    """Temporary files and folders of `segad.files` (being written, or moved aside) under data/."""
+    return [p for p in (project / "data").rglob("*") if {".tmp", ".old"} & set(p.suffixes)]
 
 
 def test_sigkill_during_map_writing_then_rerun_equals_an_uninterrupted_run(tmp_path):

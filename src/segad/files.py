@@ -4,6 +4,12 @@ The project never deletes or overwrites a file it did not write. A folder the pr
 whole (the demo, a saved detector, a bundle) carries a manifest listing its files; a folder is
 only replaced when it is missing, empty, or holds nothing beyond what its own manifest lists.
 
+Every file and folder is written under a temporary name beside its target and renamed into place
+(`atomic_path`, `staging_folder`), so a crash leaves the old complete version or none. A temporary
+name says which process made it (``.<name>.<host>-<pid>.<32 hex>.tmp``): a process killed with
+SIGKILL cannot remove its own, so the next writer into that folder does (`remove_orphans`), and
+only those of processes of this machine that no longer run.
+
 Example:
     >>> import tempfile, pathlib
     >>> root = pathlib.Path(tempfile.mkdtemp())
@@ -16,11 +22,22 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import re
 import shutil
+import socket
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
+_TEMPORARY = re.compile(
+    r"^\.(?P<target>.+)\.(?P<host>[A-Za-z0-9-]+)-(?P<pid>\d+)\.[0-9a-f]{32}\.(?P<kind>tmp|old)(\.[A-Za-z0-9]+)?$"
+)
 
 
 class NotOwnedError(RuntimeError):
@@ -68,16 +85,109 @@ def check_owned(folder: Path, owned: Iterable[str] | None, what: str) -> None:
         )
 
 
+def temporary_sibling(target: Path, kind: str = "tmp", keep_suffix: bool = False) -> Path:
+    """An unused hidden path beside `target`: ``.<name>.<host>-<pid>.<32 hex>.<kind>``.
+
+    `kind` is ``tmp`` (being written) or ``old`` (moved aside); `keep_suffix` appends the target's
+    suffix (for writers that pick a format from it, such as xgboost)."""
+    suffix = target.suffix if keep_suffix else ""
+    return target.with_name(f".{target.name}.{HOST}-{os.getpid()}.{uuid.uuid4().hex}.{kind}{suffix}")
+
+
+def _running(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (one of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_orphans(folder: Path) -> list[Path]:
+    """Delete the temporary files and folders (`temporary_sibling`) that dead processes left in `folder`.
+
+    Only names of that pattern made on this machine by a process that no longer runs are removed
+    (a live writer's, another machine's and any other file are left alone); a moved-aside ``old``
+    folder only once its target exists again, since until then it is the only complete copy.
+    Returns the removed paths."""
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    removed = []
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if match is None or match["host"] != HOST:
+            continue
+        pid = int(match["pid"])
+        if pid == os.getpid() or _running(pid):
+            continue
+        if match["kind"] == "old" and not (Path(folder) / match["target"]).exists():
+            continue
+        path = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    if removed:
+        logger.info("removed %d temporary files left by interrupted runs in %s", len(removed), folder)
+    return removed
+
+
+@contextmanager
+def atomic_path(target: Path, keep_suffix: bool = False, sweep: bool = True) -> Iterator[Path]:
+    """A temporary path beside `target` to write; on success it replaces `target` (``os.replace``).
+
+    On any error the temporary file is removed and `target` is untouched. With `sweep` the
+    orphans of killed writers in the folder are removed first (`remove_orphans`). Files are
+    created by plain ``open``, so the umask applies.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
+        >>> with atomic_path(target) as temp:
+        ...     _ = temp.write_text("whole")
+        >>> target.read_text(), [p.name for p in target.parent.iterdir()]
+        ('whole', ['a.txt'])
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if sweep:
+        remove_orphans(target.parent)
+    temp = temporary_sibling(target, keep_suffix=keep_suffix)
+    try:
+        yield temp
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def staging_folder(target: Path) -> Path:
+    """A new empty folder beside `target` to fill and then `replace_folder` into place.
+
+    The orphans of killed writers beside `target` are removed first (`remove_orphans`); the caller
+    removes the staging folder when it fails."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphans(target.parent)
+    staging = temporary_sibling(target)
+    staging.mkdir()
+    return staging
+
+
 def replace_folder(staging: Path, target: Path) -> None:
     """Move the complete folder `staging` to `target` (same file system).
 
     An existing `target` is first moved aside, then deleted after the new folder is in place, so a
     crash at any point leaves either the old or the new folder complete at `target` (plus at most
-    one hidden `.NAME.old-*` sibling). Callers check ownership of `target` before calling.
+    hidden ``old`` sibling, which the next writer removes). Callers check ownership of `target`
+    before calling.
     """
     old = None
     if target.exists():
-        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        old = temporary_sibling(target, kind="old")
         os.replace(target, old)
     os.replace(staging, target)
     if old is not None:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import uuid
+
 import numpy as np
 import pytest
 
 from segad.detection.map_store import MapStore, MapStoreError
+from segad.files import HOST
 
 
 @pytest.fixture
@@ -62,6 +67,18 @@ def test_write_leaves_no_temporary_files(store):
         store.write(f"m/{i}", np.ones((4, 4), np.float32) * i)
     names = sorted(p.name for p in store.root.rglob("*") if p.is_file())
     assert names == ["0.npz", "1.npz", "2.npz"]
+
+
+def test_the_temporary_map_of_a_killed_run_is_removed_by_the_next_write_in_its_folder(store):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = store.root / "m" / f".7.npz.{HOST}-{dead.pid}.{uuid.uuid4().hex}.tmp"  # as atomic_path names it
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"PK half a map")
+    store.write("n/0", np.ones((4, 4), np.float32))  # another folder: left alone
+    assert orphan.exists()
+    store.write("m/0", np.ones((4, 4), np.float32))
+    assert sorted(p.name for p in (store.root / "m").iterdir()) == ["0.npz"]
 
 
 def test_truncated_file_is_detected(store):

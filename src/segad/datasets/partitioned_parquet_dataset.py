@@ -23,14 +23,14 @@ Example:
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
+
+from segad.files import atomic_path
 
 PART_FILE = "part-0.parquet"
 
@@ -121,14 +121,8 @@ class PartitionedParquetDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
         for values, part in data.groupby(self._partition_cols, sort=True, dropna=False):
             values = values if isinstance(values, tuple) else (values,)
             folder = self._partition_dir(values)
-            folder.mkdir(parents=True, exist_ok=True)
-            temp = folder / f".{PART_FILE}.{uuid.uuid4().hex}.tmp"  # plain open: the umask applies
-            try:
+            with atomic_path(folder / PART_FILE) as temp:
                 part.drop(columns=self._partition_cols).reset_index(drop=True).to_parquet(temp, index=False)
-                os.replace(temp, folder / PART_FILE)
-            except BaseException:
-                Path(temp).unlink(missing_ok=True)
-                raise
 
     def load(self) -> pd.DataFrame | PartitionedTable:  # type: ignore[override]
         """Every partition as one DataFrame; with ``lazy`` a `PartitionedTable` to read from."""

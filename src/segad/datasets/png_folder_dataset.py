@@ -18,15 +18,15 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 from PIL import Image
+
+from segad.files import atomic_path
 
 MANIFEST = ".segad_pictures.json"
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+\.png$")
@@ -56,14 +56,8 @@ class PngFolderDataset(AbstractDataset[dict, dict]):
             (self._path / old).unlink(missing_ok=True)
         self._write_manifest([])
         for name, picture in data.items():
-            handle, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self._path)
-            try:
-                with os.fdopen(handle, "wb") as stream:
-                    Image.fromarray(np.asarray(picture)).save(stream, format="PNG")
-                os.replace(temp, self._path / name)
-            except BaseException:
-                Path(temp).unlink(missing_ok=True)
-                raise
+            with atomic_path(self._path / name, sweep=False) as temp:
+                Image.fromarray(np.asarray(picture)).save(temp, format="PNG")
         self._write_manifest(sorted(data))
 
     def _written(self) -> list[str]:
@@ -75,10 +69,8 @@ class PngFolderDataset(AbstractDataset[dict, dict]):
         return [name for name in names if isinstance(name, str) and _NAME.match(name)]
 
     def _write_manifest(self, names: list[str]) -> None:
-        handle, temp = tempfile.mkstemp(prefix=f"{MANIFEST}.", suffix=".tmp", dir=self._path)
-        with os.fdopen(handle, "w") as stream:
-            json.dump({"pictures": names}, stream)
-        os.replace(temp, self._path / MANIFEST)
+        with atomic_path(self._path / MANIFEST) as temp:
+            temp.write_text(json.dumps({"pictures": names}))
 
     def load(self) -> dict[str, np.ndarray]:
         if not self._path.is_dir():

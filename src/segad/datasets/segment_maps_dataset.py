@@ -19,8 +19,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
 from segad.detection.map_store import MapStore
+from segad.files import atomic_path
 from segad.segments.auto_segments import FeatureClusters
 from segad.segments.segment_maps import SegmentMaps
 
@@ -57,15 +56,8 @@ class SegmentMapsDataset(AbstractDataset):
         arrays = {f"labels/{c}": np.asarray(m, dtype=np.int16) for c, m in data.static_maps.items()}
         for category, clusters in data.clusters.items():
             arrays.update({f"clusters/{name}/{category}": a for name, a in clusters.to_arrays().items()})
-        self._filepath.parent.mkdir(parents=True, exist_ok=True)
-        temp = self._filepath.parent / f".{self._filepath.name}.{uuid.uuid4().hex}.tmp"  # umask applies
-        try:
-            with open(temp, "xb") as stream:
-                np.savez_compressed(stream, meta=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]  # numpy's stub reads **arrays as allow_pickle
-            os.replace(temp, self._filepath)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        with atomic_path(self._filepath) as temp, open(temp, "xb") as stream:
+            np.savez_compressed(stream, meta=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]  # numpy's stub reads **arrays as allow_pickle
 
     def load(self) -> SegmentMaps:
         if not self._filepath.is_file():

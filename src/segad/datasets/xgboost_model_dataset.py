@@ -23,12 +23,12 @@ Example:
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
+
+from segad.files import atomic_path
 
 FORMATS = (".json", ".ubj")
 
@@ -66,15 +66,8 @@ class XGBoostModelDataset(AbstractDataset):
         self._check_suffix()
         if not hasattr(data, "save_model"):
             raise DatasetError(f"{self._filepath}: expected an XGBoost model, got {type(data).__name__}")
-        self._filepath.parent.mkdir(parents=True, exist_ok=True)
-        # same folder, same suffix (xgboost picks JSON / UBJ from it); a plain open keeps the umask
-        temp = self._filepath.parent / f".{self._filepath.stem}.{uuid.uuid4().hex}{self._filepath.suffix}"
-        try:
+        with atomic_path(self._filepath, keep_suffix=True) as temp:
             data.save_model(str(temp))  # xgboost picks JSON / UBJ from the suffix
-            os.replace(temp, self._filepath)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
 
     def _exists(self) -> bool:
         return self._filepath.is_file()

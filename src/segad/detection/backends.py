@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from segad.files import replace_folder
+from segad.files import replace_folder, staging_folder
 from segad.images import ImageSize, SizeLike
 from segad.versions import package_versions
 
@@ -170,8 +170,7 @@ def converted_path(
     target = folder / ("model.xml" if backend == "openvino" else "model.onnx")
     if (folder / "done.json").is_file() and target.is_file():
         return target
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    staging = staging_folder(folder)
     try:
         _convert(wrapper, backend, image_size, staging)
         (staging / "done.json").write_text(

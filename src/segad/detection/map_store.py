@@ -9,8 +9,9 @@ twice. Each file holds the map (float32, or float16 when the store is built with
 Damage is detected, not trusted: a truncated file, a flipped byte (the zip CRC-32 of every npz
 member is verified on read), a wrong key, shape or dtype, or a non-finite value make `read` raise
 `MapStoreError` naming the file, and make `exists` answer False so the map is recomputed.
-Writes go to a temporary file in the same folder, then ``os.replace``: an interrupted run leaves
-either the old complete file or none, never half a file.
+Writes go to a temporary file in the same folder, then ``os.replace`` (`segad.files.atomic_path`):
+an interrupted run leaves either the old complete file or none, never half a file, and the
+temporary file of a killed run is removed by the next write into that folder.
 
 Why one file per map and not shards (measured, docs/anomaly_maps.md,
 ``benchmarks/bench_anomaly_maps.py --store``): shards of 100 maps write and read ~3x faster and
@@ -31,13 +32,13 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from segad.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class MapStore:
             raise ValueError(f"MapStore dtype must be float32 or float16, not {dtype!r}")
         self.root = Path(root)
         self.dtype = dtype
+        self._swept: set[Path] = set()
 
     def __repr__(self) -> str:
         return f"MapStore(root={str(self.root)!r}, dtype={self.dtype!r})"
@@ -87,15 +89,10 @@ class MapStore:
         if self.dtype == "float16" and np.abs(array).max() <= FLOAT16_MAX:
             array = array.astype(np.float16)
         target = self.path(map_key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez(stream, map=array, map_key=np.array(map_key))
-            os.replace(temp, target)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        sweep = target.parent not in self._swept  # orphans of killed runs: once per folder, not per map
+        with atomic_path(target, sweep=sweep) as temp, open(temp, "xb") as stream:
+            np.savez(stream, map=array, map_key=np.array(map_key))
+        self._swept.add(target.parent)
 
     def read(self, map_key: str) -> np.ndarray:
         """The map as float32 (H, W); MapStoreError if the file is missing or damaged."""

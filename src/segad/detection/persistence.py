@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import torch
 
 from segad.detection.config import DetectorConfig, resolve_device
 from segad.detection.fit import build_detector
-from segad.files import check_owned, file_sha256, replace_folder
+from segad.files import check_owned, file_sha256, replace_folder, staging_folder
 from segad.images import ImageReadError, ImageSize, SizeLike
 from segad.versions import package_versions
 
@@ -92,8 +91,7 @@ def write_model_folder(model: torch.nn.Module, meta: dict, directory: str | Path
     ``directory`` may only hold a model folder's own files (`segad.files.check_owned`, named by
     `writer`). Nothing is left half-written."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    staging = staging_folder(directory)
     try:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, staging / "state_dict.pt")
         meta = {**meta, "state_sha256": file_sha256(staging / "state_dict.pt")}

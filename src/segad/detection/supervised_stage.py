@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 import zlib
 from dataclasses import dataclass
@@ -44,7 +42,7 @@ from segad.detection.supervised_config import (
     TrainImage,
     supervised_model_key,
 )
-from segad.files import file_sha256
+from segad.files import atomic_path, file_sha256
 from segad.images import ImageSize, SizeLike
 
 if TYPE_CHECKING:
@@ -276,12 +274,8 @@ def _read_scores(model_root: Path, key: str) -> dict[str, float]:
 
 
 def _write_scores(model_root: Path, key: str, scores: dict[str, float]) -> None:
-    path = _scores_path(model_root, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w") as stream:
-        json.dump(dict(sorted(scores.items())), stream)
-    os.replace(temporary, path)
+    with atomic_path(_scores_path(model_root, key)) as temporary:
+        temporary.write_text(json.dumps(dict(sorted(scores.items()))))
 
 
 # ------------------------------------------------------------------------------- saving, loading

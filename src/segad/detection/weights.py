@@ -29,14 +29,13 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 import torch
 
-from segad.files import file_sha256
+from segad.files import file_sha256, staging_folder
 
 HUB = "hub"
 PACKAGED_PREFIX = "packaged:"
@@ -235,8 +234,7 @@ def write_timm_local_dir(state_dict: dict[str, torch.Tensor], architecture: str,
     for key in ("url", "hf_hub_id", "file", "source", "state_dict"):
         cfg.pop(key, None)
     cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    staging = staging_folder(directory)
     save_file({k: v.contiguous() for k, v in state_dict.items()}, str(staging / "model.safetensors"))
     (staging / "config.json").write_text(
         json.dumps({"architecture": architecture, "num_classes": cfg.get("num_classes", 1000), "pretrained_cfg": cfg})

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -33,7 +32,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from segad.config import PARAMS
-from segad.files import check_owned, replace_folder
+from segad.files import check_owned, replace_folder, staging_folder
 from segad.versions import jsonable
 
 # Segment labels of the static map, in the style of VAD's 7-segment map.
@@ -278,8 +277,7 @@ def write_demo(root: str | Path, config: DemoConfig = DEFAULT_DEMO) -> Path:
     ):
         return root
     check_owned(root, _owned_files(existing), "the demo generator")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+    staging = staging_folder(root)
     try:
         rng = np.random.default_rng(config.seed)
         types = ["image_id,defect_type"]

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any, cast
 import numpy as np
 
 from segad import versions
-from segad.files import check_owned, relative_files, replace_folder
+from segad.files import atomic_path, check_owned, relative_files, replace_folder, staging_folder
 from segad.production.bundle import (
     BRF_FILE,
     BUNDLE_ID,
@@ -129,8 +128,7 @@ def write_bundle(
         )
     check_owned(target, own_files(target), "write_bundle")
     bundle_id = bundle_id or new_bundle_id()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging = staging_folder(target)
     try:
         for name, source in detector_dirs.items():
             _copy_detector(name, Path(source), staging / DETECTORS_DIR / name)
@@ -190,13 +188,8 @@ def write_latest(parent: str | Path, name: str) -> None:
     parent = Path(parent)
     if not (parent / name / MANIFEST).is_file():
         raise BundleError(f"{parent / name}: not a bundle folder; LATEST must name one")
-    temp = parent / f".{LATEST}.{uuid.uuid4().hex}.tmp"
-    try:
+    with atomic_path(parent / LATEST) as temp:
         temp.write_text(name + "\n")
-        os.replace(temp, parent / LATEST)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 def write_versioned_bundle(parent: str | Path, **arguments: Any) -> Path:
