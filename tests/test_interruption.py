@@ -18,11 +18,13 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
+from segad.files import HOST
 from segad.ingestion.demo import DemoConfig
 from tests.test_runner import make_project
 
@@ -77,8 +79,8 @@ def _run(project: Path, params: str | None = None) -> str:
     return done.stdout + done.stderr
 
 
-def _kill_when(project: Path, ready) -> None:
-    """Start the run and SIGKILL it as soon as `ready()` is true; fail if it ended first."""
+def _kill_when(project: Path, ready) -> int:
+    """Start the run and SIGKILL it as soon as `ready()` is true; fail if it ended first. Returns its pid."""
     process = subprocess.Popen(
         _command(project), cwd=project, env=_env(project), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -94,6 +96,7 @@ def _kill_when(project: Path, ready) -> None:
         if process.poll() is None:
             process.kill()
     assert process.returncode == -signal.SIGKILL, "the run ended before it could be interrupted"
+    return process.pid
 
 
 def _detector_states(project: Path) -> dict[str, bytes]:
@@ -130,15 +133,23 @@ def test_sigkill_during_map_writing_then_rerun_equals_an_uninterrupted_run(tmp_p
     _run(interrupted, f"dataset.root={other},demo.seed=5,segmentation.path={other / 'segmentation.png'}")
     maps = interrupted / "data" / "03_primary" / "patchcore" / "maps"
     before = len(list(maps.rglob("*.npz")))  # the other dataset's maps
-    _kill_when(interrupted, lambda: len(list(maps.rglob("*.npz"))) >= before + 5)
+    other_folders = {p.parent for p in maps.rglob("*.npz")}
+    killed = _kill_when(interrupted, lambda: len(list(maps.rglob("*.npz"))) >= before + 5)
     present = len(list(maps.rglob("*.npz"))) - before
     assert 5 <= present < total
+    # the kill lands inside a map's write only now and then; so that the rerun's clean-up is
+    # exercised every time, leave the half-written map such a kill leaves when there is none
+    if not _temporary_files(interrupted):
+        (folder,) = {p.parent for p in maps.rglob("*.npz")} - other_folders  # this run's model's maps
+        (folder / f".half.npz.{HOST}-{killed}.{uuid.uuid4().hex}.tmp").write_bytes(b"PK\x03\x04 half a map")
+    assert len(_temporary_files(interrupted)) == 1
     log = _run(interrupted)
     fitted, reused, computed, cached = map(int, STATS.search(log).groups())
     # only the missing work is redone: the saved detector and every finished map are reused
     assert (fitted, reused) == (0, 1)
     assert cached >= present - 1 and computed + cached == total  # at most the map being written is lost
     assert "damaged" not in log.lower()
+    assert "removed 1 temporary file(s) left by interrupted runs" in log
     assert (interrupted / "data" / "08_reporting" / "metrics.csv").read_bytes() == metrics
     assert _temporary_files(interrupted) == []
     assert _feature_files(interrupted) == _feature_files(reference)

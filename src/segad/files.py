@@ -133,7 +133,7 @@ def remove_orphans(folder: Path) -> list[Path]:
             path.unlink(missing_ok=True)
         removed.append(path)
     if removed:
-        logger.info("removed %d temporary files left by interrupted runs in %s", len(removed), folder)
+        logger.info("removed %d temporary file(s) left by interrupted runs in %s", len(removed), folder)
     return removed
 
 
