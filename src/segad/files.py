@@ -121,8 +121,7 @@ def remove_orphans(folder: Path) -> list[Path]:
         match = _TEMPORARY.match(entry.name)
         if match is None or match["host"] != HOST:
             continue
-        pid = int(match["pid"])
-        if pid == os.getpid() or _running(pid):
+        if _running(int(match["pid"])):  # this process and live writers alike
             continue
         if match["kind"] == "old" and not (Path(folder) / match["target"]).exists():
             continue
