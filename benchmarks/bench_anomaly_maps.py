@@ -6,7 +6,7 @@ Four parts:
     conf's channels_last, openvino, onnxruntime) on the same fitted model and images, best of
     ``--repeats``, side by side in one process; the largest map difference to eager (relative to
     the eager map range); and the pipeline's own per-image costs next to them: decoding an image
-    (`segad.images.read_image`) and writing its map (`MapStore`, float32). Table in docs/performance.md.
+    (`segad.storage.images.read_image`) and writing its map (`MapStore`, float32). Table in docs/performance.md.
 
 ``--detectors patchcore,padim``  fit time, inference images/s and peak RSS per detector on CPU
     (each detector in its own subprocess, so peak memory is its own), plus the ratio of
@@ -130,12 +130,12 @@ def bench_backends(names: list[str], n_train: int, n_images: int, size: int, bat
 
     import torch
 
-    from segad.detection.backends import BACKENDS, backend_info
     from segad.detection.config import DetectorConfig
     from segad.detection.fit import fit_detector
     from segad.detection.inference import predict_maps
-    from segad.detection.map_store import MapStore
-    from segad.images import read_image
+    from segad.storage.backends import BACKENDS, backend_info
+    from segad.storage.images import read_image
+    from segad.storage.map_store import MapStore
 
     available = [b for b in BACKENDS if b == "eager" or importlib.util.find_spec(b)]
     paths = _demo_paths("test", n_images)
@@ -195,7 +195,7 @@ def bench_backends(names: list[str], n_train: int, n_images: int, size: int, bat
 
 
 def bench_store(n: int = 1000, size: int = 256, shard: int = 100) -> None:
-    from segad.detection.map_store import MapStore
+    from segad.storage.map_store import MapStore
 
     rng = np.random.default_rng(0)
     # smooth, PatchCore-like maps: upsampled low-resolution noise plus an offset

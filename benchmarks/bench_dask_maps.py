@@ -84,8 +84,8 @@ def run_once(workers: int, args, index, splits, workdir: Path) -> dict:
 
     from segad.detection.config import DetectorConfig
     from segad.detection.distribute import ShardOptions
-    from segad.detection.map_store import MapStore
     from segad.detection.stage import compute_anomaly_maps
+    from segad.storage.map_store import MapStore
 
     out = workdir / f"run{workers}"
     shutil.rmtree(out, ignore_errors=True)

@@ -65,7 +65,7 @@ def read_store(folder: str, n: int, shape: tuple[int, int]) -> np.ndarray | None
     """Up to `n` stored maps of `shape` from a MapStore folder, float32 (N, H, W)."""
     from pathlib import Path
 
-    from segad.detection.map_store import MapStore
+    from segad.storage.map_store import MapStore
 
     store = MapStore(folder)
     keys = sorted(str(p.relative_to(folder))[: -len(".npz")] for p in Path(folder).rglob("*.npz"))
@@ -211,7 +211,7 @@ def main() -> None:
 
     if args.stream:
         print(f"\nstreaming from a MapStore (batch {args.batch_size}): peak traced memory")
-        from segad.detection.map_store import MapStore
+        from segad.storage.map_store import MapStore
 
         with tempfile.TemporaryDirectory() as folder:
             store = MapStore(folder)

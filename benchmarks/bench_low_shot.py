@@ -28,12 +28,12 @@ import pandas as pd
 import yaml
 from tqdm import tqdm
 
+from segad.columns import CLASSIFIER
 from segad.datasets.partitioned_parquet_dataset import PartitionedTable
 from segad.evaluation.metrics import auroc, pg
 from segad.evaluation.report import segad_gain
 from segad.ingestion.defects import is_synthetic
 from segad.meta.brf import BRFConfig, run_brf
-from segad.segments.columns import CLASSIFIER
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -33,11 +33,11 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
+from segad.columns import feature_columns
 from segad.detection.config import DetectorConfig  # noqa: E402
 from segad.detection.fit import fit_detector  # noqa: E402
 from segad.detection.inference import predict_maps  # noqa: E402
-from segad.detection.persistence import save_detector  # noqa: E402
-from segad.images import read_image  # noqa: E402
+from segad.detection.saved import save_detector  # noqa: E402
 from segad.ingestion.demo import DemoConfig, write_demo  # noqa: E402
 from segad.meta.brf import BRFConfig, fit_brf  # noqa: E402
 from segad.production.batch import STAGES, score_images  # noqa: E402
@@ -45,9 +45,9 @@ from segad.production.bundle import load_bundle  # noqa: E402
 from segad.production.inputs import input_spec_from_paths  # noqa: E402
 from segad.production.operating_point import choose_operating_point, out_of_fold_scores  # noqa: E402
 from segad.production.writer import write_bundle  # noqa: E402
-from segad.segments.columns import feature_columns
 from segad.segments.features import SegmentMap, feature_matrix, segment_statistics  # noqa: E402
 from segad.segments.segment_maps import read_label_map  # noqa: E402
+from segad.storage.images import read_image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DETECTORS = {

@@ -58,17 +58,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from segad.columns import feature_columns  # noqa: E402
 from segad.detection.config import DetectorConfig  # noqa: E402
 from segad.detection.fit import fit_detector  # noqa: E402
 from segad.detection.inference import predict_maps  # noqa: E402
 from segad.evaluation.metrics import auroc, pg  # noqa: E402
-from segad.images import read_image  # noqa: E402
 from segad.ingestion.demo import DemoConfig, write_demo  # noqa: E402
 from segad.meta.brf import BRFConfig, brf_scores, fit_brf  # noqa: E402
 from segad.segments.alignment import alignment, choose_method  # noqa: E402
-from segad.segments.columns import feature_columns  # noqa: E402
 from segad.segments.features import build_feature_table  # noqa: E402
 from segad.segments.segment_maps import SegmentMapConfig, resolve_segmentation  # noqa: E402
+from segad.storage.images import read_image  # noqa: E402
 
 DETECTORS = {
     "patchcore": {

@@ -53,7 +53,7 @@ def check_detector(name: str, params: dict, size: int, n_train: int, n_images: i
     from segad.detection.config import DetectorConfig
     from segad.detection.fit import fit_detector
     from segad.detection.inference import predict_maps
-    from segad.images import read_image
+    from segad.storage.images import read_image
 
     config = DetectorConfig.from_dict(name, params)
     torch.cuda.reset_peak_memory_stats()

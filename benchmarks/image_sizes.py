@@ -4,7 +4,7 @@
 ``--sizes`` (height x width) and prints the map shape or the error; for PatchCore and PaDiM it
 also converts the model to ONNX Runtime and OpenVINO and prints the largest difference to eager.
 ``--auto`` builds the image index of the demo (default configuration) and/or ELPV and prints the
-size `segad.images.resolve_image_size` chooses.
+size `segad.storage.images.resolve_image_size` chooses.
 
 Run:
     PYTHONPATH=src:. HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/image_sizes.py \\
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segad.images import ImageSize, resolve_image_size
+from segad.storage.images import ImageSize, resolve_image_size
 
 
 def probe_detectors(names: list[str], sizes: list[ImageSize]) -> None:

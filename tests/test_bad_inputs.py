@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from segad.detection.config import DetectorConfig, DetectorConfigError
-from segad.images import ImageReadError, image_size, read_image, read_mask
+from segad.storage.images import ImageReadError, image_size, read_image, read_mask
 from tests.conftest import write_png
 
 
@@ -381,8 +381,8 @@ def test_constant_maps_accepted_nan_moments():
 
 # --- production: scoring inputs, output folders, bundles -------------------------------------
 
-from segad.files import NotOwnedError, check_owned  # noqa: E402
 from segad.production.inputs import InputMismatchError, input_spec_from_paths, list_images, load_checked  # noqa: E402
+from segad.storage.files import NotOwnedError, check_owned  # noqa: E402
 
 
 def test_mixed_sizes_at_scoring(tmp_path):

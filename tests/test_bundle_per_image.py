@@ -22,10 +22,10 @@ import pytest
 import yaml
 from kedro.runner import SequentialRunner
 
-from segad.images import read_image
 from segad.ingestion.demo import write_demo
 from segad.production.batch import batch_features
 from segad.production.bundle import load_bundle, resolve_bundle
+from segad.storage.images import read_image
 from tests.conftest import TINY_DEMO
 from tests.test_runner import PADIM, make_project, run_project, set_parameters
 
@@ -45,7 +45,7 @@ def per_image_run(shifted, tmp_path_factory):
     project = make_project(tmp_path_factory.mktemp("per_image") / "project", shifted)
     base = yaml.safe_load((project / "conf" / "base" / "parameters_segmentation.yml").read_text())
     assert base["segmentation"]["method"] is None
-    classifier = yaml.safe_load((project / "conf" / "base" / "parameters_features.yml").read_text())["classifier"]
+    classifier = yaml.safe_load((project / "conf" / "base" / "parameters_classifier.yml").read_text())["classifier"]
     assert classifier["enabled"] and classifier["cross_fit_folds"] == 3 and classifier["backend"] == "openvino"
     set_parameters(
         project,

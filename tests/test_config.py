@@ -16,12 +16,10 @@ from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.validation import ParameterValidationError, ParameterValidator
 
+from segad import config, vocabulary
 from segad.config import (
     STAGE_BLOCKS,
-    Benchmark,
     DatasetConfig,
-    GoodSplit,
-    Layout,
     ParameterError,
     PlotOptions,
     ReportOptions,
@@ -30,11 +28,10 @@ from segad.config import (
     SplitOptions,
 )
 from segad.detection.config import SUPPORTED_DETECTORS, DetectorConfig, DetectorParams
-from segad.detection.persistence import model_key
+from segad.detection.saved import model_key
+from segad.ingestion import layouts, splits
 from segad.ingestion.defects import DefectConfig
 from segad.ingestion.demo import LOGICAL_DEFECTS, STRUCTURAL_DEFECTS, DefectType, DemoConfig
-from segad.ingestion.layouts import LAYOUTS
-from segad.ingestion.splits import BENCHMARKS, GOOD_SPLITS
 from segad.meta.brf import BRFConfig, BRFParams
 from segad.meta.classifier import ClassifierConfig
 from segad.production.assemble import BundleOptions
@@ -71,9 +68,14 @@ def project_parameters(env: str = "local") -> dict:
 
 
 def test_literal_values_follow_the_library_constants():
-    assert get_args(Layout) == LAYOUTS
-    assert get_args(Benchmark) == BENCHMARKS
-    assert get_args(GoodSplit) == GOOD_SPLITS
+    # one definition each (segad.vocabulary): the parameter classes and the ingestion code use it, no copy
+    assert (config.Layout, config.Benchmark, config.GoodSplit) == (
+        vocabulary.Layout,
+        vocabulary.Benchmark,
+        vocabulary.GoodSplit,
+    )
+    assert layouts.LAYOUTS is vocabulary.LAYOUTS and set(layouts.READERS) == set(vocabulary.LAYOUTS)
+    assert splits.BENCHMARKS is vocabulary.BENCHMARKS and splits.GOOD_SPLITS is vocabulary.GOOD_SPLITS
     assert set(get_args(DefectType)) == set(LOGICAL_DEFECTS + STRUCTURAL_DEFECTS)
 
 

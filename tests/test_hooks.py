@@ -48,9 +48,9 @@ def test_a_stage_without_its_upstream_output_names_the_datasets_and_what_to_run(
     message = str(raised.value)
     assert "\n" not in message
     assert message.startswith("pipeline 'anomaly_maps' needs image_index, splits, synthetic_index,")
-    # defects needs segment_maps of features, which needs anomaly_maps: stage by stage cannot work
-    assert "`kedro run --pipelines segad --to-outputs image_index,splits,synthetic_index`" in message
-    assert "ingestion, split, defects, features" in message
+    # defects needs segment_maps of segmentation: the stages to run, one by one, in STAGES order
+    assert "run `kedro run --pipelines ingestion` (then split, segmentation, defects) first" in message
+    assert raised.value.producers == ["ingestion", "split", "segmentation", "defects"]
     assert message.endswith("or `kedro run --pipelines segad` for the whole flow")
     assert isinstance(raised.value, RuntimeError)
     assert raised.value.missing == ["image_index", "splits", "synthetic_index"]

@@ -24,8 +24,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from segad.files import HOST
 from segad.ingestion.demo import DemoConfig
+from segad.storage.files import HOST
 from tests.test_runner import make_project
 
 # More test images than the tiny demo and one map per batch, so map writing lasts long enough
@@ -113,7 +113,7 @@ def _feature_files(project: Path) -> dict[str, bytes]:
 
 
 def _temporary_files(project: Path) -> list[Path]:
-    """Temporary files and folders of `segad.files` (being written, or moved aside) under data/."""
+    """Temporary files and folders of `segad.storage.files` (being written, or moved aside) under data/."""
     return [p for p in (project / "data").rglob("*") if {".tmp", ".old"} & set(p.suffixes)]
 
 

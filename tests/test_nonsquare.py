@@ -54,7 +54,7 @@ def tall_run(tmp_path_factory):
     parts = write_tall_vad(root / "parts")
     project = make_project(root / "project", parts)
     segmentation = yaml.safe_load((project / "conf" / "base" / "parameters_segmentation.yml").read_text())
-    features = yaml.safe_load((project / "conf" / "base" / "parameters_features.yml").read_text())
+    classifier = yaml.safe_load((project / "conf" / "base" / "parameters_classifier.yml").read_text())["classifier"]
     set_parameters(
         project,
         dataset={"layout": "vad", "root": str(parts), "category": None, "on_bad_image": "fail"},
@@ -62,7 +62,7 @@ def tall_run(tmp_path_factory):
         detectors=["padim"],
         anomaly_maps={"padim": PADIM},
         segmentation={**segmentation["segmentation"], "auto_segments": 3},
-        classifier={**features["classifier"], "enabled": True, "max_steps": 4},  # on: it reads (H, W) images too
+        classifier={**classifier, "enabled": True, "max_steps": 4},  # on: it reads (H, W) images too
     )
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(project)

@@ -77,3 +77,25 @@ def test_the_registry_and_the_nodes_share_the_sessions_detector_list(tmp_path):
         {"registry": ["padim", "patchcore"], "brf": ["padim", "patchcore"], "parameters": ["padim", "patchcore"]},
     ]
     assert (project / "data" / "02_intermediate" / "image_index.parquet").is_file()
+
+
+def test_stages_are_in_data_flow_order(monkeypatch):
+    """Every dataset a stage reads that some stage writes is written by an earlier stage of STAGES."""
+    from segad.hooks import _producers
+    from segad.pipeline_registry import STAGES, register_pipelines
+
+    monkeypatch.chdir(PROJECT_ROOT)
+    monkeypatch.setenv("KEDRO_ENV", "local")
+    pipelines = register_pipelines()
+    producer = _producers(pipelines)
+    late = [
+        f"{stage} reads {name} of {producer[name]}"
+        for position, stage in enumerate(STAGES)
+        for name in sorted(pipelines[stage].inputs())
+        if name in producer and (producer[name] not in STAGES or STAGES.index(producer[name]) >= position)
+    ]
+    assert not late
+    assert [n for n in pipelines if n in STAGES] == list(STAGES)
+    # the segment maps come before the synthetic defects drawn inside them
+    assert producer["segment_maps"] == "segmentation" and "segment_maps" in pipelines["defects"].inputs()
+    assert producer["classifier_scores"] == "classifier" and "classifier_scores" in pipelines["features"].inputs()

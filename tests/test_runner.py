@@ -20,7 +20,7 @@ from segad.runner import DaskDataset, DaskRunner
 from tests.conftest import PROJECT_ROOT, TINY_DEMO
 
 #: The chain up to the feature table (the map stage is the one Dask is for).
-FEATURE_CHAIN = ["ingestion", "split", "defects", "anomaly_maps", "features"]
+FEATURE_CHAIN = ["ingestion", "split", "segmentation", "defects", "anomaly_maps", "classifier", "features"]
 
 
 def make_table(n_rows: int, seed: int) -> pd.DataFrame:
@@ -145,7 +145,9 @@ def make_project(root: Path, demo: Path) -> Path:
     shutil.copytree(PROJECT_ROOT / "conf" / "dask", root / "conf" / "dask")
     base = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_segmentation.yml").read_text())
     brf = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_brf.yml").read_text())["brf"]
-    classifier = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_features.yml").read_text())["classifier"]
+    classifier = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_classifier.yml").read_text())[
+        "classifier"
+    ]
     overrides = {
         "dataset": {"layout": "demo", "root": str(demo), "category": None, "on_bad_image": "fail"},
         "demo": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(TINY_DEMO).items()},

@@ -23,7 +23,6 @@ from kedro.runner import SequentialRunner
 from segad import schema_report, schemas
 from segad.config import DatasetConfig
 from segad.detection.config import DetectorConfig
-from segad.detection.map_store import MapStore
 from segad.detection.stage import compute_anomaly_maps
 from segad.ingestion.defects import DefectConfig, empty_synthetic_index, plan_synthetic
 from segad.ingestion.layouts import build_index
@@ -37,6 +36,7 @@ from segad.schema_hooks import DATASETS, DatasetSchemaError, SchemaHooks, model_
 from segad.schemas import SchemaError, validate
 from segad.segments.features import FeatureConfig
 from segad.segments.segment_maps import SegmentMaps
+from segad.storage.map_store import MapStore
 from tests.conftest import PROJECT_ROOT
 
 SIZE = 32

@@ -31,19 +31,14 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
-from segad.images import ImageSize, ImageSizeError, check_image_size_setting
+from segad.storage.images import ImageSize, ImageSizeError, check_image_size_setting
 from segad.versions import jsonable
+from segad.vocabulary import Benchmark, GoodSplit, Layout
 
 #: The configuration of every parameter class: unknown keys fail, instances are immutable.
 PARAMS = ConfigDict(extra="forbid", frozen=True)
 
-#: Dataset layouts (segad.ingestion.layouts.LAYOUTS) and benchmark regimes
-#: (segad.ingestion.splits.BENCHMARKS); tests/test_config.py keeps them equal.
-Layout = Literal["demo", "vad", "visa", "sensum", "mvtec", "elpv"]
-Benchmark = Literal["one_class", "high_shot", "low_shot", "visa_supervised", "kfold"]
 Device = Literal["auto", "cpu", "cuda"]
-#: Divisions of the good training images (segad.ingestion.splits.GOOD_SPLITS).
-GoodSplit = Literal["per_seed", "fixed"]
 
 #: Top-level parameter blocks of the stages (each checked by the class of the node that reads it).
 STAGE_BLOCKS = (
@@ -90,7 +85,7 @@ class RunConfig:
     These are the top-level keys of conf/base/parameters.yml. ``detectors`` is structural: the
     pipeline registry makes one namespaced anomaly_maps pipeline per name, so every name needs
     its ``anomaly_maps.<name>`` block. ``image_size`` is an int N (N x N pixels), ``[height,
-    width]`` or ``auto`` (resolved from the image index by `segad.images.resolve_image_size`).
+    width]`` or ``auto`` (resolved from the image index by `segad.storage.images.resolve_image_size`).
     """
 
     dataset: DatasetConfig
@@ -187,7 +182,7 @@ class ScoreOptions:
     overlays: bool = True
     progress: bool = True
     bundle: str | None = None
-    #: CPU inference backend of every bundled detector (`segad.detection.backends`)
+    #: CPU inference backend of every bundled detector (`segad.storage.backends`)
     backend: Literal["eager", "openvino", "onnxruntime"] = "eager"
 
 

@@ -80,21 +80,14 @@ class MissingUpstreamError(click.ClickException, RuntimeError):
     status 1 instead of a traceback; from Python it is an ordinary RuntimeError.
     """
 
-    def __init__(self, pipeline_name: str, missing: list[str], producers: list[str], chain: bool) -> None:
+    def __init__(self, pipeline_name: str, missing: list[str], producers: list[str]) -> None:
         self.pipeline_name = pipeline_name
         self.missing = missing
         self.producers = producers
-        needed = ", ".join(missing)
-        if chain:  # running the producers one after the other works
-            rest = ", ".join(producers[1:])
-            first = f"run `kedro run --pipelines {producers[0]}`" + (f" (then {rest})" if rest else "")
-        else:  # a stage on the way needs output of a later one: let Kedro pick the nodes
-            first = (
-                f"run `kedro run --pipelines segad --to-outputs {','.join(missing)}` "
-                f"(it runs the nodes of {', '.join(producers)} that make them)"
-            )
+        rest = ", ".join(producers[1:])
+        first = f"run `kedro run --pipelines {producers[0]}`" + (f" (then {rest})" if rest else "")
         super().__init__(
-            f"pipeline '{pipeline_name}' needs {needed}, which no run has written yet: "
+            f"pipeline '{pipeline_name}' needs {', '.join(missing)}, which no run has written yet: "
             f"{first} first, or `kedro run --pipelines segad` for the whole flow"
         )
 
@@ -140,29 +133,22 @@ def missing_upstream(
     """The error for `pipeline`'s missing upstream inputs, or None when all exist.
 
     Inputs no registered pipeline writes (stores the nodes fill through a handle, raw data) and
-    parameters are not checked. When running the producing stages one after the other works (each
-    one's missing inputs made by an earlier one), the error names them in the registry's order;
-    otherwise (a stage on the way needs output of a later one) it names the `segad --to-outputs`
-    run and the stages whose nodes that run includes.
+    parameters are not checked. The error names the stages that make the missing inputs, and those
+    that make their own missing inputs, in the registry's order: `STAGES` is in data-flow order, so
+    running them one after the other in that order works.
     """
     producer = _producers(pipelines)
     missing = _missing(pipeline, catalog, producer)
     if not missing:
         return None
     order = [name for name in pipelines if name not in COMPOSITE]
-    producers = sorted({producer[name] for name in missing}, key=order.index)
-    needs = {name: _missing(pipelines[name], catalog, producer) for name in producers}
-    while True:  # add the producers of the producers' own missing inputs
-        extra = {producer[d] for names in needs.values() for d in names} - set(needs)
-        if not extra:
-            break
-        needs.update({name: _missing(pipelines[name], catalog, producer) for name in extra})
-    chain = sorted(needs, key=order.index)
-    if all(order.index(producer[d]) < order.index(name) for name in chain for d in needs[name]):
-        return MissingUpstreamError(pipeline_name, missing, chain, True)
-    made_by = pipelines["segad"].filter(to_outputs=missing).nodes
-    stages = {node.namespace.split(".")[0] for node in made_by if node.namespace}
-    return MissingUpstreamError(pipeline_name, missing, sorted(stages, key=order.index), False)
+    needs = {producer[name] for name in missing}
+    todo = list(needs)
+    while todo:  # add the producers of the producers' own missing inputs
+        extra = {producer[d] for d in _missing(pipelines[todo.pop()], catalog, producer)} - needs
+        needs |= extra
+        todo += extra
+    return MissingUpstreamError(pipeline_name, missing, sorted(needs, key=order.index))
 
 
 class UpstreamCheckHooks:

@@ -20,8 +20,20 @@ from pathlib import Path
 import yaml
 from kedro.pipeline import Pipeline, pipeline
 
-# In data-flow order; `segad` is their sum.
-STAGES = ("ingestion", "split", "defects", "anomaly_maps", "features", "brf", "evaluation", "bundle")
+# In data-flow order (a topological order: every stage reads only what earlier stages write, so
+# running them one by one in this order works from an empty data folder); `segad` is their sum.
+STAGES = (
+    "ingestion",
+    "split",
+    "segmentation",
+    "defects",
+    "anomaly_maps",
+    "classifier",
+    "features",
+    "brf",
+    "evaluation",
+    "bundle",
+)
 # Pipelines outside the training run.
 EXTRA = ("score",)
 

@@ -24,12 +24,17 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from segad.ingestion.defects import KINDS
-from segad.ingestion.layouts import LAYOUTS
-from segad.ingestion.splits import BENCHMARKS, ROLES
-from segad.production.explain import CONTRIBUTION_PATTERN
-from segad.segments.columns import MAX_PATTERN, SCORE_PATTERN, SEGMENT_PATTERN, STATS, is_feature_column, max_column
-from segad.segments.features import FEATURE_ROLES
+from segad.columns import (
+    CONTRIBUTION_PATTERN,
+    MAX_PATTERN,
+    SCORE_PATTERN,
+    SEGMENT_PATTERN,
+    STATS,
+    is_feature_column,
+    max_column,
+)
+from segad.schema_errors import summary
+from segad.vocabulary import BENCHMARKS, DEFECT_KINDS, FEATURE_ROLES, LAYOUTS, ROLES
 
 LABELS = (0, 1)
 _OWN_SCORE = "classifier g(I), when enabled; a detector's own image score (supersimplenet_supervised pred_score)"
@@ -132,7 +137,7 @@ class SyntheticIndex(pa.DataFrameModel):
     split_seed: Series[pa.Int64] = pa.Field(ge=0, description="seed the source row belongs to")
     source_image_id: Series[str] = pa.Field(description="the good image it was made from")
     category: Series[str] = pa.Field(description="as the source")
-    defect_type: Series[str] = pa.Field(isin=sorted(KINDS.values()), description="the kind of synthetic defect")
+    defect_type: Series[str] = pa.Field(isin=sorted(DEFECT_KINDS.values()), description="the kind of synthetic defect")
     label: Series[pa.Int8] = pa.Field(isin=[1], description="always 1")
     role: Series[str] = pa.Field(isin=["brf_train"], description="always `brf_train`")
     path: Series[str] = pa.Field(description="absolute path of the written image")
@@ -187,7 +192,7 @@ class MapIndex(pa.DataFrameModel):
 class Features(pa.DataFrameModel):
     """`features` — brf_train, test and synthetic rows with their feature columns (features).
 
-    Feature columns follow `segad.segments.columns`. Feature values may be NaN: a category lacks the
+    Feature columns follow `segad.columns`. Feature values may be NaN: a category lacks the
     segments it does not have, and the folder keeps tables of other detector sets and regimes."""
 
     dataset: Series[str] = pa.Field(isin=list(LAYOUTS), description="`dataset.layout` (partition folder)")
@@ -395,6 +400,4 @@ def validate(model: type[pa.DataFrameModel], table: pd.DataFrame, name: str) -> 
     try:
         model.validate(table, lazy=True)
     except pa.errors.SchemaErrors as errors:
-        from segad.schema_report import summary
-
         raise SchemaError(summary(errors.failure_cases, model, name)) from None

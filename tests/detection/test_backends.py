@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from segad.detection import backends
-from segad.detection.backends import TOLERANCE, BackendError, check_backend, compiled_detector, converted_path
 from segad.detection.config import DetectorConfig, DetectorConfigError
 from segad.detection.fit import fit_detector
 from segad.detection.inference import iter_maps, predict_maps
-from segad.detection.persistence import load_detector, save_detector
-from segad.images import ImageSize, read_image
+from segad.detection.saved import load_detector, save_detector
 from segad.segments.features import SegmentMap, segment_statistics
+from segad.storage import backends
+from segad.storage.backends import TOLERANCE, BackendError, check_backend, compiled_detector, converted_path
+from segad.storage.images import ImageSize, read_image
 from tests.detection.tiny import SIZE, config_for
 
 CONVERTED = [b for b in ("openvino", "onnxruntime") if __import__("importlib.util").util.find_spec(b)]

@@ -14,8 +14,8 @@ from segad.detection.config import DetectorConfig, DetectorConfigError
 from segad.detection.coreset import coreset_size, greedy_coreset_indices, greedy_k_center
 from segad.detection.fit import fit_detector
 from segad.detection.inference import predict_maps
-from segad.detection.persistence import load_detector, model_key, save_detector
-from segad.images import read_image
+from segad.detection.saved import load_detector, model_key, save_detector
+from segad.storage.images import read_image
 from tests.detection.tiny import CHEAP, SIZE
 
 

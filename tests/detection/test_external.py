@@ -20,9 +20,9 @@ from segad.detection.external import (
     read_map,
     resize_map,
 )
-from segad.detection.map_store import MapStore
 from segad.detection.stage import MAP_INDEX_COLUMNS
 from segad.pipelines.anomaly_maps import create_pipeline
+from segad.storage.map_store import MapStore
 
 SIZE = 8
 IDS = ["part/train/good/0.png", "part/train/good/1.png", "part/test/bad/2.png", "part/test/good/3.png"]

@@ -13,9 +13,9 @@ import torch
 from segad.detection.config import SUPPORTED_DETECTORS, DetectorConfig, DetectorConfigError
 from segad.detection.fit import build_detector, fit_detector
 from segad.detection.inference import predict_maps
-from segad.detection.persistence import load_detector, save_detector
-from segad.detection.weights import WeightsError
-from segad.images import ImageSize, read_image
+from segad.detection.saved import load_detector, save_detector
+from segad.storage.images import ImageSize, read_image
+from segad.storage.weights import WeightsError
 from tests.detection.tiny import CHEAP, PACKAGED, SIZE, config_for, write_images
 
 
@@ -44,7 +44,7 @@ def test_detector_fits_on_good_images_and_maps_survive_save_and_reload(name, ima
 def test_non_square_maps_are_height_by_width_and_keyed_apart(name, images, tmp_path):
     """EfficientNet-Lite0 PatchCore / PaDiM at 32 x 64 (feature maps 8 x 16 and 4 x 8): maps are
     (32, 64), survive save and reload, and the model key differs from the square runs'."""
-    from segad.detection.persistence import model_key
+    from segad.detection.saved import model_key
 
     size = ImageSize(32, 64)
     config = config_for(name, images)

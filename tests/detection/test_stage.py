@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from segad.detection.map_store import MapStore
 from segad.detection.stage import compute_anomaly_maps
+from segad.storage.map_store import MapStore
 from tests.detection.tiny import SIZE, config_for, write_images
 
 

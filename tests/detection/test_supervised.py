@@ -20,7 +20,7 @@ from segad.detection.supervised import (
 )
 from segad.detection.supervised_config import SupervisedConfig, SupervisedConfigError, TrainImage, supervised_model_key
 from segad.detection.supervised_stage import load_supervised, save_supervised
-from segad.images import ImageSize, read_image
+from segad.storage.images import ImageSize, read_image
 
 SIZE = 64  # blocks.1 (stride 4) -> 16 px features, upscaled 2x -> 32 px: the least anomalib's Perlin noise takes
 SETTINGS = {

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from segad.detection.map_store import MapStore
 from segad.detection.supervised_config import SupervisedConfig, SupervisedConfigError
 from segad.detection.supervised_stage import FULL, INDEX_COLUMNS, compute_supervised_maps, plan_supervised
+from segad.storage.map_store import MapStore
 
 SIZE = 64
 CONFIG = SupervisedConfig.from_dict(

@@ -3,9 +3,9 @@ import pickle
 import pandas as pd
 import pytest
 
-from segad.images import ImageReadError
 from segad.ingestion.image_index import INDEX_COLUMNS
 from segad.ingestion.layouts import LayoutError, build_index, read_low_shot, read_sensum_folds
+from segad.storage.images import ImageReadError
 from tests.conftest import write_png
 
 

@@ -13,7 +13,7 @@ def backbones(tmp_path_factory):
 
 @pytest.fixture
 def backends_root(tmp_path, monkeypatch):
-    """Converted models (segad.detection.backends' default cache in the system temp dir) under tmp_path."""
+    """Converted models (segad.storage.backends' default cache in the system temp dir) under tmp_path."""
     import tempfile
 
     root = tmp_path / "tmp"

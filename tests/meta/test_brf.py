@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from segad.columns import feature_columns
 from segad.datasets.xgboost_model_dataset import XGBoostModelDataset
 from segad.meta.brf import (
     BRFConfig,
@@ -23,7 +24,6 @@ from segad.meta.brf import (
     run_brf,
     scale_pos_weight,
 )
-from segad.segments.columns import feature_columns
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = BRFConfig(n_estimators=3, num_parallel_tree=4, n_jobs=1)

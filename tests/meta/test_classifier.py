@@ -33,7 +33,7 @@ def _images(tmp_path, n=8, size=32):
 def test_packaged_weights_are_loaded_not_random(backbones):
     import torch
 
-    from segad.detection.weights import packaged_efficientnet_lite0_state_dict
+    from segad.storage.weights import packaged_efficientnet_lite0_state_dict
 
     a = build_model(ClassifierConfig(enabled=True, cache_dir=backbones))
 
@@ -127,7 +127,7 @@ def test_activation_cache_follows_the_file_contents(tmp_path, backbones):
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
 def test_converted_stem_gives_the_eager_activations_and_scores(tmp_path, backends_root, backbones, backend):
     """A frozen stem run by a CPU backend: activations and trained scores equal eager within tolerance."""
-    from segad.detection.backends import TOLERANCE
+    from segad.storage.backends import TOLERANCE
 
     index = _images(tmp_path, n=16, size=64)
     paths, labels = index.path.tolist(), index.label.to_numpy()
@@ -148,8 +148,8 @@ def test_converted_stem_gives_the_eager_activations_and_scores(tmp_path, backend
 def test_the_converted_stem_is_reused_by_models_whose_tails_differ(backends_root, backbones):
     import torch
 
-    from segad.detection.backends import converted_path
     from segad.meta.classifier import _stem_module
+    from segad.storage.backends import converted_path
 
     config = ClassifierConfig(enabled=True, mode="frozen", frozen_blocks=2, cache_dir=backbones)
     a, b = build_model(config), build_model(config)
@@ -163,8 +163,8 @@ def test_the_converted_stem_is_reused_by_models_whose_tails_differ(backends_root
 
 
 def test_a_converted_stem_that_disagrees_with_eager_is_refused(tmp_path, backends_root, backbones, monkeypatch):
-    import segad.detection.backends as backends
-    from segad.detection.backends import BackendMismatchError
+    import segad.storage.backends as backends
+    from segad.storage.backends import BackendMismatchError
 
     index = _images(tmp_path, n=2, size=32)
     model = build_model(ClassifierConfig(enabled=True, mode="frozen", frozen_blocks=2, cache_dir=backbones))

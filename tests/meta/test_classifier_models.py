@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import segad.meta.classifier_protocol as protocol
-from segad.detection.persistence import DetectorLoadError
-from segad.images import read_image
 from segad.meta.classifier import ClassifierConfig
 from segad.meta.classifier_models import combined_logits, load_classifier, model_folders, models_kept
 from segad.meta.classifier_protocol import classifier_scores
+from segad.storage.images import read_image
+from segad.storage.persistence import DetectorLoadError
 from tests.meta.test_classifier import _images
 
 
@@ -46,7 +46,7 @@ def test_kept_models_reproduce_the_test_scores(tmp_path, backbones, mode, folds)
 
 
 def test_stored_scores_without_kept_models_are_computed_again(tmp_path, monkeypatch, backbones):
-    from segad.detection.map_store import MapStore
+    from segad.storage.map_store import MapStore
 
     index = _images(tmp_path, n=16)
     splits = _split(index)

@@ -135,7 +135,7 @@ def test_cross_fitted_scores_with_a_real_frozen_model(tmp_path, backbones):
 
 
 def test_stored_scores_are_reused_until_an_input_changes(tmp_path, monkeypatch):
-    from segad.detection.map_store import MapStore
+    from segad.storage.map_store import MapStore
 
     index = _images(tmp_path, n=16)
     splits = _split(index)

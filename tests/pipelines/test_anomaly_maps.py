@@ -18,8 +18,8 @@ from PIL import Image
 
 from segad.datasets.map_store_dataset import DetectorStoreDataset, MapStoreDataset
 from segad.detection.config import SUPPORTED_DETECTORS, DetectorConfig, DetectorParams
-from segad.detection.map_store import MapStore
 from segad.pipelines.anomaly_maps import create_pipeline
+from segad.storage.map_store import MapStore
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 

@@ -16,14 +16,14 @@ from kedro_datasets.pandas import CSVDataset
 from kedro_datasets.text import TextDataset
 from PIL import Image
 
+from segad.columns import feature_columns
 from segad.config import DatasetConfig, PlotOptions, ReportOptions
-from segad.detection.map_store import MapStore
 from segad.evaluation.metrics import image_metrics
 from segad.meta.brf import BRFConfig, fit_brf
 from segad.pipelines.evaluation import create_pipeline
 from segad.pipelines.evaluation.nodes import compute_metrics, label_test_scores, plot_feature_importance
-from segad.segments.columns import feature_columns
 from segad.segments.segment_maps import SegmentMaps
+from segad.storage.map_store import MapStore
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEDS = (0, 1, 2)

@@ -1,4 +1,5 @@
-"""features pipeline on the tiny demo with maps written to a real MapStore; catalog from conf/base."""
+"""segmentation, classifier and features pipelines, in STAGES order, on the tiny demo with maps written to a
+real MapStore; catalog from conf/base."""
 
 from __future__ import annotations
 
@@ -14,17 +15,19 @@ from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
+from segad.columns import is_feature_column
 from segad.config import DatasetConfig
-from segad.detection.map_store import MapStore
-from segad.images import read_image
 from segad.ingestion.demo import write_demo
 from segad.ingestion.layouts import build_index
 from segad.ingestion.splits import SplitConfig, make_splits
 from segad.meta.classifier import ClassifierConfig
+from segad.pipelines.classifier import create_pipeline as classifier_pipeline
 from segad.pipelines.features import create_pipeline
-from segad.segments.columns import is_feature_column
+from segad.pipelines.segmentation import create_pipeline as segmentation_pipeline
 from segad.segments.features import FeatureConfig
 from segad.segments.segment_maps import SegmentMapConfig
+from segad.storage.images import read_image
+from segad.storage.map_store import MapStore
 from tests.conftest import TINY_DEMO
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,7 +109,8 @@ def run_features(tiny_demo, tmp_path, benchmark="high_shot", seeds=(0, 1), segme
         catalog[f"params:{key}"] = value
     for name, dataset in write_maps(index, splits, tmp_path / "maps").items():
         catalog[name] = dataset
-    SequentialRunner().run(create_pipeline(DETECTORS), catalog)
+    stages = segmentation_pipeline() + classifier_pipeline() + create_pipeline(DETECTORS)
+    SequentialRunner().run(stages, catalog)
     return catalog, index, splits, params
 
 

@@ -24,7 +24,7 @@ def test_ingest_writes_the_demo_then_indexes_it(tmp_path):
 
 def test_ingest_with_the_demo_layout_never_touches_a_folder_of_user_files(tmp_path):
     """A user who forgets dataset.layout (default demo) gets an error, and keeps every file."""
-    from segad.files import NotOwnedError
+    from segad.storage.files import NotOwnedError
 
     user = tmp_path / "my_parts"
     (user / "train" / "good").mkdir(parents=True)

@@ -18,13 +18,15 @@ from kedro.validation import ParameterValidator
 from kedro_datasets.pandas import ParquetDataset
 from PIL import Image
 
+from segad.columns import is_feature_column, parse_column
 from segad.datasets.map_store_dataset import DetectorStoreDataset, MapStoreDataset
 from segad.ingestion.layouts import build_index
 from segad.meta.brf import category_columns
 from segad.pipelines.anomaly_maps import create_pipeline as anomaly_maps
+from segad.pipelines.classifier import create_pipeline as classifier
 from segad.pipelines.features import create_pipeline as features
+from segad.pipelines.segmentation import create_pipeline as segmentation
 from segad.pipelines.split import create_pipeline as split
-from segad.segments.columns import is_feature_column, parse_column
 from tests.conftest import write_png
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -98,7 +100,9 @@ def run(params: dict, tmp_path: Path, index: pd.DataFrame) -> DataCatalog:
     stages = (
         split()
         + anomaly_maps(["padim"])
-        + features(["padim"]).only_nodes("build_segmentation", "train_classifier", "compute_features")
+        + segmentation().only_nodes("build_segmentation")
+        + classifier()
+        + features(["padim"])
     )
     typed = ParameterValidator({"visa": stages}).validate_raw_params(params)  # as a Kedro session types the blocks
     for key in (

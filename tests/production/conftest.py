@@ -8,19 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from segad.columns import feature_columns
 from segad.detection.config import DetectorConfig
 from segad.detection.fit import fit_detector
 from segad.detection.inference import predict_maps
-from segad.detection.persistence import save_detector
-from segad.images import read_image
+from segad.detection.saved import save_detector
 from segad.meta.brf import BRFConfig, fit_brf
 from segad.production.inputs import input_spec_from_paths
 from segad.production.operating_point import choose_operating_point, out_of_fold_scores
 from segad.production.writer import write_bundle
 from segad.segments.auto_segments import fit_feature_clusters
-from segad.segments.columns import feature_columns
 from segad.segments.features import SegmentMap, feature_matrix, segment_statistics
 from segad.segments.segment_maps import read_label_map
+from segad.storage.images import read_image
 
 SIZE = 32
 TINY_DETECTORS = {

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from segad.detection.inference import predict_maps
-from segad.images import read_image
 from segad.meta.brf import brf_scores, fit_brf
 from segad.production.bundle import (
     FORMAT_VERSION,
@@ -20,6 +19,7 @@ from segad.production.bundle import (
     package_versions,
 )
 from segad.production.writer import write_bundle
+from segad.storage.images import read_image
 from tests.production.conftest import SIZE, TINY_BRF, edit_manifest
 
 
@@ -38,8 +38,8 @@ def test_round_trip_keeps_models_schema_and_operating_point(trained, bundle_dir,
         brf_scores(bundle.brf, trained["_features"]), brf_scores(trained["brf"], trained["_features"])
     )
     assert bundle.brf.get_booster().feature_names == trained["feature_columns"]
-    # the bundled detector gives the same maps as the one saved by segad.detection.persistence
-    from segad.detection.persistence import load_detector
+    # the bundled detector gives the same maps as the one saved by segad.storage.persistence
+    from segad.detection.saved import load_detector
 
     x = read_image(sorted((tiny_demo / "test" / "bad").glob("*.png"))[0], SIZE)[None]
     original, _, _ = load_detector(trained["detector_dirs"]["padim"])

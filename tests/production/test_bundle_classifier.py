@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segad.images import read_image
+from segad.columns import feature_columns
 from segad.meta.brf import brf_scores, fit_brf
 from segad.meta.classifier import ClassifierConfig
 from segad.meta.classifier_models import kept_folders
@@ -16,7 +16,7 @@ from segad.meta.classifier_protocol import classifier_scores
 from segad.production.batch import batch_features, score_images
 from segad.production.bundle import BundleSchemaError, load_bundle
 from segad.production.writer import write_bundle
-from segad.segments.columns import feature_columns
+from segad.storage.images import read_image
 from tests.production.conftest import SIZE, TINY_BRF, edit_manifest
 
 

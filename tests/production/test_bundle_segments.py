@@ -8,7 +8,6 @@ import logging
 import numpy as np
 import pytest
 
-from segad.images import read_image
 from segad.meta.brf import brf_scores
 from segad.production.batch import batch_features, score_images
 from segad.production.bundle import (
@@ -19,6 +18,7 @@ from segad.production.bundle import (
 )
 from segad.production.bundle_segments import CLUSTERS_FILE, PER_IMAGE, STATIC
 from segad.production.writer import write_bundle
+from segad.storage.images import read_image
 from tests.production.conftest import SIZE, edit_manifest, train_tiny_bundle
 
 K = 3

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from segad.columns import feature_columns
 from segad.meta.brf import BRFConfig, brf_scores, fit_brf
 from segad.production.explain import (
     contribution_groups,
@@ -13,7 +14,6 @@ from segad.production.explain import (
     group_contributions,
     top_segment,
 )
-from segad.segments.columns import feature_columns
 
 
 def test_segment_contributions_sum_to_the_score():

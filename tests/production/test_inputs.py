@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segad.images import ImageReadError
 from segad.production.inputs import (
     InputMismatchError,
     InputSpec,
@@ -14,6 +13,7 @@ from segad.production.inputs import (
     list_images,
     load_checked,
 )
+from segad.storage.images import ImageReadError
 from tests.conftest import write_png
 
 
@@ -70,7 +70,7 @@ def test_list_images_is_recursive_sorted_and_suffix_based(tmp_path):
 
 
 def test_the_spec_records_a_square_size_as_before_and_a_non_square_one_as_height_width():
-    from segad.images import ImageSize
+    from segad.storage.images import ImageSize
 
     square = InputSpec(image_size=16, colour="rgb")
     assert square.image_size == ImageSize(16, 16) and square.as_dict()["image_size"] == 16

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segad.detection.map_store import MapStore
 from segad.segments.auto_segments import FeatureClusters, backbone_features, border_band, fit_feature_clusters
 from segad.segments.segment_maps import SegmentMapConfig, SegmentMapError, resolve_segmentation
+from segad.storage.map_store import MapStore
 
 
 def _part(height: int = 64, width: int = 64) -> np.ndarray:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.stats import kurtosis, skew
 
-from segad.segments.columns import STATS, feature_columns
+from segad.columns import STATS, feature_columns
 from segad.segments.features import (
     SegmentMap,
     build_feature_table,

@@ -17,7 +17,6 @@ from segad.segments.segment_maps import (
     overlay,
     per_image_map_path,
     read_label_map,
-    resize_labels,
     resolve_segmentation,
     segment_count,
 )
@@ -166,13 +165,12 @@ def test_overlay_marks_borders():
     assert out.shape == (16, 16, 3) and out.dtype == np.uint8
     assert (out[7, 8] == 255).all()  # border between label 1 and 0 rows is white
     assert not (out[12, 12] == 255).all()
-    assert resize_labels(_labels(), (8, 4)).shape == (8, 4)
 
 
 def test_every_method_gives_height_by_width_maps(tmp_path):
     """Non-square map resolution (24 x 40): static, elpv, single, auto, auto_per_image and per-image
     maps all come out (24, 40), and the segments follow the image, not a square crop of it."""
-    from segad.images import ImageSize
+    from segad.storage.images import ImageSize
 
     size = ImageSize(24, 40)
     Image.fromarray(_labels()).save(tmp_path / "s.png")

@@ -28,9 +28,9 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from segad.files import NotOwnedError
 from segad.production.bundle import Bundle, BundleError, load_bundle, resolve_bundle
 from segad.production.writer import write_versioned_bundle
+from segad.storage.files import NotOwnedError
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ The anomaly-map stage writes thousands of maps one by one (so a run can resume),
 load-everything/save-everything dataset can do. The catalog therefore owns the folder paths and
 `load` returns a handle bound to them:
 
-- `MapStoreDataset`: a `segad.detection.map_store.MapStore` (read/write/exists of raw maps by map_key).
+- `MapStoreDataset`: a `segad.storage.map_store.MapStore` (read/write/exists of raw maps by map_key).
 - `DetectorStoreDataset`: the folder (`pathlib.Path`) that holds fitted detectors, one
-  sub-folder per model_key (`segad.detection.persistence.save_detector` / `load_detector`).
+  sub-folder per model_key (`segad.detection.saved.save_detector` / `load_detector`).
 
 Catalog example (conf/base/catalog_anomaly_maps.yml)::
 
@@ -23,7 +23,7 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from segad.detection.map_store import MapStore
+from segad.storage.map_store import MapStore
 
 
 class MapStoreDataset(AbstractDataset[None, MapStore]):

@@ -30,7 +30,7 @@ from urllib.parse import quote, unquote
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
-from segad.files import atomic_path
+from segad.storage.files import atomic_path
 
 PART_FILE = "part-0.parquet"
 

@@ -26,7 +26,7 @@ import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 from PIL import Image
 
-from segad.files import atomic_path
+from segad.storage.files import atomic_path
 
 MANIFEST = ".segad_pictures.json"
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+\.png$")

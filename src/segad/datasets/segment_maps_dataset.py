@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
-from segad.detection.map_store import MapStore
-from segad.files import atomic_path
 from segad.segments.auto_segments import FeatureClusters
 from segad.segments.segment_maps import SegmentMaps
+from segad.storage.files import atomic_path
+from segad.storage.map_store import MapStore
 
 
 class SegmentMapsDataset(AbstractDataset):

@@ -28,7 +28,7 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from segad.files import atomic_path
+from segad.storage.files import atomic_path
 
 FORMATS = (".json", ".ubj")
 

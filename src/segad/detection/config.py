@@ -7,7 +7,7 @@ model_key) never builds a model.
 
 Supported detectors (anomalib 2.7 class): patchcore (Patchcore), padim (Padim), fastflow
 (Fastflow), reverse_distillation (ReverseDistillation), efficient_ad (EfficientAd),
-supersimplenet (Supersimplenet), stfpm (Stfpm). Backbone weights: see `segad.detection.weights`.
+supersimplenet (Supersimplenet), stfpm (Stfpm). Backbone weights: see `segad.storage.weights`.
 
 Example:
     >>> from segad.detection.config import DetectorConfig
@@ -28,8 +28,8 @@ from pydantic import Field
 from pydantic.dataclasses import dataclass as params_dataclass
 
 from segad.config import PARAMS
-from segad.detection.weights import HUB, WeightsSource, weights_fingerprint
-from segad.files import file_sha256
+from segad.storage.files import file_sha256
+from segad.storage.weights import HUB, WeightsSource, weights_fingerprint
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class DetectorConfig:
         name: detector name in anomalib's snake case (`SUPPORTED_DETECTORS`).
         model: keyword arguments of the anomalib model class (``backbone`` is a timm architecture
             name; segad sets pre/post-processing itself).
-        weights: ``hub`` | ``packaged:efficientnet_lite0`` | path of a weights file (`segad.detection.weights`).
+        weights: ``hub`` | ``packaged:efficientnet_lite0`` | path of a weights file (`segad.storage.weights`).
         pretrained: False = random backbone weights, only when set explicitly.
         trainer: Lightning ``Trainer`` arguments for fitting (``max_epochs``, ``max_steps``, ...).
         train_batch_size: images per training step (EfficientAD requires 1).
@@ -88,7 +88,7 @@ class DetectorConfig:
         channels_last: CPU inference in channels_last memory format (measured per detector in
             docs/anomaly_maps.md: faster for PatchCore, slower for PaDiM).
         backend: CPU inference backend, ``eager`` | ``openvino`` | ``onnxruntime``
-            (`segad.detection.backends`; same maps within its TOLERANCE, docs/performance.md).
+            (`segad.storage.backends`; same maps within its TOLERANCE, docs/performance.md).
         teacher_weights: EfficientAD: local file of the pretrained PDN teacher
             (anomalib's ``pretrained_teacher_<size>.pth``).
         imagenet_dir: EfficientAD: local ImageNet-style folder (``<dir>/<class>/<image>``) for its

@@ -41,9 +41,9 @@ if TYPE_CHECKING:
     import torch
 
     from segad.detection.config import DetectorConfig
-    from segad.detection.map_store import MapStore
-    from segad.detection.stage import ModelPlan
-    from segad.images import SizeLike
+    from segad.detection.plan import ModelPlan
+    from segad.storage.images import SizeLike
+    from segad.storage.map_store import MapStore
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def chunk_tasks(todo: dict[str, list[tuple[str, str]]], chunk_size: int, batch_s
 def saved_detector_ok(directory: Path) -> bool:
     """Whether ``directory`` holds a saved detector whose state file matches its checksum (the
     check `load_detector` makes before rebuilding the model)."""
-    from segad.files import file_sha256
+    from segad.storage.files import file_sha256
 
     try:
         meta = json.loads((directory / "detector.json").read_text())
@@ -143,7 +143,7 @@ def fit_task(
 ) -> tuple[float, str]:
     """Fit and save the detector of ``plan`` under ``<model_root>/<plan.key>``: (seconds, worker)."""
     from segad.detection.fit import fit_detector
-    from segad.detection.persistence import save_detector
+    from segad.detection.saved import save_detector
 
     start = time.perf_counter()
     with torch_threads(threads):
@@ -176,7 +176,7 @@ def map_task(
     content hash is not the one in its map_key (the file at that path is another image here).
     """
     from segad.detection.inference import iter_maps
-    from segad.detection.persistence import content_hash
+    from segad.storage.persistence import content_hash
 
     start = time.perf_counter()
     for map_key, path in task.items:
@@ -219,7 +219,7 @@ def run_shards(
 ) -> ShardResult:
     """Run the fit tasks, then the map tasks (each after its model's fit) on the current Dask
     cluster, or in this process when there is none; failures propagate (other tasks cancelled)."""
-    from segad.detection.map_store import MapStore
+    from segad.storage.map_store import MapStore
 
     root = str(Path(model_root).absolute())
     store = MapStore(Path(map_store.root).absolute(), map_store.dtype)
@@ -332,7 +332,7 @@ _LOADED: dict[tuple[str, str, str], torch.nn.Module] = {}
 def _load_model(directory: Path, device: str, backbones: Path) -> torch.nn.Module:
     """`load_detector` of ``directory``, kept for the next chunk of the same saved model in this
     process (one model at a time; keyed by its state checksum, so a refit is reloaded)."""
-    from segad.detection.persistence import load_detector
+    from segad.detection.saved import load_detector
 
     digest = json.loads((directory / "detector.json").read_text()).get("state_sha256", "")
     cache_key = (str(directory), str(digest), device)

@@ -40,14 +40,14 @@ import numpy as np
 
 from segad.detection.config import DetectorConfigError
 from segad.detection.stage import MapRunStats, cached_map, map_index_table, needed_maps
-from segad.files import file_sha256
-from segad.images import ImageSize, SizeLike
+from segad.storage.files import file_sha256
+from segad.storage.images import ImageSize, SizeLike
 from segad.versions import package_versions
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from segad.detection.map_store import MapStore
+    from segad.storage.map_store import MapStore
 
 logger = logging.getLogger(__name__)
 

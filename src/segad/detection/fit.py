@@ -43,7 +43,8 @@ from segad.detection.config import (
     resolve_device,
 )
 from segad.detection.inference import ImageFiles
-from segad.detection.weights import (
+from segad.storage.images import IMAGE_SUFFIXES, ImageSize, SizeLike
+from segad.storage.weights import (
     HUB,
     WeightsError,
     WeightsSource,
@@ -52,7 +53,6 @@ from segad.detection.weights import (
     read_state_dict,
     write_timm_local_dir,
 )
-from segad.images import IMAGE_SUFFIXES, ImageSize, SizeLike
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ load and run detectors without the training code. Maps are ``model(x)`` on float
 [0, 1] at the detector's image_size: ``(B, H, W)`` raw scores, higher = more anomalous.
 
 ``backend`` (eager | openvino | onnxruntime) picks how a CPU model runs: the converted backends
-(`segad.detection.backends`) give the same maps within `segad.detection.backends.TOLERANCE` x the
+(`segad.storage.backends`) give the same maps within `segad.storage.backends.TOLERANCE` x the
 map range; a model on CUDA always runs eager.
 """
 
@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segad.images import ImageSize, SizeLike, read_image
+from segad.storage.images import ImageSize, SizeLike, read_image
 
 
 class ImageFiles(torch.utils.data.Dataset):
-    """Images read with `segad.images.read_image` as float32 (3, H, W) in [0, 1], with their index."""
+    """Images read with `segad.storage.images.read_image` as float32 (3, H, W) in [0, 1], with their index."""
 
     def __init__(self, paths: Sequence[str | Path], image_size: SizeLike) -> None:
         self.paths = [str(p) for p in paths]
@@ -49,7 +49,7 @@ def predict_maps(
         model: a fitted detector (`fit_detector` / `load_detector`).
         images: float32 (B, 3, H, W) in [0, 1], (H, W) = the detector's image_size.
         amp: float16 autocast on CUDA (ignored on CPU).
-        backend: eager | openvino | onnxruntime (CPU only; `segad.detection.backends`).
+        backend: eager | openvino | onnxruntime (CPU only; `segad.storage.backends`).
         cache_key: the detector's model_key, naming its cached converted model (default: a
             content hash of the model's tensors).
         cache_root: folder of converted models (default: ``segad-backends`` in the temp dir).
@@ -62,7 +62,7 @@ def predict_maps(
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"images must be (B, 3, H, W), got {tuple(x.shape)}")
     if backend != "eager" and device.type == "cpu":
-        from segad.detection.backends import compiled_detector
+        from segad.storage.backends import compiled_detector
 
         compiled = compiled_detector(model, backend, ImageSize(*x.shape[-2:]), cache_key, cache_root)
         maps = torch.from_numpy(compiled(x.numpy()))
@@ -113,7 +113,7 @@ def iter_maps(
 
     device = next(model.parameters()).device
     if backend != "eager":
-        from segad.detection.backends import check_backend
+        from segad.storage.backends import check_backend
 
         check_backend(backend)  # a missing package fails before any image is decoded
     if device.type == "cpu" and channels_last and backend == "eager":

@@ -3,7 +3,7 @@
 Owns the map index (`MAP_INDEX_COLUMNS`: one row per needed (image, split_seed), read by the
 feature stage) and the cache logic: a map is stored under ``<model_key>/<image content hash>``
 and a fitted detector under ``<model_root>/<model_key>/``, so a rerun computes only what is
-missing or damaged. Orchestration only; the model work is in `fit`, `persistence`, `inference`,
+missing or damaged. Orchestration only; the model work is in `fit`, `saved`, `inference`,
 imported inside the functions so that `MAP_INDEX_COLUMNS` can be imported (by the feature stage)
 without torch.
 """
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from segad.images import ImageSize, SizeLike
+from segad.detection.plan import ModelPlan
+from segad.storage.images import ImageSize, SizeLike
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
     from segad.detection.config import DetectorConfig
     from segad.detection.distribute import ShardOptions
-    from segad.detection.map_store import MapStore
+    from segad.storage.map_store import MapStore
 
 logger = logging.getLogger(__name__)
 
@@ -52,16 +53,6 @@ class MapRunStats:
 # ------------------------------------------------------------------------------ the map stage run
 
 
-@dataclass(frozen=True)
-class ModelPlan:
-    """One detector to fit: its model_key, detector_train image paths and EfficientAD's quantile
-    image paths (None = the detector_train images)."""
-
-    key: str
-    train_paths: list[str]
-    quantile_paths: list[str] | None = None
-
-
 MAP_INDEX_COLUMNS = ("image_id", "detector", "split_seed", "model_key", "map_key", "max_score", "height", "width")
 MAP_ROLES = ("brf_train", "test")
 
@@ -81,7 +72,7 @@ def plan_models(
     detector_train image is not good (label != 0) or not in the index, or when a category has no
     detector_train image (or no good brf_train image for quantiles) for a seed.
     """
-    from segad.detection.persistence import model_key
+    from segad.detection.saved import model_key
 
     indexed = image_index.set_index("image_id")
     paths, labels, categories = indexed["path"], indexed["label"], indexed["category"]
@@ -149,7 +140,7 @@ def compute_anomaly_maps(
     """
     from segad.detection.config import DetectorConfigError
     from segad.detection.inference import iter_maps
-    from segad.detection.persistence import content_hash
+    from segad.storage.persistence import content_hash
 
     image_size = ImageSize.parse(image_size)
     if config.name == "efficient_ad" and min(image_size.hw) < 256:
@@ -307,7 +298,7 @@ def needed_maps(image_index: pd.DataFrame, splits: pd.DataFrame, synthetic_index
 def cached_map(map_store: MapStore, map_key: str, image_size: SizeLike) -> np.ndarray | None:
     """The stored (height, width) map of ``map_key`` at ``image_size``, or None when absent, damaged
     (logged) or of another size: then it is to be (re)computed."""
-    from segad.detection.map_store import MapStoreError
+    from segad.storage.map_store import MapStoreError
 
     try:
         stored = map_store.read(map_key)
@@ -349,7 +340,8 @@ def _fitted_model(
 ) -> torch.nn.Module | None:
     """Load the saved detector of ``plan.key`` if valid, else fit and save it (always kept on disk)."""
     from segad.detection.fit import fit_detector
-    from segad.detection.persistence import DetectorLoadError, load_detector, save_detector
+    from segad.detection.saved import load_detector, save_detector
+    from segad.storage.persistence import DetectorLoadError
 
     key, train_paths = plan.key, plan.train_paths
     directory = model_root / key

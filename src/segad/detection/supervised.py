@@ -49,8 +49,8 @@ from segad.detection.supervised_config import (
     TrainImage,
     _uses_mask,
 )
-from segad.detection.weights import WeightsSource, prepare_backbone
-from segad.images import ImageSize, SizeLike, read_image, read_mask
+from segad.storage.images import ImageSize, SizeLike, read_image, read_mask
+from segad.storage.weights import WeightsSource, prepare_backbone
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from segad.detection.weights import WeightsSource, weights_fingerprint
-from segad.files import file_sha256
-from segad.images import ImageSize, SizeLike
+from segad.storage.files import file_sha256
+from segad.storage.images import ImageSize, SizeLike
+from segad.storage.weights import WeightsSource, weights_fingerprint
 from segad.versions import package_versions
 
 #: The detector name in ``detectors:`` and the method name of its own image score.
@@ -43,7 +43,7 @@ class SupervisedConfig:
     Attributes:
         model: ``Supersimplenet`` arguments (``backbone``, ``layers``, ``perlin_threshold``,
             ``adapt_cls_features``); ``supervised`` and the processors are set here.
-        weights: ``hub`` | ``packaged:efficientnet_lite0`` | a weights file (`segad.detection.weights`).
+        weights: ``hub`` | ``packaged:efficientnet_lite0`` | a weights file (`segad.storage.weights`).
         trainer: Lightning ``Trainer`` arguments; ``max_epochs`` (default 1) also places
             anomalib's LR milestones (80 % and 90 % of it).
         train_batch_size, batch_size, num_workers, seed: as for the other detectors.

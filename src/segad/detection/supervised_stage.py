@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from segad.detection.persistence import read_model_folder, write_model_folder
 from segad.detection.stage import MAP_INDEX_COLUMNS, MapRunStats
 from segad.detection.supervised import build_supervised, fit_supervised, iter_supervised, torch_device
 from segad.detection.supervised_config import (
@@ -42,13 +41,14 @@ from segad.detection.supervised_config import (
     TrainImage,
     supervised_model_key,
 )
-from segad.files import atomic_path, file_sha256
-from segad.images import ImageSize, SizeLike
+from segad.storage.files import atomic_path, file_sha256
+from segad.storage.images import ImageSize, SizeLike
+from segad.storage.persistence import read_model_folder, write_model_folder
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from segad.detection.map_store import MapStore
+    from segad.storage.map_store import MapStore
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def compute_supervised_maps(
     """
     import pandas as pd
 
-    from segad.detection.map_store import MapStoreError
+    from segad.storage.map_store import MapStoreError
 
     paths = image_index.set_index("image_id")["path"].astype(str).to_dict()
     if synthetic_index is not None and len(synthetic_index):
@@ -288,7 +288,7 @@ class SupervisedLoadError(RuntimeError):
 def save_supervised(
     model: torch.nn.Module, config: SupervisedConfig, image_size: SizeLike, directory: str | Path
 ) -> Path:
-    """Write ``detector.json`` + ``state_dict.pt`` atomically (`segad.detection.persistence.write_model_folder`)."""
+    """Write ``detector.json`` + ``state_dict.pt`` atomically (`segad.storage.persistence.write_model_folder`)."""
     meta = {
         "format": FORMAT_VERSION,
         "detector": NAME,

@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from segad.columns import MAX_STAT, STATS, is_feature_column, parse_column
 from segad.evaluation.metrics import auroc, roc_curve
-from segad.segments.columns import MAX_STAT, STATS, is_feature_column, parse_column
 
 _TEST_COLUMNS = ("method", "split_seed", "image_id", "label", "unseen", "score")
 
@@ -212,7 +212,8 @@ def overlay_figure(cases: Sequence[Mapping], title: str = "") -> Figure:
     `segad.segments.segment_maps.overlay` (segment colours, white borders); segment borders are also drawn
     on the maps. Each map has its own colour scale, since raw ranges differ between detectors.
     """
-    from segad.segments.segment_maps import overlay, resize_labels
+    from segad.segments.segment_maps import overlay
+    from segad.storage.images import resize_labels
 
     if not cases:
         raise ValueError(f"overlay_figure: no cases to draw {title}".strip())

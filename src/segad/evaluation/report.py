@@ -25,9 +25,9 @@ import pandas as pd
 import yaml
 
 from segad import versions
+from segad.columns import CLASSIFIER
 from segad.evaluation.metrics import METRIC_COLUMNS
 from segad.meta.brf import SEGAD_SUFFIX
-from segad.segments.columns import CLASSIFIER
 from segad.versions import jsonable
 
 #: Column titles of the results table, as in the papers.

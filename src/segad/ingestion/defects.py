@@ -42,9 +42,9 @@ from pydantic import Field
 from pydantic.dataclasses import dataclass
 
 from segad.config import PARAMS
-from segad.images import read_image
+from segad.storage.images import read_image
+from segad.vocabulary import DEFECT_KINDS
 
-KINDS = {"blur": "synthetic_blur", "rectangle": "synthetic_rectangle"}
 SYNTHETIC_COLUMNS = ("image_id", "split_seed", "source_image_id", "category", "defect_type", "label", "role", "path")
 
 
@@ -177,11 +177,11 @@ def synthesize(
         out = blur_region(image, region, rng.uniform(*config.blur_sigma))
     else:
         out = rectangle_in_region(image, region, rng, config)
-    return out, KINDS[kind], segment
+    return out, DEFECT_KINDS[kind], segment
 
 
 def _resize_nearest(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    from segad.segments.segment_maps import resize_labels
+    from segad.storage.images import resize_labels
 
     return resize_labels(labels, shape)
 
@@ -250,7 +250,7 @@ def plan_synthetic(
                         "split_seed": int(split_seed),
                         "source_image_id": source["image_id"],
                         "category": category,
-                        "defect_type": KINDS[kind],
+                        "defect_type": DEFECT_KINDS[kind],
                         "label": 1,
                         "role": "brf_train",
                         "path": str(output_dir / f"{key}.png"),

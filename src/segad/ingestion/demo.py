@@ -32,7 +32,7 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from segad.config import PARAMS
-from segad.files import check_owned, replace_folder, staging_folder
+from segad.storage.files import check_owned, replace_folder, staging_folder
 from segad.versions import jsonable
 
 # Segment labels of the static map, in the style of VAD's 7-segment map.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 from tqdm.auto import tqdm
 
-from segad.images import ImageReadError, image_size
+from segad.storage.images import ImageReadError, image_size
 
 #: Column -> dtype of the image index, in column order.
 DTYPES: dict[str, str] = {

@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from segad.images import ImageReadError, is_image_file
 from segad.ingestion.image_index import DuplicateImageError, check_duplicates, measure_images, typed_index
+from segad.storage.images import ImageReadError, is_image_file
+from segad.vocabulary import LAYOUTS
 
-LAYOUTS = ("demo", "vad", "visa", "sensum", "mvtec", "elpv")
 VISA_CATEGORIES = (
     "candle",
     "capsules",

@@ -33,9 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-BENCHMARKS = ("one_class", "high_shot", "low_shot", "visa_supervised", "kfold")
-ROLES = ("detector_train", "brf_train", "test", "unused")
-GOOD_SPLITS = ("per_seed", "fixed")
+from segad.vocabulary import BENCHMARKS, GOOD_SPLITS, ROLES
+
 SPLIT_COLUMNS = ["image_id", "split_seed", "role", "in_benchmark"]
 
 

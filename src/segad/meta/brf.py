@@ -36,8 +36,7 @@ import numpy as np
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
-from segad.config import PARAMS
-from segad.segments.columns import (
+from segad.columns import (
     CLASSIFIER,
     CLASSIFIER_COLUMN,
     columns_of,
@@ -46,6 +45,7 @@ from segad.segments.columns import (
     parse_column,
     score_column,
 )
+from segad.config import PARAMS
 
 SEGAD_SUFFIX = "segad"
 

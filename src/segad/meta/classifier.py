@@ -2,7 +2,7 @@
 
 The paper fine-tunes a Wide ResNet50 on 80 % of the full training set (good and bad images) and
 adds its image score to the SegAD feature vector. Here the backbone is any timm CNN whose weights
-come through the detectors' mechanism (`segad.detection.weights`: ``hub``, a file, or
+come through the detectors' mechanism (`segad.storage.weights`: ``hub``, a file, or
 ``packaged:efficientnet_lite0``, the only ImageNet CNN available offline); the classification
 head is a fresh single logit. Training: binary cross-entropy with ``pos_weight = n_good / n_bad``,
 Adam, no augmentation, images resized to ``image_size``; seeded per split seed. The score is the
@@ -41,14 +41,14 @@ from pydantic import Field
 from pydantic.dataclasses import dataclass
 
 from segad.config import PARAMS
-from segad.images import ImageSize, SizeLike
+from segad.storage.images import ImageSize, SizeLike
 
 SCORE_COLUMNS = ("image_id", "split_seed", "score", "model_key")
 
 
 @dataclass(config=PARAMS)
 class ClassifierConfig:
-    """Settings of the supervised classifier (conf/base/parameters_features.yml, `classifier`).
+    """Settings of the supervised classifier (conf/base/parameters_classifier.yml, `classifier`).
 
     mode: ``frozen`` (train the tail on cached activations of a frozen stem) or ``full``
     (fine-tune every layer, as before). frozen_blocks: in mode frozen, how many of the backbone's
@@ -59,7 +59,7 @@ class ClassifierConfig:
     fields apply to both modes. Measured speed and AUROC of the modes: docs/results.md,
     "Classifier speed". cross_fit_folds: 0 (the paper's protocol) or K >= 2 (out-of-fold scores
     for the BRF's training rows; `segad.meta.classifier_protocol`). backend: how a frozen-mode
-    stem runs on CPU (`segad.detection.backends`; eager on CUDA and in mode full); activations
+    stem runs on CPU (`segad.storage.backends`; eager on CUDA and in mode full); activations
     equal eager within the backends' tolerance, checked on the first batch of each run.
     """
 
@@ -110,7 +110,7 @@ def build_model(config: ClassifierConfig):
     import timm
     import torch
 
-    from segad.detection.weights import WeightsSource, prepare_backbone, weights_fingerprint
+    from segad.storage.weights import WeightsSource, prepare_backbone, weights_fingerprint
 
     source = WeightsSource.parse(config.weights)
     backbone, pretrained = prepare_backbone(source, config.backbone, config.pretrained, config.cache_dir)
@@ -189,7 +189,7 @@ class ActivationCache:
     weights in eval mode, so every split seed shares the entries. Memory: C x h x w float32 per
     image (EfficientNet-Lite0 at 256 px: frozen_blocks 6, 192 x 8 x 8, 48 KiB; 5, 112 x 16 x 16, 112 KiB). `computed` counts
     the images that went through the stem. ``backend`` (openvino | onnxruntime) runs the stem
-    converted on CPU (`segad.detection.backends`), checked against eager on its first batch.
+    converted on CPU (`segad.storage.backends`), checked against eager on its first batch.
     """
 
     def __init__(self, batch_size: int = 32, backend: str = "eager") -> None:
@@ -205,7 +205,7 @@ class ActivationCache:
 
         if self.backend == "eager" or device != "cpu":
             return model.stem(batch.to(device))
-        from segad.detection.backends import TOLERANCE, BackendMismatchError, converted_path, runner
+        from segad.storage.backends import TOLERANCE, BackendMismatchError, converted_path, runner
 
         if (model.stem_key, size) not in self._runners:
             key = "classifier-stem-" + hashlib.sha256(f"{model.stem_key}|{size.tag()}".encode()).hexdigest()[:16]
@@ -225,7 +225,7 @@ class ActivationCache:
         """(N, C, h, w) tensor on `device`: the stem's output for each path, computed where missing."""
         import torch
 
-        from segad.files import file_sha256
+        from segad.storage.files import file_sha256
 
         size = ImageSize.parse(image_size)
         keys = [(file_sha256(p), size, model.stem_key) for p in paths]
@@ -265,7 +265,7 @@ def _stem_module(model):
 def _load_batch(paths: Sequence[str], image_size: SizeLike):
     import torch
 
-    from segad.images import read_image
+    from segad.storage.images import read_image
 
     return torch.from_numpy(np.stack([read_image(p, size=image_size) for p in paths]))
 

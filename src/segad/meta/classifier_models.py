@@ -8,7 +8,7 @@ scores table)::
     <root>/classifier/seed_0/<digest>/model_0/   detector.json + state_dict.pt
                                       model_1/   (K >= 2: one folder per fold)
 
-Each folder is written by `segad.detection.persistence.write_model_folder` (atomic; the state's
+Each folder is written by `segad.storage.persistence.write_model_folder` (atomic; the state's
 sha256 in ``detector.json``, whose ``detector`` is ``classifier``). Every tensor of the model is
 saved, the frozen stem included, so reloading needs no weights file and downloads nothing: the
 architecture is built with random weights (the caller's random state untouched) and restored with
@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segad.images import ImageSize, SizeLike
 from segad.meta.classifier import ClassifierConfig, build_model
+from segad.storage.images import ImageSize, SizeLike
 
 #: bump when segad's code changes what a kept classifier model means
 FORMAT_VERSION = 1
@@ -61,7 +61,7 @@ def kept_folders(root: str | Path, key: str) -> list[Path]:
         count = int(json.loads(first.read_text())["n_models"])
     except (OSError, ValueError, KeyError) as error:
         raise ValueError(
-            f"{first.parent}: no kept classifier model ({error}); run the features pipeline again to keep it"
+            f"{first.parent}: no kept classifier model ({error}); run the classifier pipeline again to keep it"
         ) from error
     if not models_kept(root, key, count):
         raise ValueError(f"{Path(root) / key}: {count} classifier models were kept, some are missing")
@@ -72,7 +72,7 @@ def save_classifiers(
     models: Sequence, config: ClassifierConfig, image_size: SizeLike, root: str | Path, key: str
 ) -> None:
     """Keep the models of one seed under `key` (model k = fold k; one model for protocol 0)."""
-    from segad.detection.persistence import write_model_folder
+    from segad.storage.persistence import write_model_folder
     from segad.versions import jsonable
 
     meta = {
@@ -91,12 +91,12 @@ def load_classifier(directory: str | Path, device: str = "cpu"):
     """Reload a kept model on `device` (cpu | cuda | auto): ``(model in eval mode, its
     ClassifierConfig, its ImageSize)``.
 
-    `segad.detection.persistence.DetectorLoadError` naming the folder when it is missing, damaged
+    `segad.storage.persistence.DetectorLoadError` naming the folder when it is missing, damaged
     or holds something else."""
     import torch
 
     from segad.detection.config import resolve_device
-    from segad.detection.persistence import DetectorLoadError, read_model_folder
+    from segad.storage.persistence import DetectorLoadError, read_model_folder
 
     directory = Path(directory)
     meta, state = read_model_folder(directory, detector=NAME)

@@ -40,11 +40,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from segad.detection.map_store import MapStore, MapStoreError
-from segad.files import file_sha256
-from segad.images import ImageSize, SizeLike
 from segad.meta.classifier import ActivationCache, ClassifierConfig, empty_scores, fit_classifier, predict_scores
 from segad.meta.classifier_models import models_kept, save_classifiers
+from segad.storage.files import file_sha256
+from segad.storage.images import ImageSize, SizeLike
+from segad.storage.map_store import MapStore, MapStoreError
 
 TRAIN_ROLES = ("detector_train", "brf_train")
 #: bump when a change of this module or of the classifier's training changes the scores

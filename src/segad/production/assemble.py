@@ -1,7 +1,7 @@
 """What goes into the production bundle of a training run, for one split seed and one category.
 
 - the fitted detectors of that seed (the model_key of each detector's map index), copied as
-  `segad.detection.persistence.save_detector` wrote them;
+  `segad.detection.saved.save_detector` wrote them;
 - the category's segments: its static map, or, for `auto_per_image` (also when `auto_select`
   picks it), the shared centres that segment every new image by its backbone features
   (`segad.production.bundle_segments`); per-image map folders (`per_image`) cannot be bundled;
@@ -36,15 +36,15 @@ import pandas as pd
 import pydantic
 from pydantic import Field
 
+from segad.columns import CLASSIFIER
 from segad.config import PARAMS
-from segad.images import ImageSize, SizeLike
 from segad.ingestion.defects import is_synthetic
 from segad.meta.brf import BRFConfig, method_name, model_key, select_run
 from segad.production.inputs import input_spec_from_paths
 from segad.production.operating_point import OperatingPoint, choose_operating_point, out_of_fold_scores
-from segad.segments.columns import CLASSIFIER
 from segad.segments.elpv import ELPV_SEGMENTS
 from segad.segments.segment_maps import SegmentMaps
+from segad.storage.images import ImageSize, SizeLike
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def assemble_bundle(
         map_indexes: detector -> its map index (rows image_id, split_seed, model_key, ...).
         detector_stores: detector -> folder of its fitted detectors (one sub-folder per model_key).
         dataset, benchmark, seeds, detectors: the run's parameters of those names.
-        image_size: the run's resolved map size (`segad.images.ImageSize`); the manifest's
+        image_size: the run's resolved map size (`segad.storage.images.ImageSize`); the manifest's
             ``input_spec.image_size`` records it and scoring resizes new images to it.
         brf_model: the BRF settings (``brf.model``) of the out-of-fold BRFs.
         options: the ``bundle`` parameters.
@@ -250,7 +250,7 @@ def _classifier_dirs(scores: pd.DataFrame, root: str | Path | None, seed: int) -
     if "model_key" not in scores.columns or root is None:
         raise ValueError(
             "classifier scores without kept models (computed before models were kept, or no "
-            "classifier_models folder); run the features pipeline again, or set bundle.detectors "
+            "classifier_models folder); run the classifier pipeline again, or set bundle.detectors "
             "without the classifier"
         )
     keys = sorted(scores.loc[scores["split_seed"] == seed, "model_key"].dropna().unique())

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from segad.images import ImageReadError
+from segad.columns import CLASSIFIER, CLASSIFIER_COLUMN, max_column
 from segad.production.explain import (
     contribution_columns,
     detector_contribution_column,
@@ -43,7 +43,7 @@ from segad.production.explain import (
 from segad.production.inputs import InputMismatchError, load_checked
 from segad.production.operating_point import ERROR, REJECT, decide
 from segad.production.render import overlay_name, render_overlay
-from segad.segments.columns import CLASSIFIER, CLASSIFIER_COLUMN, max_column
+from segad.storage.images import ImageReadError
 
 if TYPE_CHECKING:
     from segad.production.bundle import Bundle
@@ -106,7 +106,7 @@ def score_images(
         overlays: render an overlay per rejected part.
         progress: show a tqdm bar with images/s.
         backends: detector name -> CPU inference backend (eager | openvino | onnxruntime,
-            `segad.detection.backends`); eager where not given.
+            `segad.storage.backends`); eager where not given.
 
     Returns:
         `ScoringResult`. Table columns, in order: image, path (absolute), status (ok | error),
@@ -258,7 +258,7 @@ def batch_features(
         }
 
     with clock("segments"):
-        # (H, W) shared, or (N, H, W) each image's own labels, computed as the features stage did
+        # (H, W) shared, or (N, H, W) each image's own labels, computed as the segmentation stage did
         labels = segment_map if segment_map is not None else bundle.segment_labels(x)
 
     with clock("classifier"):

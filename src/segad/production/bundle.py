@@ -18,7 +18,7 @@ Layout of one bundle (all paths relative to the bundle folder)::
     manifest.json             format name + version, bundle id, creation time, package versions,
                               configuration, detectors, feature schema, operating point, input
                               spec, segment names, sha256 of every other file
-    detectors/<name>/...      each fitted detector, as `segad.detection.persistence` saves it
+    detectors/<name>/...      each fitted detector, as `segad.storage.persistence` saves it
     segmentation.npy          static segments: int64 (H, W) labels at map resolution (np.save, no pickle)
     segment_clusters.npz      or per-image segments: the shared centres (`segad.production.bundle_segments`)
     classifier/model_<k>/     with g(I) in the combination: its model(s) (`segad.production.bundle_classifier`)
@@ -36,14 +36,14 @@ Loading (`load_bundle`) refuses, with an error that says what differs:
 - packages whose recorded major.minor differs from the installed one for the libraries that
   define the model files or the numbers (`CHECKED_PACKAGES`), unless `allow_version_mismatch`
   (then it only logs a warning);
-- feature columns that this code's `segad.segments.columns.feature_columns` no longer produces for
+- feature columns that this code's `segad.columns.feature_columns` no longer produces for
   the bundled detectors and segments, BRF columns that are not an ordered subset of them, or that
   differ from the BRF's own feature names (`BundleSchemaError`);
 - a file whose sha256 differs from the manifest, or a missing file (`BundleIntegrityError`);
 - per-image centres or classifier folders that do not fit the manifest (`BundleSchemaError`).
 
 Nothing is unpickled: the BRF loads from UBJSON, the segment map or centres with
-``np.load(allow_pickle=False)``, detectors through `segad.detection.persistence` (torch weights with
+``np.load(allow_pickle=False)``, detectors through `segad.storage.persistence` (torch weights with
 ``weights_only=True``), the manifest is JSON.
 
 Example:
@@ -65,7 +65,7 @@ from typing import Any
 import numpy as np
 
 from segad import versions
-from segad.files import file_sha256
+from segad.columns import CLASSIFIER, feature_columns
 from segad.production.bundle_classifier import check_classifiers, load_classifiers
 from segad.production.bundle_segments import SEGMENTATION_FILE as SEGMENTATION_FILE
 from segad.production.bundle_segments import BundleSegments, load_segments
@@ -75,7 +75,7 @@ from segad.production.errors import BundleSchemaError as BundleSchemaError
 from segad.production.errors import BundleVersionError as BundleVersionError
 from segad.production.inputs import InputSpec
 from segad.production.operating_point import OperatingPoint
-from segad.segments.columns import CLASSIFIER, feature_columns
+from segad.storage.files import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -196,11 +196,11 @@ class Bundle:
         return self.root / DETECTORS_DIR / name
 
     def load_detectors(self, device: str = "cpu", backbone_cache_dir: str | Path | None = None) -> dict:
-        """name -> fitted detector in eval mode, via `segad.detection.persistence.load_detector`.
+        """name -> fitted detector in eval mode, via `segad.detection.saved.load_detector`.
 
         Raises BundleSchemaError when a saved detector is another model or another image size.
         """
-        from segad.detection.persistence import load_detector
+        from segad.detection.saved import load_detector
 
         models = {}
         for name in self.detectors:

@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from segad.images import ImageSize, SizeLike
 from segad.production.errors import BundleError, BundleSchemaError
+from segad.storage.images import ImageSize, SizeLike
 
 CLASSIFIER_DIR = "classifier"
 
@@ -81,8 +81,8 @@ def check_classifiers(root: Path, block: Mapping[str, Any] | None) -> int:
 
 def load_classifiers(root: Path, count: int, size: SizeLike, device: str = "cpu") -> list:
     """The bundled classifier models in eval mode (fold order); BundleSchemaError for one at another size."""
-    from segad.detection.persistence import DetectorLoadError
     from segad.meta.classifier_models import load_classifier
+    from segad.storage.persistence import DetectorLoadError
 
     models = []
     for k in range(count):

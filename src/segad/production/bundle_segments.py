@@ -10,7 +10,7 @@ static):
   arrays (float32 centres (K, P), mean (C,), components (C, P); the layers as strings, smooth as
   a scalar; read with ``allow_pickle=False``). Scoring segments every new image with the same
   packaged EfficientNet-Lite0 at the bundle's image size (`FeatureClusters.labels`), exactly as
-  the features stage segmented the training images. The block also records the backbone and the
+  the segmentation stage segmented the training images. The block also records the backbone and the
   fingerprint of its packaged weights (`segad.segments.auto_segments.backbone_fingerprint`):
   other weights would give other segments, so loading refuses them (`BundleVersionError`) unless
   version mismatches are allowed.
@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from segad.images import ImageSize, SizeLike
 from segad.production.errors import BundleError, BundleIntegrityError, BundleSchemaError, BundleVersionError
 from segad.segments.auto_segments import BACKBONE, WEIGHTS, FeatureClusters, backbone_fingerprint
+from segad.storage.images import ImageSize, SizeLike
 
 logger = logging.getLogger(__name__)
 

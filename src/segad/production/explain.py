@@ -1,7 +1,7 @@
 """Per-segment and per-detector explanations of a SegAD score.
 
 Per-segment contribution: XGBoost's exact TreeSHAP values (``pred_contribs``) of the feature
-columns, summed over the columns of each segment (``seg<l>__*``, `segad.segments.columns`); the
+columns, summed over the columns of each segment (``seg<l>__*``, `segad.columns`); the
 per-detector map maxima (and the classifier score) form the group ``global``; the model's bias is
 ``bias``. The groups sum to the score (additivity of SHAP on the raw margin).
 
@@ -21,12 +21,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from segad.segments.columns import parse_column
+from segad.columns import BIAS_GROUP, GLOBAL_GROUP, parse_column
 
-GLOBAL_GROUP, BIAS_GROUP = "global", "bias"
 _CONTRIB_SEGMENT = re.compile(r"^contrib_seg(\d+)$")
-#: Every column name `group_contributions` and `detector_contributions` make.
-CONTRIBUTION_PATTERN = re.compile(rf"^contrib_(seg\d+|{GLOBAL_GROUP}|{BIAS_GROUP}|det_[a-z0-9_]+)$")
 
 
 def contribution_columns(n_segments: int) -> list[str]:

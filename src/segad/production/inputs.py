@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segad.images import IMAGE_SUFFIXES, ImageReadError, ImageSize, SizeLike, read_image
+from segad.storage.images import IMAGE_SUFFIXES, ImageReadError, ImageSize, SizeLike, read_image
 
 # PIL modes whose pixels carry no colour.
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})

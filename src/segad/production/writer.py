@@ -1,10 +1,10 @@
 """Writing SegAD bundles (format: `segad.production.bundle`): one folder, or versions + LATEST.
 
 Writing is atomic: the bundle is assembled in a temporary sibling folder and moved into place
-with ``os.replace`` (`segad.files.replace_folder`); an interrupted write leaves the previous
+with ``os.replace`` (`segad.storage.files.replace_folder`); an interrupted write leaves the previous
 bundle and LATEST intact. The bundle pipeline uses `write_versioned_bundle`: a new folder
 ``<parent>/<bundle_id>`` per build, then ``<parent>/LATEST`` names it; older bundles stay.
-Files the project did not write are never replaced (`segad.files.NotOwnedError`).
+Files the project did not write are never replaced (`segad.storage.files.NotOwnedError`).
 
 Example:
     >>> from segad.production.bundle import BUNDLE_ID
@@ -28,7 +28,7 @@ from typing import Any, cast
 import numpy as np
 
 from segad import versions
-from segad.files import atomic_path, check_owned, relative_files, replace_folder, staging_folder
+from segad.columns import feature_columns as computed_columns
 from segad.production.bundle import (
     BRF_FILE,
     BUNDLE_ID,
@@ -50,7 +50,7 @@ from segad.production.bundle_segments import BundleSegments, save_segments
 from segad.production.inputs import InputSpec
 from segad.production.operating_point import OperatingPoint
 from segad.segments.auto_segments import FeatureClusters
-from segad.segments.columns import feature_columns as computed_columns
+from segad.storage.files import atomic_path, check_owned, relative_files, replace_folder, staging_folder
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +80,9 @@ def write_bundle(
 
     Args:
         target: bundle folder (replaced if it exists and holds only a bundle's own files;
-            `segad.files.NotOwnedError` otherwise). The bundle pipeline uses
+            `segad.storage.files.NotOwnedError` otherwise). The bundle pipeline uses
             `write_versioned_bundle`, which never replaces a bundle.
-        detector_dirs: detector name -> folder written by `segad.detection.persistence.save_detector`, in
+        detector_dirs: detector name -> folder written by `segad.detection.saved.save_detector`, in
             feature order; each folder is copied into the bundle unchanged.
         segments: int (H, W) label map at the map resolution (H, W) = input_spec.image_size, for
             static segments; or
@@ -91,7 +91,7 @@ def write_bundle(
             Exactly one of `segments` and `clusters`.
         brf: the fitted BRF (`xgboost.XGBClassifier` or `Booster`); saved as UBJSON with the
             feature column names.
-        feature_columns: ordered BRF input columns: `segad.segments.columns.feature_columns` of
+        feature_columns: ordered BRF input columns: `segad.columns.feature_columns` of
             these detectors and segments, or an ordered subset of them (a BRF of the brf stage
             leaves out columns that were empty for its category); with `classifier_dirs`,
             ``classifier__score`` first.
@@ -197,7 +197,7 @@ def write_versioned_bundle(parent: str | Path, **arguments: Any) -> Path:
 
     `arguments` are those of `write_bundle` (without `bundle_id`). Older bundles under `parent`
     stay. A bundle of the earlier, unversioned layout at `parent` itself is first moved into
-    ``parent/<its bundle_id>``. `segad.files.NotOwnedError` when `parent` holds files that are
+    ``parent/<its bundle_id>``. `segad.storage.files.NotOwnedError` when `parent` holds files that are
     not bundles (nothing is changed then). Returns the new bundle folder.
     """
     parent = Path(parent)

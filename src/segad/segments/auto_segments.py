@@ -6,7 +6,7 @@ standard deviation of the gray level across the good training images).
 The static `auto` map (k-means on per-pixel mean / std over aligned good images) assumes every
 part sits at the same place. For unaligned parts the segments must follow each image's content:
 
-1. `backbone_features`: the packaged ImageNet EfficientNet-Lite0 (`segad.detection.weights`, no
+1. `backbone_features`: the packaged ImageNet EfficientNet-Lite0 (`segad.storage.weights`, no
    download) runs on the image at map resolution (H, W); the outputs of the chosen stages
    (default blocks.2, stride 8, 40 channels, and blocks.4, stride 16, 112 channels) are resized
    bilinearly to the grid of the finest chosen stage (ceil(H/s), ceil(W/s)), each stage is
@@ -45,13 +45,13 @@ from functools import lru_cache
 
 import numpy as np
 
-#: the backbone (timm name) whose packaged weights are used; `segad.detection.weights`
+#: the backbone (timm name) whose packaged weights are used; `segad.storage.weights`
 BACKBONE = "tf_efficientnet_lite0"
 #: stride of each usable stage of BACKBONE (timm's `blocks.<i>`)
 STRIDES = {"blocks.1": 4, "blocks.2": 8, "blocks.3": 16, "blocks.4": 16, "blocks.5": 32}
 #: channels of each stage of BACKBONE
 CHANNELS = {"blocks.1": 24, "blocks.2": 40, "blocks.3": 80, "blocks.4": 112, "blocks.5": 192}
-#: where BACKBONE's weights come from (`segad.detection.weights`)
+#: where BACKBONE's weights come from (`segad.storage.weights`)
 WEIGHTS = "packaged:efficientnet_lite0"
 DEFAULT_LAYERS = ("blocks.2", "blocks.4")
 BATCH = 16  # images per backbone forward pass
@@ -75,8 +75,8 @@ def _check_layers(layers: Sequence[str]) -> tuple[str, ...]:
 
 
 def backbone_fingerprint() -> str:
-    """`segad.detection.weights.weights_fingerprint` of the packaged weights the segments are computed with."""
-    from segad.detection.weights import WeightsSource, weights_fingerprint
+    """`segad.storage.weights.weights_fingerprint` of the packaged weights the segments are computed with."""
+    from segad.storage.weights import WeightsSource, weights_fingerprint
 
     return weights_fingerprint(WeightsSource.parse(WEIGHTS), pretrained=True)
 
@@ -87,7 +87,7 @@ def _backbone():
     import timm
     import torch
 
-    from segad.detection.weights import packaged_efficientnet_lite0_state_dict
+    from segad.storage.weights import packaged_efficientnet_lite0_state_dict
 
     with torch.random.fork_rng(devices=[]):  # a random init must not move the caller's RNG
         net = timm.create_model(BACKBONE, pretrained=False)

@@ -27,7 +27,7 @@ def elpv_segment_map(size: int | tuple[int, int] = 300) -> np.ndarray:
     frame), 4 corners (triangles with legs of 42 px: the chamfered corners of mono cells).
     Later labels win where they overlap.
     """
-    from segad.segments.segment_maps import resize_labels
+    from segad.storage.images import resize_labels
 
     n = 300
     rows, cols = np.mgrid[0:n, 0:n]

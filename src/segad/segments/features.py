@@ -19,7 +19,7 @@ float32 array; equal to scipy run on the float64 values to ~1e-9 relative). Feat
 image: when enabled, the supervised classifier score first (the paper's equation); then
 ``4 * K * L`` segment statistics in segment-major order, then detector, then
 [q995, skew, kurtosis, mean]; then the K per-detector map maxima. Column names and their order:
-`segad.segments.columns`. The same statistics on torch tensors (maps already on a GPU):
+`segad.columns`. The same statistics on torch tensors (maps already on a GPU):
 `segad.segments.features_torch`.
 
 How it is fast: `segad.segments.kernels` (numba, compiled on first use and cached on disk) copies
@@ -51,10 +51,11 @@ import numpy as np
 import pydantic.dataclasses
 from pydantic import Field
 
+from segad.columns import feature_columns, vector_order
 from segad.config import PARAMS
 from segad.detection.stage import MAP_INDEX_COLUMNS
-from segad.segments.columns import feature_columns, vector_order
 from segad.segments.own_scores import own_scores
+from segad.vocabulary import FEATURE_ROLES
 
 QUANTILE: float = 0.995
 
@@ -227,7 +228,7 @@ def feature_matrix(
 ) -> np.ndarray:
     """Stack per-detector (N, L, 4) statistics and (N,) maxima into float64 (N, 4*K*L + K [+1]).
 
-    The order matches `segad.segments.columns.feature_columns(detectors, L, classifier is not None)`:
+    The order matches `segad.columns.feature_columns(detectors, L, classifier is not None)`:
     the classifier score first, the maxima last.
     """
     blocks = np.stack([np.asarray(s, dtype=np.float64) for s in stats], axis=2)  # (N, L, K, 4)
@@ -242,7 +243,6 @@ def feature_matrix(
 # the feature table of a run
 
 ROW_COLUMNS = ("image_id", "split_seed", "role", "label", "defect_type", "unseen", "category", "source_image_id")
-FEATURE_ROLES = ("brf_train", "test")
 
 
 def feature_rows(image_index, splits, synthetic_index=None):

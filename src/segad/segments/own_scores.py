@@ -2,7 +2,7 @@
 
 A detector whose map index has a ``pred_score`` column (the supervised SuperSimpleNet,
 `segad.detection.supervised_stage`) contributes its own image score to the feature table as
-`segad.segments.columns.score_column` (``<detector>__score``), after the maxima.
+`segad.columns.score_column` (``<detector>__score``), after the maxima.
 """
 
 from __future__ import annotations

@@ -37,7 +37,8 @@ Every map is resized to the map resolution by nearest neighbour. A file whose la
 [0, n_segments) or whose shape is not 2-D raises `SegmentMapError` naming the file.
 
 Example:
-    >>> from segad.segments.segment_maps import elpv_segment_map, resize_labels
+    >>> from segad.segments.segment_maps import elpv_segment_map
+    >>> from segad.storage.images import resize_labels
     >>> labels = elpv_segment_map()            # (300, 300) int64, labels 0..4
     >>> resize_labels(labels, 64).shape
     (64, 64)
@@ -58,9 +59,6 @@ from PIL import Image
 from pydantic import Field
 
 from segad.config import PARAMS
-from segad.detection.map_store import MapStore, MapStoreError
-from segad.files import file_sha256
-from segad.images import ImageSize, SizeLike, read_image
 from segad.segments.alignment import alignment, choose_method
 from segad.segments.auto_segments import (
     DEFAULT_LAYERS,
@@ -70,6 +68,9 @@ from segad.segments.auto_segments import (
     fit_feature_clusters,
 )
 from segad.segments.elpv import ELPV_SEGMENTS, elpv_segment_map
+from segad.storage.files import file_sha256
+from segad.storage.images import ImageSize, SizeLike, read_image, resize_labels
+from segad.storage.map_store import MapStore, MapStoreError
 
 log = logging.getLogger(__name__)
 
@@ -166,16 +167,6 @@ def segment_count(n_segments: int | Mapping[str, int] | None, category: str) -> 
 
 # --------------------------------------------------------------------------------------------
 # reading and resizing
-
-
-def resize_labels(labels: np.ndarray, size: SizeLike) -> np.ndarray:
-    """Nearest-neighbour resize of an integer (H, W) label map to `size` (int N for N x N, or (H, W))."""
-    height, width = ImageSize.parse(size).hw
-    labels = np.asarray(labels)
-    if labels.shape == (height, width):
-        return labels.astype(np.int64, copy=False)
-    image = Image.fromarray(labels.astype(np.int32), mode="I")
-    return np.asarray(image.resize((width, height), Image.Resampling.NEAREST)).astype(np.int64)
 
 
 def read_label_map(path: str | Path, n_segments: int | None = None, size: SizeLike | None = None) -> np.ndarray:

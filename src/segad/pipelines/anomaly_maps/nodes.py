@@ -10,11 +10,11 @@ import pandas as pd
 from segad.detection.config import DetectorConfig, DetectorParams
 from segad.detection.distribute import ShardOptions
 from segad.detection.external import ExternalConfig, compute_external_maps, is_external
-from segad.detection.map_store import MapStore
 from segad.detection.stage import compute_anomaly_maps
 from segad.detection.supervised_config import SupervisedConfig, is_supervised
 from segad.detection.supervised_stage import compute_supervised_maps
-from segad.images import resolve_image_size
+from segad.storage.images import resolve_image_size
+from segad.storage.map_store import MapStore
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def make_anomaly_maps(
     ``detector`` is the namespaced parameter block ``anomaly_maps.<detector_name>`` (typed: Kedro
     checks it before any node runs; the model arguments are checked by `DetectorConfig`); a missing or
     empty ``synthetic_index`` means no synthetic images. ``image_size`` is the parameter (an int,
-    ``[height, width]`` or ``auto``, resolved from ``image_index``: `segad.images.resolve_image_size`).
+    ``[height, width]`` or ``auto``, resolved from ``image_index``: `segad.storage.images.resolve_image_size`).
     Maps go into ``map_store``, fitted
     detectors into ``detector_store/<model_key>/`` (both handles come from the catalog). An
     external detector (`segad.detection.external.is_external`) reads its maps and fits nothing;

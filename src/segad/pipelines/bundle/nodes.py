@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 
 from segad.config import DatasetConfig
-from segad.images import resolve_image_size
 from segad.meta.brf import BRFParams
 from segad.production.assemble import BundleOptions, assemble_bundle
 from segad.segments.segment_maps import SegmentMaps
+from segad.storage.images import resolve_image_size
 from segad.versions import jsonable
 
 
@@ -42,7 +42,7 @@ def build_bundle(
     folder of fitted detectors) per run detector; `classifier_scores` and `classifier_models` (the
     folder of kept classifier models) serve a combination with g(I). The parameters of the stages that produced the
     bundle are recorded in its manifest (``config.parameters``); ``image_size`` (the parameter) is
-    resolved from ``image_index`` as in every stage (`segad.images.resolve_image_size`) and the
+    resolved from ``image_index`` as in every stage (`segad.storage.images.resolve_image_size`) and the
     concrete size is recorded (``input_spec.image_size`` and ``config.parameters.image_size``). With ``bundle.build: false``
     it returns no arguments (the bundle dataset then writes nothing) and says so in the report.
     """

@@ -18,8 +18,8 @@ from segad.evaluation.plots import (
     worst_cases,
 )
 from segad.evaluation.report import method_order, package_versions, render_report
-from segad.images import read_image
 from segad.meta.brf import parse_model_key
+from segad.storage.images import read_image
 from segad.versions import jsonable
 
 log = logging.getLogger(__name__)
@@ -265,7 +265,7 @@ def plot_overlays(
     """Worst false negatives / positives of one method per category, with segments and raw maps.
 
     ``maps`` holds ``<detector>__map_index`` (DataFrame) and ``<detector>__map_store``
-    (`segad.detection.map_store.MapStore`) for every detector. The method is ``options.overlay_method``
+    (`segad.storage.map_store.MapStore`) for every detector. The method is ``options.overlay_method``
     or, when null, the largest SegAD combination; the seed is ``options.split_seed`` or the
     smallest; ``options.n_worst`` cases of each kind.
     """

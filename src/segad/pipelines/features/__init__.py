@@ -1,4 +1,4 @@
-"""features: anomaly maps + segment maps -> per-segment statistics table (data/04_feature)."""
+"""features: anomaly maps + segment maps (+ classifier scores) -> per-segment statistics table (data/04_feature)."""
 
 from segad.pipelines.features.pipeline import create_pipeline
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from segad.segments.columns import (
+from segad.columns import (
     CLASSIFIER_COLUMN,
     STATS,
     Column,

@@ -10,7 +10,7 @@ import pytest
 import timm
 import torch
 
-from segad.detection.weights import (
+from segad.storage.weights import (
     WeightsError,
     WeightsSource,
     lukemelas_to_timm_efficientnet,

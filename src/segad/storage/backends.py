@@ -24,7 +24,7 @@ ImageNet normalisation) followed by its torch model (``model.model``), returning
 
 Cache: ``<cache_root>/<key>/<backend>-<versions>/`` holding ``model.onnx`` or
 ``model.xml``/``model.bin``, written into a temporary sibling and renamed into place
-(`segad.files.replace_folder`). ``key`` is a content hash of the model's tensors and image size
+(`segad.storage.files.replace_folder`). ``key`` is a content hash of the model's tensors and image size
 (`content_key`), prefixed by the detector's model_key when the caller has it (readable folder
 names). Never the model_key alone: checkouts of other code share the temp folder and can fit
 another model under the same model_key; a conversion cached that way was served to this code's
@@ -33,7 +33,7 @@ check let it pass). ``cache_root`` defaults to a ``segad-backends`` folder in th
 dir (never a user folder).
 
 Example:
-    >>> from segad.detection.backends import BACKENDS
+    >>> from segad.storage.backends import BACKENDS
     >>> BACKENDS
     ('eager', 'openvino', 'onnxruntime')
 """
@@ -52,8 +52,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from segad.files import replace_folder, staging_folder
-from segad.images import ImageSize, SizeLike
+from segad.storage.files import replace_folder, staging_folder
+from segad.storage.images import ImageSize, SizeLike
 from segad.versions import package_versions
 
 BACKENDS = ("eager", "openvino", "onnxruntime")

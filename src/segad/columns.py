@@ -14,7 +14,7 @@ Detector names are lower-case anomalib names (``patchcore``, ``padim``...; ``[a-
 
 Example (runs as is)::
 
-    >>> from segad.segments.columns import feature_columns, parse_column
+    >>> from segad.columns import feature_columns, parse_column
     >>> feature_columns(["padim"], n_segments=1, classifier=True)
     ['classifier__score', 'seg0__padim__q995', 'seg0__padim__skew', 'seg0__padim__kurtosis', 'seg0__padim__mean', 'padim__max']
     >>> parse_column("seg3__patchcore__q995")
@@ -44,6 +44,10 @@ _NAME = r"[a-z0-9_]+?"
 SEGMENT_PATTERN = re.compile(rf"^seg(?P<segment>\d+)__(?P<owner>{_NAME})__(?P<stat>{'|'.join(STATS)})$")
 MAX_PATTERN = re.compile(rf"^(?P<owner>{_NAME})__{MAX_STAT}$")
 SCORE_PATTERN = re.compile(rf"^(?P<owner>{_NAME})__{SCORE_STAT}$")
+#: The explanation columns of the inspection table (`segad.production.explain`): per segment, the
+#: group ``global`` (map maxima and the classifier score), the model's ``bias``, per detector.
+GLOBAL_GROUP, BIAS_GROUP = "global", "bias"
+CONTRIBUTION_PATTERN = re.compile(rf"^contrib_(seg\d+|{GLOBAL_GROUP}|{BIAS_GROUP}|det_[a-z0-9_]+)$")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ no edits inside a built model, and it also covers detectors that hard-code
 they need ``pretrained: false`` in the detector's configuration.
 
 Example:
-    >>> from segad.detection.weights import packaged_efficientnet_lite0_state_dict
+    >>> from segad.storage.weights import packaged_efficientnet_lite0_state_dict
     >>> sd = packaged_efficientnet_lite0_state_dict()
     >>> sd["conv_stem.weight"].shape
     torch.Size([32, 3, 3, 3])
@@ -35,7 +35,7 @@ from typing import cast
 
 import torch
 
-from segad.files import file_sha256, staging_folder
+from segad.storage.files import file_sha256, staging_folder
 
 HUB = "hub"
 PACKAGED_PREFIX = "packaged:"

@@ -9,8 +9,8 @@ import uuid
 import numpy as np
 import pytest
 
-from segad.detection.map_store import MapStore, MapStoreError
-from segad.files import HOST
+from segad.storage.files import HOST
+from segad.storage.map_store import MapStore, MapStoreError
 
 
 @pytest.fixture

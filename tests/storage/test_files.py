@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 import segad
-from segad.files import (
+from segad.ingestion.demo import DemoConfig, demo_files, write_demo
+from segad.storage.files import (
     HOST,
     NotOwnedError,
     atomic_path,
@@ -22,7 +23,6 @@ from segad.files import (
     replace_folder,
     staging_folder,
 )
-from segad.ingestion.demo import DemoConfig, demo_files, write_demo
 
 SRC = str(Path(segad.__file__).parents[1])
 SMALL = DemoConfig(n_train_good=2, n_train_bad=1, n_test_good=1, n_test_bad=1, n_test_unseen=1, image_size=32)
@@ -105,7 +105,7 @@ def _killed_mid_write(target):
     """Run a process that starts writing `target` atomically and is SIGKILLed before the rename."""
     script = (
         "import os, signal, pathlib\n"
-        "from segad.files import atomic_path\n"
+        "from segad.storage.files import atomic_path\n"
         f"with atomic_path(pathlib.Path({str(target)!r})) as temp:\n"
         "    temp.write_bytes(b'half')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"

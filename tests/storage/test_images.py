@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from segad.images import ImageReadError, image_size, read_image, read_mask
+from segad.storage.images import ImageReadError, image_size, read_image, read_mask, resize_labels
 from tests.conftest import write_png
 
 
@@ -50,7 +50,7 @@ def test_read_mask_is_binary_and_nearest(tmp_path):
 
 
 def test_image_size_parses_an_int_a_pair_and_keeps_square_keys():
-    from segad.images import ImageSize
+    from segad.storage.images import ImageSize
 
     assert ImageSize.parse(256) == ImageSize(256, 256) and ImageSize.parse([48, 96]) == ImageSize(48, 96)
     assert ImageSize.parse({"height": 48, "width": 96}).hw == (48, 96) and ImageSize(48, 96).wh == (96, 48)
@@ -61,14 +61,14 @@ def test_image_size_parses_an_int_a_pair_and_keeps_square_keys():
 
 @pytest.mark.parametrize("value", [0, -3, [1, 2, 3], [64], "big", True, [48.5, 32], None])
 def test_a_bad_image_size_names_the_key(value):
-    from segad.images import ImageSize, ImageSizeError
+    from segad.storage.images import ImageSize, ImageSizeError
 
     with pytest.raises(ImageSizeError, match=r"^image_size: "):
         ImageSize.parse(value)
 
 
 def test_read_image_and_mask_resize_to_height_by_width(tmp_path):
-    from segad.images import ImageSize
+    from segad.storage.images import ImageSize
 
     path = write_png(tmp_path / "wide.png", (60, 20))
     assert read_image(path, size=ImageSize(16, 48)).shape == (3, 16, 48)
@@ -89,7 +89,7 @@ def test_read_image_and_mask_resize_to_height_by_width(tmp_path):
     ],
 )
 def test_auto_keeps_the_median_aspect_at_about_256_squared(sizes, expected, aspect):
-    from segad.images import auto_image_size
+    from segad.storage.images import auto_image_size
 
     size, why = auto_image_size(sizes)
     assert size.hw == expected and size.height % 32 == 0 and size.width % 32 == 0
@@ -99,7 +99,7 @@ def test_auto_keeps_the_median_aspect_at_about_256_squared(sizes, expected, aspe
 def test_auto_reads_only_the_good_train_images_of_the_index(caplog):
     import pandas as pd
 
-    from segad.images import ImageSize, ImageSizeError, resolve_image_size
+    from segad.storage.images import ImageSize, ImageSizeError, resolve_image_size
 
     index = pd.DataFrame(
         {
@@ -109,13 +109,23 @@ def test_auto_reads_only_the_good_train_images_of_the_index(caplog):
             "height": [1250, 1250, 100, 100],
         }
     )
-    with caplog.at_level("INFO", logger="segad.images"):
+    with caplog.at_level("INFO", logger="segad.storage.images"):
         assert resolve_image_size("auto", index) == ImageSize(416, 160)
         assert resolve_image_size("auto", index) == ImageSize(416, 160)  # same index: said once
-    said = [r.getMessage() for r in caplog.records if r.name == "segad.images"]
+    said = [r.getMessage() for r in caplog.records if r.name == "segad.storage.images"]
     assert said == ["image_size auto: median aspect 2.50 (h/w) over 2 good train images -> 416 x 160"]
     assert resolve_image_size([64, 32], index) == ImageSize(64, 32) and resolve_image_size(64) == ImageSize(64, 64)
     with pytest.raises(ImageSizeError, match=r"good \(label 0\) train images, and there are none"):
         resolve_image_size("auto", index[index["label"] == 1])
     with pytest.raises(ImageSizeError, match="needs the image index"):
         resolve_image_size("auto")
+
+
+def test_resize_labels_keeps_the_labels_at_height_by_width():
+    labels = np.zeros((16, 16), np.uint8)
+    labels[:8] = 1
+    labels[:, :4] = 2
+    resized = resize_labels(labels, (8, 4))
+    assert resized.shape == (8, 4) and resized.dtype == np.int64
+    assert set(np.unique(resized)) == {0, 1, 2}  # nearest neighbour: no new labels
+    assert (resize_labels(labels, 16) == labels).all()

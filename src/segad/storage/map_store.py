@@ -9,7 +9,7 @@ twice. Each file holds the map (float32, or float16 when the store is built with
 Damage is detected, not trusted: a truncated file, a flipped byte (the zip CRC-32 of every npz
 member is verified on read), a wrong key, shape or dtype, or a non-finite value make `read` raise
 `MapStoreError` naming the file, and make `exists` answer False so the map is recomputed.
-Writes go to a temporary file in the same folder, then ``os.replace`` (`segad.files.atomic_path`):
+Writes go to a temporary file in the same folder, then ``os.replace`` (`segad.storage.files.atomic_path`):
 an interrupted run leaves either the old complete file or none, never half a file, and the
 temporary file of a killed run is removed by the next write into that folder.
 
@@ -22,7 +22,7 @@ others and a damaged file local to one map. Zip compression saves only ~17 % (fl
 
 Example:
     >>> import numpy as np, tempfile
-    >>> from segad.detection.map_store import MapStore
+    >>> from segad.storage.map_store import MapStore
     >>> store = MapStore(tempfile.mkdtemp())
     >>> store.write("m0/abc", np.ones((4, 4), np.float32))
     >>> store.exists("m0/abc"), store.read("m0/abc").shape
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segad.files import atomic_path
+from segad.storage.files import atomic_path
 
 logger = logging.getLogger(__name__)
 

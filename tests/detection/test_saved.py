@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from segad.detection.config import DetectorConfig
-from segad.detection.persistence import load_detector, save_detector
+from segad.detection.saved import load_detector, save_detector
 from tests.detection.tiny import SIZE
 
 
 def test_saved_detector_holds_plain_tensors_and_damage_is_reported(fitted_padim, tmp_path):
-    from segad.detection.persistence import DetectorLoadError
+    from segad.storage.persistence import DetectorLoadError
 
     model, config = fitted_padim
     save_detector(model, config, SIZE, tmp_path / "d")
@@ -28,7 +28,7 @@ def test_saved_detector_holds_plain_tensors_and_damage_is_reported(fitted_padim,
 
 
 def test_model_key_changes_with_the_libraries_that_compute_maps(monkeypatch):
-    import segad.detection.persistence as detectors
+    import segad.detection.saved as detectors
 
     config = DetectorConfig.from_dict("padim", {"model": {"backbone": "resnet18"}, "pretrained": False})
     key = detectors.model_key(config, 64, ["a", "b"])

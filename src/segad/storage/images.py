@@ -11,7 +11,7 @@ median aspect ratio at about 256 x 256 pixels, each side a multiple of 32, see `
 Example:
     >>> import tempfile, numpy as np
     >>> from PIL import Image
-    >>> from segad.images import read_image
+    >>> from segad.storage.images import read_image
     >>> path = tempfile.mkdtemp() + "/part.png"
     >>> Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(path)
     >>> x = read_image(path, size=32)
@@ -220,3 +220,13 @@ def _open(path: str | Path) -> Image.Image:
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ImageReadError(f"{path}: unreadable or truncated image ({error})") from error
     return image
+
+
+def resize_labels(labels: np.ndarray, size: SizeLike) -> np.ndarray:
+    """Nearest-neighbour resize of an integer (H, W) label map to `size` (int N for N x N, or (H, W))."""
+    height, width = ImageSize.parse(size).hw
+    labels = np.asarray(labels)
+    if labels.shape == (height, width):
+        return labels.astype(np.int64, copy=False)
+    image = Image.fromarray(labels.astype(np.int32), mode="I")
+    return np.asarray(image.resize((width, height), Image.Resampling.NEAREST)).astype(np.int64)

@@ -1,0 +1,29 @@
+"""The project's word lists, each defined once: a Literal for the parameter classes and the tuple
+derived from it for code and table checks.
+
+Example:
+    >>> from segad.vocabulary import LAYOUTS, ROLES
+    >>> LAYOUTS[:2], ROLES[-1]
+    (('demo', 'vad'), 'unused')
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+#: Dataset folder formats (`dataset.layout`; readers in `segad.ingestion.layouts`).
+Layout = Literal["demo", "vad", "visa", "sensum", "mvtec", "elpv"]
+LAYOUTS: tuple[str, ...] = get_args(Layout)
+#: Benchmark regimes (`benchmark`; roles per regime in `segad.ingestion.splits`).
+Benchmark = Literal["one_class", "high_shot", "low_shot", "visa_supervised", "kfold"]
+BENCHMARKS: tuple[str, ...] = get_args(Benchmark)
+#: Divisions of the good training images (`split.good_split`).
+GoodSplit = Literal["per_seed", "fixed"]
+GOOD_SPLITS: tuple[str, ...] = get_args(GoodSplit)
+#: The role of an image in one split seed (the `splits` table).
+Role = Literal["detector_train", "brf_train", "test", "unused"]
+ROLES: tuple[str, ...] = get_args(Role)
+#: The roles whose images get anomaly maps and feature rows.
+FEATURE_ROLES: tuple[str, ...] = ("brf_train", "test")
+#: Kind of synthetic defect (`defects.kinds`) -> the `defect_type` of its rows in `synthetic_index`.
+DEFECT_KINDS = {"blur": "synthetic_blur", "rectangle": "synthetic_rectangle"}
