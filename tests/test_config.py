@@ -302,3 +302,29 @@ def test_kedro_run_stops_on_a_typo_before_any_node_runs(tmp_path):
         assert result.returncode == 1, log[-3000:]
         assert named in " ".join(log.split()), log[-3000:]
         assert "Running node" not in log and not (project / "data").exists(), log[-3000:]
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict[str, object]:
+    """Dotted key -> value of every leaf of a parameter tree (a dict value is walked, a list is a leaf)."""
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@pytest.mark.parametrize("env", ["elpv", "visa"])
+def test_an_environment_holds_only_its_differences_from_base(env):
+    base: dict = {}
+    for path in sorted((PROJECT_ROOT / "conf" / "base").glob("parameters*.yml")):
+        base.update(yaml.safe_load(path.read_text()) or {})
+    base_leaves = _leaves(base)
+    restated = [
+        key
+        for path in sorted((PROJECT_ROOT / "conf" / env).glob("parameters*.yml"))
+        for key, value in _leaves(yaml.safe_load(path.read_text()) or {}).items()
+        if key in base_leaves and base_leaves[key] == value
+    ]
+    assert not restated, f"conf/{env} restates conf/base values (environments merge key by key): {restated}"

@@ -33,7 +33,7 @@ from pydantic.dataclasses import dataclass
 
 from segad.storage.images import ImageSize, ImageSizeError, check_image_size_setting
 from segad.versions import jsonable
-from segad.vocabulary import Benchmark, GoodSplit, Layout
+from segad.vocabulary import Backend, Benchmark, GoodSplit, Layout
 
 #: The configuration of every parameter class: unknown keys fail, instances are immutable.
 PARAMS = ConfigDict(extra="forbid", frozen=True)
@@ -183,7 +183,7 @@ class ScoreOptions:
     progress: bool = True
     bundle: str | None = None
     #: CPU inference backend of every bundled detector (`segad.storage.backends`)
-    backend: Literal["eager", "openvino", "onnxruntime"] = "eager"
+    backend: Backend = "eager"
 
 
 @dataclass(config=PARAMS)

@@ -24,6 +24,19 @@ GOOD_SPLITS: tuple[str, ...] = get_args(GoodSplit)
 Role = Literal["detector_train", "brf_train", "test", "unused"]
 ROLES: tuple[str, ...] = get_args(Role)
 #: The roles whose images get anomaly maps and feature rows.
-FEATURE_ROLES: tuple[str, ...] = ("brf_train", "test")
+FEATURE_ROLES: tuple[Role, ...] = ("brf_train", "test")
+#: The roles of training images (the detectors' and the BRF's); also where EfficientAD's map
+#: quantiles may come from (`quantiles_from`).
+TrainingRole = Literal["detector_train", "brf_train"]
+TRAINING_ROLES: tuple[str, ...] = get_args(TrainingRole)
 #: Kind of synthetic defect (`defects.kinds`) -> the `defect_type` of its rows in `synthetic_index`.
 DEFECT_KINDS = {"blur": "synthetic_blur", "rectangle": "synthetic_rectangle"}
+#: How a model runs inference on CPU (`segad.storage.backends`): the model itself, or converted.
+Backend = Literal["eager", "openvino", "onnxruntime"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
+#: PatchCore's coreset selector (`segad.detection.coreset`).
+Coreset = Literal["anomalib", "fast"]
+CORESETS: tuple[str, ...] = get_args(Coreset)
+#: Libraries whose exact installed version is part of a fitted detector's identity (model_key):
+#: a new release may fit or score differently, so its maps are not reused.
+MAP_LIBRARIES = ("anomalib", "torch", "torchvision", "timm")

@@ -30,6 +30,7 @@ from pydantic.dataclasses import dataclass as params_dataclass
 from segad.config import PARAMS
 from segad.storage.files import file_sha256
 from segad.storage.weights import HUB, WeightsSource, weights_fingerprint
+from segad.vocabulary import BACKENDS, CORESETS, TRAINING_ROLES, Backend, Coreset, TrainingRole
 
 
 @dataclass(frozen=True)
@@ -118,13 +119,10 @@ class DetectorConfig:
     quantiles_from: str = "detector_train"
     coreset: str = "anomalib"
     # --- CPU inference backend (issue 15): runtime only, not part of model_key ---
-    backend: str = "eager"
+    backend: Backend = "eager"
 
     # settings that change neither the fitted model nor its maps
     RUNTIME_ONLY = ("batch_size", "num_workers", "channels_last", "backend")
-    BACKENDS = ("eager", "openvino", "onnxruntime")
-    QUANTILE_SOURCES = ("detector_train", "brf_train")
-    CORESETS = ("anomalib", "fast")
 
     @classmethod
     def from_dict(cls, name: str, values: DetectorParams | dict[str, Any] | None) -> DetectorConfig:
@@ -167,23 +165,22 @@ class DetectorConfig:
                     f"detector {name}: model.{reserved} is set by segad (raw maps, weights from "
                     "`weights`/`pretrained`, EfficientAD's folder from `imagenet_dir`)"
                 )
-        if config.quantiles_from not in cls.QUANTILE_SOURCES:
+        if config.quantiles_from not in TRAINING_ROLES:
             raise DetectorConfigError(
-                f"detector {name}: quantiles_from must be one of {list(cls.QUANTILE_SOURCES)}, "
-                f"got {config.quantiles_from!r}"
+                f"detector {name}: quantiles_from must be one of {list(TRAINING_ROLES)}, got {config.quantiles_from!r}"
             )
         if config.quantiles_from != "detector_train" and name != "efficient_ad":
             raise DetectorConfigError(f"detector {name}: quantiles_from applies to efficient_ad only")
-        if config.coreset not in cls.CORESETS:
+        if config.coreset not in CORESETS:
             raise DetectorConfigError(
-                f"detector {name}: coreset must be one of {list(cls.CORESETS)}, got {config.coreset!r}"
+                f"detector {name}: coreset must be one of {list(CORESETS)}, got {config.coreset!r}"
             )
         if config.coreset != "anomalib" and name != "patchcore":
             raise DetectorConfigError(f"detector {name}: coreset applies to patchcore only")
         # --- backend (issue 15) ---
-        if config.backend not in cls.BACKENDS:
+        if config.backend not in BACKENDS:
             raise DetectorConfigError(
-                f"detector {name}: backend must be one of {list(cls.BACKENDS)}, got {config.backend!r}"
+                f"detector {name}: backend must be one of {list(BACKENDS)}, got {config.backend!r}"
             )
         return config
 
@@ -250,11 +247,11 @@ class DetectorParams:
     channels_last: Annotated[bool, Field(strict=True)] = False
     teacher_weights: str | None = None
     imagenet_dir: str | None = None
-    quantiles_from: Literal["detector_train", "brf_train"] = "detector_train"
+    quantiles_from: TrainingRole = "detector_train"
     #: PatchCore's coreset selector (`segad.detection.coreset`)
-    coreset: Literal["anomalib", "fast"] = "anomalib"
+    coreset: Coreset = "anomalib"
     #: execution backend of inference (a `DetectorConfig` setting once it has one)
-    backend: str = "eager"
+    backend: Backend = "eager"
     #: external maps (`segad.detection.external`): ``kind: external``, their folder and suffix
     kind: Literal["external"] | None = None
     folder: str | None = None

@@ -40,8 +40,6 @@ logger = logging.getLogger(__name__)
 
 #: anomalib's KCenterGreedy projects with SparseRandomProjection(eps=0.9)
 PROJECTION_EPS = 0.9
-#: ``coreset`` setting values: anomalib's KCenterGreedy, or the vectorised equal algorithm here
-SELECTORS = ("anomalib", "fast")
 #: above 1/DENSE_SHARE of the rows left after pruning, all rows are recomputed in one product
 DENSE_SHARE = 4
 #: rows per chunk of a full distance pass (a 4096 x 284 float32 temporary is 4.6 MB)

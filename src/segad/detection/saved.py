@@ -28,15 +28,13 @@ from segad.detection.fit import build_detector
 from segad.storage.images import ImageSize, SizeLike
 from segad.storage.persistence import DetectorLoadError, read_model_folder, write_model_folder
 from segad.versions import package_versions
+from segad.vocabulary import MAP_LIBRARIES
 
 #: Bump when segad's own code changes what a saved detector or a map means (part of model_key).
 #: 2: model_key also holds the versions of the libraries that compute the maps.
 #: 3: the seed is set right before the model is constructed (PaDiM's channel subset no longer
 #:    depends on whether the backbone cache existed), so format-2 PaDiM models are refitted.
 FORMAT_VERSION = 3
-#: Libraries whose exact installed version is part of model_key: a new release may fit or
-#: score differently, so its maps are not reused.
-MAP_LIBRARIES = ("anomalib", "torch", "torchvision", "timm")
 
 
 def library_versions() -> dict[str, str]:

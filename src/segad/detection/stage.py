@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from segad.detection.plan import ModelPlan
 from segad.storage.images import ImageSize, SizeLike
+from segad.vocabulary import FEATURE_ROLES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,7 +55,6 @@ class MapRunStats:
 
 
 MAP_INDEX_COLUMNS = ("image_id", "detector", "split_seed", "model_key", "map_key", "max_score", "height", "width")
-MAP_ROLES = ("brf_train", "test")
 
 
 def plan_models(
@@ -282,7 +282,7 @@ def needed_maps(image_index: pd.DataFrame, splits: pd.DataFrame, synthetic_index
             raise ValueError(f"synthetic_index: missing columns {absent}")
 
     paths = image_index.set_index("image_id")["path"].astype(str)
-    needed = splits[splits["role"].isin(MAP_ROLES)][["image_id", "split_seed"]].copy()
+    needed = splits[splits["role"].isin(FEATURE_ROLES)][["image_id", "split_seed"]].copy()
     unknown = sorted(set(needed["image_id"]) - set(paths.index))
     if unknown:
         raise ValueError(f"splits: images not in image_index: {unknown[:5]}")

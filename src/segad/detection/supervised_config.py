@@ -17,13 +17,13 @@ from segad.storage.files import file_sha256
 from segad.storage.images import ImageSize, SizeLike
 from segad.storage.weights import WeightsSource, weights_fingerprint
 from segad.versions import package_versions
+from segad.vocabulary import MAP_LIBRARIES
 
 #: The detector name in ``detectors:`` and the method name of its own image score.
 NAME = "supersimplenet_supervised"
 #: Bump when this module changes what a saved model, a map or a score means (part of model_key).
 FORMAT_VERSION = 1
 MASK_POLICIES = ("auto", "masks", "label_only")
-_LIBRARIES = ("anomalib", "torch", "torchvision", "timm")
 _RESERVED = ("supervised", "pre_processor", "post_processor", "evaluator", "visualizer", "backbone_weights")
 
 
@@ -149,7 +149,7 @@ def supervised_model_key(config: SupervisedConfig, image_size: SizeLike, items: 
     `FORMAT_VERSION` and library versions."""
     payload = {
         "format": FORMAT_VERSION,
-        "libraries": package_versions(_LIBRARIES),
+        "libraries": package_versions(MAP_LIBRARIES),
         "config": config.identity(),
         "image_size": ImageSize.parse(image_size).to_json(),
         "train": training_identity(items, config.masks),

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from segad.vocabulary import BENCHMARKS, GOOD_SPLITS, ROLES
+from segad.vocabulary import BENCHMARKS, GOOD_SPLITS, ROLES, TRAINING_ROLES
 
 SPLIT_COLUMNS = ["image_id", "split_seed", "role", "in_benchmark"]
 
@@ -116,7 +116,7 @@ def check_splits(splits: pd.DataFrame, index: pd.DataFrame, benchmark: str) -> N
         raise SplitError("splits name images that are not in the image index")
     if (merged[merged.role == "detector_train"].label != 0).any():
         raise SplitError("a bad image has role detector_train")
-    leaked = merged[(merged.split == "test") & merged.role.isin(["detector_train", "brf_train"])]
+    leaked = merged[(merged.split == "test") & merged.role.isin(TRAINING_ROLES)]
     if benchmark == "visa_supervised":
         leaked = leaked[(leaked.role != "brf_train") | (leaked.label != 1)]
     if benchmark != "kfold" and len(leaked):

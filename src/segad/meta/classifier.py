@@ -42,6 +42,7 @@ from pydantic.dataclasses import dataclass
 
 from segad.config import PARAMS
 from segad.storage.images import ImageSize, SizeLike
+from segad.vocabulary import Backend
 
 SCORE_COLUMNS = ("image_id", "split_seed", "score", "model_key")
 
@@ -76,7 +77,7 @@ class ClassifierConfig:
     mode: Literal["frozen", "full"] = "full"
     frozen_blocks: Annotated[int, Field(ge=0, le=7)] = 6
     cross_fit_folds: Annotated[int, Field(ge=0)] = 0
-    backend: Literal["eager", "openvino", "onnxruntime"] = "eager"
+    backend: Backend = "eager"
 
     def __post_init__(self) -> None:
         if self.cross_fit_folds == 1:

@@ -45,8 +45,8 @@ from segad.meta.classifier_models import models_kept, save_classifiers
 from segad.storage.files import file_sha256
 from segad.storage.images import ImageSize, SizeLike
 from segad.storage.map_store import MapStore, MapStoreError
+from segad.vocabulary import TRAINING_ROLES
 
-TRAIN_ROLES = ("detector_train", "brf_train")
 #: bump when a change of this module or of the classifier's training changes the scores
 SCORES_FORMAT = 1
 
@@ -153,7 +153,7 @@ def classifier_scores(
     if store is not None:
         log.info("classifier: scores kept in %s", store.root)
     for seed, rows in splits.groupby("split_seed", sort=True):
-        train = rows[rows["role"].isin(TRAIN_ROLES)]
+        train = rows[rows["role"].isin(TRAINING_ROLES)]
         ids = train["image_id"].to_numpy()
         pool_paths = paths.loc[ids].to_numpy()
         pool_labels = labels.loc[ids].to_numpy().astype(np.int64)

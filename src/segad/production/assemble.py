@@ -45,11 +45,11 @@ from segad.production.operating_point import OperatingPoint, choose_operating_po
 from segad.segments.elpv import ELPV_SEGMENTS
 from segad.segments.segment_maps import SegmentMaps
 from segad.storage.images import ImageSize, SizeLike
+from segad.vocabulary import TRAINING_ROLES
 
 log = logging.getLogger(__name__)
 
 #: Split roles whose images define the input spec (what the bundle was trained on).
-TRAINING_ROLES = ("detector_train", "brf_train")
 
 
 @pydantic.dataclasses.dataclass(config=PARAMS)

@@ -55,8 +55,8 @@ import torch
 from segad.storage.files import replace_folder, staging_folder
 from segad.storage.images import ImageSize, SizeLike
 from segad.versions import package_versions
+from segad.vocabulary import BACKENDS
 
-BACKENDS = ("eager", "openvino", "onnxruntime")
 #: max |backend - eager| allowed, as a fraction of the eager map range (max - min) of the batch
 TOLERANCE = 1e-3
 #: the pinned versions segad was measured with (docs/performance.md)
