@@ -1,4 +1,5 @@
 # Two commands on a fresh machine: `make run` and `make test`. Both create .venv when missing.
+# `make test-fast`: ruff and the tests without the end-to-end ones (pytest -m "not e2e"), for development.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +8,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: run test install viz clean-data
+.PHONY: run test test-fast install viz clean-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,11 @@ test: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/python -m pytest -q -m "not e2e"
 
 viz: $(STAMP)
 	$(BIN)/kedro viz build

@@ -1,4 +1,11 @@
-"""Shared test setup: offline, no telemetry, headless plots; tiny datasets built on the fly."""
+"""Shared test setup: offline, no telemetry, headless plots; tiny datasets built on the fly; and the one
+harness for end-to-end tests that run a real Kedro project (`copy_project`, `make_project`,
+`run_project`, `kedro_run`, `project_env`).
+
+A test that runs a real Kedro project (`kedro run`, a KedroSession, a subprocess of kedro) is marked
+`@pytest.mark.e2e`; `make test-fast` leaves those out. The harness refuses to build a project for a
+test without the mark, so a new end-to-end test cannot slip into the fast lane.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +19,16 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("SEGAD_TRACKING", "off")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+import dataclasses  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Iterable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from segad.ingestion.demo import DemoConfig, write_demo  # noqa: E402
@@ -39,3 +52,163 @@ def write_png(path: Path, size: tuple[int, int] = (32, 32), value: int = 128, mo
 def tiny_demo(tmp_path_factory) -> Path:
     """A small demo dataset (64 px, 33 images) in the VAD layout with its segmentation.png."""
     return write_demo(tmp_path_factory.mktemp("demo") / "demo", TINY_DEMO)
+
+
+# ------------------------------------------------------------------ end-to-end harness
+
+#: The test being set up or run (set by pytest_runtest_setup), for the e2e guard below.
+_current: pytest.Item | None = None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    global _current
+    _current = item
+
+
+def _require_e2e() -> None:
+    """Fail a test that builds or runs a real Kedro project without `@pytest.mark.e2e`."""
+    if _current is not None and _current.get_closest_marker("e2e") is None:
+        pytest.fail(f"{_current.nodeid} runs a real Kedro project: mark it @pytest.mark.e2e (tests/conftest.py)")
+
+
+def copy_project(root: Path, envs: Iterable[str] = ("base",), params: dict[str, dict] | None = None) -> Path:
+    """A Kedro project at `root`: this project's pyproject.toml and conf/<env> for each of `envs`, an
+    empty conf/local, an empty src/ (the segad package comes from PYTHONPATH, `project_env`), and
+    for each `{env: parameters}` of `params` a conf/<env>/parameters.yml holding them.
+    Catalog paths are relative to the project, so every output lands under `root/data`."""
+    _require_e2e()
+    (root / "src").mkdir(parents=True)  # bootstrap_project wants it
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", root / "pyproject.toml")
+    for env in envs:
+        shutil.copytree(PROJECT_ROOT / "conf" / env, root / "conf" / env)
+    (root / "conf" / "local").mkdir(exist_ok=True)
+    for env, values in (params or {}).items():
+        (root / "conf" / env).mkdir(exist_ok=True)
+        (root / "conf" / env / "parameters.yml").write_text(yaml.safe_dump(values))
+    return root
+
+
+def one_detector(detector: str) -> dict:
+    """Parameters of a cheap run of the tiny demo with `detector` alone (an environment for `copy_project`)."""
+    demo = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(TINY_DEMO).items()}
+    return {"detectors": [detector], "seeds": [0], "image_size": 32, "device": "cpu", "demo": demo}
+
+
+def project_env(**extra: str) -> dict[str, str]:
+    """Environment of a subprocess in a copied project: offline, no telemetry, headless, this checkout's
+    segad first on PYTHONPATH, plus `extra`."""
+    _require_e2e()
+    src = str(Path(sys.modules["segad"].__file__).resolve().parents[1])  # type: ignore[arg-type]
+    return {
+        **os.environ,
+        "KEDRO_DISABLE_TELEMETRY": "true",
+        "HF_HUB_OFFLINE": "1",
+        "MPLBACKEND": "Agg",
+        "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+        **extra,
+    }
+
+
+def kedro_run(project: Path, *args: str, env: dict[str, str] | None = None, timeout: int = 600):
+    """`python -m kedro run <args>` in `project` (a subprocess); returns the CompletedProcess."""
+    _require_e2e()
+    return subprocess.run(
+        [sys.executable, "-m", "kedro", "run", *args],
+        cwd=project,
+        env=env or project_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def make_project(root: Path, demo: Path) -> Path:
+    """The tiny project: `copy_project` (base + dask) tuned to the tiny demo at `demo` (one seed, one
+    cheap PatchCore at 32 px, a small BRF, classifier off). The same small overrides go to
+    conf/local and conf/dask (`--env dask` replaces local); `set_parameters` changes them."""
+    copy_project(root, ("base", "dask"))
+    base = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_segmentation.yml").read_text())
+    brf = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_brf.yml").read_text())["brf"]
+    classifier = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_classifier.yml").read_text())
+    classifier = classifier["classifier"]
+    overrides = {
+        "dataset": {"layout": "demo", "root": str(demo), "category": None, "on_bad_image": "fail"},
+        "demo": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(TINY_DEMO).items()},
+        "benchmark": "high_shot",
+        "seeds": [0],
+        "image_size": 32,
+        "device": "cpu",
+        "detectors": ["patchcore"],
+        "anomaly_maps": {
+            "patchcore": {
+                "model": {
+                    "backbone": "tf_efficientnet_lite0",
+                    "layers": ["blocks.1", "blocks.2"],
+                    "coreset_sampling_ratio": 0.05,
+                    "num_neighbors": 3,
+                },
+                "weights": "packaged:efficientnet_lite0",
+                "trainer": {"max_epochs": 1},
+                "batch_size": 16,
+            }
+        },
+        "segmentation": {**base["segmentation"], "path": str(demo / "segmentation.png")},
+        "brf": {**brf, "model": {**brf["model"], "n_estimators": 2, "num_parallel_tree": 10, "n_jobs": 1}},
+        # off in these runs (each would convert the backbone weights again); the default-on path runs
+        # through Kedro in tests/pipelines/test_features.py and test_brf.py
+        "classifier": {**classifier, "enabled": False},
+        "bundle": {
+            "split_seed": None,
+            "category": None,
+            "detectors": None,
+            "max_miss_rate": 0.02,
+            "oof_folds": 3,
+            "segment_names": None,
+        },
+    }
+    for env in ("local", "dask"):
+        (root / "conf" / env / "parameters_test.yml").write_text(yaml.safe_dump(overrides))
+    return root
+
+
+def set_parameters(root: Path, **values) -> None:
+    """Override top-level parameters of `make_project`'s conf/local and conf/dask test file."""
+    for env in ("local", "dask"):
+        path = root / "conf" / env / "parameters_test.yml"
+        path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), **values}))
+
+
+def run_project(root: Path, pipelines: list[str], runner, env: str = "local", params: dict | None = None) -> None:
+    """`kedro run --pipelines <pipelines> --env <env>` of the project at `root`, in this process
+    (the caller sets cwd = root)."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    _require_e2e()
+    bootstrap_project(root)
+    with KedroSession.create(project_path=root, env=env, runtime_params=params or {}) as session:
+        session.run(pipeline_names=pipelines, runner=runner)
+
+
+#: A cheap PaDiM (16 features, batches of 4) for the tiny project's runs.
+PADIM = {
+    "model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"], "n_features": 16},
+    "weights": "packaged:efficientnet_lite0",
+    "trainer": {"max_epochs": 1},
+    "batch_size": 4,
+}
+
+
+def plain_logging(project: Path) -> dict[str, str]:
+    """Write a plain-lines logging config (no rich wrapping) into `project`; returns the environment
+    variable that makes `kedro run` use it (merge it into `project_env`)."""
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {"plain": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
+        "root": {"level": "INFO", "handlers": ["plain"]},
+    }
+    (project / "logging.yml").write_text(yaml.safe_dump(config))
+    return {"KEDRO_LOGGING_CONFIG": str(project / "logging.yml")}

@@ -3,7 +3,7 @@
 One real `kedro run` of the `segad` chain (ingestion .. bundle, a cheap PaDiM, the classifier g(I)
 on, as by default, with a few steps) on a tiny demo whose parts are shifted, rotated and scaled,
 read as a VAD folder with the default `segmentation.method: null`, in a copy of this project's
-configuration (tests.test_runner.make_project); then the `score` pipeline on its test folder.
+configuration (tests.conftest.make_project); then the `score` pipeline on its test folder.
 The default segmentation is `auto_select`: the parts are not aligned, so it picks
 `auto_per_image`; the default bundle method is `classifier+padim+segad`. The bundle holds the
 shared centres and the classifier model; every test image's features (its own segment labels,
@@ -26,8 +26,9 @@ from segad.ingestion.demo import write_demo
 from segad.production.batch import batch_features
 from segad.production.bundle import load_bundle, resolve_bundle
 from segad.storage.images import read_image
-from tests.conftest import TINY_DEMO
-from tests.test_runner import PADIM, make_project, run_project, set_parameters
+from tests.conftest import PADIM, TINY_DEMO, make_project, run_project, set_parameters
+
+pytestmark = pytest.mark.e2e
 
 K = 3
 

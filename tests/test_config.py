@@ -3,11 +3,7 @@ configuration (`segad.config.RunConfig`) by `segad.hooks.RunConfigHooks`."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 from typing import get_args
 
 import pytest
@@ -38,7 +34,7 @@ from segad.production.assemble import BundleOptions
 from segad.segments.features import FeatureConfig
 from segad.segments.segment_maps import SegmentMapConfig
 from segad.versions import jsonable
-from tests.conftest import PROJECT_ROOT, TINY_DEMO
+from tests.conftest import PROJECT_ROOT, copy_project, kedro_run, one_detector
 
 #: The parameter class of each block a node of this project reads typed.
 TYPED = {
@@ -246,38 +242,12 @@ def test_the_project_settings_register_the_run_config_hooks():
     assert any(isinstance(hook, RunConfigHooks) for hook in settings.HOOKS)
 
 
-def kedro_project(root: Path) -> Path:
-    """A copy of this project's conf/base in `root` (the segad package comes from PYTHONPATH) with an
-    environment `two` that runs one detector, padim, on a tiny demo."""
-    (root / "src").mkdir(parents=True)
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", root / "pyproject.toml")
-    shutil.copytree(PROJECT_ROOT / "conf" / "base", root / "conf" / "base")
-    (root / "conf" / "local").mkdir()
-    (root / "conf" / "two").mkdir()
-    demo = jsonable(TINY_DEMO)
-    (root / "conf" / "two" / "parameters.yml").write_text(
-        yaml.safe_dump({"detectors": ["padim"], "seeds": [0], "image_size": 32, "device": "cpu", "demo": demo})
-    )
-    (root / "conf" / "patchcore").mkdir()  # the same run with patchcore as its one detector
-    (root / "conf" / "patchcore" / "parameters.yml").write_text(
-        yaml.safe_dump({"detectors": ["patchcore"], "seeds": [0], "image_size": 32, "device": "cpu", "demo": demo})
-    )
-    return root
-
-
-def project_env() -> dict:
-    src = str(Path(sys.modules["segad"].__file__).resolve().parents[1])
-    return {
-        **os.environ,
-        "KEDRO_DISABLE_TELEMETRY": "true",
-        "HF_HUB_OFFLINE": "1",
-        "MPLBACKEND": "Agg",
-        "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
-    }
-
-
+@pytest.mark.e2e
 def test_kedro_run_stops_on_a_typo_before_any_node_runs(tmp_path):
-    project = kedro_project(tmp_path / "project")
+    # conf/two runs padim alone on a tiny demo, conf/patchcore the same with patchcore
+    project = copy_project(
+        tmp_path / "project", params={"two": one_detector("padim"), "patchcore": one_detector("patchcore")}
+    )
     for args, named in [
         (
             ["--params", "image_sise=128"],
@@ -289,15 +259,7 @@ def test_kedro_run_stops_on_a_typo_before_any_node_runs(tmp_path):
         (["--env", "patchcore", "--params", "anomaly_maps.patchcore.batch_sise=4"], "batch_sise"),
     ]:
         env = [] if "--env" in args else ["--env", "two"]
-        result = subprocess.run(
-            [sys.executable, "-m", "kedro", "run", *env, *args],
-            cwd=project,
-            env=project_env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        result = kedro_run(project, *env, *args, timeout=300)
         log = result.stdout + result.stderr
         assert result.returncode == 1, log[-3000:]
         assert named in " ".join(log.split()), log[-3000:]

@@ -1,7 +1,7 @@
 """A folder of user files survives every pipeline pointed at it, the demo included.
 
 Real `python -m kedro run` subprocesses in a copy of the project's configuration
-(tests.test_runner.make_project): the user's folder is a VAD-layout folder of their own images
+(tests.conftest.make_project): the user's folder is a VAD-layout folder of their own images
 (no manifest of ours), read by the whole `segad` run, the `bundle` and the `score` pipelines,
 and given to the demo's `ingestion` by mistake (the data-loss bug: layout left at `demo`).
 """
@@ -9,11 +9,13 @@ and given to the demo's `ingestion` by mistake (the data-loss bug: layout left a
 from __future__ import annotations
 
 import shutil
-import subprocess
+
+import pytest
 
 from segad.ingestion.demo import write_demo
-from tests.conftest import TINY_DEMO
-from tests.test_interruption import _command, _env, _project
+from tests.conftest import TINY_DEMO, kedro_run, make_project, plain_logging, project_env
+
+pytestmark = pytest.mark.e2e
 
 
 def _snapshot(folder):
@@ -25,9 +27,7 @@ def _snapshot(folder):
 
 
 def _kedro(project, pipeline, params):
-    command = _command(project, params)
-    command[command.index("segad")] = pipeline
-    return subprocess.run(command, cwd=project, env=_env(project), capture_output=True, text=True, timeout=600)
+    return kedro_run(project, "--pipelines", pipeline, "--params", params, env=project_env(**plain_logging(project)))
 
 
 def test_user_folder_is_untouched_by_every_pipeline(tmp_path):
@@ -36,7 +36,7 @@ def test_user_folder_is_untouched_by_every_pipeline(tmp_path):
     (user / "manifest.json").unlink()  # the user's own folder: nothing of ours in it
     (user / "notes.txt").write_text("line 3 camera moved on 2026-11-30")
     before = _snapshot(user)
-    project = _project(tmp_path / "project")
+    project = make_project(tmp_path / "project", tmp_path / "project" / "raw_demo")
     on_user = f"dataset.layout=vad,dataset.root={user},segmentation.path={user / 'segmentation.png'}"
 
     for pipeline in ("segad", "bundle"):

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -15,7 +11,7 @@ from kedro.io import DataCatalog
 
 from segad.hooks import MissingUpstreamError, UpstreamCheckHooks, missing_upstream
 from segad.pipeline_registry import register_pipelines
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, copy_project, kedro_run
 
 
 @pytest.fixture
@@ -76,27 +72,10 @@ def test_the_whole_flow_is_never_stopped(pipelines, catalog):
     assert missing_upstream(pipelines["__default__"], catalog, pipelines, "__default__") is None
 
 
+@pytest.mark.e2e
 def test_kedro_run_prints_one_error_line_without_a_traceback(tmp_path):
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf")
-    (tmp_path / "src").mkdir()  # the segad package comes from PYTHONPATH; data/ stays empty in tmp_path
-    src = str(Path(sys.modules["segad"].__file__).resolve().parents[1])
-    env = {
-        **os.environ,
-        "KEDRO_DISABLE_TELEMETRY": "true",
-        "HF_HUB_OFFLINE": "1",
-        "MPLBACKEND": "Agg",
-        "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "kedro", "run", "--pipelines", "split"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    project = copy_project(tmp_path / "project", ("base",))  # data/ stays empty
+    result = kedro_run(project, "--pipelines", "split", timeout=300)
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     expected = (
         "Error: pipeline 'split' needs image_index, which no run has written yet: "

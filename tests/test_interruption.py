@@ -1,7 +1,7 @@
 """The whole `segad` pipeline end to end in a real `kedro run`, uninterrupted and SIGKILLed.
 
 A real `python -m kedro run --pipelines segad` runs in a subprocess on a small demo, in a copy of
-this project's configuration (tests.test_runner.make_project), so every output lands under the
+this project's configuration (tests.conftest.make_project), so every output lands under the
 test's own folder. One run is killed with SIGKILL while it writes anomaly maps, then rerun. The
 rerun must reuse the saved detector and the finished maps, compute only the missing ones, read no
 damaged file, and give a metrics.csv byte-identical to the uninterrupted run's. The same run is
@@ -12,7 +12,6 @@ and its rerun gives the same metrics.csv again.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import signal
 import subprocess
@@ -22,15 +21,19 @@ import uuid
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from segad.ingestion.demo import DemoConfig
 from segad.storage.files import HOST
-from tests.test_runner import make_project
+from tests.conftest import kedro_run, make_project, plain_logging, project_env
+
+pytestmark = pytest.mark.e2e
 
 # More test images than the tiny demo and one map per batch, so map writing lasts long enough
 # to be interrupted; still about 20 s a run on 2 cores.
 DEMO = DemoConfig(n_train_good=12, n_train_bad=6, n_test_good=40, n_test_bad=30, n_test_unseen=10, image_size=64)
+
 STATS = re.compile(r"patchcore: (\d+) models fitted .*?, (\d+) reused; (\d+) maps computed.*?, (\d+) from cache")
 
 
@@ -42,16 +45,7 @@ def _project(root: Path) -> Path:
     overrides["image_size"] = 64
     overrides["anomaly_maps"]["patchcore"]["batch_size"] = 1
     overrides_file.write_text(yaml.safe_dump(overrides))
-    (project / "logging.yml").write_text(
-        yaml.safe_dump(
-            {  # plain lines, no rich wrapping
-                "version": 1,
-                "disable_existing_loggers": False,
-                "handlers": {"plain": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
-                "root": {"level": "INFO", "handlers": ["plain"]},
-            }
-        )
-    )
+    plain_logging(project)  # plain lines, no rich wrapping
     return project
 
 
@@ -60,21 +54,11 @@ def _command(project: Path, params: str | None = None) -> list[str]:
 
 
 def _env(project: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "KEDRO_LOGGING_CONFIG": str(project / "logging.yml"),
-        "KEDRO_DISABLE_TELEMETRY": "true",
-        "HF_HUB_OFFLINE": "1",
-        "MPLBACKEND": "Agg",
-        "OMP_NUM_THREADS": "1",
-        "TQDM_DISABLE": "1",
-    }
+    return project_env(KEDRO_LOGGING_CONFIG=str(project / "logging.yml"), OMP_NUM_THREADS="1", TQDM_DISABLE="1")
 
 
 def _run(project: Path, params: str | None = None) -> str:
-    done = subprocess.run(
-        _command(project, params), cwd=project, env=_env(project), capture_output=True, text=True, timeout=600
-    )
+    done = kedro_run(project, *_command(project, params)[4:], env=_env(project))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout + done.stderr
 

@@ -6,14 +6,14 @@ Also checks that the ELPV configuration environment (conf/elpv) resolves to a va
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from kedro.config import OmegaConfigLoader
+
+from tests.conftest import copy_project, project_env
 
 ROOT = Path(__file__).resolve().parents[1]
 KEDRO = Path(sys.executable).with_name("kedro")
@@ -27,15 +27,13 @@ def _segad_pipeline(monkeypatch, env: str = "local"):
     return register_pipelines()["segad"]
 
 
+@pytest.mark.e2e
 def test_kedro_viz_build_shows_the_segad_pipeline(tmp_path, monkeypatch):
     # Build in a copy of the project's configuration so that build/ and .viz/ land in tmp_path;
-    # the segad package itself is the installed one (src/ here is empty on purpose).
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    shutil.copytree(ROOT / "conf", tmp_path / "conf")
-    (tmp_path / "src").mkdir()
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    # the segad package comes from PYTHONPATH (src/ there is empty on purpose).
+    tmp_path = copy_project(tmp_path / "project")
     result = subprocess.run(
-        [str(KEDRO), "viz", "build"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        [str(KEDRO), "viz", "build"], cwd=tmp_path, env=project_env(), capture_output=True, text=True, timeout=300
     )
     log = (result.stdout + result.stderr)[-3000:]
     assert result.returncode == 0, log

@@ -3,7 +3,7 @@
 One real `kedro run` of the `segad` chain (ingestion .. bundle, a cheap PaDiM, the default
 segmentation: `auto_select`, which must find these banded parts aligned and pick the static
 k-means map, the classifier g(I)) in a copy of this project's configuration
-(tests.test_runner.make_project), then the `score` pipeline on a folder of new images. Every stage
+(tests.conftest.make_project), then the `score` pipeline on a folder of new images. Every stage
 must resolve the same size: median aspect 2 (h/w) at about 256 x 256 pixels -> 352 x 192.
 PatchCore at non-square sizes is tested in tests/detection (fit, maps, save and reload, backends);
 here PaDiM keeps the run cheap: inside a Kedro run, anomalib's greedy coreset at about 256 x 256
@@ -23,7 +23,9 @@ import yaml
 from kedro.runner import SequentialRunner
 from PIL import Image
 
-from tests.test_runner import PADIM, make_project, run_project, set_parameters
+from tests.conftest import PADIM, make_project, run_project, set_parameters
+
+pytestmark = pytest.mark.e2e
 
 WIDTH, HEIGHT = 48, 96  # on disk (PIL order): tall parts
 EXPECTED = (352, 192)  # (height, width) chosen by image_size: auto

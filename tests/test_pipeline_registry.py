@@ -1,12 +1,13 @@
 """The registry: detector list from conf, stages composed, environments kept apart."""
 
 import json
-import os
 import subprocess
 import sys
 
+import pytest
+
 from segad.pipeline_registry import configured_detectors
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, copy_project, one_detector, project_env
 
 
 def test_detectors_come_from_base_then_the_run_environment(tmp_path):
@@ -18,6 +19,7 @@ def test_detectors_come_from_base_then_the_run_environment(tmp_path):
     assert configured_detectors(tmp_path, env="prod") == ["efficient_ad"]
 
 
+@pytest.mark.e2e
 def test_registering_pipelines_keeps_the_environments_globals():
     """Building the pipelines must not reset the session's `${globals:...}` (conf/elpv writes to
     data/elpv, never over the demo's tables in data/)."""
@@ -32,21 +34,19 @@ def test_registering_pipelines_keeps_the_environments_globals():
         "    assert len(pipelines['segad'].nodes) > 10\n"
         "    print(context.config_loader['catalog']['image_index']['filepath'])\n"
     )
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, env=project_env(), capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "data/elpv/02_intermediate/image_index.parquet"
 
 
+@pytest.mark.e2e
 def test_the_registry_and_the_nodes_share_the_sessions_detector_list(tmp_path):
     """`--env` and `--params` reach the registry: the namespaced anomaly_maps pipelines, the brf
     node's detectors and the `detectors` parameter the nodes read are one list, in one process
     that runs two sessions (as `kedro run` does, with `KedroSession.run`)."""
-    from tests.test_config import kedro_project, project_env
-
-    project = kedro_project(tmp_path / "project")  # conf/two: detectors [padim]
+    project = copy_project(tmp_path / "project", params={"two": one_detector("padim")})
     code = (
         "import json\n"
         "from pathlib import Path\n"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.pandas import ParquetDataset
 
 from segad.runner import DaskDataset, DaskRunner
-from tests.conftest import PROJECT_ROOT, TINY_DEMO
+from tests.conftest import PADIM, make_project, run_project, set_parameters
 
 #: The chain up to the feature table (the map stage is the one Dask is for).
 FEATURE_CHAIN = ["ingestion", "split", "segmentation", "defects", "anomaly_maps", "classifier", "features"]
@@ -133,72 +131,6 @@ def test_node_resources_follow_tags_and_names():
 # ------------------------------------------------------------------ the real segad pipelines
 
 
-def make_project(root: Path, demo: Path) -> Path:
-    """A copy of this project's conf (base + dask) in `root`, tuned to the tiny demo.
-
-    Catalog paths are relative to the project, so every output lands under `root/data`. The same
-    small overrides go to conf/local and conf/dask (`--env dask` replaces local).
-    """
-    (root / "src").mkdir(parents=True)  # bootstrap_project wants it; segad itself is installed
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", root / "pyproject.toml")
-    shutil.copytree(PROJECT_ROOT / "conf" / "base", root / "conf" / "base")
-    shutil.copytree(PROJECT_ROOT / "conf" / "dask", root / "conf" / "dask")
-    base = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_segmentation.yml").read_text())
-    brf = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_brf.yml").read_text())["brf"]
-    classifier = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_classifier.yml").read_text())[
-        "classifier"
-    ]
-    overrides = {
-        "dataset": {"layout": "demo", "root": str(demo), "category": None, "on_bad_image": "fail"},
-        "demo": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(TINY_DEMO).items()},
-        "benchmark": "high_shot",
-        "seeds": [0],
-        "image_size": 32,
-        "device": "cpu",
-        "detectors": ["patchcore"],
-        "anomaly_maps": {
-            "patchcore": {
-                "model": {
-                    "backbone": "tf_efficientnet_lite0",
-                    "layers": ["blocks.1", "blocks.2"],
-                    "coreset_sampling_ratio": 0.05,
-                    "num_neighbors": 3,
-                },
-                "weights": "packaged:efficientnet_lite0",
-                "trainer": {"max_epochs": 1},
-                "batch_size": 16,
-            }
-        },
-        "segmentation": {**base["segmentation"], "path": str(demo / "segmentation.png")},
-        "brf": {**brf, "model": {**brf["model"], "n_estimators": 2, "num_parallel_tree": 10, "n_jobs": 1}},
-        # off in these runs (each would convert the backbone weights again); the default-on path runs
-        # through Kedro in tests/pipelines/test_features.py and test_brf.py
-        "classifier": {**classifier, "enabled": False},
-        "bundle": {
-            "split_seed": None,
-            "category": None,
-            "detectors": None,
-            "max_miss_rate": 0.02,
-            "oof_folds": 3,
-            "segment_names": None,
-        },
-    }
-    for env in ("local", "dask"):
-        (root / "conf" / env).mkdir(exist_ok=True)
-        (root / "conf" / env / "parameters_test.yml").write_text(yaml.safe_dump(overrides))
-    return root
-
-
-def run_project(root: Path, pipelines: list[str], runner, env: str = "local", params: dict | None = None):
-    """`kedro run --pipelines <pipelines> --env <env>` of the project at `root` (cwd = root)."""
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
-    bootstrap_project(root)
-    with KedroSession.create(project_path=root, env=env, runtime_params=params or {}) as session:
-        session.run(pipeline_names=pipelines, runner=runner)
-
-
 def read_features(root: Path) -> pd.DataFrame:
     table = pd.read_parquet(root / "data" / "04_feature" / "features")
     return table.sort_values(["split_seed", "image_id"]).reset_index(drop=True)
@@ -235,6 +167,7 @@ def projects(tiny_demo, tmp_path_factory):
     return sequential, distributed
 
 
+@pytest.mark.e2e
 def test_segad_features_are_identical_under_dask(projects):
     sequential, distributed = projects
     expected, got = read_features(sequential), read_features(distributed)
@@ -243,6 +176,7 @@ def test_segad_features_are_identical_under_dask(projects):
     pd.testing.assert_frame_equal(got, expected)
 
 
+@pytest.mark.e2e
 def test_a_bundle_trained_under_dask_scores_a_folder(projects, tiny_demo, monkeypatch):
     """brf + bundle on Dask, then `kedro run --pipelines score --params score.input=<folder>`."""
     _, project = projects
@@ -275,22 +209,6 @@ def test_a_bundle_trained_under_dask_scores_a_folder(projects, tiny_demo, monkey
     assert overlays == sorted(table.loc[table["decision"] == "reject", "overlay"])
 
 
-#: A cheap PaDiM (16 features, batches of 4) for the sharded map stage on two split seeds.
-PADIM = {
-    "model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"], "n_features": 16},
-    "weights": "packaged:efficientnet_lite0",
-    "trainer": {"max_epochs": 1},
-    "batch_size": 4,
-}
-
-
-def set_parameters(root: Path, **values) -> None:
-    """Override top-level parameters of `make_project`'s conf/local and conf/dask test file."""
-    for env in ("local", "dask"):
-        path = root / "conf" / env / "parameters_test.yml"
-        path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), **values}))
-
-
 def stored_maps(root: Path) -> tuple[pd.DataFrame, dict[str, bytes], dict[str, str]]:
     """(map index, bytes of every map file by map_key, state checksum of every saved model)."""
     index = pd.read_parquet(root / "data" / "03_primary" / "padim" / "map_index.parquet")
@@ -303,6 +221,7 @@ def stored_maps(root: Path) -> tuple[pd.DataFrame, dict[str, bytes], dict[str, s
     return index, {key: (maps / f"{key}.npz").read_bytes() for key in index["map_key"]}, states
 
 
+@pytest.mark.e2e
 def test_sharded_map_stage_on_two_workers_equals_the_sequential_map_stage(tiny_demo, tmp_path, monkeypatch):
     """One detector's maps split into fit tasks (one per split seed) and chunks of 4 images, run
     on 2 worker processes from inside the Dask node: the same map index, map bytes and models as

@@ -4,10 +4,7 @@ is the models' rendering."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -37,7 +34,7 @@ from segad.schemas import SchemaError, validate
 from segad.segments.features import FeatureConfig
 from segad.segments.segment_maps import SegmentMaps
 from segad.storage.map_store import MapStore
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, copy_project, kedro_run
 
 SIZE = 32
 DATASET = DatasetConfig(layout="demo")
@@ -266,11 +263,10 @@ def test_docs_schemas_md_is_the_rendering_of_the_models():
     assert stale != text and schema_report.render_doc(stale) == text
 
 
+@pytest.mark.e2e
 def test_kedro_run_stops_on_a_bad_table_with_the_short_error(tmp_path):
     """`kedro run` prints the summary as its `Error:` block, without a traceback."""
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf")
-    (tmp_path / "src").mkdir()  # the segad package comes from PYTHONPATH
+    tmp_path = copy_project(tmp_path / "project")
     index = pd.DataFrame(
         {
             "image_id": ["a.png"],
@@ -288,23 +284,7 @@ def test_kedro_run_stops_on_a_bad_table_with_the_short_error(tmp_path):
     )  # label int64, sizes int64
     (tmp_path / "data" / "02_intermediate").mkdir(parents=True)
     index.to_parquet(tmp_path / "data" / "02_intermediate" / "image_index.parquet")
-    src = str(Path(schemas.__file__).resolve().parents[1])
-    env = {
-        **os.environ,
-        "KEDRO_DISABLE_TELEMETRY": "true",
-        "HF_HUB_OFFLINE": "1",
-        "MPLBACKEND": "Agg",
-        "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "kedro", "run", "--pipelines", "split"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = kedro_run(tmp_path, "--pipelines", "split", timeout=300)
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     assert result.stderr.strip().splitlines() == [
         "Error: dataset 'image_index' (loaded for node 'split.split') does not match segad.schemas.ImageIndex "

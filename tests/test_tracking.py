@@ -13,7 +13,7 @@ from kedro.runner import SequentialRunner
 from segad.evaluation.metrics import METRIC_COLUMNS
 from segad.evaluation.tracking import flat_params, run_metrics, tracking_name
 from segad.tracking_hooks import SWITCH, tracking_enabled, tracking_uri
-from tests.test_runner import make_project, run_project
+from tests.conftest import make_project, run_project
 
 
 def _client(project):
@@ -34,6 +34,7 @@ def tracked(tiny_demo, tmp_path_factory):
     return project
 
 
+@pytest.mark.e2e
 def test_a_segad_run_is_one_mlflow_run_with_params_metrics_and_artifacts(tracked):
     client = _client(tracked)
     experiment = client.get_experiment_by_name("segad/demo/high_shot")
@@ -69,6 +70,7 @@ def test_a_segad_run_is_one_mlflow_run_with_params_metrics_and_artifacts(tracked
     assert "plots/roc/roc.png" in plots and any(p.endswith(".png") for p in plots - {"plots/roc/roc.png"})
 
 
+@pytest.mark.e2e
 def test_tracking_off_writes_no_store(tracked, tmp_path, monkeypatch):
     """The evaluation stage rerun with SEGAD_TRACKING=off and another store: nothing is created."""
     store = tmp_path / "store"
