@@ -1,7 +1,8 @@
+import numpy as np
 import pandas as pd
 import pytest
 
-from segad.ingestion.splits import SplitConfig, SplitError, check_splits, make_splits
+from segad.ingestion.splits import SplitConfig, SplitError, check_splits, make_splits, stratified_folds
 
 
 def fake_index(n_train_good=20, n_train_bad=10, n_test_good=8, n_test_bad=12, categories=("a",)):
@@ -129,6 +130,22 @@ def test_kfold_each_image_tested_once():
     assert tested.merge(index, on="image_id").groupby(["split_seed", "label"]).size().eq([10, 3] * 3).all()
     with pytest.raises(SplitError, match="fold 5 does not exist"):
         make_splits(index, SplitConfig(benchmark="kfold", seeds=(5,)))
+
+
+def test_stratified_folds_spread_each_label_evenly_and_follow_the_seed():
+    labels = np.array([0] * 10 + [1] * 5)
+    fold = stratified_folds(labels, 3, seed=4)
+    for label in (0, 1):
+        counts = np.bincount(fold[labels == label], minlength=3)
+        assert counts.max() - counts.min() <= 1, counts
+    np.testing.assert_array_equal(fold, stratified_folds(labels, 3, seed=4))
+    assert not np.array_equal(fold, stratified_folds(labels, 3, seed=5))
+
+
+def test_kfold_with_fewer_images_than_folds_names_the_category():
+    index = fake_index(n_test_good=0, n_test_bad=0, n_train_good=1, n_train_bad=1)
+    with pytest.raises(SplitError, match="n_folds=3 but only 2 image"):
+        make_splits(index, SplitConfig(benchmark="kfold", seeds=(0,), n_folds=3))
 
 
 def test_kfold_official_folds():

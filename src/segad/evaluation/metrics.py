@@ -3,16 +3,21 @@
 Definitions (scores: higher = more anomalous; quantiles are numpy's default linear ones):
 
 - AUROC: area under the ROC curve; ties between a good and a bad score count one half
-  (Mann-Whitney U / (n_good * n_bad)), as scikit-learn's ``roc_auc_score``.
+  (Mann-Whitney U / (n_good * n_bad)): scikit-learn's ``roc_auc_score``.
 - FPR@95TPR: threshold = 5% quantile of the bad scores; FPR = share of good scores >= threshold.
   Equals ``1 - PG5`` by construction.
 - PGn ("presorted good", TNR at n% FNR): threshold = n% quantile of the bad scores;
   PGn = share of good scores < threshold. PG2 is the industrial headline number.
 - PBn ("presorted bad", TPR at n% FPR): threshold = (100 - n)% quantile of the good scores;
   PBn = share of bad scores > threshold.
-- F1-max: the best F1 over all thresholds "bad if score >= t" (t over the distinct scores).
-- AP: average precision, sum over thresholds of (R_k - R_{k-1}) * P_k (scikit-learn's step-wise
-  definition). An AUPR integrated with the trapezoid rule is a different number (docs/metrics.md).
+- F1-max: the best F1 over all thresholds "bad if score >= t" (t over the distinct scores), from
+  scikit-learn's ``precision_recall_curve``.
+- AP: average precision, sum over thresholds of (R_k - R_{k-1}) * P_k: scikit-learn's
+  ``average_precision_score``. An AUPR integrated with the trapezoid rule is a different number
+  (docs/metrics.md).
+
+AUROC, the ROC curve, F1-max and AP are scikit-learn's; PGn, PBn and FPR@95TPR (quantile
+thresholds, defined above) are computed here.
 
 All rates are fractions in [0, 1]. Every function raises `MetricInputError` naming the evaluated
 set when it has no good or no bad image, or when a score is NaN / infinite.
@@ -38,7 +43,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
+from sklearn import metrics as sklearn_metrics
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 #: Metric columns of ``metrics.csv`` (docs/schemas.md), in order.
 METRIC_COLUMNS: tuple[str, ...] = ("auroc", "fpr95tpr", "pg2", "pb2", "f1max", "ap")
@@ -109,13 +115,15 @@ def _check_percent(n: float, what: str) -> float:
     return float(n)
 
 
+def _checked(labels, scores, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(labels int64, scores float64) after `split_scores`' checks, for scikit-learn."""
+    split_scores(labels, scores, name)
+    return np.asarray(labels, dtype=np.int64), np.asarray(scores, dtype=np.float64)
+
+
 def auroc(labels, scores, name: str = "scores") -> float:
-    """Area under the ROC curve (ties count one half)."""
-    good, bad = split_scores(labels, scores, name)
-    ranks = rankdata(np.concatenate([good, bad]))  # average ranks for ties
-    rank_sum_bad = ranks[good.size :].sum()
-    u_stat = rank_sum_bad - bad.size * (bad.size + 1) / 2.0
-    return float(u_stat / (good.size * bad.size))
+    """Area under the ROC curve (ties count one half): scikit-learn's ``roc_auc_score``."""
+    return float(roc_auc_score(*_checked(labels, scores, name)))
 
 
 def pg(labels, scores, n: float = 2.0, name: str = "scores") -> float:
@@ -146,43 +154,26 @@ def fpr_at_tpr(labels, scores, tpr: float = 0.95, name: str = "scores") -> float
     return float(np.mean(good >= threshold))
 
 
-def _cumulative_counts(good: np.ndarray, bad: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(thresholds descending, true positives, false positives) for 'bad if score >= t'."""
-    scores = np.concatenate([good, bad])
-    is_bad = np.concatenate([np.zeros(good.size), np.ones(bad.size)])
-    order = np.argsort(-scores, kind="mergesort")
-    scores, is_bad = scores[order], is_bad[order]
-    # last index of each run of equal scores: all tied images switch class together
-    last = np.r_[np.flatnonzero(np.diff(scores) != 0), scores.size - 1]
-    tp = np.cumsum(is_bad)[last]
-    fp = (last + 1) - tp
-    return scores[last], tp, fp
-
-
 def roc_curve(labels, scores, name: str = "scores") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ROC points (fpr, tpr, thresholds), starting at (0, 0) with threshold +inf."""
-    good, bad = split_scores(labels, scores, name)
-    thresholds, tp, fp = _cumulative_counts(good, bad)
-    fpr = np.r_[0.0, fp / good.size]
-    tpr = np.r_[0.0, tp / bad.size]
-    return fpr, tpr, np.r_[np.inf, thresholds]
+    """ROC points (fpr, tpr, thresholds), one per distinct score, starting at (0, 0) with threshold
+    +inf: scikit-learn's ``roc_curve`` keeping every point (``drop_intermediate=False``)."""
+    fpr, tpr, thresholds = sklearn_metrics.roc_curve(*_checked(labels, scores, name), drop_intermediate=False)
+    return fpr, tpr, thresholds
 
 
 def f1_max(labels, scores, name: str = "scores") -> float:
-    """Best F1 over the thresholds 'bad if score >= t', t over the distinct scores."""
-    good, bad = split_scores(labels, scores, name)
-    _, tp, fp = _cumulative_counts(good, bad)
-    f1 = 2.0 * tp / (tp + fp + bad.size)  # = 2PR / (P + R)
+    """Best F1 over the thresholds 'bad if score >= t', t over the distinct scores (scikit-learn's
+    ``precision_recall_curve``; its closing point, recall 0, has F1 0)."""
+    precision, recall, _ = precision_recall_curve(*_checked(labels, scores, name))
+    denominator = precision + recall
+    f1 = np.divide(2.0 * precision * recall, denominator, out=np.zeros_like(denominator), where=denominator > 0)
     return float(f1.max())
 
 
 def average_precision(labels, scores, name: str = "scores") -> float:
-    """Average precision: sum over thresholds of (R_k - R_{k-1}) * P_k."""
-    good, bad = split_scores(labels, scores, name)
-    _, tp, fp = _cumulative_counts(good, bad)
-    precision = tp / (tp + fp)
-    recall = tp / bad.size
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    """Average precision, sum over thresholds of (R_k - R_{k-1}) * P_k: scikit-learn's
+    ``average_precision_score``."""
+    return float(average_precision_score(*_checked(labels, scores, name)))
 
 
 def image_metrics(labels, scores, name: str = "scores") -> ImageMetrics:

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import StratifiedKFold
 
 from segad.vocabulary import BENCHMARKS, GOOD_SPLITS, ROLES, TRAINING_ROLES
 
@@ -213,11 +214,20 @@ def _folds(images: pd.DataFrame, config: SplitConfig, category: str) -> np.ndarr
                 f"{category}: {len(missing)} image(s) in no official test fold, e.g. {missing.iloc[0]} ({kinds[0]})"
             )
         return fold_of
-    rng = np.random.default_rng([config.kfold_seed, _stable_hash(category)])
-    for label in (0, 1):
-        members = rng.permutation(np.flatnonzero(images.label.to_numpy() == label))
-        fold_of[members] = np.arange(len(members)) % config.n_folds
-    return fold_of
+    if len(images) < config.n_folds:
+        raise SplitError(f"{category}: n_folds={config.n_folds} but only {len(images)} image(s)")
+    seed = int(np.random.default_rng([config.kfold_seed, _stable_hash(category)]).integers(2**31))
+    return stratified_folds(images.label.to_numpy(), config.n_folds, seed)
+
+
+def stratified_folds(labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    """Fold number (0..n_folds-1) of each row: scikit-learn's shuffled `StratifiedKFold`, so each
+    label is spread evenly over the folds. Needs at least `n_folds` rows."""
+    fold = np.full(len(labels), -1, dtype=np.int64)
+    splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for k, (_, held_out) in enumerate(splitter.split(np.zeros((len(labels), 1)), labels)):
+        fold[held_out] = k
+    return fold
 
 
 def _stable_hash(text: str) -> int:

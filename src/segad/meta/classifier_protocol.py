@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from segad.ingestion.splits import stratified_folds
 from segad.meta.classifier import ActivationCache, ClassifierConfig, empty_scores, fit_classifier, predict_scores
 from segad.meta.classifier_models import models_kept, save_classifiers
 from segad.storage.files import file_sha256
@@ -62,16 +63,6 @@ def stratified_share(labels: np.ndarray, share: float, seed: int) -> np.ndarray:
         take = max(1, int(round(share * len(idx))))
         chosen.append(rng.choice(idx, size=take, replace=False))
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
-
-
-def _fold_of(labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
-    """Fold number (0..n_folds-1) of each row, label-stratified and seeded."""
-    rng = np.random.default_rng(seed)
-    fold = np.zeros(len(labels), dtype=np.int64)
-    for value in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == value))
-        fold[idx] = np.arange(len(idx)) % n_folds
-    return fold
 
 
 def usable_folds(folds: int, n_bad: int, seed: int) -> int:
@@ -105,7 +96,7 @@ def _cross_fitted_scores(
     test logits and the K models (fold order)."""
     paths, labels = pool
     fold = np.full(len(paths), -1)
-    fold[brf] = _fold_of(labels[brf], folds, seed)
+    fold[brf] = stratified_folds(labels[brf], folds, seed)
     brf_scores = np.zeros(len(paths))
     test_scores = np.zeros(len(test_paths))
     models = []
