@@ -6,7 +6,7 @@ Four parts:
     conf's channels_last, openvino, onnxruntime) on the same fitted model and images, best of
     ``--repeats``, side by side in one process; the largest map difference to eager (relative to
     the eager map range); and the pipeline's own per-image costs next to them: decoding an image
-    (`segad.storage.images.read_image`) and writing its map (`MapStore`, float32). Table in docs/performance.md.
+    (`segad.storage.images.read_image`) and writing its map (`MapStore`, float32). Table in docs/journal.md.
 
 ``--detectors patchcore,padim``  fit time, inference images/s and peak RSS per detector on CPU
     (each detector in its own subprocess, so peak memory is its own), plus the ratio of

@@ -41,7 +41,7 @@ def training_items(rows: pd.DataFrame) -> list[TrainImage]:
     """detector_train good + brf_train bad rows of one (category, seed) as training images.
 
     The same images as the pipeline's full model (`segad.detection.supervised_stage.plan_supervised`,
-    fold FULL), in the index's row order rather than sorted by path: the figures in docs/results.md
+    fold FULL), in the index's row order rather than sorted by path: the figures in docs/journal.md
     were measured with this order, and the order decides the seeded batches.
     """
     chosen = rows[

@@ -81,7 +81,7 @@ def documented(text: str) -> set[str]:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m segad.schemas [path]``: regenerate the tables of docs/schemas.md in place."""
+    """``python -m segad.schema_report [path]``: regenerate the tables of docs/schemas.md in place."""
     path = Path(argv[0]) if argv else DOC
     text = path.read_text(encoding="utf-8")
     new = render_doc(text)

@@ -4,7 +4,7 @@
 summary (dataset, column, problem, a few failing values) instead of pandera's full report; the
 Kedro hook `segad.schema_hooks.SchemaHooks` calls it whenever a node loads or saves one of these
 tables. The column tables of docs/schemas.md are generated from the models (`markdown_tables`);
-``python -m segad.schemas [docs/schemas.md]`` rewrites them.
+``python -m segad.schema_report [docs/schemas.md]`` rewrites them.
 
 Example::
 
@@ -39,8 +39,8 @@ from segad.vocabulary import BENCHMARKS, DEFECT_KINDS, FEATURE_ROLES, LAYOUTS, R
 LABELS = (0, 1)
 _OWN_SCORE = "classifier g(I), when enabled; a detector's own image score (supersimplenet_supervised pred_score)"
 SUBSETS = ("all", "seen", "unseen")
-STATUSES = ("ok", "error")  # segad.production.scoring OK, ERROR
-DECISIONS = ("accept", "reject", "error")  # segad.production.scoring ACCEPT, REJECT, ERROR
+STATUSES = ("ok", "error")  # segad.production.batch OK, ERROR
+DECISIONS = ("accept", "reject", "error")  # segad.production.operating_point ACCEPT, REJECT, ERROR
 
 
 class SchemaError(ValueError):

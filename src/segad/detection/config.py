@@ -89,7 +89,7 @@ class DetectorConfig:
         channels_last: CPU inference in channels_last memory format (measured per detector in
             docs/anomaly_maps.md: faster for PatchCore, slower for PaDiM).
         backend: CPU inference backend, ``eager`` | ``openvino`` | ``onnxruntime``
-            (`segad.storage.backends`; same maps within its TOLERANCE, docs/performance.md).
+            (`segad.storage.backends`; same maps within its TOLERANCE, docs/journal.md).
         teacher_weights: EfficientAD: local file of the pretrained PDN teacher
             (anomalib's ``pretrained_teacher_<size>.pth``).
         imagenet_dir: EfficientAD: local ImageNet-style folder (``<dir>/<class>/<image>``) for its

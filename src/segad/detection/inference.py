@@ -1,6 +1,6 @@
 """Raw anomaly maps from a fitted detector: one batch (`predict_maps`) or a list of image files.
 
-Separate from fitting so that production scoring (`segad.production.scoring`) and the bundle
+Separate from fitting so that production scoring (`segad.production.batch`) and the bundle
 load and run detectors without the training code. Maps are ``model(x)`` on float images in
 [0, 1] at the detector's image_size: ``(B, H, W)`` raw scores, higher = more anomalous.
 
@@ -107,7 +107,7 @@ def iter_maps(
     A tqdm bar named ``progress`` shows images/s when given. With ``channels_last`` on CPU the
     model is switched to channels_last memory format first (same maps up to float rounding;
     measured 1.4x faster for EfficientNet-Lite0 PatchCore, 0.75x for PaDiM: docs/anomaly_maps.md).
-    ``backend``, ``cache_key``, ``cache_root``: as in `predict_maps` (docs/performance.md).
+    ``backend``, ``cache_key``, ``cache_root``: as in `predict_maps` (docs/journal.md).
     """
     from tqdm.auto import tqdm
 

@@ -4,7 +4,7 @@ In ``one_class`` every brf_train good image gets ``per_image`` synthetic defects
 protocol). In the regimes with real bad training images, where a split seed and category has fewer
 than ``top_up_below`` real bad ones, ``top_up_share`` of its brf_train good images (a seeded draw)
 get ``per_image`` each too: extra bad rows for the BRF and the classifier where real bad images are
-few (docs/results.md, "Few real bad images").
+few (docs/journal.md, "Few real bad images").
 
 As in the SegAD paper (section 4.1), a synthetic defect is one of
 

@@ -57,7 +57,7 @@ class ClassifierConfig:
     leaves the last stage, 192 -> 320 channels at 1/32 resolution, plus head convolution and
     logit to train, 13 % of the network's FLOPs; 5 also the 112 -> 192 stage, 37 %);
     mode frozen needs an EfficientNet-style timm backbone and pretrained weights. The other
-    fields apply to both modes. Measured speed and AUROC of the modes: docs/results.md,
+    fields apply to both modes. Measured speed and AUROC of the modes: docs/journal.md,
     "Classifier speed". cross_fit_folds: 0 (the paper's protocol) or K >= 2 (out-of-fold scores
     for the BRF's training rows; `segad.meta.classifier_protocol`). backend: how a frozen-mode
     stem runs on CPU (`segad.storage.backends`; eager on CUDA and in mode full); activations

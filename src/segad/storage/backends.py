@@ -59,7 +59,7 @@ from segad.vocabulary import BACKENDS
 
 #: max |backend - eager| allowed, as a fraction of the eager map range (max - min) of the batch
 TOLERANCE = 1e-3
-#: the pinned versions segad was measured with (docs/performance.md)
+#: the pinned versions segad was measured with (docs/journal.md)
 PACKAGES = {"openvino": "openvino==2026.4.1", "onnxruntime": "onnxruntime==1.31.1 onnx==1.23.2"}
 #: modules each backend imports (torch.onnx.export needs ``onnx`` to write the file)
 MODULES = {"openvino": ("openvino",), "onnxruntime": ("onnxruntime", "onnx")}
