@@ -155,6 +155,16 @@ def test_elpv_from_the_installed_package():
     assert len(with_uncertain) == 2624
 
 
+def test_vad_needs_only_train_good_and_test_good_and_says_so(tmp_path):
+    for folder in ("train/good", "test/good"):
+        write_png(tmp_path / "parts" / folder / "0.png")
+    index, _ = build_index("vad", tmp_path / "parts")  # no bad and no bad_unseen_defects folder
+    assert sorted(index.image_id) == ["test/good/0.png", "train/good/0.png"]
+    write_png(tmp_path / "half" / "train" / "good" / "0.png")
+    with pytest.raises(LayoutError, match=r"expected train/good and test/good \(train/bad, test/bad and "):
+        build_index("vad", tmp_path / "half")
+
+
 def test_bad_input_errors(tmp_path):
     with pytest.raises(LayoutError, match="does not exist"):
         build_index("vad", tmp_path / "missing")

@@ -28,3 +28,14 @@ def test_overlay_marks_the_segment_and_keeps_the_size(tmp_path):
 def test_overlay_names_are_unique():
     # names that sanitise alike still get their own overlay
     assert overlay_name("a/b.png") != overlay_name("a__b.png") != overlay_name("a?b.png")
+    names = ["a/b.png", "a__b.png", "a?b.png", "a_b.png", "x.jpg", "x.jpg.png", "x.png", "X.PNG", "x", "d/x.png"]
+    assert len({overlay_name(n) for n in names}) == len(names)
+
+
+def test_overlay_names_are_the_images_own_where_they_can_be():
+    assert overlay_name("line3/part_07.png") == "line3__part_07.png"
+    assert overlay_name("part-07.bmp") == "part-07.bmp.png"
+    assert overlay_name("test/bad/012.JPG") == "test__bad__012.JPG.png"
+    assert (
+        overlay_name("part 07.png").startswith("part_07-") and len(overlay_name("part 07.png")) == len("part_07-") + 12
+    )

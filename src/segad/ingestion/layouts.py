@@ -108,8 +108,8 @@ def read_vad(root: Path, categories: list[str] | None = None, category_name: str
     required = [root / "train" / "good", root / "test" / "good"]
     if not all(p.is_dir() for p in required):
         raise LayoutError(
-            f"{root}: not a VAD-style folder: expected train/good, train/bad, test/good, test/bad, "
-            f"test/bad_unseen_defects; found {_listing(root)}"
+            f"{root}: not a VAD-style folder: expected train/good and test/good (train/bad, test/bad and "
+            f"test/bad_unseen_defects are read when present); found {_listing(root)}"
         )
     rows = []
     for (split, folder), label in folders.items():

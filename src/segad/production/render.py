@@ -2,7 +2,11 @@
 
 Example:
     >>> from segad.production.render import overlay_name
-    >>> overlay_name("line3/part 7.png")
+    >>> overlay_name("line3/part7.png")      # the image's own name, folders joined by '__'
+    'line3__part7.png'
+    >>> overlay_name("line3/part7.jpg")
+    'line3__part7.jpg.png'
+    >>> overlay_name("line3/part 7.png")     # a name that had to change gets a short hash
     'line3__part_7-d24ffe4c.png'
 """
 
@@ -15,14 +19,27 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+#: A path part that an overlay name keeps as it is.
+_SAFE = re.compile(r"[A-Za-z0-9_.\-]+")
 #: Height in pixels of the title strip above an overlay.
 TITLE_HEIGHT = 12
 
 
 def overlay_name(image: str) -> str:
-    """File name of the overlay of `image`: its sanitised relative path ('/' -> '__') + '-' + the
-    first 8 hex digits of the SHA-1 of `image`, so two images never share an overlay name."""
-    stem = Path(image).with_suffix("").as_posix().lstrip("/")
+    """File name of the overlay of `image` (a path relative to the scored folder): the image's own
+    name with its folders joined by '__', '.png' appended unless it is a PNG already. When that
+    would not map back to one image (a character outside [A-Za-z0-9_.-], a '__' in the path, or a
+    PNG whose stem has a suffix of its own, like 'a.jpg.png', or no suffix at all), the sanitised name gets '-' and the
+    first 8 hex digits of the SHA-1 of `image` instead, so two images never share an overlay name."""
+    path = Path(image)
+    parts = path.as_posix().lstrip("/").split("/")
+    is_png = path.suffix.lower() == ".png"
+    safe = all(_SAFE.fullmatch(part) and "__" not in part for part in parts)
+    plain = safe and path.suffix != "" and not (is_png and Path(path.stem).suffix)
+    if plain:
+        name = "__".join(parts)
+        return name if is_png else name + ".png"
+    stem = path.with_suffix("").as_posix().lstrip("/")
     digest = hashlib.sha1(image.encode()).hexdigest()[:8]
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", stem.replace("/", "__")) + f"-{digest}.png"
 
