@@ -96,6 +96,8 @@ def test_the_checks_find_what_they_look_for():
     assert LINK.findall(text) == ["nowhere.md"]
     assert not runnable("segad.schemas") and runnable("segad.schema_report") and runnable("pytest")
     assert DATE.search("measured on 2026-12-05") and not DATE.search("score.input=/line3/batch_07")
+    assert slugs("## 5. Throughput (`bench_scoring.py`)\n```\n# not a heading\n```") == {"5-throughput-bench_scoringpy"}
+    assert ANCHORED.findall("[a](journal.md#x-y) [b](#z) [c](https://e.org/#w)") == [("journal.md", "x-y"), ("", "z")]
 
 
 def test_the_readme_is_a_front_door():
@@ -104,3 +106,29 @@ def test_the_readme_is_a_front_door():
     assert len(text.splitlines()) <= 90
     for command in ("make run", "make test", "make test-fast"):
         assert f"`{command}`" in text or f"{command}  " in text or f"{command} " in text
+
+
+ANCHORED = re.compile(r"\]\((?!https?:)([^)\s#]*)#([^)\s]+)\)")
+
+
+def slugs(markdown: str) -> set[str]:
+    """GitHub's anchors of the headings of `markdown` (lower case, punctuation dropped, spaces -> '-')."""
+    found, fence = set(), False
+    for line in markdown.splitlines():
+        fence ^= line.startswith("```")
+        if not fence and line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            found.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return found
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=_name)
+def test_every_anchor_a_doc_links_is_a_heading(doc):
+    text = doc.read_text(encoding="utf-8")
+    broken = [
+        f"{target}#{anchor}"
+        for target, anchor in ANCHORED.findall(text)
+        if (doc.parent / target if target else doc).is_file()
+        and anchor not in slugs((doc.parent / target if target else doc).read_text(encoding="utf-8"))
+    ]
+    assert not broken, f"{_name(doc)} links anchors that no heading has: {broken}"
