@@ -244,6 +244,9 @@ def test_the_project_settings_register_the_run_config_hooks():
 
 @pytest.mark.e2e
 def test_kedro_run_stops_on_a_typo_before_any_node_runs(tmp_path):
+    """The CLI path of both checks: the run keys (RunConfigHooks) and a typed block, in another
+    environment and a namespaced detector block. Typos in every other typed block go through the
+    same ParameterValidator in-process (test_a_typo_in_a_typed_block_fails_naming_the_block_and_the_key)."""
     # conf/two runs padim alone on a tiny demo, conf/patchcore the same with patchcore
     project = copy_project(
         tmp_path / "project", params={"two": one_detector("padim"), "patchcore": one_detector("patchcore")}
@@ -253,9 +256,6 @@ def test_kedro_run_stops_on_a_typo_before_any_node_runs(tmp_path):
             ["--params", "image_sise=128"],
             "Error: Parameter validation failed (environment two): unknown top-level parameter(s) ['image_sise']",
         ),
-        (["--params", "features.thread=2", "--pipelines", "features"], "thread"),
-        (["--params", "split.detector_shar=0.5", "--pipelines", "split"], "detector_shar"),
-        (["--params", "score.explian=all", "--pipelines", "score"], "explian"),
         (["--env", "patchcore", "--params", "anomaly_maps.patchcore.batch_sise=4"], "batch_sise"),
     ]:
         env = [] if "--env" in args else ["--env", "two"]
