@@ -9,7 +9,7 @@ from kedro.runner import SequentialRunner
 
 from segad.hooks import _exists
 from segad.pipeline_registry import STAGES
-from tests.test_runner import make_project, run_project, set_parameters
+from tests.conftest import make_project, run_project, set_parameters
 
 
 def _catalog_and_pipelines(project):
