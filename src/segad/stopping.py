@@ -7,7 +7,7 @@ installs one handler for both signals, in the main thread:
 
 - the first signal raises `RunStopped` (a KeyboardInterrupt) where the main thread is, so every
   ``finally`` and ``except BaseException`` runs: temporary files and staging folders are removed
-  (`segad.files.atomic_path`, `staging_folder`), locks held in ``with`` blocks are released, and
+  (`segad.storage.files.atomic_path`, `staging_folder`), locks held in ``with`` blocks are released, and
   the complete outputs written so far stay for the rerun. Lightning composes its own SIGTERM
   handler with this one and turns the KeyboardInterrupt inside a fit into ``SystemExit(1)``;
 - a second signal (of either kind) kills the process at once with the default action.
@@ -16,8 +16,9 @@ Leaving the block restores the previous handlers, so a notebook's own Ctrl-C han
 after a run.
 
 Example:
-    >>> import os, signal
+    >>> import logging, os, signal
     >>> from segad.stopping import RunStopped, stop_on_signals
+    >>> logging.disable(logging.WARNING)  # the warning it logs is not part of the example
     >>> try:
     ...     with stop_on_signals():
     ...         os.kill(os.getpid(), signal.SIGTERM)
@@ -25,6 +26,7 @@ Example:
     ... except RunStopped as stopped:
     ...     print(stopped)
     SIGTERM received: the run stops (send it again to kill it at once)
+    >>> logging.disable(logging.NOTSET)
 """
 
 from __future__ import annotations
