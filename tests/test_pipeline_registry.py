@@ -99,3 +99,24 @@ def test_stages_are_in_data_flow_order(monkeypatch):
     # the segment maps come before the synthetic defects drawn inside them
     assert producer["segment_maps"] == "segmentation" and "segment_maps" in pipelines["defects"].inputs()
     assert producer["classifier_scores"] == "classifier" and "classifier_scores" in pipelines["features"].inputs()
+
+
+def test_the_bundle_is_the_last_node_of_the_training_run():
+    """LATEST moves only after the run's evaluation has finished: every other node of `segad`
+    (with any detector list) is upstream of the bundle node, so no runner can start it earlier,
+    and a run that fails anywhere before never writes a bundle or moves LATEST. The one
+    exception is the picture folder of the segment maps (a write-only Matplotlib dataset, which
+    nothing can read back to depend on); it needs only the segment maps, so it runs long before."""
+    from segad.pipeline_registry import register_pipelines, use_detectors
+
+    for detectors in (["patchcore"], ["padim", "patchcore"]):
+        use_detectors(detectors)
+        try:
+            segad = register_pipelines()["segad"]
+        finally:
+            use_detectors(None)
+        (last,) = [node for node in segad.nodes if "segad_bundle" in node.outputs]
+        upstream = {node.name for node in segad.to_nodes(last.name).nodes}
+        others = {node.name for node in segad.nodes if node.outputs != ["segmentation_overlays"]}
+        assert upstream == others
+        assert "metrics_by_regime" in last.inputs

@@ -61,6 +61,11 @@ STAGE_BLOCKS = (
 #: map sizes of their ResNet stages, and a forward pass fails at other sizes (docs/anomaly_maps.md,
 #: "Image size"). ``image_size: auto`` gives multiples of 32.
 SIDE_MULTIPLE = {"fastflow": 16, "reverse_distillation": 32}
+#: Detectors whose maps need each side of ``image_size`` to be at least this (pixels). PatchCore
+#: and PaDiM smooth their anomaly map with a Gaussian of sigma 4 (a 33-pixel kernel, reflection
+#: padding 16), which fails on a side of 16 or less after the model is fitted and saved (measured:
+#: 16 fails, 17 works, for either); EfficientAD's autoencoder needs 256.
+MIN_SIDE = {"patchcore": 17, "padim": 17, "efficient_ad": 256}
 
 
 class ParameterError(ValueError):
@@ -134,6 +139,12 @@ class RunConfig:
         if not isinstance(run.image_size, str):  # auto: multiples of 32 by construction
             size = ImageSize.parse(run.image_size)
             for name in run.detectors:
+                least = MIN_SIDE.get(name, 1)
+                if min(size.hw) < least:
+                    raise ParameterError(
+                        f"image_size: {name} needs each side at least {least} pixels, got {size} "
+                        f"(height x width); use e.g. {max(32, least)} or auto"
+                    )
                 step = SIDE_MULTIPLE.get(name, 1)
                 if size.height % step or size.width % step:
                     near = [max(step, step * round(side / step)) for side in size.hw]

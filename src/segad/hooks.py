@@ -5,6 +5,7 @@ before any pipeline is built, and gives the pipeline registry its detector list;
 the whole ``parameters`` tree get it as plain values.
 `UpstreamCheckHooks`: a stage pipeline run alone stops early, in one line, when upstream output is
 missing.
+`StopHooks`: SIGINT and SIGTERM stop a run within seconds in every stage (`segad.stopping`).
 """
 
 from __future__ import annotations
@@ -163,3 +164,40 @@ class UpstreamCheckHooks:
         error = missing_upstream(pipeline, catalog, register_pipelines(), "+".join(names))
         if error is not None:
             raise error
+
+
+class StopHooks:
+    """SIGINT and SIGTERM stop a run promptly, in any stage; a second one kills it at once.
+
+    The handlers (`segad.stopping`) are set when the pipeline starts, in the main thread, and the
+    previous ones are put back when it ends, so a notebook's own Ctrl-C handling is back after a
+    run. A stopped run raises `segad.stopping.RunStopped` (a KeyboardInterrupt) where it is, so
+    every ``finally`` runs: temporary files go, locks are released, finished outputs stay.
+    """
+
+    def __init__(self) -> None:
+        self._previous: dict[int, Any] | None = None
+
+    @hook_impl
+    def before_pipeline_run(self) -> None:
+        import threading
+
+        from segad.stopping import StopHandler, install
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self.after_pipeline_run()  # a run stopped by a signal ends without a hook: put those back first
+        self._previous = install(StopHandler())
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        from segad.stopping import restore
+
+        if self._previous is not None:
+            restore(self._previous)
+            self._previous = None
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        """As `after_pipeline_run`."""
+        self.after_pipeline_run()

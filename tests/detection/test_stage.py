@@ -181,3 +181,33 @@ def test_efficient_ad_quantile_images_are_the_good_brf_train_images_of_the_seed(
     no_goods = splits[~((splits["image_id"] == "train/4") & (splits["split_seed"] == 1))]
     with pytest.raises(ValueError, match="category 'part' has no good brf_train image for split_seed 1"):
         plan_models(index, no_goods, reference, 256, hashes)
+
+
+@pytest.mark.parametrize("sharded", [False, True], ids=["loop", "sharded"])
+def test_a_damaged_saved_detector_is_refitted_even_when_every_map_is_cached(tmp_path, images, caplog, sharded):
+    """Nothing unverified is reused: a saved detector whose state_dict.pt no longer matches its
+    recorded checksum is refitted (the log says so), although no map is missing, so the bundle
+    never copies a damaged file."""
+    from segad.detection.distribute import ShardOptions
+    from segad.storage.persistence import model_folder_problem
+
+    index, splits = _tables(tmp_path)
+    shards = ShardOptions(chunk_size=2) if sharded else None
+    run = dict(progress=False, shards=shards)
+    args = (index, splits, None, config_for("padim", images), SIZE, "cpu", MapStore(tmp_path / "maps"))
+    first, _ = compute_anomaly_maps(*args, tmp_path / "models", **run)
+    folder = tmp_path / "models" / first["model_key"].iloc[0]
+    state = (folder / "state_dict.pt").read_bytes()
+    (folder / "state_dict.pt").write_bytes(state[: len(state) // 2])  # truncated
+    assert "checksum mismatch" in str(model_folder_problem(folder))
+    with caplog.at_level("WARNING", logger="segad.detection.stage"):
+        second, stats = compute_anomaly_maps(*args, tmp_path / "models", **run)
+    assert (stats.models_fitted, stats.models_reused, stats.maps_computed) == (1, 0, 0)
+    assert "refitting damaged detector" in caplog.text
+    assert model_folder_problem(folder) is None
+    assert (folder / "state_dict.pt").read_bytes() == state  # the same fit again
+    pd.testing.assert_frame_equal(first, second)
+    # a saved detector whose detector.json is gone is refitted too, not refused as a foreign folder
+    (folder / "detector.json").unlink()
+    _, stats = compute_anomaly_maps(*args, tmp_path / "models", **run)
+    assert stats.models_fitted == 1 and model_folder_problem(folder) is None

@@ -82,3 +82,35 @@ def test_shift_rotation_scale_option_moves_the_part():
     assert (config.rotation_deg, config.scale_jitter) == (180, 0.2)
     with pytest.raises(ValueError):
         DemoConfig(scale_jitter=1.5)
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_a_damaged_demo_is_written_again_never_used_as_it_is(tmp_path, tiny_demo, caplog, damage):
+    """The demo's files are verified against the checksums in its manifest; a listed file that
+    is missing or changed makes the demo be written again (and the log says so)."""
+    import shutil
+
+    demo = tmp_path / "demo"
+    shutil.copytree(tiny_demo, demo)
+    victim = demo / "test/bad/0002.png"
+    expected = victim.read_bytes()
+    if damage == "delete":
+        victim.unlink()
+    else:
+        victim.write_bytes(expected[:50])
+    with caplog.at_level("WARNING", logger="segad.ingestion.demo"):
+        write_demo(demo, TINY_DEMO)
+    what = "missing" if damage == "delete" else "changed"
+    assert f"the demo does not match its manifest (1 file(s) {what}, e.g. ['test/bad/0002.png'])" in caplog.text
+    assert victim.read_bytes() == expected
+    # a demo written before checksums were recorded is written once more, then verified
+    manifest = json.loads((demo / "manifest.json").read_text())
+    del manifest["sha256"]
+    (demo / "manifest.json").write_text(json.dumps(manifest))
+    write_demo(demo, TINY_DEMO)
+    assert "sha256" in json.loads((demo / "manifest.json").read_text())
+    # a file of the user's in the demo folder is still never overwritten
+    (demo / "notes.txt").write_text("mine")
+    victim.unlink()
+    with pytest.raises(Exception, match="did not write"):
+        write_demo(demo, TINY_DEMO)

@@ -192,3 +192,62 @@ def test_low_shot_json_integer_keys_sort_numerically():
     splits = splits.merge(index, on="image_id").query("role == 'brf_train' and label == 1")
     assert sorted(splits[splits.split_seed == 0].image_id.str[-7:]) == ["000.png", "001.png"]
     assert sorted(splits[splits.split_seed == 1].image_id.str[-7:]) == ["002.png", "003.png"]
+
+
+def _regime(n_good=8, n_bad=3, n_test=(2, 2), categories=("a",)):
+    rows = []
+    for c in categories:
+        rows += [(f"{c}/g{i}", c, "train", 0) for i in range(n_good)]
+        rows += [(f"{c}/b{i}", c, "train", 1) for i in range(n_bad)]
+        rows += [(f"{c}/tg{i}", c, "test", 0) for i in range(n_test[0])]
+        rows += [(f"{c}/tb{i}", c, "test", 1) for i in range(n_test[1])]
+    return pd.DataFrame(rows, columns=["image_id", "category", "split", "label"])
+
+
+@pytest.mark.parametrize(
+    ("regime", "benchmark", "options", "refused"),
+    [
+        # 1 real bad row: the BRF trains, but the bundle's out-of-fold calibration cannot
+        (_regime(n_bad=1), "high_shot", {}, r"split_seed 0, category 'a': 4 good and 1 bad .*out-of-fold .*at least 2"),
+        (_regime(n_good=2), "one_class", {}, r"1 good and 1 bad .*\(0 real, 1 synthetic\).*out-of-fold"),
+        (_regime(n_test=(2, 0)), "high_shot", {}, r"split_seed 0: 2 good and 0 bad test images"),
+    ],
+)
+def test_too_few_rows_for_later_stages_fail_at_the_split(regime, benchmark, options, refused):
+    from segad.ingestion.splits import check_training_rows
+
+    splits = make_splits(regime, SplitConfig(benchmark=benchmark, seeds=(0,)))
+    with pytest.raises(SplitError, match=refused):
+        check_training_rows(splits, regime, benchmark, bundle=(0, None), **options)
+
+
+def test_enough_rows_pass_and_a_top_up_or_no_bundle_counts():
+    from segad.ingestion.splits import check_training_rows
+
+    regime = _regime(n_bad=1)
+    splits = make_splits(regime, SplitConfig(benchmark="high_shot", seeds=(0, 1)))
+    assert check_training_rows(splits, regime, "high_shot", bundle=None) == []  # no bundle: 1 bad row is enough
+    # synthetic defects beside the real one (the top-up) give the calibration its second bad row
+    assert check_training_rows(splits, regime, "high_shot", bundle=(0, None), top_up_share=0.25, top_up_below=5) == []
+    warnings = check_training_rows(splits, regime, "high_shot", bundle=None, cross_fit_folds=5)
+    assert warnings == [
+        f"split_seed {s}, category 'a': 1 bad brf_train rows for classifier.cross_fit_folds=5; the classifier "
+        "will use one model (the paper protocol)"
+        for s in (0, 1)
+    ]
+
+
+def test_a_low_shot_draw_that_shrinks_because_an_image_was_skipped_is_a_warning_with_its_numbers(caplog):
+    index = fake_index(n_train_bad=5)
+    index = index[index.image_id != "a/train/1/001.png"]  # skipped at ingestion (unreadable)
+    names = [f"{i:03d}.png" for i in range(5)]
+    config = SplitConfig(benchmark="low_shot", seeds=(7,), low_shot_draws={"a": names[:3]})
+    with caplog.at_level("WARNING", logger="segad.ingestion.splits"):
+        splits = make_splits(index, config)
+    assert (splits.merge(index, on="image_id").query("role == 'brf_train'").label == 1).sum() == 2
+    assert (
+        "low_shot draw 'a' (split_seed 7, category" in caplog.text
+        and "2 of the 3 listed bad images are in the image index, so the BRF trains on 1 fewer bad images; "
+        "not found: ['001.png']"
+        in caplog.text
+    )

@@ -221,3 +221,23 @@ def test_default_combinations_with_a_scored_baseline_add_segad_without_it():
         "ssn+segad",
         "padim+ssn+segad",
     ]
+
+
+def test_a_saved_brf_is_verified_against_its_recorded_checksum(tmp_path):
+    """A BRF model file is read only when it matches the SHA-256 recorded beside it when saved."""
+    from kedro.io import DatasetError
+
+    X, y = _data()
+    path = tmp_path / "brf" / "split_seed_0.json"
+    dataset = XGBoostModelDataset(str(path))
+    dataset.save(fit_brf(X, y, SMALL, seed=0))
+    assert (tmp_path / "brf" / "split_seed_0.json.sha256").is_file()
+    dataset.load()
+    text = path.read_text()
+    path.write_text(text.replace('"', "'", 1))  # one changed byte, still a file
+    with pytest.raises(DatasetError, match=rf"{path}: checksum mismatch"):
+        dataset.load()
+    path.write_text(text)
+    (tmp_path / "brf" / "split_seed_0.json.sha256").unlink()
+    with pytest.raises(DatasetError, match=rf"{path}: no recorded checksum"):
+        dataset.load()

@@ -11,7 +11,7 @@ import torch
 
 import segad.meta.classifier_protocol as protocol
 from segad.meta.classifier import ClassifierConfig
-from segad.meta.classifier_models import combined_logits, load_classifier, model_folders, models_kept
+from segad.meta.classifier_models import combined_logits, kept_folders, load_classifier, model_folders, models_kept
 from segad.meta.classifier_protocol import classifier_scores
 from segad.storage.images import read_image
 from segad.storage.persistence import DetectorLoadError
@@ -72,6 +72,11 @@ def test_a_damaged_kept_model_is_named(tmp_path, backbones):
     state.write_bytes(state.read_bytes()[:-10])
     with pytest.raises(DetectorLoadError, match="checksum mismatch"):
         load_classifier(folder)
+    # verified before reuse: the scores' models count as not kept (trained again), and a bundle
+    # refuses to take them
+    assert not models_kept(tmp_path / "models", scores["model_key"][0], 1)
+    with pytest.raises(ValueError, match=rf"{state}: checksum mismatch"):
+        kept_folders(tmp_path / "models", scores["model_key"][0])
     shutil.rmtree(folder)
     with pytest.raises(DetectorLoadError, match="not a saved detector"):
         load_classifier(folder)

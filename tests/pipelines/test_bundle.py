@@ -111,3 +111,17 @@ def test_the_manifest_records_the_parameters_the_node_gets(monkeypatch):
     assert seen["recorded"]["bundle"]["max_miss_rate"] == 0.02  # typed blocks recorded as plain values
     assert seen["options"] == nodes.BundleOptions()
     assert (seen["dataset"], seen["benchmark"], seen["seeds"]) == (jsonable(DatasetConfig()), "high_shot", [0])
+
+
+def test_the_bundle_records_the_evaluation_of_its_combination_and_refuses_an_unevaluated_one():
+    from segad.production.assemble import evaluated_rows
+
+    report = {"dataset": "demo", "benchmark": "high_shot", "category": "demo", "method": "patchcore+segad"}
+    row = {**report, "split_seed": 0, "auroc": 0.9, "pg2": float("nan")}
+    other = {**row, "method": "patchcore", "auroc": 0.8}
+    metrics = pd.DataFrame([row, other, {**row, "split_seed": 1}])
+    assert evaluated_rows(metrics, {**report, "split_seed": 0}) == [{**row, "pg2": None}]
+    with pytest.raises(ValueError, match="no metrics of the bundled combination.*promoted only after"):
+        evaluated_rows(metrics, {**report, "split_seed": 0, "method": "padim+segad"})
+    with pytest.raises(ValueError, match="no metrics of the bundled combination"):
+        evaluated_rows(pd.DataFrame(), {**report, "split_seed": 0})

@@ -117,3 +117,51 @@ def test_a_brf_on_a_subset_of_the_columns_is_bundled(trained, tmp_path):
     bundle = load_bundle(write_bundle(tmp_path / "subset", **arguments))
     assert bundle.feature_columns == columns
     np.testing.assert_array_equal(bundle.column_positions, keep)
+
+
+@pytest.mark.parametrize(
+    "field, value, refused",
+    [
+        ("detectors", ["../../elsewhere/padim"], "detector '../../elsewhere/padim' is not one of segad's detectors"),
+        ("detectors", ["/abs/padim"], "detector '/abs/padim' is not one of segad's detectors"),
+        ("detectors", ["not_a_detector"], "detector 'not_a_detector' is not one of segad's detectors"),
+        ("files", {"../outside.bin": "0" * 64}, "file '../outside.bin' is not a plain relative name"),
+        ("files", {"detectors/padim/../../x": "0" * 64}, "is not a plain relative name"),
+    ],
+)
+def test_names_in_a_manifest_are_plain_names_checked_before_anything_is_read(
+    bundle_dir, tmp_path, monkeypatch, field, value, refused
+):
+    """A crafted manifest cannot make loading read a file outside the bundle: names are refused
+    before any file they name is opened or hashed."""
+    import segad.production.bundle as bundle_module
+
+    outside = tmp_path / "elsewhere" / "padim"
+    outside.mkdir(parents=True)
+    (outside / "detector.json").write_text("{}")
+    edit_manifest(bundle_dir, lambda m: m.__setitem__(field, value))
+    opened = []
+    monkeypatch.setattr(bundle_module, "file_sha256", lambda p: opened.append(p) or "0")
+    with pytest.raises(BundleIntegrityError, match=refused):
+        load_bundle(bundle_dir)
+    assert opened == []  # refused before any bundle file was hashed or read
+
+
+def test_latest_naming_a_missing_bundle_has_its_own_message(trained, tmp_path):
+    from kedro.io import DatasetError
+
+    from segad.datasets.bundle_dataset import BundleDataset
+    from segad.production.writer import write_versioned_bundle
+
+    arguments = {k: v for k, v in trained.items() if not k.startswith("_")}
+    parent = tmp_path / "segad_bundle"
+    kept = write_versioned_bundle(parent, **arguments).name
+    (parent / "LATEST").write_text("20260101T000000Z-0badc0de\n")
+    dataset = BundleDataset(str(parent))
+    assert dataset.exists()  # so a run does not say that no run has written a bundle
+    with pytest.raises(DatasetError) as error:
+        dataset.load()
+    message = str(error.value)
+    assert "names the bundle '20260101T000000Z-0badc0de', which is missing" in message
+    assert f"bundles there: 1, the newest {kept}" in message
+    assert "no run" not in message

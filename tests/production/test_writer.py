@@ -6,7 +6,7 @@ import pytest
 from kedro.io import DatasetError
 
 from segad.datasets.bundle_dataset import BundleDataset
-from segad.production.bundle import LATEST, list_bundles, load_bundle, resolve_bundle
+from segad.production.bundle import LATEST, BundleIntegrityError, list_bundles, load_bundle, resolve_bundle
 from segad.production.writer import write_bundle, write_versioned_bundle
 
 
@@ -49,3 +49,22 @@ def test_an_unversioned_bundle_becomes_the_first_version(trained, bundle_dir):
     assert list_bundles(bundle_dir) == sorted([old, new.name])
     assert (bundle_dir / LATEST).read_text().strip() == new.name
     assert load_bundle(bundle_dir / old).bundle_id == old
+
+
+def test_a_damaged_detector_is_never_bundled_and_latest_stays(trained, tmp_path):
+    """The bundle is assembled from verified files only: a saved detector whose state no longer
+    matches its recorded checksum is refused, naming the file, and no bundle or LATEST moves."""
+    import shutil
+
+    arguments = {k: v for k, v in trained.items() if not k.startswith("_")}
+    parent = tmp_path / "segad_bundle"
+    first = write_versioned_bundle(parent, **arguments).name
+    source = tmp_path / "padim_model"
+    shutil.copytree(arguments["detector_dirs"]["padim"], source)
+    state = source / "state_dict.pt"
+    state.write_bytes(state.read_bytes()[:-100])
+    damaged = {**arguments, "detector_dirs": {"padim": source}}
+    with pytest.raises(BundleIntegrityError, match=rf"{state}: checksum mismatch.*not bundled"):
+        write_versioned_bundle(parent, **damaged)
+    assert list_bundles(parent) == [first] and (parent / LATEST).read_text().strip() == first
+    assert sorted(p.name for p in parent.iterdir()) == sorted([LATEST, first])  # no staging left

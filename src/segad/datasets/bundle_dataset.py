@@ -28,7 +28,7 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from segad.production.bundle import Bundle, BundleError, load_bundle, resolve_bundle
+from segad.production.bundle import LATEST, Bundle, BundleError, load_bundle, resolve_bundle
 from segad.production.writer import write_versioned_bundle
 from segad.storage.files import NotOwnedError
 
@@ -57,6 +57,8 @@ class BundleDataset(AbstractDataset[dict, Bundle]):
         try:
             folder = resolve_bundle(self._path)
         except BundleError as error:
+            if (self._path / LATEST).is_file():  # LATEST's own message: the bundle it names is missing
+                raise DatasetError(str(error)) from error
             raise DatasetError(
                 f"{error}; train one with `kedro run --pipelines segad` (the bundle pipeline writes "
                 "it) or point score.bundle at a bundle folder or a parent folder with LATEST"
@@ -82,6 +84,8 @@ class BundleDataset(AbstractDataset[dict, Bundle]):
             raise DatasetError(str(error)) from error
 
     def _exists(self) -> bool:
+        if (self._path / LATEST).is_file():  # loading then says what is wrong with what LATEST names
+            return True
         try:
             resolve_bundle(self._path)
         except BundleError:

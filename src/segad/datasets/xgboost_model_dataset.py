@@ -1,7 +1,9 @@
 """Kedro dataset for one XGBoost model as XGBoost's own JSON or UBJSON file (never pickle).
 
 The format follows the file suffix (``.json`` or ``.ubj``). Saving writes a temporary file in the
-target folder and then ``os.replace``s it, so a crash never leaves half a model. Loading returns
+target folder and then ``os.replace``s it, so a crash never leaves half a model; the model's
+SHA-256 goes into a sidecar ``<file>.sha256`` (written first), and loading verifies it, so a
+damaged or unrecorded model is refused, naming the file, before it is used. Loading returns
 an ``xgboost.XGBClassifier`` (the BRF's class); feature names given at fit time travel inside the
 file (``model.get_booster().feature_names``).
 
@@ -28,9 +30,14 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from segad.storage.files import atomic_path
+from segad.storage.files import atomic_path, file_sha256
 
 FORMATS = (".json", ".ubj")
+
+
+def checksum_path(model_file: Path) -> Path:
+    """The sidecar ``<file>.sha256`` holding a saved model's SHA-256 (hex, one line)."""
+    return model_file.with_name(model_file.name + ".sha256")
 
 
 class XGBoostModelDataset(AbstractDataset):
@@ -55,6 +62,15 @@ class XGBoostModelDataset(AbstractDataset):
         self._check_suffix()
         if not self._filepath.is_file():
             raise DatasetError(f"{self._filepath}: no such XGBoost model file")
+        recorded = checksum_path(self._filepath)
+        if not recorded.is_file():
+            raise DatasetError(
+                f"{self._filepath}: no recorded checksum ({recorded.name}); run the brf pipeline again to refit it"
+            )
+        if recorded.read_text().strip() != file_sha256(self._filepath):
+            raise DatasetError(
+                f"{self._filepath}: checksum mismatch (damaged file); run the brf pipeline again to refit it"
+            )
         model = XGBClassifier()
         try:
             model.load_model(str(self._filepath))
@@ -68,6 +84,9 @@ class XGBoostModelDataset(AbstractDataset):
             raise DatasetError(f"{self._filepath}: expected an XGBoost model, got {type(data).__name__}")
         with atomic_path(self._filepath, keep_suffix=True) as temp:
             data.save_model(str(temp))  # xgboost picks JSON / UBJ from the suffix
+            # the checksum first: a crash between the two leaves a mismatch (refused), never an unchecked model
+            with atomic_path(checksum_path(self._filepath), sweep=False) as sidecar:
+                sidecar.write_text(file_sha256(temp) + "\n")
 
     def _exists(self) -> bool:
         return self._filepath.is_file()

@@ -111,15 +111,11 @@ def chunk_tasks(todo: dict[str, list[tuple[str, str]]], chunk_size: int, batch_s
 
 
 def saved_detector_ok(directory: Path) -> bool:
-    """Whether ``directory`` holds a saved detector whose state file matches its checksum (the
-    check `load_detector` makes before rebuilding the model)."""
-    from segad.storage.files import file_sha256
+    """Whether ``directory`` holds a saved detector whose state file matches its checksum
+    (`segad.storage.persistence.model_folder_problem`)."""
+    from segad.storage.persistence import model_folder_problem
 
-    try:
-        meta = json.loads((directory / "detector.json").read_text())
-        return file_sha256(directory / "state_dict.pt") == meta["state_sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+    return model_folder_problem(directory) is None
 
 
 @contextlib.contextmanager

@@ -244,11 +244,10 @@ def _run_sharded(
     for key in sorted(needed["model_key"].unique()):
         todo[key] = _missing_maps(needed, key, map_store, image_size, stats, max_scores, shapes)
         directory = model_root / key
-        usable = saved_detector_ok(directory) if todo[key] else (directory / "detector.json").is_file()
-        if usable:
+        if saved_detector_ok(directory):  # verified before reuse, also when no map is missing
             stats.models_reused += 1
         else:
-            if todo[key] and (directory / "detector.json").is_file():
+            if directory.exists():
                 logger.warning("refitting damaged detector: %s", directory)
             fits.append(next(p for p in plan.values() if p.key == key))
     tasks = chunk_tasks({k: v for k, v in todo.items() if v}, int(shards.chunk_size or 1), config.batch_size)
@@ -338,24 +337,32 @@ def _fitted_model(
     stats: MapRunStats,
     need_model: bool,
 ) -> torch.nn.Module | None:
-    """Load the saved detector of ``plan.key`` if valid, else fit and save it (always kept on disk)."""
+    """Load the saved detector of ``plan.key`` if valid, else fit and save it (always kept on disk).
+
+    A saved detector is reused only when its ``state_dict.pt`` matches its recorded checksum,
+    also when no map is missing (the bundle copies it later): a damaged one is refitted, and the
+    log says so."""
     from segad.detection.fit import fit_detector
     from segad.detection.saved import load_detector, save_detector
-    from segad.storage.persistence import DetectorLoadError
+    from segad.storage.persistence import DetectorLoadError, model_folder_problem
 
     key, train_paths = plan.key, plan.train_paths
     directory = model_root / key
     backbones = model_root / "_backbones"
-    if (directory / "detector.json").is_file():
-        if not need_model:
+    if directory.exists():
+        problem = model_folder_problem(directory)
+        if problem is not None:
+            logger.warning("refitting damaged detector: %s", problem)
+        elif not need_model:
             stats.models_reused += 1
             return None
-        try:
-            model, _, _ = load_detector(directory, device, backbones)
-            stats.models_reused += 1
-            return model
-        except DetectorLoadError as error:
-            logger.warning("refitting damaged detector: %s", error)
+        else:
+            try:
+                model, _, _ = load_detector(directory, device, backbones)
+                stats.models_reused += 1
+                return model
+            except DetectorLoadError as error:
+                logger.warning("refitting damaged detector: %s", error)
     start = time.perf_counter()
     logger.info("fitting %s [%s] on %d detector_train images", config.name, key, len(train_paths))
     model = fit_detector(

@@ -8,8 +8,9 @@ and large. Some defect types appear only in test (`unseen`), as in VAD's bad_uns
 
 The output is the VAD layout (train/good, train/bad, test/good, test/bad, test/bad_unseen_defects)
 plus `defects.csv` (image_id, defect_type), `segmentation.png` (one static map of integer labels
-for all images, see `SEGMENTS`) and `manifest.json` (the configuration; a folder whose manifest
-matches the configuration is not written again).
+for all images, see `SEGMENTS`) and `manifest.json` (the configuration, the file list and each
+file's SHA-256; a folder whose manifest matches the configuration and whose files match their
+checksums is not written again, a damaged one is written again, `demo_problems`).
 
 Example:
     >>> from segad.ingestion.demo import DemoConfig, write_demo
@@ -20,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,13 +34,15 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from segad.config import PARAMS
-from segad.storage.files import check_owned, replace_folder, staging_folder
+from segad.storage.files import check_owned, file_sha256, replace_folder, staging_folder
 from segad.versions import jsonable
 
 # Segment labels of the static map, in the style of VAD's 7-segment map.
 SEGMENTS = {0: "background", 1: "disk_ring", 2: "ceramic_centre", 3: "solder_dots", 4: "wires", 5: "pins"}
 LOGICAL_DEFECTS = ("missing_wire", "wire_off_dot", "bent_wire", "misplaced_solder")
 STRUCTURAL_DEFECTS = ("crack", "burn", "pollution")
+logger = logging.getLogger(__name__)
+
 FORMAT_VERSION = 2
 
 
@@ -275,7 +279,10 @@ def write_demo(root: str | Path, config: DemoConfig = DEFAULT_DEMO) -> Path:
         and existing.get("config") == manifest["config"]
         and existing.get("format_version") in (1, FORMAT_VERSION)
     ):
-        return root
+        problems = demo_problems(root, existing)
+        if not problems:
+            return root
+        logger.warning("%s: the demo does not match its manifest (%s): writing it again", root, "; ".join(problems))
     check_owned(root, _owned_files(existing), "the demo generator")
     staging = staging_folder(root)
     try:
@@ -298,12 +305,34 @@ def write_demo(root: str | Path, config: DemoConfig = DEFAULT_DEMO) -> Path:
             (staging / folder).mkdir(parents=True, exist_ok=True)
         (staging / "defects.csv").write_text("\n".join(types) + "\n")
         Image.fromarray(segmentation_map(config.image_size)).save(staging / "segmentation.png")
+        manifest["sha256"] = {
+            name: file_sha256(staging / name) for name in manifest["files"] if name != "manifest.json"
+        }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
         replace_folder(staging, root)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
     return root
+
+
+def demo_problems(root: str | Path, manifest: dict) -> list[str]:
+    """What differs between the demo at `root` and its `manifest`: files missing or changed
+    (their SHA-256, ``sha256`` in the manifest); empty when the demo is intact. A manifest without
+    checksums (written before they were recorded) cannot be verified and counts as a problem, so
+    that demo is written once more."""
+    recorded = manifest.get("sha256")
+    if not isinstance(recorded, dict):
+        return ["no file checksums recorded"]
+    root = Path(root)
+    missing = sorted(name for name in recorded if not (root / name).is_file())
+    changed = sorted(name for name in recorded if name not in missing and file_sha256(root / name) != recorded[name])
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} file(s) missing, e.g. {missing[:3]}")
+    if changed:
+        problems.append(f"{len(changed)} file(s) changed, e.g. {changed[:3]}")
+    return problems
 
 
 def _manifest(root: Path) -> dict | None:

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
@@ -37,6 +38,8 @@ from sklearn.model_selection import StratifiedKFold
 from segad.vocabulary import BENCHMARKS, GOOD_SPLITS, ROLES, TRAINING_ROLES
 
 SPLIT_COLUMNS = ["image_id", "split_seed", "role", "in_benchmark"]
+
+log = logging.getLogger(__name__)
 
 
 class SplitError(ValueError):
@@ -192,7 +195,21 @@ def _low_shot(
             )
         names = set(config.low_shot_draws[keys[position]])
         file_names = images.image_id.iloc[train_bad].map(lambda i: i.rsplit("/", 1)[-1]).to_numpy()
-        return train_bad[np.isin(file_names, list(names))]
+        drawn = train_bad[np.isin(file_names, list(names))]
+        absent = sorted(names - set(file_names))
+        if absent:  # skipped as unreadable (dataset.on_bad_image: skip) or deleted: the draw shrinks
+            log.warning(
+                "low_shot draw %r (split_seed %s, category %s): %d of the %d listed bad images are in the "
+                "image index, so the BRF trains on %d fewer bad images; not found: %s",
+                keys[position],
+                seed,
+                category,
+                len(drawn),
+                len(names),
+                len(absent),
+                absent[:5],
+            )
+        return drawn
     if len(train_bad) < config.low_shot_n:
         raise SplitError(f"{category}: low_shot_n={config.low_shot_n} but only {len(train_bad)} training bad images")
     return rng.choice(train_bad, config.low_shot_n, replace=False)
@@ -233,3 +250,74 @@ def stratified_folds(labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
 def _stable_hash(text: str) -> int:
     """A process-independent small integer for a string (Python's hash() is salted)."""
     return zlib.crc32(text.encode("utf-8"))
+
+
+def check_training_rows(
+    splits: pd.DataFrame,
+    index: pd.DataFrame,
+    benchmark: str,
+    *,
+    bundle: tuple[int, str | None] | None = None,
+    cross_fit_folds: int = 0,
+    top_up_share: float = 0.0,
+    top_up_below: int | None = None,
+) -> list[str]:
+    """Fail at the split, not stages later, when a seed lacks the rows later stages need.
+
+    Counts the brf_train rows of every (split seed, category): good, real bad, and the synthetic
+    defects the defects stage will add (one_class: one per good row; other regimes: the top-up,
+    ``top_up_share`` of the goods where fewer than ``top_up_below`` real bad rows exist). Raises
+    SplitError, naming the seed, the category, the counts and the setting to change, when
+
+    - a seed has no good or no bad test row (the evaluation's metrics need both);
+    - a (seed, category) lacks a good or a bad brf_train row (the BRF needs both classes);
+    - the bundled (seed, category) of ``bundle`` (None: no bundle; a None category: the run's
+      only one) has fewer than 2 good or 2 bad rows (its out-of-fold calibration needs 2 folds).
+
+    Returns warnings (one per seed and category) where the classifier's ``cross_fit_folds``
+    exceed the bad rows: it then trains fewer folds, or one model
+    (`segad.meta.classifier_protocol.usable_folds`).
+    """
+    labels = index.set_index("image_id")["label"].astype(int)
+    categories = index.set_index("image_id")["category"].astype(str)
+    rows = splits.assign(label=splits["image_id"].map(labels), category=splits["image_id"].map(categories))
+    for seed, test in rows[rows["role"] == "test"].groupby("split_seed"):
+        if not ((test["label"] == 0).any() and (test["label"] == 1).any()):
+            raise SplitError(
+                f"split_seed {seed}: {int((test['label'] == 0).sum())} good and {int((test['label'] == 1).sum())} "
+                "bad test images; the evaluation needs both (check the dataset's test folders)"
+            )
+    train = rows[rows["role"] == "brf_train"]
+    warnings = []
+    only = sorted(set(categories)) if len(set(categories)) == 1 else []
+    for (seed, category), group in train.groupby(["split_seed", "category"]):
+        good, real_bad = int((group["label"] == 0).sum()), int((group["label"] == 1).sum())
+        if benchmark == "one_class":
+            synthetic = good
+        elif top_up_share > 0 and (top_up_below is None or real_bad < top_up_below) and good:
+            synthetic = max(1, round(top_up_share * good))
+        else:
+            synthetic = 0
+        bad = real_bad + synthetic
+        counts = f"{good} good and {bad} bad brf_train rows ({real_bad} real, {synthetic} synthetic)"
+        where = f"split_seed {seed}, category {category!r}"
+        more_bad = (
+            "more good training images or a lower split.detector_share"
+            if benchmark == "one_class"
+            else "more bad training images (split.low_shot_n for low_shot, split.visa_moved_bad for "
+            "visa_supervised) or synthetic ones beside them (defects.top_up_share > 0)"
+        )
+        if not good or not bad:
+            raise SplitError(f"{where}: {counts}; the BRF needs at least one of each: give it {more_bad}")
+        bundled = bundle is not None and int(seed) == bundle[0] and category in ([bundle[1]] if bundle[1] else only)
+        if bundled and (good < 2 or bad < 2):
+            raise SplitError(
+                f"{where}: {counts}; the bundle's out-of-fold calibration needs at least 2 of each: give it "
+                f"{more_bad if bad < 2 else 'more good training images'}, or set bundle.build: false"
+            )
+        if cross_fit_folds and bad < cross_fit_folds:
+            warnings.append(
+                f"{where}: {bad} bad brf_train rows for classifier.cross_fit_folds={cross_fit_folds}; the "
+                f"classifier will use {f'{bad} folds' if bad >= 2 else 'one model (the paper protocol)'}"
+            )
+    return warnings

@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import tempfile
 import weakref
 from collections.abc import Sequence
@@ -35,6 +36,8 @@ import numpy as np
 
 from segad.meta.classifier import ClassifierConfig, build_model
 from segad.storage.images import ImageSize, SizeLike
+
+log = logging.getLogger(__name__)
 
 #: bump when segad's code changes what a kept classifier model means
 FORMAT_VERSION = 1
@@ -47,13 +50,25 @@ def model_folders(root: str | Path, key: str, count: int) -> list[Path]:
 
 
 def models_kept(root: str | Path, key: str, count: int) -> bool:
-    """Whether all `count` models of `key` are kept (each folder with its ``detector.json``)."""
-    return all((folder / "detector.json").is_file() for folder in model_folders(root, key, count))
+    """Whether all `count` models of `key` are kept and intact: each folder's ``state_dict.pt``
+    matches the checksum its ``detector.json`` records. A damaged one is logged (the caller
+    trains the models again)."""
+    from segad.storage.persistence import model_folder_problem
+
+    for folder in model_folders(root, key, count):
+        if not folder.exists():
+            return False
+        problem = model_folder_problem(folder)
+        if problem is not None:
+            log.warning("classifier: damaged kept model, trained again: %s", problem)
+            return False
+    return True
 
 
 def kept_folders(root: str | Path, key: str) -> list[Path]:
-    """The folders of every model kept under `key` (their count is recorded in model_0); ValueError
-    naming the folder when one is missing."""
+    """The folders of every model kept under `key` (their count is recorded in model_0), each
+    verified against its recorded checksum; ValueError naming the folder when one is missing or
+    damaged."""
     import json
 
     first = Path(root) / key / "model_0" / "detector.json"
@@ -63,9 +78,16 @@ def kept_folders(root: str | Path, key: str) -> list[Path]:
         raise ValueError(
             f"{first.parent}: no kept classifier model ({error}); run the classifier pipeline again to keep it"
         ) from error
-    if not models_kept(root, key, count):
-        raise ValueError(f"{Path(root) / key}: {count} classifier models were kept, some are missing")
-    return model_folders(root, key, count)
+    from segad.storage.persistence import model_folder_problem
+
+    folders = model_folders(root, key, count)
+    problems = [problem for problem in map(model_folder_problem, folders) if problem is not None]
+    if problems:
+        raise ValueError(
+            f"{Path(root) / key}: {count} classifier models were kept, {len(problems)} missing or damaged "
+            f"({problems[0]}); run the features pipeline again to train them again"
+        )
+    return folders
 
 
 def save_classifiers(

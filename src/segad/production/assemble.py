@@ -332,3 +332,29 @@ def _builtin_segment_names(segment_maps: SegmentMaps, layout: str) -> Mapping | 
 
         return SEGMENTS
     return None
+
+
+def evaluated_rows(metrics: pd.DataFrame, report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The metric rows (`segad.schemas.Metrics`) of the bundled combination: the dataset,
+    benchmark, category, method and split seed of `report` (`assemble_bundle`'s second value).
+
+    They are recorded in the manifest (``config.evaluation``), so a bundle carries the figures of
+    the evaluation it was promoted after. ValueError when the evaluation holds none: a bundle is
+    promoted only after its own combination was evaluated."""
+    wanted = {k: report[k] for k in ("dataset", "benchmark", "category", "method", "split_seed")}
+    absent = [c for c in wanted if c not in metrics.columns]
+    if absent and len(metrics):
+        raise ValueError(f"metrics: missing columns {absent}")
+    chosen = np.zeros(len(metrics), dtype=bool) if absent else np.ones(len(metrics), dtype=bool)
+    for column, value in wanted.items() if not absent else ():
+        chosen &= (metrics[column].astype(str) == str(value)).to_numpy()
+    if not chosen.any():
+        raise ValueError(
+            f"the evaluation holds no metrics of the bundled combination {wanted}; a bundle is promoted "
+            "only after its combination was evaluated: run `kedro run --pipelines segad` (or the "
+            "evaluation pipeline) for this regime first"
+        )
+    rows = metrics[chosen].to_dict(orient="records")
+    return [
+        {str(k): (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()} for row in rows
+    ]

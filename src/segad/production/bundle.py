@@ -270,7 +270,13 @@ def resolve_bundle(path: str | Path) -> Path:
     if not name or "/" in name or "\\" in name or name in (".", ".."):
         raise BundleIntegrityError(f"{latest}: {name!r} is not a bundle folder name")
     if not (path / name / MANIFEST).is_file():
-        raise BundleIntegrityError(f"{latest}: names {name!r}, which is not a bundle under {path}")
+        kept = list_bundles(path)
+        there = f"bundles there: {len(kept)}, the newest {kept[-1]}" if kept else "no bundle is there"
+        raise BundleIntegrityError(
+            f"{latest}: names the bundle {name!r}, which is missing from {path} ({there}); point "
+            "score.bundle at a bundle folder, or run `kedro run --pipelines segad`, which writes a new "
+            "bundle and moves LATEST to it"
+        )
     return path / name
 
 
@@ -308,7 +314,41 @@ def read_manifest(root: str | Path) -> dict:
             f"{path}: bundle format version {version}, this segad reads versions {list(READ_VERSIONS)}"
             + (" (upgrade segad)" if newer else " (retrain the bundle)")
         )
+    check_names(path, manifest)
     return manifest
+
+
+#: A plain detector name: what `segad.detection.config.SPECS` and the ``detectors`` parameter use.
+PLAIN_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+#: One part of a bundle file's relative path (no separators, never ``.`` or ``..``).
+PLAIN_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+
+def check_names(path: Path, manifest: Mapping[str, Any]) -> None:
+    """Refuse a manifest whose names are not plain names of the project's vocabulary, before
+    anything they name is read: ``detectors`` must be detector names segad knows (never a path
+    such as ``../../elsewhere/padim``), ``files`` relative paths of plain parts inside the bundle.
+    BundleIntegrityError naming the manifest and the name."""
+    from segad.detection.config import SPECS  # torch is imported here, not for every manifest reader
+
+    detectors = manifest.get("detectors")
+    if not isinstance(detectors, list) or not detectors:
+        raise BundleIntegrityError(f"{path}: 'detectors' must be a non-empty list of detector names")
+    for name in detectors:
+        if not isinstance(name, str) or not PLAIN_NAME.match(name) or name not in SPECS:
+            raise BundleIntegrityError(
+                f"{path}: detector {name!r} is not one of segad's detectors ({', '.join(sorted(SPECS))}); "
+                "nothing was read"
+            )
+    files = manifest.get("files", {})
+    if not isinstance(files, Mapping):
+        raise BundleIntegrityError(f"{path}: 'files' must map relative file names to sha256")
+    for name in files:
+        parts = str(name).split("/")
+        if not all(PLAIN_PART.match(part) for part in parts):
+            raise BundleIntegrityError(
+                f"{path}: file {name!r} is not a plain relative name inside the bundle; nothing was read"
+            )
 
 
 def verify_files(root: Path, manifest: Mapping[str, Any]) -> None:

@@ -17,12 +17,11 @@ Example:
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from segad.production.errors import BundleError, BundleSchemaError
+from segad.production.errors import BundleError, BundleIntegrityError, BundleSchemaError
 from segad.storage.images import ImageSize, SizeLike
 
 CLASSIFIER_DIR = "classifier"
@@ -36,8 +35,11 @@ def classifier_folder(root: str | Path, k: int) -> Path:
 def copy_classifiers(sources: Sequence[str | Path], staging: Path, size: SizeLike) -> dict[str, Any]:
     """Copy the kept model folders into the bundle folder `staging`; return the manifest block.
 
+    Each copy is verified against the checksum its folder records (BundleIntegrityError).
     BundleSchemaError when a folder is not a kept classifier, is at another image size than
     `size`, or the folders are not the complete set of one seed (fold k in place k)."""
+    from segad.storage.persistence import DetectorLoadError, copy_model_folder
+
     metas = []
     for k, source in enumerate(Path(s) for s in sources):
         try:
@@ -51,7 +53,12 @@ def copy_classifiers(sources: Sequence[str | Path], staging: Path, size: SizeLik
             )
         if ImageSize.parse(meta["image_size"]) != ImageSize.parse(size):
             raise BundleSchemaError(f"{source}: classifier at {meta['image_size']} px, the bundle at {size}")
-        shutil.copytree(source, classifier_folder(staging, k))
+        try:
+            copy_model_folder(source, classifier_folder(staging, k))
+        except DetectorLoadError as error:
+            raise BundleIntegrityError(
+                f"{error}: not bundled; rerun `kedro run --pipelines segad`, which trains a damaged classifier again"
+            ) from error
         metas.append(meta)
     folds = int(metas[0]["cross_fit_folds"])
     return {

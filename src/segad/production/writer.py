@@ -38,6 +38,7 @@ from segad.production.bundle import (
     LATEST,
     MANIFEST,
     BundleError,
+    BundleIntegrityError,
     BundleSchemaError,
     column_positions,
     file_hashes,
@@ -234,10 +235,18 @@ def _move_unversioned(parent: Path) -> None:
 
 
 def _copy_detector(name: str, source: Path, destination: Path) -> None:
+    """Copy a saved detector into a bundle, verified (`segad.storage.persistence.copy_model_folder`)."""
+    from segad.storage.persistence import DetectorLoadError, copy_model_folder
+
     meta = source / "detector.json"
     if not meta.is_file():
         raise BundleError(f"{source}: not a saved detector folder (no detector.json)")
     saved = json.loads(meta.read_text()).get("detector")
     if saved != name:
         raise BundleSchemaError(f"{source}: holds detector {saved!r}, expected {name!r}")
-    shutil.copytree(source, destination)
+    try:
+        copy_model_folder(source, destination)
+    except DetectorLoadError as error:
+        raise BundleIntegrityError(
+            f"{error}: not bundled; rerun `kedro run --pipelines segad`, which refits a damaged detector"
+        ) from error

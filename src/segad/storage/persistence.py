@@ -38,8 +38,8 @@ def write_model_folder(model: torch.nn.Module, meta: dict, directory: str | Path
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, staging / "state_dict.pt")
         meta = {**meta, "state_sha256": file_sha256(staging / "state_dict.pt")}
         (staging / "detector.json").write_text(json.dumps(meta, indent=2, default=str))
-        owned = ["detector.json", "state_dict.pt"] if (directory / "detector.json").is_file() else None
-        check_owned(directory, owned, writer)
+        # a model folder holds these two files only (one may be missing in a damaged folder)
+        check_owned(directory, ["detector.json", "state_dict.pt"], writer)
         replace_folder(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -49,6 +49,35 @@ def write_model_folder(model: torch.nn.Module, meta: dict, directory: str | Path
 
 class DetectorLoadError(RuntimeError):
     """A saved detector folder is missing, incomplete or damaged."""
+
+
+def model_folder_problem(directory: str | Path) -> str | None:
+    """What is wrong with a folder `write_model_folder` wrote, or None when its ``state_dict.pt``
+    matches the checksum its ``detector.json`` records (the check made before any reuse: a
+    saved detector or kept classifier model is verified before a run skips fitting it, and
+    before a bundle copies it)."""
+    directory = Path(directory)
+    meta_path, state_path = directory / "detector.json", directory / "state_dict.pt"
+    if not meta_path.is_file() or not state_path.is_file():
+        return f"{directory}: not a saved model (needs detector.json and state_dict.pt)"
+    try:
+        recorded = json.loads(meta_path.read_text())["state_sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"{meta_path}: unreadable ({type(error).__name__}: {error})"
+    if file_sha256(state_path) != recorded:
+        return f"{state_path}: checksum mismatch (damaged file)"
+    return None
+
+
+def copy_model_folder(source: str | Path, destination: str | Path) -> None:
+    """Copy a folder `write_model_folder` wrote (into a bundle) and verify the copy: its
+    ``state_dict.pt`` must match the checksum its ``detector.json`` records, so the source was
+    intact and the copy is too. DetectorLoadError naming the source file otherwise."""
+    source, destination = Path(source), Path(destination)
+    shutil.copytree(source, destination)
+    problem = model_folder_problem(destination)
+    if problem is not None:
+        raise DetectorLoadError(problem.replace(str(destination), str(source)))
 
 
 def read_model_folder(directory: Path, detector: str | None = None) -> tuple[dict, dict[str, torch.Tensor]]:

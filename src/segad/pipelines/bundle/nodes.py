@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pandas as pd
 
 from segad.config import DatasetConfig
 from segad.meta.brf import BRFParams
-from segad.production.assemble import BundleOptions, assemble_bundle
+from segad.production.assemble import BundleOptions, assemble_bundle, evaluated_rows
 from segad.segments.segment_maps import SegmentMaps
 from segad.storage.images import resolve_image_size
 from segad.versions import jsonable
@@ -34,6 +35,7 @@ def build_bundle(
     feature_params: dict,
     classifier_scores: pd.DataFrame | None = None,
     classifier_models: Path | None = None,
+    metrics_by_regime: Mapping[str, Callable[[], pd.DataFrame]] | None = None,
     **detector_handles,
 ) -> tuple[dict, dict]:
     """(arguments of `segad.production.writer.write_bundle`, operating-point report).
@@ -45,6 +47,12 @@ def build_bundle(
     resolved from ``image_index`` as in every stage (`segad.storage.images.resolve_image_size`) and the
     concrete size is recorded (``input_spec.image_size`` and ``config.parameters.image_size``). With ``bundle.build: false``
     it returns no arguments (the bundle dataset then writes nothing) and says so in the report.
+
+    `metrics_by_regime` (the evaluation stage's last output: partition -> loader) makes this the
+    last node of a run, so LATEST moves only once the run's evaluation has finished; the bundled
+    combination's rows of this regime (`segad.production.assemble.evaluated_rows`) are recorded
+    in the manifest (``config.evaluation``), and a combination that was not evaluated is refused.
+    None (a call outside the pipeline) records nothing.
     """
     if not bundle.build:
         return {}, {"built": False, "reason": "bundle.build is false"}
@@ -71,7 +79,7 @@ def build_bundle(
         }
         for kind in ("map_index", "detector_store")
     }
-    return assemble_bundle(
+    contents, report = assemble_bundle(
         features,
         image_index,
         splits,
@@ -90,3 +98,12 @@ def build_bundle(
         classifier_scores=classifier_scores,
         classifier_models=classifier_models,
     )
+    if metrics_by_regime is not None:
+        contents["config"]["evaluation"] = evaluated_rows(_regime_metrics(metrics_by_regime, benchmark), report)
+    return contents, report
+
+
+def _regime_metrics(partitions: Mapping[str, Callable[[], pd.DataFrame]], benchmark: str) -> pd.DataFrame:
+    """The kept metrics tables of `benchmark` (partitions ``.../<benchmark>/metrics``), concatenated."""
+    frames = [load() for key, load in sorted(partitions.items()) if key.endswith(f"/{benchmark}/metrics")]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

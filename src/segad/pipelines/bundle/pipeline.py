@@ -1,4 +1,9 @@
-"""bundle: fitted detectors, segment maps, BRF, features -> segad_bundle + operating_point report."""
+"""bundle: fitted detectors, segment maps, BRF, features -> segad_bundle + operating_point report.
+
+The bundle node reads the evaluation's kept metrics (``metrics_by_regime``), so in the `segad`
+run it is the last node: LATEST moves only after the run's evaluation has finished, and a run
+that fails before never moves it (tests/test_pipeline_registry.py checks the order).
+"""
 
 from kedro.pipeline import Pipeline, node
 
@@ -38,6 +43,8 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
                     "brf_models": "brf_models",
                     "classifier_scores": "classifier_scores",
                     "classifier_models": "classifier_models",
+                    # the evaluation's last output: the bundle (and LATEST) comes last in a run
+                    "metrics_by_regime": "metrics_by_regime",
                     **PARAMETERS,
                     **handles,
                 },

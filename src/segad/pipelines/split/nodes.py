@@ -9,16 +9,31 @@ from typing import Any
 import pandas as pd
 
 from segad.config import DatasetConfig, SplitOptions
+from segad.ingestion.defects import DefectConfig
 from segad.ingestion.layouts import read_low_shot, read_sensum_folds
-from segad.ingestion.splits import SplitConfig, make_splits
+from segad.ingestion.splits import SplitConfig, check_training_rows, make_splits
+from segad.meta.classifier import ClassifierConfig
+from segad.production.assemble import BundleOptions
 
 log = logging.getLogger(__name__)
 
 
 def split(
-    image_index: pd.DataFrame, dataset: DatasetConfig, benchmark: str, seeds: list[int], options: SplitOptions
+    image_index: pd.DataFrame,
+    dataset: DatasetConfig,
+    benchmark: str,
+    seeds: list[int],
+    options: SplitOptions,
+    bundle: BundleOptions | None = None,
+    classifier: ClassifierConfig | None = None,
+    defects: DefectConfig | None = None,
 ) -> pd.DataFrame:
-    """Roles of every image for every split seed under the `benchmark` regime."""
+    """Roles of every image for every split seed under the `benchmark` regime.
+
+    With the `bundle`, `classifier` and `defects` parameters (the pipeline passes them) the rows
+    that later stages need are checked here (`segad.ingestion.splits.check_training_rows`): a
+    regime without the bad rows the BRF or the bundle's calibration needs fails now, not after
+    every map is computed."""
     extra: dict[str, Any] = {}
     if (
         benchmark == "low_shot"
@@ -32,6 +47,19 @@ def split(
         extra["official_folds"] = {c: f for c in image_index.category.unique() if (f := read_sensum_folds(root, c))}
     config = SplitConfig.from_options(options, benchmark, seeds, **extra)
     splits = make_splits(image_index, config)
+    if bundle is not None:
+        for warning in check_training_rows(
+            splits,
+            image_index,
+            benchmark,
+            bundle=(int(bundle.split_seed if bundle.split_seed is not None else seeds[0]), bundle.category)
+            if bundle.build
+            else None,
+            cross_fit_folds=int(classifier.cross_fit_folds) if classifier is not None and classifier.enabled else 0,
+            top_up_share=float(defects.top_up_share) if defects is not None else 0.0,
+            top_up_below=defects.top_up_below if defects is not None else None,
+        ):
+            log.warning(warning)
     log.info(
         "splits (%s, good split %s%s):\n%s",
         benchmark,

@@ -10,7 +10,16 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
         [
             node(
                 split,
-                ["image_index", "params:dataset", "params:benchmark", "params:seeds", "params:split"],
+                [
+                    "image_index",
+                    "params:dataset",
+                    "params:benchmark",
+                    "params:seeds",
+                    "params:split",
+                    "params:bundle",  # the rows the later stages need are checked at the split
+                    "params:classifier",
+                    "params:defects",
+                ],
                 "splits",
                 name="split",
             ),

@@ -1,0 +1,124 @@
+"""Nothing unverified reaches production, and a run stops promptly: real `kedro run` processes.
+
+Real `python -m kedro run` subprocesses on a tiny demo, in a copy of the project's configuration
+(tests.test_interruption._project, tiny images): a truncated cached detector is refitted and the
+new bundle scores images; a run whose evaluation fails leaves LATEST where it was; a run sent
+SIGTERM during a detector fit exits within 10 s, leaves no temporary file, and its rerun
+completes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from segad.production.bundle import LATEST, list_bundles
+from tests.conftest import TINY_DEMO
+from tests.test_interruption import _command, _env, _project, _temporary_files
+
+pytestmark = pytest.mark.e2e
+
+
+def _tiny(root: Path) -> Path:
+    """The interruption tests' project with the tiny demo at 32 px (a run takes seconds)."""
+    project = _project(root)
+    overrides_file = project / "conf" / "local" / "parameters_test.yml"
+    overrides = yaml.safe_load(overrides_file.read_text())
+    overrides["demo"] = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(TINY_DEMO).items()}
+    overrides["image_size"] = 32
+    overrides["anomaly_maps"]["patchcore"]["batch_size"] = 16
+    overrides_file.write_text(yaml.safe_dump(overrides))
+    return project
+
+
+def _kedro(project: Path, pipeline: str = "segad", params: str | None = None) -> subprocess.CompletedProcess:
+    command = _command(project, params)
+    command[command.index("segad")] = pipeline
+    return subprocess.run(command, cwd=project, env=_env(project), capture_output=True, text=True, timeout=600)
+
+
+def _ok(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def _bundles(project: Path) -> Path:
+    return project / "data" / "06_models" / "segad_bundle"
+
+
+def test_a_truncated_cached_detector_is_refitted_and_the_new_bundle_scores_images(tmp_path):
+    project = _tiny(tmp_path / "project")
+    _ok(_kedro(project))
+    models = project / "data" / "06_models" / "patchcore"
+    (state,) = [p for p in models.glob("*/state_dict.pt") if not p.parent.name.startswith("_")]
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # truncated
+
+    log = _ok(_kedro(project))
+    assert f"refitting damaged detector: {state}: checksum mismatch" in log
+    assert "patchcore: 1 models fitted" in log  # every map came from the cache, the model did not
+    latest = (_bundles(project) / LATEST).read_text().strip()
+    assert len(list_bundles(_bundles(project))) == 2
+
+    scored = _ok(_kedro(project, "score", f"score.input={project / 'raw_demo' / 'test' / 'bad'}"))
+    assert "checksum mismatch" not in scored
+    table = pd.read_parquet(project / "data" / "07_model_output" / "inspection.parquet")
+    assert len(table) == TINY_DEMO.n_test_bad and (table["status"] == "ok").all()
+    assert set(table["bundle_id"]) == {latest}
+
+
+def test_a_run_whose_evaluation_fails_leaves_latest_unchanged(tmp_path):
+    project = _tiny(tmp_path / "project")
+    _ok(_kedro(project))
+    parent = _bundles(project)
+    before = (parent / LATEST).read_bytes(), list_bundles(parent)
+    # the report's path is a folder now: the evaluation fails after maps, features, BRF and metrics
+    report = project / "data" / "08_reporting" / "report.md"
+    report.unlink()
+    (report / "in_the_way").mkdir(parents=True)
+
+    done = _kedro(project)
+    assert done.returncode != 0
+    assert "write_report" in done.stdout + done.stderr
+    assert ((parent / LATEST).read_bytes(), list_bundles(parent)) == before  # no new bundle, LATEST kept
+    assert _temporary_files(project) == []
+
+
+def test_sigterm_during_a_detector_fit_stops_the_run_within_10_s_and_the_rerun_completes(tmp_path):
+    project = _tiny(tmp_path / "project")
+    process = subprocess.Popen(
+        _command(project), cwd=project, env=_env(project), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    lines = []
+    try:
+        assert process.stderr is not None
+        # Lightning warns about PatchCore's missing optimizer inside `Trainer.fit`, after it has
+        # set its own SIGTERM handler (which used to swallow the signal): the fit is under way
+        for line in process.stderr:
+            lines.append(line)
+            if "configure_optimizers` returned `None`" in line:
+                break
+        assert process.poll() is None, "".join(lines[-30:])
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        rest = process.communicate(timeout=60)[1]
+        waited = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert waited < 10, f"the run took {waited:.1f} s to stop"
+    assert process.returncode != 0
+    assert "SIGTERM received: the run stops" in rest, rest[-3000:]
+    assert "coreset:" not in rest  # stopped inside the fit, before PatchCore's coreset
+    assert _temporary_files(project) == []
+    assert not (_bundles(project) / LATEST).exists()
+
+    log = _ok(_kedro(project))
+    assert "patchcore: 1 models fitted" in log
+    assert (_bundles(project) / LATEST).is_file()
