@@ -236,3 +236,16 @@ def test_a_real_full_filesystem_keeps_every_previous_output(small_filesystem):
     filler.unlink()
     assert _files(small_filesystem) == before
     assert not [p for p in small_filesystem.rglob(".*")]
+
+
+def test_datasets_travel_pickled_and_stay_atomic(tmp_path, monkeypatch):
+    """Dask and parallel runners send the catalog to workers: the copy must still write atomically."""
+    import pickle
+
+    dataset = pickle.loads(pickle.dumps(ParquetDataset(filepath=str(tmp_path / "t.parquet"))))
+    dataset.save(_table(1))
+    before = _files(tmp_path)
+    _disk_fills_halfway(monkeypatch)
+    with pytest.raises(DatasetError, match="No space left on device"):
+        dataset.save(_table(2))
+    assert _files(tmp_path) == before

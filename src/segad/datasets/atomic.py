@@ -116,6 +116,8 @@ class AtomicFiles:
         self._wrapped = fs
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_wrapped":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self._wrapped, name)
 
     def open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
