@@ -17,7 +17,7 @@ Folders written as a whole are staged and swapped in (`segad.storage.files.stagi
 and a `PartitionedDataset` with ``overwrite: true``. Other protocols (s3, gcs, ...) are left as
 they are: an object store replaces an object in one step.
 
-Reading: a damaged or foreign parquet file gives ``<path>: not a parquet file (<cause>)``
+Reading: a damaged or foreign parquet file gives ``<path>: not a parquet file or damaged (<cause>)``
 (`read_parquet`, also used by the partitioned feature table).
 
 Catalog entry (conf/base/catalog.yml)::
@@ -77,7 +77,7 @@ def not_written(target: Path | str, error: BaseException) -> DatasetError:
 
 
 def read_parquet(path: Path | str, **load_args: Any) -> pd.DataFrame:
-    """`pandas.read_parquet`, with errors that name the file: ``<path>: not a parquet file (<cause>)``."""
+    """`pandas.read_parquet`, with errors that name the file: ``<path>: not a parquet file or damaged (<cause>)``."""
     import pyarrow
 
     try:
