@@ -300,11 +300,14 @@ def test_metrics_and_reports_of_two_regimes_and_of_every_run_are_all_kept(tmp_pa
         )
         catalog.save("metrics_by_regime", by_metrics)
         catalog.save("report_by_regime", by_report)
-    high = sorted((tmp_path / "by_regime/demo/high_shot").iterdir())
-    one = sorted((tmp_path / "by_regime/demo/one_class").iterdir())
+    high = sorted((tmp_path / "by_regime/demo/high_shot/runs").iterdir())
+    one = sorted((tmp_path / "by_regime/demo/one_class/runs").iterdir())
     assert len(high) == 2 and len(one) == 1 and all(RUN_ID.match(p.name) for p in high + one)
     aurocs = sorted(pd.read_csv(run / "metrics.csv")["auroc"].item() for run in high)
     assert aurocs == [0.8, 0.9]  # the second high_shot run replaced nothing
     assert pd.read_csv(one[0] / "metrics.csv")["auroc"].tolist() == [0.7]
     assert sorted((run / "report.md").read_text() for run in high) == ["# high_shot 0.8\n", "# high_shot 0.9\n"]
-    assert len(catalog.load("metrics_by_regime")) == 3
+    # the regime's latest copy, beside its history
+    assert pd.read_csv(tmp_path / "by_regime/demo/high_shot/metrics.csv")["auroc"].tolist() == [0.8]
+    assert (tmp_path / "by_regime/demo/one_class/report.md").read_text() == "# one_class 0.7\n"
+    assert len(catalog.load("metrics_by_regime")) == 2 + 3
