@@ -55,7 +55,7 @@ CASES: dict[str, tuple[Callable[[Path], object], Callable[[int], object]]] = {
     "png": (lambda d: MatplotlibDataset(filepath=str(d / "roc.png")), _figure),
     "png_folder": (
         lambda d: MatplotlibDataset(filepath=str(d / "plots"), overwrite=True, save_args={"format": "png"}),
-        lambda n: {f"p{i}.png": _figure(n) for i in range(n + 1)},
+        lambda n: {f"p{i}.png": _figure(n) for i in range(min(n, 4) + 1)},
     ),
     "image": (
         lambda d: ImageDataset(filepath=str(d / "x.png")),
