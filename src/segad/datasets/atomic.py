@@ -7,7 +7,7 @@ classes, with every option kept, whose writes on the local file system go to a t
 renamed over the target only once it is complete. On any error the temporary file is removed,
 the target is untouched and the error names the file and the cause::
 
-    data/02_intermediate/image_index.parquet: not written ([Errno 28] No space left on device);
+    /path/to/project/data/02_intermediate/image_index.parquet: not written ([Errno 28] No space left on device);
     the previous version of this file, if any, is unchanged
 
 The mechanism is one small wrapper (`AtomicFiles`) around the dataset's fsspec file system: its
