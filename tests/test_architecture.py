@@ -14,6 +14,7 @@ DOMAIN_MODULES = (
     "config.py",
     "versions.py",
     "vocabulary.py",
+    "runs.py",
     "columns.py",
     "schemas.py",
     "schema_errors.py",

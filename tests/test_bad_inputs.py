@@ -459,3 +459,47 @@ def test_detector_setting_of_the_wrong_type(key, value, kind):
 
     with pytest.raises(DetectorConfigError, match=rf"detector padim: {key} must be {kind}, got {value!r}"):
         DetectorConfig.from_dict("padim", {key: value})
+
+
+def test_garbage_parquet_table(tmp_path):
+    """What an in-place write leaves on a full disk: the error names the file."""
+    from kedro.io import DatasetError
+
+    from segad.datasets.atomic import ParquetDataset
+
+    path = tmp_path / "image_index.parquet"
+    path.write_bytes(b"\0" * 8192)
+    with pytest.raises(DatasetError, match=rf"^{path}: not a parquet file or damaged \(ArrowInvalid: .*magic bytes"):
+        ParquetDataset(filepath=str(path)).load()
+
+
+def test_garbage_feature_partition(tmp_path):
+    import pandas as pd
+    from kedro.io import DatasetError
+
+    from segad.datasets.partitioned_parquet_dataset import PartitionedParquetDataset
+
+    dataset = PartitionedParquetDataset(str(tmp_path / "features"), ["dataset"], lazy=True)
+    dataset.save(pd.DataFrame({"dataset": ["demo"], "x": [1.0]}))
+    part = tmp_path / "features" / "dataset=demo" / "part-0.parquet"
+    part.write_bytes(b"garbage")
+    with pytest.raises(DatasetError, match=rf"^{part}: not a parquet file or damaged \(ArrowInvalid"):
+        dataset.load().read(dataset="demo")
+
+
+@pytest.mark.parametrize("content", [b"PK\x03\x04truncated", b"not a zip at all", b""])
+def test_garbage_npz(tmp_path, content):
+    from kedro.io import DatasetError
+
+    from segad.datasets.segment_maps_dataset import SegmentMapsDataset
+    from segad.storage.map_store import MapStore, MapStoreError
+
+    path = tmp_path / "segment_maps.npz"
+    path.write_bytes(content)
+    with pytest.raises(DatasetError, match=rf"^{path}: unreadable segment maps \("):
+        SegmentMapsDataset(str(path)).load()
+    store = MapStore(tmp_path / "maps")
+    store.write("k1", np.ones((4, 4), np.float32))
+    store.path("k1").write_bytes(content)
+    with pytest.raises(MapStoreError, match=rf"^{store.path('k1')}: damaged map file \("):
+        store.read("k1")

@@ -82,7 +82,9 @@ def test_scoring_gives_the_training_runs_features_and_scores(per_image_run, shif
     bundle = load_bundle(resolve_bundle(per_image_run / "data" / "06_models" / "segad_bundle"))
     seed, method = bundle.manifest["config"]["split_seed"], bundle.manifest["config"]["method"]
     assert method == "classifier+padim+segad" and bundle.classifier_models == 3  # cross-fitted: the K models
-    inspection = pd.read_parquet(per_image_run / "data" / "07_model_output" / "inspection.parquet")
+    inspection = pd.read_parquet(
+        per_image_run / "data" / "07_model_output" / "inspection"
+    )  # every score run's partition
     assert (inspection["status"] == "ok").all()
     inspection["image_id"] = "test/" + inspection["image"]
 

@@ -44,7 +44,7 @@ def test_user_folder_is_untouched_by_every_pipeline(tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
     done = _kedro(project, "score", f"{on_user},score.input={user}")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert (project / "data" / "07_model_output" / "inspection.parquet").is_file()
+    assert list((project / "data" / "07_model_output" / "inspection").glob("run=*/part-0.parquet"))
 
     done = _kedro(project, "ingestion", f"dataset.layout=demo,dataset.root={user}")  # layout forgotten
     assert done.returncode != 0

@@ -103,7 +103,7 @@ def test_the_bundle_records_the_size_and_scores_a_folder_at_it(tall_run):
     # aligned by construction, constant along the width: the alignment measure must say so
     assert manifest["config"]["segmentation_source"].startswith("alignment 1.00 >= 0.6 -> auto:kmeans(3)")
 
-    table = pd.read_parquet(project / "data" / "07_model_output" / "inspection.parquet")
+    table = pd.read_parquet(project / "data" / "07_model_output" / "inspection")  # every score run's partition
     incoming = parts / "test"
     assert sorted(table["image"]) == sorted(p.relative_to(incoming).as_posix() for p in incoming.rglob("*.png"))
     assert (table["status"] == "ok").all() and set(table["decision"]) <= {"accept", "reject"}

@@ -200,12 +200,12 @@ def test_a_bundle_trained_under_dask_scores_a_folder(projects, tiny_demo, monkey
 
     incoming = tiny_demo / "test"
     run_project(project, ["score"], SequentialRunner(), params={"score": {"input": str(incoming)}})
-    table = pd.read_parquet(project / "data" / "07_model_output" / "inspection.parquet")
+    table = pd.read_parquet(project / "data" / "07_model_output" / "inspection")  # every score run's partition
     assert sorted(table["image"]) == sorted(p.relative_to(incoming).as_posix() for p in incoming.rglob("*.png"))
     assert (table["status"] == "ok").all()
     assert set(table["bundle_id"]) == {bundle.name}  # the version that decided
     assert set(table["decision"]) <= {"accept", "reject"}
-    overlays = sorted(p.name for p in (project / "data" / "08_reporting" / "inspection_overlays").glob("*.png"))
+    overlays = sorted(p.name for p in (project / "data" / "08_reporting" / "inspection_overlays").rglob("*.png"))
     assert overlays == sorted(table.loc[table["decision"] == "reject", "overlay"])
 
 

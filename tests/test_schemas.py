@@ -110,6 +110,7 @@ def tables(tiny_demo, tmp_path_factory) -> dict[str, tuple[str, pd.DataFrame, pd
         test_scores=("evaluation.test_scores", test_scores),
         metrics=("metrics", metrics),
         inspection=("inspection", _inspection()),
+        score_runs=("score_runs", _score_runs()),
     )
     out = {}
     for model, (name, table) in built.items():
@@ -146,7 +147,21 @@ def _inspection() -> pd.DataFrame:
         "error": None,
     }
     failed = {"image": "b.png", "path": "/in/b.png", "status": "error", "decision": "error", "error": "unreadable"}
-    return _table([ok, failed], bundle)
+    return _table([ok, failed], bundle).assign(run=RUN)
+
+
+RUN = "20261206T043000Z-1a2b3c4d"
+
+
+def _score_runs() -> pd.DataFrame:
+    """The index row of the score run of `_inspection` (production.history's own builder)."""
+    import datetime as dt
+
+    from segad.production.history import score_run_record
+
+    start = dt.datetime(2026, 12, 6, 4, 30, tzinfo=dt.UTC)
+    bundle = SimpleNamespace(bundle_id="b1", operating_point=SimpleNamespace(threshold=0.5))
+    return score_run_record(RUN, start, start + dt.timedelta(seconds=3), bundle, "/in", _inspection())
 
 
 def _problems(model, table: pd.DataFrame) -> str:

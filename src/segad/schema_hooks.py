@@ -27,6 +27,7 @@ DATASETS: dict[str, str] = {
     "evaluation.test_scores": "test_scores",
     "metrics": "metrics",
     "inspection": "inspection",
+    "score_runs": "score_runs",
 }
 NAMESPACED = {".map_index": "map_index"}  # dataset-factory entries "{detector}.map_index"
 

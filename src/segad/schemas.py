@@ -33,6 +33,7 @@ from segad.columns import (
     is_feature_column,
     max_column,
 )
+from segad.runs import RUN_ID
 from segad.schema_errors import summary
 from segad.vocabulary import BENCHMARKS, DEFECT_KINDS, FEATURE_ROLES, LAYOUTS, ROLES
 
@@ -338,7 +339,11 @@ class Metrics(pa.DataFrameModel):
 class Inspection(pa.DataFrameModel):
     """`inspection` — one row per image scored by the production bundle (score)."""
 
-    image: Series[str] = pa.Field(unique=True, description="the image's path relative to the input folder")
+    run: Series[str] = pa.Field(
+        str_matches=RUN_ID.pattern,
+        description="the score run that wrote the row (`<UTC time>Z-<8 hex>`; its partition)",
+    )
+    image: Series[str] = pa.Field(description="the image's path relative to the input folder (unique within a run)")
     path: Series[str] = pa.Field(description="absolute path of the image file")
     status: Series[str] = pa.Field(
         isin=list(STATUSES), description="`ok`, or `error` (unreadable image, wrong input, non-finite map)"
@@ -379,6 +384,28 @@ class Inspection(pa.DataFrameModel):
 
     class Config:
         strict = True
+        unique = ["run", "image"]
+
+
+class ScoreRuns(pa.DataFrameModel):
+    """`score_runs` — the index of score runs: one row per `score` run, one small file each (score)."""
+
+    run: Series[str] = pa.Field(unique=True, str_matches=RUN_ID.pattern, description="the run id, as in `inspection`")
+    started: Series[str] = pa.Field(description="UTC start time (ISO 8601)")
+    finished: Series[str] = pa.Field(description="UTC end time (ISO 8601)")
+    seconds: Series[pa.Float64] = pa.Field(ge=0, description="wall time of the run's scoring node")
+    bundle_id: Series[str] = pa.Field(description="the bundle version used")
+    threshold: Series[pa.Float64] = pa.Field(description="the bundle's operating threshold")
+    input: Series[str] = pa.Field(description="the scored folder (`score.input`)")
+    images: Series[pa.Int64] = pa.Field(ge=0, description="image files found")
+    accepted: Series[pa.Int64] = pa.Field(ge=0, description="rows with decision `accept`")
+    rejected: Series[pa.Int64] = pa.Field(ge=0, description="rows with decision `reject`")
+    errors: Series[pa.Int64] = pa.Field(ge=0, description="rows with decision `error`")
+    host: Series[str] = pa.Field(description="machine that ran it")
+    pid: Series[pa.Int64] = pa.Field(description="its process id")
+
+    class Config:
+        strict = True
 
 
 #: Every model, by the catalog name of its table (map_index: the per-detector `<detector>.map_index`).
@@ -392,6 +419,7 @@ MODELS: dict[str, type[pa.DataFrameModel]] = {
     "test_scores": TestScores,
     "metrics": Metrics,
     "inspection": Inspection,
+    "score_runs": ScoreRuns,
 }
 
 

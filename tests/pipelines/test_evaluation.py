@@ -282,22 +282,32 @@ def test_catalog_plot_folders_match_report_links():
         assert Path(catalog["report"]["filepath"]).parent == Path("data/08_reporting")
 
 
-def test_metrics_and_reports_of_two_regimes_are_both_kept(tmp_path):
+def test_metrics_and_reports_of_two_regimes_and_of_every_run_are_all_kept(tmp_path):
     from kedro.io import DataCatalog
 
     from segad.pipelines.evaluation.nodes import keep_by_regime
+    from segad.runs import RUN_ID
 
     loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="local", env="local")
     config = {k: dict(loader["catalog"][k]) for k in ("metrics_by_regime", "report_by_regime")}
     for entry in config.values():
         entry["path"] = str(tmp_path / "by_regime")
     catalog = DataCatalog.from_config(config)
-    for benchmark, auroc in (("high_shot", 0.9), ("one_class", 0.7)):
+    for benchmark, auroc in (("high_shot", 0.9), ("one_class", 0.7), ("high_shot", 0.8)):  # high_shot twice
         metrics = pd.DataFrame({"method": ["padim+segad"], "benchmark": [benchmark], "auroc": [auroc]})
-        by_metrics, by_report = keep_by_regime(metrics, f"# {benchmark}\n", DatasetConfig(layout="demo"), benchmark)
+        by_metrics, by_report = keep_by_regime(
+            metrics, f"# {benchmark} {auroc}\n", DatasetConfig(layout="demo"), benchmark
+        )
         catalog.save("metrics_by_regime", by_metrics)
         catalog.save("report_by_regime", by_report)
-    assert pd.read_csv(tmp_path / "by_regime/demo/high_shot/metrics.csv")["auroc"].tolist() == [0.9]
-    assert pd.read_csv(tmp_path / "by_regime/demo/one_class/metrics.csv")["auroc"].tolist() == [0.7]
-    assert (tmp_path / "by_regime/demo/high_shot/report.md").read_text() == "# high_shot\n"
-    assert sorted(catalog.load("metrics_by_regime")) == ["demo/high_shot/metrics", "demo/one_class/metrics"]
+    high = sorted((tmp_path / "by_regime/demo/high_shot/runs").iterdir())
+    one = sorted((tmp_path / "by_regime/demo/one_class/runs").iterdir())
+    assert len(high) == 2 and len(one) == 1 and all(RUN_ID.match(p.name) for p in high + one)
+    aurocs = sorted(pd.read_csv(run / "metrics.csv")["auroc"].item() for run in high)
+    assert aurocs == [0.8, 0.9]  # the second high_shot run replaced nothing
+    assert pd.read_csv(one[0] / "metrics.csv")["auroc"].tolist() == [0.7]
+    assert sorted((run / "report.md").read_text() for run in high) == ["# high_shot 0.8\n", "# high_shot 0.9\n"]
+    # the regime's latest copy, beside its history
+    assert pd.read_csv(tmp_path / "by_regime/demo/high_shot/metrics.csv")["auroc"].tolist() == [0.8]
+    assert (tmp_path / "by_regime/demo/one_class/report.md").read_text() == "# one_class 0.7\n"
+    assert len(catalog.load("metrics_by_regime")) == 2 + 3

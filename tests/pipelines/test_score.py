@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
@@ -19,6 +18,7 @@ from segad.meta.brf import brf_scores
 from segad.pipelines.score import create_pipeline
 from segad.production.render import TITLE_HEIGHT
 from segad.production.writer import write_bundle
+from segad.runs import RUN_ID
 from tests.conftest import PROJECT_ROOT
 from tests.production.conftest import SIZE, train_tiny_bundle
 
@@ -59,11 +59,12 @@ def project_catalog(tmp_path: Path, bundle: Path, params: dict) -> DataCatalog:
         default_run_env="local",
         runtime_params={"score": {"bundle": str(bundle)}},
     )
-    config = {k: v for k, v in loader["catalog"].items() if k in ("segad_bundle", "inspection", "inspection_overlays")}
+    outputs = {"inspection": "inspection", "score_runs": "score_runs", "inspection_overlays": "overlays"}
+    config = {k: v for k, v in loader["catalog"].items() if k == "segad_bundle" or k in outputs}
     assert config["segad_bundle"]["path"] == str(bundle)
-    assert config["inspection"]["filepath"] == "data/07_model_output/inspection.parquet"
-    config["inspection"]["filepath"] = str(tmp_path / "inspection.parquet")
-    config["inspection_overlays"]["path"] = str(tmp_path / "overlays")
+    assert config["inspection"]["path"] == "data/07_model_output/inspection"
+    for name, folder in outputs.items():
+        config[name]["path"] = str(tmp_path / folder)
     catalog = DataCatalog.from_config(config)
     catalog["params:score"] = MemoryDataset(ScoreOptions(**params))
     catalog["params:device"] = MemoryDataset("cpu")
@@ -74,9 +75,12 @@ def test_score_pipeline_scores_a_folder_and_reports_bad_files(bundle_dir, new_im
     params = {"input": str(new_images), "batch_size": 4, "explain": "rejected", "overlays": True, "progress": False}
     (tmp_path / "overlays").mkdir()
     Image.new("RGB", (4, 4)).save(tmp_path / "overlays" / "stale_from_last_run.png")
-    SequentialRunner().run(create_pipeline([]), project_catalog(tmp_path, bundle_dir, params))
+    catalog = project_catalog(tmp_path, bundle_dir, params)
+    SequentialRunner().run(create_pipeline([]), catalog)
 
-    table = pd.read_parquet(tmp_path / "inspection.parquet")
+    table = catalog.load("inspection")
+    (run,) = set(table["run"])
+    assert RUN_ID.match(run) and (tmp_path / "inspection" / f"run={run}" / "part-0.parquet").is_file()
     expected = sorted(p.relative_to(new_images).as_posix() for p in new_images.rglob("*.png"))
     assert table["image"].tolist() == expected
     errors = table.set_index("image").loc[["unreadable.png", "truncated.png", "gray.png", "wrong_size.png"]]
@@ -100,13 +104,37 @@ def test_score_pipeline_scores_a_folder_and_reports_bad_files(bundle_dir, new_im
     np.testing.assert_allclose(rejected["contrib_det_padim"] + rejected["contrib_bias"], rejected["score"], atol=1e-4)
     assert accepted[contrib].isna().all().all()
     assert (rejected["top_segment"] >= -1).all() and (accepted["top_segment"] == -1).all()
-    # one overlay per rejected part; the user's own picture in the folder is left as it was
-    overlays = sorted(p.name for p in (tmp_path / "overlays").glob("*.png") if p.name != "stale_from_last_run.png")
+    # one overlay per rejected part, in the run's folder; the user's own picture is left as it was
+    overlays = sorted(p.name for p in (tmp_path / "overlays" / f"run={run}").glob("*.png"))
     assert overlays == sorted(rejected["overlay"])
     assert (tmp_path / "overlays" / "stale_from_last_run.png").is_file()
-    picture = np.asarray(Image.open(tmp_path / "overlays" / overlays[0]))
+    picture = np.asarray(Image.open(tmp_path / "overlays" / f"run={run}" / overlays[0]))
     assert picture.shape == (SIZE + TITLE_HEIGHT, 2 * SIZE, 3)
     assert table["bundle_id"].nunique() == 1
+    index = catalog.load("score_runs")
+    assert index[["run", "images", "accepted", "rejected", "errors"]].values.tolist() == [
+        [run, len(table), len(accepted), len(rejected), 4]
+    ]
+    assert index["input"].item() == str(new_images)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_second_score_run_keeps_every_row_of_the_first(bundle_dir, new_images, tmp_path):
+    params = {"input": str(new_images), "batch_size": 4, "explain": "none", "overlays": True, "progress": False}
+    SequentialRunner().run(create_pipeline([]), project_catalog(tmp_path, bundle_dir, params))
+    first = _files(tmp_path)
+    SequentialRunner().run(create_pipeline([]), project_catalog(tmp_path, bundle_dir, params))
+
+    assert {k: v for k, v in _files(tmp_path).items() if k in first} == first  # nothing of run 1 replaced
+    catalog = project_catalog(tmp_path, bundle_dir, params)
+    table, index = catalog.load("inspection"), catalog.load("score_runs")
+    n_images = len(list(new_images.rglob("*.png")))
+    assert len(index) == 2 and index["run"].is_unique and (index["images"] == n_images).all()
+    assert table.groupby("run").size().to_dict() == dict.fromkeys(index["run"], n_images)
+    assert len({p.parent.name for p in (tmp_path / "overlays").rglob("*.png")}) == 2
 
 
 def test_score_needs_an_input_folder(bundle_dir, tmp_path):

@@ -30,6 +30,7 @@ from urllib.parse import quote, unquote
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
+from segad.datasets.atomic import not_written, read_parquet
 from segad.storage.files import atomic_path
 
 PART_FILE = "part-0.parquet"
@@ -73,7 +74,7 @@ class PartitionedTable:
             )
         frames = []
         for file in files:
-            frame = pd.read_parquet(file)
+            frame = read_parquet(file)  # a damaged file's error names it
             for column, part in zip(self.partition_cols, file.parent.relative_to(self.path).parts):
                 frame[column] = unquote(part.partition("=")[2])
             frames.append(frame)
@@ -121,8 +122,11 @@ class PartitionedParquetDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
         for values, part in data.groupby(self._partition_cols, sort=True, dropna=False):
             values = values if isinstance(values, tuple) else (values,)
             folder = self._partition_dir(values)
-            with atomic_path(folder / PART_FILE) as temp:
-                part.drop(columns=self._partition_cols).reset_index(drop=True).to_parquet(temp, index=False)
+            try:
+                with atomic_path(folder / PART_FILE) as temp:
+                    part.drop(columns=self._partition_cols).reset_index(drop=True).to_parquet(temp, index=False)
+            except OSError as error:
+                raise not_written(folder / PART_FILE, error) from error
 
     def load(self) -> pd.DataFrame | PartitionedTable:  # type: ignore[override]
         """Every partition as one DataFrame; with ``lazy`` a `PartitionedTable` to read from."""

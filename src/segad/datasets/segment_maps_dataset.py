@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,10 @@ class SegmentMapsDataset(AbstractDataset):
                     _, name, category = key.split("/", 2)
                     parts.setdefault(category, {})[name] = data[key]
                 clusters = {category: FeatureClusters.from_arrays(arrays) for category, arrays in parts.items()}
-        except (OSError, ValueError, KeyError) as error:
-            raise DatasetError(f"{self._filepath}: unreadable segment maps ({error})") from error
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            raise DatasetError(
+                f"{self._filepath}: unreadable segment maps ({type(error).__name__}: {error})"
+            ) from error
         return SegmentMaps(
             method=meta["method"],
             size=tuple(meta["size"]),

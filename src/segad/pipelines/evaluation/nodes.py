@@ -19,6 +19,7 @@ from segad.evaluation.plots import (
 )
 from segad.evaluation.report import method_order, package_versions, render_report
 from segad.meta.brf import parse_model_key
+from segad.runs import new_run_id
 from segad.storage.images import read_image
 from segad.versions import jsonable
 
@@ -329,10 +330,16 @@ def write_report(metrics: pd.DataFrame, parameters: Mapping, options: ReportOpti
 
 
 def keep_by_regime(metrics: pd.DataFrame, report: str, dataset: DatasetConfig, benchmark: str) -> tuple[dict, dict]:
-    """This run's metrics and report under ``<dataset layout>/<benchmark>/``, beside other regimes'.
+    """This run's metrics and report, kept beside other regimes' and other runs'.
 
-    metrics.csv and report.md show the latest run; these partitions keep one copy per dataset and
-    regime, so a one_class run never replaces the high_shot figures.
+    ``<dataset layout>/<benchmark>/{metrics,report}`` is the regime's latest copy (as metrics.csv and
+    report.md at the top are the latest run's); ``<dataset layout>/<benchmark>/runs/<run id>/`` keeps
+    every run's copy (`segad.runs.new_run_id`: UTC time + 8 random hex digits), so no run replaces
+    the figures of another regime or of an earlier run.
     """
     key = f"{dataset.layout}/{benchmark}"
-    return {f"{key}/metrics": metrics}, {f"{key}/report": report}
+    run = f"{key}/runs/{new_run_id()}"
+    return (
+        {f"{key}/metrics": metrics, f"{run}/metrics": metrics},
+        {f"{key}/report": report, f"{run}/report": report},
+    )

@@ -1,0 +1,65 @@
+"""A real `kedro run` whose data folder is a full file system: the earlier outputs survive.
+
+The tiny project's `data/` is a real 8 MB tmpfs (root only; skipped with the reason where
+mounting is not permitted, as in unprivileged CI containers). `ingestion` and `split` run once;
+then the file system is filled and `ingestion` runs again with another `on_bad_image` setting.
+The run fails, the error names the file and the cause, and every previously complete output is
+byte for byte and modification time unchanged; once space is freed the same run completes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from tests.test_atomic_datasets import fill
+from tests.test_interruption import _command, _env, _project
+
+pytestmark = pytest.mark.e2e
+
+
+def _kedro(project, pipelines: str, params: str | None = None) -> subprocess.CompletedProcess:
+    command = _command(project, params)
+    command[command.index("segad")] = pipelines
+    return subprocess.run(command, cwd=project, env=_env(project), capture_output=True, text=True, timeout=600)
+
+
+def _snapshot(folder):
+    return {
+        p.relative_to(folder).as_posix(): (p.stat().st_mtime_ns, p.read_bytes())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_a_full_data_folder_keeps_every_complete_output_and_names_the_file(tmp_path):
+    project = _project(tmp_path / "project")
+    data = project / "data"
+    data.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(data)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or mounted.returncode}): root is needed")
+    try:
+        done = _kedro(project, "ingestion,split")
+        assert done.returncode == 0, done.stderr[-3000:]
+        before = _snapshot(data)
+        assert {"02_intermediate/image_index.parquet", "02_intermediate/splits.parquet"} <= set(before)
+
+        filler = fill(data)
+        done = _kedro(project, "ingestion", "dataset.on_bad_image=skip")
+        output = done.stdout + done.stderr
+        assert done.returncode != 0
+        assert "02_intermediate/image_index.parquet: not written ([Errno 28] No space left on device)" in output
+        filler.unlink()
+        assert _snapshot(data) == before  # every previous output unchanged, no temporary file left
+
+        done = _kedro(project, "ingestion", "dataset.on_bad_image=skip")
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert (data / "02_intermediate" / "image_index.parquet").read_bytes() == before[
+            "02_intermediate/image_index.parquet"
+        ][1]
+    finally:
+        subprocess.run(["umount", "-l", str(data)], check=False)

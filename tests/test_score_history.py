@@ -1,0 +1,63 @@
+"""Score results are history: real `kedro run --pipelines score` runs, one after the other and two
+at the same time, each keep all their rows, overlays and index entries (segad.production.history).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from segad.production.writer import write_bundle
+from segad.runs import RUN_ID
+from tests.production.conftest import train_tiny_bundle
+from tests.test_interruption import _command, _env, _project
+
+pytestmark = pytest.mark.e2e
+
+
+def _score(project: Path, images: Path, bundle: Path) -> list[str]:
+    command = _command(project, f"score.input={images},score.bundle={bundle},score.progress=false")
+    command[command.index("segad")] = "score"
+    return command
+
+
+def test_score_twice_and_twice_at_once_keeps_every_row_of_every_run(tiny_demo, tmp_path):
+    (tmp_path / "train").mkdir()
+    trained = train_tiny_bundle(tiny_demo, tmp_path / "train")
+    bundle = write_bundle(tmp_path / "bundle", **{k: v for k, v in trained.items() if not k.startswith("_")})
+    project = _project(tmp_path / "project")
+    images = tiny_demo / "test"
+    n_images = len(list(images.rglob("*.png")))
+    output = project / "data" / "07_model_output"
+
+    done = subprocess.run(
+        _score(project, images, bundle), cwd=project, env=_env(project), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    first = {p: p.read_bytes() for p in sorted(output.rglob("*.parquet"))}
+    concurrent = [
+        subprocess.Popen(
+            _score(project, images, bundle),
+            cwd=project,
+            env=_env(project),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    for process in concurrent:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr.decode()[-3000:]
+
+    assert {p: p.read_bytes() for p in first} == first  # the first run's table and index entry unchanged
+    index = pd.read_parquet(output / "score_runs")  # one file per run, read as one table
+    table = pd.read_parquet(output / "inspection")
+    assert len(index) == 3 and index["run"].astype(str).map(RUN_ID.match).all()
+    assert (index["images"] == n_images).all()
+    assert table.groupby(table["run"].astype(str)).size().to_dict() == dict.fromkeys(index["run"].astype(str), n_images)
+    late = index.sort_values("started").tail(2)  # the two concurrent runs overlapped in time
+    assert late["started"].max() < late["finished"].min()
+    assert not [p for p in (project / "data").rglob(".*") if p.is_file()], "temporary files left"
