@@ -68,7 +68,7 @@ def test_a_truncated_cached_detector_is_refitted_and_the_new_bundle_scores_image
 
     scored = _ok(_kedro(project, "score", f"score.input={project / 'raw_demo' / 'test' / 'bad'}"))
     assert "checksum mismatch" not in scored
-    table = pd.read_parquet(project / "data" / "07_model_output" / "inspection")  # every score run's partition
+    table = pd.read_parquet(project / "data" / "07_model_output" / "inspection")  # this score run's partition
     assert len(table) == TINY_DEMO.n_test_bad and (table["status"] == "ok").all()
     assert set(table["bundle_id"]) == {latest}
 
