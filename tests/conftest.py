@@ -212,3 +212,40 @@ def plain_logging(project: Path) -> dict[str, str]:
     }
     (project / "logging.yml").write_text(yaml.safe_dump(config))
     return {"KEDRO_LOGGING_CONFIG": str(project / "logging.yml")}
+
+
+#: More test images than the tiny demo: with one map per batch, map writing lasts long enough for a
+#: run to be interrupted (`interruptible_project`).
+INTERRUPTIBLE_DEMO = DemoConfig(
+    n_train_good=12, n_train_bad=6, n_test_good=40, n_test_bad=30, n_test_unseen=10, image_size=64
+)
+
+
+def interruptible_project(root: Path) -> Path:
+    """`make_project` with a larger demo (written under root/raw_demo) at 64 px, one map per batch
+    and plain log lines: long enough to kill a run mid-write, parseable from its log."""
+    project = make_project(root, root / "raw_demo")
+    demo = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(INTERRUPTIBLE_DEMO).items()}
+    overrides_file = project / "conf" / "local" / "parameters_test.yml"
+    overrides = yaml.safe_load(overrides_file.read_text())
+    overrides["demo"] = demo
+    overrides["image_size"] = 64
+    overrides["anomaly_maps"]["patchcore"]["batch_size"] = 1
+    overrides_file.write_text(yaml.safe_dump(overrides))
+    plain_logging(project)
+    return project
+
+
+def kedro_command(project: Path, params: str | None = None) -> list[str]:
+    """`python -m kedro run --pipelines segad [--params <params>]` as an argument list (for Popen)."""
+    return [sys.executable, "-m", "kedro", "run", "--pipelines", "segad"] + (["--params", params] if params else [])
+
+
+def interruptible_env(project: Path) -> dict[str, str]:
+    """`project_env` for an `interruptible_project`: its plain logging, one thread, no progress bars."""
+    return project_env(KEDRO_LOGGING_CONFIG=str(project / "logging.yml"), OMP_NUM_THREADS="1", TQDM_DISABLE="1")
+
+
+def temporary_files(project: Path) -> list[Path]:
+    """Temporary files and folders of `segad.storage.files` (being written, or moved aside) under data/."""
+    return [p for p in (project / "data").rglob("*") if {".tmp", ".old"} & set(p.suffixes)]

@@ -13,8 +13,10 @@ import subprocess
 
 import pytest
 
+from tests.conftest import interruptible_env as _env
+from tests.conftest import interruptible_project as _project
+from tests.conftest import kedro_command as _command
 from tests.test_atomic_datasets import fill
-from tests.test_interruption import _command, _env, _project
 
 pytestmark = pytest.mark.e2e
 

@@ -21,7 +21,10 @@ import yaml
 
 from segad.production.bundle import LATEST, list_bundles
 from tests.conftest import TINY_DEMO
-from tests.test_interruption import _command, _env, _project, _temporary_files
+from tests.conftest import interruptible_env as _env
+from tests.conftest import interruptible_project as _project
+from tests.conftest import kedro_command as _command
+from tests.conftest import temporary_files as _temporary_files
 
 pytestmark = pytest.mark.e2e
 

@@ -11,50 +11,26 @@ and its rerun gives the same metrics.csv again.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from segad.ingestion.demo import DemoConfig
 from segad.storage.files import HOST
-from tests.conftest import kedro_run, make_project, plain_logging, project_env
+from tests.conftest import interruptible_env as _env
+from tests.conftest import interruptible_project as _project
+from tests.conftest import kedro_command as _command
+from tests.conftest import kedro_run
+from tests.conftest import temporary_files as _temporary_files
 
 pytestmark = pytest.mark.e2e
 
-# More test images than the tiny demo and one map per batch, so map writing lasts long enough
-# to be interrupted; still about 20 s a run on 2 cores.
-DEMO = DemoConfig(n_train_good=12, n_train_bad=6, n_test_good=40, n_test_bad=30, n_test_unseen=10, image_size=64)
-
 STATS = re.compile(r"patchcore: (\d+) models fitted .*?, (\d+) reused; (\d+) maps computed.*?, (\d+) from cache")
-
-
-def _project(root: Path) -> Path:
-    project = make_project(root, root / "raw_demo")
-    overrides_file = project / "conf" / "local" / "parameters_test.yml"
-    overrides = yaml.safe_load(overrides_file.read_text())
-    overrides["demo"] = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(DEMO).items()}
-    overrides["image_size"] = 64
-    overrides["anomaly_maps"]["patchcore"]["batch_size"] = 1
-    overrides_file.write_text(yaml.safe_dump(overrides))
-    plain_logging(project)  # plain lines, no rich wrapping
-    return project
-
-
-def _command(project: Path, params: str | None = None) -> list[str]:
-    return [sys.executable, "-m", "kedro", "run", "--pipelines", "segad"] + (["--params", params] if params else [])
-
-
-def _env(project: Path) -> dict[str, str]:
-    return project_env(KEDRO_LOGGING_CONFIG=str(project / "logging.yml"), OMP_NUM_THREADS="1", TQDM_DISABLE="1")
 
 
 def _run(project: Path, params: str | None = None) -> str:
@@ -94,11 +70,6 @@ def _feature_files(project: Path) -> dict[str, bytes]:
     folder = project / "data" / "04_feature" / "features" / "dataset=demo"
     wanted = [p for p in folder.rglob("*.parquet")]
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in wanted}
-
-
-def _temporary_files(project: Path) -> list[Path]:
-    """Temporary files and folders of `segad.storage.files` (being written, or moved aside) under data/."""
-    return [p for p in (project / "data").rglob("*") if {".tmp", ".old"} & set(p.suffixes)]
 
 
 def test_sigkill_during_map_writing_then_rerun_equals_an_uninterrupted_run(tmp_path):

@@ -12,8 +12,10 @@ import pytest
 
 from segad.production.writer import write_bundle
 from segad.runs import RUN_ID
+from tests.conftest import interruptible_env as _env
+from tests.conftest import interruptible_project as _project
+from tests.conftest import kedro_command as _command
 from tests.production.conftest import train_tiny_bundle
-from tests.test_interruption import _command, _env, _project
 
 pytestmark = pytest.mark.e2e
 
