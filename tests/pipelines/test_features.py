@@ -24,6 +24,7 @@ from segad.meta.classifier import ClassifierConfig
 from segad.pipelines.classifier import create_pipeline as classifier_pipeline
 from segad.pipelines.features import create_pipeline
 from segad.pipelines.segmentation import create_pipeline as segmentation_pipeline
+from segad.schemas import SyntheticIndex
 from segad.segments.features import FeatureConfig
 from segad.segments.segment_maps import SegmentMapConfig
 from segad.storage.images import read_image
@@ -92,9 +93,7 @@ def run_features(tiny_demo, tmp_path, benchmark="high_shot", seeds=(0, 1), segme
     catalog = DataCatalog.from_config(datasets)
     catalog["image_index"] = index
     catalog["splits"] = splits
-    catalog["synthetic_index"] = pd.DataFrame(
-        columns=["image_id", "split_seed", "source_image_id", "category", "defect_type", "label", "role", "path"]
-    )
+    catalog["synthetic_index"] = SyntheticIndex.empty()
     segmentation = params["segmentation"]  # method null: the demo layout takes <root>/segmentation.png
     segmentation = {**segmentation, **(segmentation_params or {})}
     for key, value in {
