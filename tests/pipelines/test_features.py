@@ -150,7 +150,7 @@ def test_features_pipeline_segments_unaligned_parts_per_image(tmp_path, caplog):
         tmp_path / "shifted",
         dataclasses.replace(TINY_DEMO, jitter_px=40.0, rotation_deg=180.0, scale_jitter=0.2),
     )
-    with caplog.at_level(logging.INFO, logger="segad.segments.segment_maps"):
+    with caplog.at_level(logging.INFO, logger="segad.segments.resolve"):
         catalog, index, splits, _ = run_features(
             shifted, tmp_path, seeds=(0,), segmentation_params={"method": "auto_select"}
         )
