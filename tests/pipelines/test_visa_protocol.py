@@ -103,6 +103,8 @@ def run(params: dict, tmp_path: Path, index: pd.DataFrame) -> DataCatalog:
         "segmentation",
         "classifier",
         "features",
+        "defects",  # the split checks the rows later stages need (bundle calibration, synthetic top-up)
+        "bundle",
     ):
         catalog[f"params:{key}"] = typed[key]
     catalog["params:anomaly_maps.padim"] = typed["anomaly_maps"]["padim"]
