@@ -152,7 +152,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default=None, help="where the demo is written (default: a new /tmp folder)")
     parser.add_argument("--cache-dir", default=str(ROOT / "data/06_models/backbones"))
     args = parser.parse_args(argv)
-    base = ClassifierConfig(enabled=True, cache_dir=args.cache_dir)
+    base = ClassifierConfig(enabled=True, cache_dir=args.cache_dir, mode="full", cross_fit_folds=0, backend="eager")
     if args.epochs is not None:
         base = replace(base, epochs=args.epochs)
     if args.lr is not None:

@@ -238,7 +238,8 @@ def compare_segmentations(auto_segments: list[int]) -> None:
     from segad.evaluation.metrics import auroc
     from segad.meta.brf import BRFConfig, run_brf
     from segad.segments.features import build_feature_table, feature_rows
-    from segad.segments.segment_maps import SegmentMapConfig, resolve_segmentation
+    from segad.segments.resolve import resolve_segmentation
+    from segad.segments.segment_maps import SegmentMapConfig
 
     loader = OmegaConfigLoader("conf", base_env="base", default_run_env="local", env="local")
     params, catalog = loader["parameters"], DataCatalog.from_config(loader["catalog"])

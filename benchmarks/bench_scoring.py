@@ -46,7 +46,7 @@ from segad.production.inputs import input_spec_from_paths  # noqa: E402
 from segad.production.operating_point import choose_operating_point, out_of_fold_scores  # noqa: E402
 from segad.production.writer import write_bundle  # noqa: E402
 from segad.segments.features import SegmentMap, feature_matrix, segment_statistics  # noqa: E402
-from segad.segments.segment_maps import read_label_map  # noqa: E402
+from segad.segments.label_maps import read_label_map
 from segad.storage.images import read_image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -67,7 +67,8 @@ from segad.ingestion.demo import DemoConfig, write_demo  # noqa: E402
 from segad.meta.brf import BRFConfig, brf_scores, fit_brf  # noqa: E402
 from segad.segments.alignment import alignment, choose_method  # noqa: E402
 from segad.segments.features import build_feature_table  # noqa: E402
-from segad.segments.segment_maps import SegmentMapConfig, resolve_segmentation  # noqa: E402
+from segad.segments.resolve import resolve_segmentation
+from segad.segments.segment_maps import SegmentMapConfig
 from segad.storage.images import read_image  # noqa: E402
 
 DETECTORS = {

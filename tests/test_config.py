@@ -3,6 +3,7 @@ configuration (`segad.config.RunConfig`) by `segad.hooks.RunConfigHooks`."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from typing import get_args
 
@@ -293,3 +294,47 @@ def test_an_environment_holds_only_its_differences_from_base(env):
         if key in base_leaves and base_leaves[key] == value
     ]
     assert not restated, f"conf/{env} restates conf/base values (environments merge key by key): {restated}"
+
+
+#: Typed blocks whose conf/base values are not (yet) the class defaults, and why.
+NOT_CLASS_DEFAULTS = {
+    # the demo's folder is a path of this project, not of the library (elpv: null = its package)
+    "dataset.root",
+}
+
+
+def _class_defaults(cls) -> dict[str, object]:
+    defaults = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults[f.name] = f.default_factory()
+        else:
+            defaults[f.name] = dataclasses.MISSING
+    return defaults
+
+
+@pytest.mark.parametrize("block", [b for b in TYPED if not b.startswith("anomaly_maps.")])
+def test_conf_base_shows_every_setting_of_a_typed_block_at_its_class_default(block):
+    """The parameter class is the one definition of a setting and its default; conf/base shows it."""
+    from segad.settings import CONFIG_LOADER_ARGS
+
+    loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), env="local", **CONFIG_LOADER_ARGS)
+    values = loader["parameters"]
+    for part in block.split("."):
+        values = values[part]
+    defaults = _class_defaults(TYPED[block])
+    problems = [
+        f"{name}: no default in {TYPED[block].__name__}" for name, d in defaults.items() if d is dataclasses.MISSING
+    ]
+    problems += [f"{name}: not shown in conf/base" for name in defaults if name not in values]
+    problems += [
+        f"{name}: conf/base {values[name]!r}, class default {jsonable(default)!r}"
+        for name, default in defaults.items()
+        if name in values
+        and default is not dataclasses.MISSING
+        and f"{block}.{name}" not in NOT_CLASS_DEFAULTS
+        and jsonable(values[name]) != jsonable(default)
+    ]
+    assert not problems, f"{block}: {problems}"

@@ -8,7 +8,7 @@ from typing import get_args
 
 import pytest
 
-from segad import vocabulary
+from segad import schemas, vocabulary
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "segad"
 
@@ -58,3 +58,17 @@ def test_the_subsets_are_made_of_the_whole_lists():
     assert set(vocabulary.FEATURE_ROLES) < set(vocabulary.ROLES)
     assert set(vocabulary.TRAINING_ROLES) < set(vocabulary.ROLES)
     assert get_args(vocabulary.TrainingRole) == vocabulary.TRAINING_ROLES
+
+
+@pytest.mark.parametrize("table", sorted(schemas.MODELS))
+def test_each_table_column_list_is_spelled_out_only_in_its_pandera_model(table):
+    """Column lists and empty tables come from segad.schemas (`columns(model)`, `model.empty()`)."""
+    wanted = set(schemas.columns(schemas.MODELS[table]))
+    copies = [
+        f"{path.relative_to(SRC)}:{line}"
+        for path in sorted(SRC.rglob("*.py"))
+        if path.name != "schemas.py"
+        for line, values in _word_lists(path.read_text())
+        if len(wanted) > 2 and values == wanted
+    ]
+    assert not copies, f"the columns of {table} are spelled out again in {copies}: use segad.schemas.columns"

@@ -194,7 +194,7 @@ class ScoreOptions:
     progress: bool = True
     bundle: str | None = None
     #: CPU inference backend of every bundled detector (`segad.storage.backends`)
-    backend: Backend = "eager"
+    backend: Backend = "openvino"
 
 
 @dataclass(config=PARAMS)
@@ -212,9 +212,24 @@ class PlotOptions:
 class ReportOptions:
     """The `evaluation.report` block: the report title and, per plot dataset, its folder and heading."""
 
-    plot_dirs: dict[str, str]
+    #: folder of each plot dataset relative to report.md (catalog_evaluation.yml writes them there)
+    plot_dirs: dict[str, str] = dataclasses.field(
+        default_factory=lambda: {
+            "roc_curves": "plots/roc",
+            "score_histograms": "plots/histograms",
+            "feature_importance": "plots/importance",
+            "overlays": "plots/overlays",
+        }
+    )
     title: str = "SegAD evaluation report"
-    plot_titles: dict[str, str] = dataclasses.field(default_factory=dict)
+    plot_titles: dict[str, str] = dataclasses.field(
+        default_factory=lambda: {
+            "roc_curves": "ROC curves (one line per split seed)",
+            "score_histograms": "Score histograms of good, seen-bad and unseen-bad test images",
+            "feature_importance": "BRF feature importance by segment and statistic",
+            "overlays": "Worst false negatives and false positives (image + segments, raw anomaly maps)",
+        }
+    )
 
 
 def describe(error: ValidationError, section: str) -> str:

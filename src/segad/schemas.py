@@ -423,6 +423,12 @@ MODELS: dict[str, type[pa.DataFrameModel]] = {
 }
 
 
+def columns(model: type[pa.DataFrameModel]) -> tuple[str, ...]:
+    """The required columns of `model`, in its order (the one column list of its table); an empty
+    table of the model is ``model.empty()``."""
+    return tuple(name for name, column in model.to_schema().columns.items() if column.required)
+
+
 def validate(model: type[pa.DataFrameModel], table: pd.DataFrame, name: str) -> None:
     """Check `table` against `model` (all problems at once); `SchemaError` summarising them if any."""
     try:

@@ -35,7 +35,9 @@ def test_packaged_weights_are_loaded_not_random(backbones):
 
     from segad.storage.weights import packaged_efficientnet_lite0_state_dict
 
-    a = build_model(ClassifierConfig(enabled=True, cache_dir=backbones))
+    a = build_model(
+        ClassifierConfig(enabled=True, cache_dir=backbones, mode="full", cross_fit_folds=0, backend="eager")
+    )
 
     assert torch.equal(a.net.conv_stem.weight.detach(), packaged_efficientnet_lite0_state_dict()["conv_stem.weight"])
     assert a.net.get_classifier().out_features == 1
@@ -44,7 +46,9 @@ def test_packaged_weights_are_loaded_not_random(backbones):
 
 def test_needs_both_labels():
     with pytest.raises(ValueError, match="good and bad"):
-        fit_classifier(["x.png"], [0], ClassifierConfig(enabled=True), 32, 0)
+        fit_classifier(
+            ["x.png"], [0], ClassifierConfig(enabled=True, mode="full", cross_fit_folds=0, backend="eager"), 32, 0
+        )
 
 
 def test_fine_tuning_learns_to_separate_good_from_bad(tmp_path, backbones):
@@ -52,7 +56,9 @@ def test_fine_tuning_learns_to_separate_good_from_bad(tmp_path, backbones):
     index = _images(tmp_path, n=16, size=64)
     # default learning rate; without re-estimating the batch-norm running statistics after
     # training, eval mode normalises with ImageNet's and this gives AUROC 0.52
-    config = ClassifierConfig(enabled=True, mode="full", epochs=2, batch_size=8, cache_dir=backbones)
+    config = ClassifierConfig(
+        enabled=True, mode="full", epochs=2, batch_size=8, cache_dir=backbones, cross_fit_folds=0, backend="eager"
+    )
     untrained = predict_scores(build_model(config), index.path.tolist(), image_size=64)
     model = fit_classifier(index.path.tolist(), index.label.to_numpy(), config, image_size=64, seed=0)
     trained = predict_scores(model, index.path.tolist(), image_size=64)
@@ -69,7 +75,16 @@ def _stem_state(model) -> dict:
 def test_frozen_mode_learns_and_leaves_the_stem_unchanged(tmp_path, backbones):
     """Mode frozen: the same task after 8 steps on cached activations; stem weights and BN statistics untouched."""
     index = _images(tmp_path, n=16, size=64)
-    config = ClassifierConfig(enabled=True, mode="frozen", frozen_blocks=5, epochs=4, batch_size=8, cache_dir=backbones)
+    config = ClassifierConfig(
+        enabled=True,
+        mode="frozen",
+        frozen_blocks=5,
+        epochs=4,
+        batch_size=8,
+        cache_dir=backbones,
+        cross_fit_folds=0,
+        backend="eager",
+    )
     fresh = build_model(config)
     before, tail_before = _stem_state(fresh), [p.detach().clone() for p in fresh.tail.parameters()]
     cache = ActivationCache()
@@ -100,7 +115,9 @@ def test_frozen_mode_is_deterministic_per_seed(tmp_path, backbones):
             "role": (["brf_train"] * 4 + ["test"] * 4) * 2,
         }
     )
-    config = ClassifierConfig(enabled=True, mode="frozen", epochs=1, batch_size=4, cache_dir=backbones)
+    config = ClassifierConfig(
+        enabled=True, mode="frozen", epochs=1, batch_size=4, cache_dir=backbones, cross_fit_folds=0, backend="eager"
+    )
     a = classifier_scores(index, splits, None, config, image_size=32)
     b = classifier_scores(index, splits, None, config, image_size=32)
     pd.testing.assert_frame_equal(a, b)
@@ -110,7 +127,11 @@ def test_frozen_mode_is_deterministic_per_seed(tmp_path, backbones):
 
 def test_activation_cache_follows_the_file_contents(tmp_path, backbones):
     index = _images(tmp_path, n=4, size=32)
-    model = build_model(ClassifierConfig(enabled=True, mode="frozen", frozen_blocks=2, cache_dir=backbones))
+    model = build_model(
+        ClassifierConfig(
+            enabled=True, mode="frozen", frozen_blocks=2, cache_dir=backbones, cross_fit_folds=0, backend="eager"
+        )
+    )
     cache = ActivationCache()
     paths = index.path.tolist()
     first = cache.activations(model, paths, 32)
@@ -131,7 +152,16 @@ def test_converted_stem_gives_the_eager_activations_and_scores(tmp_path, backend
 
     index = _images(tmp_path, n=16, size=64)
     paths, labels = index.path.tolist(), index.label.to_numpy()
-    config = ClassifierConfig(enabled=True, mode="frozen", frozen_blocks=5, epochs=4, batch_size=8, cache_dir=backbones)
+    config = ClassifierConfig(
+        enabled=True,
+        mode="frozen",
+        frozen_blocks=5,
+        epochs=4,
+        batch_size=8,
+        cache_dir=backbones,
+        cross_fit_folds=0,
+        backend="eager",
+    )
     model = build_model(config)
     eager, converted = ActivationCache(4), ActivationCache(4, backend)
     want, got = eager.activations(model, paths, 64).numpy(), converted.activations(model, paths, 64).numpy()
@@ -151,7 +181,9 @@ def test_the_converted_stem_is_reused_by_models_whose_tails_differ(backends_root
     from segad.meta.classifier import _stem_module
     from segad.storage.backends import converted_path
 
-    config = ClassifierConfig(enabled=True, mode="frozen", frozen_blocks=2, cache_dir=backbones)
+    config = ClassifierConfig(
+        enabled=True, mode="frozen", frozen_blocks=2, cache_dir=backbones, cross_fit_folds=0, backend="eager"
+    )
     a, b = build_model(config), build_model(config)
     with torch.no_grad():
         b.tail.head[-1].weight.add_(1.0)  # another fold's trained tail
@@ -167,7 +199,11 @@ def test_a_converted_stem_that_disagrees_with_eager_is_refused(tmp_path, backend
     from segad.storage.backends import BackendMismatchError
 
     index = _images(tmp_path, n=2, size=32)
-    model = build_model(ClassifierConfig(enabled=True, mode="frozen", frozen_blocks=2, cache_dir=backbones))
+    model = build_model(
+        ClassifierConfig(
+            enabled=True, mode="frozen", frozen_blocks=2, cache_dir=backbones, cross_fit_folds=0, backend="eager"
+        )
+    )
     real = backends.runner
     monkeypatch.setattr(backends, "runner", lambda *a: lambda x: real(*a)(x) + 1.0)
     with pytest.raises(BackendMismatchError, match="classifier.backend: eager"):

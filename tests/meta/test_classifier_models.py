@@ -28,7 +28,14 @@ def test_kept_models_reproduce_the_test_scores(tmp_path, backbones, mode, folds)
     index = _images(tmp_path, n=16)
     splits = _split(index)
     config = ClassifierConfig(
-        enabled=True, epochs=1, max_steps=2, batch_size=4, mode=mode, cross_fit_folds=folds, cache_dir=backbones
+        enabled=True,
+        epochs=1,
+        max_steps=2,
+        batch_size=4,
+        mode=mode,
+        cross_fit_folds=folds,
+        cache_dir=backbones,
+        backend="eager",
     )
     scores = classifier_scores(index, splits, None, config, image_size=32, models=tmp_path / "models")
     (key,) = scores["model_key"].unique()
@@ -51,7 +58,16 @@ def test_stored_scores_without_kept_models_are_computed_again(tmp_path, monkeypa
     index = _images(tmp_path, n=16)
     splits = _split(index)
     store, models = MapStore(tmp_path / "store"), tmp_path / "models"
-    config = ClassifierConfig(enabled=True, epochs=1, max_steps=1, batch_size=4, mode="frozen", cache_dir=backbones)
+    config = ClassifierConfig(
+        enabled=True,
+        epochs=1,
+        max_steps=1,
+        batch_size=4,
+        mode="frozen",
+        cache_dir=backbones,
+        cross_fit_folds=0,
+        backend="eager",
+    )
     first = classifier_scores(index, splits, None, config, image_size=32, store=store)  # no models kept
     fits = []
     real = protocol.fit_classifier
@@ -65,7 +81,16 @@ def test_stored_scores_without_kept_models_are_computed_again(tmp_path, monkeypa
 
 def test_a_damaged_kept_model_is_named(tmp_path, backbones):
     index = _images(tmp_path, n=16)
-    config = ClassifierConfig(enabled=True, epochs=1, max_steps=1, batch_size=4, mode="frozen", cache_dir=backbones)
+    config = ClassifierConfig(
+        enabled=True,
+        epochs=1,
+        max_steps=1,
+        batch_size=4,
+        mode="frozen",
+        cache_dir=backbones,
+        cross_fit_folds=0,
+        backend="eager",
+    )
     scores = classifier_scores(index, _split(index), None, config, image_size=32, models=tmp_path / "models")
     (folder,) = model_folders(tmp_path / "models", scores["model_key"][0], 1)
     state = folder / "state_dict.pt"

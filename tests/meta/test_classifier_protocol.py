@@ -31,7 +31,15 @@ def test_scores_for_each_seed_after_a_few_steps(tmp_path, backbones):
         }
     )
     config = ClassifierConfig(
-        enabled=True, epochs=1, max_steps=2, batch_size=4, learning_rate=1e-3, cache_dir=backbones
+        enabled=True,
+        epochs=1,
+        max_steps=2,
+        batch_size=4,
+        learning_rate=1e-3,
+        cache_dir=backbones,
+        mode="full",
+        cross_fit_folds=0,
+        backend="eager",
     )
     scores = classifier_scores(index, splits, None, config, image_size=32)
     assert list(scores.columns) == list(empty_scores().columns)
@@ -47,7 +55,16 @@ def test_one_class_pool_takes_the_synthetic_defects_as_its_bad_class(tmp_path, b
     )
     bads = index[index.label == 1]
     synthetic = pd.DataFrame({"image_id": "syn_" + bads.image_id, "split_seed": 0, "path": bads.path})
-    config = ClassifierConfig(enabled=True, epochs=1, max_steps=2, batch_size=4, mode="frozen", cache_dir=backbones)
+    config = ClassifierConfig(
+        enabled=True,
+        epochs=1,
+        max_steps=2,
+        batch_size=4,
+        mode="frozen",
+        cache_dir=backbones,
+        cross_fit_folds=0,
+        backend="eager",
+    )
 
     scores = classifier_scores(goods, splits, synthetic, config, image_size=32)
 
@@ -86,7 +103,13 @@ def test_which_model_scores_each_row(tmp_path, monkeypatch, folds):
     monkeypatch.setattr(protocol, "fit_classifier", recorder.fit)
     monkeypatch.setattr(protocol, "predict_scores", recorder.predict)
 
-    scores = classifier_scores(index, splits, None, ClassifierConfig(cross_fit_folds=folds), image_size=32)
+    scores = classifier_scores(
+        index,
+        splits,
+        None,
+        ClassifierConfig(cross_fit_folds=folds, enabled=False, mode="full", backend="eager"),
+        image_size=32,
+    )
 
     path = index.set_index("image_id").path
     role = splits.set_index("image_id").role
@@ -120,14 +143,27 @@ def test_one_bad_brf_image_falls_back_to_the_papers_protocol(tmp_path, monkeypat
     recorder = _Recorder()
     monkeypatch.setattr(protocol, "fit_classifier", recorder.fit)
     monkeypatch.setattr(protocol, "predict_scores", recorder.predict)
-    scores = classifier_scores(index, _split(index), None, ClassifierConfig(cross_fit_folds=3), image_size=32)
+    scores = classifier_scores(
+        index,
+        _split(index),
+        None,
+        ClassifierConfig(cross_fit_folds=3, enabled=False, mode="full", backend="eager"),
+        image_size=32,
+    )
     assert len(recorder.fits) == 1 and len(scores) == 12
 
 
 def test_cross_fitted_scores_with_a_real_frozen_model(tmp_path, backbones):
     index = _images(tmp_path, n=16)
     config = ClassifierConfig(
-        enabled=True, epochs=1, max_steps=2, batch_size=4, mode="frozen", cross_fit_folds=2, cache_dir=backbones
+        enabled=True,
+        epochs=1,
+        max_steps=2,
+        batch_size=4,
+        mode="frozen",
+        cross_fit_folds=2,
+        cache_dir=backbones,
+        backend="eager",
     )
     scores = classifier_scores(index, _split(index), None, config, image_size=32)
     assert list(scores.columns) == list(empty_scores().columns)
@@ -143,7 +179,7 @@ def test_stored_scores_are_reused_until_an_input_changes(tmp_path, monkeypatch):
     monkeypatch.setattr(protocol, "fit_classifier", recorder.fit)
     monkeypatch.setattr(protocol, "predict_scores", lambda model, paths, *a, **k: np.linspace(0.1, 0.9, len(paths)))
     store = MapStore(tmp_path / "store")
-    config = ClassifierConfig(cross_fit_folds=2)
+    config = ClassifierConfig(cross_fit_folds=2, enabled=False, mode="full", backend="eager")
 
     first = classifier_scores(index, splits, None, config, image_size=32, store=store)
     assert len(recorder.fits) == 2
@@ -152,7 +188,14 @@ def test_stored_scores_are_reused_until_an_input_changes(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(first, second)
     assert first.score.dtype == np.float64 and np.allclose(first.score, first.score.astype(np.float32))
 
-    classifier_scores(index, splits, None, ClassifierConfig(cross_fit_folds=3), image_size=32, store=store)
+    classifier_scores(
+        index,
+        splits,
+        None,
+        ClassifierConfig(cross_fit_folds=3, enabled=False, mode="full", backend="eager"),
+        image_size=32,
+        store=store,
+    )
     assert len(recorder.fits) == 5  # another setting: trained again
     Path(index.path.iloc[5]).write_bytes(Path(index.path.iloc[6]).read_bytes())  # a file's content changed
     classifier_scores(index, splits, None, config, image_size=32, store=store)

@@ -14,7 +14,8 @@ from segad.ingestion.defects import SYNTHETIC_COLUMNS, DefectConfig
 from segad.ingestion.layouts import build_index
 from segad.ingestion.splits import SplitConfig, make_splits
 from segad.pipelines.defects import create_pipeline
-from segad.segments.segment_maps import SegmentMapConfig, resolve_segmentation
+from segad.segments.resolve import resolve_segmentation
+from segad.segments.segment_maps import SegmentMapConfig
 from segad.storage.images import read_image
 
 from .test_features import project_config

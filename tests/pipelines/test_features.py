@@ -24,6 +24,7 @@ from segad.meta.classifier import ClassifierConfig
 from segad.pipelines.classifier import create_pipeline as classifier_pipeline
 from segad.pipelines.features import create_pipeline
 from segad.pipelines.segmentation import create_pipeline as segmentation_pipeline
+from segad.schemas import SyntheticIndex
 from segad.segments.features import FeatureConfig
 from segad.segments.segment_maps import SegmentMapConfig
 from segad.storage.images import read_image
@@ -92,9 +93,7 @@ def run_features(tiny_demo, tmp_path, benchmark="high_shot", seeds=(0, 1), segme
     catalog = DataCatalog.from_config(datasets)
     catalog["image_index"] = index
     catalog["splits"] = splits
-    catalog["synthetic_index"] = pd.DataFrame(
-        columns=["image_id", "split_seed", "source_image_id", "category", "defect_type", "label", "role", "path"]
-    )
+    catalog["synthetic_index"] = SyntheticIndex.empty()
     segmentation = params["segmentation"]  # method null: the demo layout takes <root>/segmentation.png
     segmentation = {**segmentation, **(segmentation_params or {})}
     for key, value in {
@@ -151,7 +150,7 @@ def test_features_pipeline_segments_unaligned_parts_per_image(tmp_path, caplog):
         tmp_path / "shifted",
         dataclasses.replace(TINY_DEMO, jitter_px=40.0, rotation_deg=180.0, scale_jitter=0.2),
     )
-    with caplog.at_level(logging.INFO, logger="segad.segments.segment_maps"):
+    with caplog.at_level(logging.INFO, logger="segad.segments.resolve"):
         catalog, index, splits, _ = run_features(
             shifted, tmp_path, seeds=(0,), segmentation_params={"method": "auto_select"}
         )

@@ -27,6 +27,7 @@ from segad.pipelines.classifier import create_pipeline as classifier
 from segad.pipelines.features import create_pipeline as features
 from segad.pipelines.segmentation import create_pipeline as segmentation
 from segad.pipelines.split import create_pipeline as split
+from segad.schemas import SyntheticIndex
 from tests.conftest import write_png
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -74,20 +75,7 @@ def run(params: dict, tmp_path: Path, index: pd.DataFrame) -> DataCatalog:
     catalog = DataCatalog(
         {
             "image_index": MemoryDataset(index),
-            "synthetic_index": MemoryDataset(
-                pd.DataFrame(
-                    columns=[
-                        "image_id",
-                        "split_seed",
-                        "source_image_id",
-                        "category",
-                        "defect_type",
-                        "label",
-                        "role",
-                        "path",
-                    ]
-                )
-            ),
+            "synthetic_index": MemoryDataset(SyntheticIndex.empty()),
             "padim.map_store": MapStoreDataset(str(tmp_path / "maps")),
             "padim.detector_store": DetectorStoreDataset(str(tmp_path / "models")),
             "splits": ParquetDataset(filepath=str(tmp_path / "splits.parquet")),  # kept: intermediate
@@ -115,6 +103,8 @@ def run(params: dict, tmp_path: Path, index: pd.DataFrame) -> DataCatalog:
         "segmentation",
         "classifier",
         "features",
+        "defects",  # the split checks the rows later stages need (bundle calibration, synthetic top-up)
+        "bundle",
     ):
         catalog[f"params:{key}"] = typed[key]
     catalog["params:anomaly_maps.padim"] = typed["anomaly_maps"]["padim"]

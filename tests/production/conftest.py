@@ -19,7 +19,7 @@ from segad.production.operating_point import choose_operating_point, out_of_fold
 from segad.production.writer import write_bundle
 from segad.segments.auto_segments import fit_feature_clusters
 from segad.segments.features import SegmentMap, feature_matrix, segment_statistics
-from segad.segments.segment_maps import read_label_map
+from segad.segments.label_maps import read_label_map
 from segad.storage.images import read_image
 
 SIZE = 32

@@ -33,7 +33,14 @@ def with_classifier(trained, tiny_demo, tmp_path_factory):
     )
     splits = pd.DataFrame({"image_id": list(roles), "split_seed": 0, "role": list(roles.values())})
     config = ClassifierConfig(
-        enabled=True, epochs=1, max_steps=2, batch_size=4, mode="frozen", cross_fit_folds=2, cache_dir=str(work)
+        enabled=True,
+        epochs=1,
+        max_steps=2,
+        batch_size=4,
+        mode="frozen",
+        cross_fit_folds=2,
+        cache_dir=str(work),
+        backend="eager",
     )
     scores = classifier_scores(index, splits, None, config, SIZE, models=work / "models").set_index("image_id")
     own = scores.loc[[str(p) for p in trained["_paths"]], "score"].to_numpy()

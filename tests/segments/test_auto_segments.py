@@ -9,7 +9,9 @@ import pytest
 from PIL import Image
 
 from segad.segments.auto_segments import FeatureClusters, backbone_features, border_band, fit_feature_clusters
-from segad.segments.segment_maps import SegmentMapConfig, SegmentMapError, resolve_segmentation
+from segad.segments.label_maps import SegmentMapError
+from segad.segments.resolve import resolve_segmentation
+from segad.segments.segment_maps import SegmentMapConfig
 from segad.storage.map_store import MapStore
 
 
@@ -174,7 +176,7 @@ def test_auto_select_logs_its_choice_per_category(tmp_path, caplog):
     config = SegmentMapConfig(method="auto_select", auto_segments=2, alignment_threshold=0.6)
     config = config.for_dataset("folder", str(tmp_path))
     paths = {"a": list(aligned.values()), "s": list(shifted.values())}
-    with caplog.at_level(logging.INFO, logger="segad.segments.segment_maps"):
+    with caplog.at_level(logging.INFO, logger="segad.segments.resolve"):
         seg = resolve_segmentation(config, ["a", "s"], 64, paths)
     assert seg.alignment == {"a": 1.0, "s": pytest.approx(seg.alignment["s"])} and seg.alignment["s"] < 0.6
     assert seg.is_static("a") and not seg.is_static("s") and "s" in seg.clusters

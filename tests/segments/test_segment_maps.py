@@ -7,19 +7,12 @@ import pytest
 from PIL import Image
 
 from segad.datasets.segment_maps_dataset import SegmentMapsDataset
-from segad.segments.elpv import ELPV_BUSBAR_ROWS, ELPV_BUSBAR_ROWS_2
-from segad.segments.segment_maps import (
-    ELPV_SEGMENTS,
-    SegmentMapConfig,
-    SegmentMapError,
-    auto_segment_map,
-    elpv_segment_map,
-    overlay,
-    per_image_map_path,
-    read_label_map,
-    resolve_segmentation,
-    segment_count,
-)
+from segad.segments.auto_segments import auto_segment_map
+from segad.segments.elpv import ELPV_BUSBAR_ROWS, ELPV_BUSBAR_ROWS_2, ELPV_SEGMENTS, elpv_segment_map
+from segad.segments.label_maps import SegmentMapError, per_image_map_path, read_label_map, segment_count
+from segad.segments.overlay import overlay
+from segad.segments.resolve import resolve_segmentation
+from segad.segments.segment_maps import SegmentMapConfig
 
 
 def _labels(size=16):

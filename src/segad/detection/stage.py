@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from segad.detection.plan import ModelPlan
+from segad.schemas import MapIndex, columns
 from segad.storage.images import ImageSize, SizeLike
 from segad.vocabulary import FEATURE_ROLES
 
@@ -54,7 +55,8 @@ class MapRunStats:
 # ------------------------------------------------------------------------------ the map stage run
 
 
-MAP_INDEX_COLUMNS = ("image_id", "detector", "split_seed", "model_key", "map_key", "max_score", "height", "width")
+#: The map index columns every detector writes (optional ones of `segad.schemas.MapIndex` left out).
+MAP_INDEX_COLUMNS = columns(MapIndex)
 
 
 def plan_models(
@@ -267,11 +269,11 @@ def needed_maps(image_index: pd.DataFrame, splits: pd.DataFrame, synthetic_index
     or images."""
     import pandas as pd
 
-    for name, table, columns in (
+    for name, table, needed in (
         ("image_index", image_index, ("image_id", "path", "label", "category")),
         ("splits", splits, ("image_id", "split_seed", "role")),
     ):
-        absent = [c for c in columns if c not in table.columns]
+        absent = [c for c in needed if c not in table.columns]
         if absent:
             raise ValueError(f"{name}: missing columns {absent}")
     synthetic = synthetic_index if synthetic_index is not None else pd.DataFrame()

@@ -209,10 +209,10 @@ def overlay_figure(cases: Sequence[Mapping], title: str = "") -> Figure:
 
     Each case is a mapping with ``image`` (3, H, W) float in [0, 1], ``maps`` {detector: (H, W)},
     ``segments`` (H, W) int labels or None, and ``caption`` (str). The image panel is
-    `segad.segments.segment_maps.overlay` (segment colours, white borders); segment borders are also drawn
+    `segad.segments.overlay.overlay` (segment colours, white borders); segment borders are also drawn
     on the maps. Each map has its own colour scale, since raw ranges differ between detectors.
     """
-    from segad.segments.segment_maps import overlay
+    from segad.segments.overlay import overlay
     from segad.storage.images import resize_labels
 
     if not cases:

@@ -42,10 +42,11 @@ from pydantic import Field
 from pydantic.dataclasses import dataclass
 
 from segad.config import PARAMS
+from segad.schemas import SyntheticIndex, columns
 from segad.storage.images import read_image
 from segad.vocabulary import DEFECT_KINDS
 
-SYNTHETIC_COLUMNS = ("image_id", "split_seed", "source_image_id", "category", "defect_type", "label", "role", "path")
+SYNTHETIC_COLUMNS = columns(SyntheticIndex)
 
 
 Range = tuple[Annotated[float, Field(ge=0.0)], Annotated[float, Field(ge=0.0)]]
@@ -97,18 +98,7 @@ class DefectConfig:
 
 def empty_synthetic_index() -> pd.DataFrame:
     """`synthetic_index` with its columns and no rows (no synthetic defect in the run)."""
-    return pd.DataFrame(
-        {
-            "image_id": pd.Series(dtype="string"),
-            "split_seed": pd.Series(dtype="int64"),
-            "source_image_id": pd.Series(dtype="string"),
-            "category": pd.Series(dtype="string"),
-            "defect_type": pd.Series(dtype="string"),
-            "label": pd.Series(dtype="int8"),
-            "role": pd.Series(dtype="string"),
-            "path": pd.Series(dtype="string"),
-        }
-    )
+    return SyntheticIndex.empty()
 
 
 def choose_region(labels: np.ndarray, rng: np.random.Generator, config: DefectConfig) -> tuple[np.ndarray, int]:

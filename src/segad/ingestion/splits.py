@@ -35,9 +35,10 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
+from segad.schemas import Splits, columns
 from segad.vocabulary import BENCHMARKS, GOOD_SPLITS, ROLES, TRAINING_ROLES
 
-SPLIT_COLUMNS = ["image_id", "split_seed", "role", "in_benchmark"]
+SPLIT_COLUMNS = columns(Splits)
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def make_splits(index: pd.DataFrame, config: SplitConfig) -> pd.DataFrame:
     splits["in_benchmark"] = splits.role != "unused"
     splits = splits.astype({"image_id": "string", "split_seed": "int64", "role": "string", "in_benchmark": "bool"})
     check_splits(splits, index, config.benchmark)
-    return splits[SPLIT_COLUMNS]
+    return splits[list(SPLIT_COLUMNS)]
 
 
 def check_splits(splits: pd.DataFrame, index: pd.DataFrame, benchmark: str) -> None:

@@ -52,7 +52,7 @@ class ClassifierConfig:
     """Settings of the supervised classifier (conf/base/parameters_classifier.yml, `classifier`).
 
     mode: ``frozen`` (train the tail on cached activations of a frozen stem) or ``full``
-    (fine-tune every layer, as before). frozen_blocks: in mode frozen, how many of the backbone's
+    (fine-tune every layer). frozen_blocks: in mode frozen, how many of the backbone's
     ``blocks`` stages stay frozen after the stem (EfficientNet-Lite0 has 7, 0 to 7 allowed; 6
     leaves the last stage, 192 -> 320 channels at 1/32 resolution, plus head convolution and
     logit to train, 13 % of the network's FLOPs; 5 also the 112 -> 192 stage, 37 %);
@@ -64,7 +64,7 @@ class ClassifierConfig:
     equal eager within the backends' tolerance, checked on the first batch of each run.
     """
 
-    enabled: bool = False
+    enabled: bool = True
     backbone: str = "tf_efficientnet_lite0"
     weights: str = "packaged:efficientnet_lite0"
     pretrained: bool = True
@@ -74,10 +74,10 @@ class ClassifierConfig:
     learning_rate: Annotated[float, Field(gt=0.0)] = 3e-4
     max_steps: Annotated[int, Field(ge=1)] | None = None
     cache_dir: str = "data/06_models/backbones"
-    mode: Literal["frozen", "full"] = "full"
+    mode: Literal["frozen", "full"] = "frozen"
     frozen_blocks: Annotated[int, Field(ge=0, le=7)] = 6
-    cross_fit_folds: Annotated[int, Field(ge=0)] = 0
-    backend: Backend = "eager"
+    cross_fit_folds: Annotated[int, Field(ge=0)] = 3
+    backend: Backend = "openvino"
 
     def __post_init__(self) -> None:
         if self.cross_fit_folds == 1:

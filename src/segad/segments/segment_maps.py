@@ -36,8 +36,12 @@ automatic segments for a map of theirs.
 Every map is resized to the map resolution by nearest neighbour. A file whose labels fall outside
 [0, n_segments) or whose shape is not 2-D raises `SegmentMapError` naming the file.
 
+This module holds the settings (`SegmentMapConfig`) and a run's maps (`SegmentMaps`); they are
+made by `segad.segments.resolve.resolve_segmentation`, map files are read by
+`segad.segments.label_maps`, and `segad.segments.overlay` draws them over an image.
+
 Example:
-    >>> from segad.segments.segment_maps import elpv_segment_map
+    >>> from segad.segments.elpv import elpv_segment_map
     >>> from segad.storage.images import resize_labels
     >>> labels = elpv_segment_map()            # (300, 300) int64, labels 0..4
     >>> resize_labels(labels, 64).shape
@@ -55,21 +59,17 @@ from typing import Annotated, Literal, get_args
 
 import numpy as np
 import pydantic.dataclasses
-from PIL import Image
 from pydantic import Field
 
 from segad.config import PARAMS
-from segad.segments.alignment import alignment, choose_method
 from segad.segments.auto_segments import (
     DEFAULT_LAYERS,
     STRIDES,
     FeatureClusters,
-    auto_segment_map,
-    fit_feature_clusters,
 )
-from segad.segments.elpv import ELPV_SEGMENTS, elpv_segment_map
+from segad.segments.label_maps import SegmentMapError, per_image_map_path, read_label_map
 from segad.storage.files import file_sha256
-from segad.storage.images import ImageSize, SizeLike, read_image, resize_labels
+from segad.storage.images import read_image
 from segad.storage.map_store import MapStore, MapStoreError
 
 log = logging.getLogger(__name__)
@@ -81,10 +81,6 @@ METHODS: tuple[str, ...] = get_args(Method)
 AUTO_DEFAULT: Method = "auto_select"
 #: methods that may segment every image on its own (they read image files)
 PER_IMAGE_AUTO = ("auto_per_image", "auto_select")
-
-
-class SegmentMapError(ValueError):
-    """A segment map is missing, unreadable or inconsistent; the message names the file."""
 
 
 @pydantic.dataclasses.dataclass(config=PARAMS)
@@ -140,90 +136,6 @@ class SegmentMapConfig:
             log.info("segmentation.method null and no map for dataset layout %r: using %r", layout, method)
         chosen = dataclasses.replace(self, method=method, path=path)
         return chosen.for_dataset(layout, root) if method in PER_IMAGE_AUTO else chosen
-
-
-def segment_count(n_segments: int | Mapping[str, int] | None, category: str) -> int | None:
-    """The `n_segments` setting for `category`: the int itself, or the mapping's entry for the
-    category, else its ``default``; None when unset. Raises `SegmentMapError` for a mapping with
-    neither, or a count that is not a positive integer."""
-    if n_segments is None:
-        return None
-    if isinstance(n_segments, Mapping):
-        if category not in n_segments and "default" not in n_segments:
-            raise SegmentMapError(
-                f"segmentation.n_segments has no entry for category {category!r} and no "
-                f"'default' (entries: {', '.join(sorted(map(str, n_segments)))})"
-            )
-        value = n_segments.get(category, n_segments.get("default"))
-        where = (
-            f"segmentation.n_segments[{category!r}]" if category in n_segments else "segmentation.n_segments.default"
-        )
-    else:
-        value, where = n_segments, "segmentation.n_segments"
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SegmentMapError(f"{where} must be a positive integer, got {value!r}")
-    return value
-
-
-# --------------------------------------------------------------------------------------------
-# reading and resizing
-
-
-def read_label_map(path: str | Path, n_segments: int | None = None, size: SizeLike | None = None) -> np.ndarray:
-    """Integer label map int64 (H, W) from a PNG (gray values = labels) or `.npy` file.
-
-    Raises `SegmentMapError` naming the file if it is missing, unreadable, not 2-D, not
-    integer, or has labels outside [0, n_segments) when n_segments is given.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise SegmentMapError(f"{path}: no such segment map file")
-    try:
-        if path.suffix.lower() == ".npy":
-            labels = np.load(path, allow_pickle=False)
-        else:
-            with Image.open(path) as image:
-                image.load()
-                if image.mode not in ("L", "I", "I;16", "P", "1"):
-                    raise SegmentMapError(
-                        f"{path}: segment map must be a single-channel label image, got mode {image.mode}"
-                    )
-                labels = np.asarray(image)
-    except SegmentMapError:
-        raise
-    except Exception as error:  # noqa: BLE001 - any decoder error becomes a named file error
-        raise SegmentMapError(f"{path}: unreadable segment map ({error})") from error
-    if labels.ndim != 2:
-        raise SegmentMapError(f"{path}: segment map must be 2-D (H, W), got shape {labels.shape}")
-    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
-        raise SegmentMapError(f"{path}: segment map must hold integer labels, got {labels.dtype}")
-    labels = labels.astype(np.int64)
-    if labels.min() < 0:
-        raise SegmentMapError(f"{path}: negative segment label {labels.min()}")
-    if n_segments is not None and labels.max() >= n_segments:
-        raise SegmentMapError(
-            f"{path}: segment label {labels.max()} outside [0, {n_segments}) (n_segments={n_segments})"
-        )
-    return resize_labels(labels, size) if size is not None else labels
-
-
-def per_image_map_path(folder: str | Path, image_id: str) -> Path:
-    """The map of `image_id` in a per-image folder: same relative path, suffix .npy or .png."""
-    stem = Path(folder) / Path(image_id).with_suffix("")
-    for suffix in (".npy", ".png"):
-        candidate = stem.with_suffix(suffix)
-        if candidate.is_file():
-            return candidate
-    raise SegmentMapError(f"{stem}.npy / .png: no segment map for image {image_id!r}")
-
-
-# --------------------------------------------------------------------------------------------
-# built-in maps
-
-
-def single_segment_map(size: SizeLike) -> np.ndarray:
-    """One segment (label 0) everywhere: int64 (H, W)."""
-    return np.zeros(ImageSize.parse(size).hw, dtype=np.int64)
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,7 +204,7 @@ class SegmentMaps:
                     pass
             missing = [i for i in missing if f"{category}/{i}" not in self._cache]
         if missing:
-            images = _rgb_images([self.image_path(i) for i in missing], self.size)
+            images = rgb_images([self.image_path(i) for i in missing], self.size)
             for image_id, labels in zip(missing, clusters.labels(images)):
                 self._cache[f"{category}/{image_id}"] = labels.astype(np.uint8)
                 if self.label_store is not None:
@@ -300,140 +212,6 @@ class SegmentMaps:
         return np.stack([self._cache[f"{category}/{i}"] for i in image_ids]).astype(np.int64)
 
 
-def _rgb_images(paths: Sequence[str], size: tuple[int, int]) -> np.ndarray:
+def rgb_images(paths: Sequence[str], size: tuple[int, int]) -> np.ndarray:
     """Images float32 (N, 3, H, W) in [0, 1] at map size (H, W)."""
     return np.stack([read_image(p, size=size) for p in paths])
-
-
-def _fit_per_image(config: SegmentMapConfig, category: str, images: np.ndarray) -> FeatureClusters:
-    try:
-        return fit_feature_clusters(
-            images,
-            config.auto_segments,
-            config.seed,
-            config.auto_layers,
-            config.auto_pca,
-            config.auto_smooth,
-            border=config.auto_border,
-        )
-    except ValueError as error:
-        raise SegmentMapError(f"auto_per_image segmentation of {category!r}: {error}") from error
-
-
-def resolve_segmentation(
-    config: SegmentMapConfig,
-    categories: Sequence[str],
-    map_size: SizeLike,
-    good_train_paths: Mapping[str, Sequence[str]] | None = None,
-    image_paths: Mapping[str, str] | None = None,
-    label_store: MapStore | None = None,
-) -> SegmentMaps:
-    """Build the `SegmentMaps` of every category at map resolution `map_size` (pixels: an
-    `ImageSize`, (H, W) or an int N for N x N).
-
-    `good_train_paths[category]` (image paths) is needed for methods `auto`, `auto_per_image` and
-    `auto_select`. Per-image labels read each image when asked for: from `image_paths`
-    (image_id -> file) when given, else ``config.image_root / image_id``; with `label_store`
-    they are kept on disk and read back by a later run.
-    """
-    if config.method is None:
-        raise ValueError("segmentation method not chosen: call SegmentMapConfig.for_dataset(layout, root) first")
-    size = ImageSize.parse(map_size).hw
-    seg = SegmentMaps(
-        method=config.method,
-        size=size,
-        n_segments={},
-        image_paths=image_paths,
-        image_root=config.image_root,
-        label_store=label_store,
-    )
-    for category in categories:
-        method: str = config.method
-        chosen = ""
-        if method in ("auto", "auto_per_image", "auto_select"):
-            paths = list((good_train_paths or {}).get(category, []))[: config.auto_max_images]
-            if not paths:
-                raise SegmentMapError(f"{method} segmentation: no good training images for {category!r}")
-            images = _rgb_images(paths, size)
-            if method == "auto_select":
-                value = seg.alignment[category] = alignment(images)
-                method = choose_method(value, config.alignment_threshold)
-                relation = ">=" if method == "auto" else "<"
-                chosen = f"alignment {value:.2f} {relation} {config.alignment_threshold:g} -> "
-                why = (
-                    "its good images are aligned: one static map fits"
-                    if method == "auto"
-                    else "its good images are not aligned: each image is segmented on its own"
-                )
-                log.info(
-                    "segmentation: category %s %s%s (share of %d good train images in register; %s)",
-                    category,
-                    chosen,
-                    method,
-                    len(paths),
-                    why,
-                )
-        if method == "static":
-            path = config.path[category] if isinstance(config.path, Mapping) else config.path
-            if path is None:
-                raise SegmentMapError(f"segmentation.path has no map for category {category!r}")
-            expected = segment_count(config.n_segments, category)
-            labels = read_label_map(path, expected, size)
-            n = expected or int(labels.max()) + 1
-            seg.sources[category] = str(path)
-        elif method == "elpv":
-            labels, n = elpv_segment_map(size), len(ELPV_SEGMENTS)
-            seg.sources[category] = "builtin:elpv"
-        elif method == "single":
-            labels, n = single_segment_map(size), 1
-            seg.sources[category] = "builtin:single"
-        elif method == "auto":
-            labels = auto_segment_map(images, config.auto_segments, config.seed)
-            n = config.auto_segments
-            seg.sources[category] = f"{chosen}auto:kmeans({n}) on {len(paths)} good train images"
-        elif method == "auto_per_image":
-            seg.clusters[category] = _fit_per_image(config, category, images)
-            seg.n_segments[category] = seg.clusters[category].n_segments
-            seg.sources[category] = (
-                f"{chosen}auto_per_image:kmeans({config.auto_segments}) of {'+'.join(config.auto_layers)} "
-                f"features, centres from {len(paths)} good train images, assigned per image"
-                + (f", image-border band {config.auto_border:g}" if config.auto_border else "")
-            )
-            continue
-        else:  # per_image
-            n_category = segment_count(config.n_segments, category)
-            if n_category is None:
-                raise SegmentMapError("per_image segmentation needs segmentation.n_segments")
-            seg.n_segments[category] = n_category
-            seg.folder = str(config.folder)
-            seg.sources[category] = f"per_image:{config.folder}"
-            continue
-        seg.static_maps[category] = labels
-        seg.n_segments[category] = n
-    return seg
-
-
-# --------------------------------------------------------------------------------------------
-# overlays
-
-
-def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """RGB uint8 (H, W, 3): `image` (float (3, H, W) or (H, W) in [0, 1]) blended with label colours.
-
-    Segment borders are drawn in white.
-    """
-    from matplotlib import colormaps
-
-    image = np.asarray(image, dtype=np.float64)
-    if image.ndim == 3:
-        image = image.transpose(1, 2, 0)
-    else:
-        image = np.repeat(image[..., None], 3, axis=2)
-    labels = resize_labels(labels, image.shape[:2])
-    colours = colormaps["tab10"](labels % 10)[..., :3]
-    blended = (1 - alpha) * image + alpha * colours
-    edge = np.zeros(labels.shape, dtype=bool)
-    edge[:-1] |= labels[:-1] != labels[1:]
-    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
-    blended[edge] = 1.0
-    return (np.clip(blended, 0, 1) * 255).astype(np.uint8)

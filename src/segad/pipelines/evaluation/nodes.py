@@ -20,34 +20,15 @@ from segad.evaluation.plots import (
 from segad.evaluation.report import method_order, package_versions, render_report
 from segad.meta.brf import parse_model_key
 from segad.runs import new_run_id
+from segad.schemas import Metrics, TestScores, columns
 from segad.storage.images import read_image
 from segad.versions import jsonable
 
 log = logging.getLogger(__name__)
 
-#: Columns of the ``metrics`` table (docs/schemas.md), in order.
-METRICS_COLUMNS = [
-    "dataset",
-    "category",
-    "benchmark",
-    "method",
-    "split_seed",
-    "subset",
-    *METRIC_COLUMNS,
-    *COUNT_COLUMNS,
-]
-#: Columns of ``evaluation.test_scores``.
-TEST_SCORE_COLUMNS = [
-    "dataset",
-    "category",
-    "method",
-    "split_seed",
-    "image_id",
-    "label",
-    "defect_type",
-    "unseen",
-    "score",
-]
+#: Columns of the ``metrics`` and ``evaluation.test_scores`` tables (docs/schemas.md), in order.
+METRICS_COLUMNS = list(columns(Metrics))
+TEST_SCORE_COLUMNS = list(columns(TestScores))
 
 
 def _require(table: pd.DataFrame, columns: list[str], name: str) -> None:

@@ -8,7 +8,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from segad.config import DatasetConfig
-from segad.segments.segment_maps import SegmentMapConfig, SegmentMaps, overlay, resolve_segmentation
+from segad.segments.overlay import overlay
+from segad.segments.resolve import resolve_segmentation
+from segad.segments.segment_maps import SegmentMapConfig, SegmentMaps
 from segad.storage.images import read_image, resolve_image_size
 
 log = logging.getLogger(__name__)
