@@ -50,6 +50,7 @@ STAGE_BLOCKS = (
     "demo",
     "evaluation",
     "features",
+    "lock",
     "score",
     "segmentation",
     "split",
@@ -157,6 +158,16 @@ class RunConfig:
     def as_parameters(self) -> dict[str, Any]:
         """The run keys as plain parameters (the inverse of `from_parameters` for these keys)."""
         return jsonable(self)
+
+
+@dataclass(config=PARAMS)
+class LockOptions:
+    """The `lock` block (conf/base/parameters.yml): what a run does when another run holds the data
+    folder (`segad.storage.run_lock`). ``wait`` for it to end (at most ``timeout_s`` seconds; None: no
+    limit), or ``fail`` at once naming the holder."""
+
+    mode: Literal["wait", "fail"] = "wait"
+    timeout_s: Annotated[float, Field(ge=0)] | None = None
 
 
 @dataclass(config=PARAMS)

@@ -6,14 +6,16 @@ See https://docs.kedro.org/en/stable/kedro_project_setup/settings.html.
 from kedro.config import OmegaConfigLoader
 
 from segad.hooks import RunConfigHooks, StopHooks, UpstreamCheckHooks
+from segad.lock_hooks import RunLockHooks
 from segad.schema_hooks import SchemaHooks
 from segad.tracking_hooks import TrackingHooks
 
 # A stage run alone stops before running when an upstream output is missing (segad.hooks); every
 # table a node loads or saves is checked against its schema (segad.schema_hooks, docs/schemas.md);
 # a tracked run is logged to MLflow (segad.tracking_hooks, conf/base/mlflow.yml); SIGINT and SIGTERM
-# stop a run within seconds in any stage (segad.hooks.StopHooks, segad.stopping).
-HOOKS = (RunConfigHooks(), UpstreamCheckHooks(), SchemaHooks(), TrackingHooks(), StopHooks())
+# stop a run within seconds in any stage (segad.hooks.StopHooks, segad.stopping); a run holds its data
+# folder's lock from before the first hook to after the last (segad.lock_hooks).
+HOOKS = (RunConfigHooks(), UpstreamCheckHooks(), SchemaHooks(), TrackingHooks(), StopHooks(), RunLockHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 # Parameters merge "soft" (key by key) over conf/base: Kedro's default replaces a whole top-level
