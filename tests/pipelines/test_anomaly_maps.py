@@ -55,7 +55,7 @@ def test_every_detector_has_valid_parameters_and_catalog_entries():
     catalog = DataCatalog.from_config(loader["catalog"])
     assert isinstance(catalog.get("patchcore.map_store"), MapStoreDataset)
     assert isinstance(catalog.get("padim.detector_store"), DetectorStoreDataset)
-    # one map index per dataset id (${dataset_id:}, segad.hooks.dataset_id_resolver)
+    # one map index per dataset id (${dataset_id:}, segad.config_loader)
     assert f"data/03_primary/padim/dataset={CONF_DATASET_ID}/map_index.parquet" in str(
         catalog.get("padim.map_index")._describe()
     )
