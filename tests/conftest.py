@@ -31,9 +31,38 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from segad.config import DatasetConfig  # noqa: E402
+from segad.config_loader import use_dataset_id  # noqa: E402
 from segad.ingestion.demo import DemoConfig, write_demo  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+#: The dataset id of conf/base's dataset block (the demo under data/01_raw/demo of this checkout):
+#: what ``${dataset_id:}`` gives a catalog that tests build from conf/ without a Kedro session.
+CONF_DATASET_ID = DatasetConfig(layout="demo", root=str(PROJECT_ROOT / "data" / "01_raw" / "demo")).id
+import segad.settings  # noqa: E402, F401  - registers the ${dataset_id:} resolver, as a session does
+
+use_dataset_id(CONF_DATASET_ID)
+
+
+def demo_id(root: Path) -> str:
+    """The dataset id of a demo folder given as `dataset.root` (segad.storage.identity)."""
+    return DatasetConfig(layout="demo", root=str(root)).id
+
+
+def only_map_index(project: Path, detector: str) -> Path:
+    """The one dataset's map index of `detector` in a test project (``dataset=<id>`` folder)."""
+    (found,) = (project / "data" / "03_primary" / detector).glob("dataset=*/map_index.parquet")
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _conf_dataset_id():
+    """Each test starts and ends with conf/base's dataset id (a Kedro session run in a test sets its own)."""
+    use_dataset_id(CONF_DATASET_ID)
+    yield
+    use_dataset_id(CONF_DATASET_ID)
+
 
 TINY_DEMO = DemoConfig(n_train_good=12, n_train_bad=6, n_test_good=6, n_test_bad=5, n_test_unseen=4, image_size=64)
 

@@ -22,10 +22,10 @@ import pandas as pd
 import pytest
 
 from segad.storage.files import HOST
+from tests.conftest import demo_id, kedro_run
 from tests.conftest import interruptible_env as _env
 from tests.conftest import interruptible_project as _project
 from tests.conftest import kedro_command as _command
-from tests.conftest import kedro_run
 from tests.conftest import temporary_files as _temporary_files
 
 pytestmark = pytest.mark.e2e
@@ -61,13 +61,21 @@ def _kill_when(project: Path, ready) -> int:
 
 def _detector_states(project: Path) -> dict[str, bytes]:
     """{model_key: state_dict.pt bytes} of the run's saved detectors (the other dataset's excluded)."""
-    store = project / "data" / "03_primary" / "patchcore" / "map_index.parquet"
+    store = (
+        project / "data" / "03_primary" / "patchcore" / f"dataset={demo_id(project / 'raw_demo')}" / "map_index.parquet"
+    )
     keys = set(pd.read_parquet(store)["model_key"])
     return {key: (project / "data" / "06_models" / "patchcore" / key / "state_dict.pt").read_bytes() for key in keys}
 
 
+def _metrics(project: Path) -> bytes:
+    """metrics.csv with the project's dataset id (its demo folder's, so each project's own) as <dataset>."""
+    ident = demo_id(project / "raw_demo").encode()
+    return (project / "data" / "08_reporting" / "metrics.csv").read_bytes().replace(ident, b"<dataset>")
+
+
 def _feature_files(project: Path) -> dict[str, bytes]:
-    folder = project / "data" / "04_feature" / "features" / "dataset=demo"
+    folder = project / "data" / "04_feature" / "features" / f"dataset={demo_id(project / 'raw_demo')}"
     wanted = [p for p in folder.rglob("*.parquet")]
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in wanted}
 
@@ -78,7 +86,7 @@ def test_sigkill_during_map_writing_then_rerun_equals_an_uninterrupted_run(tmp_p
     fitted, reused, computed, cached = map(int, STATS.search(log).groups())
     assert (fitted, reused, cached) == (1, 0, 0)
     total = computed
-    metrics = (reference / "data" / "08_reporting" / "metrics.csv").read_bytes()
+    metrics = _metrics(reference)
     assert b"patchcore+segad" in metrics
 
     # the second project first runs another dataset (another demo) in the same data folder, so
@@ -105,7 +113,7 @@ def test_sigkill_during_map_writing_then_rerun_equals_an_uninterrupted_run(tmp_p
     assert cached >= present - 1 and computed + cached == total  # at most the map being written is lost
     assert "damaged" not in log.lower()
     assert "removed 1 temporary file(s) left by interrupted runs" in log
-    assert (interrupted / "data" / "08_reporting" / "metrics.csv").read_bytes() == metrics
+    assert _metrics(interrupted) == metrics
     assert _temporary_files(interrupted) == []
     assert _feature_files(interrupted) == _feature_files(reference)
     assert _detector_states(interrupted) == _detector_states(reference)
@@ -117,6 +125,6 @@ def test_sigkill_during_map_writing_then_rerun_equals_an_uninterrupted_run(tmp_p
     _kill_when(interrupted, lambda: any(features.rglob("*.parquet")) if features.is_dir() else False)
     log = _run(interrupted)
     assert tuple(map(int, STATS.search(log).groups())) == (0, 1, 0, total)  # every map from cache
-    assert (interrupted / "data" / "08_reporting" / "metrics.csv").read_bytes() == metrics
+    assert _metrics(interrupted) == metrics
     assert _temporary_files(interrupted) == []
     assert _feature_files(interrupted) == _feature_files(reference)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from kedro.config import OmegaConfigLoader
 
-from tests.conftest import copy_project, project_env
+from tests.conftest import CONF_DATASET_ID, copy_project, project_env
 
 ROOT = Path(__file__).resolve().parents[1]
 KEDRO = Path(sys.executable).with_name("kedro")
@@ -100,6 +100,7 @@ def test_synthetic_images_folder_is_one_setting_under_the_data_root(env):
     loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="local", env=env)
     data_root = loader["globals"]["data_root"]
     folder = loader["catalog"]["synthetic_images"]["path"]
-    assert loader["parameters"]["defects"]["output_dir"] == folder
+    # the defects node writes into <defects.output_dir>/dataset=<dataset id>, the catalog's folder
+    assert folder == f"{loader['parameters']['defects']['output_dir']}/dataset={CONF_DATASET_ID}"
     assert folder.startswith(f"{data_root}/")
     assert loader["catalog"]["synthetic_index"]["filepath"].startswith(f"{data_root}/")

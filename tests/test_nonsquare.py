@@ -23,7 +23,7 @@ import yaml
 from kedro.runner import SequentialRunner
 from PIL import Image
 
-from tests.conftest import PADIM, make_project, run_project, set_parameters
+from tests.conftest import PADIM, make_project, only_map_index, run_project, set_parameters
 
 pytestmark = pytest.mark.e2e
 
@@ -75,7 +75,7 @@ def tall_run(tmp_path_factory):
 
 def test_maps_detectors_and_segment_maps_are_height_by_width(tall_run):
     project, _ = tall_run
-    index = pd.read_parquet(project / "data" / "03_primary" / "padim" / "map_index.parquet")
+    index = pd.read_parquet(only_map_index(project, "padim"))
     assert len(index) > 0 and set(zip(index["height"], index["width"])) == {EXPECTED}
     models = (project / "data" / "06_models" / "padim").glob("*/detector.json")
     saved = [json.loads(path.read_text())["image_size"] for path in models]

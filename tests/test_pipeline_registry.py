@@ -1,6 +1,7 @@
 """The registry: detector list from conf, stages composed, environments kept apart."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -38,7 +39,10 @@ def test_registering_pipelines_keeps_the_environments_globals():
         [sys.executable, "-c", code], cwd=PROJECT_ROOT, env=project_env(), capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == "data/elpv/02_intermediate/image_index.parquet"
+    assert re.fullmatch(
+        r"data/elpv/02_intermediate/dataset=elpv-[0-9a-f]{8}/image_index.parquet",
+        result.stdout.strip().splitlines()[-1],
+    )
 
 
 @pytest.mark.e2e
@@ -76,7 +80,7 @@ def test_the_registry_and_the_nodes_share_the_sessions_detector_list(tmp_path):
         {"registry": ["padim"], "brf": ["padim"], "parameters": ["padim"]},
         {"registry": ["padim", "patchcore"], "brf": ["padim", "patchcore"], "parameters": ["padim", "patchcore"]},
     ]
-    assert (project / "data" / "02_intermediate" / "image_index.parquet").is_file()
+    assert len(list((project / "data" / "02_intermediate").glob("dataset=*/image_index.parquet"))) == 1
 
 
 def test_stages_are_in_data_flow_order(monkeypatch):

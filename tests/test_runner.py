@@ -15,7 +15,7 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.pandas import ParquetDataset
 
 from segad.runner import DaskDataset, DaskRunner
-from tests.conftest import PADIM, make_project, run_project, set_parameters
+from tests.conftest import PADIM, make_project, only_map_index, run_project, set_parameters
 
 #: The chain up to the feature table (the map stage is the one Dask is for).
 FEATURE_CHAIN = ["ingestion", "split", "segmentation", "defects", "anomaly_maps", "classifier", "features"]
@@ -211,7 +211,7 @@ def test_a_bundle_trained_under_dask_scores_a_folder(projects, tiny_demo, monkey
 
 def stored_maps(root: Path) -> tuple[pd.DataFrame, dict[str, bytes], dict[str, str]]:
     """(map index, bytes of every map file by map_key, state checksum of every saved model)."""
-    index = pd.read_parquet(root / "data" / "03_primary" / "padim" / "map_index.parquet")
+    index = pd.read_parquet(only_map_index(root, "padim"))
     maps = root / "data" / "03_primary" / "padim" / "maps"
     models = root / "data" / "06_models" / "padim"
     states = {

@@ -37,7 +37,7 @@ from segad.storage.map_store import MapStore
 from tests.conftest import PROJECT_ROOT, copy_project, kedro_run
 
 SIZE = 32
-DATASET = DatasetConfig(layout="demo")
+DATASET = DatasetConfig(layout="demo", name="demo")
 PADIM = {
     "model": {"backbone": "tf_efficientnet_lite0", "layers": ["blocks.1", "blocks.2"], "n_features": 16},
     "weights": "packaged:efficientnet_lite0",
@@ -297,8 +297,10 @@ def test_kedro_run_stops_on_a_bad_table_with_the_short_error(tmp_path):
             "height": [8],
         }
     )  # label int64, sizes int64
-    (tmp_path / "data" / "02_intermediate").mkdir(parents=True)
-    index.to_parquet(tmp_path / "data" / "02_intermediate" / "image_index.parquet")
+    # the run's dataset: conf/base's demo root under this project (its id keys the index's folder)
+    ident = DatasetConfig(layout="demo", root=str(tmp_path / "data" / "01_raw" / "demo")).id
+    (tmp_path / "data" / "02_intermediate" / f"dataset={ident}").mkdir(parents=True)
+    index.to_parquet(tmp_path / "data" / "02_intermediate" / f"dataset={ident}" / "image_index.parquet")
     result = kedro_run(tmp_path, "--pipelines", "split", timeout=300)
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     assert result.stderr.strip().splitlines() == [

@@ -13,7 +13,7 @@ from kedro.runner import SequentialRunner
 from segad.evaluation.metrics import METRIC_COLUMNS
 from segad.evaluation.tracking import flat_params, run_metrics, tracking_name
 from segad.tracking_hooks import SWITCH, tracking_enabled, tracking_uri
-from tests.conftest import make_project, run_project
+from tests.conftest import demo_id, make_project, run_project
 
 
 def _client(project):
@@ -35,9 +35,9 @@ def tracked(tiny_demo, tmp_path_factory):
 
 
 @pytest.mark.e2e
-def test_a_segad_run_is_one_mlflow_run_with_params_metrics_and_artifacts(tracked):
+def test_a_segad_run_is_one_mlflow_run_with_params_metrics_and_artifacts(tracked, tiny_demo):
     client = _client(tracked)
-    experiment = client.get_experiment_by_name("segad/demo/high_shot")
+    experiment = client.get_experiment_by_name(f"segad/{demo_id(tiny_demo)}/high_shot")  # the dataset id
     assert experiment is not None
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED"

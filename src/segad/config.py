@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 from pydantic.dataclasses import dataclass
 
+from segad.storage.identity import check_dataset_name, dataset_id
 from segad.storage.images import ImageSize, ImageSizeError, check_image_size_setting
 from segad.versions import jsonable
 from segad.vocabulary import Backend, Benchmark, GoodSplit, Layout
@@ -50,6 +51,7 @@ STAGE_BLOCKS = (
     "demo",
     "evaluation",
     "features",
+    "lock",
     "score",
     "segmentation",
     "split",
@@ -81,6 +83,19 @@ class DatasetConfig:
     category: str | list[str] | None = None
     on_bad_image: Literal["fail", "skip"] = "fail"
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: the dataset id when given (a plain name); None: ``<layout>-<hash of the resolved root>``
+    name: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_dataset_name(value)
+
+    @property
+    def id(self) -> str:
+        """The dataset id (`segad.storage.identity`): the key of every table, model and report of
+        this dataset, never shared with another root."""
+        return dataset_id(self.layout, self.root, self.name, self.options)
 
 
 @dataclass(config=PARAMS)
@@ -157,6 +172,16 @@ class RunConfig:
     def as_parameters(self) -> dict[str, Any]:
         """The run keys as plain parameters (the inverse of `from_parameters` for these keys)."""
         return jsonable(self)
+
+
+@dataclass(config=PARAMS)
+class LockOptions:
+    """The `lock` block (conf/base/parameters.yml): what a run does when another run holds the data
+    folder (`segad.storage.run_lock`). ``wait`` for it to end (at most ``timeout_s`` seconds; None: no
+    limit), or ``fail`` at once naming the holder."""
+
+    mode: Literal["wait", "fail"] = "wait"
+    timeout_s: Annotated[float, Field(ge=0)] | None = None
 
 
 @dataclass(config=PARAMS)

@@ -35,13 +35,21 @@ from segad.columns import (
 )
 from segad.runs import RUN_ID
 from segad.schema_errors import summary
-from segad.vocabulary import BENCHMARKS, DEFECT_KINDS, FEATURE_ROLES, LAYOUTS, ROLES
+from segad.storage.identity import DATASET_ID_PATTERN
+from segad.vocabulary import BENCHMARKS, DEFECT_KINDS, FEATURE_ROLES, ROLES
 
 LABELS = (0, 1)
 _OWN_SCORE = "classifier g(I), when enabled; a detector's own image score (supersimplenet_supervised pred_score)"
 SUBSETS = ("all", "seen", "unseen")
 STATUSES = ("ok", "error")  # segad.production.batch OK, ERROR
 DECISIONS = ("accept", "reject", "error")  # segad.production.operating_point ACCEPT, REJECT, ERROR
+
+
+#: The `dataset` column of the tables (segad.storage.identity).
+DATASET_DESCRIPTION = (
+    "the dataset id: `dataset.name`, or `<layout>-<8 hex of the resolved root>` (`segad.storage.identity`); "
+    "`segad.ingestion.layouts.build_index` alone writes the layout name"
+)
 
 
 class SchemaError(ValueError):
@@ -72,7 +80,7 @@ class ImageIndex(pa.DataFrameModel):
             "for ELPV `images/cell0001.png`"
         ),
     )
-    dataset: Series[str] = pa.Field(isin=list(LAYOUTS), description="layout name")
+    dataset: Series[str] = pa.Field(str_matches=DATASET_ID_PATTERN, description=DATASET_DESCRIPTION)
     category: Series[str] = pa.Field(
         description="product category (`vad` for VAD, `demo` for the demo, `capsule`, `candle`, ...)"
     )
@@ -196,7 +204,7 @@ class Features(pa.DataFrameModel):
     Feature columns follow `segad.columns`. Feature values may be NaN: a category lacks the
     segments it does not have, and the folder keeps tables of other detector sets and regimes."""
 
-    dataset: Series[str] = pa.Field(isin=list(LAYOUTS), description="`dataset.layout` (partition folder)")
+    dataset: Series[str] = pa.Field(str_matches=DATASET_ID_PATTERN, description="the dataset id (partition folder)")
     benchmark: Series[str] = pa.Field(isin=list(BENCHMARKS), description="the regime (partition folder)")
     image_id: Series[str] = pa.Field(description="key into `image_index` or `synthetic_index`")
     split_seed: Series[pa.Int64] = pa.Field(ge=0, description="partition folder")
@@ -243,7 +251,9 @@ class Features(pa.DataFrameModel):
 class Scores(pa.DataFrameModel):
     """`scores` — test-set scores of every method, partitioned by dataset and benchmark (brf)."""
 
-    dataset: Series[str] = pa.Field(isin=list(LAYOUTS), description="`dataset.layout` of the run (partition folder)")
+    dataset: Series[str] = pa.Field(
+        str_matches=DATASET_ID_PATTERN, description="the run's dataset id (partition folder)"
+    )
     benchmark: Series[str] = pa.Field(isin=list(BENCHMARKS), description="the run's regime (partition folder)")
     image_id: Series[str] = pa.Field(description="key into `image_index`")
     split_seed: Series[pa.Int64] = pa.Field(ge=0, description="the split seed")
@@ -271,7 +281,7 @@ class TestScores(pa.DataFrameModel):
 
     __test__ = False  # not a pytest class
 
-    dataset: Series[str] = pa.Field(isin=list(LAYOUTS), description="`dataset.layout` of the run")
+    dataset: Series[str] = pa.Field(str_matches=DATASET_ID_PATTERN, description="the run's dataset id")
     category: Series[str] = pa.Field(description="from the index")
     method: Series[str] = pa.Field(str_length={"min_value": 1}, description="as in `scores`")
     split_seed: Series[pa.Int64] = pa.Field(ge=0, description="the split seed")
@@ -290,7 +300,7 @@ class Metrics(pa.DataFrameModel):
     """`metrics` — per dataset, category, benchmark, method, split seed and subset, then the `mean`
     and `std` rows over seeds (evaluation)."""
 
-    dataset: Series[str] = pa.Field(isin=list(LAYOUTS), description="`dataset.layout` of the run")
+    dataset: Series[str] = pa.Field(str_matches=DATASET_ID_PATTERN, description="the run's dataset id")
     category: Series[str] = pa.Field(description="a category, or `mean` over categories (counts summed)")
     benchmark: Series[str] = pa.Field(isin=list(BENCHMARKS), description="the run's regime")
     method: Series[str] = pa.Field(str_length={"min_value": 1}, description="as in `scores`")

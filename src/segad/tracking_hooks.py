@@ -28,6 +28,7 @@ from kedro.pipeline import Pipeline
 
 from segad.evaluation.metrics import METRIC_COLUMNS
 from segad.evaluation.tracking import flat_params, run_metrics, tracking_name
+from segad.storage.identity import dataset_id_of
 from segad.versions import jsonable
 
 log = logging.getLogger(__name__)
@@ -112,8 +113,9 @@ class TrackingHooks:
 
         parameters = jsonable(catalog.load("parameters")) if catalog.exists("parameters") else {}
         dataset = parameters.get("dataset") or {}
+        ident = dataset_id_of(dataset) if "layout" in dataset else "unknown"
         experiment = str(self._config["experiment"]).format(
-            dataset=dataset.get("layout", "unknown"), benchmark=parameters.get("benchmark", "unknown")
+            dataset=ident, benchmark=parameters.get("benchmark", "unknown")
         )
         uri = tracking_uri(str(self._config["tracking_uri"]), self._project_path)
         client = MlflowClient(tracking_uri=uri)

@@ -20,6 +20,7 @@ from segad.datasets.map_store_dataset import DetectorStoreDataset, MapStoreDatas
 from segad.detection.config import SUPPORTED_DETECTORS, DetectorConfig, DetectorParams
 from segad.pipelines.anomaly_maps import create_pipeline
 from segad.storage.map_store import MapStore
+from tests.conftest import CONF_DATASET_ID
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -54,7 +55,10 @@ def test_every_detector_has_valid_parameters_and_catalog_entries():
     catalog = DataCatalog.from_config(loader["catalog"])
     assert isinstance(catalog.get("patchcore.map_store"), MapStoreDataset)
     assert isinstance(catalog.get("padim.detector_store"), DetectorStoreDataset)
-    assert "data/03_primary/padim/map_index.parquet" in str(catalog.get("padim.map_index")._describe())
+    # one map index per dataset id (${dataset_id:}, segad.config_loader)
+    assert f"data/03_primary/padim/dataset={CONF_DATASET_ID}/map_index.parquet" in str(
+        catalog.get("padim.map_index")._describe()
+    )
 
 
 def test_pipeline_runs_and_reads_writes_through_catalog_handles(tmp_path):

@@ -31,7 +31,7 @@ def _brf_catalog(tmp_path, features_catalog, index, params, brf_params):
     catalog["features"] = features_catalog.load("features")
     catalog["image_index"] = index
     catalog["params:brf"] = BRFParams(**brf_params)
-    catalog["params:dataset"] = DatasetConfig(layout="demo")
+    catalog["params:dataset"] = DatasetConfig(layout="demo", name="demo")
     catalog["params:seeds"] = [0, 1]
     catalog["params:benchmark"] = "high_shot"
     return catalog
@@ -73,11 +73,11 @@ def test_select_run_refuses_missing_partitions(tiny_demo, tmp_path):
     features_catalog, index, _, _ = run_features(tiny_demo, tmp_path, seeds=(0,))
     table = features_catalog.load("features").read()
     with pytest.raises(ValueError, match=r"lack split_seed \[1\]"):
-        select_run(table, index, {"layout": "demo"}, [0, 1], DETECTORS, "high_shot")
+        select_run(table, index, "demo", [0, 1], DETECTORS, "high_shot")
     with pytest.raises(ValueError, match="detectors=patchcore"):
-        select_run(table, index, {"layout": "demo"}, [0], ["patchcore"], "high_shot")
+        select_run(table, index, "demo", [0], ["patchcore"], "high_shot")
     with pytest.raises(ValueError, match="benchmark=low_shot"):  # another regime's rows are not this run's
-        select_run(table, index, {"layout": "demo"}, [0], DETECTORS, "low_shot")
+        select_run(table, index, "demo", [0], DETECTORS, "low_shot")
 
 
 def test_brf_runs_of_two_benchmarks_coexist(tiny_demo, tmp_path):

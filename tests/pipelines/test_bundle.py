@@ -18,7 +18,7 @@ from tests.conftest import PROJECT_ROOT
 PARAMETERS = {
     "detectors": ["patchcore"],
     "seeds": [0],
-    "dataset": DatasetConfig(layout="demo"),
+    "dataset": DatasetConfig(layout="demo", name="demo"),
     "benchmark": "high_shot",
     "image_size": 64,
     "brf": BRFParams(),
@@ -110,7 +110,11 @@ def test_the_manifest_records_the_parameters_the_node_gets(monkeypatch):
     assert seen["recorded"] == jsonable(recorded)
     assert seen["recorded"]["bundle"]["max_miss_rate"] == 0.02  # typed blocks recorded as plain values
     assert seen["options"] == nodes.BundleOptions()
-    assert (seen["dataset"], seen["benchmark"], seen["seeds"]) == (jsonable(DatasetConfig()), "high_shot", [0])
+    assert (seen["dataset"], seen["benchmark"], seen["seeds"]) == (
+        jsonable(DatasetConfig(layout="demo", name="demo")),
+        "high_shot",
+        [0],
+    )
 
 
 def test_the_bundle_records_the_evaluation_of_its_combination_and_refuses_an_unevaluated_one():

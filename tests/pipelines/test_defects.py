@@ -10,6 +10,7 @@ from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 from PIL import Image
 
+from segad.config import DatasetConfig
 from segad.ingestion.defects import SYNTHETIC_COLUMNS, DefectConfig
 from segad.ingestion.layouts import build_index
 from segad.ingestion.splits import SplitConfig, make_splits
@@ -17,6 +18,7 @@ from segad.pipelines.defects import create_pipeline
 from segad.segments.resolve import resolve_segmentation
 from segad.segments.segment_maps import SegmentMapConfig
 from segad.storage.images import read_image
+from tests.conftest import PROJECT_ROOT
 
 from .test_features import project_config
 
@@ -41,6 +43,8 @@ def _run(tiny_demo, tmp_path, benchmark, **defects):
         **dict(params["defects"], output_dir=str(tmp_path / params["defects"]["output_dir"]), **defects)
     )
     catalog["params:benchmark"] = benchmark
+    # the dataset whose id the catalog's ${dataset_id:} gave (conf/base's): the node writes into its folder
+    catalog["params:dataset"] = DatasetConfig(layout="demo", root=str(PROJECT_ROOT / "data" / "01_raw" / "demo"))
     SequentialRunner().run(create_pipeline([]), catalog)
     return catalog, index, splits
 

@@ -208,7 +208,7 @@ def test_pipeline_writes_metrics_plots_and_report(tmp_path):
             **{f"evaluation.{key}": MatplotlibDataset(filepath=str(out / folder)) for key, folder in plot_dirs.items()},
             "report": TextDataset(filepath=str(out / "report.md")),
             "params:benchmark": MemoryDataset("high_shot"),
-            "params:dataset": MemoryDataset(DatasetConfig(layout="demo")),
+            "params:dataset": MemoryDataset(DatasetConfig(layout="demo", name="demo")),
             "params:evaluation.plots": MemoryDataset(
                 PlotOptions(
                     split_seed=None, histogram_bins=10, n_worst=2, overlay_method=None, importance_type="total_gain"
@@ -241,7 +241,11 @@ def test_importance_reads_only_this_runs_models(tmp_path):
     _, _, _, _, models = _run_inputs(tmp_path, index, splits, scores)
     labelled = label_test_scores(scores, index, splits)
     figures, files = plot_feature_importance(
-        models, labelled, PlotOptions(importance_type="total_gain"), DatasetConfig(layout="demo"), "high_shot"
+        models,
+        labelled,
+        PlotOptions(importance_type="total_gain"),
+        DatasetConfig(layout="demo", name="demo"),
+        "high_shot",
     )
     assert files == ["importance_patchcore_segad.png"]
     bars = figures[files[0]].axes[0]
@@ -250,10 +254,13 @@ def test_importance_reads_only_this_runs_models(tmp_path):
     assert sum(widths.values()) == pytest.approx(1.0)
     models["padim+segad/demo/split_seed_0"] = lambda: pytest.fail("a regime-less file is skipped")
     assert (
-        plot_feature_importance(models, labelled, PlotOptions(), DatasetConfig(layout="demo"), "high_shot")[1] == files
+        plot_feature_importance(
+            models, labelled, PlotOptions(), DatasetConfig(layout="demo", name="demo"), "high_shot"
+        )[1]
+        == files
     )
     with pytest.raises(ValueError, match="no model of dataset=demo, benchmark=high_shot for method"):
-        plot_feature_importance({}, labelled, PlotOptions(), DatasetConfig(layout="demo"), "high_shot")
+        plot_feature_importance({}, labelled, PlotOptions(), DatasetConfig(layout="demo", name="demo"), "high_shot")
 
 
 def test_label_test_scores_selects_this_runs_regime():
@@ -265,11 +272,11 @@ def test_label_test_scores_selects_this_runs_regime():
         ],
         ignore_index=True,
     )
-    labelled = label_test_scores(both, index, splits, DatasetConfig(layout="demo"), "high_shot")
+    labelled = label_test_scores(both, index, splits, DatasetConfig(layout="demo", name="demo"), "high_shot")
     expected = label_test_scores(scores, index, splits)
     pd.testing.assert_frame_equal(labelled, expected)
     with pytest.raises(ValueError, match="no rows for dataset=demo, benchmark=low_shot"):
-        label_test_scores(both, index, splits, DatasetConfig(layout="demo"), "low_shot")
+        label_test_scores(both, index, splits, DatasetConfig(layout="demo", name="demo"), "low_shot")
 
 
 def test_catalog_plot_folders_match_report_links():
@@ -296,7 +303,7 @@ def test_metrics_and_reports_of_two_regimes_and_of_every_run_are_all_kept(tmp_pa
     for benchmark, auroc in (("high_shot", 0.9), ("one_class", 0.7), ("high_shot", 0.8)):  # high_shot twice
         metrics = pd.DataFrame({"method": ["padim+segad"], "benchmark": [benchmark], "auroc": [auroc]})
         by_metrics, by_report = keep_by_regime(
-            metrics, f"# {benchmark} {auroc}\n", DatasetConfig(layout="demo"), benchmark
+            metrics, f"# {benchmark} {auroc}\n", DatasetConfig(layout="demo", name="demo"), benchmark
         )
         catalog.save("metrics_by_regime", by_metrics)
         catalog.save("report_by_regime", by_report)

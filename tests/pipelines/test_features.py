@@ -29,7 +29,7 @@ from segad.segments.features import FeatureConfig
 from segad.segments.segment_maps import SegmentMapConfig
 from segad.storage.images import read_image
 from segad.storage.map_store import MapStore
-from tests.conftest import TINY_DEMO
+from tests.conftest import CONF_DATASET_ID, TINY_DEMO
 
 ROOT = Path(__file__).resolve().parents[2]
 DETECTORS = ["patchcore", "padim"]
@@ -102,7 +102,7 @@ def run_features(tiny_demo, tmp_path, benchmark="high_shot", seeds=(0, 1), segme
         "classifier": ClassifierConfig(**params["classifier"]),
         "device": "cpu",
         "features": FeatureConfig(**params["features"]),
-        "dataset": DatasetConfig(layout="demo", root=str(tiny_demo)),
+        "dataset": DatasetConfig(layout="demo", root=str(tiny_demo), name="demo"),
         "benchmark": benchmark,
     }.items():
         catalog[f"params:{key}"] = value
@@ -133,7 +133,8 @@ def test_features_pipeline_writes_partitioned_table(tiny_demo, tmp_path):
     assert feature_cols[:2] == ["classifier__score", "seg0__patchcore__q995"] and feature_cols[-1] == "padim__max"
     assert table["split_seed"].dtype == "int64" and set(table["role"]) == {"brf_train", "test"}
     assert table["seg2__padim__mean"].notna().all() and (table["padim__max"] > table["patchcore__max"]).all()
-    overlays = list((tmp_path / "data/08_reporting/segmentation").glob("*.png"))
+    # the overlays of this dataset id (the catalog resolves ${dataset_id:} to conf/base's)
+    overlays = list((tmp_path / f"data/08_reporting/dataset={CONF_DATASET_ID}/segmentation").glob("*.png"))
     assert len(overlays) == 4
     classifier_scores = catalog.load("classifier_scores")
     assert set(classifier_scores.split_seed) == {0, 1}

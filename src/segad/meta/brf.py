@@ -28,7 +28,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from typing import Annotated
 
@@ -316,9 +316,9 @@ def parse_model_key(key: str) -> tuple[str, str, str, str, int]:
     return parts[0], parts[1], parts[2], parts[3], int(parts[4].removeprefix("split_seed_"))
 
 
-def select_run(features, image_index, dataset: Mapping, seeds: Sequence[int], detectors: Sequence[str], benchmark: str):
-    """Rows of the feature table that belong to this run: its dataset layout, benchmark, detector
-    set, image_index categories and seeds.
+def select_run(features, image_index, dataset: str, seeds: Sequence[int], detectors: Sequence[str], benchmark: str):
+    """Rows of the feature table that belong to this run: its dataset id (`segad.config.DatasetConfig.id`),
+    benchmark, detector set, image_index categories and seeds.
 
     `features` is the table (DataFrame) or a reader of its partitions (an object with
     ``read(**partition_values)``, e.g. the catalog's lazy ``features`` entry), which then reads
@@ -330,11 +330,9 @@ def select_run(features, image_index, dataset: Mapping, seeds: Sequence[int], de
     key = "+".join(sorted(detectors))
     seeds = [int(s) for s in seeds]
     if hasattr(features, "read"):
-        features = features.read(
-            dataset=str(dataset["layout"]), benchmark=str(benchmark), detectors=key, split_seed=seeds
-        )
+        features = features.read(dataset=str(dataset), benchmark=str(benchmark), detectors=key, split_seed=seeds)
     chosen = features[
-        (features["dataset"] == dataset["layout"])
+        (features["dataset"] == dataset)
         & (features["benchmark"] == benchmark)
         & (features["detectors"] == key)
         & (features["category"].isin(image_index["category"].unique()))
@@ -342,15 +340,14 @@ def select_run(features, image_index, dataset: Mapping, seeds: Sequence[int], de
     ]
     if chosen.empty:
         raise ValueError(
-            f"no features for dataset={dataset['layout']}, benchmark={benchmark}, detectors={key}, "
+            f"no features for dataset={dataset}, benchmark={benchmark}, detectors={key}, "
             f"split_seed in {list(seeds)}: "
             "run the features pipeline first"
         )
     missing = sorted(set(seeds) - set(chosen["split_seed"].unique()))
     if missing:
         raise ValueError(
-            f"features lack split_seed {missing} for dataset={dataset['layout']}, "
-            f"benchmark={benchmark}, detectors={key}"
+            f"features lack split_seed {missing} for dataset={dataset}, benchmark={benchmark}, detectors={key}"
         )
     empty = [
         c

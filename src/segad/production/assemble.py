@@ -44,6 +44,7 @@ from segad.production.inputs import input_spec_from_paths
 from segad.production.operating_point import OperatingPoint, choose_operating_point, out_of_fold_scores
 from segad.segments.elpv import ELPV_SEGMENTS
 from segad.segments.segment_maps import SegmentMaps
+from segad.storage.identity import dataset_id_of
 from segad.storage.images import ImageSize, SizeLike
 from segad.vocabulary import TRAINING_ROLES
 
@@ -134,12 +135,12 @@ def assemble_bundle(
             "combination without them"
         )
     method = method_name([*members, *([CLASSIFIER] if with_classifier else [])])
-    layout, benchmark = str(dataset["layout"]), str(benchmark)
-    key = model_key(layout, benchmark, category, method, seed)  # this run's regime only
+    layout, benchmark, ident = str(dataset["layout"]), str(benchmark), dataset_id_of(dataset)
+    key = model_key(ident, benchmark, category, method, seed)  # this run's dataset and regime only
     if key not in brf_models:
-        ours = sorted(k for k in brf_models if k.startswith(f"{layout}/{benchmark}/"))
+        ours = sorted(k for k in brf_models if k.startswith(f"{ident}/{benchmark}/"))
         raise ValueError(
-            f"no BRF model {key!r} (run the brf pipeline for dataset {layout}, benchmark "
+            f"no BRF model {key!r} (run the brf pipeline for dataset {ident}, benchmark "
             f"{benchmark}; brf.combinations must include {method.split('+')[:-1]}); this regime has: {ours[:10]}"
         )
     segments = _segments(segment_maps, category, ImageSize.parse(image_size))
@@ -151,7 +152,7 @@ def assemble_bundle(
     if not columns:
         raise ValueError(f"BRF model {key} carries no feature names; retrain it with the brf pipeline")
 
-    table = select_run(features, image_index, dataset, seeds, run_detectors, benchmark)
+    table = select_run(features, image_index, ident, seeds, run_detectors, benchmark)
     rows = table[(table["category"] == category) & (table["split_seed"] == seed) & (table["role"] == "brf_train")]
     op = _operating_point(rows, columns, brf_model, seed, category, options)
     log.info(
@@ -181,7 +182,8 @@ def assemble_bundle(
         input_spec=spec,
         segment_names={int(k): str(v) for k, v in (names or {}).items()},
         config={
-            "dataset": layout,
+            "dataset": ident,
+            "layout": layout,
             "benchmark": benchmark,
             "split_seed": seed,
             "category": category,
@@ -192,7 +194,7 @@ def assemble_bundle(
         },
     )
     report = {
-        "dataset": layout,
+        "dataset": ident,
         "benchmark": benchmark,
         "method": method,
         "category": category,

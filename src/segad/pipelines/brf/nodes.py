@@ -30,7 +30,7 @@ def train_brf(
         dataset, benchmark, image_id, split_seed, method, score (``scores`` is partitioned by
         dataset and benchmark, so saving replaces only this regime's scores).
     """
-    table = select_run(features, image_index, {"layout": dataset.layout}, seeds, detectors, benchmark)
+    table = select_run(features, image_index, dataset.id, seeds, detectors, benchmark)
     models, scores = run_brf(
         table,
         detectors,
@@ -38,12 +38,12 @@ def train_brf(
         config.combinations,
         progress=lambda it: tqdm(it, desc="brf (category, split_seed)", unit="fit"),
     )
-    layout = dataset.layout
+    ident = dataset.id
     keyed = {}
     for key, model in models.items():
         method, category, seed = key.split("/")  # segad.meta.brf.run_brf: <method>/<category>/split_seed_<s>
-        keyed[model_key(layout, benchmark, category, method, int(seed.removeprefix("split_seed_")))] = model
+        keyed[model_key(ident, benchmark, category, method, int(seed.removeprefix("split_seed_")))] = model
     scores.insert(0, "benchmark", str(benchmark))
-    scores.insert(0, "dataset", layout)
+    scores.insert(0, "dataset", ident)
     log.info("BRF: %d models; scores for methods %s", len(keyed), sorted(scores["method"].unique()))
     return keyed, scores

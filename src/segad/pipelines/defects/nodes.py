@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from pathlib import Path
 
 import pandas as pd
 
+from segad.config import DatasetConfig
 from segad.ingestion.defects import DefectConfig, empty_synthetic_index, plan_synthetic
 from segad.segments.segment_maps import SegmentMaps
 
@@ -13,9 +16,17 @@ log = logging.getLogger(__name__)
 
 
 def make_synthetic_defects(
-    image_index: pd.DataFrame, splits: pd.DataFrame, segmentation: SegmentMaps, config: DefectConfig, benchmark: str
+    image_index: pd.DataFrame,
+    splits: pd.DataFrame,
+    segmentation: SegmentMaps,
+    config: DefectConfig,
+    benchmark: str,
+    dataset: DatasetConfig | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """synthetic_index and the images to write (lazily).
+
+    The images go to ``<defects.output_dir>/dataset=<dataset id>`` (the catalog's synthetic_images
+    folder), so two datasets' synthetic images never replace each other.
 
     one_class: a synthetic defect per brf_train good image (the bad class). Other regimes: the
     top-up, ``config.top_up_share`` of the brf_train good images, beside the real bad ones, for each
@@ -30,6 +41,8 @@ def make_synthetic_defects(
             f"top-up beside the real bad images ({share:.0%} of the brf_train goods where a seed and "
             f"category has fewer than {below} real bad images)"
         )
+    if dataset is not None:
+        config = dataclasses.replace(config, output_dir=str(Path(config.output_dir) / f"dataset={dataset.id}"))
     if share == 0.0:
         log.info("benchmark %s: no synthetic defects (defects.top_up_share is 0)", benchmark)
         return empty_synthetic_index(), {}

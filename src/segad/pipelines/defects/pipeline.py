@@ -10,7 +10,7 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
         [
             node(
                 make_synthetic_defects,
-                ["image_index", "splits", "segment_maps", "params:defects", "params:benchmark"],
+                ["image_index", "splits", "segment_maps", "params:defects", "params:benchmark", "params:dataset"],
                 ["synthetic_index", "synthetic_images"],
                 name="make_synthetic_defects",
             ),

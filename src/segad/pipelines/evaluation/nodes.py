@@ -48,18 +48,18 @@ def label_test_scores(
 
     ``scores`` (the brf stage's table, partitioned by dataset and benchmark) may hold other
     regimes' runs: with ``dataset`` (``params:dataset``) and ``benchmark`` given, only the rows of
-    ``dataset.layout`` and ``benchmark`` are used.
+    the dataset id (``dataset.id``) and ``benchmark`` are used.
     Every (method, split_seed) must score every test image of that seed: a metric over a
     partial test set would not be comparable, so missing images are an error.
     Scores of non-test rows (brf_train, synthetic images) are dropped.
     """
     if dataset is not None and benchmark is not None:
         _require(scores, ["dataset", "benchmark"], "scores")
-        layout = dataset.layout
-        ours = (scores["dataset"] == layout) & (scores["benchmark"] == str(benchmark))
+        ident = dataset.id
+        ours = (scores["dataset"] == ident) & (scores["benchmark"] == str(benchmark))
         if not ours.any():
             raise ValueError(
-                f"scores has no rows for dataset={layout}, benchmark={benchmark}: run the brf "
+                f"scores has no rows for dataset={ident}, benchmark={benchmark}: run the brf "
                 f"pipeline first (it has {sorted(set(zip(scores['dataset'], scores['benchmark'])))})"
             )
         scores = scores[ours].drop(columns=["dataset", "benchmark"])
@@ -199,7 +199,7 @@ def plot_feature_importance(
 
     ``brf_models`` is the brf stage's partitioned dataset ({``<dataset>/<benchmark>/<category>/
     <method>/split_seed_<s>``: loader}); only the partitions of this run's dataset
-    (``dataset.layout``), benchmark, methods, categories and seeds (those in ``test_scores``)
+    (``dataset.id``), benchmark, methods, categories and seeds (those in ``test_scores``)
     are read, since the folder keeps models of other runs. Importance = the feature's share of
     each model's total ``importance_type``, averaged over categories and seeds.
     """
@@ -207,16 +207,16 @@ def plot_feature_importance(
     methods = {m for m in test_scores["method"].unique() if m.endswith("+segad")}
     categories = set(test_scores["category"].astype(str))
     seeds = set(int(s) for s in test_scores["split_seed"].unique())
-    regime = (dataset.layout, str(benchmark))
+    regime = (dataset.id, str(benchmark))
     chosen: dict[str, list] = {}
     legacy = []
     for key, load in sorted(brf_models.items()):
         try:
-            layout, bench, category, method, seed = parse_model_key(key)
+            ident, bench, category, method, seed = parse_model_key(key)
         except ValueError:
             legacy.append(key)  # e.g. <method>/<category>/split_seed_<s> of the regime-less layout
             continue
-        if (layout, bench) == regime and method in methods and category in categories and seed in seeds:
+        if (ident, bench) == regime and method in methods and category in categories and seed in seeds:
             chosen.setdefault(method, []).append(load() if callable(load) else load)
     if legacy:
         log.warning(
@@ -313,12 +313,12 @@ def write_report(metrics: pd.DataFrame, parameters: Mapping, options: ReportOpti
 def keep_by_regime(metrics: pd.DataFrame, report: str, dataset: DatasetConfig, benchmark: str) -> tuple[dict, dict]:
     """This run's metrics and report, kept beside other regimes' and other runs'.
 
-    ``<dataset layout>/<benchmark>/{metrics,report}`` is the regime's latest copy (as metrics.csv and
-    report.md at the top are the latest run's); ``<dataset layout>/<benchmark>/runs/<run id>/`` keeps
+    ``<dataset id>/<benchmark>/{metrics,report}`` is the regime's latest copy (as metrics.csv and
+    report.md at the top are the latest run's); ``<dataset id>/<benchmark>/runs/<run id>/`` keeps
     every run's copy (`segad.runs.new_run_id`: UTC time + 8 random hex digits), so no run replaces
     the figures of another regime or of an earlier run.
     """
-    key = f"{dataset.layout}/{benchmark}"
+    key = f"{dataset.id}/{benchmark}"
     run = f"{key}/runs/{new_run_id()}"
     return (
         {f"{key}/metrics": metrics, f"{run}/metrics": metrics},

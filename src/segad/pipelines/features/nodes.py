@@ -43,7 +43,7 @@ def compute_features(
         progress=lambda it, desc: tqdm(it, desc=f"features {desc}", unit="batch"),
         threads=config.kernel_threads,
     )
-    table.insert(0, "dataset", dataset.layout)
+    table.insert(0, "dataset", dataset.id)
     table.insert(1, "benchmark", benchmark)
     table["detectors"] = "+".join(sorted(detectors))
     log.info("feature table: %d rows x %d columns", *table.shape)

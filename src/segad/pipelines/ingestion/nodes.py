@@ -29,8 +29,9 @@ def ingest(dataset: DatasetConfig, demo: DemoConfig) -> tuple[pd.DataFrame, pd.D
         on_bad_image=dataset.on_bad_image,
         **dataset.options,
     )
+    index["dataset"] = dataset.id  # the key of every table of this dataset (segad.storage.identity)
     for row in problems.itertuples():
         log.warning("skipped unreadable image %s: %s", row.path, row.problem)
     summary = index.groupby(["category", "split", "label"]).size()
-    log.info("image index: %d images\n%s", len(index), summary.to_string())
+    log.info("image index of dataset %s: %d images\n%s", dataset.id, len(index), summary.to_string())
     return index, problems
