@@ -51,46 +51,65 @@ def _colours(n: int) -> list:
     return [cmap(i % 10) for i in range(n)]
 
 
-def roc_figure(table: pd.DataFrame, title: str = "") -> Figure:
-    """ROC curves, one colour per method, one thin line per split seed.
+#: False-positive rates of the ROC plot's common grid (log axis from 0.1 % to 100 %).
+ROC_FPR_GRID = np.logspace(-3, 0, 200)
 
-    The legend gives each method's AUROC as mean ± sample std over the seeds.
+
+def roc_figure(table: pd.DataFrame, title: str = "") -> Figure:
+    """ROC curves on a log false-positive-rate axis: per method, the mean over split seeds of the
+    true-positive rate on a common grid (`ROC_FPR_GRID`), with a ± one sample std band.
+
+    The legend gives each method's AUROC as mean ± sample std over the seeds. The log axis
+    spreads the low false-positive rates where a production threshold sits.
     """
     _check_table(table, "roc_figure")
-    fig = Figure(figsize=(5.5, 5.0), constrained_layout=True)
+    fig = Figure(figsize=(6.0, 5.0), constrained_layout=True)
     ax = fig.add_subplot()
     methods = list(dict.fromkeys(table["method"]))
     for method, colour in zip(methods, _colours(len(methods)), strict=True):
         rows = table[table["method"] == method]
-        aurocs, first_line = [], None
+        aurocs, curves = [], []
         for seed, seed_rows in rows.groupby("split_seed", sort=True):
             name = f"{title} {method} seed {seed}".strip()
             fpr, tpr, _ = roc_curve(seed_rows["label"], seed_rows["score"], name=name)
             aurocs.append(auroc(seed_rows["label"], seed_rows["score"], name=name))
-            (line,) = ax.plot(fpr, tpr, color=colour, lw=1.2, alpha=0.8)
-            first_line = first_line or line
+            curves.append(np.interp(ROC_FPR_GRID, fpr, tpr))
+        if not curves:
+            continue
+        mean = np.mean(curves, axis=0)
         spread = f" ± {np.std(aurocs, ddof=1):.3f}" if len(aurocs) > 1 else ""
-        if first_line is not None:
-            first_line.set_label(f"{method} (AUROC {np.mean(aurocs):.3f}{spread})")
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        ax.plot(ROC_FPR_GRID, mean, color=colour, lw=1.4, label=f"{method} (AUROC {np.mean(aurocs):.3f}{spread})")
+        if len(curves) > 1:
+            band = np.std(curves, axis=0, ddof=1)
+            ax.fill_between(
+                ROC_FPR_GRID, np.clip(mean - band, 0, 1), np.clip(mean + band, 0, 1), color=colour, alpha=0.15
+            )
+    ax.plot(ROC_FPR_GRID, ROC_FPR_GRID, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log")
     ax.set(
-        xlim=(0, 1),
+        xlim=(ROC_FPR_GRID[0], 1),
         ylim=(0, 1.01),
-        xlabel="false positive rate (good flagged)",
+        xlabel="false positive rate (good flagged), log scale",
         ylabel="true positive rate (bad caught)",
-        title=f"ROC {title}".strip(),
+        title=f"ROC {title}: mean ± std over split seeds".strip(),
     )
     ax.legend(loc="lower right", fontsize=8)
     return fig
 
 
 def score_histogram_figure(
-    table: pd.DataFrame, split_seed: int | str | None = None, bins: int = 30, title: str = ""
+    table: pd.DataFrame,
+    split_seed: int | str | None = None,
+    bins: int = 30,
+    title: str = "",
+    max_miss_rate: float = 0.02,
 ) -> Figure:
     """Score histograms of good, seen-bad and unseen-bad test images, one panel per method.
 
     Like Fig. 6 of the SegAD paper. ``split_seed`` picks the seed (default: the smallest).
-    Densities are normalised per group so that small groups stay visible.
+    Densities are normalised per group so that small groups stay visible. A vertical line marks
+    the threshold the bundle's rule gives on these scores: the `max_miss_rate` quantile of the bad
+    scores (parts at or above it are rejected).
     """
     _check_table(table, "score_histogram_figure")
     seeds = sorted(table["split_seed"].unique())
@@ -119,6 +138,12 @@ def score_histogram_figure(
             values = parts[group].to_numpy(float)
             if values.size:
                 ax.hist(values, bins=edges, density=True, alpha=0.5, color=colour, label=f"{group} (n={values.size})")
+        bad = m.loc[m["label"] == 1, "score"].to_numpy(float)
+        if bad.size:
+            threshold = float(np.quantile(bad, max_miss_rate))
+            ax.axvline(
+                threshold, color="black", lw=1.0, ls="--", label=f"threshold {threshold:.3g} ({max_miss_rate:.0%} miss)"
+            )
         ax.set(title=method, xlabel="score", ylabel="density")
         ax.legend(fontsize=7)
     for ax in axes[len(methods) :]:

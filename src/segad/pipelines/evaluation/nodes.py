@@ -311,11 +311,19 @@ def plot_overlays(
     return figures, list(figures)
 
 
-def write_report(metrics: pd.DataFrame, parameters: Mapping, options: ReportOptions, **plot_files: list[str]) -> str:
+def write_report(
+    metrics: pd.DataFrame,
+    parameters: Mapping,
+    options: ReportOptions,
+    operating_point: Mapping | None = None,
+    test_scores: pd.DataFrame | None = None,
+    **plot_files: list[str],
+) -> str:
     """report.md text; ``plot_files`` maps a plot dataset key (as in ``options.plot_dirs``) to file names.
 
-    ``parameters`` (the whole tree, printed in the report) may hold typed parameter blocks; they
-    are printed as plain values.
+    It opens with the decision (`segad.evaluation.decision.decision_block`) from the bundle
+    stage's `operating_point` and the `test_scores`. ``parameters`` (the whole tree) may hold typed
+    parameter blocks; the appendix prints the blocks of what ran, as plain values.
     """
     plot_dirs = options.plot_dirs
     titles = options.plot_titles
@@ -325,7 +333,13 @@ def write_report(metrics: pd.DataFrame, parameters: Mapping, options: ReportOpti
             raise KeyError(f"evaluation.report.plot_dirs has no folder for plot set {key!r}")
         figures[titles.get(key, key)] = [f"{plot_dirs[key]}/{name}" for name in files]
     return render_report(
-        metrics, parameters=jsonable(parameters), figures=figures, versions=package_versions(), title=options.title
+        metrics,
+        parameters=jsonable(parameters),
+        figures=figures,
+        versions=package_versions(),
+        title=options.title,
+        operating_point=jsonable(operating_point) if operating_point is not None else None,
+        test_scores=test_scores,
     )
 
 

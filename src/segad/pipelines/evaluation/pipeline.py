@@ -1,8 +1,9 @@
-"""evaluation: scores, BRF models, anomaly maps, segment maps -> metrics, plots, report.
+"""evaluation: scores, BRF models, anomaly maps, segment maps -> metrics and plots.
 
 All nodes live in the ``evaluation`` namespace; the shared datasets (``scores``, ``brf_models``,
 ``image_index``, ``splits``, ``segment_maps``, ``<detector>.map_index`` / ``.map_store``,
-``metrics``, ``report``) keep their global names.
+``metrics``) keep their global names. The plot nodes also write the list of their files
+(``evaluation.<plot>_files``), which the report stage (after the bundle) links in report.md.
 """
 
 from kedro.pipeline import Pipeline, node
@@ -10,13 +11,11 @@ from kedro.pipeline import Pipeline, node
 from segad.pipelines import detector_inputs
 from segad.pipelines.evaluation.nodes import (
     compute_metrics,
-    keep_by_regime,
     label_test_scores,
     plot_feature_importance,
     plot_overlays,
     plot_roc_curves,
     plot_score_histograms,
-    write_report,
 )
 
 
@@ -56,32 +55,12 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
                 ["overlays", "overlays_files"],
                 name="plot_overlays",
             ),
-            node(
-                write_report,
-                {
-                    "metrics": "metrics",
-                    "parameters": "parameters",
-                    "options": "params:evaluation.report",
-                    "roc_curves": "roc_curves_files",
-                    "score_histograms": "score_histograms_files",
-                    "feature_importance": "feature_importance_files",
-                    "overlays": "overlays_files",
-                },
-                "report",
-                name="write_report",
-            ),
-            node(
-                keep_by_regime,
-                ["metrics", "report", "params:dataset", "params:benchmark"],
-                ["metrics_by_regime", "report_by_regime"],
-                name="keep_by_regime",
-            ),
         ]
     )
     return Pipeline(
         nodes,
         namespace="evaluation",
         inputs={"scores", "brf_models", "image_index", "splits", "segment_maps", *maps.values()},
-        outputs={"metrics", "report", "metrics_by_regime", "report_by_regime"},
-        parameters={"params:dataset", "params:benchmark", "params:evaluation.plots", "params:evaluation.report"},
+        outputs={"metrics"},
+        parameters={"params:dataset", "params:benchmark", "params:evaluation.plots"},
     )

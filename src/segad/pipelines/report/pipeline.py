@@ -1,0 +1,38 @@
+"""report: metrics + test scores + plot file lists + the bundle's operating point -> report.md.
+
+It runs after the bundle stage, so that report.md opens with the decision: the bundle, its
+threshold, the rates it is expected to make and the verdict (segad.evaluation.decision).
+"""
+
+from kedro.pipeline import Pipeline, node
+
+from segad.pipelines.evaluation.nodes import keep_by_regime, write_report
+
+#: Plot sets whose file lists the evaluation stage writes (``evaluation.<plot>_files``).
+PLOTS = ("roc_curves", "score_histograms", "feature_importance", "overlays")
+
+
+def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            node(
+                write_report,
+                {
+                    "metrics": "metrics",
+                    "parameters": "parameters",
+                    "options": "params:evaluation.report",
+                    "operating_point": "operating_point",
+                    "test_scores": "evaluation.test_scores",
+                    **{plot: f"evaluation.{plot}_files" for plot in PLOTS},
+                },
+                "report",
+                name="write_report",
+            ),
+            node(
+                keep_by_regime,
+                ["metrics", "report", "params:dataset", "params:benchmark"],
+                ["metrics_by_regime", "report_by_regime"],
+                name="keep_by_regime",
+            ),
+        ]
+    )
