@@ -66,7 +66,11 @@ def summary_lines(
     comparison: str | None,
 ) -> list[str]:
     """The summary block's lines (each well under `segad.logs.MAX_LINE` characters)."""
-    stages = ", ".join(f"{name} {value:.1f} s" for name, value in stage_seconds.items()) or "none"
+    from segad.pipeline_registry import EXTRA, STAGES
+
+    order = [*STAGES, *EXTRA]
+    ranked = sorted(stage_seconds.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order))
+    stages = ", ".join(f"{name} {value:.1f} s" for name, value in ranked) or "none"
     mlflow = (
         f"run {tracking['run_id']} (experiment {tracking['experiment']}) in {tracking['uri']}; open it: make ui"
         if tracking

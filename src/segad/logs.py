@@ -17,7 +17,7 @@ Example:
     >>> handler = logging.StreamHandler(stream)
     >>> handler.setFormatter(PlainFormatter("%(levelname)s %(message)s", max_line=20))
     >>> logger = logging.getLogger("segad.doctest")
-    >>> logger.addHandler(handler); logger.propagate = False
+    >>> logger.addHandler(handler); logger.propagate = False; logger.setLevel(logging.INFO)
     >>> logger.warning("a long message that wraps on spaces")
     >>> print(stream.getvalue().rstrip())
     WARNING a long
@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 import re
 import sys
-import textwrap
 import time
 import traceback
 import warnings
@@ -71,13 +70,26 @@ class PlainFormatter(logging.Formatter):
         return "\n".join(wrap_line(line, self.max_line) for line in text.splitlines())
 
 
-def wrap_line(line: str, width: int = MAX_LINE) -> str:
-    """`line` wrapped on spaces to at most `width` characters, continuation lines indented."""
-    if len(line) <= width:
-        return line
-    return "\n".join(
-        textwrap.wrap(line, width=width, subsequent_indent="    ", break_long_words=True, break_on_hyphens=False)
-    )
+def wrap_line(line: str, width: int = MAX_LINE, indent: str = "    ") -> str:
+    """`line` wrapped to at most `width` characters, continuation lines indented: cut at the last
+    space, else after the last ``;`` or ``,``, else before the last ``/`` within the width (a
+    name is never split), a hard cut only in a run without any of them."""
+    lines: list[str] = []
+    rest = line
+    while len(rest) > width:
+        window = rest[: width + 1]
+        floor = len(indent) + 1 if lines else 1
+        cut = window.rfind(" ")
+        if cut < floor:
+            cut = max(window.rfind(";", 0, width), window.rfind(",", 0, width)) + 1
+        if cut < floor:
+            cut = window.rfind("/", 0, width)
+        if cut < floor:
+            cut = width
+        lines.append(rest[:cut].rstrip())
+        rest = indent + rest[cut:].lstrip()
+    lines.append(rest)
+    return "\n".join(lines)
 
 
 def is_terminal(stream: Any) -> bool:
@@ -160,6 +172,11 @@ KNOWN_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
     (r"register_new_resolver\(\) is deprecated", UserWarning, r"kedro\.config\.omegaconf_config"),
     (r"`LightningModule\.configure_optimizers` returned `None`", UserWarning, r"lightning\.pytorch\..*"),
 )
+#: Deprecations named by category and issuing module: SQLAlchemy 2.1's notice about the ``noload``
+#: strategy that MLflow's SQLite store (data/09_tracking/mlflow.db) still uses.
+KNOWN_DEPRECATIONS: tuple[tuple[str, str], ...] = (
+    (r"The ``noload`` loader strategy is deprecated", r"mlflow\.store\..*"),
+)
 
 
 def silence_known_warnings() -> None:
@@ -170,6 +187,8 @@ def silence_known_warnings() -> None:
             logger.addFilter(_DropMessages(name, patterns))
     for message, category, module in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
+    for message, module in KNOWN_DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=message, category=DeprecationWarning, module=module)
 
 
 # ----------------------------------------------------------------------------- progress
@@ -187,8 +206,10 @@ class _LogProgress:
         logger: logging.Logger,
         every_percent: float,
         every_seconds: float,
+        min_seconds: float = 2.0,
     ) -> None:
         self.iterable = iterable
+        self.min_seconds = min_seconds
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
         self.total, self.desc, self.unit, self.log = total, desc, unit, logger
@@ -228,9 +249,10 @@ class _LogProgress:
         self.n += int(n)
         now = time.monotonic()
         percent = 100.0 * self.n / self.total if self.total else 0.0
-        due = now - self.last_time >= self.every_seconds
+        since = now - self.last_time
+        due = since >= self.every_seconds
         if self.total and percent - self.last_percent >= self.every_percent and self.n < self.total:
-            due = True
+            due = due or since >= self.min_seconds
         if due:
             self.log.info(self._line())
             self.last_time, self.last_percent = now, percent
@@ -259,20 +281,21 @@ def progress(
     logger: logging.Logger | None = None,
     every_percent: float = 10.0,
     every_seconds: float = 30.0,
+    min_seconds: float = 2.0,
     **tqdm_args: Any,
 ) -> Any:
     """A progress bar over `iterable` (or updated by hand with `.update(n)`, `total` items).
 
     `terminal`: None = whether stderr (where tqdm draws) is a terminal. On a terminal: tqdm.
-    Otherwise: a logger that writes one line every `every_percent` % or `every_seconds` s and one
-    when closed. `disable`: no bar and no lines (the iterable is still wrapped).
+    Otherwise: a logger that writes one line every `every_percent` % (but not within `min_seconds`
+    of the last line) or every `every_seconds` s, and one when closed: a fast loop logs one line. `disable`: no bar and no lines (the iterable is still wrapped).
     """
     terminal = is_terminal(sys.stderr) if terminal is None else terminal
     if terminal or disable:
         from tqdm.auto import tqdm
 
         return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, leave=leave, **tqdm_args)
-    return _LogProgress(iterable, total, desc, unit, logger or log, every_percent, every_seconds)
+    return _LogProgress(iterable, total, desc, unit, logger or log, every_percent, every_seconds, min_seconds)
 
 
 # ----------------------------------------------------------------------------- errors

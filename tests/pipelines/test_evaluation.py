@@ -22,6 +22,7 @@ from segad.evaluation.metrics import image_metrics
 from segad.meta.brf import BRFConfig, fit_brf
 from segad.pipelines.evaluation import create_pipeline
 from segad.pipelines.evaluation.nodes import compute_metrics, label_test_scores, plot_feature_importance
+from segad.pipelines.report import create_pipeline as report_pipeline
 from segad.segments.segment_maps import SegmentMaps
 from segad.storage.map_store import MapStore
 
@@ -216,9 +217,10 @@ def test_pipeline_writes_metrics_plots_and_report(tmp_path):
             ),
             "params:evaluation.report": MemoryDataset(ReportOptions(plot_dirs=plot_dirs)),
             "parameters": MemoryDataset({"benchmark": "high_shot", "seeds": list(SEEDS)}),
+            "operating_point": MemoryDataset({"built": False, "reason": "bundle.build is false"}),
         }
     )
-    SequentialRunner().run(create_pipeline(["patchcore"]), catalog)
+    SequentialRunner().run(create_pipeline(["patchcore"]) + report_pipeline(), catalog)
     metrics = pd.read_csv(out / "metrics.csv")
     assert {"mean", "std"} <= set(metrics["split_seed"].astype(str))
     pngs = [
@@ -234,6 +236,7 @@ def test_pipeline_writes_metrics_plots_and_report(tmp_path):
         assert f"({png})" in report
     assert "| patchcore+segad |" in report and "### Unseen defects" in report
     assert "| kedro |" in report and "benchmark: high_shot" in report
+    assert report.splitlines()[4] == "## Decision" and "none written (bundle.build is false)" in report
 
 
 def test_importance_reads_only_this_runs_models(tmp_path):
