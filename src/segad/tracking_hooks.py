@@ -75,6 +75,15 @@ def tracking_uri(value: str, project_path: Path) -> str:
     return folder.resolve().as_uri()
 
 
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment of a SQLite store keeps its files: ``artifacts/`` beside the database
+    (MLflow's default would be ``./mlruns`` in the working folder); None (MLflow's choice) otherwise."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    return (Path(uri[len(prefix) :]).parent / "artifacts").resolve().as_uri()
+
+
 def close_stale_runs(client: Any, experiment_id: str, pid_alive: Any = None) -> list[str]:
     """Mark KILLED the RUNNING runs of `experiment_id` whose process is gone; returns their ids.
 
@@ -188,7 +197,11 @@ class TrackingHooks:
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         client = MlflowClient(tracking_uri=uri)
         found = client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
+        experiment_id = (
+            found.experiment_id
+            if found is not None
+            else client.create_experiment(experiment, artifact_location=artifact_location(uri))
+        )
         close_stale_runs(client, experiment_id)
         tags = {
             "segad.host": socket.gethostname(),

@@ -23,6 +23,7 @@ from segad.meta.brf import BRFConfig, fit_brf
 from segad.pipelines.evaluation import create_pipeline
 from segad.pipelines.evaluation.nodes import compute_metrics, label_test_scores, plot_feature_importance
 from segad.pipelines.report import create_pipeline as report_pipeline
+from segad.production.assemble import BundleOptions
 from segad.segments.segment_maps import SegmentMaps
 from segad.storage.map_store import MapStore
 
@@ -218,6 +219,7 @@ def test_pipeline_writes_metrics_plots_and_report(tmp_path):
             "params:evaluation.report": MemoryDataset(ReportOptions(plot_dirs=plot_dirs)),
             "parameters": MemoryDataset({"benchmark": "high_shot", "seeds": list(SEEDS)}),
             "operating_point": MemoryDataset({"built": False, "reason": "bundle.build is false"}),
+            "params:bundle": MemoryDataset(BundleOptions(max_miss_rate=0.1)),
         }
     )
     SequentialRunner().run(create_pipeline(["patchcore"]) + report_pipeline(), catalog)

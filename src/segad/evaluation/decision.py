@@ -71,7 +71,9 @@ class Comparison:
             "does not pay": "SegAD does not pay on this data",
             "not distinguishable": "SegAD and the best single detector are not distinguishable on this data",
         }[self.verdict_word]
-        return f"{lead}: {self.method} against {self.detector}, AUROC {gain:+.1f} points (spread over seeds shown)."
+        spreads = [s for s in (self.std[self.method]["auroc"], self.std[self.detector]["auroc"]) if not pd.isna(s)]
+        spread = f"seed spread ± {100 * max(spreads):.1f}" if spreads else "one split seed: no spread to compare"
+        return f"{lead}: {self.method} against {self.detector}, AUROC {gain:+.1f} points ({spread})."
 
 
 def _rows(metrics: pd.DataFrame, category: str, subset: str, seed: str) -> pd.DataFrame:

@@ -19,6 +19,7 @@ from segad.evaluation.plots import (
 )
 from segad.evaluation.report import method_order, package_versions, render_report
 from segad.meta.brf import parse_model_key
+from segad.production.assemble import BundleOptions
 from segad.runs import new_run_id
 from segad.storage.images import read_image
 from segad.versions import jsonable
@@ -200,11 +201,15 @@ def plot_roc_curves(test_scores: pd.DataFrame) -> tuple[dict, list[str]]:
     return figures, list(figures)
 
 
-def plot_score_histograms(test_scores: pd.DataFrame, options: PlotOptions) -> tuple[dict, list[str]]:
-    """Score histograms (good / seen bad / unseen bad) per category -> (figures, file names)."""
+def plot_score_histograms(
+    test_scores: pd.DataFrame, options: PlotOptions, bundle: BundleOptions | None = None
+) -> tuple[dict, list[str]]:
+    """Score histograms (good / seen bad / unseen bad) per category -> (figures, file names); the
+    threshold line follows the bundle's rule (`bundle.max_miss_rate` quantile of the bad scores)."""
+    miss = float(bundle.max_miss_rate) if bundle is not None else 0.02
     figures = {
         f"histogram{suffix}.png": score_histogram_figure(
-            rows, split_seed=options.split_seed, bins=options.histogram_bins, title=str(category)
+            rows, split_seed=options.split_seed, bins=options.histogram_bins, title=str(category), max_miss_rate=miss
         )
         for category, suffix, rows in _per_category(test_scores)
     }

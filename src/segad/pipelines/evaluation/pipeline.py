@@ -33,7 +33,7 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
             node(plot_roc_curves, "test_scores", ["roc_curves", "roc_curves_files"], name="plot_roc_curves"),
             node(
                 plot_score_histograms,
-                ["test_scores", "params:evaluation.plots"],
+                ["test_scores", "params:evaluation.plots", "params:bundle"],
                 ["score_histograms", "score_histograms_files"],
                 name="plot_score_histograms",
             ),
@@ -62,5 +62,5 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
         namespace="evaluation",
         inputs={"scores", "brf_models", "image_index", "splits", "segment_maps", *maps.values()},
         outputs={"metrics"},
-        parameters={"params:dataset", "params:benchmark", "params:evaluation.plots"},
+        parameters={"params:dataset", "params:benchmark", "params:evaluation.plots", "params:bundle"},
     )
