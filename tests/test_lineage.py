@@ -60,7 +60,7 @@ def assert_viz_shows(response: dict, expected, detectors: list[str]) -> None:
         f"viz tasks differ: missing {sorted(set(wanted) - set(shown))}, extra {sorted(set(shown) - set(wanted))}"
     )
     namespaces = set(response["modular_pipelines"])
-    stages = {"ingestion", "split", "defects", "anomaly_maps", "features", "brf", "evaluation", "bundle"}
+    stages = {"ingestion", "split", "defects", "anomaly_maps", "features", "brf", "evaluation", "bundle", "report"}
     assert stages <= namespaces, sorted(stages - namespaces)
     per_detector = {f"anomaly_maps.{d}" for d in detectors}
     assert per_detector <= namespaces, sorted(per_detector - namespaces)

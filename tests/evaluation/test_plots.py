@@ -115,6 +115,10 @@ def test_importance_table_and_figure():
     widths = {t.get_text(): p.get_width() for t, p in zip(bars.get_yticklabels(), bars.patches, strict=True)}
     assert widths["seg0"] == 4.0 and widths["seg2"] == 2.0 and widths["patchcore__max"] == 5.0
     assert _png(fig)[:4] == b"\x89PNG"
+    named = feature_importance_figure(importances, segment_names={0: "background", 2: "solder dot"})
+    labels = [t.get_text() for t in named.axes[0].get_yticklabels()]
+    assert "background (seg0)" in labels and "solder dot (seg2)" in labels
+    assert [t.get_text() for t in named.axes[1].get_yticklabels()] == ["background (seg0)", "solder dot (seg2)"]
     with pytest.raises(ValueError, match="no importances"):
         feature_importance_figure({})
 
@@ -138,8 +142,10 @@ def test_worst_cases_and_overlay(table):
         }
         for i in range(2)
     ]
-    fig = overlay_figure(cases, title="worst")
+    fig = overlay_figure(cases, title="worst", segment_names={1: "wire area"})
     assert len([ax for ax in fig.axes if ax.get_title() in ("patchcore", "padim")]) == 4
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["seg0", "wire area (seg1)"]
     assert _png(fig)[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="no test scores for method 'x'"):
         worst_cases(table, "x", 0)

@@ -192,13 +192,24 @@ def model_importances(models: Sequence, importance_type: str = "total_gain") -> 
     return {name: float(np.mean([share.get(name, 0.0) for share in shares])) for name in features}
 
 
+def segment_label(segment: int, names: Mapping[int, str] | None = None) -> str:
+    """``<part name> (seg<l>)`` where `names` has the segment, else ``seg<l>``."""
+    name = (names or {}).get(int(segment))
+    return f"{name} (seg{segment})" if name else f"seg{segment}"
+
+
 def feature_importance_figure(
-    importances: Mapping[str, float], title: str = "", importance_type: str = "gain"
+    importances: Mapping[str, float],
+    title: str = "",
+    importance_type: str = "gain",
+    segment_names: Mapping[int, str] | None = None,
 ) -> Figure:
     """Importance summed by segment (bars) and a segment x (detector, statistic) heat map.
 
     ``importances`` maps feature names to non-negative importances (e.g. XGBoost total gain,
-    averaged over seeds); features the model never split on may be absent (= 0).
+    averaged over seeds); features the model never split on may be absent (= 0). Segments are
+    named by part where `segment_names` ({label: name}, as in the bundle and inspection.parquet)
+    has them.
     """
     table = importance_table(importances)
     if table.empty:
@@ -208,7 +219,7 @@ def feature_importance_figure(
     fig = Figure(figsize=(11, 4.2), constrained_layout=True)
     left, right = fig.subplots(1, 2, width_ratios=[1, 1.6])
     by_segment = seg.groupby("segment")["importance"].sum()
-    labels = [f"seg{s}" for s in by_segment.index] + list(other["feature"])
+    labels = [segment_label(s, segment_names) for s in by_segment.index] + list(other["feature"])
     values = list(by_segment.to_numpy()) + list(other["importance"])
     left.barh(labels[::-1], values[::-1], color="tab:blue")
     left.set(xlabel=f"summed {importance_type}", title="by segment (and global features)")
@@ -219,7 +230,7 @@ def feature_importance_figure(
         order = sorted(heat.columns, key=lambda c: (c[0], STATS.index(c[1]) if c[1] in STATS else 99))
         heat = heat[order]
         image = right.imshow(heat.to_numpy(), aspect="auto", cmap="viridis")
-        right.set_yticks(range(len(heat.index)), [f"seg{s}" for s in heat.index])
+        right.set_yticks(range(len(heat.index)), [segment_label(s, segment_names) for s in heat.index])
         right.set_xticks(range(len(order)), [f"{d}\n{s}" for d, s in order], rotation=90, fontsize=7)
         right.set_title(f"{importance_type} by segment and statistic")
         fig.colorbar(image, ax=right)
@@ -229,8 +240,10 @@ def feature_importance_figure(
     return fig
 
 
-def overlay_figure(cases: Sequence[Mapping], title: str = "") -> Figure:
+def overlay_figure(cases: Sequence[Mapping], title: str = "", segment_names: Mapping[int, str] | None = None) -> Figure:
     """One row per case: the image with its segments, then one raw anomaly map per detector.
+
+    A legend below names each segment colour (by part where `segment_names` has the label).
 
     Each case is a mapping with ``image`` (3, H, W) float in [0, 1], ``maps`` {detector: (H, W)},
     ``segments`` (H, W) int labels or None, and ``caption`` (str). The image panel is
@@ -266,6 +279,16 @@ def overlay_figure(cases: Sequence[Mapping], title: str = "") -> Figure:
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
+    shown_labels = sorted({int(v) for c in cases if c.get("segments") is not None for v in np.unique(c["segments"])})
+    if shown_labels:
+        from matplotlib import colormaps
+        from matplotlib.patches import Patch
+
+        handles = [
+            Patch(color=colormaps["tab10"](label % 10), label=segment_label(label, segment_names))
+            for label in shown_labels
+        ]
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=7)
     fig.suptitle(title, fontsize=9)
     return fig
 

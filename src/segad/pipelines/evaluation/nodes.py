@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+import numpy as np
 import pandas as pd
 
 from segad.config import DatasetConfig, PlotOptions, ReportOptions
@@ -217,7 +218,13 @@ def plot_score_histograms(
 
 
 def plot_feature_importance(
-    brf_models: Mapping, test_scores: pd.DataFrame, options: PlotOptions, dataset: DatasetConfig, benchmark: str
+    brf_models: Mapping,
+    test_scores: pd.DataFrame,
+    options: PlotOptions,
+    dataset: DatasetConfig,
+    benchmark: str,
+    segment_maps=None,
+    bundle: BundleOptions | None = None,
 ) -> tuple[dict, list[str]]:
     """Importance figures, one per SegAD combination of this run -> (figures, file names).
 
@@ -260,15 +267,28 @@ def plot_feature_importance(
         values = model_importances(chosen[method], importance_type)
         title = f"{method} (share of {importance_type}, mean over {len(chosen[method])} model(s))"
         figures[f"importance_{method.replace('+', '_')}.png"] = feature_importance_figure(
-            values, title=title, importance_type=f"share of {importance_type}"
+            values,
+            title=title,
+            importance_type=f"share of {importance_type}",
+            segment_names=_part_names(segment_maps, dataset, bundle),
         )
     return figures, list(figures)
 
 
 def plot_overlays(
-    test_scores: pd.DataFrame, image_index: pd.DataFrame, segmentation, options: PlotOptions, **maps
+    test_scores: pd.DataFrame,
+    image_index: pd.DataFrame,
+    segmentation,
+    options: PlotOptions,
+    bundle: BundleOptions | None = None,
+    dataset: DatasetConfig | None = None,
+    **maps,
 ) -> tuple[dict, list[str]]:
     """Worst false negatives / positives of one method per category, with segments and raw maps.
+
+    Each case says what the bundle's rule decides for it: accept or reject at the threshold that
+    rule (`bundle.max_miss_rate` quantile of the bad scores) gives on that seed's test scores; the
+    segment legend names parts as the bundle does.
 
     ``maps`` holds ``<detector>__map_index`` (DataFrame) and ``<detector>__map_store``
     (`segad.storage.map_store.MapStore`) for every detector. The method is ``options.overlay_method``
@@ -286,8 +306,13 @@ def plot_overlays(
     paths = image_index.set_index("image_id")["path"]
     keys = {d: maps[f"{d}__map_index"].set_index(["image_id", "split_seed"])["map_key"] for d in detectors}
     figures = {}
+    miss = float(bundle.max_miss_rate) if bundle is not None else 0.02
+    names = _part_names(segmentation, dataset, bundle) if dataset is not None else {}
     for category, suffix, rows in _per_category(test_scores):
         cases = []
+        ours = rows[(rows["method"] == method) & (rows["split_seed"] == seed)]
+        bad = ours.loc[ours["label"] == 1, "score"].to_numpy(float)
+        threshold = float(np.quantile(bad, miss)) if bad.size else float("nan")
         for case in worst_cases(rows, method, seed, n=n_worst).itertuples():
             anomaly_maps = {}
             for detector in detectors:
@@ -308,11 +333,15 @@ def plot_overlays(
                     "image": read_image(paths.loc[case.image_id], size=size),
                     "maps": anomaly_maps,
                     "segments": labels,
-                    "caption": f"{kind} #{case.rank} score {case.score:.3g}\n{case.image_id}",
+                    "caption": f"{kind} #{case.rank} score {case.score:.3g}: "
+                    f"{'reject' if case.score >= threshold else 'accept'}\n{case.image_id}",
                 }
             )
-        title = f"{method}, split_seed {seed}, {category}\nworst false negatives (FN), false positives (FP)"
-        figures[f"overlays{suffix}.png"] = overlay_figure(cases, title=title)
+        title = (
+            f"{method}, split_seed {seed}, {category}\nworst false negatives (FN), false positives (FP); "
+            f"decision at threshold {threshold:.3g} ({miss:.0%} of these bad parts accepted)"
+        )
+        figures[f"overlays{suffix}.png"] = overlay_figure(cases, title=title, segment_names=names)
     return figures, list(figures)
 
 
@@ -346,6 +375,15 @@ def write_report(
         operating_point=jsonable(operating_point) if operating_point is not None else None,
         test_scores=test_scores,
     )
+
+
+def _part_names(segment_maps, dataset: DatasetConfig, bundle: BundleOptions | None) -> dict[int, str]:
+    """{label: part name} as the bundle and inspection.parquet name segments (empty when unknown)."""
+    if segment_maps is None:
+        return {}
+    from segad.production.assemble import segment_names
+
+    return segment_names(segment_maps, dataset.layout, bundle.segment_names if bundle is not None else None)
 
 
 def keep_by_regime(metrics: pd.DataFrame, report: str, dataset: DatasetConfig, benchmark: str) -> tuple[dict, dict]:
