@@ -290,7 +290,8 @@ def test_catalog_plot_folders_match_report_links():
 def test_metrics_and_reports_of_two_regimes_and_of_every_run_are_all_kept(tmp_path):
     from kedro.io import DataCatalog
 
-    from segad.pipelines.evaluation.nodes import keep_by_regime
+    from segad.pipelines.evaluation.nodes import keep_metrics_by_regime
+    from segad.pipelines.report.nodes import keep_report_by_regime
     from segad.runs import RUN_ID
 
     loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="local", env="local")
@@ -300,10 +301,11 @@ def test_metrics_and_reports_of_two_regimes_and_of_every_run_are_all_kept(tmp_pa
     catalog = DataCatalog.from_config(config)
     for benchmark, auroc in (("high_shot", 0.9), ("one_class", 0.7), ("high_shot", 0.8)):  # high_shot twice
         metrics = pd.DataFrame({"method": ["padim+segad"], "benchmark": [benchmark], "auroc": [auroc]})
-        by_metrics, by_report = keep_by_regime(
-            metrics, f"# {benchmark} {auroc}\n", DatasetConfig(layout="demo"), benchmark
+        catalog.save("metrics_by_regime", keep_metrics_by_regime(metrics, DatasetConfig(layout="demo"), benchmark))
+        kept = catalog.load("metrics_by_regime")  # the report stage reads it to find this run's folder
+        by_report = keep_report_by_regime(
+            f"# {benchmark} {auroc}\n", metrics, kept, DatasetConfig(layout="demo"), benchmark
         )
-        catalog.save("metrics_by_regime", by_metrics)
         catalog.save("report_by_regime", by_report)
     high = sorted((tmp_path / "by_regime/demo/high_shot/runs").iterdir())
     one = sorted((tmp_path / "by_regime/demo/one_class/runs").iterdir())

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from segad.config import DatasetConfig, PlotOptions, ReportOptions
+from segad.config import DatasetConfig, PlotOptions
 from segad.evaluation.metrics import COUNT_COLUMNS, METRIC_COLUMNS, aggregate_over_seeds, image_metrics
 from segad.evaluation.plots import (
     feature_importance_figure,
@@ -18,12 +18,11 @@ from segad.evaluation.plots import (
     score_histogram_figure,
     worst_cases,
 )
-from segad.evaluation.report import method_order, package_versions, render_report
+from segad.evaluation.report import method_order
 from segad.meta.brf import parse_model_key
 from segad.production.assemble import BundleOptions
 from segad.runs import new_run_id
 from segad.storage.images import read_image
-from segad.versions import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -345,38 +344,6 @@ def plot_overlays(
     return figures, list(figures)
 
 
-def write_report(
-    metrics: pd.DataFrame,
-    parameters: Mapping,
-    options: ReportOptions,
-    operating_point: Mapping | None = None,
-    test_scores: pd.DataFrame | None = None,
-    **plot_files: list[str],
-) -> str:
-    """report.md text; ``plot_files`` maps a plot dataset key (as in ``options.plot_dirs``) to file names.
-
-    It opens with the decision (`segad.evaluation.decision.decision_block`) from the bundle
-    stage's `operating_point` and the `test_scores`. ``parameters`` (the whole tree) may hold typed
-    parameter blocks; the appendix prints the blocks of what ran, as plain values.
-    """
-    plot_dirs = options.plot_dirs
-    titles = options.plot_titles
-    figures = {}
-    for key, files in plot_files.items():
-        if key not in plot_dirs:
-            raise KeyError(f"evaluation.report.plot_dirs has no folder for plot set {key!r}")
-        figures[titles.get(key, key)] = [f"{plot_dirs[key]}/{name}" for name in files]
-    return render_report(
-        metrics,
-        parameters=jsonable(parameters),
-        figures=figures,
-        versions=package_versions(),
-        title=options.title,
-        operating_point=jsonable(operating_point) if operating_point is not None else None,
-        test_scores=test_scores,
-    )
-
-
 def _part_names(segment_maps, dataset: DatasetConfig, bundle: BundleOptions | None) -> dict[int, str]:
     """{label: part name} as the bundle and inspection.parquet name segments (empty when unknown)."""
     if segment_maps is None:
@@ -386,17 +353,14 @@ def _part_names(segment_maps, dataset: DatasetConfig, bundle: BundleOptions | No
     return segment_names(segment_maps, dataset.layout, bundle.segment_names if bundle is not None else None)
 
 
-def keep_by_regime(metrics: pd.DataFrame, report: str, dataset: DatasetConfig, benchmark: str) -> tuple[dict, dict]:
-    """This run's metrics and report, kept beside other regimes' and other runs'.
+def keep_metrics_by_regime(metrics: pd.DataFrame, dataset: DatasetConfig, benchmark: str) -> dict:
+    """This run's metrics, kept beside other regimes' and other runs'.
 
-    ``<dataset layout>/<benchmark>/{metrics,report}`` is the regime's latest copy (as metrics.csv and
-    report.md at the top are the latest run's); ``<dataset layout>/<benchmark>/runs/<run id>/`` keeps
-    every run's copy (`segad.runs.new_run_id`: UTC time + 8 random hex digits), so no run replaces
-    the figures of another regime or of an earlier run.
+    ``<dataset layout>/<benchmark>/metrics`` is the regime's latest copy (as metrics.csv at the top
+    is the latest run's); ``<dataset layout>/<benchmark>/runs/<run id>/metrics`` keeps every run's
+    copy (`segad.runs.new_run_id`: UTC time + 8 random hex digits), so no run replaces the figures
+    of another regime or of an earlier run. The report stage puts report.md beside them
+    (`segad.pipelines.report.nodes.keep_report_by_regime`).
     """
     key = f"{dataset.layout}/{benchmark}"
-    run = f"{key}/runs/{new_run_id()}"
-    return (
-        {f"{key}/metrics": metrics, f"{run}/metrics": metrics},
-        {f"{key}/report": report, f"{run}/report": report},
-    )
+    return {f"{key}/metrics": metrics, f"{key}/runs/{new_run_id()}/metrics": metrics}

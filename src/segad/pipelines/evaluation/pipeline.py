@@ -11,6 +11,7 @@ from kedro.pipeline import Pipeline, node
 from segad.pipelines import detector_inputs
 from segad.pipelines.evaluation.nodes import (
     compute_metrics,
+    keep_metrics_by_regime,
     label_test_scores,
     plot_feature_importance,
     plot_overlays,
@@ -65,12 +66,18 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
                 ["overlays", "overlays_files"],
                 name="plot_overlays",
             ),
+            node(
+                keep_metrics_by_regime,
+                ["metrics", "params:dataset", "params:benchmark"],
+                "metrics_by_regime",
+                name="keep_metrics_by_regime",
+            ),
         ]
     )
     return Pipeline(
         nodes,
         namespace="evaluation",
         inputs={"scores", "brf_models", "image_index", "splits", "segment_maps", *maps.values()},
-        outputs={"metrics"},
+        outputs={"metrics", "metrics_by_regime"},
         parameters={"params:dataset", "params:benchmark", "params:evaluation.plots", "params:bundle"},
     )

@@ -6,7 +6,7 @@ threshold, the rates it is expected to make and the verdict (segad.evaluation.de
 
 from kedro.pipeline import Pipeline, node
 
-from segad.pipelines.evaluation.nodes import keep_by_regime, write_report
+from segad.pipelines.report.nodes import keep_report_by_regime, write_report
 
 #: Plot sets whose file lists the evaluation stage writes (``evaluation.<plot>_files``).
 PLOTS = ("roc_curves", "score_histograms", "feature_importance", "overlays")
@@ -29,10 +29,10 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
                 name="write_report",
             ),
             node(
-                keep_by_regime,
-                ["metrics", "report", "params:dataset", "params:benchmark"],
-                ["metrics_by_regime", "report_by_regime"],
-                name="keep_by_regime",
+                keep_report_by_regime,
+                ["report", "metrics", "metrics_by_regime", "params:dataset", "params:benchmark"],
+                "report_by_regime",
+                name="keep_report_by_regime",
             ),
         ]
     )
