@@ -144,3 +144,31 @@ def test_mlflow_server_serves_the_run(logged_run):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=30)
+
+
+def test_a_failing_run_prints_the_cause_first_and_keeps_the_full_traceback(tiny_demo, tmp_path):
+    """A node error: a short block with the cause on stderr, the full traceback in a file, and the
+    summary saying the run failed."""
+    project = make_project(tmp_path / "project", tiny_demo)
+    shutil.copy(PROJECT_ROOT / "conf" / "logging.yml", project / "conf" / "logging.yml")
+    missing = tmp_path / "no_such_dataset"
+    result = subprocess.run(
+        [sys.executable, "-m", "segad", "--pipelines", "ingestion", "--params", f"dataset.root={missing}"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "SEGAD_TRACKING": "off"},
+        timeout=900,
+    )
+    assert result.returncode != 0
+    assert all(len(line) <= 200 for line in (result.stdout + result.stderr).splitlines())
+    error = result.stderr[result.stderr.index("Error: ") :].splitlines()
+    assert error[0].startswith("Error: LayoutError: ") and str(missing) in error[0]
+    assert error[-1] == f"  full traceback: {project / 'data/09_tracking/last_error.log'}"
+    assert len(error) <= 8  # the cause, at most three frames, the file
+    full = (project / "data/09_tracking/last_error.log").read_text()
+    assert full.startswith("Traceback (most recent call last):") and "LayoutError" in full.splitlines()[-1]
+    node_error = result.stdout[result.stdout.index("failed.\nError: ") :].splitlines()[1]
+    assert node_error.startswith("Error: LayoutError: ")
+    assert "pipelines ingestion: FAILED (LayoutError)" in result.stdout
