@@ -153,7 +153,15 @@ def test_a_failing_run_prints_the_cause_first_and_keeps_the_full_traceback(tiny_
     shutil.copy(PROJECT_ROOT / "conf" / "logging.yml", project / "conf" / "logging.yml")
     missing = tmp_path / "no_such_dataset"
     result = subprocess.run(
-        [sys.executable, "-m", "segad", "--pipelines", "ingestion", "--params", f"dataset.root={missing}"],
+        [
+            sys.executable,
+            "-m",
+            "segad",
+            "--pipelines",
+            "ingestion",
+            "--params",
+            f"dataset.layout=vad,dataset.root={missing}",
+        ],
         cwd=project,
         capture_output=True,
         text=True,
