@@ -143,8 +143,7 @@ class _DropMessages(logging.Filter):
     """Drop records of one logger whose message matches one of `patterns`."""
 
     def __init__(self, name: str, patterns: Iterable[str]) -> None:
-        super().__init__()
-        self.name_ = name
+        super().__init__(name)
         self.patterns = [re.compile(p, re.DOTALL) for p in patterns]
 
     def filter(self, record: logging.LogRecord) -> bool:
