@@ -353,8 +353,12 @@ def _part_names(segment_maps, dataset: DatasetConfig, bundle: BundleOptions | No
     return segment_names(segment_maps, dataset.layout, bundle.segment_names if bundle is not None else None)
 
 
-def keep_metrics_by_regime(metrics: pd.DataFrame, dataset: DatasetConfig, benchmark: str) -> dict:
-    """This run's metrics, kept beside other regimes' and other runs'.
+def keep_metrics_by_regime(
+    metrics: pd.DataFrame, dataset: DatasetConfig, benchmark: str, **plot_files: list[str]
+) -> dict:
+    """This run's metrics, kept beside other regimes' and other runs', once the evaluation is
+    complete: `plot_files` (the plot nodes' file lists) only order this node after every plot, so
+    the bundle node, which reads the kept metrics, runs after the whole evaluation.
 
     ``<dataset layout>/<benchmark>/metrics`` is the regime's latest copy (as metrics.csv at the top
     is the latest run's); ``<dataset layout>/<benchmark>/runs/<run id>/metrics`` keeps every run's

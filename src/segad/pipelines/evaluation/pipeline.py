@@ -18,6 +18,7 @@ from segad.pipelines.evaluation.nodes import (
     plot_roc_curves,
     plot_score_histograms,
 )
+from segad.vocabulary import PLOT_SETS
 
 
 def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
@@ -68,7 +69,12 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
             ),
             node(
                 keep_metrics_by_regime,
-                ["metrics", "params:dataset", "params:benchmark"],
+                {
+                    "metrics": "metrics",
+                    "dataset": "params:dataset",
+                    "benchmark": "params:benchmark",
+                    **{plot: f"{plot}_files" for plot in PLOT_SETS},
+                },
                 "metrics_by_regime",
                 name="keep_metrics_by_regime",
             ),

@@ -7,9 +7,7 @@ threshold, the rates it is expected to make and the verdict (segad.evaluation.de
 from kedro.pipeline import Pipeline, node
 
 from segad.pipelines.report.nodes import keep_report_by_regime, write_report
-
-#: Plot sets whose file lists the evaluation stage writes (``evaluation.<plot>_files``).
-PLOTS = ("roc_curves", "score_histograms", "feature_importance", "overlays")
+from segad.vocabulary import PLOT_SETS
 
 
 def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
@@ -23,7 +21,7 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
                     "options": "params:evaluation.report",
                     "operating_point": "operating_point",
                     "test_scores": "evaluation.test_scores",
-                    **{plot: f"evaluation.{plot}_files" for plot in PLOTS},
+                    **{plot: f"evaluation.{plot}_files" for plot in PLOT_SETS},
                 },
                 "report",
                 name="write_report",
