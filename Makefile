@@ -8,7 +8,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: run test test-fast install viz clean-data
+.PHONY: run test test-fast install viz ui notebook clean-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,30 @@ test-fast: $(STAMP)
 
 viz: $(STAMP)
 	$(BIN)/kedro viz build
+
+# The MLflow web UI over the project's tracking store (docs/operations.md, "Experiment tracking").
+# The `ui` extra brings the server packages; the web page is in the full mlflow wheel, whose
+# mlflow-tracing==3.18.0 requirement is not published, so that wheel goes in without dependencies
+# (its Python code is the same as mlflow-skinny 3.18.0's).
+MLFLOW_STORE ?= sqlite:///data/09_tracking/mlflow.db
+UI_PORT ?= 5000
+$(VENV)/.ui: pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,ui]'
+	$(BIN)/python -m pip install --quiet --no-deps 'mlflow==3.18.0'
+	touch $@
+
+ui: $(VENV)/.ui
+	mkdir -p data/09_tracking
+	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_STORE) --host 127.0.0.1 --port $(UI_PORT)
+
+# Execute notebooks/query_features.ipynb headless against data/04_feature (run `make run` first);
+# the executed copy goes to data/08_reporting/notebooks/.
+$(VENV)/.analysis: pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,analysis]'
+	touch $@
+
+notebook: $(VENV)/.analysis
+	$(BIN)/python -m segad.notebooks notebooks/query_features.ipynb --out data/08_reporting/notebooks
 
 clean-data:
 	find data -type f ! -name .gitkeep -delete

@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from tqdm import tqdm
 
 from segad.columns import CLASSIFIER
 from segad.datasets.partitioned_parquet_dataset import PartitionedTable
+from segad.evaluation.decision import compare_best
 from segad.evaluation.metrics import auroc, pg
-from segad.evaluation.report import segad_gain
 from segad.ingestion.defects import is_synthetic
+from segad.logs import progress
 from segad.meta.brf import BRFConfig, run_brf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +88,7 @@ def main() -> None:
         for draw in range(1 if n == "all" else args.draws)
     ]
     rows = []
-    for synthetic, n, draw in tqdm(plan, desc="low-shot BRFs"):
+    for synthetic, n, draw in progress(plan, desc="low-shot BRFs"):
         subset = keep_bad(table if synthetic == "keep" else table[~is_synthetic(table["image_id"])], n, draw)
         _, scores = run_brf(subset, args.detectors, config)
         test = subset[subset["role"] == "test"][["image_id", "split_seed", "category", "label"]]
@@ -115,8 +115,16 @@ def main() -> None:
     print(mean.round(1).to_string())
     for (synthetic, n), group in mean.groupby(level=["synthetic", "n"], sort=False):
         rows = group.droplevel(["synthetic", "n"]).reset_index().assign(category="all", subset="all", split_seed="mean")
-        gain = segad_gain(rows.assign(auroc=rows.auroc / 100, pg2=rows.pg2 / 100), "all")
-        print(f"synthetic {synthetic}, n={n}: {gain}")
+        best = compare_best(rows.assign(auroc=rows.auroc / 100, pg2=rows.pg2 / 100), "all")
+        line = (
+            "no SegAD method and detector to compare"
+            if best is None
+            else "; ".join(
+                f"{name} AUROC {best.cell(name, 'auroc')}, PG2 {best.cell(name, 'pg2')}"
+                for name in (best.method, best.detector)
+            )
+        )
+        print(f"synthetic {synthetic}, n={n}: {line}")
 
 
 if __name__ == "__main__":

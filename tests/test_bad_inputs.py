@@ -175,6 +175,15 @@ def test_vad_missing_folders(tmp_path):
         build_index("vad", tmp_path)
 
 
+def test_vad_without_the_optional_folders_is_read(tmp_path):
+    # the error names train/bad, test/bad and test/bad_unseen_defects as optional: a folder without them works
+    write_png(tmp_path / "train" / "good" / "a.png")
+    write_png(tmp_path / "test" / "good" / "b.png")
+    write_png(tmp_path / "train" / "bad" / "c.png")
+    index, _ = build_index("vad", tmp_path)
+    assert sorted(index["label"]) == [0, 0, 1] and not index["unseen"].any()
+
+
 def test_vad_empty_folders(tmp_path):
     (tmp_path / "train" / "good").mkdir(parents=True)
     (tmp_path / "test" / "good").mkdir(parents=True)

@@ -107,7 +107,7 @@ def test_stages_are_in_data_flow_order(monkeypatch):
 
 def test_the_bundle_is_the_last_node_of_the_training_run():
     """LATEST moves only after the run's evaluation has finished: every other node of `segad`
-    (with any detector list) is upstream of the bundle node, so no runner can start it earlier,
+    (with any detector list) but the report stage's is upstream of the bundle node, so no runner can start it earlier,
     and a run that fails anywhere before never writes a bundle or moves LATEST. The one
     exception is the picture folder of the segment maps (a write-only Matplotlib dataset, which
     nothing can read back to depend on); it needs only the segment maps, so it runs long before."""
@@ -121,6 +121,12 @@ def test_the_bundle_is_the_last_node_of_the_training_run():
             use_detectors(None)
         (last,) = [node for node in segad.nodes if "segad_bundle" in node.outputs]
         upstream = {node.name for node in segad.to_nodes(last.name).nodes}
-        others = {node.name for node in segad.nodes if node.outputs != ["segmentation_overlays"]}
+        # after it only the report stage, which writes report.md with the bundle's id and threshold
+        report = {node.name for node in segad.nodes if node.namespace == "report"}
+        assert {o for node in segad.nodes if node.name in report for o in node.outputs} == {
+            "report",
+            "report_by_regime",
+        }
+        others = {node.name for node in segad.nodes if node.outputs != ["segmentation_overlays"]} - report
         assert upstream == others
         assert "metrics_by_regime" in last.inputs

@@ -1,10 +1,14 @@
 """Experiment tracking (segad.tracking_hooks): a tiny real `kedro run --pipelines segad` is one
-MLflow run in the project's own file store, with the parameters, the mean metrics of metrics.csv
-and the report, the metrics file and the plots; with SEGAD_TRACKING=off nothing is written."""
+MLflow run in the project's own SQLite store, with the parameters, the mean metrics of metrics.csv,
+the bundle it wrote, and the report, the metrics file and the plots; with SEGAD_TRACKING=off nothing
+is written; a run left RUNNING by a killed process is marked KILLED by the next run."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -12,15 +16,14 @@ from kedro.runner import SequentialRunner
 
 from segad.evaluation.metrics import METRIC_COLUMNS
 from segad.evaluation.tracking import flat_params, run_metrics, tracking_name
-from segad.tracking_hooks import SWITCH, tracking_enabled, tracking_uri
+from segad.tracking_hooks import DEFAULTS, SWITCH, bundle_record, close_stale_runs, tracking_enabled, tracking_uri
 from tests.conftest import demo_id, make_project, run_project
 
 
 def _client(project):
     from mlflow.tracking import MlflowClient
 
-    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    return MlflowClient(tracking_uri=tracking_uri("data/09_tracking/mlruns", project))
+    return MlflowClient(tracking_uri=tracking_uri(DEFAULTS["tracking_uri"], project))
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,8 @@ def test_a_segad_run_is_one_mlflow_run_with_params_metrics_and_artifacts(tracked
     assert {"patchcore", "patchcore+segad"} <= set(expected)
     for method, auroc in expected.items():
         assert run.data.metrics[f"{tracking_name(method)}.auroc"] == pytest.approx(auroc, rel=1e-12)
-    assert run.data.metrics == pytest.approx(run_metrics(table, METRIC_COLUMNS), rel=1e-12)
+    methods = {k: v for k, v in run.data.metrics.items() if not k.startswith("bundle.")}
+    assert methods == pytest.approx(run_metrics(table, METRIC_COLUMNS), rel=1e-12)
 
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"metrics.csv", "report.md", "plots"} <= top
@@ -68,6 +72,58 @@ def test_a_segad_run_is_one_mlflow_run_with_params_metrics_and_artifacts(tracked
         for a in client.list_artifacts(run.info.run_id, folder.path)
     }
     assert "plots/roc/roc.png" in plots and any(p.endswith(".png") for p in plots - {"plots/roc/roc.png"})
+    assert (tracked / "data/09_tracking/mlflow.db").is_file()
+    assert not (tracked / "mlruns").exists()  # the files sit beside the database
+    assert any((tracked / "data/09_tracking/artifacts").rglob("report.md"))
+    op = json.loads((tracked / "data/08_reporting/operating_point.json").read_text())
+    assert run.data.tags["segad.bundle_id"] == op["bundle_id"]
+    assert run.data.metrics["bundle.threshold"] == pytest.approx(op["threshold"])
+
+
+def test_a_run_left_running_by_a_killed_process_is_marked_killed(tmp_path):
+    import socket
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri("sqlite:///store/mlflow.db", tmp_path))
+    assert (tmp_path / "store/mlflow.db").is_file()
+    experiment = client.create_experiment("segad/demo/high_shot")
+    host = socket.gethostname()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process id that no longer runs
+    killed = client.create_run(experiment, tags={"segad.host": host, "segad.pid": str(dead.pid)})
+    alive = client.create_run(experiment, tags={"segad.host": host, "segad.pid": str(os.getpid())})
+    elsewhere = client.create_run(experiment, tags={"segad.host": host + "-other", "segad.pid": str(dead.pid)})
+    assert close_stale_runs(client, experiment) == [killed.info.run_id]
+    status = {r.info.run_id: r.info.status for r in client.search_runs([experiment])}
+    assert status[killed.info.run_id] == "KILLED"
+    assert status[alive.info.run_id] == status[elsewhere.info.run_id] == "RUNNING"
+
+
+def test_the_bundle_record_names_the_bundle_and_its_threshold():
+    tags, metrics = bundle_record(
+        {
+            "bundle_id": "20261206T023807Z-44e419db",
+            "method": "a+segad",
+            "split_seed": 0,
+            "threshold": 1.5,
+            "target_miss_rate": 0.02,
+            "expected_pass_rate": 0.9,
+            "expected_miss_rate": 0.01,
+        }
+    )
+    assert tags == {
+        "segad.bundle_id": "20261206T023807Z-44e419db",
+        "segad.bundle_method": "a+segad",
+        "segad.bundle_split_seed": "0",
+    }
+    assert metrics == {
+        "bundle.threshold": 1.5,
+        "bundle.target_miss_rate": 0.02,
+        "bundle.expected_pass_rate": 0.9,
+        "bundle.expected_miss_rate": 0.01,
+    }
+    assert bundle_record({"built": False, "reason": "bundle.build is false"}) == ({}, {})
 
 
 @pytest.mark.e2e

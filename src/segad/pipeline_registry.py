@@ -33,6 +33,7 @@ STAGES = (
     "brf",
     "evaluation",
     "bundle",
+    "report",
 )
 # Pipelines outside the training run.
 EXTRA = ("score",)

@@ -8,15 +8,23 @@ from omegaconf import OmegaConf
 from segad.config_loader import SegadConfigLoader, dataset_id_resolver
 from segad.hooks import RunConfigHooks, StopHooks, UpstreamCheckHooks
 from segad.lock_hooks import RunLockHooks
+from segad.log_hooks import LogHooks
+from segad.logs import silence_known_warnings
 from segad.schema_hooks import SchemaHooks
 from segad.tracking_hooks import TrackingHooks
+
+# Harmless messages other libraries repeat (named in segad.logs.KNOWN_NOISE / KNOWN_WARNINGS) are
+# dropped before Kedro builds its config loader (OmegaConf's resolver deprecation comes from there).
+silence_known_warnings()
+_TRACKING = TrackingHooks()
 
 # A stage run alone stops before running when an upstream output is missing (segad.hooks); every
 # table a node loads or saves is checked against its schema (segad.schema_hooks, docs/schemas.md);
 # a tracked run is logged to MLflow (segad.tracking_hooks, conf/base/mlflow.yml); SIGINT and SIGTERM
-# stop a run within seconds in any stage (segad.hooks.StopHooks, segad.stopping); a run holds its data
-# folder's lock from before the first hook to after the last (segad.lock_hooks).
-HOOKS = (RunConfigHooks(), UpstreamCheckHooks(), SchemaHooks(), TrackingHooks(), StopHooks(), RunLockHooks())
+# stop a run within seconds in any stage (segad.hooks.StopHooks, segad.stopping); the log is plain off a
+# terminal and every run ends with a summary block (segad.log_hooks, docs/operations.md "Logs"); a run holds its data folder's lock
+# from before the first hook to after the last (segad.lock_hooks).
+HOOKS = (RunConfigHooks(), UpstreamCheckHooks(), SchemaHooks(), _TRACKING, StopHooks(), LogHooks(tracking=_TRACKING), RunLockHooks())
 
 # OmegaConfigLoader whose catalog's ${dataset_id:} is the id of its own dataset parameters (below)
 CONFIG_LOADER_CLASS = SegadConfigLoader

@@ -6,11 +6,15 @@ session's whole parameter tree flattened (``dataset.layout``, ``seeds``, ``class
 ...), its tags the Kedro session. After the last node it logs the mean row of each method of the
 ``metrics`` table as metrics (``segad.evaluation.tracking.run_metrics``) and the files of the
 datasets listed under ``artifacts`` that the run wrote (metrics.csv, report.md, plot folders).
-A failed run is marked FAILED.
+The bundle the run wrote is logged with it (tags ``segad.bundle_id``, ``segad.bundle_method``,
+metric ``bundle.threshold`` and its expected rates). A failed run is marked FAILED; a run left
+RUNNING by a killed process (SIGKILL, power loss) is marked KILLED when the next tracked run
+starts (`close_stale_runs`).
 
 Everything happens in the driver process (the Dask runner's workers never talk to MLflow), with
-the MLflow client pointed at ``tracking_uri`` explicitly: a local file store under the project by
-default, no server, MLflow's own telemetry off. ``SEGAD_TRACKING=off`` (or ``on``) overrides
+the MLflow client pointed at ``tracking_uri`` explicitly: a SQLite file under the project by
+default (MLflow's supported local store; ``make ui`` opens it), no server, MLflow's own
+telemetry off. ``SEGAD_TRACKING=off`` (or ``on``) overrides
 ``enabled`` for one command.
 """
 
@@ -39,9 +43,9 @@ _OFF, _ON = {"0", "off", "false", "no"}, {"1", "on", "true", "yes"}
 #: mlflow.yml values when the file or a key is absent.
 DEFAULTS: dict[str, Any] = {
     "enabled": True,
-    "tracking_uri": "data/09_tracking/mlruns",
+    "tracking_uri": "sqlite:///data/09_tracking/mlflow.db",
     "experiment": "segad/{dataset}/{benchmark}",
-    "pipelines": ["__default__", "segad", "evaluation"],
+    "pipelines": ["__default__", "segad", "evaluation", "report"],
     "artifacts": {},
 }
 #: Parameters MLflow logs in one request at most.
@@ -57,13 +61,83 @@ def tracking_enabled(configured: bool) -> bool:
 
 
 def tracking_uri(value: str, project_path: Path) -> str:
-    """An MLflow URI: a URI (``file:``, ``sqlite:``, ``http:``, ...) as is, a folder (relative to the
-    project) as a ``file:`` URI of a local file store."""
+    """An MLflow URI: ``sqlite:///<relative path>`` made absolute under the project (its folder
+    created), another URI (``file:``, ``sqlite:////abs``, ``http:``, ...) as is, a folder (relative
+    to the project) as a ``file:`` URI of a local file store."""
+    prefix = "sqlite:///"
+    if value.startswith(prefix) and not value.startswith(prefix + "/"):
+        database = project_path / value[len(prefix) :]
+        database.parent.mkdir(parents=True, exist_ok=True)
+        return prefix + str(database.resolve())
     if "://" in value or value.startswith(("file:", "sqlite:", "databricks")):
         return value
     folder = Path(value) if PurePath(value).is_absolute() else project_path / value
     folder.mkdir(parents=True, exist_ok=True)
     return folder.resolve().as_uri()
+
+
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment of a SQLite store keeps its files: ``artifacts/`` beside the database
+    (MLflow's default would be ``./mlruns`` in the working folder); None (MLflow's choice) otherwise."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    return (Path(uri[len(prefix) :]).parent / "artifacts").resolve().as_uri()
+
+
+def close_stale_runs(client: Any, experiment_id: str, pid_alive: Any = None) -> list[str]:
+    """Mark KILLED the RUNNING runs of `experiment_id` whose process is gone; returns their ids.
+
+    A run records its host and process id (tags ``segad.host``, ``segad.pid``); one of this host
+    whose process no longer runs was killed before it could close its run. Runs of other hosts
+    or without those tags are left alone.
+    """
+    import socket
+
+    from mlflow.entities import RunStatus
+
+    alive = pid_alive or _pid_alive
+    host = socket.gethostname()
+    closed = []
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
+        tags = run.data.tags
+        if tags.get("segad.host") != host or not str(tags.get("segad.pid", "")).isdigit():
+            continue
+        if not alive(int(tags["segad.pid"])):
+            client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+            closed.append(run.info.run_id)
+    if closed:
+        log.warning("MLflow runs %s were left RUNNING by a killed process: marked KILLED", ", ".join(closed))
+    return closed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def bundle_record(operating_point: dict) -> tuple[dict[str, str], dict[str, float]]:
+    """(tags, metrics) of the bundle a run wrote, from its ``operating_point`` report."""
+    if not operating_point or operating_point.get("built") is False or "threshold" not in operating_point:
+        return {}, {}
+    tags = {
+        "segad.bundle_id": str(operating_point.get("bundle_id", "")),
+        "segad.bundle_method": str(operating_point.get("method", "")),
+        "segad.bundle_split_seed": str(operating_point.get("split_seed", "")),
+    }
+    metrics = {
+        f"bundle.{key}": float(operating_point[key])
+        for key in ("threshold", "target_miss_rate", "expected_pass_rate", "expected_miss_rate")
+        if operating_point.get(key) is not None
+    }
+    return {k: v for k, v in tags.items() if v}, metrics
 
 
 def _local_path(dataset: Any) -> Path | None:
@@ -83,6 +157,8 @@ class TrackingHooks:
         self._project_path = Path.cwd()
         self._client: Any = None
         self._run_id: str | None = None
+        #: The last run started in this process: {"run_id", "experiment", "uri"} (the run summary reads it).
+        self.last_run: dict[str, str] | None = None
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
@@ -107,7 +183,8 @@ class TrackingHooks:
         if not set(names) & set(self._config["pipelines"]):
             return
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no network at run time
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # the local folder store (no database, no server)
+        import socket
+
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
@@ -118,10 +195,19 @@ class TrackingHooks:
             dataset=ident, benchmark=parameters.get("benchmark", "unknown")
         )
         uri = tracking_uri(str(self._config["tracking_uri"]), self._project_path)
+        if uri.startswith("file:"):  # a folder store: MLflow 3 asks for this opt-in (maintenance mode)
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         client = MlflowClient(tracking_uri=uri)
         found = client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
+        experiment_id = (
+            found.experiment_id
+            if found is not None
+            else client.create_experiment(experiment, artifact_location=artifact_location(uri))
+        )
+        close_stale_runs(client, experiment_id)
         tags = {
+            "segad.host": socket.gethostname(),
+            "segad.pid": os.getpid(),
             "kedro.session_id": run_params.get("run_id"),
             "kedro.env": run_params.get("env"),
             "kedro.pipelines": "+".join(names),
@@ -138,6 +224,7 @@ class TrackingHooks:
         for start in range(0, len(params), _BATCH):
             client.log_batch(run.info.run_id, params=params[start : start + _BATCH])
         self._client, self._run_id = client, run.info.run_id
+        self.last_run = {"run_id": run.info.run_id, "experiment": experiment, "uri": uri}
         log.info("MLflow run %s (experiment %r) in %s", run.info.run_id, experiment, uri)
 
     @hook_impl
@@ -151,6 +238,12 @@ class TrackingHooks:
         self._run_id = None
         try:
             written = pipeline.all_outputs()
+            if "operating_point" in written and catalog.exists("operating_point"):
+                tags, values = bundle_record(catalog.load("operating_point"))
+                for key, value in tags.items():
+                    client.set_tag(run_id, key, value)
+                for key, number in values.items():
+                    client.log_metric(run_id, key, number)
             if "metrics" in written:
                 values = run_metrics(catalog.load("metrics"), METRIC_COLUMNS)
                 now = int(time.time() * 1000)  # MLflow timestamps are milliseconds

@@ -40,3 +40,6 @@ CORESETS: tuple[str, ...] = get_args(Coreset)
 #: Libraries whose exact installed version is part of a fitted detector's identity (model_key):
 #: a new release may fit or score differently, so its maps are not reused.
 MAP_LIBRARIES = ("anomalib", "torch", "torchvision", "timm")
+#: The evaluation's plot sets (`evaluation.<set>` folders, `evaluation.<set>_files` lists, keys of
+#: `evaluation.report.plot_dirs`), which the report stage links in report.md.
+PLOT_SETS = ("roc_curves", "score_histograms", "feature_importance", "overlays")

@@ -10,6 +10,7 @@ import pytest
 
 from segad.evaluation.metrics import MetricInputError
 from segad.evaluation.plots import (
+    ROC_FPR_GRID,
     feature_importance_figure,
     importance_table,
     overlay_figure,
@@ -46,17 +47,21 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def test_roc_figure_one_line_per_method_and_seed(table):
+def test_roc_figure_mean_curve_and_band_per_method_on_a_log_fpr_axis(table):
     fig = roc_figure(table, title="demo")
     ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_xlim()[0] == pytest.approx(ROC_FPR_GRID[0])
     curves = [line for line in ax.get_lines() if line.get_linestyle() != "--"]
-    assert len(curves) == 4  # 2 methods x 2 seeds
+    assert len(curves) == 2  # one mean curve per method (2 seeds each)
+    assert len(ax.collections) == 2  # one ± std band per method
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert len(labels) == 2 and labels[0].startswith("patchcore (AUROC") and "±" in labels[0]
-    for line in curves:  # ROC curves run from (0, 0) to (1, 1), monotone
+    for line in curves:  # mean TPR on the common grid: monotone, ending at 1
         x, y = line.get_xdata(), line.get_ydata()
-        assert (x[0], y[0], x[-1], y[-1]) == (0, 0, 1, 1)
-        assert np.all(np.diff(x) >= 0) and np.all(np.diff(y) >= 0)
+        np.testing.assert_array_equal(x, ROC_FPR_GRID)
+        assert y[-1] == 1 and np.all(np.diff(y) >= 0)
+    one_seed = roc_figure(table[table.split_seed == 0], title="demo")
+    assert len(one_seed.axes[0].collections) == 0  # no band from one seed
     assert _png(fig)[:4] == b"\x89PNG"
 
 
@@ -70,11 +75,24 @@ def test_histogram_groups_good_seen_unseen(table):
     visible = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in visible] == ["patchcore", "patchcore+segad"]
     legend = [t.get_text() for t in visible[0].get_legend().get_texts()]
-    assert legend == ["good (n=18)", "bad (seen) (n=8)", "bad (unseen) (n=4)"]
+    assert legend[:3] == ["good (n=18)", "bad (seen) (n=8)", "bad (unseen) (n=4)"]
+    assert legend[3].startswith("threshold ") and len(legend) == 4
     no_unseen = score_histogram_figure(table.assign(unseen=False), bins=8)
-    assert [t.get_text() for t in no_unseen.axes[0].get_legend().get_texts()] == ["good (n=18)", "bad (n=12)"]
+    assert [t.get_text() for t in no_unseen.axes[0].get_legend().get_texts()][:2] == ["good (n=18)", "bad (n=12)"]
     with pytest.raises(ValueError, match="no rows for split_seed 7"):
         score_histogram_figure(table, split_seed=7)
+
+
+def test_histograms_mark_the_threshold_of_the_bundle_rule(table):
+    fig = score_histogram_figure(table, bins=8, max_miss_rate=0.1)
+    ax = fig.axes[0]
+    rows = table[(table.split_seed == 0) & (table.method == "patchcore")]
+    expected = np.quantile(rows.loc[rows.label == 1, "score"], 0.1)
+    (line,) = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert line.get_xdata()[0] == pytest.approx(expected)
+    assert any(
+        t.get_text().startswith("threshold ") and "(10% miss)" in t.get_text() for t in ax.get_legend().get_texts()
+    )
 
 
 def test_importance_table_and_figure():
@@ -97,6 +115,10 @@ def test_importance_table_and_figure():
     widths = {t.get_text(): p.get_width() for t, p in zip(bars.get_yticklabels(), bars.patches, strict=True)}
     assert widths["seg0"] == 4.0 and widths["seg2"] == 2.0 and widths["patchcore__max"] == 5.0
     assert _png(fig)[:4] == b"\x89PNG"
+    named = feature_importance_figure(importances, segment_names={0: "background", 2: "solder dot"})
+    labels = [t.get_text() for t in named.axes[0].get_yticklabels()]
+    assert "background (seg0)" in labels and "solder dot (seg2)" in labels
+    assert [t.get_text() for t in named.axes[1].get_yticklabels()] == ["background (seg0)", "solder dot (seg2)"]
     with pytest.raises(ValueError, match="no importances"):
         feature_importance_figure({})
 
@@ -120,8 +142,10 @@ def test_worst_cases_and_overlay(table):
         }
         for i in range(2)
     ]
-    fig = overlay_figure(cases, title="worst")
+    fig = overlay_figure(cases, title="worst", segment_names={1: "wire area"})
     assert len([ax for ax in fig.axes if ax.get_title() in ("patchcore", "padim")]) == 4
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["seg0", "wire area (seg1)"]
     assert _png(fig)[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="no test scores for method 'x'"):
         worst_cases(table, "x", 0)

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from segad.evaluation.decision import compare_best
 from segad.evaluation.metrics import aggregate_over_seeds
-from segad.evaluation.report import method_order, package_versions, render_report, results_table, segad_gain
+from segad.evaluation.report import method_order, package_versions, ran_parameters, render_report, results_table
 
 KEYS = ["dataset", "category", "benchmark", "method", "subset"]
 
@@ -78,25 +79,81 @@ def test_render_report_sections(tmp_path):
     assert "| kedro | 1.7.0 |" in text
 
 
-def test_segad_gain_names_the_best_of_each_side():
+def test_report_opens_with_the_decision_on_one_consistent_method():
     table = metrics_table(subsets=("all",))
-    # AUROC means: padim+patchcore+segad 97.0, patchcore 82.0; PG2 65.0 and 50.0
-    line = segad_gain(table, "demo")
-    assert line == (
-        "Best SegAD method against the best single detector: AUROC 97.0 (padim+patchcore+segad) against "
-        "82.0 (patchcore): **+15.0**; PG2 65.0 (padim+patchcore+segad) against 50.0 (patchcore): **+15.0**."
+    # PG2 is best for patchcore+segad here, AUROC for padim+patchcore+segad: one method gives both
+    table.loc[table["method"] == "patchcore+segad", "pg2"] = 0.99
+    op = {
+        "bundle_id": "20261206T023807Z-44e419db",
+        "method": "padim+patchcore+segad",
+        "split_seed": 0,
+        "category": "demo",
+        "threshold": 1.5,
+        "target_miss_rate": 0.02,
+        "expected_pass_rate": 0.9,
+        "expected_miss_rate": 0.0,
+        "n_good": 50,
+        "n_bad": 20,
+    }
+    scores = pd.DataFrame(
+        {
+            "method": "padim+patchcore+segad",
+            "split_seed": 0,
+            "image_id": [f"i{k}" for k in range(10)],
+            "label": [0] * 6 + [1] * 4,
+            "score": [0.0, 0.1, 0.2, 0.3, 1.6, 2.0, 1.0, 1.5, 3.0, 4.0],  # 2 of 6 good rejected, 1 of 4 bad missed
+        }
     )
-    assert line in render_report(table, {}, {}, {})
-    # a SegAD method below the detector shows a negative gain; the classifier is not a detector
+    text = render_report(table, {}, {}, {}, operating_point=op, test_scores=scores)
+    first = "\n".join(text.splitlines()[:25])
+    assert "`20261206T023807Z-44e419db`" in first
+    assert "reject when score ≥ **1.5**" in first
+    assert "test images | **25.0 %** (95 % interval 4.6–69.9 %; 1 of 4)" in first
+    assert (
+        "false-reject rate (good parts rejected), test images | **33.3 %** (95 % interval 9.7–70.0 %; 2 of 6)" in first
+    )
+    assert "| best method | padim+patchcore+segad: AUROC 97.0 ± 2.0, PG2 65.0 ± 0.0 |" in first
+    assert "| best single detector | patchcore: AUROC 82.0 ± 2.0, PG2 50.0 ± 0.0 |" in first
+    assert "**Verdict:** SegAD pays on this data: padim+patchcore+segad against patchcore, AUROC +15.0" in first
+    # no bundle: said so, the comparison stays
+    bare = render_report(table, {}, {}, {}, operating_point={"built": False, "reason": "bundle.build is false"})
+    assert "| bundle | none written (bundle.build is false) |" in bare
+
+
+def test_verdict_follows_the_spread_over_seeds_and_prefers_the_selected_method():
+    table = metrics_table(subsets=("all",))
+    close = table.copy()
+    close.loc[close["method"].str.endswith("segad"), "auroc"] = (
+        close.loc[close["method"] == "patchcore", "auroc"].iloc[0] + 0.01
+    )
+    assert compare_best(close, "demo").verdict_word == "not distinguishable"  # +1.0 within ± 2.0
     worse = table.copy()
-    worse.loc[worse["method"].str.endswith("segad"), "auroc"] -= 0.2  # 77.0 and 72.0
+    worse.loc[worse["method"].str.endswith("segad"), "auroc"] -= 0.2
+    assert compare_best(worse, "demo").verdict_word == "does not pay"
     classifier = table[table["method"] == "patchcore"].assign(method="classifier", auroc=0.99)
-    line = segad_gain(pd.concat([worse, classifier]), "demo")
-    assert "AUROC 77.0 (padim+patchcore+segad) against 82.0 (patchcore): **-5.0**" in line
-    only_segad = table[table["method"].str.endswith("segad")]
-    assert segad_gain(only_segad, "demo") is None
-    no_pg2 = table.assign(pg2=float("nan"))
-    assert "PG2" not in segad_gain(no_pg2, "demo")
+    assert compare_best(pd.concat([table, classifier]), "demo").detector == "patchcore"  # not a detector
+    selected = table[table["method"] == "patchcore+segad"].assign(method="selected")
+    assert compare_best(pd.concat([table, selected]), "demo").method == "selected"
+    assert compare_best(table[table["method"].str.endswith("segad")], "demo") is None
+
+
+def test_the_appendix_holds_only_the_blocks_that_ran():
+    params = {
+        "dataset": {"layout": "vad"},
+        "detectors": ["patchcore"],
+        "anomaly_maps": {"patchcore": {"x": 1}, "padim": {"y": 2}, "cache": "on"},
+        "classifier": {"enabled": False, "epochs": 3},
+        "demo": {"n": 1},
+        "score": {"input": "x"},
+        "seeds": [0],
+    }
+    assert ran_parameters(params) == {
+        "dataset": {"layout": "vad"},
+        "detectors": ["patchcore"],
+        "anomaly_maps": {"patchcore": {"x": 1}, "cache": "on"},
+        "classifier": {"enabled": False},
+        "seeds": [0],
+    }
 
 
 def test_several_categories_use_the_mean_and_per_category_tables():

@@ -22,6 +22,8 @@ from segad.evaluation.metrics import image_metrics
 from segad.meta.brf import BRFConfig, fit_brf
 from segad.pipelines.evaluation import create_pipeline
 from segad.pipelines.evaluation.nodes import compute_metrics, label_test_scores, plot_feature_importance
+from segad.pipelines.report import create_pipeline as report_pipeline
+from segad.production.assemble import BundleOptions
 from segad.segments.segment_maps import SegmentMaps
 from segad.storage.map_store import MapStore
 
@@ -216,9 +218,11 @@ def test_pipeline_writes_metrics_plots_and_report(tmp_path):
             ),
             "params:evaluation.report": MemoryDataset(ReportOptions(plot_dirs=plot_dirs)),
             "parameters": MemoryDataset({"benchmark": "high_shot", "seeds": list(SEEDS)}),
+            "operating_point": MemoryDataset({"built": False, "reason": "bundle.build is false"}),
+            "params:bundle": MemoryDataset(BundleOptions(max_miss_rate=0.1)),
         }
     )
-    SequentialRunner().run(create_pipeline(["patchcore"]), catalog)
+    SequentialRunner().run(create_pipeline(["patchcore"]) + report_pipeline(), catalog)
     metrics = pd.read_csv(out / "metrics.csv")
     assert {"mean", "std"} <= set(metrics["split_seed"].astype(str))
     pngs = [
@@ -234,6 +238,7 @@ def test_pipeline_writes_metrics_plots_and_report(tmp_path):
         assert f"({png})" in report
     assert "| patchcore+segad |" in report and "### Unseen defects" in report
     assert "| kedro |" in report and "benchmark: high_shot" in report
+    assert report.splitlines()[4] == "## Decision" and "none written (bundle.build is false)" in report
 
 
 def test_importance_reads_only_this_runs_models(tmp_path):
@@ -292,7 +297,8 @@ def test_catalog_plot_folders_match_report_links():
 def test_metrics_and_reports_of_two_regimes_and_of_every_run_are_all_kept(tmp_path):
     from kedro.io import DataCatalog
 
-    from segad.pipelines.evaluation.nodes import keep_by_regime
+    from segad.pipelines.evaluation.nodes import keep_metrics_by_regime
+    from segad.pipelines.report.nodes import keep_report_by_regime
     from segad.runs import RUN_ID
 
     loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="local", env="local")
@@ -302,10 +308,11 @@ def test_metrics_and_reports_of_two_regimes_and_of_every_run_are_all_kept(tmp_pa
     catalog = DataCatalog.from_config(config)
     for benchmark, auroc in (("high_shot", 0.9), ("one_class", 0.7), ("high_shot", 0.8)):  # high_shot twice
         metrics = pd.DataFrame({"method": ["padim+segad"], "benchmark": [benchmark], "auroc": [auroc]})
-        by_metrics, by_report = keep_by_regime(
-            metrics, f"# {benchmark} {auroc}\n", DatasetConfig(layout="demo", name="demo"), benchmark
+        catalog.save("metrics_by_regime", keep_metrics_by_regime(metrics, DatasetConfig(layout="demo", name="demo"), benchmark))
+        kept = catalog.load("metrics_by_regime")  # the report stage reads it to find this run's folder
+        by_report = keep_report_by_regime(
+            f"# {benchmark} {auroc}\n", metrics, kept, DatasetConfig(layout="demo", name="demo"), benchmark
         )
-        catalog.save("metrics_by_regime", by_metrics)
         catalog.save("report_by_regime", by_report)
     high = sorted((tmp_path / "by_regime/demo/high_shot/runs").iterdir())
     one = sorted((tmp_path / "by_regime/demo/one_class/runs").iterdir())

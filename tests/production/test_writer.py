@@ -68,3 +68,18 @@ def test_a_damaged_detector_is_never_bundled_and_latest_stays(trained, tmp_path)
         write_versioned_bundle(parent, **damaged)
     assert list_bundles(parent) == [first] and (parent / LATEST).read_text().strip() == first
     assert sorted(p.name for p in parent.iterdir()) == sorted([LATEST, first])  # no staging left
+
+
+def test_the_bundle_stage_picks_the_id_the_report_names(trained, tmp_path):
+    from segad.production.writer import BundleError, new_bundle_id
+
+    arguments = {k: v for k, v in trained.items() if not k.startswith("_")}
+    parent = tmp_path / "segad_bundle"
+    chosen = new_bundle_id()
+    BundleDataset(str(parent)).save({**arguments, "bundle_id": chosen})
+    assert (parent / LATEST).read_text().strip() == chosen
+    assert load_bundle(parent / chosen).bundle_id == chosen
+    with pytest.raises(BundleError, match="exists already"):  # an id names one bundle only
+        write_versioned_bundle(parent, bundle_id=chosen, **arguments)
+    with pytest.raises(BundleError, match="does not have the form"):
+        write_versioned_bundle(parent, bundle_id="../elsewhere", **arguments)

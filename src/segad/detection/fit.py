@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -43,6 +44,7 @@ from segad.detection.config import (
     resolve_device,
 )
 from segad.detection.inference import ImageFiles
+from segad.logs import is_terminal
 from segad.storage.images import IMAGE_SUFFIXES, ImageSize, SizeLike
 from segad.storage.weights import (
     HUB,
@@ -317,21 +319,21 @@ def fit_detector(
     arguments.update(config.trainer)
     if "max_epochs" not in arguments and "max_steps" not in arguments:
         arguments["max_epochs"] = 1
-    with tempfile.TemporaryDirectory(dir=work_dir) as scratch:
+    # Lightning's bar redraws in place: on a terminal only (a log file gets segad's own lines)
+    arguments.setdefault("enable_progress_bar", is_terminal(sys.stderr))
+    with tempfile.TemporaryDirectory(dir=work_dir) as scratch, quiet_lightning():
         trainer = pl.Trainer(
             accelerator="gpu" if torch_device.type == "cuda" else "cpu",
             devices=1,
             logger=False,
             enable_checkpointing=False,
             enable_model_summary=False,
-            enable_progress_bar=True,
             limit_val_batches=0,
             num_sanity_val_steps=0,
             default_root_dir=scratch,
             **arguments,
         )
-        with quiet_lightning():
-            trainer.fit(model, datamodule=_datamodule(train_paths, config, image_size))
+        trainer.fit(model, datamodule=_datamodule(train_paths, config, image_size))
     model.to(torch_device)
     model.eval()
     if config.name == "efficient_ad":

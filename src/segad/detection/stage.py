@@ -383,6 +383,6 @@ def _fitted_model(
 
 
 def _progress(items: Sequence, enabled: bool, desc: str):  # noqa: ANN202
-    from tqdm.auto import tqdm
+    from segad.logs import progress
 
-    return tqdm(items, desc=desc, unit="img", disable=not enabled or len(items) < 200, leave=False)
+    return progress(items, desc=desc, unit="img", disable=not enabled or len(items) < 200, leave=False)

@@ -51,46 +51,65 @@ def _colours(n: int) -> list:
     return [cmap(i % 10) for i in range(n)]
 
 
-def roc_figure(table: pd.DataFrame, title: str = "") -> Figure:
-    """ROC curves, one colour per method, one thin line per split seed.
+#: False-positive rates of the ROC plot's common grid (log axis from 0.1 % to 100 %).
+ROC_FPR_GRID = np.logspace(-3, 0, 200)
 
-    The legend gives each method's AUROC as mean ± sample std over the seeds.
+
+def roc_figure(table: pd.DataFrame, title: str = "") -> Figure:
+    """ROC curves on a log false-positive-rate axis: per method, the mean over split seeds of the
+    true-positive rate on a common grid (`ROC_FPR_GRID`), with a ± one sample std band.
+
+    The legend gives each method's AUROC as mean ± sample std over the seeds. The log axis
+    spreads the low false-positive rates where a production threshold sits.
     """
     _check_table(table, "roc_figure")
-    fig = Figure(figsize=(5.5, 5.0), constrained_layout=True)
+    fig = Figure(figsize=(6.0, 5.0), constrained_layout=True)
     ax = fig.add_subplot()
     methods = list(dict.fromkeys(table["method"]))
     for method, colour in zip(methods, _colours(len(methods)), strict=True):
         rows = table[table["method"] == method]
-        aurocs, first_line = [], None
+        aurocs, curves = [], []
         for seed, seed_rows in rows.groupby("split_seed", sort=True):
             name = f"{title} {method} seed {seed}".strip()
             fpr, tpr, _ = roc_curve(seed_rows["label"], seed_rows["score"], name=name)
             aurocs.append(auroc(seed_rows["label"], seed_rows["score"], name=name))
-            (line,) = ax.plot(fpr, tpr, color=colour, lw=1.2, alpha=0.8)
-            first_line = first_line or line
+            curves.append(np.interp(ROC_FPR_GRID, fpr, tpr))
+        if not curves:
+            continue
+        mean = np.mean(curves, axis=0)
         spread = f" ± {np.std(aurocs, ddof=1):.3f}" if len(aurocs) > 1 else ""
-        if first_line is not None:
-            first_line.set_label(f"{method} (AUROC {np.mean(aurocs):.3f}{spread})")
-    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        ax.plot(ROC_FPR_GRID, mean, color=colour, lw=1.4, label=f"{method} (AUROC {np.mean(aurocs):.3f}{spread})")
+        if len(curves) > 1:
+            band = np.std(curves, axis=0, ddof=1)
+            ax.fill_between(
+                ROC_FPR_GRID, np.clip(mean - band, 0, 1), np.clip(mean + band, 0, 1), color=colour, alpha=0.15
+            )
+    ax.plot(ROC_FPR_GRID, ROC_FPR_GRID, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log")
     ax.set(
-        xlim=(0, 1),
+        xlim=(ROC_FPR_GRID[0], 1),
         ylim=(0, 1.01),
-        xlabel="false positive rate (good flagged)",
+        xlabel="false positive rate (good flagged), log scale",
         ylabel="true positive rate (bad caught)",
-        title=f"ROC {title}".strip(),
+        title=f"ROC {title}: mean ± std over split seeds".strip(),
     )
     ax.legend(loc="lower right", fontsize=8)
     return fig
 
 
 def score_histogram_figure(
-    table: pd.DataFrame, split_seed: int | str | None = None, bins: int = 30, title: str = ""
+    table: pd.DataFrame,
+    split_seed: int | str | None = None,
+    bins: int = 30,
+    title: str = "",
+    max_miss_rate: float = 0.02,
 ) -> Figure:
     """Score histograms of good, seen-bad and unseen-bad test images, one panel per method.
 
     Like Fig. 6 of the SegAD paper. ``split_seed`` picks the seed (default: the smallest).
-    Densities are normalised per group so that small groups stay visible.
+    Densities are normalised per group so that small groups stay visible. A vertical line marks
+    the threshold the bundle's rule gives on these scores: the `max_miss_rate` quantile of the bad
+    scores (parts at or above it are rejected).
     """
     _check_table(table, "score_histogram_figure")
     seeds = sorted(table["split_seed"].unique())
@@ -119,6 +138,12 @@ def score_histogram_figure(
             values = parts[group].to_numpy(float)
             if values.size:
                 ax.hist(values, bins=edges, density=True, alpha=0.5, color=colour, label=f"{group} (n={values.size})")
+        bad = m.loc[m["label"] == 1, "score"].to_numpy(float)
+        if bad.size:
+            threshold = float(np.quantile(bad, max_miss_rate))
+            ax.axvline(
+                threshold, color="black", lw=1.0, ls="--", label=f"threshold {threshold:.3g} ({max_miss_rate:.0%} miss)"
+            )
         ax.set(title=method, xlabel="score", ylabel="density")
         ax.legend(fontsize=7)
     for ax in axes[len(methods) :]:
@@ -167,13 +192,24 @@ def model_importances(models: Sequence, importance_type: str = "total_gain") -> 
     return {name: float(np.mean([share.get(name, 0.0) for share in shares])) for name in features}
 
 
+def segment_label(segment: int, names: Mapping[int, str] | None = None) -> str:
+    """``<part name> (seg<l>)`` where `names` has the segment, else ``seg<l>``."""
+    name = (names or {}).get(int(segment))
+    return f"{name} (seg{segment})" if name else f"seg{segment}"
+
+
 def feature_importance_figure(
-    importances: Mapping[str, float], title: str = "", importance_type: str = "gain"
+    importances: Mapping[str, float],
+    title: str = "",
+    importance_type: str = "gain",
+    segment_names: Mapping[int, str] | None = None,
 ) -> Figure:
     """Importance summed by segment (bars) and a segment x (detector, statistic) heat map.
 
     ``importances`` maps feature names to non-negative importances (e.g. XGBoost total gain,
-    averaged over seeds); features the model never split on may be absent (= 0).
+    averaged over seeds); features the model never split on may be absent (= 0). Segments are
+    named by part where `segment_names` ({label: name}, as in the bundle and inspection.parquet)
+    has them.
     """
     table = importance_table(importances)
     if table.empty:
@@ -183,7 +219,7 @@ def feature_importance_figure(
     fig = Figure(figsize=(11, 4.2), constrained_layout=True)
     left, right = fig.subplots(1, 2, width_ratios=[1, 1.6])
     by_segment = seg.groupby("segment")["importance"].sum()
-    labels = [f"seg{s}" for s in by_segment.index] + list(other["feature"])
+    labels = [segment_label(s, segment_names) for s in by_segment.index] + list(other["feature"])
     values = list(by_segment.to_numpy()) + list(other["importance"])
     left.barh(labels[::-1], values[::-1], color="tab:blue")
     left.set(xlabel=f"summed {importance_type}", title="by segment (and global features)")
@@ -194,7 +230,7 @@ def feature_importance_figure(
         order = sorted(heat.columns, key=lambda c: (c[0], STATS.index(c[1]) if c[1] in STATS else 99))
         heat = heat[order]
         image = right.imshow(heat.to_numpy(), aspect="auto", cmap="viridis")
-        right.set_yticks(range(len(heat.index)), [f"seg{s}" for s in heat.index])
+        right.set_yticks(range(len(heat.index)), [segment_label(s, segment_names) for s in heat.index])
         right.set_xticks(range(len(order)), [f"{d}\n{s}" for d, s in order], rotation=90, fontsize=7)
         right.set_title(f"{importance_type} by segment and statistic")
         fig.colorbar(image, ax=right)
@@ -204,8 +240,10 @@ def feature_importance_figure(
     return fig
 
 
-def overlay_figure(cases: Sequence[Mapping], title: str = "") -> Figure:
+def overlay_figure(cases: Sequence[Mapping], title: str = "", segment_names: Mapping[int, str] | None = None) -> Figure:
     """One row per case: the image with its segments, then one raw anomaly map per detector.
+
+    A legend below names each segment colour (by part where `segment_names` has the label).
 
     Each case is a mapping with ``image`` (3, H, W) float in [0, 1], ``maps`` {detector: (H, W)},
     ``segments`` (H, W) int labels or None, and ``caption`` (str). The image panel is
@@ -241,6 +279,16 @@ def overlay_figure(cases: Sequence[Mapping], title: str = "") -> Figure:
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
+    shown_labels = sorted({int(v) for c in cases if c.get("segments") is not None for v in np.unique(c["segments"])})
+    if shown_labels:
+        from matplotlib import colormaps
+        from matplotlib.patches import Patch
+
+        handles = [
+            Patch(color=colormaps["tab10"](label % 10), label=segment_label(label, segment_names))
+            for label in shown_labels
+        ]
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=7)
     fig.suptitle(title, fontsize=9)
     return fig
 

@@ -1,4 +1,5 @@
-"""The Markdown report of a run: results table in the paper's style, plots, configuration, versions.
+"""The Markdown report of a run: the decision first (segad.evaluation.decision), then the results
+table in the paper's style, plots, and an appendix (configuration of what ran, versions).
 
 Numbers come from the ``metrics`` table (docs/schemas.md). The report shows them as percentages
 with one decimal, "mean ± std" over split seeds (sample std, ddof=1; a single seed shows the
@@ -25,9 +26,8 @@ import pandas as pd
 import yaml
 
 from segad import versions
-from segad.columns import CLASSIFIER
+from segad.evaluation.decision import decision_block
 from segad.evaluation.metrics import METRIC_COLUMNS
-from segad.meta.brf import SEGAD_SUFFIX
 from segad.versions import jsonable
 
 #: Column titles of the results table, as in the papers.
@@ -120,32 +120,22 @@ def results_table(
     return "\n".join(lines)
 
 
-def segad_gain(metrics: pd.DataFrame, category: str, subset: str = "all") -> str | None:
-    """One sentence: the best SegAD method against the best single detector (AUROC and PG2).
-
-    Single detectors are the methods without ``+`` other than ``classifier`` (the supervised
-    SuperSimpleNet counts as one); each metric's best is taken separately, from the ``mean`` rows.
-    A metric that is NaN for every method of a side is left out; None when nothing is left.
-    """
-    mean, _ = _stat_rows(metrics)
-    mean = mean[(mean["category"] == category) & (mean["subset"] == subset)].set_index("method")
-    segad = mean[mean.index.str.endswith(SEGAD_SUFFIX)]
-    alone = mean[~mean.index.str.contains("+", regex=False) & (mean.index != CLASSIFIER)]
-    if segad.empty or alone.empty:
-        return None
-    parts = []
-    for metric in ("auroc", "pg2"):
-        if segad[metric].isna().all() or alone[metric].isna().all():
-            continue
-        best, single = segad[metric].idxmax(), alone[metric].idxmax()
-        gain = 100 * (segad.at[best, metric] - alone.at[single, metric])
-        parts.append(
-            f"{METRIC_TITLES[metric]} {100 * segad.at[best, metric]:.1f} ({best}) against "
-            f"{100 * alone.at[single, metric]:.1f} ({single}): **{gain:+.1f}**"
-        )
-    if not parts:
-        return None
-    return "Best SegAD method against the best single detector: " + "; ".join(parts) + "."
+def ran_parameters(parameters: Mapping) -> dict:
+    """The parameter blocks of what ran: `anomaly_maps` only for the run's `detectors`, `classifier`
+    as ``{enabled: false}`` when off, `demo` only for the demo layout; `score` (the production
+    pipeline, not a training run) left out. Other blocks as they are."""
+    values = dict(jsonable(parameters))
+    detectors = [str(d) for d in values.get("detectors") or []]
+    maps = values.get("anomaly_maps")
+    if isinstance(maps, dict):
+        values["anomaly_maps"] = {k: v for k, v in maps.items() if not isinstance(v, dict) or k in detectors}
+    classifier = values.get("classifier")
+    if isinstance(classifier, dict) and not classifier.get("enabled", True):
+        values["classifier"] = {"enabled": False}
+    if (values.get("dataset") or {}).get("layout") != "demo":
+        values.pop("demo", None)
+    values.pop("score", None)
+    return values
 
 
 def category_table(metrics: pd.DataFrame, metric: str = "auroc", subset: str = "all") -> str:
@@ -173,8 +163,10 @@ def render_report(
     figures: Mapping[str, Sequence[str]],
     versions: Mapping[str, str],
     title: str = "SegAD evaluation report",
+    operating_point: Mapping | None = None,
+    test_scores: pd.DataFrame | None = None,
 ) -> str:
-    """The report as Markdown.
+    """The report as Markdown: the decision first, then results, plots and an appendix.
 
     Args:
         metrics: the ``metrics`` table (per-seed, ``mean`` and ``std`` rows).
@@ -182,6 +174,8 @@ def render_report(
         figures: {section title: [image paths relative to the report]}, embedded in order.
         versions: {package: version}.
         title: first heading.
+        operating_point: the bundle stage's ``operating_point`` (None: no bundle stage ran).
+        test_scores: the evaluation's labelled test scores, for the rates at the bundle's threshold.
     """
     if metrics.empty:
         raise ValueError("render_report: the metrics table is empty")
@@ -198,12 +192,10 @@ def render_report(
         "FPR@95TPR: lower is better; all others: higher is better. "
         "Definitions: docs/metrics.md.",
         "",
+        *decision_block(metrics, headline, operating_point, test_scores),
     ]
     heading = "mean over categories" if headline == "mean" else f"category {headline}"
     out += [f"## Results ({heading}, all test images)", "", results_table(metrics, headline, "all"), ""]
-    gain = segad_gain(metrics, headline, "all")
-    if gain:
-        out += [gain, ""]
     for subset, meaning in (
         ("seen", "good test images + bad images of defect types seen in training"),
         ("unseen", "good test images + bad images of defect types never seen in training"),
@@ -220,13 +212,13 @@ def render_report(
             out += [f"![{section}: {path}]({path})" for path in paths]
             out += [""]
     out += [
-        "## Configuration",
+        "## Appendix: configuration of what ran",
         "",
         "```yaml",
-        yaml.safe_dump(jsonable(parameters), sort_keys=True).rstrip(),
+        yaml.safe_dump(ran_parameters(parameters), sort_keys=True).rstrip(),
         "```",
         "",
-        "## Package versions",
+        "## Appendix: package versions",
         "",
         "| package | version |",
         "|---|---|",

@@ -31,9 +31,9 @@ import numpy as np
 import pydantic.dataclasses
 from PIL import Image, ImageDraw, ImageFilter
 from pydantic import Field
-from tqdm.auto import tqdm
 
 from segad.config import PARAMS
+from segad.logs import progress
 from segad.storage.files import check_owned, file_sha256, replace_folder, staging_folder
 from segad.versions import jsonable
 
@@ -288,7 +288,7 @@ def write_demo(root: str | Path, config: DemoConfig = DEFAULT_DEMO) -> Path:
     try:
         rng = np.random.default_rng(config.seed)
         types = ["image_id,defect_type"]
-        for image_id, defect in tqdm(demo_plan(config), desc="writing demo", unit="img"):
+        for image_id, defect in progress(demo_plan(config), desc="writing demo", unit="img"):
             (staging / image_id).parent.mkdir(parents=True, exist_ok=True)
             image = render_part(
                 np.random.default_rng(rng.integers(2**63)),

@@ -7,8 +7,8 @@ One row per image (schema: `segad.schemas.ImageIndex`, docs/schemas.md); built b
 from __future__ import annotations
 
 import pandas as pd
-from tqdm.auto import tqdm
 
+from segad.logs import progress
 from segad.storage.images import ImageReadError, image_size
 
 #: Column -> dtype of the image index, in column order.
@@ -43,7 +43,7 @@ def measure_images(index: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Decode every image and mask; returns the readable rows with width/height (pixels), and
     the problems (path, problem) of the others."""
     sizes, problems = [], []
-    for path, mask in tqdm(zip(index.path, index.mask_path), total=len(index), desc="checking images", unit="img"):
+    for path, mask in progress(zip(index.path, index.mask_path), total=len(index), desc="checking images", unit="img"):
         try:
             size = image_size(path)
             if mask is not None:

@@ -313,13 +313,13 @@ def fit_classifier(
     model.train()
     optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(n_good / n_bad, device=device))
-    from tqdm.auto import tqdm
+    from segad.logs import progress
 
     rng = np.random.default_rng(seed)
     steps = 0
     per_epoch = -(-len(paths) // config.batch_size)
     total = per_epoch * config.epochs if config.max_steps is None else min(config.max_steps, per_epoch * config.epochs)
-    bar = tqdm(total=total, desc=f"classifier (seed {seed})", unit="step", leave=False)
+    bar = progress(total=total, desc=f"classifier (seed {seed})", unit="step", leave=False)
     for _ in range(config.epochs):
         order = rng.permutation(len(paths))
         for start in range(0, len(order), config.batch_size):

@@ -326,6 +326,13 @@ def _segments(segment_maps: SegmentMaps, category: str, size: ImageSize) -> dict
     )
 
 
+def segment_names(segment_maps: SegmentMaps, layout: str, configured: Mapping | None = None) -> dict[int, str]:
+    """{label: part name} the bundle records: `configured` (``bundle.segment_names``), else the
+    built-in names (demo, elpv), else none."""
+    names = configured or _builtin_segment_names(segment_maps, layout) or {}
+    return {int(k): str(v) for k, v in names.items()}
+
+
 def _builtin_segment_names(segment_maps: SegmentMaps, layout: str) -> Mapping | None:
     if segment_maps.method == "elpv":
         return ELPV_SEGMENTS

@@ -104,7 +104,7 @@ def score_images(
         batch_size: images per detector forward pass.
         explain: "rejected" (default), "all" or "none".
         overlays: render an overlay per rejected part.
-        progress: show a tqdm bar with images/s.
+        progress: show a progress bar with images/s (segad.logs.progress).
         backends: detector name -> CPU inference backend (eager | openvino | onnxruntime,
             `segad.storage.backends`); eager where not given.
 
@@ -117,8 +117,7 @@ def score_images(
         not explained), ``<detector>__max`` (float64), ``classifier__score`` (float64, when the
         bundle has the classifier), overlay (file name or None), bundle_id.
     """
-    from tqdm.auto import tqdm
-
+    from segad.logs import progress as progress_bar
     from segad.segments.features import SegmentMap
 
     if explain not in EXPLAIN_MODES:
@@ -135,7 +134,7 @@ def score_images(
     clock = _Clock()
     rows: list[dict] = []
     pictures: dict[str, np.ndarray] = {}
-    bar = tqdm(total=len(paths), desc="scoring", unit="img", disable=not progress, smoothing=0.1)
+    bar = progress_bar(total=len(paths), desc="scoring", unit="img", disable=not progress, smoothing=0.1)
     for start in range(0, len(paths), batch_size):
         batch = [Path(p) for p in paths[start : start + batch_size]]
         batch_rows: list[dict] = []

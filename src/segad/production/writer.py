@@ -193,10 +193,12 @@ def write_latest(parent: str | Path, name: str) -> None:
         temp.write_text(name + "\n")
 
 
-def write_versioned_bundle(parent: str | Path, **arguments: Any) -> Path:
+def write_versioned_bundle(parent: str | Path, bundle_id: str | None = None, **arguments: Any) -> Path:
     """Write a new bundle folder ``parent/<bundle_id>`` and point ``parent/LATEST`` at it.
 
-    `arguments` are those of `write_bundle` (without `bundle_id`). Older bundles under `parent`
+    `bundle_id`: the id to use (the bundle stage picks it, so that its report names it; BundleError
+    when `parent` has it already); None: a fresh `new_bundle_id`. `arguments` are those of
+    `write_bundle` (without `bundle_id`). Older bundles under `parent`
     stay. A bundle of the earlier, unversioned layout at `parent` itself is first moved into
     ``parent/<its bundle_id>``. `segad.storage.files.NotOwnedError` when `parent` holds files that are
     not bundles (nothing is changed then). Returns the new bundle folder.
@@ -209,7 +211,12 @@ def write_versioned_bundle(parent: str | Path, **arguments: Any) -> Path:
             )
         _move_unversioned(parent)
     check_owned(parent, _parent_files(parent), "the bundle pipeline")
-    bundle_id = new_bundle_id()
+    if bundle_id is not None:
+        if not BUNDLE_ID.match(bundle_id):
+            raise BundleError(f"bundle id {bundle_id!r} does not have the form of new_bundle_id()")
+        if (parent / bundle_id).exists():
+            raise BundleError(f"{parent / bundle_id}: a bundle with this id exists already; ids are never reused")
+    bundle_id = bundle_id or new_bundle_id()
     while (parent / bundle_id).exists():  # same second, same random digits: practically never
         bundle_id = new_bundle_id()
     folder = write_bundle(parent / bundle_id, bundle_id=bundle_id, **arguments)

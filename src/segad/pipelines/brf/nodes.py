@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from segad.config import DatasetConfig
+from segad.logs import progress
 from segad.meta.brf import BRFParams, model_key, run_brf, select_run
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def train_brf(
         detectors,
         config.model,
         config.combinations,
-        progress=lambda it: tqdm(it, desc="brf (category, split_seed)", unit="fit"),
+        progress=lambda it: progress(it, desc="brf (category, split_seed)", unit="fit"),
     )
     ident = dataset.id
     keyed = {}

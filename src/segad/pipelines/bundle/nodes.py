@@ -10,6 +10,7 @@ import pandas as pd
 from segad.config import DatasetConfig
 from segad.meta.brf import BRFParams
 from segad.production.assemble import BundleOptions, assemble_bundle, evaluated_rows
+from segad.production.writer import new_bundle_id
 from segad.segments.segment_maps import SegmentMaps
 from segad.storage.images import resolve_image_size
 from segad.versions import jsonable
@@ -100,7 +101,8 @@ def build_bundle(
     )
     if metrics_by_regime is not None:
         contents["config"]["evaluation"] = evaluated_rows(_regime_metrics(metrics_by_regime, benchmark), report)
-    return contents, report
+    bundle_id = new_bundle_id()  # chosen here, so that the report and the tracked run name it
+    return {**contents, "bundle_id": bundle_id}, {"bundle_id": bundle_id, **report}
 
 
 def _regime_metrics(partitions: Mapping[str, Callable[[], pd.DataFrame]], benchmark: str) -> pd.DataFrame:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+import numpy as np
 import pandas as pd
 
-from segad.config import DatasetConfig, PlotOptions, ReportOptions
+from segad.config import DatasetConfig, PlotOptions
 from segad.evaluation.metrics import COUNT_COLUMNS, METRIC_COLUMNS, aggregate_over_seeds, image_metrics
 from segad.evaluation.plots import (
     feature_importance_figure,
@@ -17,12 +18,12 @@ from segad.evaluation.plots import (
     score_histogram_figure,
     worst_cases,
 )
-from segad.evaluation.report import method_order, package_versions, render_report
+from segad.evaluation.report import method_order
 from segad.meta.brf import parse_model_key
+from segad.production.assemble import BundleOptions
 from segad.runs import new_run_id
 from segad.schemas import Metrics, TestScores, columns
 from segad.storage.images import read_image
-from segad.versions import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -181,11 +182,15 @@ def plot_roc_curves(test_scores: pd.DataFrame) -> tuple[dict, list[str]]:
     return figures, list(figures)
 
 
-def plot_score_histograms(test_scores: pd.DataFrame, options: PlotOptions) -> tuple[dict, list[str]]:
-    """Score histograms (good / seen bad / unseen bad) per category -> (figures, file names)."""
+def plot_score_histograms(
+    test_scores: pd.DataFrame, options: PlotOptions, bundle: BundleOptions | None = None
+) -> tuple[dict, list[str]]:
+    """Score histograms (good / seen bad / unseen bad) per category -> (figures, file names); the
+    threshold line follows the bundle's rule (`bundle.max_miss_rate` quantile of the bad scores)."""
+    miss = float(bundle.max_miss_rate) if bundle is not None else 0.02
     figures = {
         f"histogram{suffix}.png": score_histogram_figure(
-            rows, split_seed=options.split_seed, bins=options.histogram_bins, title=str(category)
+            rows, split_seed=options.split_seed, bins=options.histogram_bins, title=str(category), max_miss_rate=miss
         )
         for category, suffix, rows in _per_category(test_scores)
     }
@@ -193,7 +198,13 @@ def plot_score_histograms(test_scores: pd.DataFrame, options: PlotOptions) -> tu
 
 
 def plot_feature_importance(
-    brf_models: Mapping, test_scores: pd.DataFrame, options: PlotOptions, dataset: DatasetConfig, benchmark: str
+    brf_models: Mapping,
+    test_scores: pd.DataFrame,
+    options: PlotOptions,
+    dataset: DatasetConfig,
+    benchmark: str,
+    segment_maps=None,
+    bundle: BundleOptions | None = None,
 ) -> tuple[dict, list[str]]:
     """Importance figures, one per SegAD combination of this run -> (figures, file names).
 
@@ -236,15 +247,28 @@ def plot_feature_importance(
         values = model_importances(chosen[method], importance_type)
         title = f"{method} (share of {importance_type}, mean over {len(chosen[method])} model(s))"
         figures[f"importance_{method.replace('+', '_')}.png"] = feature_importance_figure(
-            values, title=title, importance_type=f"share of {importance_type}"
+            values,
+            title=title,
+            importance_type=f"share of {importance_type}",
+            segment_names=_part_names(segment_maps, dataset, bundle),
         )
     return figures, list(figures)
 
 
 def plot_overlays(
-    test_scores: pd.DataFrame, image_index: pd.DataFrame, segmentation, options: PlotOptions, **maps
+    test_scores: pd.DataFrame,
+    image_index: pd.DataFrame,
+    segmentation,
+    options: PlotOptions,
+    bundle: BundleOptions | None = None,
+    dataset: DatasetConfig | None = None,
+    **maps,
 ) -> tuple[dict, list[str]]:
     """Worst false negatives / positives of one method per category, with segments and raw maps.
+
+    Each case says what the bundle's rule decides for it: accept or reject at the threshold that
+    rule (`bundle.max_miss_rate` quantile of the bad scores) gives on that seed's test scores; the
+    segment legend names parts as the bundle does.
 
     ``maps`` holds ``<detector>__map_index`` (DataFrame) and ``<detector>__map_store``
     (`segad.storage.map_store.MapStore`) for every detector. The method is ``options.overlay_method``
@@ -262,8 +286,13 @@ def plot_overlays(
     paths = image_index.set_index("image_id")["path"]
     keys = {d: maps[f"{d}__map_index"].set_index(["image_id", "split_seed"])["map_key"] for d in detectors}
     figures = {}
+    miss = float(bundle.max_miss_rate) if bundle is not None else 0.02
+    names = _part_names(segmentation, dataset, bundle) if dataset is not None else {}
     for category, suffix, rows in _per_category(test_scores):
         cases = []
+        ours = rows[(rows["method"] == method) & (rows["split_seed"] == seed)]
+        bad = ours.loc[ours["label"] == 1, "score"].to_numpy(float)
+        threshold = float(np.quantile(bad, miss)) if bad.size else float("nan")
         for case in worst_cases(rows, method, seed, n=n_worst).itertuples():
             anomaly_maps = {}
             for detector in detectors:
@@ -284,43 +313,39 @@ def plot_overlays(
                     "image": read_image(paths.loc[case.image_id], size=size),
                     "maps": anomaly_maps,
                     "segments": labels,
-                    "caption": f"{kind} #{case.rank} score {case.score:.3g}\n{case.image_id}",
+                    "caption": f"{kind} #{case.rank} score {case.score:.3g}: "
+                    f"{'reject' if case.score >= threshold else 'accept'}\n{case.image_id}",
                 }
             )
-        title = f"{method}, split_seed {seed}, {category}\nworst false negatives (FN), false positives (FP)"
-        figures[f"overlays{suffix}.png"] = overlay_figure(cases, title=title)
+        title = (
+            f"{method}, split_seed {seed}, {category}\nworst false negatives (FN), false positives (FP); "
+            f"decision at threshold {threshold:.3g} ({miss:.0%} of these bad parts accepted)"
+        )
+        figures[f"overlays{suffix}.png"] = overlay_figure(cases, title=title, segment_names=names)
     return figures, list(figures)
 
 
-def write_report(metrics: pd.DataFrame, parameters: Mapping, options: ReportOptions, **plot_files: list[str]) -> str:
-    """report.md text; ``plot_files`` maps a plot dataset key (as in ``options.plot_dirs``) to file names.
+def _part_names(segment_maps, dataset: DatasetConfig, bundle: BundleOptions | None) -> dict[int, str]:
+    """{label: part name} as the bundle and inspection.parquet name segments (empty when unknown)."""
+    if segment_maps is None:
+        return {}
+    from segad.production.assemble import segment_names
 
-    ``parameters`` (the whole tree, printed in the report) may hold typed parameter blocks; they
-    are printed as plain values.
-    """
-    plot_dirs = options.plot_dirs
-    titles = options.plot_titles
-    figures = {}
-    for key, files in plot_files.items():
-        if key not in plot_dirs:
-            raise KeyError(f"evaluation.report.plot_dirs has no folder for plot set {key!r}")
-        figures[titles.get(key, key)] = [f"{plot_dirs[key]}/{name}" for name in files]
-    return render_report(
-        metrics, parameters=jsonable(parameters), figures=figures, versions=package_versions(), title=options.title
-    )
+    return segment_names(segment_maps, dataset.layout, bundle.segment_names if bundle is not None else None)
 
 
-def keep_by_regime(metrics: pd.DataFrame, report: str, dataset: DatasetConfig, benchmark: str) -> tuple[dict, dict]:
-    """This run's metrics and report, kept beside other regimes' and other runs'.
+def keep_metrics_by_regime(
+    metrics: pd.DataFrame, dataset: DatasetConfig, benchmark: str, **plot_files: list[str]
+) -> dict:
+    """This run's metrics, kept beside other regimes' and other runs', once the evaluation is
+    complete: `plot_files` (the plot nodes' file lists) only order this node after every plot, so
+    the bundle node, which reads the kept metrics, runs after the whole evaluation.
 
-    ``<dataset id>/<benchmark>/{metrics,report}`` is the regime's latest copy (as metrics.csv and
-    report.md at the top are the latest run's); ``<dataset id>/<benchmark>/runs/<run id>/`` keeps
-    every run's copy (`segad.runs.new_run_id`: UTC time + 8 random hex digits), so no run replaces
-    the figures of another regime or of an earlier run.
+    ``<dataset id>/<benchmark>/metrics`` is the regime's latest copy (as metrics.csv at the top
+    is the latest run's); ``<dataset id>/<benchmark>/runs/<run id>/metrics`` keeps every run's
+    copy (`segad.runs.new_run_id`: UTC time + 8 random hex digits), so no run replaces the figures
+    of another regime or of an earlier run. The report stage puts report.md beside them
+    (`segad.pipelines.report.nodes.keep_report_by_regime`).
     """
     key = f"{dataset.id}/{benchmark}"
-    run = f"{key}/runs/{new_run_id()}"
-    return (
-        {f"{key}/metrics": metrics, f"{run}/metrics": metrics},
-        {f"{key}/report": report, f"{run}/report": report},
-    )
+    return {f"{key}/metrics": metrics, f"{key}/runs/{new_run_id()}/metrics": metrics}

@@ -1,8 +1,9 @@
-"""evaluation: scores, BRF models, anomaly maps, segment maps -> metrics, plots, report.
+"""evaluation: scores, BRF models, anomaly maps, segment maps -> metrics and plots.
 
 All nodes live in the ``evaluation`` namespace; the shared datasets (``scores``, ``brf_models``,
 ``image_index``, ``splits``, ``segment_maps``, ``<detector>.map_index`` / ``.map_store``,
-``metrics``, ``report``) keep their global names.
+``metrics``) keep their global names. The plot nodes also write the list of their files
+(``evaluation.<plot>_files``), which the report stage (after the bundle) links in report.md.
 """
 
 from kedro.pipeline import Pipeline, node
@@ -10,14 +11,14 @@ from kedro.pipeline import Pipeline, node
 from segad.pipelines import detector_inputs
 from segad.pipelines.evaluation.nodes import (
     compute_metrics,
-    keep_by_regime,
+    keep_metrics_by_regime,
     label_test_scores,
     plot_feature_importance,
     plot_overlays,
     plot_roc_curves,
     plot_score_histograms,
-    write_report,
 )
+from segad.vocabulary import PLOT_SETS
 
 
 def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
@@ -34,13 +35,21 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
             node(plot_roc_curves, "test_scores", ["roc_curves", "roc_curves_files"], name="plot_roc_curves"),
             node(
                 plot_score_histograms,
-                ["test_scores", "params:evaluation.plots"],
+                ["test_scores", "params:evaluation.plots", "params:bundle"],
                 ["score_histograms", "score_histograms_files"],
                 name="plot_score_histograms",
             ),
             node(
                 plot_feature_importance,
-                ["brf_models", "test_scores", "params:evaluation.plots", "params:dataset", "params:benchmark"],
+                [
+                    "brf_models",
+                    "test_scores",
+                    "params:evaluation.plots",
+                    "params:dataset",
+                    "params:benchmark",
+                    "segment_maps",
+                    "params:bundle",
+                ],
                 ["feature_importance", "feature_importance_files"],
                 name="plot_feature_importance",
             ),
@@ -51,30 +60,23 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
                     "image_index": "image_index",
                     "segmentation": "segment_maps",
                     "options": "params:evaluation.plots",
+                    "bundle": "params:bundle",
+                    "dataset": "params:dataset",
                     **maps,
                 },
                 ["overlays", "overlays_files"],
                 name="plot_overlays",
             ),
             node(
-                write_report,
+                keep_metrics_by_regime,
                 {
                     "metrics": "metrics",
-                    "parameters": "parameters",
-                    "options": "params:evaluation.report",
-                    "roc_curves": "roc_curves_files",
-                    "score_histograms": "score_histograms_files",
-                    "feature_importance": "feature_importance_files",
-                    "overlays": "overlays_files",
+                    "dataset": "params:dataset",
+                    "benchmark": "params:benchmark",
+                    **{plot: f"{plot}_files" for plot in PLOT_SETS},
                 },
-                "report",
-                name="write_report",
-            ),
-            node(
-                keep_by_regime,
-                ["metrics", "report", "params:dataset", "params:benchmark"],
-                ["metrics_by_regime", "report_by_regime"],
-                name="keep_by_regime",
+                "metrics_by_regime",
+                name="keep_metrics_by_regime",
             ),
         ]
     )
@@ -82,6 +84,6 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
         nodes,
         namespace="evaluation",
         inputs={"scores", "brf_models", "image_index", "splits", "segment_maps", *maps.values()},
-        outputs={"metrics", "report", "metrics_by_regime", "report_by_regime"},
-        parameters={"params:dataset", "params:benchmark", "params:evaluation.plots", "params:evaluation.report"},
+        outputs={"metrics", "metrics_by_regime"},
+        parameters={"params:dataset", "params:benchmark", "params:evaluation.plots", "params:bundle"},
     )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from segad.config import DatasetConfig
+from segad.logs import progress as progress_bar
 from segad.segments.features import FeatureConfig, build_feature_table, feature_rows
 from segad.segments.segment_maps import SegmentMaps
 
@@ -40,7 +40,7 @@ def compute_features(
         segmentation,
         batch_size=config.batch_size,
         classifier_scores=classifier_scores if use_classifier else None,
-        progress=lambda it, desc: tqdm(it, desc=f"features {desc}", unit="batch"),
+        progress=lambda it, desc: progress_bar(it, desc=f"features {desc}", unit="batch"),
         threads=config.kernel_threads,
     )
     table.insert(0, "dataset", dataset.id)
