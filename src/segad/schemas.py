@@ -252,7 +252,8 @@ class Scores(pa.DataFrameModel):
         description=(
             "a detector alone (`patchcore`: its map max), the supervised classifier alone (`classifier`: its logit, "
             "when enabled) or a SegAD combination (`patchcore+segad`, `padim+patchcore+segad`, "
-            "`classifier+padim+patchcore+segad`)"
+            "`classifier+padim+patchcore+segad`), or `selected`: per category, the scores of the method the "
+            "out-of-fold selection chose (`brf.selection`)"
         ),
     )
     score: Series[pa.Float64] = pa.Field(

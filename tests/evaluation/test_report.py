@@ -10,7 +10,14 @@ import pytest
 import yaml
 
 from segad.evaluation.metrics import aggregate_over_seeds
-from segad.evaluation.report import method_order, package_versions, render_report, results_table, segad_gain
+from segad.evaluation.report import (
+    method_order,
+    package_versions,
+    render_report,
+    results_table,
+    segad_gain,
+    selected_verdict,
+)
 
 KEYS = ["dataset", "category", "benchmark", "method", "subset"]
 
@@ -97,6 +104,22 @@ def test_segad_gain_names_the_best_of_each_side():
     assert segad_gain(only_segad, "demo") is None
     no_pg2 = table.assign(pg2=float("nan"))
     assert "PG2" not in segad_gain(no_pg2, "demo")
+
+
+def test_the_verdict_is_the_selected_method_against_the_best_detector():
+    table = metrics_table(subsets=("all",))
+    assert selected_verdict(table, "demo") is None  # no selection in this run
+    selected = table[table["method"] == "patchcore+segad"].assign(method="selected")
+    both = pd.concat([table, selected])
+    line = selected_verdict(both, "demo")
+    assert line == (
+        "Selected method (what the bundle ships) against the best single detector: AUROC 92.0 (selected) "
+        "against 82.0 (patchcore): **+10.0**; PG2 60.0 (selected) against 50.0 (patchcore): **+10.0**."
+    )
+    report = render_report(both, {}, {}, {})
+    assert report.index(line) < report.index("Best SegAD method against")
+    assert segad_gain(both, "demo") == segad_gain(table, "demo")  # `selected` is no detector
+    assert method_order(["selected", "patchcore+segad", "padim"])[-1] == "selected"
 
 
 def test_several_categories_use_the_mean_and_per_category_tables():

@@ -28,6 +28,7 @@ from segad import versions
 from segad.columns import CLASSIFIER
 from segad.evaluation.metrics import METRIC_COLUMNS
 from segad.meta.brf import SEGAD_SUFFIX
+from segad.meta.selection import SELECTED
 from segad.versions import jsonable
 
 #: Column titles of the results table, as in the papers.
@@ -74,8 +75,8 @@ def package_versions(packages: Sequence[str] = DEFAULT_PACKAGES) -> dict[str, st
 
 
 def method_order(methods: Sequence[str]) -> list[str]:
-    """Detectors alone first, then SegAD combinations by size, then by name."""
-    return sorted(dict.fromkeys(methods), key=lambda m: (m.endswith("segad"), m.count("+"), m))
+    """Detectors alone first, then SegAD combinations by size, then by name; ``selected`` last."""
+    return sorted(dict.fromkeys(methods), key=lambda m: (m == SELECTED, m.endswith("segad"), m.count("+"), m))
 
 
 def _cell(mean: float, std: float | None) -> str:
@@ -130,22 +131,36 @@ def segad_gain(metrics: pd.DataFrame, category: str, subset: str = "all") -> str
     mean, _ = _stat_rows(metrics)
     mean = mean[(mean["category"] == category) & (mean["subset"] == subset)].set_index("method")
     segad = mean[mean.index.str.endswith(SEGAD_SUFFIX)]
-    alone = mean[~mean.index.str.contains("+", regex=False) & (mean.index != CLASSIFIER)]
-    if segad.empty or alone.empty:
+    alone = mean[~mean.index.str.contains("+", regex=False) & ~mean.index.isin([CLASSIFIER, SELECTED])]
+    return _against_best_detector(segad, alone, "Best SegAD method")
+
+
+def _against_best_detector(side: pd.DataFrame, alone: pd.DataFrame, title: str) -> str | None:
+    """``title`` against the best single detector, AUROC and PG2 (each metric's best taken apart)."""
+    if side.empty or alone.empty:
         return None
     parts = []
     for metric in ("auroc", "pg2"):
-        if segad[metric].isna().all() or alone[metric].isna().all():
+        if side[metric].isna().all() or alone[metric].isna().all():
             continue
-        best, single = segad[metric].idxmax(), alone[metric].idxmax()
-        gain = 100 * (segad.at[best, metric] - alone.at[single, metric])
+        best, single = side[metric].idxmax(), alone[metric].idxmax()
+        gain = 100 * (side.at[best, metric] - alone.at[single, metric])
         parts.append(
-            f"{METRIC_TITLES[metric]} {100 * segad.at[best, metric]:.1f} ({best}) against "
+            f"{METRIC_TITLES[metric]} {100 * side.at[best, metric]:.1f} ({best}) against "
             f"{100 * alone.at[single, metric]:.1f} ({single}): **{gain:+.1f}**"
         )
     if not parts:
         return None
-    return "Best SegAD method against the best single detector: " + "; ".join(parts) + "."
+    return f"{title} against the best single detector: " + "; ".join(parts) + "."
+
+
+def selected_verdict(metrics: pd.DataFrame, category: str, subset: str = "all") -> str | None:
+    """One sentence: the ``selected`` method (what the bundle ships, chosen out of fold on training
+    data, `segad.meta.selection`) against the best single detector; None without ``selected`` rows."""
+    mean, _ = _stat_rows(metrics)
+    mean = mean[(mean["category"] == category) & (mean["subset"] == subset)].set_index("method")
+    alone = mean[~mean.index.str.contains("+", regex=False) & ~mean.index.isin([CLASSIFIER, SELECTED])]
+    return _against_best_detector(mean[mean.index == SELECTED], alone, "Selected method (what the bundle ships)")
 
 
 def category_table(metrics: pd.DataFrame, metric: str = "auroc", subset: str = "all") -> str:
@@ -201,9 +216,9 @@ def render_report(
     ]
     heading = "mean over categories" if headline == "mean" else f"category {headline}"
     out += [f"## Results ({heading}, all test images)", "", results_table(metrics, headline, "all"), ""]
-    gain = segad_gain(metrics, headline, "all")
-    if gain:
-        out += [gain, ""]
+    for line in (selected_verdict(metrics, headline, "all"), segad_gain(metrics, headline, "all")):
+        if line:
+            out += [line, ""]
     for subset, meaning in (
         ("seen", "good test images + bad images of defect types seen in training"),
         ("unseen", "good test images + bad images of defect types never seen in training"),
