@@ -120,6 +120,14 @@ def test_the_verdict_is_the_selected_method_against_the_best_detector():
     assert report.index(line) < report.index("Best SegAD method against")
     assert segad_gain(both, "demo") == segad_gain(table, "demo")  # `selected` is no detector
     assert method_order(["selected", "patchcore+segad", "padim"])[-1] == "selected"
+    # with bootstrap intervals on the mean rows: overlapping ones are called not distinguishable
+    means = both["split_seed"] == "mean"
+    both.loc[means, ["auroc_lo", "auroc_hi", "pg2_lo", "pg2_hi"]] = [0.5, 0.99, 0.1, 0.2]
+    both.loc[means & (both["method"] == "selected"), ["pg2_lo", "pg2_hi"]] = [0.55, 0.65]
+    line = selected_verdict(both, "demo")
+    assert "**+10.0** (not distinguishable: the 95 % bootstrap intervals overlap); PG2" in line
+    assert line.endswith("**+10.0**.")  # PG2: [55, 65] against [10, 20]
+    assert "92.0 ± 2.0 [50.0, 99.0]" in results_table(both, "demo")
 
 
 def test_several_categories_use_the_mean_and_per_category_tables():

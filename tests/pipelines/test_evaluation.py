@@ -110,7 +110,17 @@ def test_metrics_subsets_match_direct_computation():
         "ap",
         "n_good",
         "n_bad",
+        "auroc_lo",
+        "auroc_hi",
+        "pg2_lo",
+        "pg2_hi",
+        "pb2_lo",
+        "pb2_hi",
     ]
+    # bootstrap intervals on the mean rows only, around the mean
+    means = table[table.split_seed == "mean"]
+    assert means.auroc_lo.notna().all() and table[table.split_seed != "mean"].auroc_lo.isna().all()
+    assert ((means.auroc_lo <= means.auroc) & (means.auroc <= means.auroc_hi)).all()
     assert set(table["subset"]) == {"all", "seen", "unseen"}
     assert set(table["split_seed"]) == {"0", "1", "2", "mean", "std"}
     # unseen subset of seed 1 = all good test images + unseen bad, recomputed by hand

@@ -26,6 +26,7 @@ import yaml
 
 from segad import versions
 from segad.columns import CLASSIFIER
+from segad.evaluation.bootstrap import HIGH, LOW, overlap
 from segad.evaluation.metrics import METRIC_COLUMNS
 from segad.meta.brf import SEGAD_SUFFIX
 from segad.meta.selection import SELECTED
@@ -88,6 +89,14 @@ def _cell(mean: float, std: float | None) -> str:
     return text
 
 
+def _interval(row: pd.Series, metric: str) -> str:
+    """`` [low, high]`` in percent: the bootstrap interval of a mean row, or nothing without one."""
+    low, high = row.get(f"{metric}{LOW}"), row.get(f"{metric}{HIGH}")
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return ""
+    return f" [{100 * low:.1f}, {100 * high:.1f}]"
+
+
 def _stat_rows(metrics: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     seed = metrics["split_seed"].astype(str)
     return metrics[seed == "mean"], metrics[seed == "std"]
@@ -115,7 +124,7 @@ def results_table(
         n_seeds = int(
             ((per_seed["method"] == method) & (per_seed["category"] == category) & (per_seed["subset"] == subset)).sum()
         )
-        cells = [_cell(m[c], None if s is None else s[c]) for c in columns]
+        cells = [_cell(m[c], None if s is None else s[c]) + _interval(m, c) for c in columns]
         counts = f"{m['n_good']:.0f} / {m['n_bad']:.0f}"
         lines.append("| " + " | ".join([method, *cells, str(n_seeds), counts]) + " |")
     return "\n".join(lines)
@@ -149,6 +158,11 @@ def _against_best_detector(side: pd.DataFrame, alone: pd.DataFrame, title: str) 
             f"{METRIC_TITLES[metric]} {100 * side.at[best, metric]:.1f} ({best}) against "
             f"{100 * alone.at[single, metric]:.1f} ({single}): **{gain:+.1f}**"
         )
+        bounds = [f"{metric}{LOW}", f"{metric}{HIGH}"]
+        if set(bounds) <= set(side.columns) and set(bounds) <= set(alone.columns):
+            a, b = tuple(side.loc[best, bounds]), tuple(alone.loc[single, bounds])
+            if not any(pd.isna(v) for v in (*a, *b)) and overlap(a, b):
+                parts[-1] += " (not distinguishable: the 95 % bootstrap intervals overlap)"
     if not parts:
         return None
     return f"{title} against the best single detector: " + "; ".join(parts) + "."
