@@ -52,6 +52,10 @@ def test_a_bundled_single_input_scores_new_images_with_the_detectors_map_max(tra
     )
     bundle = load_bundle(write_bundle(tmp_path / "bundle", **arguments))
     paths = trained["_paths"][:4]
-    table = score_images(paths, bundle, bundle.load_detectors("cpu"), root=tiny_demo, progress=False).table
+    models = bundle.load_detectors("cpu")
+    table = score_images(paths, bundle, models, root=tiny_demo, explain="all", progress=False).table
     np.testing.assert_allclose(table["score"].to_numpy(), maxima[:4], rtol=1e-5)
     assert set(table["decision"]) <= {"accept", "reject"}
+    # explained: the whole score is the global part (the map max), no segment contributes
+    np.testing.assert_allclose(table["contrib_global"].to_numpy(), maxima[:4], rtol=1e-5)
+    assert (table.filter(regex=r"^contrib_seg\d+$").to_numpy() == 0).all()
