@@ -327,25 +327,13 @@ class Metrics(pa.DataFrameModel):
     n_good: Series[pa.Float64] = pa.Field(ge=0, nullable=True, description="good images scored")
     n_bad: Series[pa.Float64] = pa.Field(ge=0, nullable=True, description="bad images scored")
     auroc_lo: Series[pa.Float64] = pa.Field(
-        in_range={"min_value": 0, "max_value": 1},
-        nullable=True,
-        description="`mean` rows of a category: 2.5 % bound of the bootstrap interval of the mean AUROC (else empty)",
+        ge=0, le=1, nullable=True, description="`mean` rows of a category: 2.5 % bootstrap bound of the mean AUROC"
     )
-    auroc_hi: Series[pa.Float64] = pa.Field(
-        in_range={"min_value": 0, "max_value": 1}, nullable=True, description="97.5 % bound, as `auroc_lo`"
-    )
-    pg2_lo: Series[pa.Float64] = pa.Field(
-        in_range={"min_value": 0, "max_value": 1}, nullable=True, description="as `auroc_lo`, of PG2"
-    )
-    pg2_hi: Series[pa.Float64] = pa.Field(
-        in_range={"min_value": 0, "max_value": 1}, nullable=True, description="as `auroc_hi`, of PG2"
-    )
-    pb2_lo: Series[pa.Float64] = pa.Field(
-        in_range={"min_value": 0, "max_value": 1}, nullable=True, description="as `auroc_lo`, of PB2"
-    )
-    pb2_hi: Series[pa.Float64] = pa.Field(
-        in_range={"min_value": 0, "max_value": 1}, nullable=True, description="as `auroc_hi`, of PB2"
-    )
+    auroc_hi: Series[pa.Float64] = pa.Field(ge=0, le=1, nullable=True, description="97.5 % bound, as `auroc_lo`")
+    pg2_lo: Series[pa.Float64] = pa.Field(ge=0, le=1, nullable=True, description="as `auroc_lo`, of PG2")
+    pg2_hi: Series[pa.Float64] = pa.Field(ge=0, le=1, nullable=True, description="as `auroc_hi`, of PG2")
+    pb2_lo: Series[pa.Float64] = pa.Field(ge=0, le=1, nullable=True, description="as `auroc_lo`, of PB2")
+    pb2_hi: Series[pa.Float64] = pa.Field(ge=0, le=1, nullable=True, description="as `auroc_hi`, of PB2")
 
     class Config:
         strict = True

@@ -34,8 +34,8 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from segad.config import PARAMS
-from segad.storage.files import check_owned, file_sha256, replace_folder, staging_folder
 from segad.ingestion.demo_texture import TEXTURE_SEEN, TEXTURE_SEGMENTS, TEXTURE_UNSEEN, render_texture, texture_size
+from segad.storage.files import check_owned, file_sha256, replace_folder, staging_folder
 from segad.versions import jsonable
 
 # Segment labels of the static map, in the style of VAD's 7-segment map.

@@ -46,7 +46,7 @@ from segad.columns import (
     score_column,
 )
 from segad.config import PARAMS
-from segad.meta.selection import DEFAULT_SELECTION, SelectionParams
+from segad.meta.selection_params import DEFAULT_SELECTION, SelectionParams
 
 SEGAD_SUFFIX = "segad"
 

@@ -36,16 +36,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass as plain_dataclass
-from typing import Annotated
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
-from pydantic.dataclasses import dataclass
 
-from segad.config import PARAMS
+from segad.meta.brf import DEFAULT_BRF, brf_scores, combination_columns, fit_brf, method_name, plan_methods
+from segad.meta.selection_params import DEFAULT_SELECTION, SelectionParams
 
 log = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_SELECTION", "SELECTED", "Candidate", "Selection", "SelectionParams", "run_selection"]
 
 #: Method name of the selected method's rows in ``scores`` and ``metrics.csv``.
 SELECTED = "selected"
@@ -70,29 +70,6 @@ EVIDENCE_COLUMNS = [
     "wins",
     "chosen",
 ]
-
-
-@dataclass(config=PARAMS)
-class SelectionParams:
-    """The ``brf.selection`` params block (conf/base/parameters_brf.yml).
-
-    Attributes:
-        enabled: False = no selection: no ``selected`` rows, the bundle ships ``bundle.detectors``
-            (default: the full combination).
-        folds: k of the stratified k-fold out-of-fold scores (lowered to the bad rows' count).
-        miss_rate: the operating point judged: PG at this share of bad parts accepted.
-        operating_weight: weight of that PG in the utility (1 - it: AUROC's weight).
-        se_multiplier: standard errors a richer candidate's gain must exceed.
-    """
-
-    enabled: bool = True
-    folds: Annotated[int, Field(ge=2)] = 5
-    miss_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.02
-    operating_weight: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
-    se_multiplier: Annotated[float, Field(ge=0.0)] = 1.0
-
-
-DEFAULT_SELECTION = SelectionParams()
 
 
 @plain_dataclass(frozen=True)
@@ -223,8 +200,6 @@ def out_of_fold(
 
     `columns_for` maps a combination's method to its BRF feature columns.
     """
-    from segad.meta.brf import brf_scores, fit_brf
-
     labels = rows["label"].to_numpy().astype(np.int64)
     out: dict[str, np.ndarray] = {}
     for candidate in candidates:
@@ -400,8 +375,6 @@ def select_methods(
 
 def candidates_of(table: pd.DataFrame, detectors: Sequence[str], combinations=None) -> list[Candidate]:
     """Every single input and SegAD combination of a run (`segad.meta.brf.plan_methods`)."""
-    from segad.meta.brf import method_name, plan_methods
-
     alone, combos = plan_methods(table, detectors, combinations)
     singles = [Candidate(method, (method,), column) for method, column in alone.items()]
     return singles + [Candidate(method_name(c), tuple(sorted(c))) for c in combos]
@@ -415,8 +388,6 @@ def run_selection(
     params: SelectionParams = DEFAULT_SELECTION,
 ) -> Selection:
     """`select_methods` over every candidate of a run's feature table (brf_train rows only)."""
-    from segad.meta.brf import DEFAULT_BRF, combination_columns
-
     train = table[table["role"] == "brf_train"]
     candidates = candidates_of(train, detectors, combinations)
     combos = [list(c.members) for c in candidates if c.column is None]
