@@ -8,7 +8,9 @@ good row stays), refits the BRF of every default combination with the conf's set
 row (the run's own regime). The classifier column is dropped: its stored scores come from models
 trained on every bad image, which would overstate a low-shot regime. The run's synthetic defects
 (the top-up, ``defects.top_up_share``) stay beside the kept real bad rows, or are all dropped with
-``--synthetic drop`` (the paper's regime), so one run measures both.
+``--synthetic drop`` (the paper's regime), so one run measures both. With ``--select`` the
+do-no-harm selection (`segad.meta.selection`, the conf's ``brf.selection``) chooses a method per
+category on each subset's brf_train rows, and its test scores are reported as ``selected``.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_low_shot.py --data-root data/elpv \
         --detectors padim patchcore --n 14 40 all --draws 4 --synthetic keep drop
@@ -34,6 +36,7 @@ from segad.evaluation.metrics import auroc, pg
 from segad.ingestion.defects import is_synthetic
 from segad.logs import progress
 from segad.meta.brf import BRFConfig, run_brf
+from segad.meta.selection import SELECTED, SelectionParams, run_selection, selected_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,10 +79,11 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, default=None, help="optional CSV of every (n, draw, category, seed, method)"
     )
+    parser.add_argument("--select", action="store_true", help="add the do-no-harm selection's `selected` rows")
     args = parser.parse_args()
 
-    brf = yaml.safe_load((ROOT / "conf/base/parameters_brf.yml").read_text())["brf"]["model"]
-    config = BRFConfig(**brf)
+    brf = yaml.safe_load((ROOT / "conf/base/parameters_brf.yml").read_text())["brf"]
+    config, selection = BRFConfig(**brf["model"]), SelectionParams(**brf.get("selection", {}))
     table = read_features(args.data_root, args.benchmark, args.detectors)
     plan = [
         (synthetic, None if n == "all" else int(n), draw)
@@ -91,6 +95,10 @@ def main() -> None:
     for synthetic, n, draw in progress(plan, desc="low-shot BRFs"):
         subset = keep_bad(table if synthetic == "keep" else table[~is_synthetic(table["image_id"])], n, draw)
         _, scores = run_brf(subset, args.detectors, config)
+        if args.select:
+            chosen = run_selection(subset, args.detectors, None, config, selection).chosen
+            print(f"synthetic {synthetic}, n={n}, draw {draw}: selected {chosen}")
+            scores = pd.concat([scores, selected_scores(scores, subset, chosen)], ignore_index=True)
         test = subset[subset["role"] == "test"][["image_id", "split_seed", "category", "label"]]
         merged = scores.merge(test, on=["image_id", "split_seed"])
         for (category, seed, method), group in merged.groupby(["category", "split_seed", "method"]):
@@ -125,6 +133,14 @@ def main() -> None:
             )
         )
         print(f"synthetic {synthetic}, n={n}: {line}")
+        if args.select:
+            means = group.droplevel(["synthetic", "n"])
+            single = means[~means.index.str.contains("+", regex=False) & (means.index != SELECTED)]
+            print(
+                f"  selected {means.at[SELECTED, 'auroc']:.1f} / {means.at[SELECTED, 'pg2']:.1f} against the best "
+                f"single input {single['auroc'].max():.1f} ({single['auroc'].idxmax()}) / "
+                f"{single['pg2'].max():.1f} ({single['pg2'].idxmax()})"
+            )
 
 
 if __name__ == "__main__":

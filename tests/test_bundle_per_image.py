@@ -5,7 +5,8 @@ on, as by default, with a few steps) on a tiny demo whose parts are shifted, rot
 read as a VAD folder with the default `segmentation.method: null`, in a copy of this project's
 configuration (tests.conftest.make_project); then the `score` pipeline on its test folder.
 The default segmentation is `auto_select`: the parts are not aligned, so it picks
-`auto_per_image`; the default bundle method is `classifier+padim+segad`. The bundle holds the
+`auto_per_image`; `bundle.detectors` names `classifier+padim+segad` (by default the out-of-fold
+selection would ship the single input that wins on these few rows). The bundle holds the
 shared centres and the classifier model; every test image's features (its own segment labels,
 from the packaged backbone at the bundle's image size; the classifier's logit) and score equal
 those of the training run.
@@ -47,6 +48,7 @@ def per_image_run(shifted, tmp_path_factory):
     base = yaml.safe_load((project / "conf" / "base" / "parameters_segmentation.yml").read_text())
     assert base["segmentation"]["method"] is None
     classifier = yaml.safe_load((project / "conf" / "base" / "parameters_classifier.yml").read_text())["classifier"]
+    bundle = yaml.safe_load((project / "conf" / "base" / "parameters_bundle.yml").read_text())["bundle"]
     assert classifier["enabled"] and classifier["cross_fit_folds"] == 3 and classifier["backend"] == "openvino"
     set_parameters(
         project,
@@ -55,6 +57,7 @@ def per_image_run(shifted, tmp_path_factory):
         anomaly_maps={"padim": PADIM},
         segmentation={**base["segmentation"], "auto_segments": K},
         classifier={**classifier, "max_steps": 4},
+        bundle={**bundle, "detectors": ["padim", "classifier"]},
     )
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(project)

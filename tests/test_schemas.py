@@ -97,7 +97,7 @@ def tables(tiny_demo, tmp_path_factory) -> dict[str, tuple[str, pd.DataFrame, pd
         padim__map_index=map_index,
         padim__map_store=store,
     )
-    _, scores = train_brf(features, index, BRF, DATASET, [0], "high_shot", ["padim"])
+    _, scores, _ = train_brf(features, index, BRF, DATASET, [0], "high_shot", ["padim"])
     test_scores = label_test_scores(scores, index, splits, DATASET, "high_shot")
     metrics = compute_metrics(test_scores, "high_shot")
     built.update(

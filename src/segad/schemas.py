@@ -262,7 +262,8 @@ class Scores(pa.DataFrameModel):
         description=(
             "a detector alone (`patchcore`: its map max), the supervised classifier alone (`classifier`: its logit, "
             "when enabled) or a SegAD combination (`patchcore+segad`, `padim+patchcore+segad`, "
-            "`classifier+padim+patchcore+segad`)"
+            "`classifier+padim+patchcore+segad`), or `selected`: per category, the scores of the method the "
+            "out-of-fold selection chose (`brf.selection`)"
         ),
     )
     score: Series[pa.Float64] = pa.Field(
@@ -335,6 +336,14 @@ class Metrics(pa.DataFrameModel):
     )
     n_good: Series[pa.Float64] = pa.Field(ge=0, nullable=True, description="good images scored")
     n_bad: Series[pa.Float64] = pa.Field(ge=0, nullable=True, description="bad images scored")
+    auroc_lo: Series[pa.Float64] = pa.Field(
+        ge=0, le=1, nullable=True, description="`mean` rows of a category: 2.5 % bootstrap bound of the mean AUROC"
+    )
+    auroc_hi: Series[pa.Float64] = pa.Field(ge=0, le=1, nullable=True, description="97.5 % bound, as `auroc_lo`")
+    pg2_lo: Series[pa.Float64] = pa.Field(ge=0, le=1, nullable=True, description="as `auroc_lo`, of PG2")
+    pg2_hi: Series[pa.Float64] = pa.Field(ge=0, le=1, nullable=True, description="as `auroc_hi`, of PG2")
+    pb2_lo: Series[pa.Float64] = pa.Field(ge=0, le=1, nullable=True, description="as `auroc_lo`, of PB2")
+    pb2_hi: Series[pa.Float64] = pa.Field(ge=0, le=1, nullable=True, description="as `auroc_hi`, of PB2")
 
     class Config:
         strict = True

@@ -24,7 +24,15 @@ _TRACKING = TrackingHooks()
 # stop a run within seconds in any stage (segad.hooks.StopHooks, segad.stopping); the log is plain off a
 # terminal and every run ends with a summary block (segad.log_hooks, docs/operations.md "Logs"); a run holds its data folder's lock
 # from before the first hook to after the last (segad.lock_hooks).
-HOOKS = (RunConfigHooks(), UpstreamCheckHooks(), SchemaHooks(), _TRACKING, StopHooks(), LogHooks(tracking=_TRACKING), RunLockHooks())
+HOOKS = (
+    RunConfigHooks(),
+    UpstreamCheckHooks(),
+    SchemaHooks(),
+    _TRACKING,
+    StopHooks(),
+    LogHooks(tracking=_TRACKING),
+    RunLockHooks(),
+)
 
 # OmegaConfigLoader whose catalog's ${dataset_id:} is the id of its own dataset parameters (below)
 CONFIG_LOADER_CLASS = SegadConfigLoader

@@ -11,7 +11,15 @@ import yaml
 
 from segad.evaluation.decision import compare_best
 from segad.evaluation.metrics import aggregate_over_seeds
-from segad.evaluation.report import method_order, package_versions, ran_parameters, render_report, results_table
+from segad.evaluation.report import (
+    method_order,
+    package_versions,
+    ran_parameters,
+    render_report,
+    results_table,
+    segad_gain,
+    selected_verdict,
+)
 
 KEYS = ["dataset", "category", "benchmark", "method", "subset"]
 
@@ -154,6 +162,30 @@ def test_the_appendix_holds_only_the_blocks_that_ran():
         "classifier": {"enabled": False},
         "seeds": [0],
     }
+
+
+def test_the_verdict_is_the_selected_method_against_the_best_detector():
+    table = metrics_table(subsets=("all",))
+    assert selected_verdict(table, "demo") is None  # no selection in this run
+    selected = table[table["method"] == "patchcore+segad"].assign(method="selected")
+    both = pd.concat([table, selected])
+    line = selected_verdict(both, "demo")
+    assert line == (
+        "Selected method (what the bundle ships) against the best single detector: AUROC 92.0 (selected) "
+        "against 82.0 (patchcore): **+10.0**; PG2 60.0 (selected) against 50.0 (patchcore): **+10.0**."
+    )
+    report = render_report(both, {}, {}, {})
+    assert report.index(line) < report.index("Best SegAD method against")
+    assert segad_gain(both, "demo") == segad_gain(table, "demo")  # `selected` is no detector
+    assert method_order(["selected", "patchcore+segad", "padim"])[-1] == "selected"
+    # with bootstrap intervals on the mean rows: overlapping ones are called not distinguishable
+    means = both["split_seed"] == "mean"
+    both.loc[means, ["auroc_lo", "auroc_hi", "pg2_lo", "pg2_hi"]] = [0.5, 0.99, 0.1, 0.2]
+    both.loc[means & (both["method"] == "selected"), ["pg2_lo", "pg2_hi"]] = [0.55, 0.65]
+    line = selected_verdict(both, "demo")
+    assert "**+10.0** (not distinguishable: the 95 % bootstrap intervals overlap); PG2" in line
+    assert line.endswith("**+10.0**.")  # PG2: [55, 65] against [10, 20]
+    assert "92.0 ± 2.0 [50.0, 99.0]" in results_table(both, "demo")
 
 
 def test_several_categories_use_the_mean_and_per_category_tables():

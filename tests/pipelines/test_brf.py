@@ -22,7 +22,7 @@ FAST = {"n_estimators": 2, "num_parallel_tree": 5, "n_jobs": 1}
 def _brf_catalog(tmp_path, features_catalog, index, params, brf_params):
     _, catalog_conf = project_config()
     conf = {}
-    for name in ("brf_models", "scores"):
+    for name in ("brf_models", "scores", "brf_selection"):
         entry = dict(catalog_conf[name])
         key = "path" if "path" in entry else "filepath"
         entry[key] = str(tmp_path / entry[key])
@@ -47,7 +47,14 @@ def test_brf_pipeline_fits_models_and_scores_test_rows(tiny_demo, tmp_path):
     assert (tmp_path / "data/07_model_output/scores/dataset=demo/benchmark=high_shot/part-0.parquet").is_file()
     methods = {"patchcore", "padim", "patchcore+segad", "padim+segad", "padim+patchcore+segad"}
     methods |= {"classifier", "classifier+padim+patchcore+segad"}  # the classifier is on by default
-    assert set(scores.method) == methods
+    assert set(scores.method) == methods | {"selected"}
+    evidence = catalog.load("brf_selection")
+    assert set(evidence.method) == methods and evidence.chosen.sum() == 1
+    chosen = evidence.loc[evidence.chosen, "method"].iloc[0]
+    pick = scores[scores.method == chosen].set_index(["image_id", "split_seed"]).score
+    got = scores[scores.method == "selected"].set_index(["image_id", "split_seed"]).score
+    pd.testing.assert_series_equal(got.sort_index(), pick.sort_index())
+    scores = scores[scores.method != "selected"]
     n_test = int((splits[splits.split_seed == 0].role == "test").sum())
     assert len(scores) == len(methods) * 2 * n_test
     assert scores.groupby(["method", "split_seed"]).image_id.nunique().eq(n_test).all()
@@ -101,6 +108,7 @@ def test_brf_runs_of_two_benchmarks_coexist(tiny_demo, tmp_path):
     assert set(scores.benchmark) == {"high_shot", "one_class"}
     counts = scores.groupby("benchmark").size()
     assert counts["high_shot"] == counts["one_class"]
+    assert set(catalog.load("brf_selection").benchmark) == {"high_shot", "one_class"}
     assert not scores.duplicated(["dataset", "benchmark", "image_id", "split_seed", "method"]).any()
 
 

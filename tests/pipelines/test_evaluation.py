@@ -112,7 +112,17 @@ def test_metrics_subsets_match_direct_computation():
         "ap",
         "n_good",
         "n_bad",
+        "auroc_lo",
+        "auroc_hi",
+        "pg2_lo",
+        "pg2_hi",
+        "pb2_lo",
+        "pb2_hi",
     ]
+    # bootstrap intervals on the mean rows only, around the mean
+    means = table[table.split_seed == "mean"]
+    assert means.auroc_lo.notna().all() and table[table.split_seed != "mean"].auroc_lo.isna().all()
+    assert ((means.auroc_lo <= means.auroc) & (means.auroc <= means.auroc_hi)).all()
     assert set(table["subset"]) == {"all", "seen", "unseen"}
     assert set(table["split_seed"]) == {"0", "1", "2", "mean", "std"}
     # unseen subset of seed 1 = all good test images + unseen bad, recomputed by hand
@@ -308,7 +318,9 @@ def test_metrics_and_reports_of_two_regimes_and_of_every_run_are_all_kept(tmp_pa
     catalog = DataCatalog.from_config(config)
     for benchmark, auroc in (("high_shot", 0.9), ("one_class", 0.7), ("high_shot", 0.8)):  # high_shot twice
         metrics = pd.DataFrame({"method": ["padim+segad"], "benchmark": [benchmark], "auroc": [auroc]})
-        catalog.save("metrics_by_regime", keep_metrics_by_regime(metrics, DatasetConfig(layout="demo", name="demo"), benchmark))
+        catalog.save(
+            "metrics_by_regime", keep_metrics_by_regime(metrics, DatasetConfig(layout="demo", name="demo"), benchmark)
+        )
         kept = catalog.load("metrics_by_regime")  # the report stage reads it to find this run's folder
         by_report = keep_report_by_regime(
             f"# {benchmark} {auroc}\n", metrics, kept, DatasetConfig(layout="demo", name="demo"), benchmark

@@ -26,8 +26,12 @@ import pandas as pd
 import yaml
 
 from segad import versions
+from segad.columns import CLASSIFIER
+from segad.evaluation.bootstrap import HIGH, LOW, overlap
 from segad.evaluation.decision import decision_block
 from segad.evaluation.metrics import METRIC_COLUMNS
+from segad.meta.brf import SEGAD_SUFFIX
+from segad.meta.selection import SELECTED
 from segad.versions import jsonable
 
 #: Column titles of the results table, as in the papers.
@@ -74,8 +78,8 @@ def package_versions(packages: Sequence[str] = DEFAULT_PACKAGES) -> dict[str, st
 
 
 def method_order(methods: Sequence[str]) -> list[str]:
-    """Detectors alone first, then SegAD combinations by size, then by name."""
-    return sorted(dict.fromkeys(methods), key=lambda m: (m.endswith("segad"), m.count("+"), m))
+    """Detectors alone first, then SegAD combinations by size, then by name; ``selected`` last."""
+    return sorted(dict.fromkeys(methods), key=lambda m: (m == SELECTED, m.endswith("segad"), m.count("+"), m))
 
 
 def _cell(mean: float, std: float | None) -> str:
@@ -85,6 +89,14 @@ def _cell(mean: float, std: float | None) -> str:
     if std is not None and not pd.isna(std):
         text += f" ± {100 * std:.1f}"
     return text
+
+
+def _interval(row: pd.Series, metric: str) -> str:
+    """`` [low, high]`` in percent: the bootstrap interval of a mean row, or nothing without one."""
+    low, high = row.get(f"{metric}{LOW}"), row.get(f"{metric}{HIGH}")
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return ""
+    return f" [{100 * low:.1f}, {100 * high:.1f}]"
 
 
 def _stat_rows(metrics: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -114,7 +126,7 @@ def results_table(
         n_seeds = int(
             ((per_seed["method"] == method) & (per_seed["category"] == category) & (per_seed["subset"] == subset)).sum()
         )
-        cells = [_cell(m[c], None if s is None else s[c]) for c in columns]
+        cells = [_cell(m[c], None if s is None else s[c]) + _interval(m, c) for c in columns]
         counts = f"{m['n_good']:.0f} / {m['n_bad']:.0f}"
         lines.append("| " + " | ".join([method, *cells, str(n_seeds), counts]) + " |")
     return "\n".join(lines)
@@ -136,6 +148,53 @@ def ran_parameters(parameters: Mapping) -> dict:
         values.pop("demo", None)
     values.pop("score", None)
     return values
+
+
+def segad_gain(metrics: pd.DataFrame, category: str, subset: str = "all") -> str | None:
+    """One sentence: the best SegAD method against the best single detector (AUROC and PG2).
+
+    Single detectors are the methods without ``+`` other than ``classifier`` (the supervised
+    SuperSimpleNet counts as one); each metric's best is taken separately, from the ``mean`` rows.
+    A metric that is NaN for every method of a side is left out; None when nothing is left.
+    """
+    mean, _ = _stat_rows(metrics)
+    mean = mean[(mean["category"] == category) & (mean["subset"] == subset)].set_index("method")
+    segad = mean[mean.index.str.endswith(SEGAD_SUFFIX)]
+    alone = mean[~mean.index.str.contains("+", regex=False) & ~mean.index.isin([CLASSIFIER, SELECTED])]
+    return _against_best_detector(segad, alone, "Best SegAD method")
+
+
+def _against_best_detector(side: pd.DataFrame, alone: pd.DataFrame, title: str) -> str | None:
+    """``title`` against the best single detector, AUROC and PG2 (each metric's best taken apart)."""
+    if side.empty or alone.empty:
+        return None
+    parts = []
+    for metric in ("auroc", "pg2"):
+        if side[metric].isna().all() or alone[metric].isna().all():
+            continue
+        best, single = side[metric].idxmax(), alone[metric].idxmax()
+        gain = 100 * (side.at[best, metric] - alone.at[single, metric])
+        parts.append(
+            f"{METRIC_TITLES[metric]} {100 * side.at[best, metric]:.1f} ({best}) against "
+            f"{100 * alone.at[single, metric]:.1f} ({single}): **{gain:+.1f}**"
+        )
+        bounds = [f"{metric}{LOW}", f"{metric}{HIGH}"]
+        if set(bounds) <= set(side.columns) and set(bounds) <= set(alone.columns):
+            a, b = tuple(side.loc[best, bounds]), tuple(alone.loc[single, bounds])
+            if not any(pd.isna(v) for v in (*a, *b)) and overlap(a, b):
+                parts[-1] += " (not distinguishable: the 95 % bootstrap intervals overlap)"
+    if not parts:
+        return None
+    return f"{title} against the best single detector: " + "; ".join(parts) + "."
+
+
+def selected_verdict(metrics: pd.DataFrame, category: str, subset: str = "all") -> str | None:
+    """One sentence: the ``selected`` method (what the bundle ships, chosen out of fold on training
+    data, `segad.meta.selection`) against the best single detector; None without ``selected`` rows."""
+    mean, _ = _stat_rows(metrics)
+    mean = mean[(mean["category"] == category) & (mean["subset"] == subset)].set_index("method")
+    alone = mean[~mean.index.str.contains("+", regex=False) & ~mean.index.isin([CLASSIFIER, SELECTED])]
+    return _against_best_detector(mean[mean.index == SELECTED], alone, "Selected method (what the bundle ships)")
 
 
 def category_table(metrics: pd.DataFrame, metric: str = "auroc", subset: str = "all") -> str:
@@ -196,6 +255,9 @@ def render_report(
     ]
     heading = "mean over categories" if headline == "mean" else f"category {headline}"
     out += [f"## Results ({heading}, all test images)", "", results_table(metrics, headline, "all"), ""]
+    for line in (selected_verdict(metrics, headline, "all"), segad_gain(metrics, headline, "all")):
+        if line:
+            out += [line, ""]
     for subset, meaning in (
         ("seen", "good test images + bad images of defect types seen in training"),
         ("unseen", "good test images + bad images of defect types never seen in training"),

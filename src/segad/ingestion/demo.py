@@ -33,6 +33,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from pydantic import Field
 
 from segad.config import PARAMS
+from segad.ingestion.demo_texture import TEXTURE_SEEN, TEXTURE_SEGMENTS, TEXTURE_UNSEEN, render_texture, texture_size
 from segad.logs import progress
 from segad.storage.files import check_owned, file_sha256, replace_folder, staging_folder
 from segad.versions import jsonable
@@ -70,6 +71,10 @@ class DemoConfig:
     # rotation_deg 180, scale_jitter 0.2. The shipped static segmentation.png then no longer fits.
     rotation_deg: Annotated[float, Field(ge=0.0, le=180.0)] = 0.0
     scale_jitter: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    # `texture`: the textured-surface variant (segad.ingestion.demo_texture): tall image_size x
+    # 2 image_size images of a uniform surface with small defects; seen/unseen_defects are then
+    # its own (scratch, pit / stain) and segmentation.png has one segment.
+    surface: Literal["part", "texture"] = "part"
 
 
 #: The demo of conf/base/parameters_ingestion.yml (an immutable default argument).
@@ -232,15 +237,16 @@ def _rotate_scale(image: Image.Image, centre: np.ndarray, degrees: float, scale:
 
 def demo_plan(config: DemoConfig) -> list[tuple[str, str | None]]:
     """(image_id, defect_type or None) of every image the demo writes, in writing order."""
+    seen: tuple[str, ...] = config.seen_defects
+    unseen: tuple[str, ...] = config.unseen_defects
+    if config.surface == "texture":
+        seen, unseen = TEXTURE_SEEN, TEXTURE_UNSEEN
     plan = (
         [("train/good", None)] * config.n_train_good
-        + [("train/bad", config.seen_defects[i % len(config.seen_defects)]) for i in range(config.n_train_bad)]
+        + [("train/bad", seen[i % len(seen)]) for i in range(config.n_train_bad)]
         + [("test/good", None)] * config.n_test_good
-        + [("test/bad", config.seen_defects[i % len(config.seen_defects)]) for i in range(config.n_test_bad)]
-        + [
-            ("test/bad_unseen_defects", config.unseen_defects[i % len(config.unseen_defects)])
-            for i in range(config.n_test_unseen if config.unseen_defects else 0)
-        ]
+        + [("test/bad", seen[i % len(seen)]) for i in range(config.n_test_bad)]
+        + [("test/bad_unseen_defects", unseen[i % len(unseen)]) for i in range(config.n_test_unseen if unseen else 0)]
     )
     counters: dict[str, int] = {}
     images: list[tuple[str, str | None]] = []
@@ -270,7 +276,7 @@ def write_demo(root: str | Path, config: DemoConfig = DEFAULT_DEMO) -> Path:
     manifest = {
         "format_version": FORMAT_VERSION,
         "config": jsonable(asdict(config)),
-        "segments": SEGMENTS,
+        "segments": TEXTURE_SEGMENTS if config.surface == "texture" else SEGMENTS,
         "files": demo_files(config),
     }
     existing = _manifest(root)
@@ -290,21 +296,25 @@ def write_demo(root: str | Path, config: DemoConfig = DEFAULT_DEMO) -> Path:
         types = ["image_id,defect_type"]
         for image_id, defect in progress(demo_plan(config), desc="writing demo", unit="img"):
             (staging / image_id).parent.mkdir(parents=True, exist_ok=True)
-            image = render_part(
-                np.random.default_rng(rng.integers(2**63)),
-                config.image_size,
-                defect,
-                config.jitter_px,
-                config.rotation_deg,
-                config.scale_jitter,
-            )
+            image_rng = np.random.default_rng(rng.integers(2**63))
+            if config.surface == "texture":
+                image = render_texture(image_rng, config.image_size, defect)
+            else:
+                image = render_part(
+                    image_rng, config.image_size, defect, config.jitter_px, config.rotation_deg, config.scale_jitter
+                )
             image.save(staging / image_id)
             if defect is not None:
                 types.append(f"{image_id},{defect}")
         for folder in ("train/good", "train/bad", "test/good", "test/bad", "test/bad_unseen_defects"):
             (staging / folder).mkdir(parents=True, exist_ok=True)
         (staging / "defects.csv").write_text("\n".join(types) + "\n")
-        Image.fromarray(segmentation_map(config.image_size)).save(staging / "segmentation.png")
+        segments = (
+            np.zeros(texture_size(config.image_size), np.uint8)
+            if config.surface == "texture"
+            else segmentation_map(config.image_size)
+        )
+        Image.fromarray(segments).save(staging / "segmentation.png")
         manifest["sha256"] = {
             name: file_sha256(staging / name) for name in manifest["files"] if name != "manifest.json"
         }

@@ -46,6 +46,7 @@ from segad.columns import (
     score_column,
 )
 from segad.config import PARAMS
+from segad.meta.selection_params import DEFAULT_SELECTION, SelectionParams
 
 SEGAD_SUFFIX = "segad"
 
@@ -82,10 +83,12 @@ class BRFParams:
         model: the XGBClassifier settings.
         combinations: SegAD combinations, lists of members (detector names, ``classifier``);
             None = each detector alone + all detectors together (+ classifier when enabled).
+        selection: the do-no-harm choice of the shipped method (`segad.meta.selection`).
     """
 
     model: BRFConfig = DEFAULT_BRF
     combinations: list[Annotated[list[str], Field(min_length=1)]] | None = None
+    selection: SelectionParams = DEFAULT_SELECTION
 
 
 class BRFTrainingError(ValueError):
@@ -198,12 +201,73 @@ def make_brf(config: BRFConfig, pos_weight: float, seed: int):
 
 def brf_scores(model, features: np.ndarray) -> np.ndarray:
     """Raw margins float64 (N,) of the BRF: a score (higher = more anomalous), not a probability."""
-    features = features.astype(np.float64) if hasattr(features, "columns") else np.asarray(features, np.float64)
+    if hasattr(features, "columns"):
+        features = features.astype(np.float64)
+    else:
+        features = np.asarray(features, np.float64)
+        names = model.get_booster().feature_names if hasattr(model, "get_booster") else None
+        if names and features.ndim == 2 and features.shape[1] == len(names):
+            import pandas as pd  # a linear single-input model (`single_input_model`) validates names
+
+            features = pd.DataFrame(features, columns=list(names))
     return np.asarray(model.predict(features, output_margin=True), dtype=np.float64)
+
+
+def single_input_model(column: str):
+    """An XGBoost model whose raw margin is exactly the value of `column` (weight 1, bias 0).
+
+    It lets a bundle ship a single input (a detector's own score or map max, the classifier's
+    logit) in the place of a BRF: a ``gblinear`` booster over that one named column.
+    """
+    import json
+
+    import pandas as pd
+    from xgboost import XGBClassifier
+
+    model = XGBClassifier(booster="gblinear", objective="binary:logitraw", n_estimators=1, base_score=0.0)
+    model.fit(pd.DataFrame({column: [0.0, 1.0]}), np.array([0, 1]))
+    raw = json.loads(model.get_booster().save_raw("json"))
+    raw["learner"]["gradient_booster"]["model"]["weights"] = [1.0, 0.0]
+    model.get_booster().load_model(bytearray(json.dumps(raw).encode()))
+    return model
 
 
 # --------------------------------------------------------------------------------------------
 # a run: one model per category, split seed and combination
+
+
+def plan_methods(
+    features, detectors: Sequence[str], combinations: Sequence[Sequence[str]] | None = None
+) -> tuple[dict[str, str], list[list[str]]]:
+    """(single inputs {method: score column}, SegAD combinations) of a run's feature table.
+
+    A detector alone reads its own score ``<d>__score`` where the table has one, else its map max;
+    ``classifier`` alone reads ``classifier__score`` when the table has it. Combinations: the
+    given lists of members, else `default_combinations`. ValueError for a member the table lacks.
+    """
+    has_classifier = CLASSIFIER_COLUMN in features.columns
+    scored = [d for d in detectors if score_column(d) in features.columns]
+    combos = (
+        [sorted(c) for c in combinations] if combinations else default_combinations(detectors, has_classifier, scored)
+    )
+    for combo in combos:
+        unknown = set(combo) - set(detectors) - ({CLASSIFIER} if has_classifier else set())
+        if unknown:
+            raise ValueError(f"combination {method_name(combo)} names {sorted(unknown)}, not in this run's features")
+    alone = {d: score_column(d) if d in scored else max_column(d) for d in detectors}
+    if has_classifier:
+        alone[CLASSIFIER] = CLASSIFIER_COLUMN
+    return alone, combos
+
+
+def combination_columns(features, combos: Sequence[Sequence[str]]) -> dict[str, dict[str, list[str]]]:
+    """category -> combination method -> its BRF feature columns (`category_columns`, `columns_of`)."""
+    feature_cols = [c for c in features.columns if is_feature_column(c)]
+    out = {}
+    for category, rows in features.groupby("category"):
+        present = category_columns(feature_cols, rows)
+        out[str(category)] = {method_name(combo): columns_of(combo, present) for combo in combos}
+    return out
 
 
 def run_brf(
@@ -233,25 +297,13 @@ def run_brf(
     """
     import pandas as pd
 
-    has_classifier = CLASSIFIER_COLUMN in features.columns
-    scored = [d for d in detectors if score_column(d) in features.columns]
-    combos = (
-        [sorted(c) for c in combinations] if combinations else default_combinations(detectors, has_classifier, scored)
-    )
-    feature_cols = [c for c in features.columns if is_feature_column(c)]
-    for combo in combos:
-        unknown = set(combo) - set(detectors) - ({CLASSIFIER} if has_classifier else set())
-        if unknown:
-            raise ValueError(f"combination {method_name(combo)} names {sorted(unknown)}, not in this run's features")
-    present = {category: category_columns(feature_cols, rows) for category, rows in features.groupby("category")}
+    alone, combos = plan_methods(features, detectors, combinations)
+    present = combination_columns(features, combos)
     models, frames = {}, []
     groups = list(features.groupby(["category", "split_seed"], sort=True))
     for (category, seed), rows in progress(groups) if progress else groups:
         train = rows[rows["role"] == "brf_train"]
         test = rows[rows["role"] == "test"]
-        alone = {d: score_column(d) if d in scored else max_column(d) for d in detectors}
-        if has_classifier:
-            alone[CLASSIFIER] = CLASSIFIER_COLUMN
         for method, column in alone.items():
             frames.append(
                 pd.DataFrame(
@@ -265,7 +317,7 @@ def run_brf(
             )
         for combo in combos:
             method = method_name(combo)
-            cols = columns_of(combo, present[category])
+            cols = present[str(category)][method]
             model = fit_brf(
                 train[cols],
                 train["label"].to_numpy(),

@@ -36,10 +36,18 @@ import pandas as pd
 import pydantic
 from pydantic import Field
 
-from segad.columns import CLASSIFIER
+from segad.columns import CLASSIFIER, CLASSIFIER_COLUMN, max_column
 from segad.config import PARAMS
 from segad.ingestion.defects import is_synthetic
-from segad.meta.brf import BRFConfig, method_name, model_key, select_run
+from segad.meta.brf import (
+    SEGAD_SUFFIX,
+    BRFConfig,
+    combination_members,
+    method_name,
+    model_key,
+    select_run,
+    single_input_model,
+)
 from segad.production.inputs import input_spec_from_paths
 from segad.production.operating_point import OperatingPoint, choose_operating_point, out_of_fold_scores
 from segad.segments.elpv import ELPV_SEGMENTS
@@ -99,6 +107,7 @@ def assemble_bundle(
     recorded: Mapping[str, Any],
     classifier_scores: pd.DataFrame | None = None,
     classifier_models: str | Path | None = None,
+    selection: pd.DataFrame | None = None,
 ) -> tuple[dict, dict]:
     """(arguments of `segad.production.writer.write_bundle`, operating-point report).
 
@@ -117,6 +126,9 @@ def assemble_bundle(
         classifier_scores: the run's classifier scores (image_id, split_seed, score, model_key);
             None or empty when the classifier is off.
         classifier_models: the folder where the run kept its classifier models.
+        selection: the brf stage's selection evidence (`segad.meta.selection`); with
+            ``options.detectors`` None its chosen method of the category ships (a single input
+            ships as a one-column linear model, `segad.meta.brf.single_input_model`).
     Raises:
         ValueError naming the parameter or input that does not fit the run.
     """
@@ -128,6 +140,14 @@ def assemble_bundle(
     seed, category, members, with_classifier = _choose(
         options, run_detectors, seeds, image_index, scored, has_classifier
     )
+    chosen = (
+        _selected(selection, str(dataset["layout"]), str(benchmark), category) if options.detectors is None else None
+    )
+    single_column = None
+    if chosen is not None:
+        picked, with_classifier, single_column = _selected_members(chosen, members, scored)
+        members = [d for d in run_detectors if d in set(picked)]  # feature order = run order
+        log.info("bundle ships the out-of-fold selection's method %s (brf_selection)", chosen)
     if set(scored) & set(members):
         raise ValueError(
             f"bundle.detectors: {sorted(set(scored) & set(members))} cannot be bundled yet (their "
@@ -137,7 +157,9 @@ def assemble_bundle(
     method = method_name([*members, *([CLASSIFIER] if with_classifier else [])])
     layout, benchmark, ident = str(dataset["layout"]), str(benchmark), dataset_id_of(dataset)
     key = model_key(ident, benchmark, category, method, seed)  # this run's dataset and regime only
-    if key not in brf_models:
+    if single_column is not None:
+        method, key = str(chosen), f"single input {single_column}"
+    elif key not in brf_models:
         ours = sorted(k for k in brf_models if k.startswith(f"{ident}/{benchmark}/"))
         raise ValueError(
             f"no BRF model {key!r} (run the brf pipeline for dataset {ident}, benchmark "
@@ -147,14 +169,14 @@ def assemble_bundle(
     classifier_dirs = (
         _classifier_dirs(cast(pd.DataFrame, classifier_scores), classifier_models, seed) if with_classifier else []
     )
-    brf = brf_models[key]()
+    brf = single_input_model(single_column) if single_column is not None else brf_models[key]()
     columns = list(brf.get_booster().feature_names or [])
     if not columns:
         raise ValueError(f"BRF model {key} carries no feature names; retrain it with the brf pipeline")
 
     table = select_run(features, image_index, ident, seeds, run_detectors, benchmark)
     rows = table[(table["category"] == category) & (table["split_seed"] == seed) & (table["role"] == "brf_train")]
-    op = _operating_point(rows, columns, brf_model, seed, category, options)
+    op = _operating_point(rows, columns, brf_model, seed, category, options, fitted=single_column is None)
     log.info(
         "operating point %s: threshold %.4f rejects at least %.1f%% of bad parts; expected pass "
         "rate of good parts %.1f%% (on %d good / %d bad held-out rows)",
@@ -190,6 +212,7 @@ def assemble_bundle(
             "method": method,
             "brf_model": key,
             "segmentation_source": segment_maps.sources.get(category),
+            "selection": _evidence(selection, layout, benchmark, category) if chosen is not None else None,
             "parameters": dict(recorded),
         },
     )
@@ -261,23 +284,83 @@ def _classifier_dirs(scores: pd.DataFrame, root: str | Path | None, seed: int) -
     return kept_folders(root, str(keys[0]))
 
 
+def _selected(selection: pd.DataFrame | None, layout: str, benchmark: str, category: str) -> str | None:
+    """The method the out-of-fold selection chose for this regime and category; None without one."""
+    if selection is None or selection.empty or "chosen" not in selection.columns:
+        return None
+    rows = selection[
+        (selection["dataset"].astype(str) == layout)
+        & (selection["benchmark"].astype(str) == benchmark)
+        & (selection["category"].astype(str) == category)
+        & selection["chosen"].fillna(False).astype(bool)
+    ]
+    return str(rows["method"].iloc[0]) if len(rows) else None
+
+
+def _evidence(selection: pd.DataFrame | None, layout: str, benchmark: str, category: str) -> list[dict]:
+    """The selection's evidence rows of this category, as JSON-ready records for the manifest."""
+    from segad.versions import jsonable
+
+    assert selection is not None
+    rows = selection[
+        (selection["dataset"].astype(str) == layout)
+        & (selection["benchmark"].astype(str) == benchmark)
+        & (selection["category"].astype(str) == category)
+    ]
+    records = jsonable(rows.drop(columns=["dataset", "benchmark"]).to_dict("records"))
+    return [{k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in r.items()} for r in records]
+
+
+def _selected_members(chosen: str, default: list[str], scored: Sequence[str]) -> tuple[list[str], bool, str | None]:
+    """(detectors, with classifier, single-input column or None) that ship the chosen method.
+
+    A detector alone ships that detector with a model whose score is its map max; the classifier
+    alone ships with the default detectors (their features are computed, the model reads only
+    ``classifier__score``); a SegAD combination ships its members and BRF.
+    """
+    if chosen.endswith(f"+{SEGAD_SUFFIX}"):
+        members = combination_members(chosen)
+        return [m for m in members if m != CLASSIFIER], CLASSIFIER in members, None
+    if chosen == CLASSIFIER:
+        return [d for d in default if d != CLASSIFIER], True, CLASSIFIER_COLUMN
+    if chosen in scored:
+        raise ValueError(
+            f"brf_selection chose {chosen}, whose own score cannot be bundled yet; set bundle.detectors "
+            "to a combination without it"
+        )
+    return [chosen], False, max_column(chosen)
+
+
 def _operating_point(
-    rows: pd.DataFrame, columns: list[str], config: BRFConfig, seed: int, category: str, options: BundleOptions
+    rows: pd.DataFrame,
+    columns: list[str],
+    config: BRFConfig,
+    seed: int,
+    category: str,
+    options: BundleOptions,
+    fitted: bool = True,
 ) -> OperatingPoint:
     """Threshold at ``options.max_miss_rate`` on out-of-fold BRF scores of the brf_train `rows`.
 
     Synthetic defects train the fold models; where real bad rows exist (a top-up, not one_class)
     the threshold and its rates come from the real rows only, since the miss rate is a promise
-    about real defects.
+    about real defects. A single input (``fitted`` False) needs no fold: its scores on those rows
+    are already those of unseen parts.
     """
     labels = rows["label"].to_numpy().astype(np.int64)
     folds = int(options.oof_folds)
-    held_out = out_of_fold_scores(rows[columns].to_numpy(np.float64), labels, config, seed=seed, n_folds=folds)
+    if fitted:
+        held_out = out_of_fold_scores(rows[columns].to_numpy(np.float64), labels, config, seed=seed, n_folds=folds)
+    else:
+        held_out = rows[columns[0]].to_numpy(np.float64)
     synthetic = is_synthetic(rows["image_id"]).to_numpy()
     real_bad = int(((labels == 1) & ~synthetic).sum())
     judged = ~synthetic if real_bad else np.ones_like(synthetic)
     source = (
         f"{folds}-fold out-of-fold BRF scores of the brf_train rows "
+        if fitted
+        else f"the single input {columns[0]} on the brf_train rows "
+    ) + (
         f"(split_seed {seed}, category {category}; {int(synthetic.sum())} synthetic defects"
         f"{', which train the fold models but not the threshold' if real_bad and synthetic.any() else ''})"
     )

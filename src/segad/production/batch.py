@@ -328,7 +328,9 @@ def _explain(features, finite, decisions, explain, bundle):
     if wanted.any():
         dmatrix = xgboost.DMatrix(features[wanted], feature_names=bundle.feature_columns)
         contribs = bundle.brf.get_booster().predict(dmatrix, pred_contribs=True)
-        segment_part.loc[wanted, :] = group_contributions(contribs, bundle.feature_columns).to_numpy()
+        grouped = group_contributions(contribs, bundle.feature_columns)
+        segment_part.loc[wanted, :] = 0.0  # a segment the model does not read (a single input) adds nothing
+        segment_part.loc[wanted, list(grouped.columns)] = grouped.to_numpy()
         per_detector = detector_contributions(contribs, bundle.feature_columns)
         detector_part.loc[wanted, :] = per_detector[detector_part.columns].to_numpy()
     tops = np.where(wanted, top_segment(segment_part.fillna(-np.inf)), -1)

@@ -17,8 +17,10 @@ part sits at the same place. For unaligned parts the segments must follow each i
 3. `FeatureClusters.labels` assigns every pixel of any image (brf_train, test, a synthetic
    image's source, a new image) to its nearest centre: the K squared distances are computed on
    the grid, resized bilinearly to (H, W), optionally smoothed by a Gaussian (sigma = `smooth` x
-   the longer image side) and the smallest wins: int64 (N, H, W) in [0, K). Segment borders are
-   smooth by construction (no salt-and-pepper). With `border` > 0 the pixels within that
+   the longer image side) and the smallest wins: int64 (N, H, W) in [0, K). Then every connected
+   piece of a segment smaller than `min_area` (a fraction of the image, default 0.01) is absorbed
+   by the pieces around it (`segad.segments.coherence`): on a uniform texture the clusters would
+   otherwise be speckle, not parts. With `border` > 0 the pixels within that
    fraction of the shorter side from the image edge get one more label, K (`border_band`):
    unaligned parts' border effects kept apart from the part (opt-in; docs/features.md).
 
@@ -44,6 +46,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+
+from segad.segments.coherence import coherent_stack
 
 #: the backbone (timm name) whose packaged weights are used; `segad.storage.weights`
 BACKBONE = "tf_efficientnet_lite0"
@@ -198,6 +202,8 @@ class FeatureClusters:
         smooth: Gaussian sigma of the distance maps, fraction of the longer side (0 = none).
         border: width of an image-border band, fraction of the shorter side (0 = none): its
             pixels get the extra label K whatever their features (`labels`).
+        min_area: smallest connected segment piece, fraction of the image (0 = no clean-up;
+            `segad.segments.coherence`).
     """
 
     centres: np.ndarray
@@ -206,6 +212,7 @@ class FeatureClusters:
     layers: tuple[str, ...]
     smooth: float
     border: float = 0.0
+    min_area: float = 0.0
 
     @property
     def n_segments(self) -> int:
@@ -237,7 +244,7 @@ class FeatureClusters:
                 sigma = self.smooth * max(height, width)
                 full = gaussian_filter(full, sigma=(0, 0, sigma, sigma), mode="nearest")
             out.append(full.argmin(axis=1).astype(np.int64))
-        labels = np.concatenate(out)
+        labels = coherent_stack(np.concatenate(out), self.min_area)
         if self.border > 0:
             band = border_band((height, width), self.border)
             labels[:, band] = len(self.centres)
@@ -246,6 +253,7 @@ class FeatureClusters:
     def settings_key(self, size: tuple[int, int]) -> str:
         """16-hex digest of everything that decides the labels at map size (H, W): cache identity."""
         settings = [BACKBONE, list(self.layers), self.smooth, list(size)] + ([self.border] if self.border else [])
+        settings += [{"min_area": self.min_area}] if self.min_area else []
         digest = hashlib.sha256(json.dumps(settings).encode())
         for array in (self.centres, self.mean, self.components):
             digest.update(np.ascontiguousarray(array, dtype=np.float32).tobytes())
@@ -260,6 +268,7 @@ class FeatureClusters:
             "layers": np.array(list(self.layers)),
             "smooth": np.array(self.smooth),
             "border": np.array(self.border),
+            "min_area": np.array(self.min_area),
         }
 
     @classmethod
@@ -271,6 +280,7 @@ class FeatureClusters:
             tuple(str(layer) for layer in np.asarray(arrays["layers"]).tolist()),
             float(arrays["smooth"]),
             float(arrays["border"]) if "border" in arrays else 0.0,  # files written before the border band
+            float(arrays["min_area"]) if "min_area" in arrays else 0.0,  # written before the clean-up
         )
 
     def check(self) -> FeatureClusters:
@@ -290,6 +300,8 @@ class FeatureClusters:
             )
         if not all(np.isfinite(a).all() for a in (centres, mean, components)) or not 0 <= self.smooth <= 0.25:
             raise ValueError(f"non-finite centres, mean or components, or smooth {self.smooth} outside [0, 0.25]")
+        if not 0 <= self.min_area < 0.5:
+            raise ValueError(f"min_area {self.min_area} outside [0, 0.5)")
         return self
 
 
@@ -302,6 +314,7 @@ def fit_feature_clusters(
     smooth: float = 0.0,
     max_vectors: int = 50000,
     border: float = 0.0,
+    min_area: float = 0.01,
 ) -> FeatureClusters:
     """Fit the shared centres on good training images (float (N, 3, H, W) or (N, H, W) in [0, 1]).
 
@@ -313,6 +326,7 @@ def fit_feature_clusters(
         smooth: see `FeatureClusters.smooth`.
         border: see `FeatureClusters.border` (the centres are fitted on all grid cells either way).
         max_vectors: grid vectors sampled over all images for PCA and k-means.
+        min_area: see `FeatureClusters.min_area`.
     Raises ValueError for empty or badly shaped images, n_segments < 1 or too few distinct vectors.
     """
     from sklearn.cluster import KMeans
@@ -351,4 +365,5 @@ def fit_feature_clusters(
         layers=_check_layers(layers),
         smooth=float(smooth),
         border=float(border),
+        min_area=float(min_area),
     )

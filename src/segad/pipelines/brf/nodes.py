@@ -9,6 +9,7 @@ import pandas as pd
 from segad.config import DatasetConfig
 from segad.logs import progress
 from segad.meta.brf import BRFParams, model_key, run_brf, select_run
+from segad.meta.selection import EVIDENCE_COLUMNS, run_selection, selected_scores
 
 log = logging.getLogger(__name__)
 
@@ -21,14 +22,16 @@ def train_brf(
     seeds: list[int],
     benchmark: str,
     detectors: list[str],
-) -> tuple[dict, pd.DataFrame]:
-    """Fit the BRFs of this run.
+) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """Fit the BRFs of this run and choose, out of fold on brf_train rows, the method to ship.
 
     Returns:
-        (models, scores): models keyed by `segad.meta.brf.model_key` (``<dataset>/<benchmark>/<category>/<method>/
+        (models, scores, selection): models keyed by `segad.meta.brf.model_key` (``<dataset>/<benchmark>/<category>/<method>/
         split_seed_<s>``), so runs of other datasets or regimes stay beside them; scores with columns
         dataset, benchmark, image_id, split_seed, method, score (``scores`` is partitioned by
-        dataset and benchmark, so saving replaces only this regime's scores).
+        dataset and benchmark, so saving replaces only this regime's scores), with method
+        ``selected`` = the chosen method's scores per category; selection = the evidence table
+        (`segad.meta.selection.EVIDENCE_COLUMNS`), empty when ``brf.selection.enabled`` is false.
     """
     table = select_run(features, image_index, dataset.id, seeds, detectors, benchmark)
     models, scores = run_brf(
@@ -39,6 +42,21 @@ def train_brf(
         progress=lambda it: progress(it, desc="brf (category, split_seed)", unit="fit"),
     )
     ident = dataset.id
+    evidence = pd.DataFrame(columns=EVIDENCE_COLUMNS)
+    if config.selection.enabled:
+        selection = run_selection(table, detectors, config.combinations, config.model, config.selection)
+        scores = pd.concat([scores, selected_scores(scores, table, selection.chosen)], ignore_index=True)
+        evidence = selection.evidence
+        evidence.insert(0, "benchmark", str(benchmark))
+        evidence.insert(0, "dataset", ident)
+        log.info("selection: %s", ", ".join(f"{c}: {m}" for c, m in sorted(selection.chosen.items())))
+    else:  # one marker row per category: the bundle then ships bundle.detectors, not an older run's choice
+        evidence = pd.DataFrame(
+            {"category": sorted(table["category"].astype(str).unique()), "method": "", "chosen": False}
+        )
+        evidence.insert(0, "benchmark", str(benchmark))
+        evidence.insert(0, "dataset", ident)
+        evidence = evidence.reindex(columns=EVIDENCE_COLUMNS)
     keyed = {}
     for key, model in models.items():
         method, category, seed = key.split("/")  # segad.meta.brf.run_brf: <method>/<category>/split_seed_<s>
@@ -46,4 +64,4 @@ def train_brf(
     scores.insert(0, "benchmark", str(benchmark))
     scores.insert(0, "dataset", ident)
     log.info("BRF: %d models; scores for methods %s", len(keyed), sorted(scores["method"].unique()))
-    return keyed, scores
+    return keyed, scores, evidence[EVIDENCE_COLUMNS]

@@ -1,4 +1,4 @@
-"""brf: features (+ image_index) -> brf_models + scores."""
+"""brf: features (+ image_index) -> brf_models + scores + brf_selection."""
 
 from functools import partial, update_wrapper
 
@@ -14,7 +14,7 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
             node(
                 fit,
                 ["features", "image_index", "params:brf", "params:dataset", "params:seeds", "params:benchmark"],
-                ["brf_models", "scores"],
+                ["brf_models", "scores", "brf_selection"],
                 name="train_brf",
             ),
         ]

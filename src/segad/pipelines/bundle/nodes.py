@@ -37,13 +37,15 @@ def build_bundle(
     classifier_scores: pd.DataFrame | None = None,
     classifier_models: Path | None = None,
     metrics_by_regime: Mapping[str, Callable[[], pd.DataFrame]] | None = None,
+    brf_selection: pd.DataFrame | None = None,
     **detector_handles,
 ) -> tuple[dict, dict]:
     """(arguments of `segad.production.writer.write_bundle`, operating-point report).
 
     `detector_handles` holds ``<detector>__map_index`` and ``<detector>__detector_store`` (the
     folder of fitted detectors) per run detector; `classifier_scores` and `classifier_models` (the
-    folder of kept classifier models) serve a combination with g(I). The parameters of the stages that produced the
+    folder of kept classifier models) serve a combination with g(I); `brf_selection` (the brf stage's
+    out-of-fold choice) names the shipped method when ``bundle.detectors`` is null. The parameters of the stages that produced the
     bundle are recorded in its manifest (``config.parameters``); ``image_size`` (the parameter) is
     resolved from ``image_index`` as in every stage (`segad.storage.images.resolve_image_size`) and the
     concrete size is recorded (``input_spec.image_size`` and ``config.parameters.image_size``). With ``bundle.build: false``
@@ -98,6 +100,7 @@ def build_bundle(
         recorded=recorded,
         classifier_scores=classifier_scores,
         classifier_models=classifier_models,
+        selection=brf_selection if brf.selection.enabled else None,
     )
     if metrics_by_regime is not None:
         contents["config"]["evaluation"] = evaluated_rows(_regime_metrics(metrics_by_regime, benchmark), report)

@@ -43,6 +43,7 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
                     "brf_models": "brf_models",
                     "classifier_scores": "classifier_scores",
                     "classifier_models": "classifier_models",
+                    "brf_selection": "brf_selection",
                     # the evaluation's last output: the bundle (and LATEST) comes last in a run
                     "metrics_by_regime": "metrics_by_regime",
                     **PARAMETERS,

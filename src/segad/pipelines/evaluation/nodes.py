@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from segad.config import DatasetConfig, PlotOptions
+from segad.evaluation.bootstrap import HIGH, INTERVAL_COLUMNS, LOW, bootstrap_intervals
 from segad.evaluation.metrics import COUNT_COLUMNS, METRIC_COLUMNS, aggregate_over_seeds, image_metrics
 from segad.evaluation.plots import (
     feature_importance_figure,
@@ -142,17 +143,18 @@ def compute_metrics(test_scores: pd.DataFrame, benchmark: str) -> pd.DataFrame:
                     **metrics.as_dict(),
                 }
             )
-    table = pd.DataFrame(rows, columns=METRICS_COLUMNS)
+    table = pd.DataFrame(rows, columns=METRICS_COLUMNS).drop(columns=list(INTERVAL_COLUMNS))
     if table["category"].nunique() > 1:
         keys = ["dataset", "benchmark", "method", "split_seed", "subset"]
         grouped = table.groupby(keys, sort=False)
         mean = grouped[list(METRIC_COLUMNS)].mean().join(grouped[list(COUNT_COLUMNS)].sum()).reset_index()
         mean["category"] = "mean"
-        table = pd.concat([table, mean[METRICS_COLUMNS]], ignore_index=True)
+        table = pd.concat([table, mean[table.columns]], ignore_index=True)
     order = {m: i for i, m in enumerate(method_order(list(table["method"])))}
     table = table.sort_values(["dataset", "category", "subset", "split_seed"], kind="mergesort")
     table = table.sort_values("method", key=lambda s: s.map(order), kind="mergesort")
     out = aggregate_over_seeds(table, keys=["dataset", "category", "benchmark", "method", "subset"])
+    out = _with_intervals(out, test_scores)
     for _, row in out[(out.split_seed == "mean") & (out.subset == "all")].iterrows():
         log.info(
             "%-28s %-10s AUROC %.3f  FPR@95TPR %.3f  PG2 %.3f  PB2 %.3f",
@@ -164,6 +166,30 @@ def compute_metrics(test_scores: pd.DataFrame, benchmark: str) -> pd.DataFrame:
             row.pb2,
         )
     return out[METRICS_COLUMNS]
+
+
+def _with_intervals(table: pd.DataFrame, test_scores: pd.DataFrame) -> pd.DataFrame:
+    """`table` with the 95 % bootstrap interval columns (`segad.evaluation.bootstrap`) on its ``mean``
+    rows of single categories; NaN elsewhere (per-seed, ``std`` and ``category = mean`` rows)."""
+    table = table.copy()
+    for column in INTERVAL_COLUMNS:
+        table[column] = np.nan
+    means = table.index[(table["split_seed"] == "mean") & (table["category"] != "mean")]
+    groups = {key: rows for key, rows in test_scores.groupby(["dataset", "category", "method"], sort=False)}
+    for row in means:
+        key = tuple(table.loc[row, ["dataset", "category", "method"]])
+        if key not in groups:
+            continue
+        seeds = []
+        for _, rows in groups[key].groupby("split_seed", sort=True):
+            part = _subsets(rows).get(str(table.loc[row, "subset"]))
+            if part is not None:
+                seeds.append((part["label"].to_numpy(), part["score"].to_numpy()))
+        if not seeds:
+            continue
+        for metric, (low, high) in bootstrap_intervals(seeds).items():
+            table.loc[row, [f"{metric}{LOW}", f"{metric}{HIGH}"]] = [low, high]
+    return table
 
 
 def _per_category(test_scores: pd.DataFrame):
