@@ -98,6 +98,7 @@ def assemble_bundle(
     recorded: Mapping[str, Any],
     classifier_scores: pd.DataFrame | None = None,
     classifier_models: str | Path | None = None,
+    fit_brf: Callable[..., Any] | None = None,
 ) -> tuple[dict, dict]:
     """(arguments of `segad.production.writer.write_bundle`, operating-point report).
 
@@ -116,6 +117,8 @@ def assemble_bundle(
         classifier_scores: the run's classifier scores (image_id, split_seed, score, model_key);
             None or empty when the classifier is off.
         classifier_models: the folder where the run kept its classifier models.
+        fit_brf: fits the out-of-fold BRFs (`segad.meta.brf.fit_brf` by default;
+            `segad.meta.brf_store.BRFStore.fit` reuses those of an earlier run).
     Raises:
         ValueError naming the parameter or input that does not fit the run.
     """
@@ -153,7 +156,7 @@ def assemble_bundle(
 
     table = select_run(features, image_index, dataset, seeds, run_detectors, benchmark)
     rows = table[(table["category"] == category) & (table["split_seed"] == seed) & (table["role"] == "brf_train")]
-    op = _operating_point(rows, columns, brf_model, seed, category, options)
+    op = _operating_point(rows, columns, brf_model, seed, category, options, fit_brf)
     log.info(
         "operating point %s: threshold %.4f rejects at least %.1f%% of bad parts; expected pass "
         "rate of good parts %.1f%% (on %d good / %d bad held-out rows)",
@@ -260,7 +263,13 @@ def _classifier_dirs(scores: pd.DataFrame, root: str | Path | None, seed: int) -
 
 
 def _operating_point(
-    rows: pd.DataFrame, columns: list[str], config: BRFConfig, seed: int, category: str, options: BundleOptions
+    rows: pd.DataFrame,
+    columns: list[str],
+    config: BRFConfig,
+    seed: int,
+    category: str,
+    options: BundleOptions,
+    fit: Callable[..., Any] | None = None,
 ) -> OperatingPoint:
     """Threshold at ``options.max_miss_rate`` on out-of-fold BRF scores of the brf_train `rows`.
 
@@ -270,7 +279,7 @@ def _operating_point(
     """
     labels = rows["label"].to_numpy().astype(np.int64)
     folds = int(options.oof_folds)
-    held_out = out_of_fold_scores(rows[columns].to_numpy(np.float64), labels, config, seed=seed, n_folds=folds)
+    held_out = out_of_fold_scores(rows[columns].to_numpy(np.float64), labels, config, seed=seed, n_folds=folds, fit=fit)
     synthetic = is_synthetic(rows["image_id"]).to_numpy()
     real_bad = int(((labels == 1) & ~synthetic).sum())
     judged = ~synthetic if real_bad else np.ones_like(synthetic)

@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 
 from segad.config import DatasetConfig
 from segad.meta.brf import BRFParams, model_key, run_brf, select_run
+from segad.meta.brf_store import BRFStore
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +22,10 @@ def train_brf(
     seeds: list[int],
     benchmark: str,
     detectors: list[str],
+    brf_store: BRFStore | None = None,
 ) -> tuple[dict, pd.DataFrame]:
-    """Fit the BRFs of this run.
+    """Fit the BRFs of this run; with `brf_store`, a model fitted before on the same rows, settings
+    and seed is reused instead of refitted (`segad.meta.brf_store`).
 
     Returns:
         (models, scores): models keyed by `segad.meta.brf.model_key` (``<dataset>/<benchmark>/<category>/<method>/
@@ -37,6 +40,7 @@ def train_brf(
         config.model,
         config.combinations,
         progress=lambda it: tqdm(it, desc="brf (category, split_seed)", unit="fit"),
+        fit=brf_store.fit if brf_store is not None else None,
     )
     layout = dataset.layout
     keyed = {}
@@ -45,5 +49,6 @@ def train_brf(
         keyed[model_key(layout, benchmark, category, method, int(seed.removeprefix("split_seed_")))] = model
     scores.insert(0, "benchmark", str(benchmark))
     scores.insert(0, "dataset", layout)
-    log.info("BRF: %d models; scores for methods %s", len(keyed), sorted(scores["method"].unique()))
+    reuse = f" ({brf_store.summary()} from {brf_store.root})" if brf_store is not None else ""
+    log.info("BRF: %d models%s; scores for methods %s", len(keyed), reuse, sorted(scores["method"].unique()))
     return keyed, scores

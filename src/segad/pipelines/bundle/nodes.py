@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -9,10 +10,13 @@ import pandas as pd
 
 from segad.config import DatasetConfig
 from segad.meta.brf import BRFParams
+from segad.meta.brf_store import BRFStore
 from segad.production.assemble import BundleOptions, assemble_bundle, evaluated_rows
 from segad.segments.segment_maps import SegmentMaps
 from segad.storage.images import resolve_image_size
 from segad.versions import jsonable
+
+log = logging.getLogger(__name__)
 
 
 def build_bundle(
@@ -36,13 +40,15 @@ def build_bundle(
     classifier_scores: pd.DataFrame | None = None,
     classifier_models: Path | None = None,
     metrics_by_regime: Mapping[str, Callable[[], pd.DataFrame]] | None = None,
+    brf_store: BRFStore | None = None,
     **detector_handles,
 ) -> tuple[dict, dict]:
     """(arguments of `segad.production.writer.write_bundle`, operating-point report).
 
     `detector_handles` holds ``<detector>__map_index`` and ``<detector>__detector_store`` (the
     folder of fitted detectors) per run detector; `classifier_scores` and `classifier_models` (the
-    folder of kept classifier models) serve a combination with g(I). The parameters of the stages that produced the
+    folder of kept classifier models) serve a combination with g(I); `brf_store` keeps the
+    out-of-fold BRFs, so a rerun on the same rows refits none. The parameters of the stages that produced the
     bundle are recorded in its manifest (``config.parameters``); ``image_size`` (the parameter) is
     resolved from ``image_index`` as in every stage (`segad.storage.images.resolve_image_size`) and the
     concrete size is recorded (``input_spec.image_size`` and ``config.parameters.image_size``). With ``bundle.build: false``
@@ -97,7 +103,10 @@ def build_bundle(
         recorded=recorded,
         classifier_scores=classifier_scores,
         classifier_models=classifier_models,
+        fit_brf=brf_store.fit if brf_store is not None else None,
     )
+    if brf_store is not None:
+        log.info("bundle: out-of-fold BRFs %s (%s)", brf_store.summary(), brf_store.root)
     if metrics_by_regime is not None:
         contents["config"]["evaluation"] = evaluated_rows(_regime_metrics(metrics_by_regime, benchmark), report)
     return contents, report

@@ -45,6 +45,7 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
                     "classifier_models": "classifier_models",
                     # the evaluation's last output: the bundle (and LATEST) comes last in a run
                     "metrics_by_regime": "metrics_by_regime",
+                    "brf_store": "brf_store",
                     **PARAMETERS,
                     **handles,
                 },
