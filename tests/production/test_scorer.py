@@ -97,3 +97,32 @@ def test_a_damaged_bundle_refuses_to_open(bundle_dir):
     brf.write_bytes(bytes(data))
     with pytest.raises(BundleError, match="changed since writing"):
         Scorer.open(bundle_dir, backend="eager")
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime"])
+def test_a_restarted_scorer_loads_the_converted_models_kept_beside_the_bundle(
+    bundle_dir, tiny_demo, backend, monkeypatch
+):
+    import segad.detection.backends as backends
+
+    path = _test_images(tiny_demo)[0]
+    first = Scorer.open(bundle_dir, backend=backend)
+    kept = bundle_dir.with_name(bundle_dir.name + ".converted")
+    (done,) = kept.rglob("done.json")
+    assert set(json.loads(done.read_text())["sha256"]) == {"model.onnx"}
+    expected = first.score_bytes(path.read_bytes(), "p").score
+    eager = Scorer.open(bundle_dir, backend="eager", warm=False).score_bytes(path.read_bytes(), "p").score
+
+    conversions: list[int] = []
+    original = backends._convert
+    monkeypatch.setattr(backends, "_convert", lambda *a, **k: conversions.append(1) or original(*a, **k))
+    restarted = Scorer.open(bundle_dir, backend=backend)  # new model objects: as a new process
+    assert conversions == [] and restarted.score_bytes(path.read_bytes(), "p").score == expected
+    assert expected == pytest.approx(eager, abs=1e-3 * max(1.0, abs(eager)))
+
+    model_file = done.parent / "model.onnx"  # damaged: converted again, not trusted
+    data = bytearray(model_file.read_bytes())
+    data[-10] ^= 0xFF
+    model_file.write_bytes(bytes(data))
+    again = Scorer.open(bundle_dir, backend=backend)
+    assert conversions == [1] and again.score_bytes(path.read_bytes(), "p").score == pytest.approx(expected, abs=1e-6)

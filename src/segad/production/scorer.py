@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import io
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -38,6 +39,8 @@ import numpy as np
 from segad.production.batch import OK, ScoringResult, _Clock, _score_batch, _table, score_images
 from segad.production.bundle import Bundle, load_bundle, resolve_bundle
 from segad.production.inputs import decode_checked
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -95,6 +98,12 @@ class ScoredImage:
         return buffer.getvalue()
 
 
+def converted_folder(bundle_root: Path) -> Path:
+    """``<bundle folder>.converted``: the converted models of a bundle, beside it (in a versioned
+    parent, ``<parent>/<bundle_id>.converted``, which the bundle writer counts as its own)."""
+    return bundle_root.with_name(bundle_root.name + ".converted")
+
+
 class Scorer:
     """A loaded bundle and its models, ready to score.
 
@@ -128,19 +137,52 @@ class Scorer:
         explain: str = "rejected",
         allow_version_mismatch: bool = False,
         warm: bool = True,
+        converted_root: str | Path | None = None,
     ) -> Scorer:
         """Load and check the bundle at `path` (a bundle folder, or a parent with ``LATEST``), load
-        its models and (with `warm`) score one blank image. Raises the bundle's errors
-        (`segad.production.bundle.BundleError` and subclasses) on a damaged or foreign bundle."""
+        its models, prepare their converted forms and (with `warm`) score one blank image. Raises
+        the bundle's errors (`segad.production.bundle.BundleError` and subclasses) on a damaged or
+        foreign bundle.
+
+        `converted_root`: where the converted detectors and classifier stem are kept (default
+        `converted_folder` of the bundle, beside it), so a restarted scorer loads them instead of
+        converting again; each is keyed by a hash of what is converted and the library versions,
+        its files checked against their recorded SHA-256, and its first image checked against
+        eager (`segad.detection.backends`)."""
         start = time.perf_counter()
         bundle = load_bundle(resolve_bundle(path), allow_version_mismatch=allow_version_mismatch)
         loaded = time.perf_counter()
         scorer = cls(bundle, bundle.load_models(device=device), backend=backend, explain=explain)
         models = time.perf_counter()
         scorer.setup_seconds = {"bundle": loaded - start, "models": models - loaded}
+        scorer.prepare(converted_root if converted_root is not None else converted_folder(bundle.root))
+        scorer.setup_seconds["convert"] = time.perf_counter() - models
         if warm:
             scorer.setup_seconds["warm_up"] = scorer.warm_up()
         return scorer
+
+    def prepare(self, converted_root: str | Path) -> None:
+        """Convert (or load the converted) detectors and classifier stem under `converted_root`;
+        nothing to do for eager or a model on a GPU."""
+        from segad.detection.backends import compiled_detector
+        from segad.meta.classifier_models import keep_converted_stem
+        from segad.segments.columns import CLASSIFIER
+
+        root = Path(converted_root)
+        stems = self.models.get(CLASSIFIER) or []
+        if self.backend == "eager" and all(getattr(m, "stem_backend", "eager") == "eager" for m in stems):
+            return
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # a read-only bundle location: the temp-dir cache still works
+            log.warning("converted models cannot be kept in %s (%s); using the temp-dir cache", root, error)
+            return
+        for name in self.bundle.detectors:
+            model = self.models[name]
+            if self.backend != "eager" and next(model.parameters()).device.type == "cpu":
+                compiled_detector(model, self.backend, self.bundle.input_spec.image_size, name, root)
+        if self.bundle.classifier_models:
+            keep_converted_stem(self.models[CLASSIFIER], root)
 
     def warm_up(self) -> float:
         """Score one mid-gray image (builds and checks the converted models); returns its seconds."""
