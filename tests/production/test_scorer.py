@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segad.images import ImageReadError
 from segad.production.batch import score_images
 from segad.production.bundle import load_bundle
 from segad.production.errors import BundleError
 from segad.production.inputs import InputMismatchError, decode_checked, load_checked
 from segad.production.scorer import Scorer
+from segad.storage.images import ImageReadError
 
 
 def _test_images(tiny_demo):
@@ -103,7 +103,7 @@ def test_a_damaged_bundle_refuses_to_open(bundle_dir):
 def test_a_restarted_scorer_loads_the_converted_models_kept_beside_the_bundle(
     bundle_dir, tiny_demo, backend, monkeypatch
 ):
-    import segad.detection.backends as backends
+    import segad.storage.backends as backends
 
     path = _test_images(tiny_demo)[0]
     first = Scorer.open(bundle_dir, backend=backend)

@@ -10,7 +10,7 @@ out-of-fold models, so a warm ``segad`` rerun with nothing changed fits no BRF a
 On disk (``data/06_models/brf_store``): ``<key[:2]>/<key>.json`` (XGBoost's JSON) and
 ``<key>.meta.json`` (the model file's SHA-256, written last; a model without it, or whose bytes
 do not match it, is refitted and the damage logged). Both are written atomically
-(`segad.files.atomic_path`).
+(`segad.storage.files.atomic_path`).
 
 Example:
     >>> import numpy as np, tempfile

@@ -142,7 +142,7 @@ def decode_checked(data: bytes, spec: InputSpec, name: str = "image") -> np.ndar
     if colour != spec.colour:
         raise InputMismatchError(f"{name}: {colour} image but the bundle was trained on {spec.colour} images")
     if rgb.size != spec.image_size.wh:
-        rgb = rgb.resize(spec.image_size.wh, Image.Resampling.BILINEAR)  # as segad.images.read_image
+        rgb = rgb.resize(spec.image_size.wh, Image.Resampling.BILINEAR)  # as segad.storage.images.read_image
     return np.ascontiguousarray((np.asarray(rgb, dtype=np.float32) / 255.0).transpose(2, 0, 1))
 
 

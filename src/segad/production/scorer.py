@@ -3,14 +3,14 @@
 `Scorer.open` reads a bundle folder (`segad.production.bundle.load_bundle`: manifest, file
 checksums, feature schema; a damaged bundle raises before anything is served), loads its
 detectors and classifier models, and by default scores one blank image so that the converted
-models (OpenVINO / ONNX Runtime, `segad.detection.backends`) are built and checked against eager
+models (OpenVINO / ONNX Runtime, `segad.storage.backends`) are built and checked against eager
 before the first real image arrives. It then scores
 
 - image files (`score_paths`: the inspection table of `segad.production.batch.score_images`, what
   the ``score`` pipeline writes),
 - decoded images (`score_arrays`: float32 (N, 3, H, W) in [0, 1] at the bundle's size),
 - one encoded image as bytes (`score_bytes`: what the HTTP endpoint of `segad.production.serve`
-  receives). An unreadable image raises `segad.images.ImageReadError`, one of another size or
+  receives). An unreadable image raises `segad.storage.images.ImageReadError`, one of another size or
   colour storage than training `segad.production.inputs.InputMismatchError`, each naming the image.
 
 One image at a time goes through the models (a lock): the converted models keep one inference
@@ -148,7 +148,7 @@ class Scorer:
         `converted_folder` of the bundle, beside it), so a restarted scorer loads them instead of
         converting again; each is keyed by a hash of what is converted and the library versions,
         its files checked against their recorded SHA-256, and its first image checked against
-        eager (`segad.detection.backends`)."""
+        eager (`segad.storage.backends`)."""
         start = time.perf_counter()
         bundle = load_bundle(resolve_bundle(path), allow_version_mismatch=allow_version_mismatch)
         loaded = time.perf_counter()
@@ -164,9 +164,9 @@ class Scorer:
     def prepare(self, converted_root: str | Path) -> None:
         """Convert (or load the converted) detectors and classifier stem under `converted_root`;
         nothing to do for eager or a model on a GPU."""
-        from segad.detection.backends import compiled_detector
         from segad.meta.classifier_models import keep_converted_stem
         from segad.segments.columns import CLASSIFIER
+        from segad.storage.backends import compiled_detector
 
         root = Path(converted_root)
         stems = self.models.get(CLASSIFIER) or []

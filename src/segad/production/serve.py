@@ -38,9 +38,11 @@ import sys
 import time
 from typing import Any
 
-from segad.images import ImageReadError
+from segad.production.batch import EXPLAIN_MODES
 from segad.production.inputs import InputMismatchError
 from segad.production.scorer import Scorer
+from segad.storage.images import ImageReadError
+from segad.vocabulary import BACKENDS
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", default="data/06_models/segad_bundle", help="bundle folder or its parent")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--backend", default="openvino", choices=["eager", "openvino", "onnxruntime"])
-    parser.add_argument("--explain", default="rejected", choices=["rejected", "all", "none"])
+    parser.add_argument("--backend", default="openvino", choices=BACKENDS)
+    parser.add_argument("--explain", default="rejected", choices=EXPLAIN_MODES)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--max-bytes", type=int, default=MAX_BYTES)
     parser.add_argument("--allow-version-mismatch", action="store_true")
