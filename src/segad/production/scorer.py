@@ -164,8 +164,8 @@ class Scorer:
     def prepare(self, converted_root: str | Path) -> None:
         """Convert (or load the converted) detectors and classifier stem under `converted_root`;
         nothing to do for eager or a model on a GPU."""
+        from segad.columns import CLASSIFIER
         from segad.meta.classifier_models import keep_converted_stem
-        from segad.segments.columns import CLASSIFIER
         from segad.storage.backends import compiled_detector
 
         root = Path(converted_root)
