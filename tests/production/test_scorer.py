@@ -26,7 +26,7 @@ def test_the_scorer_scores_files_arrays_and_bytes_as_batch_scoring_does(bundle_d
     bundle = load_bundle(bundle_dir)
     reference = score_images(paths, bundle, bundle.load_models(), progress=False, explain="rejected").table
     scorer = Scorer.open(bundle_dir, backend="eager")
-    assert set(scorer.setup_seconds) == {"bundle", "models", "warm_up"}
+    assert set(scorer.setup_seconds) == {"bundle", "models", "convert", "warm_up"}
     table = scorer.score_paths(paths).table
     np.testing.assert_array_equal(table["score"], reference["score"])
     assert list(table["decision"]) == list(reference["decision"])
