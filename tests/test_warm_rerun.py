@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tests.test_interruption import _env  # the same plain-log subprocess environment
 from tests.test_runner import make_project
@@ -19,6 +20,8 @@ from tests.test_runner import make_project
 DETECTOR = re.compile(r"patchcore: (\d+) models fitted .*?, (\d+) reused")
 BRF = re.compile(r"BRF: (\d+) models \((\d+) fitted, (\d+) reused")
 OUT_OF_FOLD = re.compile(r"bundle: out-of-fold BRFs (\d+) fitted, (\d+) reused")
+
+pytestmark = pytest.mark.e2e
 
 
 def _run(project: Path) -> str:
