@@ -22,7 +22,7 @@ FAST = {"n_estimators": 2, "num_parallel_tree": 5, "n_jobs": 1}
 def _brf_catalog(tmp_path, features_catalog, index, params, brf_params):
     _, catalog_conf = project_config()
     conf = {}
-    for name in ("brf_models", "scores", "brf_selection"):
+    for name in ("brf_models", "scores", "brf_selection", "brf_store"):
         entry = dict(catalog_conf[name])
         key = "path" if "path" in entry else "filepath"
         entry[key] = str(tmp_path / entry[key])
@@ -74,6 +74,40 @@ def test_brf_pipeline_fits_models_and_scores_test_rows(tiny_demo, tmp_path):
     test = table[(table.split_seed == 0) & (table.role == "test")]
     got = scores[(scores.method == "padim+patchcore+segad") & (scores.split_seed == 0)].score.to_numpy()
     np.testing.assert_allclose(model.predict(test[names].astype(float), output_margin=True), got, rtol=1e-6)
+
+
+def test_a_rerun_on_the_same_features_fits_no_brf_and_a_changed_seed_refits_only_its_models(
+    tiny_demo, tmp_path, caplog, monkeypatch
+):
+    features_catalog, index, _, params = run_features(tiny_demo, tmp_path)
+    brf_params = dict(params["brf"], model=dict(params["brf"]["model"], **FAST))
+    fits: list[int] = []
+    from xgboost import XGBClassifier
+
+    original = XGBClassifier.fit
+    monkeypatch.setattr(XGBClassifier, "fit", lambda self, *a, **k: fits.append(1) or original(self, *a, **k))
+
+    def run(catalog) -> pd.DataFrame:
+        fits.clear()
+        SequentialRunner().run(create_pipeline(DETECTORS), catalog)
+        return catalog.load("scores")
+
+    first = run(_brf_catalog(tmp_path, features_catalog, index, params, brf_params))
+    assert len(fits) == 8  # 4 SegAD methods x 2 seeds
+    catalog = _brf_catalog(tmp_path, features_catalog, index, params, brf_params)
+    with caplog.at_level("INFO"):
+        second = run(catalog)
+    assert fits == []
+    assert any("0 fitted, 8 reused" in r.getMessage() for r in caplog.records)
+    pd.testing.assert_frame_equal(first, second)
+    # one seed's rows change (a feature value of one brf_train row): only that seed's models refit
+    table = features_catalog.load("features").read()
+    row = table.index[(table.split_seed == 1) & (table.role == "brf_train")][0]
+    table.loc[row, "patchcore__max"] += 1.0
+    catalog = _brf_catalog(tmp_path, features_catalog, index, params, brf_params)
+    catalog["features"] = table
+    run(catalog)
+    assert len(fits) == 3  # the methods of seed 1 that read patchcore__max; padim+segad is reused
 
 
 def test_select_run_refuses_missing_partitions(tiny_demo, tmp_path):

@@ -7,6 +7,8 @@ load-everything/save-everything dataset can do. The catalog therefore owns the f
 - `MapStoreDataset`: a `segad.storage.map_store.MapStore` (read/write/exists of raw maps by map_key).
 - `DetectorStoreDataset`: the folder (`pathlib.Path`) that holds fitted detectors, one
   sub-folder per model_key (`segad.detection.saved.save_detector` / `load_detector`).
+- `BRFStoreDataset`: a `segad.meta.brf_store.BRFStore` (fitted BRFs by the hash of their
+  training rows, settings and seed), shared by the brf and bundle stages.
 
 Catalog example (conf/base/catalog_anomaly_maps.yml)::
 
@@ -23,6 +25,7 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
+from segad.meta.brf_store import BRFStore
 from segad.storage.map_store import MapStore
 
 
@@ -72,6 +75,27 @@ class DetectorStoreDataset(AbstractDataset[None, Path]):
 
     def _exists(self) -> bool:
         return self._path.is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+
+class BRFStoreDataset(AbstractDataset[None, BRFStore]):
+    """Loads a `segad.meta.brf_store.BRFStore` handle on ``path`` (fitted BRFs keyed by what they
+    were fitted on); saving is not supported (the store writes its own files)."""
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
+        self._path = Path(PurePosixPath(path))
+        self.metadata = metadata
+
+    def _load(self) -> BRFStore:
+        return BRFStore(self._path)
+
+    def _save(self, data: None) -> None:
+        raise DatasetError(f"BRFStoreDataset({self._path}) is a handle; the store writes its own files")
+
+    def _exists(self) -> bool:
+        return True  # an empty store is a valid store: the first run fits everything
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path)}

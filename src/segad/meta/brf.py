@@ -276,6 +276,7 @@ def run_brf(
     config: BRFConfig = DEFAULT_BRF,
     combinations: Sequence[Sequence[str]] | None = None,
     progress=None,
+    fit=None,
 ):
     """Fit every BRF of a feature table and score its test rows.
 
@@ -288,6 +289,8 @@ def run_brf(
             `default_combinations` (classifier added when the table has ``classifier__score``; the
             detectors with a ``<d>__score`` column count as `scored`).
         progress: optional tqdm-like wrapper of the (category, seed) iterator.
+        fit: the fitting function, `fit_brf` by default; `segad.meta.brf_store.BRFStore.fit`
+            reuses the models of earlier runs fitted on the same rows.
     Returns:
         (models, scores): models ``{"<method>/<category>/split_seed_<s>": XGBClassifier}``;
         scores DataFrame (image_id, split_seed, method, score) over the test rows, with one
@@ -299,6 +302,7 @@ def run_brf(
 
     alone, combos = plan_methods(features, detectors, combinations)
     present = combination_columns(features, combos)
+    fit = fit or fit_brf
     models, frames = {}, []
     groups = list(features.groupby(["category", "split_seed"], sort=True))
     for (category, seed), rows in progress(groups) if progress else groups:
@@ -318,7 +322,7 @@ def run_brf(
         for combo in combos:
             method = method_name(combo)
             cols = present[str(category)][method]
-            model = fit_brf(
+            model = fit(
                 train[cols],
                 train["label"].to_numpy(),
                 config,

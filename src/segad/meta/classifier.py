@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
 import numpy as np
@@ -190,12 +191,14 @@ class ActivationCache:
     weights in eval mode, so every split seed shares the entries. Memory: C x h x w float32 per
     image (EfficientNet-Lite0 at 256 px: frozen_blocks 6, 192 x 8 x 8, 48 KiB; 5, 112 x 16 x 16, 112 KiB). `computed` counts
     the images that went through the stem. ``backend`` (openvino | onnxruntime) runs the stem
-    converted on CPU (`segad.storage.backends`), checked against eager on its first batch.
+    converted on CPU (`segad.storage.backends`), checked against eager on its first batch;
+    ``cache_root`` is the folder of converted models (default: the backends' temp-dir cache).
     """
 
-    def __init__(self, batch_size: int = 32, backend: str = "eager") -> None:
+    def __init__(self, batch_size: int = 32, backend: str = "eager", cache_root: str | Path | None = None) -> None:
         self.batch_size = batch_size
         self.backend = backend
+        self.cache_root = cache_root
         self.computed = 0
         self._store: dict[tuple[str, ImageSize, str], object] = {}
         self._runners: dict[tuple[str, ImageSize], Any] = {}
@@ -210,7 +213,7 @@ class ActivationCache:
 
         if (model.stem_key, size) not in self._runners:
             key = "classifier-stem-" + hashlib.sha256(f"{model.stem_key}|{size.tag()}".encode()).hexdigest()[:16]
-            path = converted_path(model, self.backend, size, key=key, wrap=_stem_module)
+            path = converted_path(model, self.backend, size, key=key, cache_root=self.cache_root, wrap=_stem_module)
             run = runner(path, self.backend, torch.get_num_threads())
             got, want = run(batch[:1].numpy()), model.stem(batch[:1]).numpy()
             diff, scale = float(np.abs(got - want).max()), float(want.max() - want.min()) or 1.0

@@ -149,6 +149,15 @@ def load_classifier(directory: str | Path, device: str = "cpu"):
 _STEMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def keep_converted_stem(models: Sequence, cache_root: str | Path | None, batch_size: int = 32) -> None:
+    """Make `combined_logits` of these loaded models keep their converted stem under `cache_root`
+    (e.g. beside a bundle, so a restarted scorer finds it) instead of the temp-dir cache."""
+    from segad.meta.classifier import ActivationCache
+
+    if models and models[0] not in _STEMS:
+        _STEMS[models[0]] = ActivationCache(batch_size, getattr(models[0], "stem_backend", "eager"), cache_root)
+
+
 def combined_logits(models: Sequence, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """float64 (N,) scores of float32 (N, 3, H, W) images in [0, 1], as the protocol gives test rows:
     the single model's logit, or the mean of the K cross-fitted models' logits; rounded to float32

@@ -108,6 +108,7 @@ def assemble_bundle(
     classifier_scores: pd.DataFrame | None = None,
     classifier_models: str | Path | None = None,
     selection: pd.DataFrame | None = None,
+    fit_brf: Callable[..., Any] | None = None,
 ) -> tuple[dict, dict]:
     """(arguments of `segad.production.writer.write_bundle`, operating-point report).
 
@@ -129,6 +130,8 @@ def assemble_bundle(
         selection: the brf stage's selection evidence (`segad.meta.selection`); with
             ``options.detectors`` None its chosen method of the category ships (a single input
             ships as a one-column linear model, `segad.meta.brf.single_input_model`).
+        fit_brf: fits the out-of-fold BRFs (`segad.meta.brf.fit_brf` by default;
+            `segad.meta.brf_store.BRFStore.fit` reuses those of an earlier run).
     Raises:
         ValueError naming the parameter or input that does not fit the run.
     """
@@ -176,7 +179,7 @@ def assemble_bundle(
 
     table = select_run(features, image_index, ident, seeds, run_detectors, benchmark)
     rows = table[(table["category"] == category) & (table["split_seed"] == seed) & (table["role"] == "brf_train")]
-    op = _operating_point(rows, columns, brf_model, seed, category, options, fitted=single_column is None)
+    op = _operating_point(rows, columns, brf_model, seed, category, options, fit_brf, fitted=single_column is None)
     log.info(
         "operating point %s: threshold %.4f rejects at least %.1f%% of bad parts; expected pass "
         "rate of good parts %.1f%% (on %d good / %d bad held-out rows)",
@@ -338,6 +341,7 @@ def _operating_point(
     seed: int,
     category: str,
     options: BundleOptions,
+    fit: Callable[..., Any] | None = None,
     fitted: bool = True,
 ) -> OperatingPoint:
     """Threshold at ``options.max_miss_rate`` on out-of-fold BRF scores of the brf_train `rows`.
@@ -350,7 +354,9 @@ def _operating_point(
     labels = rows["label"].to_numpy().astype(np.int64)
     folds = int(options.oof_folds)
     if fitted:
-        held_out = out_of_fold_scores(rows[columns].to_numpy(np.float64), labels, config, seed=seed, n_folds=folds)
+        held_out = out_of_fold_scores(
+            rows[columns].to_numpy(np.float64), labels, config, seed=seed, n_folds=folds, fit=fit
+        )
     else:
         held_out = rows[columns[0]].to_numpy(np.float64)
     synthetic = is_synthetic(rows["image_id"]).to_numpy()

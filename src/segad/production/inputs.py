@@ -114,6 +114,38 @@ def load_checked(path: str | Path, spec: InputSpec) -> np.ndarray:
     return array
 
 
+def decode_checked(data: bytes, spec: InputSpec, name: str = "image") -> np.ndarray:
+    """`load_checked` of an encoded image held in memory (an upload): float32 (3, H, W) in [0, 1].
+
+    The same checks and the same conversion as a file (decoded fully, RGB, bilinear resize to
+    ``spec.image_size``); errors name the image by `name`.
+    """
+    import io
+
+    if not data:
+        raise ImageReadError(f"{name}: empty image (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            width, height = image.size
+            colour = colour_of(image.mode)
+            rgb = image.convert("RGB")
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(f"{name}: too many pixels, refused as a possible decompression bomb ({error})") from error
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageReadError(f"{name}: unreadable or truncated image ({error})") from error
+    if spec.sizes and (width, height) not in spec.sizes:
+        expected = ", ".join(f"{w}x{h}" for w, h in spec.sizes)
+        raise InputMismatchError(
+            f"{name}: wrong size {width}x{height} (width x height); the bundle was trained on {expected}"
+        )
+    if colour != spec.colour:
+        raise InputMismatchError(f"{name}: {colour} image but the bundle was trained on {spec.colour} images")
+    if rgb.size != spec.image_size.wh:
+        rgb = rgb.resize(spec.image_size.wh, Image.Resampling.BILINEAR)  # as segad.storage.images.read_image
+    return np.ascontiguousarray((np.asarray(rgb, dtype=np.float32) / 255.0).transpose(2, 0, 1))
+
+
 def list_images(folder: str | Path) -> list[Path]:
     """Every file under `folder` (recursive, sorted) with an image suffix (case-insensitive).
 

@@ -102,12 +102,14 @@ def out_of_fold_scores(
     config=None,
     seed: int = 0,
     n_folds: int = 5,
+    fit=None,
 ) -> np.ndarray:
     """Held-out BRF scores of the training rows: float64 (N,), by stratified k-fold.
 
     Each row is scored by a BRF (`segad.meta.brf.fit_brf`, same `config` and `seed`) fitted on the
     other folds only, so the scores behave like those of unseen parts. Folds are drawn with
     `seed`; `n_folds` is lowered to the number of bad (or good) rows when there are fewer.
+    `fit` replaces `fit_brf` (e.g. `segad.meta.brf_store.BRFStore.fit`, which reuses stored models).
     """
     from sklearn.model_selection import StratifiedKFold
 
@@ -123,10 +125,11 @@ def out_of_fold_scores(
             f"good and {int((labels == 1).sum())} bad"
         )
     config = config or BRFConfig()
+    fit = fit or fit_brf
     scores = np.full(labels.shape[0], np.nan)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=int(seed))
     for k, (fit_rows, held_rows) in enumerate(splitter.split(features, labels)):
-        model = fit_brf(features[fit_rows], labels[fit_rows], config, seed=seed, context=f"out-of-fold {k + 1}/{folds}")
+        model = fit(features[fit_rows], labels[fit_rows], config, seed=seed, context=f"out-of-fold {k + 1}/{folds}")
         scores[held_rows] = brf_scores(model, features[held_rows])
     return scores
 

@@ -30,7 +30,9 @@ names). Never the model_key alone: checkouts of other code share the temp folder
 another model under the same model_key; a conversion cached that way was served to this code's
 model (2026-12-05: PaDiM maps 1.4e-5 of their range off, inside `TOLERANCE`, so the first-batch
 check let it pass). ``cache_root`` defaults to a ``segad-backends`` folder in the system temp
-dir (never a user folder).
+dir (never a user folder); the resident scorer keeps them beside its bundle
+(`segad.production.scorer`). ``done.json`` records each file's SHA-256; a cached folder whose
+files do not match is converted again.
 
 Example:
     >>> from segad.storage.backends import BACKENDS
@@ -52,7 +54,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from segad.storage.files import replace_folder, staging_folder
+from segad.storage.files import file_sha256, replace_folder, staging_folder
 from segad.storage.images import ImageSize, SizeLike
 from segad.versions import package_versions
 from segad.vocabulary import BACKENDS
@@ -168,13 +170,14 @@ def converted_path(
     content = content_key(wrapper, image_size)  # of what is converted, not of the whole model
     folder = root / (f"{key}-{content}" if key else content) / _versions_tag(backend)
     target = folder / ("model.xml" if backend == "openvino" else "model.onnx")
-    if (folder / "done.json").is_file() and target.is_file():
+    if (folder / "done.json").is_file() and target.is_file() and _intact(folder):
         return target
     staging = staging_folder(folder)
     try:
         _convert(wrapper, backend, image_size, staging)
+        files = {p.name: file_sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
         (staging / "done.json").write_text(
-            json.dumps({"backend": backend, "image_size": ImageSize.parse(image_size).to_json()})
+            json.dumps({"backend": backend, "image_size": ImageSize.parse(image_size).to_json(), "sha256": files})
         )
         replace_folder(staging, folder)
     except BaseException as error:
@@ -183,6 +186,16 @@ def converted_path(
             raise BackendError(f"could not convert {type(model).__name__} to {backend}: {error}") from error
         raise
     return target
+
+
+def _intact(folder: Path) -> bool:
+    """True when every file ``done.json`` lists has its recorded SHA-256 (a cache written before
+    checksums were recorded counts as intact: the first-batch check against eager still runs)."""
+    try:
+        recorded = json.loads((folder / "done.json").read_text()).get("sha256", {})
+        return all(file_sha256(folder / name) == digest for name, digest in recorded.items())
+    except (OSError, ValueError):
+        return False
 
 
 def runner(path: Path, backend: str, threads: int) -> Runner:

@@ -9,6 +9,7 @@ import pandas as pd
 from segad.config import DatasetConfig
 from segad.logs import progress
 from segad.meta.brf import BRFParams, model_key, run_brf, select_run
+from segad.meta.brf_store import BRFStore
 from segad.meta.selection import EVIDENCE_COLUMNS, run_selection, selected_scores
 
 log = logging.getLogger(__name__)
@@ -22,8 +23,11 @@ def train_brf(
     seeds: list[int],
     benchmark: str,
     detectors: list[str],
+    brf_store: BRFStore | None = None,
 ) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """Fit the BRFs of this run and choose, out of fold on brf_train rows, the method to ship.
+    With `brf_store`, a model fitted before on the same rows, settings and seed is reused instead of
+    refitted (`segad.meta.brf_store`).
 
     Returns:
         (models, scores, selection): models keyed by `segad.meta.brf.model_key` (``<dataset>/<benchmark>/<category>/<method>/
@@ -40,6 +44,7 @@ def train_brf(
         config.model,
         config.combinations,
         progress=lambda it: progress(it, desc="brf (category, split_seed)", unit="fit"),
+        fit=brf_store.fit if brf_store is not None else None,
     )
     ident = dataset.id
     evidence = pd.DataFrame(columns=EVIDENCE_COLUMNS)
@@ -63,5 +68,6 @@ def train_brf(
         keyed[model_key(ident, benchmark, category, method, int(seed.removeprefix("split_seed_")))] = model
     scores.insert(0, "benchmark", str(benchmark))
     scores.insert(0, "dataset", ident)
-    log.info("BRF: %d models; scores for methods %s", len(keyed), sorted(scores["method"].unique()))
+    reuse = f" ({brf_store.summary()} from {brf_store.root})" if brf_store is not None else ""
+    log.info("BRF: %d models%s; scores for methods %s", len(keyed), reuse, sorted(scores["method"].unique()))
     return keyed, scores, evidence[EVIDENCE_COLUMNS]

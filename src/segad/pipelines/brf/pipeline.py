@@ -13,7 +13,15 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
         [
             node(
                 fit,
-                ["features", "image_index", "params:brf", "params:dataset", "params:seeds", "params:benchmark"],
+                {
+                    "features": "features",
+                    "image_index": "image_index",
+                    "config": "params:brf",
+                    "dataset": "params:dataset",
+                    "seeds": "params:seeds",
+                    "benchmark": "params:benchmark",
+                    "brf_store": "brf_store",
+                },
                 ["brf_models", "scores", "brf_selection"],
                 name="train_brf",
             ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -9,11 +10,14 @@ import pandas as pd
 
 from segad.config import DatasetConfig
 from segad.meta.brf import BRFParams
+from segad.meta.brf_store import BRFStore
 from segad.production.assemble import BundleOptions, assemble_bundle, evaluated_rows
 from segad.production.writer import new_bundle_id
 from segad.segments.segment_maps import SegmentMaps
 from segad.storage.images import resolve_image_size
 from segad.versions import jsonable
+
+log = logging.getLogger(__name__)
 
 
 def build_bundle(
@@ -38,6 +42,7 @@ def build_bundle(
     classifier_models: Path | None = None,
     metrics_by_regime: Mapping[str, Callable[[], pd.DataFrame]] | None = None,
     brf_selection: pd.DataFrame | None = None,
+    brf_store: BRFStore | None = None,
     **detector_handles,
 ) -> tuple[dict, dict]:
     """(arguments of `segad.production.writer.write_bundle`, operating-point report).
@@ -45,7 +50,8 @@ def build_bundle(
     `detector_handles` holds ``<detector>__map_index`` and ``<detector>__detector_store`` (the
     folder of fitted detectors) per run detector; `classifier_scores` and `classifier_models` (the
     folder of kept classifier models) serve a combination with g(I); `brf_selection` (the brf stage's
-    out-of-fold choice) names the shipped method when ``bundle.detectors`` is null. The parameters of the stages that produced the
+    out-of-fold choice) names the shipped method when ``bundle.detectors`` is null. `brf_store` keeps the
+    out-of-fold BRFs, so a rerun on the same rows refits none. The parameters of the stages that produced the
     bundle are recorded in its manifest (``config.parameters``); ``image_size`` (the parameter) is
     resolved from ``image_index`` as in every stage (`segad.storage.images.resolve_image_size`) and the
     concrete size is recorded (``input_spec.image_size`` and ``config.parameters.image_size``). With ``bundle.build: false``
@@ -101,7 +107,10 @@ def build_bundle(
         classifier_scores=classifier_scores,
         classifier_models=classifier_models,
         selection=brf_selection if brf.selection.enabled else None,
+        fit_brf=brf_store.fit if brf_store is not None else None,
     )
+    if brf_store is not None:
+        log.info("bundle: out-of-fold BRFs %s (%s)", brf_store.summary(), brf_store.root)
     if metrics_by_regime is not None:
         contents["config"]["evaluation"] = evaluated_rows(_regime_metrics(metrics_by_regime, benchmark), report)
     bundle_id = new_bundle_id()  # chosen here, so that the report and the tracked run name it

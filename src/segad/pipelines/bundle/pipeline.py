@@ -46,6 +46,7 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
                     "brf_selection": "brf_selection",
                     # the evaluation's last output: the bundle (and LATEST) comes last in a run
                     "metrics_by_regime": "metrics_by_regime",
+                    "brf_store": "brf_store",
                     **PARAMETERS,
                     **handles,
                 },

@@ -12,11 +12,12 @@ import pandas as pd
 from PIL import Image
 
 from segad.config import ScoreOptions
-from segad.production.batch import STAGES, score_images
+from segad.production.batch import STAGES
 from segad.production.bundle import Bundle
 from segad.production.history import score_run_record
 from segad.production.inputs import list_images
 from segad.production.operating_point import ERROR, REJECT
+from segad.production.scorer import Scorer
 from segad.runs import new_run_id
 
 log = logging.getLogger(__name__)
@@ -44,18 +45,11 @@ def score_folder(
     paths = list_images(folder)
     if not paths:
         log.warning("score: %s holds no image files; writing an empty inspection table", folder)
-    models = bundle.load_models(device=device)  # detectors, and the classifier model(s) when bundled
+    # the resident scorer of the HTTP endpoint (segad.production.scorer), here for one folder
+    scorer = Scorer(bundle, bundle.load_models(device=device), backend=params.backend, explain=params.explain)
     start = time.perf_counter()
-    result = score_images(
-        paths,
-        bundle,
-        models,
-        root=folder,
-        batch_size=params.batch_size,
-        explain=params.explain,
-        overlays=params.overlays,
-        progress=params.progress,
-        backends={name: params.backend for name in bundle.detectors},
+    result = scorer.score_paths(
+        paths, root=folder, batch_size=params.batch_size, overlays=params.overlays, progress=params.progress
     )
     elapsed = time.perf_counter() - start
     table = result.table.assign(run=run_id)

@@ -1,0 +1,73 @@
+"""A warm `segad` rerun with nothing changed fits nothing: no detector, no BRF, no out-of-fold BRF.
+
+A real `python -m kedro run --pipelines segad` runs twice in a subprocess on the tiny demo
+(tests.test_runner.make_project). The second run must reuse the saved detector and every map,
+take every BRF of the brf stage and every out-of-fold BRF of the bundle from the BRF store
+(`segad.meta.brf_store`) and write the same metrics and scores.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.test_interruption import _env  # the same plain-log subprocess environment
+from tests.test_runner import make_project
+
+DETECTOR = re.compile(r"patchcore: (\d+) models fitted .*?, (\d+) reused")
+BRF = re.compile(r"BRF: (\d+) models \((\d+) fitted, (\d+) reused")
+OUT_OF_FOLD = re.compile(r"bundle: out-of-fold BRFs (\d+) fitted, (\d+) reused")
+
+pytestmark = pytest.mark.e2e
+
+
+def _run(project: Path) -> str:
+    import subprocess
+    import sys
+
+    import yaml
+
+    logging_yml = project / "logging.yml"
+    if not logging_yml.is_file():
+        logging_yml.write_text(
+            yaml.safe_dump(
+                {
+                    "version": 1,
+                    "disable_existing_loggers": False,
+                    "handlers": {"plain": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
+                    "root": {"level": "INFO", "handlers": ["plain"]},
+                }
+            )
+        )
+    done = subprocess.run(
+        [sys.executable, "-m", "kedro", "run", "--pipelines", "segad"],
+        cwd=project,
+        env=_env(project),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def test_a_warm_segad_rerun_with_nothing_changed_fits_nothing(tmp_path, tiny_demo):
+    project = make_project(tmp_path / "project", tiny_demo)
+    first = _run(project)
+    assert DETECTOR.search(first).groups() == ("1", "0")
+    n_models, fitted, reused = map(int, BRF.search(first).groups())
+    assert n_models > 0 and (fitted, reused) == (n_models, 0)
+    oof_fitted, oof_reused = map(int, OUT_OF_FOLD.search(first).groups())
+    assert oof_fitted > 0 and oof_reused == 0
+    metrics = (project / "data" / "08_reporting" / "metrics.csv").read_bytes()
+    scores = pd.read_parquet(project / "data" / "07_model_output" / "scores")
+
+    second = _run(project)
+    assert DETECTOR.search(second).groups() == ("0", "1")
+    assert tuple(map(int, BRF.search(second).groups())) == (n_models, 0, n_models)
+    assert tuple(map(int, OUT_OF_FOLD.search(second).groups())) == (0, oof_fitted)
+    assert (project / "data" / "08_reporting" / "metrics.csv").read_bytes() == metrics
+    pd.testing.assert_frame_equal(pd.read_parquet(project / "data" / "07_model_output" / "scores"), scores)
