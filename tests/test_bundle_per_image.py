@@ -77,7 +77,8 @@ def test_the_default_picks_per_image_segments_and_the_bundle_holds_their_centres
     source = bundle.manifest["config"]["segmentation_source"]  # the measure, the threshold and the choice
     assert source.startswith("alignment ") and " < 0.6 -> auto_per_image:kmeans(3)" in source
     category = bundle.manifest["config"]["category"]
-    saved = np.load(per_image_run / "data" / "04_feature" / "segment_maps.npz", allow_pickle=False)
+    (path,) = (per_image_run / "data" / "04_feature").glob("dataset=*/segment_maps.npz")  # one dataset's maps
+    saved = np.load(path, allow_pickle=False)
     np.testing.assert_array_equal(bundle.segmentation.clusters.centres, saved[f"clusters/centres/{category}"])
 
 

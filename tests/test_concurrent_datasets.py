@@ -6,7 +6,8 @@ run alone in its own project (the reference). Then, in one shared data folder, A
 at the same time: the second waits for the first's lock (``lock.mode: wait``, the default) and both
 succeed. In a third data folder they run one after the other, and in between B is started with
 ``lock.mode=fail`` while A runs: it stops at once naming A's process. In both shared folders every
-feature partition, BRF model, score partition, by-regime metrics.csv, map index and bundle of a
+feature partition, BRF model, score partition, selection partition, by-regime metrics.csv and
+report.md (bundle id masked), map index and bundle of a
 dataset is byte-identical to (bundles: holds the same files as) its solo run's, and named by its
 dataset id: nothing of A's is B's.
 """
@@ -14,6 +15,7 @@ dataset id: nothing of A's is B's.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -74,6 +76,20 @@ def _files(folder: Path) -> dict[str, bytes]:
     }
 
 
+# A bundle id (`<UTC time>Z-<8 hex>`) is each run's own, like a run id: report.md names the bundle
+# its run built, so the per-regime report.md is compared with that id masked (the bundle's files are
+# compared in _bundles).
+_BUNDLE_ID = re.compile(rb"\d{8}T\d{6}Z-[0-9a-f]{8}")
+
+
+def _by_regime(folder: Path) -> dict[str, bytes]:
+    """`_files` of the per-regime folder, report.md with its run's bundle id masked."""
+    return {
+        name: _BUNDLE_ID.sub(b"<bundle id>", content) if name.endswith("report.md") else content
+        for name, content in _files(folder).items()
+    }
+
+
 def _bundles(project: Path) -> dict[str, dict]:
     """dataset id -> the files (name: SHA-256) of the newest bundle of that dataset."""
     found: dict[str, tuple[str, dict]] = {}
@@ -92,7 +108,8 @@ def _of_dataset(project: Path, ident: str) -> dict[str, dict[str, bytes]]:
         "features": _files(data / "04_feature" / "features" / f"dataset={ident}"),
         "scores": _files(data / "07_model_output" / "scores" / f"dataset={ident}"),
         "brf": _files(data / "06_models" / "brf" / ident),
-        "by_regime": _files(data / "08_reporting" / "by_regime" / ident),
+        "by_regime": _by_regime(data / "08_reporting" / "by_regime" / ident),
+        "selection": _files(data / "07_model_output" / "selection" / f"dataset={ident}"),
         "map_index": _files(data / "03_primary" / "patchcore" / f"dataset={ident}"),
         "image_index": _files(data / "02_intermediate" / f"dataset={ident}"),
     }

@@ -79,8 +79,10 @@ def _detectors(env: str = "local") -> list[str]:
 
 def test_elpv_environment_is_a_valid_run(monkeypatch):
     from segad.segments.segment_maps import SegmentMapConfig
+    from segad.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
 
-    loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="local", env="elpv")
+    # the project's loader: environments merge key by key over conf/base (segad.settings)
+    loader = CONFIG_LOADER_CLASS(str(ROOT / "conf"), env="elpv", **CONFIG_LOADER_ARGS)
     params = loader["parameters"]
     assert params["dataset"]["layout"] == "elpv"
     assert set(params["dataset"]) >= {"layout", "root", "category", "on_bad_image"}

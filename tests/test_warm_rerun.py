@@ -1,8 +1,10 @@
 """A warm `segad` rerun with nothing changed fits nothing: no detector, no BRF, no out-of-fold BRF.
 
 A real `python -m kedro run --pipelines segad` runs twice in a subprocess on the tiny demo
-(tests.test_runner.make_project). The second run must reuse the saved detector and every map,
-take every BRF of the brf stage and every out-of-fold BRF of the bundle from the BRF store
+(tests.test_runner.make_project), bundling the combination patchcore+segad (by default the
+out-of-fold selection would ship the single input, which needs no out-of-fold BRF). The second run
+must reuse the saved detector and every map, take every BRF of the brf stage, every out-of-fold
+BRF of the selection and every out-of-fold BRF of the bundle from the BRF store
 (`segad.meta.brf_store`) and write the same metrics and scores.
 """
 
@@ -13,13 +15,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
+from tests.conftest import set_parameters
 from tests.test_interruption import _env  # the same plain-log subprocess environment
 from tests.test_runner import make_project
 
 DETECTOR = re.compile(r"patchcore: (\d+) models fitted .*?, (\d+) reused")
 BRF = re.compile(r"BRF: (\d+) models \((\d+) fitted, (\d+) reused")
 OUT_OF_FOLD = re.compile(r"bundle: out-of-fold BRFs (\d+) fitted, (\d+) reused")
+SELECTION = re.compile(r"selection: out-of-fold BRFs (\d+) fitted, (\d+) reused")
 
 pytestmark = pytest.mark.e2e
 
@@ -56,12 +61,16 @@ def _run(project: Path) -> str:
 
 def test_a_warm_segad_rerun_with_nothing_changed_fits_nothing(tmp_path, tiny_demo):
     project = make_project(tmp_path / "project", tiny_demo)
+    bundle = yaml.safe_load((project / "conf" / "local" / "parameters_test.yml").read_text())["bundle"]
+    set_parameters(project, bundle={**bundle, "detectors": ["patchcore"]})
     first = _run(project)
     assert DETECTOR.search(first).groups() == ("1", "0")
     n_models, fitted, reused = map(int, BRF.search(first).groups())
     assert n_models > 0 and (fitted, reused) == (n_models, 0)
     oof_fitted, oof_reused = map(int, OUT_OF_FOLD.search(first).groups())
     assert oof_fitted > 0 and oof_reused == 0
+    selection_fitted, selection_reused = map(int, SELECTION.search(first).groups())
+    assert selection_fitted > 0 and selection_reused == 0
     metrics = (project / "data" / "08_reporting" / "metrics.csv").read_bytes()
     scores = pd.read_parquet(project / "data" / "07_model_output" / "scores")
 
@@ -69,5 +78,6 @@ def test_a_warm_segad_rerun_with_nothing_changed_fits_nothing(tmp_path, tiny_dem
     assert DETECTOR.search(second).groups() == ("0", "1")
     assert tuple(map(int, BRF.search(second).groups())) == (n_models, 0, n_models)
     assert tuple(map(int, OUT_OF_FOLD.search(second).groups())) == (0, oof_fitted)
+    assert tuple(map(int, SELECTION.search(second).groups())) == (0, selection_fitted)
     assert (project / "data" / "08_reporting" / "metrics.csv").read_bytes() == metrics
     pd.testing.assert_frame_equal(pd.read_parquet(project / "data" / "07_model_output" / "scores"), scores)

@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
@@ -349,6 +350,8 @@ def install_excepthook(full_traceback_file: Path) -> None:
             full_traceback_file.write_text(full)
             where = f"  full traceback: {full_traceback_file}"
         except OSError as problem:
+            with contextlib.suppress(OSError):  # no empty or cut traceback left (a full disk)
+                full_traceback_file.unlink(missing_ok=True)
             where = f"  (could not write the full traceback to {full_traceback_file}: {problem})"
         sys.stderr.write(short_traceback(error) + "\n" + where + "\n")
 

@@ -35,21 +35,10 @@ from segad.columns import (
 )
 from segad.runs import RUN_ID
 from segad.schema_errors import summary
-from segad.storage.identity import DATASET_ID_PATTERN
-from segad.vocabulary import BENCHMARKS, DEFECT_KINDS, FEATURE_ROLES, ROLES
+from segad.storage.identity import DATASET_DESCRIPTION, DATASET_ID_PATTERN
+from segad.vocabulary import BENCHMARKS, DECISIONS, DEFECT_KINDS, FEATURE_ROLES, LABELS, ROLES, STATUSES, SUBSETS
 
-LABELS = (0, 1)
 _OWN_SCORE = "classifier g(I), when enabled; a detector's own image score (supersimplenet_supervised pred_score)"
-SUBSETS = ("all", "seen", "unseen")
-STATUSES = ("ok", "error")  # segad.production.batch OK, ERROR
-DECISIONS = ("accept", "reject", "error")  # segad.production.operating_point ACCEPT, REJECT, ERROR
-
-
-#: The `dataset` column of the tables (segad.storage.identity).
-DATASET_DESCRIPTION = (
-    "the dataset id: `dataset.name`, or `<layout>-<8 hex of the resolved root>` (`segad.storage.identity`); "
-    "`segad.ingestion.layouts.build_index` alone writes the layout name"
-)
 
 
 class SchemaError(ValueError):

@@ -43,3 +43,10 @@ MAP_LIBRARIES = ("anomalib", "torch", "torchvision", "timm")
 #: The evaluation's plot sets (`evaluation.<set>` folders, `evaluation.<set>_files` lists, keys of
 #: `evaluation.report.plot_dirs`), which the report stage links in report.md.
 PLOT_SETS = ("roc_curves", "score_histograms", "feature_importance", "overlays")
+
+#: Table value sets (segad.schemas): image labels (0 good, 1 bad), metric subsets, score row statuses
+#: (segad.production.batch OK, ERROR) and decisions (segad.production.operating_point ACCEPT, REJECT, ERROR).
+LABELS = (0, 1)
+SUBSETS = ("all", "seen", "unseen")
+STATUSES = ("ok", "error")
+DECISIONS = ("accept", "reject", "error")

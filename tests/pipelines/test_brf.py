@@ -92,22 +92,32 @@ def test_a_rerun_on_the_same_features_fits_no_brf_and_a_changed_seed_refits_only
         SequentialRunner().run(create_pipeline(DETECTORS), catalog)
         return catalog.load("scores")
 
+    table = features_catalog.load("features").read()
+    # the selection's out-of-fold BRFs: k folds per SegAD method and seed (k lowered to the minority count)
+    train = table[table.role == "brf_train"]
+    assert train.category.nunique() == 1
+    k = {
+        seed: min(brf_params["selection"]["folds"], int((rows.label == 0).sum()), int((rows.label == 1).sum()))
+        for seed, rows in train.groupby("split_seed")
+    }
     first = run(_brf_catalog(tmp_path, features_catalog, index, params, brf_params))
-    assert len(fits) == 8  # 4 SegAD methods x 2 seeds
+    assert len(fits) == 8 + 4 * sum(k.values())  # 4 SegAD methods x 2 seeds, + their out-of-fold BRFs
     catalog = _brf_catalog(tmp_path, features_catalog, index, params, brf_params)
     with caplog.at_level("INFO"):
         second = run(catalog)
-    assert fits == []
+    assert fits == []  # the stage's BRFs and the selection's out-of-fold ones all come from the store
     assert any("0 fitted, 8 reused" in r.getMessage() for r in caplog.records)
+    assert any(f"out-of-fold BRFs 0 fitted, {4 * sum(k.values())} reused" in r.getMessage() for r in caplog.records)
     pd.testing.assert_frame_equal(first, second)
     # one seed's rows change (a feature value of one brf_train row): only that seed's models refit
-    table = features_catalog.load("features").read()
     row = table.index[(table.split_seed == 1) & (table.role == "brf_train")][0]
     table.loc[row, "patchcore__max"] += 1.0
     catalog = _brf_catalog(tmp_path, features_catalog, index, params, brf_params)
     catalog["features"] = table
     run(catalog)
-    assert len(fits) == 3  # the methods of seed 1 that read patchcore__max; padim+segad is reused
+    # the methods of seed 1 that read patchcore__max (padim+segad is reused): their model, and their
+    # out-of-fold BRFs of the k - 1 folds that train on the changed row
+    assert len(fits) == 3 + 3 * (k[1] - 1)
 
 
 def test_select_run_refuses_missing_partitions(tiny_demo, tmp_path):

@@ -195,11 +195,14 @@ def out_of_fold(
     config,
     seed: int,
     folds: np.ndarray,
+    fit=None,
 ) -> dict[str, np.ndarray]:
     """Held-out scores of every candidate on `rows` (one seed's brf_train rows of one category).
 
-    `columns_for` maps a combination's method to its BRF feature columns.
+    `columns_for` maps a combination's method to its BRF feature columns; `fit` fits the BRFs
+    (`fit_brf` by default; `segad.meta.brf_store.BRFStore.fit` reuses those of an earlier run).
     """
+    fit = fit or fit_brf
     labels = rows["label"].to_numpy().astype(np.int64)
     out: dict[str, np.ndarray] = {}
     for candidate in candidates:
@@ -209,15 +212,15 @@ def out_of_fold(
         cols = columns_for[candidate.method]
         scores = np.full(labels.shape[0], np.nan)
         for fold in np.unique(folds):
-            fit = folds != fold
-            model = fit_brf(
-                rows.loc[fit, cols],
-                labels[fit],
+            train = folds != fold
+            model = fit(
+                rows.loc[train, cols],
+                labels[train],
                 config,
                 seed=seed,
                 context=f"selection {candidate.method}, fold {fold}",
             )
-            scores[~fit] = brf_scores(model, rows.loc[~fit, cols])
+            scores[~train] = brf_scores(model, rows.loc[~train, cols])
         out[candidate.method] = scores
     return out
 
@@ -307,6 +310,7 @@ def select_methods(
     columns_for: Mapping[str, Mapping[str, list[str]]],
     config,
     params: SelectionParams = DEFAULT_SELECTION,
+    fit=None,
 ) -> Selection:
     """Choose one method per category from the ``brf_train`` rows of `table` (all its seeds).
 
@@ -316,6 +320,7 @@ def select_methods(
         candidates: every method to weigh (`Candidate`).
         columns_for: category -> combination method -> its BRF feature columns.
         config: the BRF settings (`segad.meta.brf.BRFConfig`) of the out-of-fold BRFs.
+        fit: fits them (`out_of_fold`).
     """
     from segad.ingestion.defects import is_synthetic
 
@@ -341,7 +346,7 @@ def select_methods(
                 )
                 folds = np.zeros(labels.shape[0], dtype=np.int64)
                 fitted = [c for c in candidates if c.column is not None]
-            scores = out_of_fold(seed_rows, fitted, columns_for[str(category)], config, int(seed), folds)
+            scores = out_of_fold(seed_rows, fitted, columns_for[str(category)], config, int(seed), folds, fit)
             for candidate in candidates:
                 scores.setdefault(candidate.method, np.full(labels.shape[0], np.nan))
             synthetic = is_synthetic(seed_rows["image_id"]).to_numpy()
@@ -386,12 +391,14 @@ def run_selection(
     combinations=None,
     config=None,
     params: SelectionParams = DEFAULT_SELECTION,
+    fit=None,
 ) -> Selection:
-    """`select_methods` over every candidate of a run's feature table (brf_train rows only)."""
+    """`select_methods` over every candidate of a run's feature table (brf_train rows only);
+    `fit` fits the out-of-fold BRFs (`out_of_fold`)."""
     train = table[table["role"] == "brf_train"]
     candidates = candidates_of(train, detectors, combinations)
     combos = [list(c.members) for c in candidates if c.column is None]
-    return select_methods(train, candidates, combination_columns(train, combos), config or DEFAULT_BRF, params)
+    return select_methods(train, candidates, combination_columns(train, combos), config or DEFAULT_BRF, params, fit)
 
 
 def selected_scores(scores: pd.DataFrame, table: pd.DataFrame, chosen: Mapping[str, str]) -> pd.DataFrame:

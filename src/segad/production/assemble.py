@@ -36,18 +36,17 @@ import pandas as pd
 import pydantic
 from pydantic import Field
 
-from segad.columns import CLASSIFIER, CLASSIFIER_COLUMN, max_column
+from segad.columns import CLASSIFIER
 from segad.config import PARAMS
 from segad.ingestion.defects import is_synthetic
 from segad.meta.brf import (
-    SEGAD_SUFFIX,
     BRFConfig,
-    combination_members,
     method_name,
     model_key,
     select_run,
     single_input_model,
 )
+from segad.production.bundle_selection import selected_members, selected_method, selection_evidence
 from segad.production.inputs import input_spec_from_paths
 from segad.production.operating_point import OperatingPoint, choose_operating_point, out_of_fold_scores
 from segad.segments.elpv import ELPV_SEGMENTS
@@ -144,11 +143,13 @@ def assemble_bundle(
         options, run_detectors, seeds, image_index, scored, has_classifier
     )
     chosen = (
-        _selected(selection, str(dataset["layout"]), str(benchmark), category) if options.detectors is None else None
+        selected_method(selection, dataset_id_of(dataset), str(benchmark), category)
+        if options.detectors is None
+        else None
     )
     single_column = None
     if chosen is not None:
-        picked, with_classifier, single_column = _selected_members(chosen, members, scored)
+        picked, with_classifier, single_column = selected_members(chosen, members, scored)
         members = [d for d in run_detectors if d in set(picked)]  # feature order = run order
         log.info("bundle ships the out-of-fold selection's method %s (brf_selection)", chosen)
     if set(scored) & set(members):
@@ -215,7 +216,7 @@ def assemble_bundle(
             "method": method,
             "brf_model": key,
             "segmentation_source": segment_maps.sources.get(category),
-            "selection": _evidence(selection, layout, benchmark, category) if chosen is not None else None,
+            "selection": selection_evidence(selection, ident, benchmark, category) if chosen is not None else None,
             "parameters": dict(recorded),
         },
     )
@@ -285,53 +286,6 @@ def _classifier_dirs(scores: pd.DataFrame, root: str | Path | None, seed: int) -
     if len(keys) != 1:
         raise ValueError(f"classifier scores of split_seed {seed} name models {keys}, expected one")
     return kept_folders(root, str(keys[0]))
-
-
-def _selected(selection: pd.DataFrame | None, layout: str, benchmark: str, category: str) -> str | None:
-    """The method the out-of-fold selection chose for this regime and category; None without one."""
-    if selection is None or selection.empty or "chosen" not in selection.columns:
-        return None
-    rows = selection[
-        (selection["dataset"].astype(str) == layout)
-        & (selection["benchmark"].astype(str) == benchmark)
-        & (selection["category"].astype(str) == category)
-        & selection["chosen"].fillna(False).astype(bool)
-    ]
-    return str(rows["method"].iloc[0]) if len(rows) else None
-
-
-def _evidence(selection: pd.DataFrame | None, layout: str, benchmark: str, category: str) -> list[dict]:
-    """The selection's evidence rows of this category, as JSON-ready records for the manifest."""
-    from segad.versions import jsonable
-
-    assert selection is not None
-    rows = selection[
-        (selection["dataset"].astype(str) == layout)
-        & (selection["benchmark"].astype(str) == benchmark)
-        & (selection["category"].astype(str) == category)
-    ]
-    records = jsonable(rows.drop(columns=["dataset", "benchmark"]).to_dict("records"))
-    return [{k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in r.items()} for r in records]
-
-
-def _selected_members(chosen: str, default: list[str], scored: Sequence[str]) -> tuple[list[str], bool, str | None]:
-    """(detectors, with classifier, single-input column or None) that ship the chosen method.
-
-    A detector alone ships that detector with a model whose score is its map max; the classifier
-    alone ships with the default detectors (their features are computed, the model reads only
-    ``classifier__score``); a SegAD combination ships its members and BRF.
-    """
-    if chosen.endswith(f"+{SEGAD_SUFFIX}"):
-        members = combination_members(chosen)
-        return [m for m in members if m != CLASSIFIER], CLASSIFIER in members, None
-    if chosen == CLASSIFIER:
-        return [d for d in default if d != CLASSIFIER], True, CLASSIFIER_COLUMN
-    if chosen in scored:
-        raise ValueError(
-            f"brf_selection chose {chosen}, whose own score cannot be bundled yet; set bundle.detectors "
-            "to a combination without it"
-        )
-    return [chosen], False, max_column(chosen)
 
 
 def _operating_point(

@@ -84,3 +84,10 @@ def dataset_id(
     if options:
         payload = json.dumps({"root": payload, "options": dict(options)}, sort_keys=True, default=str)
     return f"{layout}-{hashlib.sha256(payload.encode()).hexdigest()[:HASH_LENGTH]}"
+
+
+#: The meaning of the `dataset` column of the tables (segad.schemas).
+DATASET_DESCRIPTION = (
+    "the dataset id: `dataset.name`, or `<layout>-<8 hex of the resolved root>` (`segad.storage.identity`); "
+    "`segad.ingestion.layouts.build_index` alone writes the layout name"
+)

@@ -218,8 +218,13 @@ class DataFolderLock:
                     previous.describe(),
                 )
             me = Holder.this_process(self.command)
-            with atomic_path(self.record_path) as tmp:
-                tmp.write_text(json.dumps(asdict(me), indent=1) + "\n")
+            try:
+                with atomic_path(self.record_path) as tmp:
+                    tmp.write_text(json.dumps(asdict(me), indent=1) + "\n")
+            except OSError as error:  # e.g. a full disk: the lock is held, only its description is missing
+                log.warning(
+                    "data folder %s: lock held, its record %s not written (%s)", self.folder, self.record_path, error
+                )
         except BaseException:
             self.release()
             raise

@@ -27,7 +27,7 @@ def train_brf(
 ) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """Fit the BRFs of this run and choose, out of fold on brf_train rows, the method to ship.
     With `brf_store`, a model fitted before on the same rows, settings and seed is reused instead of
-    refitted (`segad.meta.brf_store`).
+    refitted (`segad.meta.brf_store`), the selection's out-of-fold BRFs too (logged apart).
 
     Returns:
         (models, scores, selection): models keyed by `segad.meta.brf.model_key` (``<dataset>/<benchmark>/<category>/<method>/
@@ -47,9 +47,25 @@ def train_brf(
         fit=brf_store.fit if brf_store is not None else None,
     )
     ident = dataset.id
+    reuse = f" ({brf_store.summary()} from {brf_store.root})" if brf_store is not None else ""
     evidence = pd.DataFrame(columns=EVIDENCE_COLUMNS)
     if config.selection.enabled:
-        selection = run_selection(table, detectors, config.combinations, config.model, config.selection)
+        fitted_before, reused_before = (brf_store.fitted, brf_store.reused) if brf_store is not None else (0, 0)
+        selection = run_selection(
+            table,
+            detectors,
+            config.combinations,
+            config.model,
+            config.selection,
+            fit=brf_store.fit if brf_store is not None else None,
+        )
+        if brf_store is not None:
+            log.info(
+                "selection: out-of-fold BRFs %d fitted, %d reused (%s)",
+                brf_store.fitted - fitted_before,
+                brf_store.reused - reused_before,
+                brf_store.root,
+            )
         scores = pd.concat([scores, selected_scores(scores, table, selection.chosen)], ignore_index=True)
         evidence = selection.evidence
         evidence.insert(0, "benchmark", str(benchmark))
@@ -68,6 +84,5 @@ def train_brf(
         keyed[model_key(ident, benchmark, category, method, int(seed.removeprefix("split_seed_")))] = model
     scores.insert(0, "benchmark", str(benchmark))
     scores.insert(0, "dataset", ident)
-    reuse = f" ({brf_store.summary()} from {brf_store.root})" if brf_store is not None else ""
     log.info("BRF: %d models%s; scores for methods %s", len(keyed), reuse, sorted(scores["method"].unique()))
     return keyed, scores, evidence[EVIDENCE_COLUMNS]
