@@ -15,18 +15,17 @@ installs one handler for both signals, in the main thread:
 Leaving the block restores the previous handlers, so a notebook's own Ctrl-C handling is back
 after a run.
 
-Example:
-    >>> import logging, os, signal
-    >>> from segad.stopping import RunStopped, stop_on_signals
-    >>> logging.disable(logging.WARNING)  # the warning it logs is not part of the example
-    >>> try:
-    ...     with stop_on_signals():
-    ...         os.kill(os.getpid(), signal.SIGTERM)
-    ...         import time; time.sleep(5)
-    ... except RunStopped as stopped:
-    ...     print(stopped)
-    SIGTERM received: the run stops (send it again to kill it at once)
-    >>> logging.disable(logging.NOTSET)
+Example (not run as a doctest: a real signal to the test process killed the whole pytest run
+when it followed the in-process end-to-end tests; tests/test_stopping.py runs it in a subprocess)::
+
+    import os, signal
+    from segad.stopping import RunStopped, stop_on_signals
+    try:
+        with stop_on_signals():
+            os.kill(os.getpid(), signal.SIGTERM)
+            import time; time.sleep(5)
+    except RunStopped as stopped:
+        print(stopped)  # SIGTERM received: the run stops (send it again to kill it at once)
 """
 
 from __future__ import annotations

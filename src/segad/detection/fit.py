@@ -321,6 +321,13 @@ def fit_detector(
         arguments["max_epochs"] = 1
     # Lightning's bar redraws in place: on a terminal only (a log file gets segad's own lines)
     arguments.setdefault("enable_progress_bar", is_terminal(sys.stderr))
+
+    class _FitStarted(pl.Callback):
+        # logged inside `Trainer.fit`, after Lightning has set its own signal handlers
+        def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+            logger.info("%s: fit started on %d images", config.name, len(train_paths))
+
+    arguments["callbacks"] = [_FitStarted(), *(arguments.get("callbacks") or [])]
     with tempfile.TemporaryDirectory(dir=work_dir) as scratch, quiet_lightning():
         trainer = pl.Trainer(
             accelerator="gpu" if torch_device.type == "cuda" else "cpu",
