@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -194,7 +195,8 @@ def test_a_bundle_trained_under_dask_scores_a_folder(projects, tiny_demo, monkey
     # the method the out-of-fold selection chose on the brf_train rows (segad.meta.selection)
     assert manifest["detectors"] == ["patchcore"] and manifest["config"]["method"] in ("patchcore", "patchcore+segad")
     assert manifest["bundle_id"] == bundle.name
-    assert (manifest["config"]["dataset"], manifest["config"]["benchmark"]) == ("demo", "high_shot")
+    assert manifest["config"]["layout"] == "demo" and manifest["config"]["benchmark"] == "high_shot"
+    assert re.fullmatch(r"demo-[0-9a-f]{8}", manifest["config"]["dataset"])  # the dataset id
     assert sorted(p.name for p in bundle.iterdir()) == ["brf.ubj", "detectors", "manifest.json", "segmentation.npy"]
     report = yaml.safe_load((project / "data" / "08_reporting" / "operating_point.json").read_text())
     assert report["threshold"] == manifest["operating_point"]["threshold"]
