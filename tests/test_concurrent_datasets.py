@@ -7,9 +7,8 @@ at the same time: the second waits for the first's lock (``lock.mode: wait``, th
 succeed. In a third data folder they run one after the other, and in between B is started with
 ``lock.mode=fail`` while A runs: it stops at once naming A's process. In both shared folders every
 feature partition, BRF model, score partition, selection partition, by-regime metrics.csv and
-report.md (bundle id masked), map index and bundle of a
-dataset is byte-identical to (bundles: holds the same files as) its solo run's, and named by its
-dataset id: nothing of A's is B's.
+report.md (its run's bundle id masked), map index and bundle of a dataset is byte-identical to
+(bundles: holds the same files as) its solo run's, and named by its dataset id: nothing of A's is B's.
 """
 
 from __future__ import annotations
