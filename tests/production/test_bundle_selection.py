@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from segad.meta.brf import single_input_model
-from segad.production.assemble import _selected, _selected_members
 from segad.production.batch import score_images
 from segad.production.bundle import load_bundle
+from segad.production.bundle_selection import selected_members, selected_method
 from segad.production.operating_point import choose_operating_point
 from segad.production.writer import write_bundle
 
@@ -25,19 +25,19 @@ SELECTION = pd.DataFrame(
 
 
 def test_the_chosen_row_of_the_regime_and_category_names_the_method():
-    assert _selected(SELECTION, "demo", "high_shot", "c") == "padim+segad"
-    assert _selected(SELECTION, "demo", "one_class", "c") is None  # nothing chosen there
-    assert _selected(SELECTION, "demo", "high_shot", "other") is None
-    assert _selected(None, "demo", "high_shot", "c") is None
+    assert selected_method(SELECTION, "demo", "high_shot", "c") == "padim+segad"
+    assert selected_method(SELECTION, "demo", "one_class", "c") is None  # nothing chosen there
+    assert selected_method(SELECTION, "demo", "high_shot", "other") is None
+    assert selected_method(None, "demo", "high_shot", "c") is None
 
 
 def test_each_kind_of_method_ships_its_members_and_model():
     default = ["patchcore", "padim"]
-    assert _selected_members("classifier+padim+segad", default, []) == (["padim"], True, None)
-    assert _selected_members("padim", default, []) == (["padim"], False, "padim__max")
-    assert _selected_members("classifier", default, []) == (["patchcore", "padim"], True, "classifier__score")
+    assert selected_members("classifier+padim+segad", default, []) == (["padim"], True, None)
+    assert selected_members("padim", default, []) == (["padim"], False, "padim__max")
+    assert selected_members("classifier", default, []) == (["patchcore", "padim"], True, "classifier__score")
     with pytest.raises(ValueError, match="cannot be bundled yet"):
-        _selected_members("supersimplenet_supervised", default, ["supersimplenet_supervised"])
+        selected_members("supersimplenet_supervised", default, ["supersimplenet_supervised"])
 
 
 def test_a_bundled_single_input_scores_new_images_with_the_detectors_map_max(trained, tmp_path, tiny_demo):
