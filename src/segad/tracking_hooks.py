@@ -32,6 +32,7 @@ from kedro.pipeline import Pipeline
 
 from segad.evaluation.metrics import METRIC_COLUMNS
 from segad.evaluation.tracking import flat_params, run_metrics, tracking_name
+from segad.storage.files import running
 from segad.storage.identity import dataset_id_of
 from segad.versions import jsonable
 
@@ -96,7 +97,7 @@ def close_stale_runs(client: Any, experiment_id: str, pid_alive: Any = None) -> 
 
     from mlflow.entities import RunStatus
 
-    alive = pid_alive or _pid_alive
+    alive = pid_alive or running  # segad.storage.files: this process counts as running
     host = socket.gethostname()
     closed = []
     for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
@@ -109,18 +110,6 @@ def close_stale_runs(client: Any, experiment_id: str, pid_alive: Any = None) -> 
     if closed:
         log.warning("MLflow runs %s were left RUNNING by a killed process: marked KILLED", ", ".join(closed))
     return closed
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def bundle_record(operating_point: dict) -> tuple[dict[str, str], dict[str, float]]:

@@ -94,7 +94,7 @@ def temporary_sibling(target: Path, kind: str = "tmp", keep_suffix: bool = False
     return target.with_name(f".{target.name}.{HOST}-{os.getpid()}.{uuid.uuid4().hex}.{kind}{suffix}")
 
 
-def _running(pid: int) -> bool:
+def running(pid: int) -> bool:
     """Whether a process with this id runs on this machine (one of another user counts)."""
     try:
         os.kill(pid, 0)
@@ -121,7 +121,7 @@ def remove_orphans(folder: Path) -> list[Path]:
         match = _TEMPORARY.match(entry.name)
         if match is None or match["host"] != HOST:
             continue
-        if _running(int(match["pid"])):  # this process and live writers alike
+        if running(int(match["pid"])):  # this process and live writers alike
             continue
         if match["kind"] == "old" and not (Path(folder) / match["target"]).exists():
             continue

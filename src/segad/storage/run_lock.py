@@ -45,7 +45,7 @@ from typing import Literal
 
 from filelock import FileLock, Timeout
 
-from segad.storage.files import HOST, _running, atomic_path
+from segad.storage.files import HOST, atomic_path, running
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class Holder:
 
     def alive(self) -> bool | None:
         """Whether the process still runs: None when it ran on another machine (cannot tell)."""
-        return _running(self.pid) if self.host == HOST else None
+        return running(self.pid) if self.host == HOST else None
 
     def describe(self) -> str:
         return f"pid {self.pid} on host {self.host}, started {self.started}, command: {self.command}"
