@@ -113,7 +113,8 @@ def run(params: dict, tmp_path: Path, index: pd.DataFrame) -> DataCatalog:
 
 
 def fit_log(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("padim: ")]
+    """The map stage's summary lines for padim ("padim: N models fitted ..."), not the per-fit start lines."""
+    return [m for r in caplog.records if (m := r.getMessage()).startswith("padim: ") and "models fitted" in m]
 
 
 def test_visa_env_fixed_split_one_detector_per_category(tmp_path, caplog):
