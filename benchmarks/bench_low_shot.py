@@ -41,15 +41,26 @@ from segad.meta.selection import SELECTED, SelectionParams, run_selection, selec
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def read_features(data_root: Path, benchmark: str, detectors: list[str]) -> pd.DataFrame:
-    """The run's rows of the feature table (the catalog entry's partitioning), classifier column dropped."""
+def read_features(data_root: Path, benchmark: str, detectors: list[str], classifier: bool = False) -> pd.DataFrame:
+    """The run's rows of the feature table (the catalog entry's partitioning), classifier column
+    dropped unless `classifier`."""
     entry = yaml.safe_load((ROOT / "conf/base/catalog_features.yml").read_text())["features"]
     table = PartitionedTable(data_root / "04_feature/features", entry["partition_cols"], entry["partition_types"]).read(
         benchmark=benchmark, detectors="+".join(sorted(detectors))
     )
     if table.empty:
         raise FileNotFoundError(f"no {benchmark} features of {detectors} under {data_root}/04_feature/features")
-    return table.drop(columns=[c for c in table.columns if c.startswith(f"{CLASSIFIER}__")])
+    return table if classifier else table.drop(columns=[c for c in table.columns if c.startswith(f"{CLASSIFIER}__")])
+
+
+def parse_variant(text: str, base: dict) -> tuple[str, BRFConfig]:
+    """``name:key=value,key=value`` -> (name, the conf's BRF settings with those values); values are YAML."""
+    name, _, assignments = text.partition(":")
+    settings = dict(base)
+    for item in filter(None, assignments.split(",")):
+        key, _, value = item.partition("=")
+        settings[key] = yaml.safe_load(value)
+    return name, BRFConfig(**settings)
 
 
 def keep_bad(table: pd.DataFrame, n: int | None, draw: int) -> pd.DataFrame:
@@ -80,11 +91,23 @@ def main() -> None:
         "--out", type=Path, default=None, help="optional CSV of every (n, draw, category, seed, method)"
     )
     parser.add_argument("--select", action="store_true", help="add the do-no-harm selection's `selected` rows")
+    parser.add_argument(
+        "--classifier",
+        action="store_true",
+        help="keep the classifier's column (honest with --n all only: it was trained on every bad row)",
+    )
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        default=[],
+        help="BRF settings side by side, each NAME:key=value,...; its SegAD and selected rows get @NAME",
+    )
     args = parser.parse_args()
 
     brf = yaml.safe_load((ROOT / "conf/base/parameters_brf.yml").read_text())["brf"]
-    config, selection = BRFConfig(**brf["model"]), SelectionParams(**brf.get("selection", {}))
-    table = read_features(args.data_root, args.benchmark, args.detectors)
+    selection = SelectionParams(**brf.get("selection", {}))
+    variants = [parse_variant(v, brf["model"]) for v in args.variant] or [("", BRFConfig(**brf["model"]))]
+    table = read_features(args.data_root, args.benchmark, args.detectors, args.classifier)
     plan = [
         (synthetic, None if n == "all" else int(n), draw)
         for synthetic in args.synthetic
@@ -94,11 +117,19 @@ def main() -> None:
     rows = []
     for synthetic, n, draw in progress(plan, desc="low-shot BRFs"):
         subset = keep_bad(table if synthetic == "keep" else table[~is_synthetic(table["image_id"])], n, draw)
-        _, scores = run_brf(subset, args.detectors, config)
-        if args.select:
-            chosen = run_selection(subset, args.detectors, None, config, selection).chosen
-            print(f"synthetic {synthetic}, n={n}, draw {draw}: selected {chosen}")
-            scores = pd.concat([scores, selected_scores(scores, subset, chosen)], ignore_index=True)
+        frames = []
+        for name, config in variants:
+            _, scores = run_brf(subset, args.detectors, config)
+            if args.select:
+                chosen = run_selection(subset, args.detectors, None, config, selection).chosen
+                print(f"synthetic {synthetic}, n={n}, draw {draw}{' ' + name if name else ''}: selected {chosen}")
+                scores = pd.concat([scores, selected_scores(scores, subset, chosen)], ignore_index=True)
+            if name:  # single inputs do not depend on the BRF settings: kept once, from the first variant
+                single = ~scores["method"].str.contains("+", regex=False) & (scores["method"] != SELECTED)
+                scores.loc[~single, "method"] += f"@{name}"
+                scores = scores[~single] if frames else scores
+            frames.append(scores)
+        scores = pd.concat(frames, ignore_index=True)
         test = subset[subset["role"] == "test"][["image_id", "split_seed", "category", "label"]]
         merged = scores.merge(test, on=["image_id", "split_seed"])
         for (category, seed, method), group in merged.groupby(["category", "split_seed", "method"]):
@@ -135,12 +166,14 @@ def main() -> None:
         print(f"synthetic {synthetic}, n={n}: {line}")
         if args.select:
             means = group.droplevel(["synthetic", "n"])
-            single = means[~means.index.str.contains("+", regex=False) & (means.index != SELECTED)]
-            print(
-                f"  selected {means.at[SELECTED, 'auroc']:.1f} / {means.at[SELECTED, 'pg2']:.1f} against the best "
-                f"single input {single['auroc'].max():.1f} ({single['auroc'].idxmax()}) / "
-                f"{single['pg2'].max():.1f} ({single['pg2'].idxmax()})"
-            )
+            single = means[~means.index.str.contains("+", regex=False) & ~means.index.str.startswith(SELECTED)]
+            for name, _ in variants:
+                method = f"{SELECTED}@{name}" if name else SELECTED
+                print(
+                    f"  {method} {means.at[method, 'auroc']:.1f} / {means.at[method, 'pg2']:.1f} against the best "
+                    f"single input {single['auroc'].max():.1f} ({single['auroc'].idxmax()}) / "
+                    f"{single['pg2'].max():.1f} ({single['pg2'].idxmax()})"
+                )
 
 
 if __name__ == "__main__":

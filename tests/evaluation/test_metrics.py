@@ -153,3 +153,10 @@ def test_aggregate_over_seeds():
     assert mean.n_bad == pytest.approx(5.0)
     with pytest.raises(ValueError, match="duplicated"):
         aggregate_over_seeds(pd.concat([table, table.iloc[:1]]), keys=["method", "subset"])
+
+
+def test_average_precision_never_exceeds_one():
+    """sklearn's sum of steps gives 1.0000000000000002 here (20 bad images ranked above 1 good one)."""
+    labels, scores = np.r_[0, np.ones(20)], np.arange(21.0)
+    assert average_precision_score(labels, scores) > 1.0
+    assert average_precision(labels, scores) == 1.0

@@ -9,6 +9,7 @@ import pytest
 from segad.meta.brf import BRFConfig, brf_scores, single_input_model
 from segad.meta.selection import (
     SELECTED,
+    HeldOut,
     SelectionParams,
     one_bad_margin,
     run_selection,
@@ -84,13 +85,36 @@ def test_the_choice_is_independent_of_the_test_labels():
 
 def test_a_margin_one_bad_image_could_flip_is_no_win():
     labels = np.r_[np.zeros(50, int), np.ones(5, int)]
+    ids = np.array([f"{i}.png" for i in range(labels.size)])
     rng = np.random.default_rng(0)
     baseline = np.r_[rng.normal(0, 1, 50), [3.0, 3.5, 4.0, 4.5, -2.0]]  # one bad image scored as good
     richer = baseline.copy()
-    assert one_bad_margin(labels, richer, baseline, 0.02, 0.5) == 0.0
+    same = [HeldOut(labels, ids, {"richer": richer, "baseline": baseline})]
+    assert one_bad_margin(same, "richer", "baseline", 0.02, 0.5) == 0.0
+    richer = richer.copy()
     richer[-1] = 5.0  # the richer method differs only on that one image
+    pairs = [HeldOut(labels, ids, {"richer": richer, "baseline": baseline})]
     gain = 0.5 * (1 - 0.96) + 0.5 * 1.0  # not the exact gain: it is large, and it rests on one image
-    assert one_bad_margin(labels, richer, baseline, 0.02, 0.5) > 0.5 * gain
+    assert one_bad_margin(pairs, "richer", "baseline", 0.02, 0.5) > 0.5 * gain
+
+
+def test_the_margin_is_that_of_the_mean_gain_over_pairs():
+    """Ten pairs alike but one: the one image that makes that pair's gain moves the mean gain a tenth as much."""
+    labels = np.r_[np.zeros(50, int), np.ones(5, int)]
+    rng = np.random.default_rng(0)
+    baseline = np.r_[rng.normal(0, 1, 50), [3.0, 3.5, 4.0, 4.5, -2.0]]
+    richer = baseline.copy()
+    richer[-1] = 5.0
+    pairs = [
+        HeldOut(labels, np.array([f"{k}/{i}.png" for i in range(labels.size)]), {"r": richer, "b": baseline})
+        for k in range(10)
+    ]
+    alone = one_bad_margin(pairs[:1], "r", "b", 0.02, 0.5)
+    same_elsewhere = [HeldOut(p.labels, p.image_ids, {"r": p.scores["b"], "b": p.scores["b"]}) for p in pairs[1:]]
+    assert one_bad_margin([pairs[0], *same_elsewhere], "r", "b", 0.02, 0.5) == pytest.approx(alone / 10)
+    # the same image in all ten pairs (one image, ten split seeds): dropping it moves every pair
+    shared = [HeldOut(labels, pairs[0].image_ids, p.scores) for p in pairs]
+    assert one_bad_margin(shared, "r", "b", 0.02, 0.5) == pytest.approx(alone)
 
 
 def test_few_bad_rows_never_let_a_combination_win():

@@ -172,8 +172,9 @@ def f1_max(labels, scores, name: str = "scores") -> float:
 
 def average_precision(labels, scores, name: str = "scores") -> float:
     """Average precision, sum over thresholds of (R_k - R_{k-1}) * P_k: scikit-learn's
-    ``average_precision_score``."""
-    return float(average_precision_score(*_checked(labels, scores, name)))
+    ``average_precision_score``, clipped to [0, 1] (its sum of precision x recall steps can end a
+    rounding error above 1, e.g. 1.0000000000000002)."""
+    return min(1.0, float(average_precision_score(*_checked(labels, scores, name))))
 
 
 def image_metrics(labels, scores, name: str = "scores") -> ImageMetrics:

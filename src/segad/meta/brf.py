@@ -56,7 +56,16 @@ Share = Annotated[float, Field(gt=0.0, le=1.0)]
 
 @dataclass(config=PARAMS)
 class BRFConfig:
-    """XGBClassifier settings of the BRF (paper values by default): the `brf.model` params block."""
+    """XGBClassifier settings of the BRF (paper values by default): the `brf.model` params block.
+
+    Two settings are not XGBoost's own (both off in the paper):
+    monotone: a larger q995, mean, map maximum or image score (a detector's, the classifier's) is
+        never evidence of a good part (XGBoost ``monotone_constraints`` +1 on those columns;
+        skewness and kurtosis stay free).
+    global_weight: column-sampling weight of the image-level columns (map maxima, image scores,
+        the classifier's logit) against 1 for each segment statistic (XGBoost ``feature_weights``),
+        so the strongest single inputs are offered to most trees despite ``colsample_*``.
+    """
 
     n_estimators: Annotated[int, Field(ge=1)] = 10
     num_parallel_tree: Annotated[int, Field(ge=1)] = 200
@@ -69,6 +78,8 @@ class BRFConfig:
     reg_alpha: Annotated[float, Field(ge=0.0)] = 1.0
     tree_method: str = "hist"
     n_jobs: int | None = None
+    monotone: bool = False
+    global_weight: Annotated[float, Field(gt=0.0)] = 1.0
 
 
 #: The paper's settings (an immutable default argument).
@@ -186,16 +197,39 @@ def fit_brf(
         raise ValueError(
             f"features {features.shape} and labels {labels.shape} do not match{context and ' (' + context + ')'}"
         )
-    model = make_brf(config, scale_pos_weight(labels, context), seed)
-    model.fit(features, labels)
+    names = list(features.columns) if hasattr(features, "columns") else None
+    model = make_brf(config, scale_pos_weight(labels, context), seed, names)
+    weights = None
+    if config.global_weight != 1.0 and names is not None:
+        weights = np.array([1.0 if _is_segment(c) else config.global_weight for c in names])
+    model.fit(features, labels, feature_weights=weights)
     return model
 
 
-def make_brf(config: BRFConfig, pos_weight: float, seed: int):
-    """The unfitted `xgboost.XGBClassifier` of the BRF with `scale_pos_weight` and `random_state`."""
+def _is_segment(column: str) -> bool:
+    """True for a segment statistic column (``seg<l>__<detector>__<stat>``)."""
+    return is_feature_column(column) and parse_column(column).kind == "segment"
+
+
+def monotone_constraints(names: Sequence[str]) -> dict[str, int]:
+    """+1 (score never lower when the value grows) on q995, mean, maxima and image scores; 0 elsewhere."""
+    return {
+        c: int(
+            is_feature_column(c) and (parse_column(c).kind != "segment" or parse_column(c).stat in ("q995", "mean"))
+        )
+        for c in names
+    }
+
+
+def make_brf(config: BRFConfig, pos_weight: float, seed: int, names: Sequence[str] | None = None):
+    """The unfitted `xgboost.XGBClassifier` of the BRF with `scale_pos_weight` and `random_state`;
+    `names` (the feature columns) give the monotone constraints when `config.monotone`."""
     from xgboost import XGBClassifier
 
     params = {k: v for k, v in asdict(config).items() if v is not None}
+    params.pop("global_weight")
+    if params.pop("monotone") and names is not None:
+        params["monotone_constraints"] = monotone_constraints(names)
     return XGBClassifier(**params, scale_pos_weight=float(pos_weight), random_state=int(seed))
 
 

@@ -15,9 +15,9 @@ The rule is conservative:
 1. The baseline is the single input with the highest mean utility.
 2. A richer candidate *wins* only if its mean paired utility gain over the baseline exceeds both
    ``se_multiplier`` standard errors of that gain over all (seed, fold) pairs, and the largest
-   change of the gain that dropping any one bad image causes (pooled out-of-fold scores per
-   seed): a margin one bad image could flip is no win. It must also not lose AUROC or PG by more
-   than one standard error.
+   change of that same mean gain that dropping any one bad image causes (from every pair that
+   holds it): a margin one bad image could flip is no win. It must also not lose AUROC or PG by
+   more than one standard error.
 3. Among the winners, the one-standard-error rule: the simplest candidate (fewest members) whose
    mean utility is within one standard error of the best winner's is chosen. No winner: the
    baseline ships.
@@ -122,48 +122,57 @@ def _utility(auroc, pg, weight: float):
     return (1.0 - weight) * auroc + weight * pg
 
 
-def fold_metrics(
-    labels: np.ndarray, scores: np.ndarray, folds: np.ndarray, miss_rate: float
-) -> list[tuple[float, float]]:
-    """(AUROC, PG at `miss_rate`) of each fold's held-out rows; NaN where a fold lacks a class or a score."""
-    out = []
-    for fold in np.unique(folds):
-        held = folds == fold
-        good, bad = scores[held & (labels == 0)], scores[held & (labels == 1)]
-        if good.size == 0 or bad.size == 0 or not (np.isfinite(good).all() and np.isfinite(bad).all()):
-            out.append((np.nan, np.nan))
-            continue
-        out.append((float(_auroc_contributions(good, bad).mean()), _pg(good, bad, miss_rate)))
-    return out
+@plain_dataclass(frozen=True)
+class HeldOut:
+    """One (seed, fold) pair's held-out rows: labels (n,) in {0, 1}, image ids (n,), method -> scores (n,)."""
+
+    labels: np.ndarray
+    image_ids: np.ndarray
+    scores: Mapping[str, np.ndarray]
 
 
-def one_bad_margin(labels: np.ndarray, richer: np.ndarray, baseline: np.ndarray, miss_rate: float, weight: float):
-    """Largest change of the utility gain (richer - baseline, pooled scores) when one bad row is dropped."""
-    labels = np.asarray(labels)
-    bad_rows = np.flatnonzero(labels == 1)
-    if bad_rows.size < 3:
+def held_out_metrics(labels: np.ndarray, scores: np.ndarray, miss_rate: float) -> tuple[float, float]:
+    """(AUROC, PG at `miss_rate`) of held-out rows; NaN where a class or a finite score is missing."""
+    good, bad = scores[labels == 0], scores[labels == 1]
+    if good.size == 0 or bad.size == 0 or not (np.isfinite(good).all() and np.isfinite(bad).all()):
+        return (np.nan, np.nan)
+    return float(_auroc_contributions(good, bad).mean()), _pg(good, bad, miss_rate)
+
+
+def one_bad_margin(pairs: Sequence[HeldOut], richer: str, baseline: str, miss_rate: float, weight: float) -> float:
+    """Largest change of the mean paired utility gain (richer - baseline) that dropping one bad image causes.
+
+    The gain is the mean over the (seed, fold) pairs where both have a utility, as `choose` weighs
+    it; a bad image is dropped from every pair that holds it (an image can be a brf_train row of
+    several split seeds). Fewer than 3 bad images in all: infinite (no combination can win).
+    """
+
+    def gain_of(pair: HeldOut, keep: np.ndarray) -> float:
+        r = held_out_metrics(pair.labels[keep], pair.scores[richer][keep], miss_rate)
+        b = held_out_metrics(pair.labels[keep], pair.scores[baseline][keep], miss_rate)
+        return _utility(r[0], r[1], weight) - _utility(b[0], b[1], weight)
+
+    gains = np.array([gain_of(pair, np.ones(pair.labels.size, bool)) for pair in pairs], dtype=np.float64)
+    valid = np.isfinite(gains)
+    holders: dict[str, list[tuple[int, int]]] = {}
+    for p, pair in enumerate(pairs):
+        if valid[p]:
+            for row in np.flatnonzero(pair.labels == 1):
+                holders.setdefault(str(pair.image_ids[row]), []).append((p, int(row)))
+    if len(holders) < 3:
         return float("inf")
-
-    def gains(scores: np.ndarray) -> tuple[float, np.ndarray]:
-        good, bad = scores[labels == 0], scores[bad_rows]
-        contrib = _auroc_contributions(good, bad)
-        full = _utility(float(contrib.mean()), _pg(good, bad, miss_rate), weight)
-        n = bad.size
-        auroc_without = (contrib.sum() - contrib) / (n - 1)
-        order = np.argsort(bad, kind="stable")
-        pg_without = np.empty(n)
-        # dropping a bad score above the quantile's neighbours gives the same threshold for all of them
-        position = miss_rate * (n - 2)
-        reach = min(n, int(np.floor(position)) + 2)
-        rest = np.delete(bad[order], reach) if reach < n else None
-        rest_pg = _pg(good, rest, miss_rate) if rest is not None else np.nan
-        for rank, row in enumerate(order):
-            pg_without[row] = _pg(good, np.delete(bad, row), miss_rate) if rank < reach else rest_pg
-        return full, _utility(auroc_without, pg_without, weight)
-
-    full_r, without_r = gains(richer)
-    full_b, without_b = gains(baseline)
-    return float(np.max(np.abs((without_r - without_b) - (full_r - full_b))))
+    full = float(gains[valid].mean())
+    largest = 0.0
+    for held in holders.values():
+        changed = gains.copy()
+        for p, row in held:
+            keep = np.ones(pairs[p].labels.size, bool)
+            keep[row] = False
+            changed[p] = gain_of(pairs[p], keep)  # NaN when the pair held no other bad image
+        kept = valid & np.isfinite(changed)
+        without = float(changed[kept].mean()) if kept.any() else 0.0
+        largest = max(largest, abs(without - full))
+    return largest
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,21 +235,25 @@ def out_of_fold(
 
 
 def choose(
-    per_fold: Mapping[str, np.ndarray],
-    pooled: Sequence[tuple[np.ndarray, Mapping[str, np.ndarray]]],
+    pairs: Sequence[HeldOut],
     candidates: Sequence[Candidate],
     params: SelectionParams = DEFAULT_SELECTION,
 ) -> tuple[str, pd.DataFrame]:
     """Apply the rule (module docstring) to one category's out-of-fold evidence.
 
     Args:
-        per_fold: method -> (n_pairs, 2) array of (AUROC, PG) per (seed, fold), same pair order
-            for every method.
-        pooled: per seed, (judged labels, method -> judged pooled out-of-fold scores).
+        pairs: the held-out rows of every (seed, fold) pair, with every candidate's scores (NaN
+            where a candidate was not scored: too few rows to fold).
         candidates: the candidates (at least one single input).
     Returns:
         (chosen method, evidence rows: one per candidate).
     """
+    per_fold = {
+        c.method: np.array(
+            [held_out_metrics(p.labels, p.scores[c.method], params.miss_rate) for p in pairs], dtype=np.float64
+        ).reshape(-1, 2)
+        for c in candidates
+    }
     w = params.operating_weight
     by_name = {c.method: c for c in candidates}
     utility = {m: (1 - w) * v[:, 0] + w * v[:, 1] for m, v in per_fold.items()}
@@ -265,7 +278,7 @@ def choose(
         margin = 0.0
         wins = False
         if m != baseline and candidate.complexity > 0 and np.isfinite(diff[valid]).all():
-            margin = max(one_bad_margin(labels, s[m], s[baseline], params.miss_rate, w) for labels, s in pooled)
+            margin = one_bad_margin(pairs, m, baseline, params.miss_rate, w)
             wins = bool(
                 gain > max(params.se_multiplier * gain_se, margin)
                 and np.mean(d_auroc[valid]) > -se(d_auroc)
@@ -327,8 +340,7 @@ def select_methods(
     train = table[table["role"] == "brf_train"]
     chosen, frames = {}, []
     for category, rows in train.groupby("category", sort=True):
-        per_fold: dict[str, list] = {c.method: [] for c in candidates}
-        pooled = []
+        pairs: list[HeldOut] = []
         for seed, seed_rows in rows.groupby("split_seed", sort=True):
             seed_rows = seed_rows.reset_index(drop=True)
             labels = seed_rows["label"].to_numpy().astype(np.int64)
@@ -352,12 +364,11 @@ def select_methods(
             synthetic = is_synthetic(seed_rows["image_id"]).to_numpy()
             real_bad = bool(((labels == 1) & ~synthetic).any())
             judged = ~synthetic if real_bad else np.ones_like(synthetic)
-            for method, held in scores.items():
-                per_fold[method] += fold_metrics(labels[judged], held[judged], folds[judged], params.miss_rate)
-            pooled.append((labels[judged], {m: s[judged] for m, s in scores.items()}))
-        method, evidence = choose(
-            {m: np.asarray(v, dtype=np.float64) for m, v in per_fold.items()}, pooled, candidates, params
-        )
+            image_ids = seed_rows["image_id"].astype(str).to_numpy()
+            for fold in np.unique(folds):
+                held = judged & (folds == fold)
+                pairs.append(HeldOut(labels[held], image_ids[held], {m: v[held] for m, v in scores.items()}))
+        method, evidence = choose(pairs, candidates, params)
         chosen[str(category)] = method
         evidence.insert(0, "category", str(category))
         frames.append(evidence)
