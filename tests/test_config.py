@@ -109,7 +109,7 @@ def test_kedro_finds_and_builds_every_typed_block_of_the_registered_pipelines(mo
     validator = ParameterValidator(register_pipelines())
     assert validator.type_extractor.extract_types_from_pipelines() == TYPED
     typed = validator.validate_raw_params(project_parameters())
-    assert isinstance(typed["brf"].model, BRFConfig) and typed["brf"].combinations is None
+    assert isinstance(typed["brf"].settings, BRFConfig) and typed["brf"].combinations is None
     assert isinstance(typed["evaluation"]["plots"], PlotOptions)
     assert typed["dataset"] == DatasetConfig(**project_parameters()["dataset"])  # the run's dataset block
     assert isinstance(typed["split"], SplitOptions) and isinstance(typed["score"], ScoreOptions)
@@ -234,7 +234,7 @@ def test_the_parameters_tree_reaches_nodes_as_plain_values():
     catalog = DataCatalog({"parameters": MemoryDataset(typed)})
     RunConfigHooks().after_catalog_created(catalog=catalog, parameters={"parameters": typed})
     tree = catalog.load("parameters")
-    assert tree["brf"]["model"]["max_depth"] == 5 and tree["brf"]["combinations"] is None
+    assert tree["brf"]["preset"] == "guarded" and tree["brf"]["combinations"] is None
     assert tree["evaluation"]["plots"]["importance_type"] == "total_gain" and tree["seeds"] == [0]
     assert yaml.safe_load(yaml.safe_dump(tree)) == tree
 

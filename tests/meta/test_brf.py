@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from segad.columns import feature_columns
 from segad.datasets.xgboost_model_dataset import XGBoostModelDataset
 from segad.meta.brf import (
     BRFConfig,
+    BRFParams,
     BRFTrainingError,
     brf_scores,
     category_columns,
@@ -21,6 +23,7 @@ from segad.meta.brf import (
     fit_brf,
     make_brf,
     method_name,
+    monotone_constraints,
     run_brf,
     scale_pos_weight,
 )
@@ -54,9 +57,43 @@ def test_paper_defaults_in_code_and_conf():
     params = make_brf(BRFConfig(), 3.0, seed=7).get_params()
     assert {k: params[k] for k in PAPER} == PAPER
     assert params["random_state"] == 7 and params["scale_pos_weight"] == 3.0
-    conf = yaml.safe_load((ROOT / "conf/base/parameters_brf.yml").read_text())["brf"]["model"]
-    assert {k: conf[k] for k in PAPER} == PAPER
-    assert BRFConfig(**conf) == BRFConfig()
+    assert BRFParams(preset="paper").settings == BRFConfig()
+    visa = yaml.safe_load((ROOT / "conf/visa/parameters.yml").read_text())["brf"]
+    assert visa["preset"] == "paper"  # the paper's protocol runs the paper's BRF
+
+
+def test_the_default_preset_is_the_papers_forest_with_monotone_statistics():
+    conf = yaml.safe_load((ROOT / "conf/base/parameters_brf.yml").read_text())["brf"]
+    assert conf["preset"] == "guarded" and conf["model"] == {}
+    settings = BRFParams(**conf).settings
+    assert dataclasses.replace(settings, monotone=False) == BRFConfig()
+    assert settings.monotone
+    assert BRFParams(model={"max_depth": 2}).settings.max_depth == 2  # model settings go on top
+
+
+def test_monotone_constraints_cover_the_anomaly_statistics_only():
+    names = ["classifier__score", "seg0__padim__q995", "seg0__padim__skew", "seg0__padim__kurtosis"]
+    names += ["seg0__padim__mean", "padim__max", "supersimplenet_supervised__score"]
+    assert monotone_constraints(names) == dict(zip(names, [1, 1, 0, 0, 1, 1, 1], strict=True))
+
+
+def test_a_monotone_brf_never_scores_a_larger_statistic_lower():
+    """Noisy labels would teach the paper's forest dips; the monotone one stays non-decreasing in q995."""
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 1, 300)
+    y = (x + rng.normal(0, 0.4, 300) > 0.8).astype(int)
+    X = pd.DataFrame({"seg0__padim__q995": x, "seg0__padim__skew": rng.normal(size=300)})
+    grid = pd.DataFrame({"seg0__padim__q995": np.linspace(0, 1, 101), "seg0__padim__skew": 0.0})
+    monotone = brf_scores(fit_brf(X, y, dataclasses.replace(SMALL, monotone=True), seed=0), grid)
+    assert np.all(np.diff(monotone) >= -1e-6)
+    free = brf_scores(fit_brf(X, y, SMALL, seed=0), grid)
+    assert np.any(np.diff(free) < -1e-6)  # the constraint is what makes the difference
+
+
+def test_global_weight_offers_the_image_level_columns_to_more_trees():
+    model = make_brf(BRFConfig(global_weight=8.0), 1.0, seed=0, names=["seg0__padim__q995", "padim__max"])
+    np.testing.assert_array_equal(model.get_params()["feature_weights"], [1.0, 8.0])
+    assert make_brf(BRFConfig(), 1.0, seed=0, names=["padim__max"]).get_params().get("feature_weights") is None
 
 
 def test_fit_sets_scale_pos_weight_and_seed_from_training_rows():

@@ -29,8 +29,8 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
-from typing import Annotated
+from dataclasses import asdict, field
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -86,20 +86,51 @@ class BRFConfig:
 DEFAULT_BRF = BRFConfig()
 
 
+#: Named BRF settings (``brf.preset``): what each changes from the paper's (`BRFConfig`'s defaults).
+#: ``guarded`` (the default, chosen by measurement: docs/journal.md, "Do-no-harm SegAD") keeps the
+#: paper's forest and adds the prior that a larger anomaly statistic is never evidence of a good part.
+PRESETS: dict[str, dict[str, object]] = {
+    "paper": {},
+    "guarded": {"monotone": True},
+}
+
+
 @dataclass(config=PARAMS)
 class BRFParams:
     """The `brf` params block (conf/base/parameters_brf.yml).
 
     Attributes:
-        model: the XGBClassifier settings.
+        preset: named settings (`PRESETS`): ``guarded`` (default) or ``paper`` (the paper's BRF).
+        model: XGBClassifier settings (`BRFConfig` fields) on top of the preset, e.g. ``{max_depth: 3}``.
         combinations: SegAD combinations, lists of members (detector names, ``classifier``);
             None = each detector alone + all detectors together (+ classifier when enabled).
         selection: the do-no-harm choice of the shipped method (`segad.meta.selection`).
     """
 
-    model: BRFConfig = DEFAULT_BRF
+    preset: Literal["guarded", "paper"] = "guarded"
+    model: dict[str, Any] = field(default_factory=dict)
     combinations: list[Annotated[list[str], Field(min_length=1)]] | None = None
     selection: SelectionParams = DEFAULT_SELECTION
+
+    def __post_init__(self) -> None:
+        """An unknown or out-of-range `model` setting fails here, named ``model.<setting>``."""
+        from pydantic import ValidationError
+
+        try:
+            self.settings  # noqa: B018
+        except ValidationError as error:
+            raise ValidationError.from_exception_data(
+                "BRFParams",
+                [
+                    {"type": e["type"], "loc": ("model", *e["loc"]), "input": e["input"], "ctx": e.get("ctx", {})}
+                    for e in error.errors()
+                ],
+            ) from None
+
+    @property
+    def settings(self) -> BRFConfig:
+        """The BRF settings: the preset's, then `model` on top."""
+        return BRFConfig(**{**PRESETS[self.preset], **self.model})
 
 
 class BRFTrainingError(ValueError):
@@ -199,10 +230,7 @@ def fit_brf(
         )
     names = list(features.columns) if hasattr(features, "columns") else None
     model = make_brf(config, scale_pos_weight(labels, context), seed, names)
-    weights = None
-    if config.global_weight != 1.0 and names is not None:
-        weights = np.array([1.0 if _is_segment(c) else config.global_weight for c in names])
-    model.fit(features, labels, feature_weights=weights)
+    model.fit(features, labels)
     return model
 
 
@@ -214,22 +242,22 @@ def _is_segment(column: str) -> bool:
 def monotone_constraints(names: Sequence[str]) -> dict[str, int]:
     """+1 (score never lower when the value grows) on q995, mean, maxima and image scores; 0 elsewhere."""
     return {
-        c: int(
-            is_feature_column(c) and (parse_column(c).kind != "segment" or parse_column(c).stat in ("q995", "mean"))
-        )
+        c: int(is_feature_column(c) and (parse_column(c).kind != "segment" or parse_column(c).stat in ("q995", "mean")))
         for c in names
     }
 
 
 def make_brf(config: BRFConfig, pos_weight: float, seed: int, names: Sequence[str] | None = None):
     """The unfitted `xgboost.XGBClassifier` of the BRF with `scale_pos_weight` and `random_state`;
-    `names` (the feature columns) give the monotone constraints when `config.monotone`."""
+    `names` (the feature columns) give the monotone constraints and the column-sampling weights."""
     from xgboost import XGBClassifier
 
     params = {k: v for k, v in asdict(config).items() if v is not None}
-    params.pop("global_weight")
+    global_weight = params.pop("global_weight")
     if params.pop("monotone") and names is not None:
         params["monotone_constraints"] = monotone_constraints(names)
+    if global_weight != 1.0 and names is not None:
+        params["feature_weights"] = np.array([1.0 if _is_segment(c) else global_weight for c in names])
     return XGBClassifier(**params, scale_pos_weight=float(pos_weight), random_state=int(seed))
 
 

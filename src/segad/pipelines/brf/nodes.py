@@ -41,7 +41,7 @@ def train_brf(
     models, scores = run_brf(
         table,
         detectors,
-        config.model,
+        config.settings,
         config.combinations,
         progress=lambda it: progress(it, desc="brf (category, split_seed)", unit="fit"),
         fit=brf_store.fit if brf_store is not None else None,
@@ -55,7 +55,7 @@ def train_brf(
             table,
             detectors,
             config.combinations,
-            config.model,
+            config.settings,
             config.selection,
             fit=brf_store.fit if brf_store is not None else None,
         )

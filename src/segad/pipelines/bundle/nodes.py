@@ -101,7 +101,7 @@ def build_bundle(
         seeds=seeds,
         image_size=size,
         detectors=detectors,
-        brf_model=brf.model,
+        brf_model=brf.settings,
         options=bundle,
         recorded=recorded,
         classifier_scores=classifier_scores,
