@@ -88,7 +88,11 @@ def test_the_named_noise_is_dropped_and_nothing_else(tmp_path):
     timm.warning("Unexpected keys (blocks.0.weight) found while loading pretrained weights.")
     assert "Tip" not in stream.getvalue() and "GPU available" in stream.getvalue()
     assert "classifier.weight" not in timm_stream.getvalue() and "blocks.0.weight" in timm_stream.getvalue()
-    assert set(KNOWN_NOISE) == {"lightning.pytorch.utilities.rank_zero", "timm.models._builder"}
+    assert set(KNOWN_NOISE) == {
+        "lightning.pytorch.utilities.rank_zero",
+        "timm.models._builder",
+        "kedro.validation.type_extractor",
+    }
 
     from kedro.config import OmegaConfigLoader
     from omegaconf import OmegaConf
@@ -140,3 +144,36 @@ def test_configure_console_is_plain_off_a_terminal_and_rich_on_one(monkeypatch):
         assert not any(getattr(h, "stream", None) is sys.stdout for h in root.handlers)
     finally:
         root.handlers = saved
+
+
+def test_the_named_import_and_kedro_warnings_are_dropped_where_they_are_issued_only():
+    silence_known_warnings()
+    named = [
+        (
+            "One or more dataset names contain '.' characters, which is not recommended",
+            UserWarning,
+            "kedro.pipeline.node",
+        ),
+        (
+            "Importing from timm.models.layers is deprecated, please import via timm.layers",
+            FutureWarning,
+            "timm.models.layers",
+        ),
+        (
+            "The anomalib.models.components.dinov2 package is deprecated and will be removed",
+            FutureWarning,
+            "anomalib.models.image.dinomaly.components.layers",
+        ),
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        silence_known_warnings()
+        for message, category, module in named:
+            warnings.warn_explicit(message, category, "x.py", 1, module=module, registry={})
+            warnings.warn_explicit(message, category, "x.py", 1, module="segad.somewhere", registry={})
+    assert [w.filename for w in caught] == ["x.py"] * 3  # each kept once: issued from another module
+    kedro = logging.getLogger("kedro.validation.type_extractor")
+    stream = io.StringIO()
+    kedro.handlers, kedro.propagate = [logging.StreamHandler(stream)], False
+    kedro.warning("Union type hint (int | list | str) is not supported for validation. Parameters with ...")
+    kedro.warning("Union type hint (int | float) is not supported for validation.")
+    assert "int | list | str" not in stream.getvalue() and "int | float" in stream.getvalue()

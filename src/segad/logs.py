@@ -164,13 +164,24 @@ KNOWN_NOISE: dict[str, tuple[str, ...]] = {
     "timm.models._builder": (
         r"^Unexpected keys \(((conv_head|bn2|classifier|fc|head)\.[\w.]+(, )?)+\) found while loading pretrained",
     ),
+    # Kedro's parameter type check skips a union-typed node input (`image_size: int | list | str`);
+    # segad validates that block itself (segad.config.RunConfig)
+    "kedro.validation.type_extractor": (r"^Union type hint \(int \| list \| str\) is not supported for validation",),
 }
 #: Python warnings ignored, each by message, category and issuing module: OmegaConf's deprecation
-#: of `register_new_resolver` (called by Kedro's config loader), and Lightning's notice that a
-#: model without an optimizer (PatchCore, PaDiM: nothing to train) fits with none.
+#: of `register_new_resolver` (called by Kedro's config loader), Lightning's notice that a
+#: model without an optimizer (PatchCore, PaDiM: nothing to train) fits with none, and the three
+#: commented below.
 KNOWN_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
     (r"register_new_resolver\(\) is deprecated", UserWarning, r"kedro\.config\.omegaconf_config"),
     (r"`LightningModule\.configure_optimizers` returned `None`", UserWarning, r"lightning\.pytorch\..*"),
+    # Kedro's advice against dots in dataset names: the dots are Kedro's own namespaces
+    # (`padim.map_index` of the namespaced anomaly_maps pipeline)
+    (r"One or more dataset names contain '\.' characters", UserWarning, r"kedro\.pipeline\.node"),
+    # import-time notices inside anomalib 2.7 (its own imports of timm.models.layers and of its
+    # dinov2 components), not about segad's code
+    (r"Importing from timm\.models\.layers is deprecated", FutureWarning, r"timm\.models\.layers"),
+    (r"The anomalib\.models\.components\.dinov2\s+package is deprecated", FutureWarning, r"anomalib\.models\..*"),
 )
 #: Deprecations named by category and issuing module: SQLAlchemy 2.1's notice about the ``noload``
 #: strategy that MLflow's SQLite store (data/09_tracking/mlflow.db) still uses.
