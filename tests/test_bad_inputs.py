@@ -283,7 +283,9 @@ def test_elpv_root_without_labels(tmp_path):
 # --- parameters and splits -------------------------------------------------------------------
 
 import pandas as pd  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
 
+from segad.config import SplitOptions  # noqa: E402
 from segad.ingestion.splits import SplitConfig, SplitError, make_splits  # noqa: E402
 from segad.segments.features import FeatureConfig, segment_statistics  # noqa: E402
 
@@ -309,8 +311,8 @@ def test_unknown_benchmark():
 
 
 def test_detector_share_out_of_range():
-    with pytest.raises(SplitError, match=r"detector_share must be in \(0, 1\), got 1.5"):
-        SplitConfig(detector_share=1.5)
+    with pytest.raises(ValidationError, match="detector_share\n  Input should be less than 1"):
+        SplitOptions(detector_share=1.5)
 
 
 def test_supervised_regime_category_without_bad():
@@ -320,12 +322,14 @@ def test_supervised_regime_category_without_bad():
 
 def test_visa_moved_bad_larger_than_exists():
     with pytest.raises(SplitError, match="a: 4 test bad image\\(s\\); cannot move 10 to brf_train"):
-        make_splits(_index(), SplitConfig(benchmark="visa_supervised", seeds=(0,), visa_moved_bad=10))
+        make_splits(
+            _index(), SplitConfig(benchmark="visa_supervised", seeds=(0,), options=SplitOptions(visa_moved_bad=10))
+        )
 
 
 def test_low_shot_n_larger_than_exists():
     with pytest.raises(SplitError, match="low_shot_n=100 but only 3 training bad images"):
-        make_splits(_index(), SplitConfig(benchmark="low_shot", seeds=(0,), low_shot_n=100))
+        make_splits(_index(), SplitConfig(benchmark="low_shot", seeds=(0,), options=SplitOptions(low_shot_n=100)))
 
 
 def test_one_good_training_image():

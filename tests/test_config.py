@@ -72,7 +72,7 @@ def test_literal_values_follow_the_library_constants():
         vocabulary.GoodSplit,
     )
     assert layouts.LAYOUTS is vocabulary.LAYOUTS and set(layouts.READERS) == set(vocabulary.LAYOUTS)
-    assert splits.BENCHMARKS is vocabulary.BENCHMARKS and splits.GOOD_SPLITS is vocabulary.GOOD_SPLITS
+    assert splits.BENCHMARKS is vocabulary.BENCHMARKS  # good_split: SplitOptions.good_split (GoodSplit above)
     assert set(get_args(DefectType)) == set(LOGICAL_DEFECTS + STRUCTURAL_DEFECTS)
 
 

@@ -186,21 +186,28 @@ class LockOptions:
 
 @dataclass(config=PARAMS)
 class SplitOptions:
-    """The `split` block (conf/base/parameters_split.yml): the knobs of the benchmark regimes.
+    """The `split` block (conf/base/parameters_split.yml): the knobs of the benchmark regimes, each
+    defined only here (type, default, range). The regimes and roles are in `segad.ingestion.splits`,
+    whose `SplitConfig` holds these options with the run's benchmark and seeds and checks their
+    combinations; ``use_low_shot_json`` and ``sensum_splits`` are read by the split node."""
 
-    The meaning of each is in `segad.ingestion.splits` (`SplitConfig`, which also checks the
-    combinations); ``use_low_shot_json`` (VAD's low_shot_train.json draws) and ``sensum_splits``
-    (the folder of the official SensumSODF folds) are read by the split node.
-    """
-
+    #: fraction of each category's good training images that fit the detectors (the rest: brf_train)
     detector_share: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    #: per_seed: a new detector_train/brf_train division per split seed; fixed: one for every seed
     good_split: GoodSplit = "per_seed"
+    #: seed of the one division of ``good_split: fixed``
     good_split_seed: int = 0
+    #: low_shot: bad training images per category and seed (without low_shot_train.json draws)
     low_shot_n: Annotated[int, Field(ge=1)] = 100
+    #: low_shot on VAD/demo: use the dataset's low_shot_train.json draws when present
     use_low_shot_json: bool = True
+    #: visa_supervised: test bad images moved to brf_train per category and seed
     visa_moved_bad: Annotated[int, Field(ge=1)] = 10
+    #: kfold: number of folds (drawn when no official fold files)
     n_folds: Annotated[int, Field(ge=2)] = 3
+    #: kfold: seed of the stratified fold draw
     kfold_seed: int = 0
+    #: kfold on SensumSODF: folder of the official fold files (None: <dataset.root>/sensum_splits)
     sensum_splits: str | None = None
 
 

@@ -1,7 +1,14 @@
+import inspect
+import re
+from dataclasses import fields, replace
+
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
+from segad.config import SplitOptions
+from segad.ingestion import splits as splits_module
 from segad.ingestion.splits import SplitConfig, SplitError, check_splits, make_splits, stratified_folds
 
 
@@ -37,7 +44,7 @@ def assert_invariants(splits, index):
 @pytest.mark.parametrize("benchmark", ["one_class", "high_shot", "low_shot"])
 def test_test_images_never_reach_a_training_role(benchmark):
     index = fake_index()
-    splits = make_splits(index, SplitConfig(benchmark=benchmark, seeds=(0, 1, 2), low_shot_n=4))
+    splits = make_splits(index, SplitConfig(benchmark=benchmark, seeds=(0, 1, 2), options=SplitOptions(low_shot_n=4)))
     assert_invariants(splits, index)
     merged = splits.merge(index, on="image_id")
     assert (merged[merged.split == "test"].role == "test").all()
@@ -45,7 +52,9 @@ def test_test_images_never_reach_a_training_role(benchmark):
 
 def test_good_split_ratio_and_seed_dependence():
     index = fake_index(n_train_good=20)
-    splits = make_splits(index, SplitConfig(benchmark="high_shot", seeds=(0, 1), detector_share=0.5))
+    splits = make_splits(
+        index, SplitConfig(benchmark="high_shot", seeds=(0, 1), options=SplitOptions(detector_share=0.5))
+    )
     goods = splits.merge(index, on="image_id").query("split == 'train' and label == 0")
     counts = goods.groupby(["split_seed", "role"]).size()
     assert counts[(0, "detector_train")] == 10 and counts[(0, "brf_train")] == 10
@@ -58,9 +67,8 @@ def test_good_split_ratio_and_seed_dependence():
 
 def test_fixed_good_split_is_the_same_for_every_seed():
     index = fake_index(n_train_bad=0, n_test_bad=15, categories=("candle", "pcb1"))
-    config = SplitConfig(
-        benchmark="visa_supervised", seeds=(333, 576, 725), detector_share=0.9, good_split="fixed", good_split_seed=333
-    )
+    fixed = SplitOptions(detector_share=0.9, good_split="fixed", good_split_seed=333)
+    config = SplitConfig(benchmark="visa_supervised", seeds=(333, 576, 725), options=fixed)
     merged = make_splits(index, config).merge(index, on="image_id")
     goods = merged.query("split == 'train' and label == 0")
     per_seed = goods.groupby(["category", "split_seed"]).apply(
@@ -70,16 +78,29 @@ def test_fixed_good_split_is_the_same_for_every_seed():
     assert per_seed.map(len).eq(18).all() and per_seed["candle"].iloc[0] != per_seed["pcb1"].iloc[0]
     moved = merged[(merged.split == "test") & (merged.role == "brf_train")]
     assert moved.groupby("split_seed").image_id.apply(frozenset).nunique() == 3  # the seed still moves the bad
-    other = make_splits(index, SplitConfig(**{**config.__dict__, "good_split_seed": 1}))
+    other = make_splits(index, replace(config, options=replace(fixed, good_split_seed=1)))
     assert set(other[other.role == "detector_train"].image_id) != set(merged[merged.role == "detector_train"].image_id)
-    per = make_splits(index, SplitConfig(**{**config.__dict__, "good_split": "per_seed"})).merge(index, on="image_id")
+    per = make_splits(index, replace(config, options=replace(fixed, good_split="per_seed"))).merge(index, on="image_id")
     assert (
         per.query("role == 'brf_train' and label == 0").groupby("split_seed").image_id.apply(frozenset).nunique() == 3
     )
-    with pytest.raises(SplitError, match="unknown good_split 'once'"):
-        SplitConfig(good_split="once")
+    with pytest.raises(ValidationError, match="good_split\n  Input should be 'per_seed' or 'fixed'"):
+        SplitOptions(good_split="once")
     with pytest.raises(SplitError, match="kfold changes them per fold"):
-        SplitConfig(benchmark="kfold", good_split="fixed")
+        SplitConfig(benchmark="kfold", options=SplitOptions(good_split="fixed"))
+
+
+def test_each_split_setting_is_defined_once():
+    """The `split` knobs are SplitOptions' fields only: SplitConfig holds them as ``options`` and
+    neither re-declares nor re-checks any of them (their ranges are pydantic's, naming the field)."""
+    knobs = {f.name for f in fields(SplitOptions)}
+    assert not knobs & {f.name for f in fields(SplitConfig)}
+    source = inspect.getsource(splits_module)
+    assert not [k for k in knobs if re.search(rf"^\s+{k}\s*:", source, re.MULTILINE)]
+    assert SplitConfig().options == SplitOptions()
+    for bad in ({"detector_share": 0.0}, {"low_shot_n": 0}, {"visa_moved_bad": 0}, {"n_folds": 1}):
+        with pytest.raises(ValidationError, match=next(iter(bad))):
+            SplitOptions(**bad)
 
 
 def test_regimes_assign_bad_training_images():
@@ -89,7 +110,9 @@ def test_regimes_assign_bad_training_images():
     assert (high.role == "brf_train").all()
     one = bad_train(make_splits(index, SplitConfig(benchmark="one_class", seeds=(0,))))
     assert (one.role == "unused").all() and not one.in_benchmark.any()
-    low = bad_train(make_splits(index, SplitConfig(benchmark="low_shot", seeds=(0, 1), low_shot_n=3)))
+    low = bad_train(
+        make_splits(index, SplitConfig(benchmark="low_shot", seeds=(0, 1), options=SplitOptions(low_shot_n=3)))
+    )
     per_seed = low[low.role == "brf_train"].groupby("split_seed").image_id.apply(set)
     assert all(len(s) == 3 for s in per_seed) and per_seed[0] != per_seed[1]
 
@@ -108,7 +131,10 @@ def test_low_shot_json_draws_in_key_order():
 def test_visa_supervised_moves_k_test_bad_per_category():
     index = fake_index(n_train_bad=0, n_test_bad=15, categories=("candle", "pcb1"))
     splits = make_splits(
-        index, SplitConfig(benchmark="visa_supervised", seeds=(333, 576), visa_moved_bad=10, detector_share=0.9)
+        index,
+        SplitConfig(
+            benchmark="visa_supervised", seeds=(333, 576), options=SplitOptions(visa_moved_bad=10, detector_share=0.9)
+        ),
     )
     assert_invariants(splits, index)
     merged = splits.merge(index, on="image_id")
@@ -118,12 +144,14 @@ def test_visa_supervised_moves_k_test_bad_per_category():
     goods = merged.query("split == 'train'").groupby(["split_seed", "category", "role"]).size()
     assert goods[(333, "candle", "detector_train")] == 18 and goods[(333, "candle", "brf_train")] == 2
     with pytest.raises(SplitError, match="cannot move"):
-        make_splits(index, SplitConfig(benchmark="visa_supervised", seeds=(0,), visa_moved_bad=15))
+        make_splits(
+            index, SplitConfig(benchmark="visa_supervised", seeds=(0,), options=SplitOptions(visa_moved_bad=15))
+        )
 
 
 def test_kfold_each_image_tested_once():
     index = fake_index(n_test_good=0, n_test_bad=0, n_train_good=30, n_train_bad=9)
-    splits = make_splits(index, SplitConfig(benchmark="kfold", seeds=(0, 1, 2), n_folds=3))
+    splits = make_splits(index, SplitConfig(benchmark="kfold", seeds=(0, 1, 2), options=SplitOptions(n_folds=3)))
     assert_invariants(splits, index)
     tested = splits[splits.role == "test"]
     assert tested.image_id.is_unique and len(tested) == len(index)
@@ -145,7 +173,7 @@ def test_stratified_folds_spread_each_label_evenly_and_follow_the_seed():
 def test_kfold_with_fewer_images_than_folds_names_the_category():
     index = fake_index(n_test_good=0, n_test_bad=0, n_train_good=1, n_train_bad=1)
     with pytest.raises(SplitError, match="n_folds=3 but only 2 image"):
-        make_splits(index, SplitConfig(benchmark="kfold", seeds=(0,), n_folds=3))
+        make_splits(index, SplitConfig(benchmark="kfold", seeds=(0,), options=SplitOptions(n_folds=3)))
 
 
 def test_kfold_official_folds():

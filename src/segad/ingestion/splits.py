@@ -20,7 +20,9 @@ Regimes (SegAD paper, section 4-5):
 
 Example:
     >>> from segad.ingestion.splits import SplitConfig, make_splits
-    >>> splits = make_splits(index, SplitConfig(benchmark="high_shot", seeds=[0, 1]))  # doctest: +SKIP
+    >>> from segad.config import SplitOptions
+    >>> config = SplitConfig(benchmark="high_shot", seeds=(0, 1), options=SplitOptions(detector_share=0.9))
+    >>> splits = make_splits(index, config)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -28,15 +30,15 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
+from segad.config import SplitOptions
 from segad.schemas import Splits, columns
-from segad.vocabulary import BENCHMARKS, GOOD_SPLITS, ROLES, TRAINING_ROLES
+from segad.vocabulary import BENCHMARKS, ROLES, TRAINING_ROLES
 
 SPLIT_COLUMNS = columns(Splits)
 
@@ -49,44 +51,24 @@ class SplitError(ValueError):
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """Regime and its knobs. Shares are fractions in [0, 1]; counts are images per category."""
+    """What one run splits: the regime ``benchmark``, its split ``seeds`` and the `split` block's
+    knobs (``options``: `segad.config.SplitOptions`, where each knob's type, default and range are
+    defined), plus what the dataset supplies: VAD's low_shot_train.json draws (``low_shot_draws``:
+    draw key -> bad image file names) and official fold files (``official_folds``: category -> fold
+    -> part -> file stems). Checks the combinations of the run and the knobs (`SplitError`)."""
 
     benchmark: str = "high_shot"
     seeds: tuple[int, ...] = (0, 1, 2)
-    detector_share: float = 0.5
-    good_split: str = "per_seed"
-    good_split_seed: int = 0
-    low_shot_n: int = 100
-    visa_moved_bad: int = 10
-    n_folds: int = 3
-    kfold_seed: int = 0
-    low_shot_draws: dict[str, list[str]] = field(default_factory=dict)  # VAD low_shot_train.json
-    official_folds: dict[str, dict[int, dict[str, set[str]]]] = field(default_factory=dict)  # per category
-
-    @classmethod
-    def from_options(cls, options: Any, benchmark: str, seeds: Iterable[int], **extra: Any) -> SplitConfig:
-        """The regime ``benchmark`` over ``seeds`` with the knobs of the `split` block
-        (`segad.config.SplitOptions`: its attributes that are fields here) and ``extra`` fields
-        (``low_shot_draws``, ``official_folds``)."""
-        knobs = {
-            f.name: getattr(options, f.name)
-            for f in fields(cls)
-            if f.name not in ("benchmark", "seeds", *extra) and hasattr(options, f.name)
-        }
-        return cls(benchmark=benchmark, seeds=tuple(seeds), **knobs, **extra)
+    options: SplitOptions = field(default_factory=SplitOptions)
+    low_shot_draws: dict[str, list[str]] = field(default_factory=dict)
+    official_folds: dict[str, dict[int, dict[str, set[str]]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.benchmark not in BENCHMARKS:
             raise SplitError(f"unknown benchmark {self.benchmark!r}; expected one of {', '.join(BENCHMARKS)}")
-        if not 0.0 < self.detector_share < 1.0:
-            raise SplitError(f"detector_share must be in (0, 1), got {self.detector_share}")
         if not self.seeds:
             raise SplitError("seeds is empty: give at least one split seed")
-        if self.good_split not in GOOD_SPLITS:
-            raise SplitError(f"unknown good_split {self.good_split!r}; expected one of {', '.join(GOOD_SPLITS)}")
-        if self.visa_moved_bad < 1:
-            raise SplitError(f"visa_moved_bad must be at least 1, got {self.visa_moved_bad}")
-        if self.good_split == "fixed" and self.benchmark == "kfold":
+        if self.options.good_split == "fixed" and self.benchmark == "kfold":
             raise SplitError(
                 "good_split 'fixed' needs the same good training images for every seed; "
                 "kfold changes them per fold: use good_split per_seed"
@@ -149,11 +131,13 @@ def _roles(images: pd.DataFrame, config: SplitConfig, seed: int, category: str) 
             f"{category}: {len(train_good)} good training image(s); need at least 2 to split "
             "between detector_train and brf_train"
         )
-    if config.good_split == "fixed":  # one division for every seed; `rng` still draws the bad images
-        shuffled = np.random.default_rng([config.good_split_seed, _stable_hash(category)]).permutation(train_good)
+    if config.options.good_split == "fixed":  # one division for every seed; `rng` still draws the bad images
+        shuffled = np.random.default_rng([config.options.good_split_seed, _stable_hash(category)]).permutation(
+            train_good
+        )
     else:
         shuffled = rng.permutation(train_good)
-    n_detector = min(max(1, int(round(config.detector_share * len(shuffled)))), len(shuffled) - 1)
+    n_detector = min(max(1, int(round(config.options.detector_share * len(shuffled)))), len(shuffled) - 1)
     roles[shuffled[:n_detector]] = "detector_train"
     roles[shuffled[n_detector:]] = "brf_train"
 
@@ -164,12 +148,12 @@ def _roles(images: pd.DataFrame, config: SplitConfig, seed: int, category: str) 
         roles[_low_shot(images, train_bad, config, seed, rng, category)] = "brf_train"
     elif config.benchmark == "visa_supervised":
         test_bad = np.flatnonzero(is_test & (label == 1))
-        if len(test_bad) <= config.visa_moved_bad:
+        if len(test_bad) <= config.options.visa_moved_bad:
             raise SplitError(
                 f"{category}: {len(test_bad)} test bad image(s); cannot move "
-                f"{config.visa_moved_bad} to brf_train and keep some for test"
+                f"{config.options.visa_moved_bad} to brf_train and keep some for test"
             )
-        roles[rng.choice(test_bad, config.visa_moved_bad, replace=False)] = "brf_train"
+        roles[rng.choice(test_bad, config.options.visa_moved_bad, replace=False)] = "brf_train"
     if config.benchmark != "one_class" and not (roles[label == 1] == "brf_train").any():
         raise SplitError(
             f"{category}: the {config.benchmark} regime needs bad training images; "
@@ -211,9 +195,11 @@ def _low_shot(
                 absent[:5],
             )
         return drawn
-    if len(train_bad) < config.low_shot_n:
-        raise SplitError(f"{category}: low_shot_n={config.low_shot_n} but only {len(train_bad)} training bad images")
-    return rng.choice(train_bad, config.low_shot_n, replace=False)
+    if len(train_bad) < config.options.low_shot_n:
+        raise SplitError(
+            f"{category}: low_shot_n={config.options.low_shot_n} but only {len(train_bad)} training bad images"
+        )
+    return rng.choice(train_bad, config.options.low_shot_n, replace=False)
 
 
 def _folds(images: pd.DataFrame, config: SplitConfig, category: str) -> np.ndarray:
@@ -232,10 +218,10 @@ def _folds(images: pd.DataFrame, config: SplitConfig, category: str) -> np.ndarr
                 f"{category}: {len(missing)} image(s) in no official test fold, e.g. {missing.iloc[0]} ({kinds[0]})"
             )
         return fold_of
-    if len(images) < config.n_folds:
-        raise SplitError(f"{category}: n_folds={config.n_folds} but only {len(images)} image(s)")
-    seed = int(np.random.default_rng([config.kfold_seed, _stable_hash(category)]).integers(2**31))
-    return stratified_folds(images.label.to_numpy(), config.n_folds, seed)
+    if len(images) < config.options.n_folds:
+        raise SplitError(f"{category}: n_folds={config.options.n_folds} but only {len(images)} image(s)")
+    seed = int(np.random.default_rng([config.options.kfold_seed, _stable_hash(category)]).integers(2**31))
+    return stratified_folds(images.label.to_numpy(), config.options.n_folds, seed)
 
 
 def stratified_folds(labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:

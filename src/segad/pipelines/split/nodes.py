@@ -45,7 +45,7 @@ def split(
     if benchmark == "kfold" and dataset.layout == "sensum":
         root = Path(options.sensum_splits) if options.sensum_splits else Path(str(dataset.root)) / "sensum_splits"
         extra["official_folds"] = {c: f for c in image_index.category.unique() if (f := read_sensum_folds(root, c))}
-    config = SplitConfig.from_options(options, benchmark, seeds, **extra)
+    config = SplitConfig(benchmark=benchmark, seeds=tuple(seeds), options=options, **extra)
     splits = make_splits(image_index, config)
     if bundle is not None:
         for warning in check_training_rows(
@@ -63,8 +63,8 @@ def split(
     log.info(
         "splits (%s, good split %s%s):\n%s",
         benchmark,
-        config.good_split,
-        f" with seed {config.good_split_seed}" if config.good_split == "fixed" else "",
+        options.good_split,
+        f" with seed {options.good_split_seed}" if options.good_split == "fixed" else "",
         splits.groupby(["split_seed", "role"]).size().unstack(fill_value=0).to_string(),
     )
     return splits
