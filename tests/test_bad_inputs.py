@@ -465,12 +465,18 @@ def test_bundle_of_another_version(bundle_dir):  # noqa: F811
 
 @pytest.mark.parametrize(
     ("key", "value", "kind"),
-    [("batch_size", "8", "int"), ("seed", 1.5, "int"), ("amp", "yes", "bool"), ("num_workers", True, "int")],
+    [
+        ("batch_size", "8", "integer"),
+        ("seed", 1.5, "integer"),
+        ("amp", "yes", "boolean"),
+        ("num_workers", True, "integer"),
+    ],
 )
 def test_detector_setting_of_the_wrong_type(key, value, kind):
     from segad.detection.config import DetectorConfig, DetectorConfigError
 
-    with pytest.raises(DetectorConfigError, match=rf"detector padim: {key} must be {kind}, got {value!r}"):
+    message = rf"detector padim: {key}: Input should be a valid {kind} \(got {value!r}\)"
+    with pytest.raises(DetectorConfigError, match=message):
         DetectorConfig.from_dict("padim", {key: value})
 
 

@@ -190,6 +190,18 @@ def test_the_detector_specific_rules_stay_with_the_detector_config():
         DetectorConfig.from_dict("padim", DetectorParams(folder="/maps"))
 
 
+def test_the_detector_params_check_every_detector_config_setting():
+    """`DetectorConfig.from_dict` leaves types, ranges and word lists to `DetectorParams`: it knows
+    every setting, with the same default (a block's default and a mapping's hash alike)."""
+    shared = [f.name for f in dataclasses.fields(DetectorConfig) if f.name != "name"]
+    params, plain = DetectorParams(), DetectorConfig(name="padim")
+    assert {key: getattr(params, key) for key in shared} == {key: getattr(plain, key) for key in shared}
+    with pytest.raises(ValueError, match=r"detector padim: num_workers: Input should be greater than or equal to 0"):
+        DetectorConfig.from_dict("padim", {"num_workers": -1})
+    with pytest.raises(ValueError, match=r"detector padim: seed: Input should be a valid integer \(got True\)"):
+        DetectorConfig.from_dict("padim", {"seed": True})
+
+
 @pytest.mark.parametrize(
     ("change", "named"),
     [

@@ -132,7 +132,9 @@ def test_backend_setting_is_validated_and_not_part_of_model_key():
     assert config.identity() == DetectorConfig.from_dict("padim", {}).identity()
     assert DetectorConfig.from_dict("padim", config.to_dict()) == config
     assert "backend" not in DetectorConfig.from_dict("padim", {}).to_dict()  # old detector.json unchanged
-    with pytest.raises(DetectorConfigError, match="backend must be one of"):
+    with pytest.raises(
+        DetectorConfigError, match="padim: backend: Input should be 'eager', 'openvino' or 'onnxruntime'"
+    ):
         DetectorConfig.from_dict("padim", {"backend": "tensorrt"})
     with pytest.raises(BackendError, match="unknown backend"):
         check_backend("tensorrt")

@@ -77,7 +77,7 @@ def test_coreset_setting_is_checked_and_part_of_the_model_key():
     fast = DetectorConfig.from_dict("patchcore", {"coreset": "fast"})
     assert "coreset" not in base.to_dict() and fast.to_dict()["coreset"] == "fast"
     assert model_key(base, 32, ["a" * 32]) != model_key(fast, 32, ["a" * 32])
-    with pytest.raises(DetectorConfigError, match="coreset must be one of"):
+    with pytest.raises(DetectorConfigError, match="patchcore: coreset: Input should be 'anomalib' or 'fast'"):
         DetectorConfig.from_dict("patchcore", {"coreset": "random"})
     with pytest.raises(DetectorConfigError, match="coreset applies to patchcore only"):
         DetectorConfig.from_dict("padim", {"coreset": "fast"})

@@ -188,7 +188,7 @@ def test_quantiles_from_is_checked_and_its_default_changes_no_saved_setting():
     assert "quantiles_from" not in DetectorConfig.from_dict("efficient_ad", {"train_batch_size": 1}).to_dict()
     chosen = DetectorConfig.from_dict("efficient_ad", {"train_batch_size": 1, "quantiles_from": "brf_train"})
     assert DetectorConfig.from_dict("efficient_ad", chosen.to_dict()) == chosen
-    with pytest.raises(DetectorConfigError, match="quantiles_from must be one of"):
+    with pytest.raises(DetectorConfigError, match="quantiles_from: Input should be 'detector_train' or 'brf_train'"):
         DetectorConfig.from_dict("efficient_ad", {"train_batch_size": 1, "quantiles_from": "test"})
     with pytest.raises(DetectorConfigError, match="quantiles_from applies to efficient_ad only"):
         DetectorConfig.from_dict("padim", {"quantiles_from": "brf_train"})

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic.dataclasses import dataclass as params_dataclass
 
-from segad.config import PARAMS
+from segad.config import PARAMS, describe
 from segad.storage.files import file_sha256
 from segad.storage.weights import HUB, WeightsSource, weights_fingerprint
-from segad.vocabulary import BACKENDS, CORESETS, TRAINING_ROLES, Backend, Coreset, TrainingRole
+from segad.vocabulary import Backend, Coreset, TrainingRole
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,8 @@ class DetectorConfig:
     channels_last: bool = False
     teacher_weights: str | None = None
     imagenet_dir: str | None = None
-    quantiles_from: str = "detector_train"
-    coreset: str = "anomalib"
+    quantiles_from: TrainingRole = "detector_train"
+    coreset: Coreset = "anomalib"
     # --- CPU inference backend (issue 15): runtime only, not part of model_key ---
     backend: Backend = "eager"
 
@@ -126,7 +126,9 @@ class DetectorConfig:
 
     @classmethod
     def from_dict(cls, name: str, values: DetectorParams | dict[str, Any] | None) -> DetectorConfig:
-        """Build from a parameters mapping or block; DetectorConfigError for unknown names or settings."""
+        """Build from a parameters mapping or block; DetectorConfigError for an unknown name or setting,
+        a value that `DetectorParams` refuses (type, range, word list: checked there only) or a
+        per-detector rule broken."""
         if isinstance(values, DetectorParams):
             values = values.settings()
         if name not in SPECS:
@@ -141,22 +143,11 @@ class DetectorConfig:
             raise DetectorConfigError(f"detector {name}: unknown settings {unknown}; known: {sorted(known)}")
         values["model"] = dict(values.get("model") or {})
         values["trainer"] = dict(values.get("trainer") or {})
-        config = cls(name=name, **values)
-        for key, kind in (
-            ("train_batch_size", int),
-            ("batch_size", int),
-            ("num_workers", int),
-            ("seed", int),
-            ("pretrained", bool),
-            ("amp", bool),
-            ("channels_last", bool),
-        ):
-            value = getattr(config, key)
-            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise DetectorConfigError(f"detector {name}: {key} must be {kind.__name__}, got {value!r}")
-        for key in ("train_batch_size", "batch_size"):
-            if int(getattr(config, key)) < 1:
-                raise DetectorConfigError(f"detector {name}: {key} must be >= 1")
+        try:  # types, ranges and word lists of the common settings: defined and checked once, there
+            DetectorParams(**values)
+        except ValidationError as error:
+            raise DetectorConfigError(f"detector {name}: {describe(error, '')}") from None
+        config = cls(name=name, **values)  # the values as given: model_key as before
         if name == "efficient_ad" and config.train_batch_size != 1:
             raise DetectorConfigError("detector efficient_ad: train_batch_size must be 1 (anomalib requires it)")
         for reserved in ("pre_processor", "post_processor", "evaluator", "visualizer", "pre_trained", "imagenet_dir"):
@@ -165,23 +156,10 @@ class DetectorConfig:
                     f"detector {name}: model.{reserved} is set by segad (raw maps, weights from "
                     "`weights`/`pretrained`, EfficientAD's folder from `imagenet_dir`)"
                 )
-        if config.quantiles_from not in TRAINING_ROLES:
-            raise DetectorConfigError(
-                f"detector {name}: quantiles_from must be one of {list(TRAINING_ROLES)}, got {config.quantiles_from!r}"
-            )
         if config.quantiles_from != "detector_train" and name != "efficient_ad":
             raise DetectorConfigError(f"detector {name}: quantiles_from applies to efficient_ad only")
-        if config.coreset not in CORESETS:
-            raise DetectorConfigError(
-                f"detector {name}: coreset must be one of {list(CORESETS)}, got {config.coreset!r}"
-            )
         if config.coreset != "anomalib" and name != "patchcore":
             raise DetectorConfigError(f"detector {name}: coreset applies to patchcore only")
-        # --- backend (issue 15) ---
-        if config.backend not in BACKENDS:
-            raise DetectorConfigError(
-                f"detector {name}: backend must be one of {list(BACKENDS)}, got {config.backend!r}"
-            )
         return config
 
     def to_dict(self) -> dict[str, Any]:
@@ -230,9 +208,11 @@ class DetectorParams:
     ``model`` arguments are checked against the anomalib constructor by `DetectorConfig.from_dict`,
     and the per-detector rules (EfficientAD's ``train_batch_size`` 1, ``quantiles_from``
     for efficient_ad only) there too. Counts, seed and switches are strict (``batch_size: "8"`` or
-    ``amp: yes`` fail, as in `DetectorConfig.from_dict`; ``--params`` values are YAML-typed). `DetectorConfig` stays the hashed identity (model_key):
-    `settings` gives it only the keys that differ from their default, so a block and the plain
-    mapping it came from build the same `DetectorConfig`.
+    ``amp: yes`` fail; ``--params`` values are YAML-typed). The types, ranges and word lists of the
+    common settings are checked here only: `DetectorConfig.from_dict` checks a plain mapping with
+    this class. `DetectorConfig` stays the hashed identity (model_key): `settings` gives it only the
+    keys that differ from their default, so a block and the plain mapping it came from build the
+    same `DetectorConfig`.
     """
 
     model: dict[str, Any] = field(default_factory=dict)
