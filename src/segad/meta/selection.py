@@ -157,8 +157,8 @@ def one_bad_margin(pairs: Sequence[HeldOut], richer: str, baseline: str, miss_ra
     holders: dict[str, list[tuple[int, int]]] = {}
     for p, pair in enumerate(pairs):
         if valid[p]:
-            for row in np.flatnonzero(pair.labels == 1):
-                holders.setdefault(str(pair.image_ids[row]), []).append((p, int(row)))
+            for bad_row in np.flatnonzero(pair.labels == 1):
+                holders.setdefault(str(pair.image_ids[bad_row]), []).append((p, int(bad_row)))
     if len(holders) < 3:
         return float("inf")
     full = float(gains[valid].mean())
