@@ -9,7 +9,14 @@ from pydantic import ValidationError
 
 from segad.config import SplitOptions
 from segad.ingestion import splits as splits_module
-from segad.ingestion.splits import SplitConfig, SplitError, check_splits, make_splits, stratified_folds
+from segad.ingestion.splits import (
+    SplitConfig,
+    SplitError,
+    check_splits,
+    defect_type_folds,
+    make_splits,
+    stratified_folds,
+)
 
 
 def fake_index(n_train_good=20, n_train_bad=10, n_test_good=8, n_test_bad=12, categories=("a",)):
@@ -279,3 +286,22 @@ def test_a_low_shot_draw_that_shrinks_because_an_image_was_skipped_is_a_warning_
         "not found: ['001.png']"
         in caplog.text
     )
+
+
+def test_defect_type_folds_hold_out_whole_types_and_spread_the_good_rows():
+    labels = np.r_[np.zeros(30, int), np.ones(12, int)]
+    types = np.array(["good"] * 30 + ["pit"] * 6 + ["scratch"] * 4 + ["stain"] * 2, dtype=object)
+    fold = defect_type_folds(labels, types, n_folds=5, seed=0)
+    assert set(fold) == {0, 1, 2}  # k = number of types
+    for name in ("pit", "scratch", "stain"):
+        assert len(set(fold[types == name])) == 1  # a type never spans two folds
+    assert np.bincount(fold[labels == 0]).tolist() == [10, 10, 10]
+    np.testing.assert_array_equal(fold, defect_type_folds(labels, types, n_folds=5, seed=0))
+
+
+def test_defect_type_folds_are_stratified_folds_with_fewer_than_two_types():
+    labels = np.r_[np.zeros(20, int), np.ones(10, int)]
+    one_type = np.array(["good"] * 20 + ["bad"] * 10, dtype=object)
+    expected = stratified_folds(labels, 3, 4)
+    np.testing.assert_array_equal(defect_type_folds(labels, one_type, 3, 4), expected)
+    np.testing.assert_array_equal(defect_type_folds(labels, None, 3, 4), expected)

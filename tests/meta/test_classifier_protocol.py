@@ -200,3 +200,23 @@ def test_stored_scores_are_reused_until_an_input_changes(tmp_path, monkeypatch):
     Path(index.path.iloc[5]).write_bytes(Path(index.path.iloc[6]).read_bytes())  # a file's content changed
     classifier_scores(index, splits, None, config, image_size=32, store=store)
     assert len(recorder.fits) == 7
+
+
+def test_with_two_defect_types_a_bad_row_is_scored_by_a_model_that_never_saw_its_type(tmp_path, monkeypatch):
+    index = _images(tmp_path, n=16)
+    splits = _split(index)
+    brf_bad = index.path[(splits.role == "brf_train") & (index.label == 1)].tolist()
+    index["defect_type"] = np.where(index.label == 1, "scratch", "good")
+    index.loc[index.path.isin(brf_bad[:2]), "defect_type"] = "pit"  # two of the four brf_train bad images
+    recorder = _Recorder()
+    monkeypatch.setattr(protocol, "fit_classifier", recorder.fit)
+    monkeypatch.setattr(protocol, "predict_scores", recorder.predict)
+    config = ClassifierConfig(cross_fit_folds=3, enabled=False, mode="full", backend="eager")
+    classifier_scores(index, splits, None, config, image_size=32)
+
+    assert len(recorder.fits) == 2  # k lowered to the number of types
+    type_of = index.set_index("path").defect_type
+    for path in brf_bad:
+        (model,) = recorder.scored_by[path]
+        seen = {type_of[p] for p in recorder.fits[model] if p in brf_bad}
+        assert seen and type_of[path] not in seen

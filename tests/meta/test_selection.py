@@ -157,3 +157,13 @@ def test_rows_too_few_to_fold_weigh_only_single_inputs():
         not evidence["wins"].any()
         and evidence.loc["padim+patchcore+segad", "auroc"] != evidence.loc["padim+patchcore+segad", "auroc"]
     )
+
+
+def test_selection_folds_hold_out_whole_defect_types_where_the_rows_name_them():
+    from segad.meta.selection import fold_ids
+
+    labels = np.r_[np.zeros(20, int), np.ones(9, int)]
+    types = np.array(["good"] * 20 + ["pit"] * 5 + ["scratch"] * 4, dtype=object)
+    fold = fold_ids(labels, seed=0, n_folds=5, defect_types=types)
+    assert set(fold) == {0, 1} and len(set(fold[types == "pit"])) == len(set(fold[types == "scratch"])) == 1
+    assert set(fold_ids(labels, seed=0, n_folds=5)) == {0, 1, 2, 3, 4}  # no types: stratified 5-fold

@@ -234,6 +234,37 @@ def stratified_folds(labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     return fold
 
 
+def defect_type_folds(labels: np.ndarray, defect_types: np.ndarray | None, n_folds: int, seed: int) -> np.ndarray:
+    """Fold number of each row, holding out whole defect types where the bad rows name two or more.
+
+    A bad row's fold then never shares its defect type with the rows a fold model trains on, so an
+    out-of-fold score estimates how a supervised model does on a defect type it has not seen, as a
+    test set's unseen defects are (VAD's ``bad_unseen_defects``, an MVTec-style test folder per
+    type). Types are placed largest first (ties in seeded order) on the fold with the fewest bad
+    rows; good rows are spread evenly in seeded order; k = min(`n_folds`, number of types). With
+    fewer than two types (ELPV's single ``bad``, no types given) this is `stratified_folds`.
+    """
+    labels = np.asarray(labels)
+    bad = labels == 1
+    types = None if defect_types is None else np.asarray(defect_types, dtype=object)
+    names = sorted({str(t) for t in types[bad]}) if types is not None else []
+    if len(names) < 2:
+        return stratified_folds(labels, n_folds, seed)
+    k = min(int(n_folds), len(names))
+    rng = np.random.default_rng(seed)
+    counts = {name: int((types[bad] == name).sum()) for name in names}
+    order = sorted(rng.permutation(len(names)), key=lambda i: -counts[names[i]])
+    fold = np.full(len(labels), -1, dtype=np.int64)
+    load = np.zeros(k, dtype=np.int64)
+    for i in order:
+        target = int(np.argmin(load))
+        fold[bad & (types == names[i])] = target
+        load[target] += counts[names[i]]
+    good = np.flatnonzero(~bad)
+    fold[good[rng.permutation(good.size)]] = np.arange(good.size) % k
+    return fold
+
+
 def _stable_hash(text: str) -> int:
     """A process-independent small integer for a string (Python's hash() is salted)."""
     return zlib.crc32(text.encode("utf-8"))

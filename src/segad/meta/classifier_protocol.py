@@ -9,7 +9,9 @@ and ``brf_train``) plus the seed's synthetic defects as bad images: the whole ba
   scores every row, so most ``brf_train`` rows are scored by a model that trained on them, and the
   BRF learns from scores cleaner than the test rows' will be.
 - ``K >= 2``, cross-fitted: the BRF's training rows (``brf_train`` and synthetic) are cut into K
-  label-stratified folds; fold k is scored by a model trained on the ``detector_train`` images plus
+  folds, label-stratified, or by whole defect types where the bad rows name two or more
+  (`segad.ingestion.splits.defect_type_folds`: K then at most the number of types, and a bad
+  row is scored by a model that never saw its type, as the test's unseen defects will be); fold k is scored by a model trained on the ``detector_train`` images plus
   the other folds, and test rows get the mean logit of the K models. Every score the BRF trains on
   comes from a model that did not see that image. K fits instead of one. K is lowered to the
   number of bad BRF training images when there are fewer (every fold model needs a bad image), and
@@ -40,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from segad.ingestion.splits import stratified_folds
+from segad.ingestion.splits import defect_type_folds
 from segad.meta.classifier import ActivationCache, ClassifierConfig, empty_scores, fit_classifier, predict_scores
 from segad.meta.classifier_models import models_kept, save_classifiers
 from segad.storage.files import file_sha256
@@ -90,13 +92,14 @@ def _cross_fitted_scores(
     seed: int,
     device: str,
     cache: ActivationCache | None,
-    folds: int,
+    brf_folds: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, list]:
-    """Protocol K >= 2 (`folds`): out-of-fold logits of the pool's BRF rows (`brf`, bool mask), mean
-    test logits and the K models (fold order)."""
+    """Protocol K >= 2: out-of-fold logits of the pool's BRF rows (`brf`, bool mask; their fold
+    numbers 0..K-1 in `brf_folds`), mean test logits and the K models (fold order)."""
     paths, labels = pool
+    folds = int(brf_folds.max()) + 1
     fold = np.full(len(paths), -1)
-    fold[brf] = stratified_folds(labels[brf], folds, seed)
+    fold[brf] = brf_folds
     brf_scores = np.zeros(len(paths))
     test_scores = np.zeros(len(test_paths))
     models = []
@@ -137,6 +140,9 @@ def classifier_scores(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     paths = image_index.set_index("image_id")["path"]
     labels = image_index.set_index("image_id")["label"]
+    # defect types where the index names them (an index built by hand may not): folds by type
+    types = image_index.set_index("image_id")["defect_type" if "defect_type" in image_index else "label"]
+    types = types.astype(object) if "defect_type" in image_index else types.map(lambda _: None)
     frames = []
     # shared by the seeds
     cache = ActivationCache(config.batch_size, config.backend) if config.mode == "frozen" else None
@@ -148,6 +154,7 @@ def classifier_scores(
         ids = train["image_id"].to_numpy()
         pool_paths = paths.loc[ids].to_numpy()
         pool_labels = labels.loc[ids].to_numpy().astype(np.int64)
+        pool_types = types.loc[ids].to_numpy()
         brf = (train["role"] == "brf_train").to_numpy()
         if synthetic_index is not None and (synthetic_index["split_seed"] == seed).any():
             # the seed's synthetic defects (one_class: the bad class; else a top-up): bad rows the BRF trains on
@@ -155,14 +162,19 @@ def classifier_scores(
             ids = np.concatenate([ids, synthetic["image_id"].to_numpy()])
             pool_paths = np.concatenate([pool_paths, synthetic["path"].to_numpy()])
             pool_labels = np.concatenate([pool_labels, np.ones(len(synthetic), dtype=np.int64)])
+            kinds = synthetic["defect_type"] if "defect_type" in synthetic else pd.Series([None] * len(synthetic))
+            pool_types = np.concatenate([pool_types, kinds.astype(object).to_numpy()])
             brf = np.concatenate([brf, np.ones(len(synthetic), dtype=bool)])
         test_ids = rows.loc[rows["role"] == "test", "image_id"].to_numpy()
         test_paths = paths.loc[test_ids].to_numpy()
+        folds = usable_folds(config.cross_fit_folds, int(pool_labels[brf].sum()), int(seed))
+        # whole defect types held out where the bad rows name two or more (`defect_type_folds`)
+        brf_folds = defect_type_folds(pool_labels[brf], pool_types[brf], folds, int(seed)) if folds else None
+        folds = int(brf_folds.max()) + 1 if brf_folds is not None else 0
         key = _scores_key(
-            config, image_size, int(seed), ids, pool_paths, pool_labels, brf, test_ids, test_paths, digest
+            config, image_size, int(seed), ids, pool_paths, pool_labels, brf, test_ids, test_paths, digest, brf_folds
         )
         score = _stored(store, key)
-        folds = usable_folds(config.cross_fit_folds, int(pool_labels[brf].sum()), int(seed))
         if score is not None and models is not None and not models_kept(models, key, max(folds, 1)):
             log.info("classifier: split seed %s has stored scores but no kept models: trained again", seed)
             score = None
@@ -178,7 +190,7 @@ def classifier_scores(
             else:
                 pool = (pool_paths, pool_labels)
                 brf_scores, test_scores, trained = _cross_fitted_scores(
-                    pool, brf, test_paths, config, image_size, int(seed), device, cache, folds
+                    pool, brf, test_paths, config, image_size, int(seed), device, cache, brf_folds
                 )
                 score = np.concatenate([brf_scores, test_scores])
             if models is not None:
@@ -210,8 +222,10 @@ def _scores_key(
     test_ids: np.ndarray,
     test_paths: np.ndarray,
     digest: Callable[[str], str] = file_sha256,
+    brf_folds: np.ndarray | None = None,
 ) -> str:
-    """Store key of one seed's scores: a digest of what they depend on (not of where weights are cached)."""
+    """Store key of one seed's scores: a digest of what they depend on (not of where weights are
+    cached), the cross-fitting folds of the BRF rows included."""
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("enabled", "cache_dir")}
     rows = {
         "format": SCORES_FORMAT,
@@ -220,6 +234,7 @@ def _scores_key(
         "seed": seed,
         "pool": [[str(i), int(y), bool(b), digest(p)] for i, p, y, b in zip(ids, pool_paths, pool_labels, brf)],
         "test": [[str(i), digest(p)] for i, p in zip(test_ids, test_paths)],
+        "folds": None if brf_folds is None else [int(f) for f in brf_folds],
     }
     key = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:32]
     return f"classifier/seed_{seed}/{key}"

@@ -4,8 +4,11 @@ Candidates of a category: each single input (a detector alone = its own image sc
 the classifier g(I) alone = its cross-fitted logit) and every SegAD combination of the run. Each
 is scored out of fold on the ``brf_train`` rows of every split seed: a single input needs no
 fit (its detector never saw those rows, the classifier score is cross-fitted), a combination is
-scored by BRFs fitted on the other folds (stratified k-fold drawn with the split seed, the same
-folds for every candidate, so differences are paired).
+scored by BRFs fitted on the other folds (drawn with the split seed, the same folds for every
+candidate, so differences are paired). Where the bad rows name two or more defect types, each
+type is held out whole (`segad.ingestion.splits.defect_type_folds`): a supervised candidate is
+then judged on defect types it never saw, as the test set's unseen defects will judge it; else
+the folds are stratified k-fold.
 
 Per (seed, fold) the held-out rows give AUROC and PG at ``miss_rate`` (the operating point a
 bundle promises); the utility is ``(1 - operating_weight) * AUROC + operating_weight * PG``.
@@ -179,9 +182,11 @@ def one_bad_margin(pairs: Sequence[HeldOut], richer: str, baseline: str, miss_ra
 # candidates scored out of fold
 
 
-def fold_ids(labels: np.ndarray, seed: int, n_folds: int) -> np.ndarray:
-    """Stratified k-fold ids (0..k-1) of the rows, drawn with `seed`; k lowered to the minority count."""
-    from sklearn.model_selection import StratifiedKFold
+def fold_ids(labels: np.ndarray, seed: int, n_folds: int, defect_types: np.ndarray | None = None) -> np.ndarray:
+    """Fold ids (0..k-1) of the rows, drawn with `seed`: whole defect types held out where the bad
+    rows name two or more (`segad.ingestion.splits.defect_type_folds`), else stratified k-fold;
+    k lowered to the minority count (and to the number of types)."""
+    from segad.ingestion.splits import defect_type_folds
 
     labels = np.asarray(labels).astype(np.int64)
     k = min(int(n_folds), int((labels == 0).sum()), int((labels == 1).sum()))
@@ -190,11 +195,7 @@ def fold_ids(labels: np.ndarray, seed: int, n_folds: int) -> np.ndarray:
             f"out-of-fold selection needs at least 2 good and 2 bad brf_train rows, got "
             f"{int((labels == 0).sum())} good and {int((labels == 1).sum())} bad"
         )
-    ids = np.empty(labels.shape[0], dtype=np.int64)
-    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=int(seed))
-    for fold, (_, held) in enumerate(splitter.split(np.zeros(labels.shape[0]), labels)):
-        ids[held] = fold
-    return ids
+    return defect_type_folds(labels, defect_types, k, int(seed))
 
 
 def out_of_fold(
@@ -345,7 +346,8 @@ def select_methods(
             seed_rows = seed_rows.reset_index(drop=True)
             labels = seed_rows["label"].to_numpy().astype(np.int64)
             if min((labels == 0).sum(), (labels == 1).sum()) >= 2:
-                folds = fold_ids(labels, int(seed), params.folds)
+                types = seed_rows["defect_type"].to_numpy() if "defect_type" in seed_rows else None
+                folds = fold_ids(labels, int(seed), params.folds, types)
                 fitted = candidates
             else:  # too few rows to fold: single inputs are judged on all rows, combinations not at all
                 log.warning(
