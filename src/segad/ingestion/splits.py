@@ -248,7 +248,7 @@ def defect_type_folds(labels: np.ndarray, defect_types: np.ndarray | None, n_fol
     bad = labels == 1
     types = None if defect_types is None else np.asarray(defect_types, dtype=object)
     names = sorted({str(t) for t in types[bad]}) if types is not None else []
-    if len(names) < 2:
+    if types is None or len(names) < 2:
         return stratified_folds(labels, n_folds, seed)
     k = min(int(n_folds), len(names))
     rng = np.random.default_rng(seed)

@@ -179,7 +179,7 @@ def classifier_scores(
             log.info("classifier: split seed %s has stored scores but no kept models: trained again", seed)
             score = None
         if score is None:
-            if folds == 0:
+            if brf_folds is None:
                 chosen = stratified_share(pool_labels, config.train_share, int(seed))
                 model = fit_classifier(
                     pool_paths[chosen].tolist(), pool_labels[chosen], config, image_size, int(seed), device, cache
