@@ -35,7 +35,7 @@ from segad.evaluation.decision import compare_best
 from segad.evaluation.metrics import auroc, pg
 from segad.ingestion.defects import is_synthetic
 from segad.logs import progress
-from segad.meta.brf import BRFConfig, run_brf
+from segad.meta.brf import PRESETS, BRFConfig, BRFParams, run_brf
 from segad.meta.selection import SELECTED, SelectionParams, run_selection, selected_scores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,14 +53,17 @@ def read_features(data_root: Path, benchmark: str, detectors: list[str], classif
     return table if classifier else table.drop(columns=[c for c in table.columns if c.startswith(f"{CLASSIFIER}__")])
 
 
-def parse_variant(text: str, base: dict) -> tuple[str, BRFConfig]:
-    """``name:key=value,key=value`` -> (name, the conf's BRF settings with those values); values are YAML."""
+def parse_variant(text: str, brf: dict) -> tuple[str, BRFConfig]:
+    """``name:key=value,...`` -> (name, BRF settings): the preset ``name`` when it is one
+    (`segad.meta.brf.PRESETS`), else the conf's ``brf.preset``, then the conf's ``brf.model``,
+    then the given values (YAML)."""
     name, _, assignments = text.partition(":")
-    settings = dict(base)
+    settings = dict(brf.get("model") or {})
     for item in filter(None, assignments.split(",")):
         key, _, value = item.partition("=")
         settings[key] = yaml.safe_load(value)
-    return name, BRFConfig(**settings)
+    preset = name if name in PRESETS else brf.get("preset", "guarded")
+    return name, BRFParams(preset=preset, model=settings).settings
 
 
 def keep_bad(table: pd.DataFrame, n: int | None, draw: int) -> pd.DataFrame:
@@ -100,13 +103,13 @@ def main() -> None:
         "--variant",
         nargs="+",
         default=[],
-        help="BRF settings side by side, each NAME:key=value,...; its SegAD and selected rows get @NAME",
+        help="BRF settings side by side, each NAME:key=value,... (NAME a preset: from it); rows get @NAME",
     )
     args = parser.parse_args()
 
     brf = yaml.safe_load((ROOT / "conf/base/parameters_brf.yml").read_text())["brf"]
     selection = SelectionParams(**brf.get("selection", {}))
-    variants = [parse_variant(v, brf["model"]) for v in args.variant] or [("", BRFConfig(**brf["model"]))]
+    variants = [parse_variant(v, brf) for v in args.variant] or [parse_variant("", brf)]
     table = read_features(args.data_root, args.benchmark, args.detectors, args.classifier)
     plan = [
         (synthetic, None if n == "all" else int(n), draw)
