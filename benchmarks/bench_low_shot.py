@@ -35,7 +35,8 @@ from segad.evaluation.decision import compare_best
 from segad.evaluation.metrics import auroc, pg
 from segad.ingestion.defects import is_synthetic
 from segad.logs import progress
-from segad.meta.brf import PRESETS, BRFConfig, BRFParams, run_brf
+from segad.meta.brf import run_brf
+from segad.meta.brf_params import PRESETS, BRFConfig, BRFParams
 from segad.meta.selection import SELECTED, SelectionParams, run_selection, selected_scores
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -115,7 +115,7 @@ def test_unknown_detector_setting():
 
 
 def test_unknown_params_key():
-    from segad.meta.brf import BRFParams
+    from segad.meta.brf_params import BRFParams
 
     with pytest.raises(ValueError, match=r"model\.max_depht\n  Unexpected keyword argument"):
         BRFParams(**{"model": {"max_depht": 5}})

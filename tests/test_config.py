@@ -29,7 +29,7 @@ from segad.detection.saved import model_key
 from segad.ingestion import layouts, splits
 from segad.ingestion.defects import DefectConfig
 from segad.ingestion.demo import LOGICAL_DEFECTS, STRUCTURAL_DEFECTS, DefectType, DemoConfig
-from segad.meta.brf import BRFConfig, BRFParams
+from segad.meta.brf_params import BRFConfig, BRFParams
 from segad.meta.classifier import ClassifierConfig
 from segad.production.assemble import BundleOptions
 from segad.segments.features import FeatureConfig

@@ -24,7 +24,7 @@ from segad.detection.stage import compute_anomaly_maps
 from segad.ingestion.defects import DefectConfig, empty_synthetic_index, plan_synthetic
 from segad.ingestion.layouts import build_index
 from segad.ingestion.splits import SplitConfig, make_splits
-from segad.meta.brf import BRFParams
+from segad.meta.brf_params import BRFParams
 from segad.pipelines.brf.nodes import train_brf
 from segad.pipelines.evaluation.nodes import compute_metrics, label_test_scores
 from segad.pipelines.features.nodes import compute_features

@@ -14,7 +14,6 @@ from segad.columns import feature_columns
 from segad.datasets.xgboost_model_dataset import XGBoostModelDataset
 from segad.meta.brf import (
     BRFConfig,
-    BRFParams,
     BRFTrainingError,
     brf_scores,
     category_columns,
@@ -27,6 +26,7 @@ from segad.meta.brf import (
     run_brf,
     scale_pos_weight,
 )
+from segad.meta.brf_params import BRFParams
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = BRFConfig(n_estimators=3, num_parallel_tree=4, n_jobs=1)

@@ -11,7 +11,8 @@ from kedro.io import DataCatalog
 from kedro.runner import SequentialRunner
 
 from segad.config import DatasetConfig
-from segad.meta.brf import BRFParams, model_key, parse_model_key, select_run
+from segad.meta.brf import model_key, parse_model_key, select_run
+from segad.meta.brf_params import BRFParams
 from segad.pipelines.brf import create_pipeline
 
 from .test_features import DETECTORS, project_config, run_features

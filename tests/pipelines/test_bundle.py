@@ -8,7 +8,7 @@ from kedro.config import OmegaConfigLoader
 
 from segad.config import DatasetConfig
 from segad.datasets.bundle_dataset import BundleDataset
-from segad.meta.brf import BRFParams
+from segad.meta.brf_params import BRFParams
 from segad.pipelines.bundle import create_pipeline
 from segad.pipelines.bundle.nodes import build_bundle
 from segad.production.assemble import BundleOptions

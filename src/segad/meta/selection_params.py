@@ -1,6 +1,6 @@
 """The ``brf.selection`` parameters of the do-no-harm selection (`segad.meta.selection`).
 
-A leaf module, so that `segad.meta.brf.BRFParams` holds them without importing the selection.
+A leaf module, so that `segad.meta.brf_params.BRFParams` holds them without importing the selection.
 
 Example:
     >>> from segad.meta.selection_params import SelectionParams

@@ -8,7 +8,8 @@ import pandas as pd
 
 from segad.config import DatasetConfig
 from segad.logs import progress
-from segad.meta.brf import BRFParams, model_key, run_brf, select_run
+from segad.meta.brf import model_key, run_brf, select_run
+from segad.meta.brf_params import BRFParams
 from segad.meta.brf_store import BRFStore
 from segad.meta.selection import EVIDENCE_COLUMNS, run_selection, selected_scores
 

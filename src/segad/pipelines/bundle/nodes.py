@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from segad.config import DatasetConfig
-from segad.meta.brf import BRFParams
+from segad.meta.brf_params import BRFParams
 from segad.meta.brf_store import BRFStore
 from segad.production.assemble import BundleOptions, assemble_bundle, evaluated_rows
 from segad.production.writer import new_bundle_id
