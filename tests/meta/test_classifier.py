@@ -16,6 +16,7 @@ from segad.meta.classifier import (
     predict_scores,
 )
 from segad.meta.classifier_protocol import classifier_scores
+from tests.meta.conftest import tiny_config
 
 
 def _images(tmp_path, n=8, size=32):
@@ -75,16 +76,7 @@ def _stem_state(model) -> dict:
 def test_frozen_mode_learns_and_leaves_the_stem_unchanged(tmp_path, backbones):
     """Mode frozen: the same task after 8 steps on cached activations; stem weights and BN statistics untouched."""
     index = _images(tmp_path, n=16, size=64)
-    config = ClassifierConfig(
-        enabled=True,
-        mode="frozen",
-        frozen_blocks=5,
-        epochs=4,
-        batch_size=8,
-        cache_dir=backbones,
-        cross_fit_folds=0,
-        backend="eager",
-    )
+    config = tiny_config(backbones, frozen_blocks=5, epochs=4, batch_size=8)
     fresh = build_model(config)
     before, tail_before = _stem_state(fresh), [p.detach().clone() for p in fresh.tail.parameters()]
     cache = ActivationCache()
@@ -115,9 +107,7 @@ def test_frozen_mode_is_deterministic_per_seed(tmp_path, backbones):
             "role": (["brf_train"] * 4 + ["test"] * 4) * 2,
         }
     )
-    config = ClassifierConfig(
-        enabled=True, mode="frozen", epochs=1, batch_size=4, cache_dir=backbones, cross_fit_folds=0, backend="eager"
-    )
+    config = tiny_config(backbones)
     a = classifier_scores(index, splits, None, config, image_size=32)
     b = classifier_scores(index, splits, None, config, image_size=32)
     pd.testing.assert_frame_equal(a, b)
@@ -152,16 +142,7 @@ def test_converted_stem_gives_the_eager_activations_and_scores(tmp_path, backend
 
     index = _images(tmp_path, n=16, size=64)
     paths, labels = index.path.tolist(), index.label.to_numpy()
-    config = ClassifierConfig(
-        enabled=True,
-        mode="frozen",
-        frozen_blocks=5,
-        epochs=4,
-        batch_size=8,
-        cache_dir=backbones,
-        cross_fit_folds=0,
-        backend="eager",
-    )
+    config = tiny_config(backbones, frozen_blocks=5, epochs=4, batch_size=8)
     model = build_model(config)
     eager, converted = ActivationCache(4), ActivationCache(4, backend)
     want, got = eager.activations(model, paths, 64).numpy(), converted.activations(model, paths, 64).numpy()

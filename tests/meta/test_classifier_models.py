@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import segad.meta.classifier_protocol as protocol
-from segad.meta.classifier import ClassifierConfig
 from segad.meta.classifier_models import combined_logits, kept_folders, load_classifier, model_folders, models_kept
 from segad.meta.classifier_protocol import classifier_scores
 from segad.storage.images import read_image
 from segad.storage.persistence import DetectorLoadError
+from tests.meta.conftest import tiny_config
 from tests.meta.test_classifier import _images
 
 
@@ -27,16 +27,7 @@ def _split(index: pd.DataFrame) -> pd.DataFrame:
 def test_kept_models_reproduce_the_test_scores(tmp_path, backbones, mode, folds):
     index = _images(tmp_path, n=16)
     splits = _split(index)
-    config = ClassifierConfig(
-        enabled=True,
-        epochs=1,
-        max_steps=2,
-        batch_size=4,
-        mode=mode,
-        cross_fit_folds=folds,
-        cache_dir=backbones,
-        backend="eager",
-    )
+    config = tiny_config(backbones, max_steps=2, mode=mode, cross_fit_folds=folds)
     scores = classifier_scores(index, splits, None, config, image_size=32, models=tmp_path / "models")
     (key,) = scores["model_key"].unique()
     assert key.startswith("classifier/seed_0/") and models_kept(tmp_path / "models", key, max(folds, 1))
@@ -58,16 +49,7 @@ def test_stored_scores_without_kept_models_are_computed_again(tmp_path, monkeypa
     index = _images(tmp_path, n=16)
     splits = _split(index)
     store, models = MapStore(tmp_path / "store"), tmp_path / "models"
-    config = ClassifierConfig(
-        enabled=True,
-        epochs=1,
-        max_steps=1,
-        batch_size=4,
-        mode="frozen",
-        cache_dir=backbones,
-        cross_fit_folds=0,
-        backend="eager",
-    )
+    config = tiny_config(backbones, max_steps=1)
     first = classifier_scores(index, splits, None, config, image_size=32, store=store)  # no models kept
     fits = []
     real = protocol.fit_classifier
@@ -81,16 +63,7 @@ def test_stored_scores_without_kept_models_are_computed_again(tmp_path, monkeypa
 
 def test_a_damaged_kept_model_is_named(tmp_path, backbones):
     index = _images(tmp_path, n=16)
-    config = ClassifierConfig(
-        enabled=True,
-        epochs=1,
-        max_steps=1,
-        batch_size=4,
-        mode="frozen",
-        cache_dir=backbones,
-        cross_fit_folds=0,
-        backend="eager",
-    )
+    config = tiny_config(backbones, max_steps=1)
     scores = classifier_scores(index, _split(index), None, config, image_size=32, models=tmp_path / "models")
     (folder,) = model_folders(tmp_path / "models", scores["model_key"][0], 1)
     state = folder / "state_dict.pt"

@@ -11,6 +11,7 @@ import pytest
 import segad.meta.classifier_protocol as protocol
 from segad.meta.classifier import ClassifierConfig, empty_scores
 from segad.meta.classifier_protocol import classifier_scores, stratified_share, usable_folds
+from tests.meta.conftest import tiny_config
 from tests.meta.test_classifier import _images
 
 
@@ -30,17 +31,7 @@ def test_scores_for_each_seed_after_a_few_steps(tmp_path, backbones):
             "role": (["brf_train"] * 4 + ["test"] * 4) * 2,
         }
     )
-    config = ClassifierConfig(
-        enabled=True,
-        epochs=1,
-        max_steps=2,
-        batch_size=4,
-        learning_rate=1e-3,
-        cache_dir=backbones,
-        mode="full",
-        cross_fit_folds=0,
-        backend="eager",
-    )
+    config = tiny_config(backbones, max_steps=2, learning_rate=1e-3, mode="full")
     scores = classifier_scores(index, splits, None, config, image_size=32)
     assert list(scores.columns) == list(empty_scores().columns)
     assert len(scores) == 16 and set(scores.split_seed) == {0, 1}  # brf_train + test rows of each seed
@@ -55,16 +46,7 @@ def test_one_class_pool_takes_the_synthetic_defects_as_its_bad_class(tmp_path, b
     )
     bads = index[index.label == 1]
     synthetic = pd.DataFrame({"image_id": "syn_" + bads.image_id, "split_seed": 0, "path": bads.path})
-    config = ClassifierConfig(
-        enabled=True,
-        epochs=1,
-        max_steps=2,
-        batch_size=4,
-        mode="frozen",
-        cache_dir=backbones,
-        cross_fit_folds=0,
-        backend="eager",
-    )
+    config = tiny_config(backbones, max_steps=2)
 
     scores = classifier_scores(goods, splits, synthetic, config, image_size=32)
 
