@@ -104,14 +104,20 @@ def load_checked(path: str | Path, spec: InputSpec) -> np.ndarray:
     """
     array = read_image(path, size=spec.image_size)  # decodes fully: catches truncated files
     width, height, colour = probe_image(path)
+    check_matches(str(path), width, height, colour, spec)
+    return array
+
+
+def check_matches(name: str, width: int, height: int, colour: str, spec: InputSpec) -> None:
+    """InputMismatchError naming `name` when its on-disk size (pixels) is not among the bundle's
+    training sizes, or its colour (`colour_of`) is not the bundle's."""
     if spec.sizes and (width, height) not in spec.sizes:
         expected = ", ".join(f"{w}x{h}" for w, h in spec.sizes)
         raise InputMismatchError(
-            f"{path}: wrong size {width}x{height} (width x height); the bundle was trained on {expected}"
+            f"{name}: wrong size {width}x{height} (width x height); the bundle was trained on {expected}"
         )
     if colour != spec.colour:
-        raise InputMismatchError(f"{path}: {colour} image but the bundle was trained on {spec.colour} images")
-    return array
+        raise InputMismatchError(f"{name}: {colour} image but the bundle was trained on {spec.colour} images")
 
 
 def decode_checked(data: bytes, spec: InputSpec, name: str = "image") -> np.ndarray:
@@ -134,13 +140,7 @@ def decode_checked(data: bytes, spec: InputSpec, name: str = "image") -> np.ndar
         raise ImageReadError(f"{name}: too many pixels, refused as a possible decompression bomb ({error})") from error
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageReadError(f"{name}: unreadable or truncated image ({error})") from error
-    if spec.sizes and (width, height) not in spec.sizes:
-        expected = ", ".join(f"{w}x{h}" for w, h in spec.sizes)
-        raise InputMismatchError(
-            f"{name}: wrong size {width}x{height} (width x height); the bundle was trained on {expected}"
-        )
-    if colour != spec.colour:
-        raise InputMismatchError(f"{name}: {colour} image but the bundle was trained on {spec.colour} images")
+    check_matches(name, width, height, colour, spec)
     if rgb.size != spec.image_size.wh:
         rgb = rgb.resize(spec.image_size.wh, Image.Resampling.BILINEAR)  # as segad.storage.images.read_image
     return np.ascontiguousarray((np.asarray(rgb, dtype=np.float32) / 255.0).transpose(2, 0, 1))
