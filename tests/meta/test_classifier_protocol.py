@@ -137,16 +137,7 @@ def test_one_bad_brf_image_falls_back_to_the_papers_protocol(tmp_path, monkeypat
 
 def test_cross_fitted_scores_with_a_real_frozen_model(tmp_path, backbones):
     index = _images(tmp_path, n=16)
-    config = ClassifierConfig(
-        enabled=True,
-        epochs=1,
-        max_steps=2,
-        batch_size=4,
-        mode="frozen",
-        cross_fit_folds=2,
-        cache_dir=backbones,
-        backend="eager",
-    )
+    config = tiny_config(backbones, max_steps=2, cross_fit_folds=2)
     scores = classifier_scores(index, _split(index), None, config, image_size=32)
     assert list(scores.columns) == list(empty_scores().columns)
     assert len(scores) == 12 and np.isfinite(scores.score).all()

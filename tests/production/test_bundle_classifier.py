@@ -10,13 +10,13 @@ import pytest
 
 from segad.columns import feature_columns
 from segad.meta.brf import brf_scores, fit_brf
-from segad.meta.classifier import ClassifierConfig
 from segad.meta.classifier_models import kept_folders
 from segad.meta.classifier_protocol import classifier_scores
 from segad.production.batch import batch_features, score_images
 from segad.production.bundle import BundleSchemaError, load_bundle
 from segad.production.writer import write_bundle
 from segad.storage.images import read_image
+from tests.meta.conftest import tiny_config
 from tests.production.conftest import SIZE, TINY_BRF, edit_manifest
 
 
@@ -32,16 +32,7 @@ def with_classifier(trained, tiny_demo, tmp_path_factory):
         {"image_id": list(roles), "path": list(roles), "label": [int("/good/" not in p) for p in roles]}
     )
     splits = pd.DataFrame({"image_id": list(roles), "split_seed": 0, "role": list(roles.values())})
-    config = ClassifierConfig(
-        enabled=True,
-        epochs=1,
-        max_steps=2,
-        batch_size=4,
-        mode="frozen",
-        cross_fit_folds=2,
-        cache_dir=str(work),
-        backend="eager",
-    )
+    config = tiny_config(str(work), max_steps=2, cross_fit_folds=2)
     scores = classifier_scores(index, splits, None, config, SIZE, models=work / "models").set_index("image_id")
     own = scores.loc[[str(p) for p in trained["_paths"]], "score"].to_numpy()
     features = np.c_[own, trained["_features"]]

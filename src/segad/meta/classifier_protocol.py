@@ -141,8 +141,8 @@ def classifier_scores(
     paths = image_index.set_index("image_id")["path"]
     labels = image_index.set_index("image_id")["label"]
     # defect types where the index names them (an index built by hand may not): folds by type
-    types = image_index.set_index("image_id")["defect_type" if "defect_type" in image_index else "label"]
-    types = types.astype(object) if "defect_type" in image_index else types.map(lambda _: None)
+    no_types = pd.Series(None, index=image_index["image_id"], dtype=object)
+    types = image_index.set_index("image_id").get("defect_type", no_types).astype(object)
     frames = []
     # shared by the seeds
     cache = ActivationCache(config.batch_size, config.backend) if config.mode == "frozen" else None
@@ -162,7 +162,7 @@ def classifier_scores(
             ids = np.concatenate([ids, synthetic["image_id"].to_numpy()])
             pool_paths = np.concatenate([pool_paths, synthetic["path"].to_numpy()])
             pool_labels = np.concatenate([pool_labels, np.ones(len(synthetic), dtype=np.int64)])
-            kinds = synthetic["defect_type"] if "defect_type" in synthetic else pd.Series([None] * len(synthetic))
+            kinds = synthetic.get("defect_type", pd.Series([None] * len(synthetic), dtype=object))
             pool_types = np.concatenate([pool_types, kinds.astype(object).to_numpy()])
             brf = np.concatenate([brf, np.ones(len(synthetic), dtype=bool)])
         test_ids = rows.loc[rows["role"] == "test", "image_id"].to_numpy()
