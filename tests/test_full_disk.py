@@ -9,7 +9,10 @@ byte for byte and modification time unchanged; once space is freed the same run 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -35,14 +38,19 @@ def _snapshot(folder):
     }
 
 
-def test_a_full_data_folder_keeps_every_complete_output_and_names_the_file(tmp_path):
-    project = _project(tmp_path / "project")
+def test_a_full_data_folder_keeps_every_complete_output_and_names_the_file():
+    # A short root, whatever pytest's basetemp (xdist adds popen-gw<N>/): the error line that names the
+    # file is cut at segad.logs.MAX_LINE (200) characters, and an absolute path under tmp_path came
+    # within 5 characters of it serially (10 over under xdist), which cut off the cause.
+    root = Path(tempfile.mkdtemp(prefix="segad-full-disk-"))
+    project = _project(root / "project")
     data = project / "data"
     data.mkdir()
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(data)], capture_output=True, text=True
     )
     if mounted.returncode != 0:
+        shutil.rmtree(root, ignore_errors=True)
         pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or mounted.returncode}): root is needed")
     try:
         done = _kedro(project, "ingestion,split")
@@ -67,3 +75,4 @@ def test_a_full_data_folder_keeps_every_complete_output_and_names_the_file(tmp_p
         assert (data / index).read_bytes() == before[index][1]
     finally:
         subprocess.run(["umount", "-l", str(data)], check=False)
+        shutil.rmtree(root, ignore_errors=True)
