@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from segad.detection.config import DetectorConfig, DetectorConfigError
+from segad.detection.config import CORESET_MAX_BANK, DetectorConfig, DetectorConfigError
 from segad.detection.coreset import coreset_size, greedy_coreset_indices, greedy_k_center
 from segad.detection.fit import fit_detector
 from segad.detection.inference import predict_maps
@@ -99,3 +99,79 @@ def test_patchcore_fits_with_the_fast_coreset_through_the_fit_path(images, tmp_p
     reloaded, reloaded_config, _ = load_detector(tmp_path / "saved", backbone_cache_dir=tmp_path / "bb2")
     assert reloaded_config.coreset == "fast" and type(reloaded).__name__ == "FastCoresetPatchcore"
     np.testing.assert_allclose(predict_maps(reloaded, probe), maps, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("n", "dim", "ratio", "cap", "data"), [(2000, 24, 0.05, 30, "clustered"), (900, 152, 0.1, 7, "gauss")]
+)
+def test_a_cap_below_ratio_times_n_gives_the_first_cap_centres_of_the_uncapped_selection(n, dim, ratio, cap, data):
+    x = torch.randn(n, dim, generator=torch.Generator().manual_seed(n)) if data == "gauss" else _clustered(n, dim, n)
+    _seeded(4)
+    uncapped = greedy_coreset_indices(x, ratio)
+    _seeded(4)
+    capped = greedy_coreset_indices(x, ratio, max_bank=cap)
+    assert len(uncapped) == int(n * ratio) > cap
+    assert len(capped) == cap == coreset_size(n, ratio, cap)  # exactly cap rows
+    assert capped == uncapped[:cap]  # greedy k-center is a prefix process: same draws, same first centres
+
+
+def test_no_cap_or_a_cap_at_or_above_ratio_times_n_gives_todays_selection():
+    from anomalib.models.components.sampling import KCenterGreedy
+
+    x = _clustered(1500, 20, 7)
+    _seeded(9)
+    expected = KCenterGreedy(x, 0.02).select_coreset_idxs()  # anomalib's, as before the cap existed
+    for cap in (None, 30, 31, 10**6):  # int(1500 x 0.02) = 30
+        _seeded(9)
+        assert greedy_coreset_indices(x, 0.02, max_bank=cap) == expected, cap
+    assert coreset_size(1500, 0.02, None) == coreset_size(1500, 0.02, 10**6) == 30
+    with pytest.raises(ValueError, match="max_bank must be >= 1"):
+        coreset_size(1500, 0.02, 0)
+
+
+def test_the_default_cap_leaves_the_default_fits_unchanged_and_bounds_large_ones():
+    per_image = (256 // 8) ** 2  # blocks.2 patches of a 256 px image
+    ratio = 0.01
+    assert coreset_size(100 * per_image, ratio, CORESET_MAX_BANK) == 1024  # the demo's 100 detector_train goods
+    assert coreset_size(345 * per_image, ratio, CORESET_MAX_BANK) == 3532  # ELPV poly's 345 (mono: 220)
+    assert coreset_size(1000 * per_image, ratio, CORESET_MAX_BANK) == CORESET_MAX_BANK  # 10 240 without the cap
+
+
+def test_coreset_max_bank_is_checked_shown_in_conf_and_part_of_the_fast_model_key():
+    from kedro.config import OmegaConfigLoader
+
+    from segad.settings import CONFIG_LOADER_ARGS
+    from tests.conftest import PROJECT_ROOT
+
+    block = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), env="local", **CONFIG_LOADER_ARGS)["parameters"]
+    assert block["anomaly_maps"]["patchcore"]["coreset_max_bank"] == CORESET_MAX_BANK  # conf/base shows the default
+    fast = DetectorConfig.from_dict("patchcore", {"coreset": "fast"})
+    assert fast.coreset_max_bank == CORESET_MAX_BANK and fast.to_dict()["coreset_max_bank"] == CORESET_MAX_BANK
+    keys = {
+        model_key(DetectorConfig.from_dict("patchcore", {"coreset": "fast", "coreset_max_bank": cap}), 32, ["a"])
+        for cap in (None, 1024, CORESET_MAX_BANK)
+    }
+    assert len(keys) == 3  # changing the cap refits
+    for name in ("patchcore", "padim"):  # the cap applies to the fast coreset only: keys as before it existed
+        assert "coreset_max_bank" not in DetectorConfig.from_dict(name, {}).to_dict()
+    with pytest.raises(DetectorConfigError, match="coreset_max_bank: Input should be greater than or equal to 1"):
+        DetectorConfig.from_dict("patchcore", {"coreset": "fast", "coreset_max_bank": 0})
+    with pytest.raises(DetectorConfigError, match="coreset_max_bank applies to patchcore with coreset: fast only"):
+        DetectorConfig.from_dict("patchcore", {"coreset_max_bank": 100})
+    with pytest.raises(DetectorConfigError, match="coreset_max_bank applies to patchcore with coreset: fast only"):
+        DetectorConfig.from_dict("padim", {"coreset_max_bank": None})
+
+
+def test_a_capped_patchcore_fit_keeps_the_first_rows_of_the_uncapped_bank(images, tmp_path):
+    values = {**CHEAP["patchcore"], "seed": 5, "coreset": "fast"}
+    full = fit_detector(
+        DetectorConfig.from_dict("patchcore", {**values, "coreset_max_bank": None}), images["train"], SIZE
+    )
+    config = DetectorConfig.from_dict("patchcore", {**values, "coreset_max_bank": 9})
+    model = fit_detector(config, images["train"], SIZE, backbone_cache_dir=tmp_path / "bb")
+    full_bank, bank = full.model.memory_bank, model.model.memory_bank
+    assert full_bank.shape[0] == int(4 * (SIZE // 4) ** 2 * 0.1) > 9 and bank.shape[0] == 9
+    torch.testing.assert_close(bank, full_bank[:9], rtol=0, atol=0)
+    save_detector(model, config, SIZE, tmp_path / "saved")
+    reloaded, reloaded_config, _ = load_detector(tmp_path / "saved", backbone_cache_dir=tmp_path / "bb2")
+    assert reloaded_config == config and reloaded.model.memory_bank.shape[0] == 9

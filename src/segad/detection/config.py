@@ -65,6 +65,12 @@ SPECS: dict[str, DetectorSpec] = {
 SUPPORTED_DETECTORS = tuple(SPECS)
 
 
+#: Default cap of PatchCore's memory bank (`DetectorConfig.coreset_max_bank`): above the banks of
+#: the default fits (demo: 100 images x 1024 patches -> 1024; ELPV poly: 345 -> 3532), so those
+#: are unchanged; a larger training set gets this many rows (docs/anomaly_maps.md, "PatchCore settings").
+CORESET_MAX_BANK = 4096
+
+
 class DetectorConfigError(ValueError):
     """A detector configuration is invalid; the message names the setting."""
 
@@ -101,6 +107,10 @@ class DetectorConfig:
         coreset: PatchCore: how the memory bank's coreset is selected, ``anomalib`` (its
             ``KCenterGreedy``) or ``fast`` (the same greedy algorithm and random draws, vectorised:
             `segad.detection.coreset`). Part of model_key.
+        coreset_max_bank: PatchCore with ``coreset: fast``: the memory bank's cap, bank =
+            min(int(ratio x N patches), cap), None = no cap. A capped bank is the first ``cap``
+            centres of the uncapped selection; it makes the coreset (and inference against the
+            bank) linear in the number of training images. Part of model_key (fast only).
     """
 
     name: str
@@ -118,6 +128,7 @@ class DetectorConfig:
     imagenet_dir: str | None = None
     quantiles_from: TrainingRole = "detector_train"
     coreset: Coreset = "anomalib"
+    coreset_max_bank: int | None = CORESET_MAX_BANK
     # --- CPU inference backend (issue 15): runtime only, not part of model_key ---
     backend: Backend = "eager"
 
@@ -160,6 +171,8 @@ class DetectorConfig:
             raise DetectorConfigError(f"detector {name}: quantiles_from applies to efficient_ad only")
         if config.coreset != "anomalib" and name != "patchcore":
             raise DetectorConfigError(f"detector {name}: coreset applies to patchcore only")
+        if config.coreset_max_bank != CORESET_MAX_BANK and config.coreset != "fast":
+            raise DetectorConfigError(f"detector {name}: coreset_max_bank applies to patchcore with coreset: fast only")
         return config
 
     def to_dict(self) -> dict[str, Any]:
@@ -170,6 +183,8 @@ class DetectorConfig:
             values.pop("quantiles_from")
         if values["coreset"] == "anomalib":  # the default: model keys as before it existed
             values.pop("coreset")
+        if values.get("coreset") != "fast":  # the cap applies to the fast coreset only: model keys as before
+            values.pop("coreset_max_bank")
         if values["backend"] == "eager":  # the default: saved detector.json files as before it existed
             values.pop("backend")
         return values
@@ -230,6 +245,8 @@ class DetectorParams:
     quantiles_from: TrainingRole = "detector_train"
     #: PatchCore's coreset selector (`segad.detection.coreset`)
     coreset: Coreset = "anomalib"
+    #: PatchCore (coreset: fast): memory bank = min(int(ratio x N), cap); None = no cap
+    coreset_max_bank: Annotated[int, Field(strict=True, ge=1)] | None = CORESET_MAX_BANK
     #: execution backend of inference (a `DetectorConfig` setting once it has one)
     backend: Backend = "eager"
     #: external maps (`segad.detection.external`): ``kind: external``, their folder and suffix

@@ -15,6 +15,12 @@ same indices in the same order. It is faster because it skips the rows a new cen
 change (triangle inequality, `greedy_k_center`): on real patch embeddings most rows are skipped
 once a few dozen centres exist.
 
+The bank is capped (setting ``coreset_max_bank``): k = min(int(N x ratio), cap). Greedy
+k-center is a prefix process, so a capped bank is exactly the first ``cap`` centres of the uncapped
+selection (same draws), and the selection costs O(N x cap) instead of O(N^2 x ratio): a PatchCore
+fit then grows linearly with the number of training images (up to the projection dimension,
+which grows as ln N).
+
 `FastCoresetPatchcore` is an ``anomalib.models.Patchcore`` subclass overriding only ``fit`` (the
 ``MemoryBankMixin`` hook anomalib calls once after the training epoch): it stacks the torch
 model's public ``embedding_store``, selects with `greedy_coreset_indices` and assigns the public
@@ -46,11 +52,16 @@ DENSE_SHARE = 4
 CHUNK = 4096
 
 
-def coreset_size(n: int, sampling_ratio: float) -> int:
-    """``int(n * sampling_ratio)`` as anomalib computes it; ValueError when it is < 1."""
+def coreset_size(n: int, sampling_ratio: float, max_bank: int | None = None) -> int:
+    """``int(n * sampling_ratio)`` as anomalib computes it, at most ``max_bank`` (None: no cap);
+    ValueError when it is < 1."""
     size = int(n * sampling_ratio)
     if size <= 0:
         raise ValueError(f"coreset size int({n} x {sampling_ratio}) = {size}: raise coreset_sampling_ratio")
+    if max_bank is not None:
+        if max_bank < 1:
+            raise ValueError(f"max_bank must be >= 1 or None, got {max_bank}")
+        size = min(size, max_bank)
     return size
 
 
@@ -117,12 +128,15 @@ def greedy_k_center(features: torch.Tensor, k: int, start: int) -> torch.Tensor:
     return selected
 
 
-def greedy_coreset_indices(embedding: torch.Tensor, sampling_ratio: float) -> list[int]:
-    """anomalib's ``KCenterGreedy(embedding, sampling_ratio).select_coreset_idxs()``, vectorised.
+def greedy_coreset_indices(embedding: torch.Tensor, sampling_ratio: float, max_bank: int | None = None) -> list[int]:
+    """anomalib's ``KCenterGreedy(embedding, sampling_ratio).select_coreset_idxs()``, vectorised;
+    with ``max_bank``, its first ``max_bank`` indices.
 
     Args:
         embedding: (N, D) patch embeddings.
         sampling_ratio: coreset size = ``int(N * sampling_ratio)``.
+        max_bank: at most this many indices (None: no cap); the projection and the start are
+            drawn as without a cap, so the result is a prefix of the uncapped selection.
 
     Returns:
         The selected row indices in selection order (same draws from the global torch/numpy
@@ -130,21 +144,25 @@ def greedy_coreset_indices(embedding: torch.Tensor, sampling_ratio: float) -> li
     """
     if embedding.ndim != 2:
         raise ValueError(f"embedding must be (N, D), got shape {tuple(embedding.shape)}")
-    k = coreset_size(embedding.shape[0], sampling_ratio)
+    k = coreset_size(embedding.shape[0], sampling_ratio, max_bank)
     features = project(embedding)
     start = torch.randint(high=embedding.shape[0], size=(1,), device=features.device).squeeze()
     return greedy_k_center(features, k, int(start)).cpu().tolist()
 
 
 def fast_coreset_patchcore_class() -> type:
-    """``anomalib.models.Patchcore`` with `greedy_coreset_indices` as its memory-bank fit."""
+    """``anomalib.models.Patchcore`` with `greedy_coreset_indices` as its memory-bank fit (the cap:
+    the instance attribute ``coreset_max_bank``, set by `segad.detection.fit.build_detector`)."""
     from anomalib.models import Patchcore
 
     class FastCoresetPatchcore(Patchcore):
         """Patchcore whose ``fit`` selects the coreset with `greedy_coreset_indices` (same algorithm)."""
 
-        #: seconds of the last coreset selection (benchmarks read it)
+        #: CPU and wall seconds of the last coreset selection (benchmarks read them)
         coreset_seconds: float = 0.0
+        coreset_wall_seconds: float = 0.0
+        #: the memory bank's cap (setting ``coreset_max_bank``; None: int(N x ratio) rows)
+        coreset_max_bank: int | None = None
 
         def fit(self) -> None:
             model: Any = self.model
@@ -154,11 +172,12 @@ def fast_coreset_patchcore_class() -> type:
             # kept per selected centre grew a PatchCore fit inside `kedro run` to 18 GB
             embedding = torch.vstack(model.embedding_store).detach()
             model.embedding_store.clear()
-            start = time.process_time()
+            start, wall = time.process_time(), time.perf_counter()
             with torch.no_grad():
-                idx = greedy_coreset_indices(embedding, self.coreset_sampling_ratio)
+                idx = greedy_coreset_indices(embedding, self.coreset_sampling_ratio, self.coreset_max_bank)
                 model.memory_bank = embedding[idx]
             self.coreset_seconds = time.process_time() - start
+            self.coreset_wall_seconds = time.perf_counter() - wall
             logger.info("coreset: %d of %d patches in %.1f CPU-s", len(idx), len(embedding), self.coreset_seconds)
 
     return FastCoresetPatchcore

@@ -192,6 +192,8 @@ def build_detector(
             if _looks_like_download_failure(error):
                 raise WeightsError(hub_hint(config.architecture() or "")) from error
         raise
+    if config.coreset == "fast":
+        model.coreset_max_bank = config.coreset_max_bank
     if spec.backbone == "none" and not for_loading:
         model.teacher_file = teacher
     if state_to_load is not None:
