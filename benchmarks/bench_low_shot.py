@@ -125,9 +125,13 @@ def main() -> None:
         for name, config in variants:
             _, scores = run_brf(subset, args.detectors, config)
             if args.select:
-                chosen = run_selection(subset, args.detectors, None, config, selection).chosen
-                print(f"synthetic {synthetic}, n={n}, draw {draw}{' ' + name if name else ''}: selected {chosen}")
-                scores = pd.concat([scores, selected_scores(scores, subset, chosen)], ignore_index=True)
+                picked = run_selection(subset, args.detectors, None, config, selection)
+                print(
+                    f"synthetic {synthetic}, n={n}, draw {draw}{' ' + name if name else ''}: selected {picked.chosen}"
+                )
+                scores = pd.concat(
+                    [scores, selected_scores(scores, subset, picked.chosen, picked.blends)], ignore_index=True
+                )
             if name:  # single inputs do not depend on the BRF settings: kept once, from the first variant
                 single = ~scores["method"].str.contains("+", regex=False) & (scores["method"] != SELECTED)
                 scores.loc[~single, "method"] += f"@{name}"

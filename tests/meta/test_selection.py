@@ -9,9 +9,7 @@ import pytest
 from segad.meta.brf import BRFConfig, brf_scores, single_input_model
 from segad.meta.selection import (
     SELECTED,
-    HeldOut,
     SelectionParams,
-    one_bad_margin,
     run_selection,
     selected_scores,
 )
@@ -83,40 +81,6 @@ def test_the_choice_is_independent_of_the_test_labels():
     pd.testing.assert_frame_equal(second.evidence, first.evidence)
 
 
-def test_a_margin_one_bad_image_could_flip_is_no_win():
-    labels = np.r_[np.zeros(50, int), np.ones(5, int)]
-    ids = np.array([f"{i}.png" for i in range(labels.size)])
-    rng = np.random.default_rng(0)
-    baseline = np.r_[rng.normal(0, 1, 50), [3.0, 3.5, 4.0, 4.5, -2.0]]  # one bad image scored as good
-    richer = baseline.copy()
-    same = [HeldOut(labels, ids, {"richer": richer, "baseline": baseline})]
-    assert one_bad_margin(same, "richer", "baseline", 0.02, 0.5) == 0.0
-    richer = richer.copy()
-    richer[-1] = 5.0  # the richer method differs only on that one image
-    pairs = [HeldOut(labels, ids, {"richer": richer, "baseline": baseline})]
-    gain = 0.5 * (1 - 0.96) + 0.5 * 1.0  # not the exact gain: it is large, and it rests on one image
-    assert one_bad_margin(pairs, "richer", "baseline", 0.02, 0.5) > 0.5 * gain
-
-
-def test_the_margin_is_that_of_the_mean_gain_over_pairs():
-    """Ten pairs alike but one: the one image that makes that pair's gain moves the mean gain a tenth as much."""
-    labels = np.r_[np.zeros(50, int), np.ones(5, int)]
-    rng = np.random.default_rng(0)
-    baseline = np.r_[rng.normal(0, 1, 50), [3.0, 3.5, 4.0, 4.5, -2.0]]
-    richer = baseline.copy()
-    richer[-1] = 5.0
-    pairs = [
-        HeldOut(labels, np.array([f"{k}/{i}.png" for i in range(labels.size)]), {"r": richer, "b": baseline})
-        for k in range(10)
-    ]
-    alone = one_bad_margin(pairs[:1], "r", "b", 0.02, 0.5)
-    same_elsewhere = [HeldOut(p.labels, p.image_ids, {"r": p.scores["b"], "b": p.scores["b"]}) for p in pairs[1:]]
-    assert one_bad_margin([pairs[0], *same_elsewhere], "r", "b", 0.02, 0.5) == pytest.approx(alone / 10)
-    # the same image in all ten pairs (one image, ten split seeds): dropping it moves every pair
-    shared = [HeldOut(labels, pairs[0].image_ids, p.scores) for p in pairs]
-    assert one_bad_margin(shared, "r", "b", 0.02, 0.5) == pytest.approx(alone)
-
-
 def test_few_bad_rows_never_let_a_combination_win():
     selection = run_selection(_table("segment", n_good=20, n_bad=2, seeds=(0,)), DETECTORS, config=FAST)
     assert selection.evidence["one_bad_margin"].max() == np.inf
@@ -159,11 +123,35 @@ def test_rows_too_few_to_fold_weigh_only_single_inputs():
     )
 
 
-def test_selection_folds_hold_out_whole_defect_types_where_the_rows_name_them():
-    from segad.meta.selection import fold_ids
+def test_a_combination_is_judged_and_selected_as_its_blend_with_its_strongest_member():
+    table = _table("segment", seeds=(0, 1))
+    selection = run_selection(table, DETECTORS, config=FAST)
+    evidence = selection.evidence.set_index("method")
+    assert selection.chosen == {"c": "padim+segad"}
+    assert evidence.loc["padim+segad", "blend_with"] == "padim"
+    assert evidence.loc["padim", "blend_with"] == ""  # a single input ships alone
+    assert set(selection.blends) == {("c", 0), ("c", 1)}
+    blend = selection.blends[("c", 1)]
+    assert blend.column == "padim__max"
+    good = table[(table.role == "brf_train") & (table.split_seed == 1) & (table.label == 0)]
+    np.testing.assert_array_equal(blend.member_good, np.sort(good["padim__max"].to_numpy()))
+    # the selected rows of the test set are the blend of the combination's BRF score and padim__max
+    test = table[(table.role == "test") & (table.split_seed == 1)]
+    raw = np.linspace(-1, 1, len(test))
+    scores = pd.DataFrame({"image_id": test.image_id, "split_seed": 1, "method": "padim+segad", "score": raw})
+    rows = selected_scores(scores, table, selection.chosen, selection.blends)
+    np.testing.assert_allclose(rows.score.to_numpy(), blend.score(raw, test["padim__max"].to_numpy()))
 
-    labels = np.r_[np.zeros(20, int), np.ones(9, int)]
-    types = np.array(["good"] * 20 + ["pit"] * 5 + ["scratch"] * 4, dtype=object)
-    fold = fold_ids(labels, seed=0, n_folds=5, defect_types=types)
-    assert set(fold) == {0, 1} and len(set(fold[types == "pit"])) == len(set(fold[types == "scratch"])) == 1
-    assert set(fold_ids(labels, seed=0, n_folds=5)) == {0, 1, 2, 3, 4}  # no types: stratified 5-fold
+
+def test_without_the_blend_a_combination_ships_its_brf_score():
+    selection = run_selection(_table("segment"), DETECTORS, config=FAST, params=SelectionParams(blend=False))
+    assert selection.chosen == {"c": "padim+segad"}
+    assert selection.blends == {}
+    assert (selection.evidence["blend_with"] == "").all()
+
+
+def test_the_strongest_member_is_the_best_single_input_out_of_fold():
+    selection = run_selection(_table("max"), DETECTORS, config=FAST)
+    evidence = selection.evidence.set_index("method")
+    assert evidence.loc["padim+patchcore+segad", "blend_with"] == "patchcore"
+    assert evidence.loc["padim+segad", "blend_with"] == "padim"  # its only member

@@ -165,3 +165,29 @@ def test_latest_naming_a_missing_bundle_has_its_own_message(trained, tmp_path):
     assert "names the bundle '20260101T000000Z-0badc0de', which is missing" in message
     assert f"bundles there: 1, the newest {kept}" in message
     assert "no run" not in message
+
+
+def test_a_blended_bundle_scores_with_its_blend_and_refuses_one_that_reads_no_feature(trained, tmp_path):
+    from segad.meta.blend import Blend
+
+    features, labels = trained["_features"], trained["_labels"]
+    column = "padim__max"
+    member = features[:, trained["feature_columns"].index(column)]
+    blend = Blend.of(column, brf_scores(trained["brf"], features)[labels == 0], member[labels == 0])
+    arguments = {k: v for k, v in trained.items() if not k.startswith("_")}
+    bundle = load_bundle(write_bundle(tmp_path / "blended", **arguments, blend=blend))
+    assert bundle.blend is not None and bundle.blend.column == column
+    assert "blend" in bundle.manifest["score"]
+    expected = blend.score(brf_scores(trained["brf"], features), member)
+    np.testing.assert_allclose(bundle.score(features), expected)
+    assert not np.allclose(bundle.score(features), brf_scores(trained["brf"], features))
+    # an unblended bundle scores with the BRF's raw margin
+    plain = load_bundle(write_bundle(tmp_path / "plain", **arguments))
+    assert plain.blend is None and plain.manifest["blend"] is None
+    np.testing.assert_array_equal(plain.score(features), brf_scores(trained["brf"], features))
+
+    edit_manifest(tmp_path / "blended", lambda m: m["blend"].update(column="patchcore__max"))
+    with pytest.raises(BundleSchemaError, match="the blend reads patchcore__max, not a feature column"):
+        load_bundle(tmp_path / "blended")
+    with pytest.raises(BundleSchemaError, match="not one of the feature columns"):
+        write_bundle(tmp_path / "wrong", **arguments, blend=Blend.of("patchcore__max", [0.0], [0.0]))

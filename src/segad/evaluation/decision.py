@@ -173,7 +173,9 @@ def decision_block(
             f"{100 * float(op.get('target_miss_rate', math.nan)):.1f} % of bad parts accepted) |"
         )
         rates = (
-            rates_at_threshold(test_scores, str(op.get("method")), op.get("split_seed"), threshold)
+            rates_at_threshold(
+                test_scores, str(op.get("scores_method", op.get("method"))), op.get("split_seed"), threshold
+            )
             if (test_scores is not None)
             else {}
         )

@@ -25,6 +25,12 @@ The rule is conservative:
    mean utility is within one standard error of the best winner's is chosen. No winner: the
    baseline ships.
 
+With ``blend`` on (the default), a combination is judged, and ships, as its blend with its
+strongest member (`segad.meta.blend`): the member single input with the highest mean out-of-fold
+utility. Its out-of-fold BRF scores are put on the scale of the seed's good rows (their own
+out-of-fold scores, all folds), so a combination wins only if the blend, what a user gets, beats
+the baseline.
+
 Test rows are never read: `select_methods` drops every row whose role is not ``brf_train``
 before anything else.
 
@@ -39,11 +45,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass as plain_dataclass
+from dataclasses import field
 
 import numpy as np
 import pandas as pd
 
-from segad.meta.brf import DEFAULT_BRF, brf_scores, combination_columns, fit_brf, method_name, plan_methods
+from segad.meta.blend import Blend
+from segad.meta.brf import DEFAULT_BRF, combination_columns, method_name, plan_methods
+from segad.meta.held_out import HeldOut, fold_ids, held_out_metrics, one_bad_margin, out_of_fold, utility_of
 from segad.meta.selection_params import DEFAULT_SELECTION, SelectionParams
 
 log = logging.getLogger(__name__)
@@ -71,6 +80,7 @@ EVIDENCE_COLUMNS = [
     "one_bad_margin",
     "baseline",
     "wins",
+    "blend_with",
     "chosen",
 ]
 
@@ -97,142 +107,16 @@ class Candidate:
 
 @plain_dataclass(frozen=True)
 class Selection:
-    """The outcome: the chosen method per category and the evidence table (`EVIDENCE_COLUMNS`)."""
+    """The outcome: the chosen method per category, the evidence table (`EVIDENCE_COLUMNS`) and,
+    where a chosen combination ships blended, its blend per (category, split seed)."""
 
     chosen: dict[str, str]
     evidence: pd.DataFrame
-
-
-# --------------------------------------------------------------------------------------------
-# metrics of held-out scores
-
-
-def _auroc_contributions(good: np.ndarray, bad: np.ndarray) -> np.ndarray:
-    """Per bad score: share of good scores below it (ties count half); their mean is the AUROC."""
-    good = np.sort(good)
-    below = np.searchsorted(good, bad, side="left")
-    upto = np.searchsorted(good, bad, side="right")
-    return (below + 0.5 * (upto - below)) / good.size
-
-
-def _pg(good: np.ndarray, bad: np.ndarray, miss_rate: float) -> float:
-    """PG at `miss_rate` (`segad.evaluation.metrics.pg`): good share below the bad quantile."""
-    return float(np.mean(good < np.quantile(bad, miss_rate)))
-
-
-def _utility(auroc, pg, weight: float):
-    """Utility of AUROC and PG (floats or arrays): ``(1 - weight) * AUROC + weight * PG``."""
-    return (1.0 - weight) * auroc + weight * pg
-
-
-@plain_dataclass(frozen=True)
-class HeldOut:
-    """One (seed, fold) pair's held-out rows: labels (n,) in {0, 1}, image ids (n,), method -> scores (n,)."""
-
-    labels: np.ndarray
-    image_ids: np.ndarray
-    scores: Mapping[str, np.ndarray]
-
-
-def held_out_metrics(labels: np.ndarray, scores: np.ndarray, miss_rate: float) -> tuple[float, float]:
-    """(AUROC, PG at `miss_rate`) of held-out rows; NaN where a class or a finite score is missing."""
-    good, bad = scores[labels == 0], scores[labels == 1]
-    if good.size == 0 or bad.size == 0 or not (np.isfinite(good).all() and np.isfinite(bad).all()):
-        return (np.nan, np.nan)
-    return float(_auroc_contributions(good, bad).mean()), _pg(good, bad, miss_rate)
-
-
-def one_bad_margin(pairs: Sequence[HeldOut], richer: str, baseline: str, miss_rate: float, weight: float) -> float:
-    """Largest change of the mean paired utility gain (richer - baseline) that dropping one bad image causes.
-
-    The gain is the mean over the (seed, fold) pairs where both have a utility, as `choose` weighs
-    it; a bad image is dropped from every pair that holds it (an image can be a brf_train row of
-    several split seeds). Fewer than 3 bad images in all: infinite (no combination can win).
-    """
-
-    def gain_of(pair: HeldOut, keep: np.ndarray) -> float:
-        r = held_out_metrics(pair.labels[keep], pair.scores[richer][keep], miss_rate)
-        b = held_out_metrics(pair.labels[keep], pair.scores[baseline][keep], miss_rate)
-        return _utility(r[0], r[1], weight) - _utility(b[0], b[1], weight)
-
-    gains = np.array([gain_of(pair, np.ones(pair.labels.size, bool)) for pair in pairs], dtype=np.float64)
-    valid = np.isfinite(gains)
-    holders: dict[str, list[tuple[int, int]]] = {}
-    for p, pair in enumerate(pairs):
-        if valid[p]:
-            for bad_row in np.flatnonzero(pair.labels == 1):
-                holders.setdefault(str(pair.image_ids[bad_row]), []).append((p, int(bad_row)))
-    if len(holders) < 3:
-        return float("inf")
-    full = float(gains[valid].mean())
-    largest = 0.0
-    for held in holders.values():
-        changed = gains.copy()
-        for p, row in held:
-            keep = np.ones(pairs[p].labels.size, bool)
-            keep[row] = False
-            changed[p] = gain_of(pairs[p], keep)  # NaN when the pair held no other bad image
-        kept = valid & np.isfinite(changed)
-        without = float(changed[kept].mean()) if kept.any() else 0.0
-        largest = max(largest, abs(without - full))
-    return largest
+    blends: dict[tuple[str, int], Blend] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
 # candidates scored out of fold
-
-
-def fold_ids(labels: np.ndarray, seed: int, n_folds: int, defect_types: np.ndarray | None = None) -> np.ndarray:
-    """Fold ids (0..k-1) of the rows, drawn with `seed`: whole defect types held out where the bad
-    rows name two or more (`segad.ingestion.splits.defect_type_folds`), else stratified k-fold;
-    k lowered to the minority count (and to the number of types)."""
-    from segad.ingestion.splits import defect_type_folds
-
-    labels = np.asarray(labels).astype(np.int64)
-    k = min(int(n_folds), int((labels == 0).sum()), int((labels == 1).sum()))
-    if k < 2:
-        raise ValueError(
-            f"out-of-fold selection needs at least 2 good and 2 bad brf_train rows, got "
-            f"{int((labels == 0).sum())} good and {int((labels == 1).sum())} bad"
-        )
-    return defect_type_folds(labels, defect_types, k, int(seed))
-
-
-def out_of_fold(
-    rows: pd.DataFrame,
-    candidates: Sequence[Candidate],
-    columns_for: Mapping[str, list[str]],
-    config,
-    seed: int,
-    folds: np.ndarray,
-    fit=None,
-) -> dict[str, np.ndarray]:
-    """Held-out scores of every candidate on `rows` (one seed's brf_train rows of one category).
-
-    `columns_for` maps a combination's method to its BRF feature columns; `fit` fits the BRFs
-    (`fit_brf` by default; `segad.meta.brf_store.BRFStore.fit` reuses those of an earlier run).
-    """
-    fit = fit or fit_brf
-    labels = rows["label"].to_numpy().astype(np.int64)
-    out: dict[str, np.ndarray] = {}
-    for candidate in candidates:
-        if candidate.column is not None:
-            out[candidate.method] = rows[candidate.column].to_numpy(np.float64)
-            continue
-        cols = columns_for[candidate.method]
-        scores = np.full(labels.shape[0], np.nan)
-        for fold in np.unique(folds):
-            train = folds != fold
-            model = fit(
-                rows.loc[train, cols],
-                labels[train],
-                config,
-                seed=seed,
-                context=f"selection {candidate.method}, fold {fold}",
-            )
-            scores[~train] = brf_scores(model, rows.loc[~train, cols])
-        out[candidate.method] = scores
-    return out
 
 
 def choose(
@@ -318,6 +202,106 @@ def choose(
     return chosen, evidence
 
 
+@plain_dataclass(frozen=True)
+class SeedScores:
+    """One split seed's out-of-fold evidence of a category.
+
+    Attributes:
+        seed: the split seed; rows: its brf_train rows; labels (n,) in {0, 1}; folds (n,) fold ids;
+        judged (n,) bool: rows the metrics count (real rows where real bad ones exist);
+        scores: method -> out-of-fold scores (n,), NaN where not scored.
+    """
+
+    seed: int
+    rows: pd.DataFrame
+    labels: np.ndarray
+    folds: np.ndarray
+    judged: np.ndarray
+    scores: dict[str, np.ndarray]
+
+
+def _seed_scores(rows, seed, category, candidates, columns_for, config, params, fit) -> SeedScores:
+    """Every candidate's out-of-fold scores on one seed's brf_train `rows` (`out_of_fold`)."""
+    from segad.ingestion.defects import is_synthetic
+
+    labels = rows["label"].to_numpy().astype(np.int64)
+    if min((labels == 0).sum(), (labels == 1).sum()) >= 2:
+        types = rows["defect_type"].to_numpy() if "defect_type" in rows else None
+        folds = fold_ids(labels, seed, params.folds, types)
+        fitted = list(candidates)
+    else:  # too few rows to fold: single inputs are judged on all rows, combinations not at all
+        log.warning(
+            "selection (%s, split_seed %s): %d good / %d bad brf_train rows cannot be folded; "
+            "only single inputs are weighed",
+            category,
+            seed,
+            int((labels == 0).sum()),
+            int((labels == 1).sum()),
+        )
+        folds = np.zeros(labels.shape[0], dtype=np.int64)
+        fitted = [c for c in candidates if c.column is not None]
+    scores = out_of_fold(rows, fitted, columns_for[category], config, seed, folds, fit)
+    for candidate in candidates:
+        scores.setdefault(candidate.method, np.full(labels.shape[0], np.nan))
+    synthetic = is_synthetic(rows["image_id"]).to_numpy()
+    real_bad = bool(((labels == 1) & ~synthetic).any())
+    judged = ~synthetic if real_bad else np.ones_like(synthetic)
+    return SeedScores(seed, rows, labels, folds, judged, scores)
+
+
+def _pairs(seeds: Sequence[SeedScores]) -> list[HeldOut]:
+    """The held-out (seed, fold) pairs of the seeds' judged rows."""
+    pairs = []
+    for s in seeds:
+        image_ids = s.rows["image_id"].astype(str).to_numpy()
+        for fold in np.unique(s.folds):
+            held = s.judged & (s.folds == fold)
+            pairs.append(HeldOut(s.labels[held], image_ids[held], {m: v[held] for m, v in s.scores.items()}))
+    return pairs
+
+
+def strongest_members(
+    pairs: Sequence[HeldOut], candidates: Sequence[Candidate], params: SelectionParams = DEFAULT_SELECTION
+) -> dict[str, str]:
+    """Combination method -> its member single input with the highest mean out-of-fold utility
+    (ties: the first name); combinations without a single-input member are left out."""
+    singles = [c.method for c in candidates if c.column is not None]
+
+    def meanutility_of(method: str) -> float:
+        values = np.array([held_out_metrics(p.labels, p.scores[method], params.miss_rate) for p in pairs]).reshape(
+            -1, 2
+        )
+        utility = utility_of(values[:, 0], values[:, 1], params.operating_weight)
+        utility = utility[np.isfinite(utility)]
+        return float(utility.mean()) if utility.size else -np.inf
+
+    utility = {m: meanutility_of(m) for m in singles}
+    return {
+        c.method: max(sorted(m for m in c.members if m in utility), key=lambda m: utility[m])
+        for c in candidates
+        if c.column is None and any(m in utility for m in c.members)
+    }
+
+
+def _blended(seed: SeedScores, partners: Mapping[str, str], columns: Mapping[str, str | None]):
+    """(the seed's evidence with each partnered combination's scores blended, method -> `Blend`).
+
+    The blend's references are the seed's good rows: the combination's out-of-fold scores of
+    them (all folds) and the member's own scores; a combination never scored here is left as is.
+    """
+    scores, blends = dict(seed.scores), {}
+    good = seed.labels == 0
+    for method, member in partners.items():
+        raw = seed.scores[method]
+        if not np.isfinite(raw).any():
+            continue
+        column = str(columns[member])
+        values = seed.rows[column].to_numpy(np.float64)
+        blend = Blend.of(column, raw[good], values[good])
+        scores[method], blends[method] = blend.score(raw, values), blend
+    return SeedScores(seed.seed, seed.rows, seed.labels, seed.folds, seed.judged, scores), blends
+
+
 def select_methods(
     table: pd.DataFrame,
     candidates: Sequence[Candidate],
@@ -336,50 +320,35 @@ def select_methods(
         config: the BRF settings (`segad.meta.brf.BRFConfig`) of the out-of-fold BRFs.
         fit: fits them (`out_of_fold`).
     """
-    from segad.ingestion.defects import is_synthetic
-
     train = table[table["role"] == "brf_train"]
-    chosen, frames = {}, []
+    singles = {c.method: c.column for c in candidates if c.column is not None}
+    chosen: dict[str, str] = {}
+    frames: list[pd.DataFrame] = []
+    blends: dict[tuple[str, int], Blend] = {}
     for category, rows in train.groupby("category", sort=True):
-        pairs: list[HeldOut] = []
-        for seed, seed_rows in rows.groupby("split_seed", sort=True):
-            seed_rows = seed_rows.reset_index(drop=True)
-            labels = seed_rows["label"].to_numpy().astype(np.int64)
-            if min((labels == 0).sum(), (labels == 1).sum()) >= 2:
-                types = seed_rows["defect_type"].to_numpy() if "defect_type" in seed_rows else None
-                folds = fold_ids(labels, int(seed), params.folds, types)
-                fitted = candidates
-            else:  # too few rows to fold: single inputs are judged on all rows, combinations not at all
-                log.warning(
-                    "selection (%s, split_seed %s): %d good / %d bad brf_train rows cannot be folded; "
-                    "only single inputs are weighed",
-                    category,
-                    seed,
-                    int((labels == 0).sum()),
-                    int((labels == 1).sum()),
-                )
-                folds = np.zeros(labels.shape[0], dtype=np.int64)
-                fitted = [c for c in candidates if c.column is not None]
-            scores = out_of_fold(seed_rows, fitted, columns_for[str(category)], config, int(seed), folds, fit)
-            for candidate in candidates:
-                scores.setdefault(candidate.method, np.full(labels.shape[0], np.nan))
-            synthetic = is_synthetic(seed_rows["image_id"]).to_numpy()
-            real_bad = bool(((labels == 1) & ~synthetic).any())
-            judged = ~synthetic if real_bad else np.ones_like(synthetic)
-            image_ids = seed_rows["image_id"].astype(str).to_numpy()
-            for fold in np.unique(folds):
-                held = judged & (folds == fold)
-                pairs.append(HeldOut(labels[held], image_ids[held], {m: v[held] for m, v in scores.items()}))
-        method, evidence = choose(pairs, candidates, params)
+        seeds = [
+            _seed_scores(
+                seed_rows.reset_index(drop=True), int(seed), str(category), candidates, columns_for, config, params, fit
+            )
+            for seed, seed_rows in rows.groupby("split_seed", sort=True)
+        ]
+        partners = strongest_members(_pairs(seeds), candidates, params) if params.blend else {}
+        blended = [_blended(seed, partners, singles) for seed in seeds]
+        method, evidence = choose(_pairs([b for b, _ in blended]), candidates, params)
+        evidence.insert(evidence.columns.get_loc("wins") + 1, "blend_with", evidence["method"].map(partners).fillna(""))
         chosen[str(category)] = method
+        for seed, (_, seed_blends) in zip(seeds, blended, strict=True):
+            if method in seed_blends:
+                blends[(str(category), seed.seed)] = seed_blends[method]
         evidence.insert(0, "category", str(category))
         frames.append(evidence)
         row = evidence.set_index("method").loc[method]
         log.info(
-            "selection (%s): %s ships; out of fold AUROC %.1f, PG %.1f; gain %+.2f over baseline %s "
+            "selection (%s): %s%s ships; out of fold AUROC %.1f, PG %.1f; gain %+.2f over baseline %s "
             "(SE %.2f, one-bad-image margin %.2f; utility points x100); candidates: %s",
             category,
             method,
+            f" (blended with {row['blend_with']})" if row["blend_with"] else "",
             100 * row["auroc"],
             100 * row["pg"],
             100 * row["gain"],
@@ -388,7 +357,7 @@ def select_methods(
             100 * row["one_bad_margin"],
             ", ".join(f"{r.method} {100 * r.utility:.1f}{' wins' if r.wins else ''}" for r in evidence.itertuples()),
         )
-    return Selection(chosen, pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
+    return Selection(chosen, pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(), blends)
 
 
 def candidates_of(table: pd.DataFrame, detectors: Sequence[str], combinations=None) -> list[Candidate]:
@@ -414,12 +383,27 @@ def run_selection(
     return select_methods(train, candidates, combination_columns(train, combos), config or DEFAULT_BRF, params, fit)
 
 
-def selected_scores(scores: pd.DataFrame, table: pd.DataFrame, chosen: Mapping[str, str]) -> pd.DataFrame:
+def selected_scores(
+    scores: pd.DataFrame,
+    table: pd.DataFrame,
+    chosen: Mapping[str, str],
+    blends: Mapping[tuple[str, int], Blend] | None = None,
+) -> pd.DataFrame:
     """The chosen method's rows of `scores` (image_id, split_seed, method, score), renamed `SELECTED`.
 
-    `table` gives each image's category (the choice is per category).
+    `table` gives each image's category (the choice is per category) and, where `blends` holds the
+    (category, split seed) of a chosen combination, the member's score of each test row: the
+    selected score is then the blend (`segad.meta.blend`).
     """
     category = table.drop_duplicates("image_id").set_index("image_id")["category"].astype(str)
     rows = scores[scores["image_id"].map(category).map(chosen) == scores["method"]].copy()
     rows["method"] = SELECTED
+    test = table[table["role"] == "test"]
+    for (name, seed), blend in (blends or {}).items():
+        mine = (rows["image_id"].map(category) == name) & (rows["split_seed"] == seed)
+        member = test[(test["category"].astype(str) == name) & (test["split_seed"] == seed)].set_index("image_id")[
+            blend.column
+        ]
+        values = rows.loc[mine, "image_id"].map(member).to_numpy(np.float64)
+        rows.loc[mine, "score"] = blend.score(rows.loc[mine, "score"].to_numpy(np.float64), values)
     return rows

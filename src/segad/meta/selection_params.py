@@ -29,6 +29,8 @@ class SelectionParams:
         miss_rate: the operating point judged: PG at this share of bad parts accepted.
         operating_weight: weight of that PG in the utility (1 - it: AUROC's weight).
         se_multiplier: standard errors a richer candidate's gain must exceed.
+        blend: a combination is judged and ships blended with its strongest member
+            (`segad.meta.blend`); False = its BRF score alone (the paper's).
     """
 
     enabled: bool = True
@@ -36,6 +38,7 @@ class SelectionParams:
     miss_rate: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.02
     operating_weight: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
     se_multiplier: Annotated[float, Field(ge=0.0)] = 1.0
+    blend: bool = True
 
 
 DEFAULT_SELECTION = SelectionParams()

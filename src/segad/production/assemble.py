@@ -38,7 +38,6 @@ from pydantic import Field
 
 from segad.columns import CLASSIFIER
 from segad.config import PARAMS
-from segad.ingestion.defects import is_synthetic
 from segad.meta.brf import (
     BRFConfig,
     method_name,
@@ -46,9 +45,16 @@ from segad.meta.brf import (
     select_run,
     single_input_model,
 )
-from segad.production.bundle_selection import selected_members, selected_method, selection_evidence
+from segad.meta.selection import SELECTED
+from segad.production.bundle_selection import (
+    blend_member,
+    member_column,
+    selected_members,
+    selected_method,
+    selection_evidence,
+)
 from segad.production.inputs import input_spec_from_paths
-from segad.production.operating_point import OperatingPoint, choose_operating_point, out_of_fold_scores
+from segad.production.operating_point import training_operating_point
 from segad.segments.elpv import ELPV_SEGMENTS
 from segad.segments.segment_maps import SegmentMaps
 from segad.storage.identity import dataset_id_of
@@ -180,7 +186,19 @@ def assemble_bundle(
 
     table = select_run(features, image_index, ident, seeds, run_detectors, benchmark)
     rows = table[(table["category"] == category) & (table["split_seed"] == seed) & (table["role"] == "brf_train")]
-    op = _operating_point(rows, columns, brf_model, seed, category, options, fit_brf, fitted=single_column is None)
+    member = blend_member(selection, ident, benchmark, category) if chosen is not None else None
+    blend_column = None if single_column is not None or member is None else member_column(member, columns)
+    op, blend = training_operating_point(
+        rows,
+        columns,
+        brf_model,
+        seed,
+        category,
+        (int(options.oof_folds), float(options.max_miss_rate)),
+        fit_brf,
+        fitted=single_column is None,
+        blend_column=blend_column,
+    )
     log.info(
         "operating point %s: threshold %.4f rejects at least %.1f%% of bad parts; expected pass "
         "rate of good parts %.1f%% (on %d good / %d bad held-out rows)",
@@ -203,6 +221,7 @@ def assemble_bundle(
         n_segments=int(segment_maps.n_segments[category]),
         classifier_dirs=classifier_dirs,
         brf=brf,
+        blend=blend,
         feature_columns=columns,
         operating_point=op,
         input_spec=spec,
@@ -224,6 +243,7 @@ def assemble_bundle(
         "dataset": ident,
         "benchmark": benchmark,
         "method": method,
+        "scores_method": SELECTED if chosen is not None else method,
         "category": category,
         "split_seed": seed,
         "classifier_models": len(classifier_dirs),
@@ -286,45 +306,6 @@ def _classifier_dirs(scores: pd.DataFrame, root: str | Path | None, seed: int) -
     if len(keys) != 1:
         raise ValueError(f"classifier scores of split_seed {seed} name models {keys}, expected one")
     return kept_folders(root, str(keys[0]))
-
-
-def _operating_point(
-    rows: pd.DataFrame,
-    columns: list[str],
-    config: BRFConfig,
-    seed: int,
-    category: str,
-    options: BundleOptions,
-    fit: Callable[..., Any] | None = None,
-    fitted: bool = True,
-) -> OperatingPoint:
-    """Threshold at ``options.max_miss_rate`` on out-of-fold BRF scores of the brf_train `rows`.
-
-    Synthetic defects train the fold models; where real bad rows exist (a top-up, not one_class)
-    the threshold and its rates come from the real rows only, since the miss rate is a promise
-    about real defects. A single input (``fitted`` False) needs no fold: its scores on those rows
-    are already those of unseen parts.
-    """
-    labels = rows["label"].to_numpy().astype(np.int64)
-    folds = int(options.oof_folds)
-    if fitted:
-        held_out = out_of_fold_scores(
-            rows[columns].to_numpy(np.float64), labels, config, seed=seed, n_folds=folds, fit=fit
-        )
-    else:
-        held_out = rows[columns[0]].to_numpy(np.float64)
-    synthetic = is_synthetic(rows["image_id"]).to_numpy()
-    real_bad = int(((labels == 1) & ~synthetic).sum())
-    judged = ~synthetic if real_bad else np.ones_like(synthetic)
-    source = (
-        f"{folds}-fold out-of-fold BRF scores of the brf_train rows "
-        if fitted
-        else f"the single input {columns[0]} on the brf_train rows "
-    ) + (
-        f"(split_seed {seed}, category {category}; {int(synthetic.sum())} synthetic defects"
-        f"{', which train the fold models but not the threshold' if real_bad and synthetic.any() else ''})"
-    )
-    return choose_operating_point(labels[judged], held_out[judged], float(options.max_miss_rate), source=source)
 
 
 def _detector_dirs(

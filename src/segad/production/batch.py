@@ -90,8 +90,8 @@ def score_images(
     the batch goes on); raw maps of every detector (`segad.detection.inference.predict_maps`); the
     segment labels (the bundle's static map, or each image's own labels from the bundled centres and
     the packaged backbone, `segad.production.bundle_segments`); the classifier score when bundled
-    (`segad.production.bundle_classifier`); per-segment statistics and maxima (`segad.segments.features`); the BRF score (`segad.meta.brf.brf_scores`); the
-    decision at the bundle's threshold; per-segment and per-detector SHAP contributions for the
+    (`segad.production.bundle_classifier`); per-segment statistics and maxima (`segad.segments.features`); the score (`Bundle.score`: the
+    BRF's, blended where the bundle has a blend); the decision at the bundle's threshold; per-segment and per-detector SHAP contributions for the
     rows `explain` selects; an overlay per rejected part (`render_overlay`, map of the detector
     with the largest contribution, or of the first detector when not explained).
 
@@ -284,8 +284,6 @@ def batch_features(
 
 def _score_batch(x, rows, bundle, models, segment_map, explain, overlays, pictures, clock, backends=None) -> None:
     """Fill `rows` (one per image of `x`) in place; add overlays of rejected parts."""
-    from segad.meta.brf import brf_scores
-
     n, op = x.shape[0], bundle.operating_point
     computed = batch_features(x, bundle, models, backends=backends, segment_map=segment_map, clock=clock)
     finite, features = computed.finite, computed.features
@@ -293,7 +291,7 @@ def _score_batch(x, rows, bundle, models, segment_map, explain, overlays, pictur
     with clock("brf"):
         scores = np.full(n, np.nan)
         if finite.any():
-            scores[finite] = brf_scores(bundle.brf, features[finite])
+            scores[finite] = bundle.score(features[finite])
         decisions = decide(scores, op.threshold)  # NaN -> 'error': never decide on a broken map
 
     with clock("explain"):

@@ -66,6 +66,7 @@ import numpy as np
 
 from segad import versions
 from segad.columns import CLASSIFIER, feature_columns
+from segad.meta.blend import Blend
 from segad.production.bundle_classifier import check_classifiers, load_classifiers
 from segad.production.bundle_segments import SEGMENTATION_FILE as SEGMENTATION_FILE
 from segad.production.bundle_segments import BundleSegments, load_segments
@@ -80,9 +81,9 @@ from segad.storage.files import file_sha256
 logger = logging.getLogger(__name__)
 
 FORMAT = "segad-bundle"
-FORMAT_VERSION = 2
-#: format versions this code reads (1: static segment map only)
-READ_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+#: format versions this code reads (1: static segment map only; 3: the ``blend`` of `segad.meta.blend`)
+READ_VERSIONS = (1, 2, 3)
 MANIFEST = "manifest.json"
 BRF_FILE = "brf.ubj"
 DETECTORS_DIR = "detectors"
@@ -176,6 +177,8 @@ class Bundle:
         operating_point: threshold and expected rates.
         input_spec: what scored images must look like.
         brf: the BRF (`xgboost.XGBClassifier`; scores with `segad.meta.brf.brf_scores`).
+        blend: where the bundle's score blends the BRF's with one member's (`segad.meta.blend`),
+            that blend (`score` applies it); None: the score is the BRF's raw margin.
         classifier_models: number of classifier models behind ``classifier__score`` (0: none).
     Detectors and classifier models stay on disk until `load_models`.
     """
@@ -191,6 +194,16 @@ class Bundle:
     input_spec: InputSpec
     brf: Any
     classifier_models: int = 0
+    blend: Blend | None = None
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """Scores float64 (N,) of finite feature rows (N, len(feature_columns)): the BRF's raw margin,
+        blended where the bundle has a blend; higher = more anomalous."""
+        from segad.meta.brf import brf_scores
+
+        raw = brf_scores(self.brf, features)
+        at = self.feature_columns.index(self.blend.column) if self.blend else None
+        return raw if self.blend is None else self.blend.score(raw, np.asarray(features)[:, at])
 
     def detector_dir(self, name: str) -> Path:
         return self.root / DETECTORS_DIR / name
@@ -415,6 +428,10 @@ def load_bundle(
         raise BundleSchemaError(
             f"{root / BRF_FILE}: the BRF expects {booster.num_features()} features, the manifest lists {len(columns)}"
         )
+    try:  # the blend of a selected combination (format 3), on feature columns only
+        blend = Blend.from_dict(manifest["blend"], columns) if manifest.get("blend") is not None else None
+    except ValueError as error:
+        raise BundleSchemaError(f"{root / MANIFEST}: {error}") from error
     spec = InputSpec.from_dict(manifest["input_spec"])
     segmentation = load_segments(root, manifest, spec.image_size, allow_version_mismatch)
     return Bundle(
@@ -429,4 +446,5 @@ def load_bundle(
         input_spec=spec,
         brf=brf,
         classifier_models=classifiers,
+        blend=blend,
     )

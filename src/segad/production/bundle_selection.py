@@ -26,6 +26,21 @@ def selected_method(selection: pd.DataFrame | None, dataset_id: str, benchmark: 
     return str(rows["method"].iloc[0]) if len(rows) else None
 
 
+def blend_member(selection: pd.DataFrame | None, dataset_id: str, benchmark: str, category: str) -> str | None:
+    """The member the chosen combination of this regime and category is blended with
+    (`segad.meta.blend`); None for a single input, without a selection, or with the blend off."""
+    if selection is None or selection.empty or "blend_with" not in selection.columns:
+        return None
+    rows = selection[
+        (selection["dataset"].astype(str) == dataset_id)
+        & (selection["benchmark"].astype(str) == benchmark)
+        & (selection["category"].astype(str) == category)
+        & selection["chosen"].fillna(False).astype(bool)
+    ]
+    member = str(rows["blend_with"].iloc[0]) if len(rows) and isinstance(rows["blend_with"].iloc[0], str) else ""
+    return member or None
+
+
 def selection_evidence(selection: pd.DataFrame | None, dataset_id: str, benchmark: str, category: str) -> list[dict]:
     """The selection's evidence rows of this category, as JSON-ready records for the manifest."""
     from segad.versions import jsonable
@@ -58,3 +73,11 @@ def selected_members(chosen: str, default: list[str], scored: Sequence[str]) -> 
             "to a combination without it"
         )
     return [chosen], False, max_column(chosen)
+
+
+def member_column(member: str, columns: Sequence[str]) -> str:
+    """The score column of the blend's member among the BRF's feature `columns`."""
+    column = CLASSIFIER_COLUMN if member == CLASSIFIER else max_column(member)
+    if column not in columns:
+        raise ValueError(f"brf_selection blends with {member}, whose score {column} is not a column of the shipped BRF")
+    return column

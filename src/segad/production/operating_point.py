@@ -28,8 +28,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import pandas as pd
 
 from segad.evaluation.metrics import pg, split_scores
+from segad.ingestion.defects import is_synthetic
+from segad.meta.blend import Blend
+from segad.meta.held_out import fold_ids
 
 ACCEPT, REJECT, ERROR = "accept", "reject", "error"
 
@@ -103,6 +107,7 @@ def out_of_fold_scores(
     seed: int = 0,
     n_folds: int = 5,
     fit=None,
+    fold_of: np.ndarray | None = None,
 ) -> np.ndarray:
     """Held-out BRF scores of the training rows: float64 (N,), by stratified k-fold.
 
@@ -110,6 +115,8 @@ def out_of_fold_scores(
     other folds only, so the scores behave like those of unseen parts. Folds are drawn with
     `seed`; `n_folds` is lowered to the number of bad (or good) rows when there are fewer.
     `fit` replaces `fit_brf` (e.g. `segad.meta.brf_store.BRFStore.fit`, which reuses stored models).
+    `fold_of` (N,) gives each row's fold instead (e.g. `segad.meta.selection.fold_ids`, whole
+    defect types held out), so the scores are those the selection computed.
     """
     from sklearn.model_selection import StratifiedKFold
 
@@ -127,8 +134,13 @@ def out_of_fold_scores(
     config = config or BRFConfig()
     fit = fit or fit_brf
     scores = np.full(labels.shape[0], np.nan)
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=int(seed))
-    for k, (fit_rows, held_rows) in enumerate(splitter.split(features, labels)):
+    if fold_of is not None:
+        fold_of = np.asarray(fold_of)
+        splits = [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in np.unique(fold_of)]
+    else:
+        splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=int(seed)).split(features, labels))
+    folds = len(splits)
+    for k, (fit_rows, held_rows) in enumerate(splits):
         model = fit(features[fit_rows], labels[fit_rows], config, seed=seed, context=f"out-of-fold {k + 1}/{folds}")
         scores[held_rows] = brf_scores(model, features[held_rows])
     return scores
@@ -140,3 +152,68 @@ def decide(scores: np.ndarray, threshold: float) -> np.ndarray:
     out = np.where(scores >= threshold, REJECT, ACCEPT).astype(object)
     out[~np.isfinite(scores)] = ERROR
     return out
+
+
+def training_operating_point(
+    rows: pd.DataFrame,
+    columns: list[str],
+    config,
+    seed: int,
+    category: str,
+    folds_and_miss_rate: tuple[int, float],
+    fit=None,
+    fitted: bool = True,
+    blend_column: str | None = None,
+) -> tuple[OperatingPoint, Blend | None]:
+    """(threshold at the max miss rate (``bundle.max_miss_rate``) on out-of-fold BRF scores of the brf_train `rows`,
+    the blend the bundle ships or None).
+
+    With `blend_column` (the strongest member's score column, `segad.meta.blend`) the out-of-fold
+    BRF scores of the good rows and that column's values of them are the blend's references, and
+    the threshold is chosen on the blended scores, the scores the bundle will give.
+
+    The folds are the selection's (`segad.meta.held_out.fold_ids`; `folds_and_miss_rate` = (``bundle.oof_folds``, ``bundle.max_miss_rate``)): with
+    ``bundle.oof_folds`` equal to ``brf.selection.folds`` (both 5 by default) the blend and its
+    scores are those of the ``selected`` rows. Synthetic defects train the fold models; where real bad rows exist (a top-up, not one_class)
+    the threshold and its rates come from the real rows only, since the miss rate is a promise
+    about real defects. A single input (``fitted`` False) needs no fold: its scores on those rows
+    are already those of unseen parts.
+    """
+    labels = rows["label"].to_numpy().astype(np.int64)
+    folds, max_miss_rate = folds_and_miss_rate
+    if fitted:  # the selection's folds (segad.meta.selection.fold_ids): its out-of-fold scores, exactly
+        types = rows["defect_type"].to_numpy() if "defect_type" in rows.columns else None
+        held_out = out_of_fold_scores(
+            rows[columns].to_numpy(np.float64),
+            labels,
+            config,
+            seed=seed,
+            n_folds=folds,
+            fit=fit,
+            fold_of=fold_ids(labels, seed, folds, types),
+        )
+    else:
+        held_out = rows[columns[0]].to_numpy(np.float64)
+    blend = None
+    if blend_column is not None:
+        member = rows[blend_column].to_numpy(np.float64)
+        blend = Blend.of(blend_column, held_out[labels == 0], member[labels == 0])
+        held_out = blend.score(held_out, member)
+    synthetic = is_synthetic(rows["image_id"]).to_numpy()
+    real_bad = int(((labels == 1) & ~synthetic).sum())
+    judged = ~synthetic if real_bad else np.ones_like(synthetic)
+    source = (
+        (
+            f"{folds}-fold out-of-fold BRF scores of the brf_train rows (whole defect types held out where "
+            "they are two or more) "
+            if fitted
+            else f"the single input {columns[0]} on the brf_train rows "
+        )
+        + (f"blended with {blend_column} " if blend is not None else "")
+        + (
+            f"(split_seed {seed}, category {category}; {int(synthetic.sum())} synthetic defects"
+            f"{', which train the fold models but not the threshold' if real_bad and synthetic.any() else ''})"
+        )
+    )
+    op = choose_operating_point(labels[judged], held_out[judged], max_miss_rate, source=source)
+    return op, blend

@@ -29,6 +29,7 @@ import numpy as np
 
 from segad import versions
 from segad.columns import feature_columns as computed_columns
+from segad.meta.blend import Blend
 from segad.production.bundle import (
     BRF_FILE,
     BUNDLE_ID,
@@ -76,6 +77,7 @@ def write_bundle(
     n_segments: int | None = None,
     segment_names: Mapping[int, str] | None = None,
     bundle_id: str | None = None,
+    blend: Blend | None = None,
 ) -> Path:
     """Write a bundle folder at `target` atomically; returns `target`.
 
@@ -103,6 +105,8 @@ def write_bundle(
         n_segments: L (default: largest label + 1, or the number of centres).
         segment_names: optional readable names of the segments.
         bundle_id: the id to record (default `new_bundle_id`).
+        blend: the blend of the BRF score with one member's score (`segad.meta.blend`); its
+            column must be one of `feature_columns`. None: the score is the BRF's raw margin.
     """
     target = Path(target)
     detectors = list(detector_dirs)
@@ -127,6 +131,8 @@ def write_bundle(
             f"segment map {segmentation.labels.shape} is not at the map resolution {input_spec.image_size.hw} "
             "(height, width)"
         )
+    if blend is not None and blend.column not in feature_columns:
+        raise BundleSchemaError(f"the blend reads {blend.column}, which is not one of the feature columns")
     check_owned(target, own_files(target), "write_bundle")
     bundle_id = bundle_id or new_bundle_id()
     staging = staging_folder(target)
@@ -156,7 +162,12 @@ def write_bundle(
             "segment_names": {str(k): str(v) for k, v in (segment_names or {}).items()},
             "computed_columns": computed,
             "feature_columns": list(feature_columns),
-            "score": "raw margin of the XGBoost BRF (binary:logitraw): a score, not a probability",
+            "score": (
+                "raw margin of the XGBoost BRF (binary:logitraw): a score, not a probability"
+                if blend is None
+                else f"blend of the BRF's raw margin and {blend.column} (segad.meta.blend): a score, not a probability"
+            ),
+            "blend": blend.as_dict() if blend is not None else None,
             "operating_point": operating_point.as_dict(),
             "input_spec": input_spec.as_dict(),
             "config": versions.jsonable(dict(config)),

@@ -35,7 +35,8 @@ def train_brf(
         split_seed_<s>``), so runs of other datasets or regimes stay beside them; scores with columns
         dataset, benchmark, image_id, split_seed, method, score (``scores`` is partitioned by
         dataset and benchmark, so saving replaces only this regime's scores), with method
-        ``selected`` = the chosen method's scores per category; selection = the evidence table
+        ``selected`` = the chosen method's scores per category (a combination blended with its
+        strongest member, `segad.meta.blend`, unless ``brf.selection.blend`` is false); selection = the evidence table
         (`segad.meta.selection.EVIDENCE_COLUMNS`), empty when ``brf.selection.enabled`` is false.
     """
     table = select_run(features, image_index, dataset.id, seeds, detectors, benchmark)
@@ -67,7 +68,9 @@ def train_brf(
                 brf_store.reused - reused_before,
                 brf_store.root,
             )
-        scores = pd.concat([scores, selected_scores(scores, table, selection.chosen)], ignore_index=True)
+        scores = pd.concat(
+            [scores, selected_scores(scores, table, selection.chosen, selection.blends)], ignore_index=True
+        )
         evidence = selection.evidence
         evidence.insert(0, "benchmark", str(benchmark))
         evidence.insert(0, "dataset", ident)
