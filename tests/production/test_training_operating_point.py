@@ -46,3 +46,34 @@ def test_a_blended_bundle_sets_its_threshold_on_the_blended_out_of_fold_scores()
     expected = choose_operating_point(labels, blend.score(held_out, rows["patchcore__max"].to_numpy()), 0.1)
     assert point.threshold == expected.threshold
     assert "blended with patchcore__max" in point.source
+
+
+def test_the_bundle_blends_with_the_selections_own_references():
+    """Same rows, settings and folds: the bundle's blend is the one the selected test rows used."""
+    from segad.meta.selection import run_selection
+
+    rng = np.random.default_rng(3)
+    n_good, n_bad = 60, 20
+    labels = np.r_[np.zeros(n_good, int), np.ones(n_bad, int)]
+    frames = []
+    for role in ("brf_train", "test"):
+        rows = {"image_id": [f"{role}/{i}.png" for i in range(labels.size)], "category": "c", "split_seed": 0}
+        rows |= {"role": role, "label": labels}
+        for det in ("padim", "patchcore"):
+            rows[f"{det}__max"] = rng.normal(0, 1, labels.size) + 0.5 * labels
+            for stat in ("q995", "skew", "kurtosis", "mean"):
+                rows[f"seg0__{det}__{stat}"] = rng.normal(0, 1, labels.size)
+        rows["seg0__padim__q995"] += 4.0 * labels
+        frames.append(pd.DataFrame(rows))
+    table = pd.concat(frames, ignore_index=True)
+    config = BRFConfig(n_estimators=2, num_parallel_tree=5, n_jobs=1, monotone=True)
+    selection = run_selection(table, ["padim", "patchcore"], config=config)
+    chosen = selection.chosen["c"]
+    assert chosen.endswith("+segad")
+    wanted = selection.blends[("c", 0)]
+    train = table[table["role"] == "brf_train"]
+    columns = [c for c in table.columns if "__" in c and c.split("__")[-2] in chosen.split("+")]
+    _, blend = training_operating_point(train, columns, config, 0, "c", (5, 0.02), blend_column=wanted.column)
+    assert blend is not None
+    np.testing.assert_allclose(blend.model_good, wanted.model_good)
+    np.testing.assert_array_equal(blend.member_good, wanted.member_good)

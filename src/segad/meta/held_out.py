@@ -7,7 +7,6 @@ a mean paired utility gain.
 
 Example:
     >>> import numpy as np
-import pandas as pd
     >>> from segad.meta.held_out import held_out_metrics
     >>> held_out_metrics(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9]), 0.02)
     (1.0, 1.0)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -101,7 +102,7 @@ def choose_operating_point(
 
 
 def out_of_fold_scores(
-    features: np.ndarray,
+    features: Any,
     labels: np.ndarray,
     config=None,
     seed: int = 0,
@@ -115,14 +116,17 @@ def out_of_fold_scores(
     other folds only, so the scores behave like those of unseen parts. Folds are drawn with
     `seed`; `n_folds` is lowered to the number of bad (or good) rows when there are fewer.
     `fit` replaces `fit_brf` (e.g. `segad.meta.brf_store.BRFStore.fit`, which reuses stored models).
-    `fold_of` (N,) gives each row's fold instead (e.g. `segad.meta.selection.fold_ids`, whole
-    defect types held out), so the scores are those the selection computed.
+    `features`: float (N, F), an array or a DataFrame (its column names give the BRF's monotone
+    constraints, as in the brf stage). `fold_of` (N,) gives each row's fold instead
+    (`segad.meta.held_out.fold_ids`: whole defect types held out), so the scores are those the
+    selection computed.
     """
     from sklearn.model_selection import StratifiedKFold
 
     from segad.meta.brf import BRFConfig, brf_scores, fit_brf
 
-    features = np.asarray(features, dtype=np.float64)
+    named = hasattr(features, "columns")  # a DataFrame keeps the names the monotone constraints need
+    features = features.astype(np.float64).reset_index(drop=True) if named else np.asarray(features, dtype=np.float64)
     labels = np.asarray(labels).astype(np.int64)
     n_minority = int(min((labels == 0).sum(), (labels == 1).sum()))
     folds = min(int(n_folds), n_minority)
@@ -141,8 +145,11 @@ def out_of_fold_scores(
         splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=int(seed)).split(features, labels))
     folds = len(splits)
     for k, (fit_rows, held_rows) in enumerate(splits):
-        model = fit(features[fit_rows], labels[fit_rows], config, seed=seed, context=f"out-of-fold {k + 1}/{folds}")
-        scores[held_rows] = brf_scores(model, features[held_rows])
+        fit_part, held_part = (
+            (features.iloc[fit_rows], features.iloc[held_rows]) if named else (features[fit_rows], features[held_rows])
+        )
+        model = fit(fit_part, labels[fit_rows], config, seed=seed, context=f"out-of-fold {k + 1}/{folds}")
+        scores[held_rows] = brf_scores(model, held_part)
     return scores
 
 
@@ -184,7 +191,7 @@ def training_operating_point(
     if fitted:  # the selection's folds (segad.meta.selection.fold_ids): its out-of-fold scores, exactly
         types = rows["defect_type"].to_numpy() if "defect_type" in rows.columns else None
         held_out = out_of_fold_scores(
-            rows[columns].to_numpy(np.float64),
+            rows[columns],
             labels,
             config,
             seed=seed,
