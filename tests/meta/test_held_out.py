@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segad.meta.held_out import HeldOut, fold_ids, held_out_metrics, one_bad_margin
+from segad.meta.held_out import HeldOut, fold_ids, held_out_metrics, judged_rows, one_bad_margin
 
 
 def test_held_out_metrics_are_auroc_and_pg_and_nan_without_a_class():
@@ -54,3 +54,11 @@ def test_folds_hold_out_whole_defect_types_where_the_rows_name_them():
     fold = fold_ids(labels, seed=0, n_folds=5, defect_types=types)
     assert set(fold) == {0, 1} and len(set(fold[types == "pit"])) == len(set(fold[types == "scratch"])) == 1
     assert set(fold_ids(labels, seed=0, n_folds=5)) == {0, 1, 2, 3, 4}  # no types: stratified 5-fold
+
+
+def test_synthetic_defects_are_judged_only_where_no_real_bad_row_exists():
+    labels = np.array([0, 1, 1])
+    top_up = ["good/0.png", "bad/0.png", "synthetic/0/good_0__0.png"]
+    assert judged_rows(labels, top_up).tolist() == [True, True, False]
+    one_class = ["good/0.png", "synthetic/0/good_0__0.png", "synthetic/0/good_1__0.png"]
+    assert judged_rows(labels, one_class).tolist() == [True, True, True]

@@ -21,14 +21,14 @@ def _rows(n_good: int, n_real: int, n_synthetic: int) -> pd.DataFrame:
 
 def test_top_up_trains_the_folds_but_only_real_bad_rows_set_the_threshold():
     rows = _rows(40, 12, 20)
-    point, blend = training_operating_point(rows, ["padim__max"], CONFIG, 0, "c", (5, 0.1))
+    point, blend = training_operating_point(rows, ["padim__max"], CONFIG, 0, "c", 5, 0.1)
     assert point.n_bad == 12 and point.n_good == 40
     assert "20 synthetic defects, which train the fold models but not the threshold" in point.source
 
 
 def test_one_class_rows_judge_on_their_synthetic_defects():
     rows = _rows(40, 0, 20)
-    point, blend = training_operating_point(rows, ["padim__max"], CONFIG, 0, "c", (5, 0.1))
+    point, blend = training_operating_point(rows, ["padim__max"], CONFIG, 0, "c", 5, 0.1)
     assert point.n_bad == 20 and "20 synthetic defects)" in point.source
     assert blend is None
 
@@ -37,7 +37,7 @@ def test_a_blended_bundle_sets_its_threshold_on_the_blended_out_of_fold_scores()
     rows = _rows(40, 12, 0)
     rows["patchcore__max"] = np.r_[np.linspace(0, 1, 40), np.linspace(0.5, 3, 12)]
     columns = ["padim__max", "patchcore__max"]
-    point, blend = training_operating_point(rows, columns, CONFIG, 0, "c", (5, 0.1), blend_column="patchcore__max")
+    point, blend = training_operating_point(rows, columns, CONFIG, 0, "c", 5, 0.1, blend_column="patchcore__max")
     assert blend is not None and blend.column == "patchcore__max"
     np.testing.assert_array_equal(blend.member_good, np.linspace(0, 1, 40))
     labels = rows["label"].to_numpy()
@@ -73,7 +73,7 @@ def test_the_bundle_blends_with_the_selections_own_references():
     wanted = selection.blends[("c", 0)]
     train = table[table["role"] == "brf_train"]
     columns = [c for c in table.columns if "__" in c and c.split("__")[-2] in chosen.split("+")]
-    _, blend = training_operating_point(train, columns, config, 0, "c", (5, 0.02), blend_column=wanted.column)
+    _, blend = training_operating_point(train, columns, config, 0, "c", 5, 0.02, blend_column=wanted.column)
     assert blend is not None
     np.testing.assert_allclose(blend.model_good, wanted.model_good)
     np.testing.assert_array_equal(blend.member_good, wanted.member_good)

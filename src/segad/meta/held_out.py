@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["HeldOut", "fold_ids", "held_out_metrics", "one_bad_margin", "out_of_fold", "utility_of"]
+__all__ = ["HeldOut", "fold_ids", "held_out_metrics", "judged_rows", "one_bad_margin", "out_of_fold", "utility_of"]
 
 
 def _auroc_contributions(good: np.ndarray, bad: np.ndarray) -> np.ndarray:
@@ -148,3 +148,14 @@ def out_of_fold(
             scores[~train] = brf_scores(model, rows.loc[~train, cols])
         out[candidate.method] = scores
     return out
+
+
+def judged_rows(labels: np.ndarray, image_ids) -> np.ndarray:
+    """bool (n,): the rows whose held-out scores count. Where real bad rows exist, synthetic defects
+    (`segad.ingestion.defects.is_synthetic`) train the fold models but are not judged: a miss rate
+    is a promise about real defects; without real bad rows (one_class) every row counts."""
+    from segad.ingestion.defects import is_synthetic
+
+    synthetic = is_synthetic(pd.Series(image_ids)).to_numpy()
+    real_bad = bool(((np.asarray(labels) == 1) & ~synthetic).any())
+    return ~synthetic if real_bad else np.ones_like(synthetic)

@@ -52,7 +52,15 @@ import pandas as pd
 
 from segad.meta.blend import Blend
 from segad.meta.brf import DEFAULT_BRF, combination_columns, method_name, plan_methods
-from segad.meta.held_out import HeldOut, fold_ids, held_out_metrics, one_bad_margin, out_of_fold, utility_of
+from segad.meta.held_out import (
+    HeldOut,
+    fold_ids,
+    held_out_metrics,
+    judged_rows,
+    one_bad_margin,
+    out_of_fold,
+    utility_of,
+)
 from segad.meta.selection_params import DEFAULT_SELECTION, SelectionParams
 
 log = logging.getLogger(__name__)
@@ -222,8 +230,6 @@ class SeedScores:
 
 def _seed_scores(rows, seed, category, candidates, columns_for, config, params, fit) -> SeedScores:
     """Every candidate's out-of-fold scores on one seed's brf_train `rows` (`out_of_fold`)."""
-    from segad.ingestion.defects import is_synthetic
-
     labels = rows["label"].to_numpy().astype(np.int64)
     if min((labels == 0).sum(), (labels == 1).sum()) >= 2:
         types = rows["defect_type"].to_numpy() if "defect_type" in rows else None
@@ -243,10 +249,7 @@ def _seed_scores(rows, seed, category, candidates, columns_for, config, params, 
     scores = out_of_fold(rows, fitted, columns_for[category], config, seed, folds, fit)
     for candidate in candidates:
         scores.setdefault(candidate.method, np.full(labels.shape[0], np.nan))
-    synthetic = is_synthetic(rows["image_id"]).to_numpy()
-    real_bad = bool(((labels == 1) & ~synthetic).any())
-    judged = ~synthetic if real_bad else np.ones_like(synthetic)
-    return SeedScores(seed, rows, labels, folds, judged, scores)
+    return SeedScores(seed, rows, labels, folds, judged_rows(labels, rows["image_id"]), scores)
 
 
 def _pairs(seeds: Sequence[SeedScores]) -> list[HeldOut]:
@@ -267,7 +270,7 @@ def strongest_members(
     (ties: the first name); combinations without a single-input member are left out."""
     singles = [c.method for c in candidates if c.column is not None]
 
-    def meanutility_of(method: str) -> float:
+    def mean_utility(method: str) -> float:
         values = np.array([held_out_metrics(p.labels, p.scores[method], params.miss_rate) for p in pairs]).reshape(
             -1, 2
         )
@@ -275,7 +278,7 @@ def strongest_members(
         utility = utility[np.isfinite(utility)]
         return float(utility.mean()) if utility.size else -np.inf
 
-    utility = {m: meanutility_of(m) for m in singles}
+    utility = {m: mean_utility(m) for m in singles}
     return {
         c.method: max(sorted(m for m in c.members if m in utility), key=lambda m: utility[m])
         for c in candidates
@@ -396,11 +399,12 @@ def selected_scores(
     selected score is then the blend (`segad.meta.blend`).
     """
     category = table.drop_duplicates("image_id").set_index("image_id")["category"].astype(str)
-    rows = scores[scores["image_id"].map(category).map(chosen) == scores["method"]].copy()
+    of_category = scores["image_id"].map(category)
+    rows = scores[of_category.map(chosen) == scores["method"]].copy()
     rows["method"] = SELECTED
     test = table[table["role"] == "test"]
     for (name, seed), blend in (blends or {}).items():
-        mine = (rows["image_id"].map(category) == name) & (rows["split_seed"] == seed)
+        mine = (of_category.loc[rows.index] == name) & (rows["split_seed"] == seed)
         member = test[(test["category"].astype(str) == name) & (test["split_seed"] == seed)].set_index("image_id")[
             blend.column
         ]

@@ -13,32 +13,30 @@ from segad.columns import CLASSIFIER, CLASSIFIER_COLUMN, max_column
 from segad.meta.brf import SEGAD_SUFFIX, combination_members
 
 
-def selected_method(selection: pd.DataFrame | None, dataset_id: str, benchmark: str, category: str) -> str | None:
-    """The method the out-of-fold selection chose for this regime and category; None without one."""
+def _chosen_rows(selection: pd.DataFrame | None, dataset_id: str, benchmark: str, category: str) -> pd.DataFrame:
+    """The evidence row(s) the selection chose for this regime and category (empty without one)."""
     if selection is None or selection.empty or "chosen" not in selection.columns:
-        return None
-    rows = selection[
+        return pd.DataFrame()
+    return selection[
         (selection["dataset"].astype(str) == dataset_id)
         & (selection["benchmark"].astype(str) == benchmark)
         & (selection["category"].astype(str) == category)
         & selection["chosen"].fillna(False).astype(bool)
     ]
+
+
+def selected_method(selection: pd.DataFrame | None, dataset_id: str, benchmark: str, category: str) -> str | None:
+    """The method the out-of-fold selection chose for this regime and category; None without one."""
+    rows = _chosen_rows(selection, dataset_id, benchmark, category)
     return str(rows["method"].iloc[0]) if len(rows) else None
 
 
 def blend_member(selection: pd.DataFrame | None, dataset_id: str, benchmark: str, category: str) -> str | None:
     """The member the chosen combination of this regime and category is blended with
     (`segad.meta.blend`); None for a single input, without a selection, or with the blend off."""
-    if selection is None or selection.empty or "blend_with" not in selection.columns:
-        return None
-    rows = selection[
-        (selection["dataset"].astype(str) == dataset_id)
-        & (selection["benchmark"].astype(str) == benchmark)
-        & (selection["category"].astype(str) == category)
-        & selection["chosen"].fillna(False).astype(bool)
-    ]
-    member = str(rows["blend_with"].iloc[0]) if len(rows) and isinstance(rows["blend_with"].iloc[0], str) else ""
-    return member or None
+    rows = _chosen_rows(selection, dataset_id, benchmark, category)
+    member = rows["blend_with"].iloc[0] if len(rows) and "blend_with" in rows.columns else None
+    return str(member) if isinstance(member, str) and member else None
 
 
 def selection_evidence(selection: pd.DataFrame | None, dataset_id: str, benchmark: str, category: str) -> list[dict]:

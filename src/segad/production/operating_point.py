@@ -34,7 +34,7 @@ import pandas as pd
 from segad.evaluation.metrics import pg, split_scores
 from segad.ingestion.defects import is_synthetic
 from segad.meta.blend import Blend
-from segad.meta.held_out import fold_ids
+from segad.meta.held_out import fold_ids, judged_rows
 
 ACCEPT, REJECT, ERROR = "accept", "reject", "error"
 
@@ -167,28 +167,27 @@ def training_operating_point(
     config,
     seed: int,
     category: str,
-    folds_and_miss_rate: tuple[int, float],
+    n_folds: int,
+    max_miss_rate: float,
     fit=None,
     fitted: bool = True,
     blend_column: str | None = None,
 ) -> tuple[OperatingPoint, Blend | None]:
-    """(threshold at the max miss rate (``bundle.max_miss_rate``) on out-of-fold BRF scores of the brf_train `rows`,
-    the blend the bundle ships or None).
+    """(threshold at `max_miss_rate` (``bundle.max_miss_rate``) on out-of-fold BRF scores of the
+    brf_train `rows`, the blend the bundle ships or None).
 
     With `blend_column` (the strongest member's score column, `segad.meta.blend`) the out-of-fold
     BRF scores of the good rows and that column's values of them are the blend's references, and
     the threshold is chosen on the blended scores, the scores the bundle will give.
 
-    The folds are the selection's (`segad.meta.held_out.fold_ids`; `folds_and_miss_rate` = (``bundle.oof_folds``, ``bundle.max_miss_rate``)): with
-    ``bundle.oof_folds`` equal to ``brf.selection.folds`` (both 5 by default) the blend and its
-    scores are those of the ``selected`` rows. Synthetic defects train the fold models; where real bad rows exist (a top-up, not one_class)
-    the threshold and its rates come from the real rows only, since the miss rate is a promise
-    about real defects. A single input (``fitted`` False) needs no fold: its scores on those rows
+    The `n_folds` (``bundle.oof_folds``) folds are the selection's (`segad.meta.held_out.fold_ids`):
+    with ``bundle.oof_folds`` equal to ``brf.selection.folds`` (both 5 by default) the blend and its
+    scores are those of the ``selected`` rows. The judged rows are `segad.meta.held_out.judged_rows`. A single input (``fitted`` False) needs no fold: its scores on those rows
     are already those of unseen parts.
     """
     labels = rows["label"].to_numpy().astype(np.int64)
-    folds, max_miss_rate = folds_and_miss_rate
-    if fitted:  # the selection's folds (segad.meta.selection.fold_ids): its out-of-fold scores, exactly
+    folds = int(n_folds)
+    if fitted:
         types = rows["defect_type"].to_numpy() if "defect_type" in rows.columns else None
         held_out = out_of_fold_scores(
             rows[columns],
@@ -207,8 +206,7 @@ def training_operating_point(
         blend = Blend.of(blend_column, held_out[labels == 0], member[labels == 0])
         held_out = blend.score(held_out, member)
     synthetic = is_synthetic(rows["image_id"]).to_numpy()
-    real_bad = int(((labels == 1) & ~synthetic).sum())
-    judged = ~synthetic if real_bad else np.ones_like(synthetic)
+    judged = judged_rows(labels, rows["image_id"])
     source = (
         (
             f"{folds}-fold out-of-fold BRF scores of the brf_train rows (whole defect types held out where "
@@ -219,7 +217,7 @@ def training_operating_point(
         + (f"blended with {blend_column} " if blend is not None else "")
         + (
             f"(split_seed {seed}, category {category}; {int(synthetic.sum())} synthetic defects"
-            f"{', which train the fold models but not the threshold' if real_bad and synthetic.any() else ''})"
+            f"{', which train the fold models but not the threshold' if not judged.all() else ''})"
         )
     )
     op = choose_operating_point(labels[judged], held_out[judged], max_miss_rate, source=source)
