@@ -1,4 +1,5 @@
-"""Fixtures of the detection tests: tiny images on disk and one fitted PaDiM."""
+"""Fixtures of the detection tests: tiny images on disk, one fitted PaDiM, and a reloaded PatchCore
+and PaDiM on one backbone."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 
 from segad.detection.fit import fit_detector
+from segad.detection.saved import load_detector, save_detector
 from tests.detection.tiny import SIZE, config_for, write_images
 
 
@@ -27,3 +29,16 @@ def images(tmp_path_factory):
 def fitted_padim(images, tmp_path_factory):
     config = config_for("padim", images)
     return fit_detector(config, images["train"], SIZE, backbone_cache_dir=tmp_path_factory.mktemp("bb")), config
+
+
+@pytest.fixture(scope="module")
+def fitted(images, tmp_path_factory):
+    """patchcore and padim fitted on the tiny images (same packaged backbone and layers), saved and
+    reloaded (as production loads them)."""
+    out = {}
+    for name in ("patchcore", "padim"):
+        config = config_for(name, images)
+        model = fit_detector(config, images["train"], SIZE, backbone_cache_dir=tmp_path_factory.mktemp("bb"))
+        folder = save_detector(model, config, SIZE, tmp_path_factory.mktemp("det") / name)
+        out[name] = load_detector(folder, backbone_cache_dir=tmp_path_factory.mktemp("bb2"))[0]
+    return out

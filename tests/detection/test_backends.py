@@ -11,7 +11,6 @@ import torch
 from segad.detection.config import DetectorConfig, DetectorConfigError
 from segad.detection.fit import fit_detector
 from segad.detection.inference import iter_maps, predict_maps
-from segad.detection.saved import load_detector, save_detector
 from segad.segments.features import SegmentMap, segment_statistics
 from segad.storage import backends
 from segad.storage.backends import TOLERANCE, BackendError, check_backend, compiled_detector, converted_path
@@ -19,18 +18,6 @@ from segad.storage.images import ImageSize, read_image
 from tests.detection.tiny import SIZE, config_for
 
 CONVERTED = [b for b in ("openvino", "onnxruntime") if __import__("importlib.util").util.find_spec(b)]
-
-
-@pytest.fixture(scope="module")
-def fitted(images, tmp_path_factory):
-    """patchcore and padim fitted on the tiny images, saved and reloaded (as production loads them)."""
-    out = {}
-    for name in ("patchcore", "padim"):
-        config = config_for(name, images)
-        model = fit_detector(config, images["train"], SIZE, backbone_cache_dir=tmp_path_factory.mktemp("bb"))
-        folder = save_detector(model, config, SIZE, tmp_path_factory.mktemp("det") / name)
-        out[name] = load_detector(folder, backbone_cache_dir=tmp_path_factory.mktemp("bb2"))[0]
-    return out
 
 
 def _batch(images):

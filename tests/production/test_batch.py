@@ -14,8 +14,8 @@ def test_a_non_finite_map_is_that_images_error_and_the_batch_goes_on(bundle_dir,
     models = bundle.load_detectors("cpu")
     real = segad.detection.inference.predict_maps
 
-    def second_map_broken(model, x):
-        maps = real(model, x)
+    def second_map_broken(model, x, **options):
+        maps = real(model, x, **options)
         maps[1, 0, 0] = np.nan
         return maps
 

@@ -5,8 +5,9 @@ load and run detectors without the training code. Maps are ``model(x)`` on float
 [0, 1] at the detector's image_size: ``(B, H, W)`` raw scores, higher = more anomalous.
 
 ``backend`` (eager | openvino | onnxruntime) picks how a CPU model runs: the converted backends
-(`segad.storage.backends`) give the same maps within `segad.storage.backends.TOLERANCE` x the
-map range; a model on CUDA always runs eager.
+(`segad.storage.backends`) run the model with lean heads (`segad.detection.lean`) and give the
+same maps within `segad.storage.backends.TOLERANCE` x the map range; a model on CUDA always runs
+eager. Several detectors on one backbone share a pass in `segad.detection.shared`.
 """
 
 from __future__ import annotations
@@ -62,9 +63,10 @@ def predict_maps(
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"images must be (B, 3, H, W), got {tuple(x.shape)}")
     if backend != "eager" and device.type == "cpu":
+        from segad.detection.lean import LeanMapModule
         from segad.storage.backends import compiled_detector
 
-        compiled = compiled_detector(model, backend, ImageSize(*x.shape[-2:]), cache_key, cache_root)
+        compiled = compiled_detector(model, backend, ImageSize(*x.shape[-2:]), cache_key, cache_root, LeanMapModule)
         maps = torch.from_numpy(compiled(x.numpy()))
         if maps.shape[-2:] != x.shape[-2:]:
             maps = torch.nn.functional.interpolate(

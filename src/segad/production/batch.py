@@ -239,7 +239,7 @@ def batch_features(
     `segment_map`: the bundle's static map as a prepared `segad.segments.features.SegmentMap`
     (made here when None); `backends`: detector -> inference backend (eager where not given).
     """
-    from segad.detection.inference import predict_maps
+    from segad.detection.shared import detector_maps
     from segad.meta.classifier_models import combined_logits
     from segad.segments.features import SegmentMap, feature_matrix, segment_statistics
 
@@ -248,13 +248,7 @@ def batch_features(
     if segment_map is None and bundle.segments is not None:
         segment_map = SegmentMap.from_labels(bundle.segments, bundle.n_segments)
     with clock("detector"):
-        chosen = backends or {}
-        maps = {
-            name: predict_maps(models[name], x, backend=chosen[name])
-            if chosen.get(name, "eager") != "eager"
-            else predict_maps(models[name], x)
-            for name in detectors
-        }
+        maps = detector_maps(models, detectors, x, backends)
 
     with clock("segments"):
         # (H, W) shared, or (N, H, W) each image's own labels, computed as the segmentation stage did

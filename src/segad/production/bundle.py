@@ -24,9 +24,8 @@ Layout of one bundle (all paths relative to the bundle folder)::
     classifier/model_<k>/     with g(I) in the combination: its model(s) (`segad.production.bundle_classifier`)
     brf.ubj                   the XGBoost BRF (UBJSON model file)
 
-Format versions: 2 adds the manifest's ``segmentation`` block (kind static or auto_per_image),
-per-image segments and the ``classifier`` block (null without g(I)); 1 (static map only, no
-classifier, neither block) is still read.
+Format versions: 3 adds the manifest's ``blend``; 2 its ``segmentation`` block (static or
+auto_per_image) and ``classifier`` block (null without g(I)); 1 (static map only) is still read.
 
 Loading (`load_bundle`) refuses, with an error that says what differs:
 
@@ -144,7 +143,8 @@ def own_files(folder: Path) -> list[str] | None:
 
 
 def load_brf(path: Path):
-    """The BRF as an `xgboost.XGBClassifier` from a JSON/UBJSON model file (never a pickle)."""
+    """The BRF as an `xgboost.XGBClassifier` from a JSON/UBJSON file (never a pickle), on one thread:
+    same scores, no ~10 ms thread-pool start-up per 1-64-row call (benchmarks/bench_forwards.py)."""
     import xgboost
 
     if path.suffix not in (".json", ".ubj"):
@@ -154,7 +154,7 @@ def load_brf(path: Path):
         model.load_model(str(path))
     except (xgboost.core.XGBoostError, ValueError, TypeError) as error:
         raise BundleIntegrityError(f"{path}: unreadable XGBoost model ({error})") from error
-    return model
+    return model.set_params(n_jobs=1)
 
 
 # --------------------------------------------------------------------------------------------

@@ -262,14 +262,16 @@ def compiled_detector(
     image_size: SizeLike,
     key: str | None = None,
     cache_root: str | Path | None = None,
+    wrap: Wrap | None = None,
 ) -> _Compiled:
-    """The converted, compiled form of ``model`` (once per model object and backend in a process)."""
+    """The converted, compiled form of ``model`` (once per model object and backend in a process);
+    ``wrap`` as in `converted_path`."""
     check_backend(backend)
     if backend == "eager":
         raise BackendError("eager runs the model itself (segad.detection.inference.predict_maps)")
     per_model = _COMPILED.setdefault(model, {})
     if backend not in per_model:
-        path = converted_path(model, backend, image_size, key, cache_root)
+        path = converted_path(model, backend, image_size, key, cache_root, wrap)
         per_model[backend] = _Compiled(model, backend, runner(path, backend, torch.get_num_threads()))
     return per_model[backend]
 
