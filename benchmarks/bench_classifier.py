@@ -44,6 +44,7 @@ from segad.meta.classifier import (  # noqa: E402
     predict_scores,
     stratified_share,
 )
+from segad.storage.weights import backbone_cache  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,7 +151,7 @@ def main(argv=None) -> int:
     parser.add_argument("--demo-train-good", type=int, default=160)
     parser.add_argument("--demo-train-bad", type=int, default=80)
     parser.add_argument("--workdir", default=None, help="where the demo is written (default: a new /tmp folder)")
-    parser.add_argument("--cache-dir", default=str(ROOT / "data/06_models/backbones"))
+    parser.add_argument("--cache-dir", default=str(backbone_cache(ROOT / "data/06_models")))
     args = parser.parse_args(argv)
     base = ClassifierConfig(enabled=True, cache_dir=args.cache_dir, mode="full", cross_fit_folds=0, backend="eager")
     if args.epochs is not None:

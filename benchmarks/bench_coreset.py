@@ -85,13 +85,14 @@ def run_variant(params: dict, coreset: str, ratio: float, layers: list[str], dat
     from segad.detection.fit import fit_detector
     from segad.detection.inference import iter_maps
     from segad.evaluation.metrics import auroc
+    from segad.storage.weights import backbone_cache
 
     model_args = {**params["model"], "coreset_sampling_ratio": ratio, "layers": layers}
     values = {k: v for k, v in params.items() if k not in ("backend", "distribute")}
     config = DetectorConfig.from_dict("patchcore", {**values, "model": model_args, "coreset": coreset})
     train, test, labels = data
     start = time.process_time()
-    model = fit_detector(config, train, size, backbone_cache_dir=Path(tempfile.gettempdir()) / "segad-backbones")
+    model = fit_detector(config, train, size, backbone_cache_dir=backbone_cache())
     fit_s = time.process_time() - start
     start = time.process_time()
     scores = np.zeros(len(test))

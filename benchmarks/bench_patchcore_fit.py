@@ -74,6 +74,7 @@ def one_variant(data_file: Path, n_train: int, cap: int | None, size: int, bank_
     from segad.detection.fit import fit_detector
     from segad.detection.inference import iter_maps
     from segad.evaluation.metrics import auroc
+    from segad.storage.weights import backbone_cache
 
     torch.set_num_threads(1)
     data = json.loads(data_file.read_text())
@@ -81,9 +82,7 @@ def one_variant(data_file: Path, n_train: int, cap: int | None, size: int, bank_
     values = {k: v for k, v in params.items() if k not in ("backend", "distribute")}
     config = DetectorConfig.from_dict("patchcore", {**values, "coreset": "fast", "coreset_max_bank": cap})
     cpu, wall = time.process_time(), time.perf_counter()
-    model = fit_detector(
-        config, data["train"][:n_train], size, backbone_cache_dir=Path(tempfile.gettempdir()) / "segad-backbones"
-    )
+    model = fit_detector(config, data["train"][:n_train], size, backbone_cache_dir=backbone_cache())
     fit_cpu, fit_wall = time.process_time() - cpu, time.perf_counter() - wall
     cpu = time.process_time()
     scores = np.zeros(len(data["test"]))

@@ -21,6 +21,7 @@ from PIL import Image
 
 from segad.detection.supervised import fit_supervised
 from segad.detection.supervised_config import SupervisedConfig, TrainImage
+from segad.storage.weights import backbone_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +42,7 @@ def main() -> None:
             Image.fromarray(pixels).save(path)
             items.append(TrainImage(str(path), int(i >= args.good)))
         start = time.perf_counter()
-        fit_supervised(config, items, args.size, backbone_cache_dir=Path(work) / "backbones")
+        fit_supervised(config, items, args.size, backbone_cache_dir=backbone_cache(work))
         seconds = time.perf_counter() - start
     repeat = max(1, args.good // (2 * args.bad)) if config.bad_repeat == 0 else config.bad_repeat
     shown = args.good + repeat * args.bad

@@ -31,6 +31,7 @@ import yaml
 from segad.detection.supervised import fit_supervised, iter_supervised
 from segad.detection.supervised_config import SupervisedConfig, TrainImage
 from segad.evaluation.metrics import image_metrics
+from segad.storage.weights import backbone_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "supersimplenet_supervised"
@@ -102,7 +103,7 @@ def main() -> None:
             if not path.exists():
                 print(f"fitting {NAME} on {category}, split seed {seed} ...", flush=True)
                 part = rows[(rows.category == category) & (rows.split_seed == seed)]
-                result = run_one(config, part, args.image_size, args.device, args.out / "_backbones")
+                result = run_one(config, part, args.image_size, args.device, backbone_cache(args.out))
                 temp = path.with_suffix(".json.tmp")
                 temp.write_text(json.dumps(result))
                 os.replace(temp, path)  # no half-written result on a crash

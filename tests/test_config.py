@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections import Counter
 from typing import get_args
 
 import pytest
@@ -24,8 +25,16 @@ from segad.config import (
     ScoreOptions,
     SplitOptions,
 )
-from segad.detection.config import SUPPORTED_DETECTORS, DetectorConfig, DetectorParams
+from segad.detection.config import (
+    SUPPORTED_DETECTORS,
+    DetectorConfig,
+    DetectorParams,
+    DetectorSettings,
+    FitSettings,
+    SupervisedSettings,
+)
 from segad.detection.saved import model_key
+from segad.detection.supervised_config import SupervisedConfig
 from segad.ingestion import layouts, splits
 from segad.ingestion.defects import DefectConfig
 from segad.ingestion.demo import LOGICAL_DEFECTS, STRUCTURAL_DEFECTS, DefectType, DemoConfig
@@ -190,12 +199,31 @@ def test_the_detector_specific_rules_stay_with_the_detector_config():
         DetectorConfig.from_dict("padim", DetectorParams(folder="/maps"))
 
 
-def test_the_detector_params_check_every_detector_config_setting():
-    """`DetectorConfig.from_dict` leaves types, ranges and word lists to `DetectorParams`: it knows
-    every setting, with the same default (a block's default and a mapping's hash alike)."""
-    shared = [f.name for f in dataclasses.fields(DetectorConfig) if f.name != "name"]
+def test_each_detector_setting_is_defined_once():
+    """A setting's type, range and default are written in one settings class (`FitSettings`,
+    `DetectorSettings`, `SupervisedSettings`); `DetectorConfig`, `DetectorParams` and
+    `SupervisedConfig` inherit them, so their defaults cannot drift apart."""
+    classes = (FitSettings, DetectorSettings, SupervisedSettings, DetectorConfig, DetectorParams, SupervisedConfig)
+    fields = {cls: {f.name for f in dataclasses.fields(cls)} for cls in classes}
+    written = Counter(name for cls in classes for name in vars(cls).get("__annotations__", {}) if name in fields[cls])
+    assert written and max(written.values()) == 1, written
+    assert fields[DetectorConfig] == fields[DetectorSettings] | {"name"}
+    assert fields[DetectorParams] == fields[DetectorSettings] | fields[SupervisedSettings] | {
+        "kind",
+        "folder",
+        "suffix",
+        "distribute",
+    }
+    assert fields[SupervisedConfig] == fields[SupervisedSettings]
     params, plain = DetectorParams(), DetectorConfig(name="padim")
+    shared = fields[DetectorSettings]
     assert {key: getattr(params, key) for key in shared} == {key: getattr(plain, key) for key in shared}
+    supervised = SupervisedConfig.from_dict({})
+    assert {key: getattr(params, key) for key in fields[SupervisedSettings]} == dataclasses.asdict(supervised)
+
+
+def test_the_detector_settings_check_every_detector_config_setting():
+    """`DetectorConfig.from_dict` names the detector in the checks of `DetectorSettings`."""
     with pytest.raises(ValueError, match=r"detector padim: num_workers: Input should be greater than or equal to 0"):
         DetectorConfig.from_dict("padim", {"num_workers": -1})
     with pytest.raises(ValueError, match=r"detector padim: seed: Input should be a valid integer \(got True\)"):

@@ -22,6 +22,7 @@ LISTS = {
     "TRAINING_ROLES": vocabulary.TRAINING_ROLES,
     "BACKENDS": vocabulary.BACKENDS,
     "CORESETS": vocabulary.CORESETS,
+    "MASK_POLICIES": vocabulary.MASK_POLICIES,
     "MAP_LIBRARIES": vocabulary.MAP_LIBRARIES,
 }
 

@@ -37,6 +37,9 @@ BACKENDS: tuple[str, ...] = get_args(Backend)
 #: PatchCore's coreset selector (`segad.detection.coreset`).
 Coreset = Literal["anomalib", "fast"]
 CORESETS: tuple[str, ...] = get_args(Coreset)
+#: Which pixel masks the supervised SuperSimpleNet trains with (`masks`; `segad.detection.supervised`).
+MaskPolicy = Literal["auto", "masks", "label_only"]
+MASK_POLICIES: tuple[str, ...] = get_args(MaskPolicy)
 #: Libraries whose exact installed version is part of a fitted detector's identity (model_key):
 #: a new release may fit or score differently, so its maps are not reused.
 MAP_LIBRARIES = ("anomalib", "torch", "torchvision", "timm")

@@ -144,10 +144,10 @@ def test_too_small_feature_map_is_a_clear_error(data):
     ("values", "match"),
     [
         ({"epochs": 3}, "unknown settings"),
-        ({"masks": "some"}, "masks must be"),
+        ({"masks": "some"}, "masks: Input should be .auto., .masks. or .label_only."),
         ({"cross_fit_folds": 1}, "cross_fit_folds"),
         ({"model": {"supervised": False}}, "set by segad"),
-        ({"seed": "0"}, "seed must be int"),
+        ({"seed": "0"}, "seed: Input should be a valid integer"),
     ],
 )
 def test_bad_settings_name_the_key(values, match):

@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import ast
 import os
+from pathlib import Path, PurePosixPath
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import timm
 import torch
+import yaml
 
 from segad.storage.weights import (
+    BACKBONE_CACHE,
+    TEMP_BACKBONE_CACHE,
     WeightsError,
     WeightsSource,
+    backbone_cache,
     lukemelas_to_timm_efficientnet,
     packaged_efficientnet_lite0_file,
     packaged_efficientnet_lite0_state_dict,
     prepare_backbone,
+    store_backbone_cache,
     weights_fingerprint,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_packaged_lite0_maps_onto_timm_with_no_missing_or_unexpected_keys():
@@ -86,3 +95,41 @@ def test_file_for_the_wrong_architecture_is_refused(tmp_path):
 def test_random_weights_only_when_asked():
     assert prepare_backbone(WeightsSource.parse("hub"), "resnet18", False, "/nonexistent") == ("resnet18", False)
     assert weights_fingerprint(WeightsSource.parse("hub"), False) == "random"
+
+
+def _path_constants(source: str) -> list[tuple[int, str]]:
+    """(line, value) of every string constant in the code, docstrings left out."""
+    tree = ast.parse(source)
+    docstrings = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    ]
+
+
+def test_the_backbone_cache_is_defined_in_one_place():
+    """The detectors (fit, load, Dask tasks, the supervised one), the classifier and bundle loading
+    unpack weights into `backbone_cache`: its folder names are written in segad.storage.weights only."""
+    names = {BACKBONE_CACHE, TEMP_BACKBONE_CACHE, "_backbones"}
+    copies = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in sorted((ROOT / "src" / "segad").rglob("*.py"))
+        if path.name != "weights.py"
+        for line, value in _path_constants(path.read_text())
+        if names & set(PurePosixPath(value).parts)
+    ]
+    assert not copies, f"a backbone cache folder is named again in {copies}: use segad.storage.weights.backbone_cache"
+    assert _path_constants('"""the data/06_models/backbones folder"""\nx = "a/backbones"\n') == [(2, "a/backbones")]
+
+
+def test_a_run_keeps_one_backbone_cache_under_its_data_root(tmp_path):
+    """The detector stores (``<data_root>/06_models/<detector>``) and the classifier's ``cache_dir``
+    (conf/base/parameters_classifier.yml) share ``<data_root>/06_models/backbones``."""
+    models = tmp_path / "06_models"
+    assert (
+        store_backbone_cache(models / "padim") == store_backbone_cache(models / "patchcore") == backbone_cache(models)
+    )
+    parameters = yaml.safe_load((ROOT / "conf" / "base" / "parameters_classifier.yml").read_text())
+    assert parameters["classifier"]["cache_dir"] == backbone_cache("${globals:data_root}/06_models").as_posix()
+    assert backbone_cache().name == TEMP_BACKBONE_CACHE  # no models folder: the system temp dir

@@ -1,7 +1,9 @@
 """Detector settings: which anomalib models segad supports and how one is configured.
 
-Owns `DetectorSpec`/`SPECS` (what segad must know about each anomalib class), `DetectorConfig`
-(the namespaced ``anomaly_maps.<name>`` parameters, validated) and `resolve_device`. Kept apart
+Owns `DetectorSpec`/`SPECS` (what segad must know about each anomalib class), the detector
+settings, each one's type, range and default defined once (`FitSettings`, `DetectorSettings`,
+`SupervisedSettings`), the classes built from them (`DetectorConfig`: one anomalib detector,
+validated; `DetectorParams`: the ``anomaly_maps.<name>`` block of any detector) and `resolve_device`. Kept apart
 from fitting and inference so that reading, validating and hashing settings (`identity`, part of
 model_key) never builds a model.
 
@@ -19,9 +21,9 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, ValidationError
@@ -30,7 +32,7 @@ from pydantic.dataclasses import dataclass as params_dataclass
 from segad.config import PARAMS, describe
 from segad.storage.files import file_sha256
 from segad.storage.weights import HUB, WeightsSource, weights_fingerprint
-from segad.vocabulary import Backend, Coreset, TrainingRole
+from segad.vocabulary import Backend, Coreset, MaskPolicy, TrainingRole
 
 
 @dataclass(frozen=True)
@@ -75,27 +77,44 @@ class DetectorConfigError(ValueError):
     """A detector configuration is invalid; the message names the setting."""
 
 
-@dataclass(frozen=True)
-class DetectorConfig:
-    """One detector's settings (the namespaced ``anomaly_maps.<name>`` parameters).
+@params_dataclass(config=PARAMS)
+class FitSettings:
+    """The settings of every fitted detector (the supervised SuperSimpleNet's too): each one's type,
+    range and default are defined here only.
 
     Attributes:
-        name: detector name in anomalib's snake case (`SUPPORTED_DETECTORS`).
         model: keyword arguments of the anomalib model class (``backbone`` is a timm architecture
             name; segad sets pre/post-processing itself).
         weights: ``hub`` | ``packaged:efficientnet_lite0`` | path of a weights file (`segad.storage.weights`).
-        pretrained: False = random backbone weights, only when set explicitly.
         trainer: Lightning ``Trainer`` arguments for fitting (``max_epochs``, ``max_steps``, ...).
         train_batch_size: images per training step (EfficientAD requires 1).
         batch_size: images per inference batch.
         num_workers: DataLoader worker processes for image decoding (0 = in the main process).
         seed: seed of torch/numpy/random before fitting (coreset sampling, PaDiM feature choice,
             initialisation): a detector is a deterministic function of its config and images.
+
+    Counts, seed and switches are strict (``batch_size: "8"`` or ``amp: yes`` fail; ``--params``
+    values are YAML-typed).
+    """
+
+    model: dict[str, Any] = field(default_factory=dict)
+    weights: str = HUB
+    trainer: dict[str, Any] = field(default_factory=dict)
+    train_batch_size: Annotated[int, Field(strict=True, ge=1)] = 8
+    batch_size: Annotated[int, Field(strict=True, ge=1)] = 16
+    num_workers: Annotated[int, Field(strict=True, ge=0)] = 0
+    seed: Annotated[int, Field(strict=True)] = 0
+
+
+@params_dataclass(config=PARAMS)
+class DetectorSettings(FitSettings):
+    """The settings of an anomalib detector (`SPECS`), besides `FitSettings`: defined here only.
+
+    Attributes:
+        pretrained: False = random backbone weights, only when set explicitly.
         amp: float16 autocast for inference on CUDA (ignored on CPU).
         channels_last: CPU inference in channels_last memory format (measured per detector in
             docs/anomaly_maps.md: faster for PatchCore, slower for PaDiM).
-        backend: CPU inference backend, ``eager`` | ``openvino`` | ``onnxruntime``
-            (`segad.storage.backends`; same maps within its TOLERANCE, docs/journal.md).
         teacher_weights: EfficientAD: local file of the pretrained PDN teacher
             (anomalib's ``pretrained_teacher_<size>.pth``).
         imagenet_dir: EfficientAD: local ImageNet-style folder (``<dir>/<class>/<image>``) for its
@@ -111,34 +130,60 @@ class DetectorConfig:
             min(int(ratio x N patches), cap), None = no cap. A capped bank is the first ``cap``
             centres of the uncapped selection; it makes the coreset (and inference against the
             bank) linear in the number of training images. Part of model_key (fast only).
+        backend: CPU inference backend (`segad.vocabulary.BACKENDS`; `segad.storage.backends`,
+            same maps within its TOLERANCE, docs/journal.md); runtime only, not part of model_key.
     """
 
-    name: str
-    model: dict[str, Any] = field(default_factory=dict)
-    weights: str = HUB
-    pretrained: bool = True
-    trainer: dict[str, Any] = field(default_factory=dict)
-    train_batch_size: int = 8
-    batch_size: int = 16
-    num_workers: int = 0
-    seed: int = 0
-    amp: bool = False
-    channels_last: bool = False
+    pretrained: Annotated[bool, Field(strict=True)] = True
+    amp: Annotated[bool, Field(strict=True)] = False
+    channels_last: Annotated[bool, Field(strict=True)] = False
     teacher_weights: str | None = None
     imagenet_dir: str | None = None
     quantiles_from: TrainingRole = "detector_train"
     coreset: Coreset = "anomalib"
-    coreset_max_bank: int | None = CORESET_MAX_BANK
-    # --- CPU inference backend (issue 15): runtime only, not part of model_key ---
+    coreset_max_bank: Annotated[int, Field(strict=True, ge=1)] | None = CORESET_MAX_BANK
     backend: Backend = "eager"
 
-    # settings that change neither the fitted model nor its maps
-    RUNTIME_ONLY = ("batch_size", "num_workers", "channels_last", "backend")
+
+@params_dataclass(config=PARAMS)
+class SupervisedSettings(FitSettings):
+    """The settings of the supervised SuperSimpleNet (`segad.detection.supervised_config`), besides
+    `FitSettings`: defined here only.
+
+    Attributes:
+        masks: ``auto`` (a bad image's mask where it has one, label-only where not) | ``masks``
+            (every bad image must have one) | ``label_only`` (masks ignored).
+        bad_repeat: how often each bad image appears per epoch (0 = about half as many bad as
+            good presentations: ``max(1, n_good // (2 n_bad))``).
+        cross_fit_folds: K of the brf_train cross-fitting (`segad.detection.supervised_stage`).
+    """
+
+    masks: MaskPolicy = "auto"
+    bad_repeat: Annotated[int, Field(strict=True, ge=0)] = 0
+    cross_fit_folds: Annotated[int, Field(strict=True, ge=2)] = 3
+
+
+@params_dataclass(config=PARAMS)
+class DetectorConfig(DetectorSettings):
+    """One anomalib detector's settings (the namespaced ``anomaly_maps.<name>`` parameters), checked:
+    the `DetectorSettings` (types, ranges, word lists and defaults defined there) and ``name``.
+
+    Attributes:
+        name: detector name in anomalib's snake case (`SUPPORTED_DETECTORS`); keyword only.
+    """
+
+    _: KW_ONLY
+    name: str
+
+    #: settings that change neither the fitted model nor its maps
+    RUNTIME_ONLY: ClassVar[tuple[str, ...]] = ("batch_size", "num_workers", "channels_last", "backend")
+    #: settings left out of `to_dict` at their default: saved files and model keys as before they existed
+    LATER: ClassVar[tuple[str, ...]] = ("quantiles_from", "coreset", "backend")
 
     @classmethod
     def from_dict(cls, name: str, values: DetectorParams | dict[str, Any] | None) -> DetectorConfig:
         """Build from a parameters mapping or block; DetectorConfigError for an unknown name or setting,
-        a value that `DetectorParams` refuses (type, range, word list: checked there only) or a
+        a value that `DetectorSettings` refuses (type, range, word list: defined there only) or a
         per-detector rule broken."""
         if isinstance(values, DetectorParams):
             values = values.settings()
@@ -154,11 +199,10 @@ class DetectorConfig:
             raise DetectorConfigError(f"detector {name}: unknown settings {unknown}; known: {sorted(known)}")
         values["model"] = dict(values.get("model") or {})
         values["trainer"] = dict(values.get("trainer") or {})
-        try:  # types, ranges and word lists of the common settings: defined and checked once, there
-            DetectorParams(**values)
+        try:
+            config = cls(name=name, **values)
         except ValidationError as error:
             raise DetectorConfigError(f"detector {name}: {describe(error, '')}") from None
-        config = cls(name=name, **values)  # the values as given: model_key as before
         if name == "efficient_ad" and config.train_batch_size != 1:
             raise DetectorConfigError("detector efficient_ad: train_batch_size must be 1 (anomalib requires it)")
         for reserved in ("pre_processor", "post_processor", "evaluator", "visualizer", "pre_trained", "imagenet_dir"):
@@ -167,26 +211,24 @@ class DetectorConfig:
                     f"detector {name}: model.{reserved} is set by segad (raw maps, weights from "
                     "`weights`/`pretrained`, EfficientAD's folder from `imagenet_dir`)"
                 )
-        if config.quantiles_from != "detector_train" and name != "efficient_ad":
+        if config.quantiles_from != _DEFAULT.quantiles_from and name != "efficient_ad":
             raise DetectorConfigError(f"detector {name}: quantiles_from applies to efficient_ad only")
-        if config.coreset != "anomalib" and name != "patchcore":
+        if config.coreset != _DEFAULT.coreset and name != "patchcore":
             raise DetectorConfigError(f"detector {name}: coreset applies to patchcore only")
-        if config.coreset_max_bank != CORESET_MAX_BANK and config.coreset != "fast":
+        if config.coreset_max_bank != _DEFAULT.coreset_max_bank and config.coreset != "fast":
             raise DetectorConfigError(f"detector {name}: coreset_max_bank applies to patchcore with coreset: fast only")
         return config
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able settings (inverse of `from_dict`, without ``name``; ``quantiles_from`` only when not the default)."""
+        """Plain JSON-able settings (inverse of `from_dict`, without ``name``; the `LATER` settings only
+        when not at their default, ``coreset_max_bank`` only with ``coreset: fast``)."""
         values = dataclasses.asdict(self)
         values.pop("name")
-        if values["quantiles_from"] == "detector_train":  # the default: saved files and keys as before it existed
-            values.pop("quantiles_from")
-        if values["coreset"] == "anomalib":  # the default: model keys as before it existed
-            values.pop("coreset")
-        if values.get("coreset") != "fast":  # the cap applies to the fast coreset only: model keys as before
+        for key in self.LATER:
+            if values[key] == getattr(_DEFAULT, key):
+                values.pop(key)
+        if self.coreset != "fast":  # the cap applies to the fast coreset only: model keys as before
             values.pop("coreset_max_bank")
-        if values["backend"] == "eager":  # the default: saved detector.json files as before it existed
-            values.pop("backend")
         return values
 
     def architecture(self) -> str | None:
@@ -213,52 +255,30 @@ class DetectorConfig:
         return {"detector": self.name, **values}
 
 
+#: the defaults of `DetectorSettings` (the per-detector rules compare with them)
+_DEFAULT = DetectorSettings()
+
+
 @params_dataclass(config=PARAMS)
-class DetectorParams:
+class DetectorParams(DetectorSettings, SupervisedSettings):
     """The ``anomaly_maps.<detector>`` block as Kedro checks it before any node runs.
 
-    One class for every detector (the namespaced anomaly_maps pipelines share one node): it checks
-    the common settings (names and types; see `DetectorConfig` for their meaning) and the external
-    kind's ``kind``/``folder``/``suffix`` (`segad.detection.external`); the detector-specific
-    ``model`` arguments are checked against the anomalib constructor by `DetectorConfig.from_dict`,
-    and the per-detector rules (EfficientAD's ``train_batch_size`` 1, ``quantiles_from``
-    for efficient_ad only) there too. Counts, seed and switches are strict (``batch_size: "8"`` or
-    ``amp: yes`` fail; ``--params`` values are YAML-typed). The types, ranges and word lists of the
-    common settings are checked here only: `DetectorConfig.from_dict` checks a plain mapping with
-    this class. `DetectorConfig` stays the hashed identity (model_key): `settings` gives it only the
-    keys that differ from their default, so a block and the plain mapping it came from build the
-    same `DetectorConfig`.
+    One class for every detector (the namespaced anomaly_maps pipelines share one node): the
+    settings of `DetectorSettings` and `SupervisedSettings` (types, ranges and defaults defined
+    there), the external kind's ``kind``/``folder``/``suffix`` (`segad.detection.external`) and
+    ``distribute``. The detector-specific ``model`` arguments are checked against the anomalib
+    constructor by `DetectorConfig.from_dict`, and the per-detector rules (EfficientAD's
+    ``train_batch_size`` 1, ``quantiles_from`` for efficient_ad only) there too. `settings` gives
+    only the keys that differ from their default, so a block and the plain mapping it came from
+    build the same `DetectorConfig` (model_key).
     """
 
-    model: dict[str, Any] = field(default_factory=dict)
-    weights: str = HUB
-    pretrained: Annotated[bool, Field(strict=True)] = True
-    trainer: dict[str, Any] = field(default_factory=dict)
-    train_batch_size: Annotated[int, Field(strict=True, ge=1)] = 8
-    batch_size: Annotated[int, Field(strict=True, ge=1)] = 16
-    num_workers: Annotated[int, Field(strict=True, ge=0)] = 0
-    seed: Annotated[int, Field(strict=True)] = 0
-    amp: Annotated[bool, Field(strict=True)] = False
-    channels_last: Annotated[bool, Field(strict=True)] = False
-    teacher_weights: str | None = None
-    imagenet_dir: str | None = None
-    quantiles_from: TrainingRole = "detector_train"
-    #: PatchCore's coreset selector (`segad.detection.coreset`)
-    coreset: Coreset = "anomalib"
-    #: PatchCore (coreset: fast): memory bank = min(int(ratio x N), cap); None = no cap
-    coreset_max_bank: Annotated[int, Field(strict=True, ge=1)] | None = CORESET_MAX_BANK
-    #: execution backend of inference (a `DetectorConfig` setting once it has one)
-    backend: Backend = "eager"
     #: external maps (`segad.detection.external`): ``kind: external``, their folder and suffix
     kind: Literal["external"] | None = None
     folder: str | None = None
     suffix: str | None = None
     #: sharding of the map stage (`segad.detection.distribute.ShardOptions`); None = off
     distribute: dict[str, Any] | None = None
-    #: supersimplenet_supervised only (`segad.detection.supervised.SupervisedConfig`)
-    masks: Literal["auto", "masks", "label_only"] = "auto"
-    bad_repeat: Annotated[int, Field(strict=True, ge=0)] = 0
-    cross_fit_folds: Annotated[int, Field(strict=True, ge=2)] = 3
 
     def settings(self) -> dict[str, Any]:
         """The settings that differ from their default, as a plain mapping (for `DetectorConfig.from_dict`

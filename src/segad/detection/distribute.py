@@ -140,6 +140,7 @@ def fit_task(
     """Fit and save the detector of ``plan`` under ``<model_root>/<plan.key>``: (seconds, worker)."""
     from segad.detection.fit import fit_detector
     from segad.detection.saved import save_detector
+    from segad.storage.weights import store_backbone_cache
 
     start = time.perf_counter()
     with torch_threads(threads):
@@ -149,7 +150,7 @@ def fit_task(
             image_size,
             device,
             work_dir=None,
-            backbone_cache_dir=Path(model_root) / "_backbones",
+            backbone_cache_dir=store_backbone_cache(model_root),
             quantile_paths=plan.quantile_paths,
         )
     save_detector(model, config, image_size, Path(model_root) / plan.key)
@@ -173,6 +174,7 @@ def map_task(
     """
     from segad.detection.inference import iter_maps
     from segad.storage.persistence import content_hash
+    from segad.storage.weights import store_backbone_cache
 
     start = time.perf_counter()
     for map_key, path in task.items:
@@ -183,7 +185,7 @@ def map_task(
             )
     rows = []
     with torch_threads(threads):
-        model = _load_model(Path(model_root) / task.key, device, Path(model_root) / "_backbones")
+        model = _load_model(Path(model_root) / task.key, device, store_backbone_cache(model_root))
         for index, anomaly_map in iter_maps(
             model,
             [p for _, p in task.items],

@@ -50,6 +50,7 @@ from segad.storage.weights import (
     HUB,
     WeightsError,
     WeightsSource,
+    backbone_cache,
     hub_hint,
     prepare_backbone,
     read_state_dict,
@@ -112,7 +113,7 @@ def build_detector(
         image_size: the input images' and maps' (height, width) in pixels (an int N: N x N); the
             pre-processor resizes to it.
         backbone_cache_dir: where local/packaged weights are unpacked as timm local-dir folders
-            (default: a ``segad-backbones`` folder in the system temp dir).
+            (default: `segad.storage.weights.backbone_cache`, in the system temp dir).
         for_loading: build the bare architecture with random weights (every tensor is then
             replaced by `load_detector`): no weights file or download is needed.
 
@@ -123,7 +124,7 @@ def build_detector(
     """
     spec = SPECS[config.name]
     size = ImageSize.parse(image_size).hw
-    cache = Path(backbone_cache_dir or Path(tempfile.gettempdir()) / "segad-backbones")
+    cache = Path(backbone_cache_dir) if backbone_cache_dir else backbone_cache()
     kwargs = dict(config.model)
     model_class: Any = anomalib_class(config.name)
     state_to_load: dict[str, torch.Tensor] | None = None

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from segad.detection.plan import ModelPlan
 from segad.schemas import MapIndex, columns
 from segad.storage.images import ImageSize, SizeLike
+from segad.storage.weights import store_backbone_cache
 from segad.vocabulary import FEATURE_ROLES
 
 if TYPE_CHECKING:
@@ -350,7 +351,7 @@ def _fitted_model(
 
     key, train_paths = plan.key, plan.train_paths
     directory = model_root / key
-    backbones = model_root / "_backbones"
+    backbones = store_backbone_cache(model_root)
     if directory.exists():
         problem = model_folder_problem(directory)
         if problem is not None:

@@ -50,7 +50,7 @@ from segad.detection.supervised_config import (
     _uses_mask,
 )
 from segad.storage.images import ImageSize, SizeLike, read_image, read_mask
-from segad.storage.weights import WeightsSource, prepare_backbone
+from segad.storage.weights import WeightsSource, backbone_cache, prepare_backbone
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def build_supervised(
     """
     import lightning.pytorch as pl
 
-    cache = Path(backbone_cache_dir or Path(tempfile.gettempdir()) / "segad-backbones")
+    cache = Path(backbone_cache_dir) if backbone_cache_dir else backbone_cache()
     architecture = config.architecture()
     if for_loading:
         backbone = random_local_dir(architecture, cache)

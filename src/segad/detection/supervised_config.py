@@ -10,9 +10,14 @@ import hashlib
 import inspect
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
+from pydantic import ValidationError
+from pydantic.dataclasses import dataclass as params_dataclass
+
+from segad.config import PARAMS, describe
+from segad.detection.config import SupervisedSettings
 from segad.storage.files import file_sha256
 from segad.storage.images import ImageSize, SizeLike
 from segad.storage.weights import WeightsSource, weights_fingerprint
@@ -23,7 +28,6 @@ from segad.vocabulary import MAP_LIBRARIES
 NAME = "supersimplenet_supervised"
 #: Bump when this module changes what a saved model, a map or a score means (part of model_key).
 FORMAT_VERSION = 1
-MASK_POLICIES = ("auto", "masks", "label_only")
 _RESERVED = ("supervised", "pre_processor", "post_processor", "evaluator", "visualizer", "backbone_weights")
 
 
@@ -36,37 +40,17 @@ class SupervisedConfigError(ValueError):
     """A supervised detector setting is invalid, or the training images cannot train it."""
 
 
-@dataclass(frozen=True)
-class SupervisedConfig:
-    """Settings of ``anomaly_maps.supersimplenet_supervised``.
-
-    Attributes:
-        model: ``Supersimplenet`` arguments (``backbone``, ``layers``, ``perlin_threshold``,
-            ``adapt_cls_features``); ``supervised`` and the processors are set here.
-        weights: ``hub`` | ``packaged:efficientnet_lite0`` | a weights file (`segad.storage.weights`).
-        trainer: Lightning ``Trainer`` arguments; ``max_epochs`` (default 1) also places
-            anomalib's LR milestones (80 % and 90 % of it).
-        train_batch_size, batch_size, num_workers, seed: as for the other detectors.
-        masks: ``auto`` (a bad image's mask where it has one, label-only where not) | ``masks``
-            (every bad image must have one) | ``label_only`` (masks ignored).
-        bad_repeat: how often each bad image appears per epoch (0 = about half as many bad as
-            good presentations: ``max(1, n_good // (2 n_bad))``).
-        cross_fit_folds: K of the brf_train cross-fitting (`segad.detection.supervised_stage`).
+@params_dataclass(config=PARAMS)
+class SupervisedConfig(SupervisedSettings):
+    """Settings of ``anomaly_maps.supersimplenet_supervised``, checked: `SupervisedSettings` (each
+    setting's type, range and default defined there). ``model`` holds ``Supersimplenet`` arguments
+    (``backbone``, ``layers``, ``perlin_threshold``, ``adapt_cls_features``; ``supervised`` and the
+    processors are set here); ``trainer``'s ``max_epochs`` (default 1) also places anomalib's LR
+    milestones (80 % and 90 % of it).
     """
 
-    model: dict[str, Any] = field(default_factory=dict)
-    weights: str = "hub"
-    trainer: dict[str, Any] = field(default_factory=dict)
-    train_batch_size: int = 8
-    batch_size: int = 16
-    num_workers: int = 0
-    seed: int = 0
-    masks: str = "auto"
-    bad_repeat: int = 0
-    cross_fit_folds: int = 3
-
     #: settings that change neither a fitted model nor its outputs
-    RUNTIME_ONLY = ("batch_size", "num_workers", "cross_fit_folds")
+    RUNTIME_ONLY: ClassVar[tuple[str, ...]] = ("batch_size", "num_workers", "cross_fit_folds")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> SupervisedConfig:
@@ -78,22 +62,10 @@ class SupervisedConfig:
             raise SupervisedConfigError(f"detector {NAME}: unknown settings {unknown}; known: {sorted(known)}")
         values["model"] = dict(values.get("model") or {})
         values["trainer"] = dict(values.get("trainer") or {})
-        config = cls(**values)
-        for key in ("train_batch_size", "batch_size", "num_workers", "seed", "bad_repeat", "cross_fit_folds"):
-            value = getattr(config, key)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise SupervisedConfigError(f"detector {NAME}: {key} must be int, got {value!r}")
-        for key, low in (
-            ("train_batch_size", 1),
-            ("batch_size", 1),
-            ("num_workers", 0),
-            ("bad_repeat", 0),
-            ("cross_fit_folds", 2),
-        ):
-            if getattr(config, key) < low:
-                raise SupervisedConfigError(f"detector {NAME}: {key} must be >= {low}")
-        if config.masks not in MASK_POLICIES:
-            raise SupervisedConfigError(f"detector {NAME}: masks must be one of {MASK_POLICIES}, got {config.masks!r}")
+        try:
+            config = cls(**values)
+        except ValidationError as error:
+            raise SupervisedConfigError(f"detector {NAME}: {describe(error, '')}") from None
         reserved = sorted(set(config.model) & set(_RESERVED))
         if reserved:
             raise SupervisedConfigError(f"detector {NAME}: model.{reserved[0]} is set by segad")

@@ -44,6 +44,7 @@ from segad.detection.supervised_config import (
 from segad.storage.files import atomic_path, file_sha256
 from segad.storage.images import ImageSize, SizeLike
 from segad.storage.persistence import read_model_folder, write_model_folder
+from segad.storage.weights import store_backbone_cache
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -241,7 +242,7 @@ def _fitted(
     model_root: Path,
     stats: MapRunStats,
 ) -> torch.nn.Module:
-    directory, backbones = model_root / fit.key, model_root / "_backbones"
+    directory, backbones = model_root / fit.key, store_backbone_cache(model_root)
     if (directory / "detector.json").is_file():
         try:
             model, _, _ = load_supervised(directory, device, backbones)

@@ -74,7 +74,8 @@ class ClassifierConfig:
     batch_size: Annotated[int, Field(ge=1)] = 16
     learning_rate: Annotated[float, Field(gt=0.0)] = 3e-4
     max_steps: Annotated[int, Field(ge=1)] | None = None
-    cache_dir: str = "data/06_models/backbones"
+    #: the backbone cache (a run: ``<data_root>/06_models/backbones``); None: `segad.storage.weights.backbone_cache()`
+    cache_dir: str | None = None
     mode: Literal["frozen", "full"] = "frozen"
     frozen_blocks: Annotated[int, Field(ge=0, le=7)] = 6
     cross_fit_folds: Annotated[int, Field(ge=0)] = 3
@@ -112,10 +113,12 @@ def build_model(config: ClassifierConfig):
     import timm
     import torch
 
-    from segad.storage.weights import WeightsSource, prepare_backbone, weights_fingerprint
+    from segad.storage.weights import WeightsSource, backbone_cache, prepare_backbone, weights_fingerprint
 
     source = WeightsSource.parse(config.weights)
-    backbone, pretrained = prepare_backbone(source, config.backbone, config.pretrained, config.cache_dir)
+    backbone, pretrained = prepare_backbone(
+        source, config.backbone, config.pretrained, config.cache_dir or backbone_cache()
+    )
     net = timm.create_model(backbone, pretrained=pretrained, num_classes=1)
     pretrained_cfg = cast(dict, net.pretrained_cfg)
     mean = torch.tensor(pretrained_cfg.get("mean", (0.485, 0.456, 0.406)), dtype=torch.float32)

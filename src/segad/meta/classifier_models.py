@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import tempfile
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -132,9 +131,7 @@ def load_classifier(directory: str | Path, device: str = "cpu"):
         frozen = config.mode == "frozen" and config.weights.startswith("packaged:")
         with torch.random.fork_rng(devices=[]):  # the random init must not move the caller's RNG
             if frozen:
-                model = build_model(
-                    dataclasses.replace(config, cache_dir=str(Path(tempfile.gettempdir()) / "segad-backbones"))
-                )
+                model = build_model(dataclasses.replace(config, cache_dir=None))  # the temp backbone cache
             else:
                 model = build_model(dataclasses.replace(config, mode="full", pretrained=False))
         model.load_state_dict(state, strict=True)

@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -250,6 +251,32 @@ def _head_prefixes(model: torch.nn.Module) -> tuple[str, ...]:
     classifier = getattr(model, "pretrained_cfg", {}).get("classifier", "classifier")
     names = classifier if isinstance(classifier, (list, tuple)) else [classifier]
     return tuple(f"{n}." for n in names)
+
+
+#: The backbone cache: the folder of unpacked backbone weights (timm local-dir folders
+#: ``<architecture>-<fingerprint>``, written by `prepare_backbone` from a weights file, never
+#: downloaded) in a run's models folder ``<data_root>/06_models``, shared by the detectors and the classifier.
+BACKBONE_CACHE = "backbones"
+#: The backbone cache's folder in the system temp dir, where there is no models folder (loading a bundle).
+TEMP_BACKBONE_CACHE = "segad-backbones"
+
+
+def backbone_cache(models_root: str | Path | None = None) -> Path:
+    """The backbone cache folder: ``<models_root>/backbones`` (a run: ``<data_root>/06_models/backbones``),
+    ``<temp dir>/segad-backbones`` without a models root.
+
+    >>> backbone_cache("data/06_models").as_posix()
+    'data/06_models/backbones'
+    """
+    if models_root is None:
+        return Path(tempfile.gettempdir()) / TEMP_BACKBONE_CACHE
+    return Path(models_root) / BACKBONE_CACHE
+
+
+def store_backbone_cache(store: str | Path) -> Path:
+    """The backbone cache of the models folder that holds ``store``, one detector's model store
+    (``<data_root>/06_models/<detector>``: the cache is ``<data_root>/06_models/backbones``)."""
+    return backbone_cache(Path(store).parent)
 
 
 def prepare_backbone(
