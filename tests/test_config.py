@@ -345,6 +345,9 @@ def test_an_environment_holds_only_its_differences_from_base(env):
 NOT_CLASS_DEFAULTS = {
     # the demo's folder is a path of this project, not of the library (elpv: null = its package)
     "dataset.root",
+    # the run's backbone cache under globals.data_root (segad.storage.weights.backbone_cache of the
+    # run's models folder); the class default None means the same function without a data root
+    "classifier.cache_dir",
 }
 
 
