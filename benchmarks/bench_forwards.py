@@ -113,12 +113,23 @@ def main() -> None:
             run = _converted(SharedMaps([detectors[n] for n in group]), args.backend, (3, height, width), root)
             rows.append((f"shared pass: {' + '.join(group)}", _ms_per_call(run, x, args.repeats)))
         blur = next(m for m in detectors[group[0]].model.modules() if type(m).__name__ == "GaussianBlur2d")
-        one_map = np.random.default_rng(1).random((1, 1, height, width), dtype=np.float32)
+        one_map = np.random.default_rng(1).random((1, 3, height, width), dtype=np.float32)  # first channel used
         for label, module in (("2-D", blur), ("separable", SeparableBlur(blur))):
             run = _converted(module, args.backend, (1, height, width), root)
             rows.append(
                 (f"blur of one map, {label} {tuple(blur.kernel.shape[-2:])}", _ms_per_call(run, one_map, args.repeats))
             )
+
+    import copy
+
+    from segad.meta.brf import brf_scores
+
+    row = np.zeros((1, len(scorer.bundle.feature_columns)))
+    for threads in (torch.get_num_threads(), 1):  # the bundle's BRF scores on one thread (segad.production.bundle)
+        brf = copy.deepcopy(scorer.bundle.brf).set_params(n_jobs=threads)
+        rows.append(
+            (f"BRF score of one row, {threads} thread(s)", _ms_per_call(lambda r, m=brf: brf_scores(m, r), row, 50))
+        )
 
     folder = Path(args.images)
     parts = {p.name: p for p in sorted(folder.iterdir()) if p.is_dir()} or {folder.name: folder}

@@ -4,8 +4,9 @@ On the built-in demo at the conf's image size and detector settings (conf/base/
 parameters_anomaly_maps.yml): fits each detector once on the GPU, then prints per detector the
 inference images/s at fp32 and with AMP (the detector setting ``amp``: float16 autocast), the
 largest map difference AMP vs fp32 (absolute and relative to the fp32 map range) and the peak GPU
-memory (``torch.cuda.max_memory_allocated``) of fit + inference; then the maps/s of the
-features' torch path (`segad.segments.features_torch.segment_statistics_torch`) on the GPU.
+memory (``torch.cuda.max_memory_allocated``) of fit + inference; the images/s at fp32 and AMP of
+the detectors that share one backbone pass (`segad.detection.shared`), with each shared map's
+largest difference from the detector's own; then the maps/s of the features' torch path (`segad.segments.features_torch.segment_statistics_torch`) on the GPU.
 
 Without CUDA it prints one line saying no GPU is available and exits 0.
 
@@ -81,7 +82,49 @@ def check_detector(name: str, params: dict, size: int, n_train: int, n_images: i
         "amp_rel": diff / scale,
         "peak_mb": torch.cuda.max_memory_allocated() / 2**20,
         "maps": fp32,
+        "model": model,
+        "batch": batch,
     }
+
+
+def check_shared(results: list[dict], size: int, n_images: int, repeats: int) -> list[str]:
+    """images/s of the detectors that share one backbone pass (`segad.detection.shared.SharedMaps`)
+    at fp32 and AMP, and each shared map's largest difference from the detector's own fp32 map."""
+    import contextlib
+
+    import numpy as np
+    import torch
+
+    from segad.detection.shared import SharedMaps, shared_groups
+    from segad.storage.images import read_image
+
+    models = {r["detector"]: r["model"] for r in results}
+    own = {r["detector"]: r["maps"] for r in results}
+    x = np.stack([read_image(p, size) for p in _demo_paths("test", n_images)])
+    lines = []
+    for group in (g for g in shared_groups(models, list(models)) if len(g) >= 2):
+        module = SharedMaps([models[n] for n in group]).eval().cuda()
+        batch = results[0]["batch"]
+
+        def run(amp: bool, module=module, batch=batch) -> np.ndarray:
+            autocast = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
+            out = []
+            with torch.inference_mode(), autocast:
+                for i in range(0, len(x), batch):
+                    out.append(module(torch.as_tensor(x[i : i + batch], device="cuda")).float().cpu().numpy())
+            return np.concatenate(out)
+
+        fp32, _ = run(False), run(True)
+        rates = {amp: _rate(lambda amp=amp: run(amp), len(x), repeats) for amp in (False, True)}
+        diffs = ", ".join(
+            f"{n} {np.abs(fp32[:, k] - own[n]).max() / ((own[n].max() - own[n].min()) or 1.0):.1e}"
+            for k, n in enumerate(group)
+        )
+        lines.append(
+            f"shared pass {'+'.join(group)}: fp32 {rates[False]:.1f} img/s, AMP {rates[True]:.1f} img/s; "
+            f"max |shared - own| / range: {diffs}"
+        )
+    return lines
 
 
 def check_features(maps, size: int, repeats: int) -> float:
@@ -131,15 +174,18 @@ def main(argv: list[str] | None = None) -> int:
         f"{'detector':<12}{'fit s':>8}{'fp32 img/s':>12}{'AMP img/s':>11}{'AMP/fp32':>10}"
         f"{'max |AMP-fp32|':>16}{'/ range':>10}{'peak GPU MB':>13}"
     )
-    maps = None
+    maps, results = None, []
     for name in args.detectors.split(","):
         r = check_detector(name, params["anomaly_maps"][name], size, args.train, args.images, args.repeats)
+        results.append(r)
         maps = r["maps"] if maps is None else maps
         print(
             f"{name:<12}{r['fit_s']:>8.1f}{r['fp32']:>12.1f}{r['amp']:>11.1f}{r['amp'] / r['fp32']:>10.2f}"
             f"{r['amp_diff']:>16.4g}{r['amp_rel']:>10.1e}{r['peak_mb']:>13.0f}",
             flush=True,
         )
+    for line in check_shared(results, size, args.images, args.repeats):
+        print(line, flush=True)
     if maps is not None:
         print(
             f"features torch path (segment_statistics_torch on the GPU): {check_features(maps, size, args.repeats):.0f} maps/s"

@@ -14,6 +14,7 @@ from segad.production.bundle import load_bundle
 from segad.production.errors import BundleError
 from segad.production.inputs import InputMismatchError, decode_checked, load_checked
 from segad.production.scorer import Scorer
+from segad.production.writer import write_bundle
 from segad.storage.images import ImageReadError
 
 
@@ -126,3 +127,31 @@ def test_a_restarted_scorer_loads_the_converted_models_kept_beside_the_bundle(
     model_file.write_bytes(bytes(data))
     again = Scorer.open(bundle_dir, backend=backend)
     assert conversions == [1] and again.score_bytes(path.read_bytes(), "p").score == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_scorer_runs_detectors_on_one_backbone_as_one_kept_shared_pass(tiny_demo, tmp_path, monkeypatch):
+    import segad.storage.backends as backends
+    from tests.production.conftest import TINY_DETECTORS, train_tiny_bundle
+
+    patchcore = {"model": {**TINY_DETECTORS["padim"]["model"], "coreset_sampling_ratio": 0.1, "num_neighbors": 3}}
+    patchcore["model"].pop("n_features")
+    detectors = {**TINY_DETECTORS, "patchcore": {**TINY_DETECTORS["padim"], **patchcore}}
+    (tmp_path / "train").mkdir()
+    trained = train_tiny_bundle(tiny_demo, tmp_path / "train", detectors=detectors)
+    bundle_dir = write_bundle(tmp_path / "bundle", **{k: v for k, v in trained.items() if not k.startswith("_")})
+    data = _test_images(tiny_demo)[0].read_bytes()
+    eager = Scorer.open(bundle_dir, backend="eager", warm=False).score_bytes(data, "p")
+
+    first = Scorer.open(bundle_dir, backend="onnxruntime")
+    kept = [p.parent.parent.name for p in bundle_dir.with_name("bundle.converted").rglob("done.json")]
+    assert len(kept) == 1 and kept[0].startswith("shared-")  # padim and patchcore: one converted module
+    answer = first.score_bytes(data, "p")
+    for column, value in eager.maxima.items():
+        assert answer.maxima[column] == pytest.approx(value, rel=1e-3, abs=1e-4)
+    assert answer.score == pytest.approx(eager.score, abs=1e-3 * max(1.0, abs(eager.score)))
+
+    conversions: list[int] = []
+    original = backends._convert
+    monkeypatch.setattr(backends, "_convert", lambda *a, **k: conversions.append(1) or original(*a, **k))
+    restarted = Scorer.open(bundle_dir, backend="onnxruntime")  # new model objects: as a new process
+    assert conversions == [] and restarted.score_bytes(data, "p").score == answer.score

@@ -1,7 +1,7 @@
 """Lean map heads: anomalib's map post-processing with fewer multiply-adds, same maps.
 
 anomalib blurs every PatchCore and PaDiM map with a 2-D Gaussian (sigma 4 -> a 33 x 33 kernel,
-about 70 M multiply-adds per 256 x 256 map; 12 ms per map on OpenVINO on this project's 2-core
+about 70 M multiply-adds per 256 x 256 map; 11 ms per map on OpenVINO f32 on this project's 2-core
 machine, more than the backbone's share of a detector). The kernel is the outer product of two
 1-D Gaussians, so `SeparableBlur` computes the same reflect-padded convolution as a row pass and a
 column pass (2 x 33 taps per pixel); its maps equal the 2-D blur's up to float rounding.
