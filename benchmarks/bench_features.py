@@ -40,14 +40,10 @@ import tracemalloc
 import numpy as np
 
 from segad.ingestion.demo import segmentation_map
-from segad.segments.features import (
-    SegmentMap,
-    default_threads,
-    segment_statistics,
-    stream_statistics,
-)
+from segad.segments.features import stream_statistics
 from segad.segments.features_torch import segment_statistics_torch
 from segad.segments.reference import reference_segment_statistics
+from segad.segments.statistics import SegmentMap, default_threads, segment_statistics
 
 
 def make_maps(n: int, size: int, seed: int = 0) -> np.ndarray:

@@ -45,8 +45,8 @@ from segad.production.bundle import load_bundle  # noqa: E402
 from segad.production.inputs import input_spec_from_paths  # noqa: E402
 from segad.production.operating_point import choose_operating_point, out_of_fold_scores  # noqa: E402
 from segad.production.writer import write_bundle  # noqa: E402
-from segad.segments.features import SegmentMap, feature_matrix, segment_statistics  # noqa: E402
 from segad.segments.label_maps import read_label_map
+from segad.segments.statistics import SegmentMap, feature_matrix, segment_statistics  # noqa: E402
 from segad.storage.images import read_image  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

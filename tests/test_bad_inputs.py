@@ -287,7 +287,8 @@ from pydantic import ValidationError  # noqa: E402
 
 from segad.config import SplitOptions  # noqa: E402
 from segad.ingestion.splits import SplitConfig, SplitError, make_splits  # noqa: E402
-from segad.segments.features import FeatureConfig, segment_statistics  # noqa: E402
+from segad.segments.features import FeatureConfig  # noqa: E402
+from segad.segments.statistics import segment_statistics  # noqa: E402
 
 
 def _index(n_train_bad=3, n_test_bad=4, cat="a"):

@@ -7,7 +7,7 @@ from sklearn.metrics import auc, average_precision_score, precision_recall_curve
 
 from segad.evaluation.metrics import average_precision
 from segad.meta.brf import BRFConfig, brf_scores, fit_brf
-from segad.segments.features import SegmentMap, feature_matrix, segment_statistics
+from segad.segments.statistics import SegmentMap, feature_matrix, segment_statistics
 
 N_IMAGES, N_DETECTORS, N_SEGMENTS, SIZE = 40, 2, 4, 32
 

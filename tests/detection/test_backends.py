@@ -11,7 +11,7 @@ import torch
 from segad.detection.config import DetectorConfig, DetectorConfigError
 from segad.detection.fit import fit_detector
 from segad.detection.inference import iter_maps, predict_maps
-from segad.segments.features import SegmentMap, segment_statistics
+from segad.segments.statistics import SegmentMap, segment_statistics
 from segad.storage import backends
 from segad.storage.backends import TOLERANCE, BackendError, check_backend, compiled_detector, converted_path
 from segad.storage.images import ImageSize, read_image

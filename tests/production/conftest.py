@@ -18,8 +18,8 @@ from segad.production.inputs import input_spec_from_paths
 from segad.production.operating_point import choose_operating_point, out_of_fold_scores
 from segad.production.writer import write_bundle
 from segad.segments.auto_segments import fit_feature_clusters
-from segad.segments.features import SegmentMap, feature_matrix, segment_statistics
 from segad.segments.label_maps import read_label_map
+from segad.segments.statistics import SegmentMap, feature_matrix, segment_statistics
 from segad.storage.images import read_image
 
 SIZE = 32

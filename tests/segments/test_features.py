@@ -9,17 +9,11 @@ import torch
 from scipy.stats import kurtosis, skew
 
 from segad.columns import STATS, feature_columns
-from segad.segments.features import (
-    SegmentMap,
-    build_feature_table,
-    feature_matrix,
-    feature_rows,
-    segment_statistics,
-    stream_statistics,
-)
+from segad.segments.features import build_feature_table, feature_rows, stream_statistics
 from segad.segments.features_torch import TORCH_STATS, segment_statistics_torch
 from segad.segments.reference import reference_segment_statistics
 from segad.segments.segment_maps import SegmentMaps
+from segad.segments.statistics import SegmentMap, feature_matrix, segment_statistics
 
 RTOL = 1e-6
 pytestmark = pytest.mark.filterwarnings("ignore:Precision loss occurred:RuntimeWarning")
@@ -132,7 +126,8 @@ def test_threads_give_identical_statistics_and_name_the_bad_map(per_image):
 
 
 def test_feature_config_checks_its_keys_and_values():
-    from segad.segments.features import FeatureConfig, default_threads
+    from segad.segments.features import FeatureConfig
+    from segad.segments.statistics import default_threads
 
     assert FeatureConfig(batch_size=8).kernel_threads == default_threads() >= 1
     assert FeatureConfig(threads=2).kernel_threads == 2

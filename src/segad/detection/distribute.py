@@ -23,19 +23,20 @@ Workers read images, the map store and the detector store by path: these must be
 filesystem mounted at the same path everywhere (docs/operations.md, Dask). Paths are made absolute
 before tasks leave the caller, and a map task checks each image's content hash against its
 map_key, so a worker that sees another file at the same path fails instead of storing a wrong map.
-No Kedro here; `distributed` is imported only when a cluster is looked for.
+No Kedro here; the Dask plumbing (which client, thread pinning, gathering) is `segad.cluster`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from segad.cluster import cluster_client, gather_all, torch_threads, worker_name
 
 if TYPE_CHECKING:
     import torch
@@ -118,22 +119,6 @@ def saved_detector_ok(directory: Path) -> bool:
     return model_folder_problem(directory) is None
 
 
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """torch's intra-op thread count set to ``threads`` inside the block (None: unchanged)."""
-    import torch
-
-    if threads is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def fit_task(
     config: DetectorConfig, plan: ModelPlan, image_size: SizeLike, device: str, model_root: str, threads: int | None
 ) -> tuple[float, str]:
@@ -154,7 +139,7 @@ def fit_task(
             quantile_paths=plan.quantile_paths,
         )
     save_detector(model, config, image_size, Path(model_root) / plan.key)
-    return time.perf_counter() - start, _worker_name()
+    return time.perf_counter() - start, worker_name()
 
 
 def map_task(
@@ -202,7 +187,7 @@ def map_task(
             map_store.write(map_key, anomaly_map)
             stored = map_store.read(map_key)  # what downstream stages will read (float16 if so stored)
             rows.append((map_key, float(stored.max()), (int(stored.shape[0]), int(stored.shape[1]))))
-    return rows, time.perf_counter() - start, _worker_name()
+    return rows, time.perf_counter() - start, worker_name()
 
 
 def run_shards(
@@ -246,28 +231,6 @@ def run_shards(
         for map_key, top, shape in rows:
             result.max_scores[map_key], result.shapes[map_key] = top, shape
     return result
-
-
-@contextlib.contextmanager
-def cluster_client() -> Iterator[Any]:
-    """The Dask client to submit to: `worker_client` inside a Dask task (the thread secedes, so
-    the worker can run shard tasks meanwhile), the current client in a driver, else None."""
-    try:
-        from distributed import get_client, get_worker, worker_client
-    except ImportError:  # pragma: no cover - distributed is a dependency of the project
-        yield None
-        return
-    try:
-        get_worker()
-    except ValueError:
-        try:
-            client = get_client()
-        except ValueError:
-            client = None
-        yield client
-        return
-    with worker_client() as client:
-        yield client
 
 
 def _on_cluster(
@@ -316,12 +279,8 @@ def _on_cluster(
         )
         for t in maps
     ]
-    everything = [*fit_futures.values(), *map_futures]
-    try:
-        return client.gather(list(fit_futures.values())), client.gather(map_futures)
-    except BaseException:
-        client.cancel(everything)
-        raise
+    fitted, mapped = gather_all(client, list(fit_futures.values()), map_futures)
+    return fitted, mapped
 
 
 _LOADED: dict[tuple[str, str, str], torch.nn.Module] = {}
@@ -342,12 +301,3 @@ def _load_model(directory: Path, device: str, backbones: Path) -> torch.nn.Modul
 
 def _absolute(paths: Sequence[str]) -> list[str]:
     return [str(Path(p).absolute()) for p in paths]
-
-
-def _worker_name() -> str:
-    try:
-        from distributed import get_worker
-
-        return str(get_worker().address)
-    except (ImportError, ValueError):
-        return "local"

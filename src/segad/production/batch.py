@@ -90,7 +90,7 @@ def score_images(
     the batch goes on); raw maps of every detector (`segad.detection.inference.predict_maps`); the
     segment labels (the bundle's static map, or each image's own labels from the bundled centres and
     the packaged backbone, `segad.production.bundle_segments`); the classifier score when bundled
-    (`segad.production.bundle_classifier`); per-segment statistics and maxima (`segad.segments.features`); the score (`Bundle.score`: the
+    (`segad.production.bundle_classifier`); per-segment statistics and maxima (`segad.segments.statistics`); the score (`Bundle.score`: the
     BRF's, blended where the bundle has a blend); the decision at the bundle's threshold; per-segment and per-detector SHAP contributions for the
     rows `explain` selects; an overlay per rejected part (`render_overlay`, map of the detector
     with the largest contribution, or of the first detector when not explained).
@@ -118,7 +118,7 @@ def score_images(
         bundle has the classifier), overlay (file name or None), bundle_id.
     """
     from segad.logs import progress as progress_bar
-    from segad.segments.features import SegmentMap
+    from segad.segments.statistics import SegmentMap
 
     if explain not in EXPLAIN_MODES:
         raise ValueError(f"explain must be one of {EXPLAIN_MODES}, got {explain!r}")
@@ -233,15 +233,15 @@ def batch_features(
     as the training pipeline computes its feature table: each detector's raw map, the segment labels
     (the static map, or each image's own labels from the bundled centres), the classifier score
     (the bundled model's logit or the mean of its K models', `segad.meta.classifier_models`),
-    per-segment statistics and map maxima (`segad.segments.features`), the BRF's columns picked
+    per-segment statistics and map maxima (`segad.segments.statistics`), the BRF's columns picked
     by position.
 
-    `segment_map`: the bundle's static map as a prepared `segad.segments.features.SegmentMap`
+    `segment_map`: the bundle's static map as a prepared `segad.segments.statistics.SegmentMap`
     (made here when None); `backends`: detector -> inference backend (eager where not given).
     """
     from segad.detection.shared import detector_maps
     from segad.meta.classifier_models import combined_logits
-    from segad.segments.features import SegmentMap, feature_matrix, segment_statistics
+    from segad.segments.statistics import SegmentMap, feature_matrix, segment_statistics
 
     clock = clock if clock is not None else _Clock()
     n, detectors = x.shape[0], bundle.detectors

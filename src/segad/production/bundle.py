@@ -171,7 +171,7 @@ class Bundle:
         detectors: detector names, in feature order.
         feature_columns: the ordered BRF input columns.
         column_positions: int64 positions of `feature_columns` among the columns that
-            `segad.segments.features.feature_matrix` computes (`computed_columns` in the manifest).
+            `segad.segments.statistics.feature_matrix` computes (`computed_columns` in the manifest).
         segmentation: how images are segmented (`segad.production.bundle_segments.BundleSegments`:
             one static map, or shared centres applied to each image); n_segments: L.
         operating_point: threshold and expected rates.

@@ -115,7 +115,7 @@ class Scorer:
     """
 
     def __init__(self, bundle: Bundle, models: dict, backend: str = "openvino", explain: str = "rejected") -> None:
-        from segad.segments.features import SegmentMap
+        from segad.segments.statistics import SegmentMap
 
         self.bundle = bundle
         self.models = models

@@ -1,6 +1,6 @@
 """Per-segment statistics on torch tensors, for maps that are already on a GPU.
 
-The same definitions as `segad.segments.features.segment_statistics` (q995 by linear
+The same definitions as `segad.segments.statistics.segment_statistics` (q995 by linear
 interpolation, biased skew, excess biased kurtosis, mean; empty segment -> 0.0; constant segment
 -> NaN skew and kurtosis) with float64 scatter sums, so no host round trip is needed. The
 pipeline's features stage uses the numpy/numba path; this one serves the GPU benchmark
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from segad.segments.features import QUANTILE
+from segad.segments.statistics import QUANTILE
 
 #: The statistics this path computes, in the order of its last axis (the paper's four).
 TORCH_STATS: tuple[str, ...] = ("q995", "skew", "kurtosis", "mean")

@@ -1,4 +1,4 @@
-"""Compiled (numba) kernels behind `segad.segments.features.segment_statistics`.
+"""Compiled (numba) kernels behind `segad.segments.statistics.segment_statistics`.
 
 One call summarises a batch of maps. Per map, pixels are copied, in the map's own dtype, into
 segment-contiguous order by runs of equal labels (a label map with R runs costs R small copies,
@@ -14,7 +14,7 @@ computed once per label map); then, per segment:
 
 Compiled on first use and cached on disk (numba ``cache=True``: ``__pycache__`` next to this file,
 or numba's user-wide cache when that is read-only). Single-threaded and GIL-free (``nogil``), so
-`segad.segments.features.segment_statistics` runs chunks of a batch on several threads.
+`segad.segments.statistics.segment_statistics` runs chunks of a batch on several threads.
 """
 
 from __future__ import annotations

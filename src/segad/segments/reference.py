@@ -1,6 +1,6 @@
 """The per-segment statistics by their definition: a plain loop, as the SegAD reference code.
 
-Slow; it is the oracle that the compiled path (`segad.segments.features.segment_statistics`),
+Slow; it is the oracle that the compiled path (`segad.segments.statistics.segment_statistics`),
 the torch path and the benchmark are checked against.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from segad.segments.features import QUANTILE
+from segad.segments.statistics import QUANTILE
 
 
 def reference_segment_statistics(anomaly_map: np.ndarray, labels: np.ndarray, n_segments: int) -> np.ndarray:
