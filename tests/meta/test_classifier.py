@@ -9,13 +9,13 @@ from PIL import Image
 
 from segad.evaluation.metrics import auroc
 from segad.meta.classifier import (
-    ActivationCache,
     ClassifierConfig,
     build_model,
     fit_classifier,
     predict_scores,
 )
 from segad.meta.classifier_protocol import classifier_scores
+from segad.meta.classifier_stem import ActivationCache
 from tests.meta.conftest import tiny_config
 
 
@@ -159,7 +159,7 @@ def test_converted_stem_gives_the_eager_activations_and_scores(tmp_path, backend
 def test_the_converted_stem_is_reused_by_models_whose_tails_differ(backends_root, backbones):
     import torch
 
-    from segad.meta.classifier import _stem_module
+    from segad.meta.classifier_stem import _stem_module
     from segad.storage.backends import converted_path
 
     config = ClassifierConfig(

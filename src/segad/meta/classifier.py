@@ -13,7 +13,7 @@ Two training modes (``mode``):
 
 - ``frozen``: the stem and the first ``frozen_blocks`` blocks keep their ImageNet weights and
   batch-norm statistics (eval mode, no gradients). Their output is computed once per image per
-  run (`ActivationCache`, in memory, keyed by the file's SHA-256, shared by all split seeds and
+  run (`segad.meta.classifier_stem.ActivationCache`, in memory, keyed by the file's SHA-256, shared by all split seeds and
   by scoring) and only the remaining blocks, the head convolution and the logit are trained on
   it. Without augmentation this is the same function of the image as running the whole network.
 - ``full``: every layer is fine-tuned and each step reads and runs the full network on its batch.
@@ -31,9 +31,7 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
 import numpy as np
@@ -42,7 +40,8 @@ from pydantic import Field
 from pydantic.dataclasses import dataclass
 
 from segad.config import PARAMS
-from segad.storage.images import ImageSize, SizeLike
+from segad.meta.classifier_stem import ActivationCache, load_batch
+from segad.storage.images import SizeLike
 from segad.vocabulary import Backend
 
 SCORE_COLUMNS = ("image_id", "split_seed", "score", "model_key")
@@ -185,98 +184,6 @@ def build_model(config: ClassifierConfig):
     return Normalised()
 
 
-class ActivationCache:
-    """Output of a frozen-mode model's stem per image, computed once per run and held in memory.
-
-    Keyed by (SHA-256 of the image file's bytes, image size, the model's `stem_key`): an image
-    whose file changes is computed again, one file under two paths once, and a model with other
-    weights or `frozen_blocks` never gets another's activations. The stem is fixed pretrained
-    weights in eval mode, so every split seed shares the entries. Memory: C x h x w float32 per
-    image (EfficientNet-Lite0 at 256 px: frozen_blocks 6, 192 x 8 x 8, 48 KiB; 5, 112 x 16 x 16, 112 KiB). `computed` counts
-    the images that went through the stem. ``backend`` (openvino | onnxruntime) runs the stem
-    converted on CPU (`segad.storage.backends`), checked against eager on its first batch;
-    ``cache_root`` is the folder of converted models (default: the backends' temp-dir cache).
-    """
-
-    def __init__(self, batch_size: int = 32, backend: str = "eager", cache_root: str | Path | None = None) -> None:
-        self.batch_size = batch_size
-        self.backend = backend
-        self.cache_root = cache_root
-        self.computed = 0
-        self._store: dict[tuple[str, ImageSize, str], object] = {}
-        self._runners: dict[tuple[str, ImageSize], Any] = {}
-
-    def stem_output(self, model, batch, size: ImageSize, device: str):
-        """The stem's output of a float32 (B, 3, H, W) batch: eager, or the converted stem on CPU."""
-        import torch
-
-        if self.backend == "eager" or device != "cpu":
-            return model.stem(batch.to(device))
-        from segad.storage.backends import TOLERANCE, BackendMismatchError, converted_path, runner
-
-        if (model.stem_key, size) not in self._runners:
-            key = "classifier-stem-" + hashlib.sha256(f"{model.stem_key}|{size.tag()}".encode()).hexdigest()[:16]
-            path = converted_path(model, self.backend, size, key=key, cache_root=self.cache_root, wrap=_stem_module)
-            run = runner(path, self.backend, torch.get_num_threads())
-            got, want = run(batch[:1].numpy()), model.stem(batch[:1]).numpy()
-            diff, scale = float(np.abs(got - want).max()), float(want.max() - want.min()) or 1.0
-            if not diff <= TOLERANCE * scale:
-                raise BackendMismatchError(
-                    f"classifier stem on {self.backend} differs from eager by {diff:.4g} "
-                    f"(> {TOLERANCE} x range {scale:.4g}); set classifier.backend: eager"
-                )
-            self._runners[(model.stem_key, size)] = run
-        return torch.from_numpy(self._runners[(model.stem_key, size)](batch.numpy()))
-
-    def activations(self, model, paths: Sequence[str], image_size: SizeLike, device: str = "cpu"):
-        """(N, C, h, w) tensor on `device`: the stem's output for each path, computed where missing."""
-        import torch
-
-        from segad.storage.files import file_sha256
-
-        size = ImageSize.parse(image_size)
-        keys = [(file_sha256(p), size, model.stem_key) for p in paths]
-        todo = list(dict.fromkeys(k for k in keys if k not in self._store))
-        where = dict(zip(keys, paths))
-        model.eval()
-        with torch.no_grad():
-            for start in range(0, len(todo), self.batch_size):
-                chunk = todo[start : start + self.batch_size]
-                out = self.stem_output(model, _load_batch([where[k] for k in chunk], size), size, device)
-                self._store.update(zip(chunk, out.unbind(0)))
-                self.computed += len(chunk)
-        if not keys:
-            return torch.zeros(0)
-        return torch.stack([cast(torch.Tensor, self._store[k]) for k in keys]).to(device)
-
-
-def _stem_module(model):
-    """The frozen stem of a frozen-mode model as a module (what a backend converts): its state is
-    the stem's layers and the normalisation only, so the trained tail does not change its key."""
-    import torch
-
-    class Stem(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.layers = torch.nn.ModuleList(model.stem_modules())
-            self.register_buffer("mean", model.mean)
-            self.register_buffer("std", model.std)
-            object.__setattr__(self, "model", model)  # not registered: its tail is not converted
-
-        def forward(self, x):
-            return self.model.stem(x)
-
-    return Stem()
-
-
-def _load_batch(paths: Sequence[str], image_size: SizeLike):
-    import torch
-
-    from segad.storage.images import read_image
-
-    return torch.from_numpy(np.stack([read_image(p, size=image_size) for p in paths]))
-
-
 def fit_classifier(
     paths: Sequence[str],
     labels: Sequence[int],
@@ -314,7 +221,7 @@ def fit_classifier(
         forward = model
 
         def batch_of(chosen):
-            return _load_batch([paths[i] for i in chosen], image_size).to(device)
+            return load_batch([paths[i] for i in chosen], image_size).to(device)
 
     model.train()
     optimiser = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
@@ -350,7 +257,7 @@ def fit_classifier(
         _recalibrate_norm_statistics(model.tail, batches, device)
     else:
         batches = (
-            _load_batch(paths[start : start + config.batch_size], image_size).to(device)
+            load_batch(paths[start : start + config.batch_size], image_size).to(device)
             for start in range(0, len(paths), config.batch_size)
         )
         _recalibrate_norm_statistics(model, batches, device)
@@ -393,6 +300,6 @@ def predict_scores(
             if staged:
                 logits = model.tail(cast(ActivationCache, cache).activations(model, chunk, image_size, device))
             else:
-                logits = model(_load_batch(chunk, image_size).to(device))
+                logits = model(load_batch(chunk, image_size).to(device))
             out.append(logits[:, 0].double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)

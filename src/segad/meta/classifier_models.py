@@ -149,7 +149,7 @@ _STEMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def keep_converted_stem(models: Sequence, cache_root: str | Path | None, batch_size: int = 32) -> None:
     """Make `combined_logits` of these loaded models keep their converted stem under `cache_root`
     (e.g. beside a bundle, so a restarted scorer finds it) instead of the temp-dir cache."""
-    from segad.meta.classifier import ActivationCache
+    from segad.meta.classifier_stem import ActivationCache
 
     if models and models[0] not in _STEMS:
         _STEMS[models[0]] = ActivationCache(batch_size, getattr(models[0], "stem_backend", "eager"), cache_root)
@@ -162,7 +162,7 @@ def combined_logits(models: Sequence, images: np.ndarray, batch_size: int = 32) 
     stem run it once per image, on their ``stem_backend`` (`load_classifier`), then each tail."""
     import torch
 
-    from segad.meta.classifier import ActivationCache
+    from segad.meta.classifier_stem import ActivationCache
 
     x = torch.as_tensor(np.asarray(images, dtype=np.float32))
     total = np.zeros(len(x))

@@ -43,8 +43,9 @@ import numpy as np
 import pandas as pd
 
 from segad.ingestion.splits import defect_type_folds
-from segad.meta.classifier import ActivationCache, ClassifierConfig, empty_scores, fit_classifier, predict_scores
+from segad.meta.classifier import ClassifierConfig, empty_scores, fit_classifier, predict_scores
 from segad.meta.classifier_models import models_kept, save_classifiers
+from segad.meta.classifier_stem import ActivationCache
 from segad.storage.files import file_sha256
 from segad.storage.images import ImageSize, SizeLike
 from segad.storage.map_store import MapStore, MapStoreError
