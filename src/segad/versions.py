@@ -68,3 +68,21 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def mismatches(recorded: Mapping[str, str], installed: Mapping[str, str], names: Iterable[str]) -> list[str]:
+    """``'name: recorded X, installed Y'`` for each of `names` whose major.minor differs (or is missing).
+
+    >>> mismatches({"torch": "2.14.1"}, {"torch": "2.15.0+cpu"}, ["torch"])
+    ['torch: recorded 2.14.1, installed 2.15.0+cpu']
+    """
+
+    def major_minor(version: str) -> tuple[str, ...]:
+        return tuple(version.split("+")[0].split(".")[:2])
+
+    problems = []
+    for name in names:
+        want, have = recorded.get(name), installed.get(name)
+        if want is None or have is None or major_minor(want) != major_minor(have):
+            problems.append(f"{name}: recorded {want}, installed {have}")
+    return problems

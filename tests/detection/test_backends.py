@@ -118,7 +118,7 @@ def test_backend_setting_is_validated_and_not_part_of_model_key():
     config = DetectorConfig.from_dict("padim", {"backend": "openvino"})
     assert config.identity() == DetectorConfig.from_dict("padim", {}).identity()
     assert DetectorConfig.from_dict("padim", config.to_dict()) == config
-    assert "backend" not in DetectorConfig.from_dict("padim", {}).to_dict()  # old detector.json unchanged
+    assert DetectorConfig.from_dict("padim", {}).to_dict()["backend"] == "eager"  # every setting is saved
     with pytest.raises(
         DetectorConfigError, match="padim: backend: Input should be 'eager', 'openvino' or 'onnxruntime'"
     ):

@@ -184,8 +184,11 @@ def _quantile_loader(paths, config):
     return _train_loader(paths, config, 256, shuffle=False)
 
 
-def test_quantiles_from_is_checked_and_its_default_changes_no_saved_setting():
-    assert "quantiles_from" not in DetectorConfig.from_dict("efficient_ad", {"train_batch_size": 1}).to_dict()
+def test_quantiles_from_is_checked_and_saved():
+    assert (
+        DetectorConfig.from_dict("efficient_ad", {"train_batch_size": 1}).to_dict()["quantiles_from"]
+        == "detector_train"
+    )
     chosen = DetectorConfig.from_dict("efficient_ad", {"train_batch_size": 1, "quantiles_from": "brf_train"})
     assert DetectorConfig.from_dict("efficient_ad", chosen.to_dict()) == chosen
     with pytest.raises(DetectorConfigError, match="quantiles_from: Input should be 'detector_train' or 'brf_train'"):

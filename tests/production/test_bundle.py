@@ -80,7 +80,7 @@ def test_extra_file_is_refused(bundle_dir):
 
 def test_format_and_package_versions_are_checked(bundle_dir, caplog):
     edit_manifest(bundle_dir, lambda m: m["packages"].update(torch="1.13.1", xgboost="1.7.6"))
-    with pytest.raises(BundleVersionError, match=r"torch: bundle 1.13.1, installed 2\.14.*xgboost"):
+    with pytest.raises(BundleVersionError, match=r"torch: recorded 1.13.1, installed 2\.14.*xgboost"):
         load_bundle(bundle_dir)
     with caplog.at_level(logging.WARNING, logger="segad.production.bundle"):
         assert load_bundle(bundle_dir, allow_version_mismatch=True).detectors == ["padim"]

@@ -112,8 +112,8 @@ def test_write_bundle_takes_one_kind_of_segments(per_image, trained, tmp_path):
     assert not (tmp_path / "both").exists() and not (tmp_path / "count").exists()
 
 
-def test_a_format_1_bundle_with_a_static_map_still_loads(trained, bundle_dir):
-    """Bundles written before per-image segments: format_version 1, no segmentation block."""
+def test_a_bundle_of_an_earlier_format_is_refused_with_what_to_do(bundle_dir):
+    """Bundles before format 4 (saved detectors without every setting) are not read: retrain them."""
     assert json.loads((bundle_dir / "manifest.json").read_text())["segmentation"]["kind"] == STATIC
 
     def as_version_1(manifest):
@@ -121,6 +121,8 @@ def test_a_format_1_bundle_with_a_static_map_still_loads(trained, bundle_dir):
         del manifest["segmentation"]
 
     edit_manifest(bundle_dir, as_version_1)
-    bundle = load_bundle(bundle_dir)
-    assert bundle.segmentation.kind == STATIC and bundle.manifest["format_version"] == 1
-    np.testing.assert_array_equal(bundle.segments, trained["segments"])
+    with pytest.raises(BundleVersionError, match=r"bundle format version 1, this segad reads version 4 \(retrain"):
+        load_bundle(bundle_dir)
+    edit_manifest(bundle_dir, lambda m: m.update(format_version=4))  # the current version, a key missing
+    with pytest.raises(BundleIntegrityError, match=r"the manifest lacks \['segmentation'\]"):
+        load_bundle(bundle_dir)

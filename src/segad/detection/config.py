@@ -177,8 +177,6 @@ class DetectorConfig(DetectorSettings):
 
     #: settings that change neither the fitted model nor its maps
     RUNTIME_ONLY: ClassVar[tuple[str, ...]] = ("batch_size", "num_workers", "channels_last", "backend")
-    #: settings left out of `to_dict` at their default: saved files and model keys as before they existed
-    LATER: ClassVar[tuple[str, ...]] = ("quantiles_from", "coreset", "backend")
 
     @classmethod
     def from_dict(cls, name: str, values: DetectorParams | dict[str, Any] | None) -> DetectorConfig:
@@ -220,15 +218,9 @@ class DetectorConfig(DetectorSettings):
         return config
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able settings (inverse of `from_dict`, without ``name``; the `LATER` settings only
-        when not at their default, ``coreset_max_bank`` only with ``coreset: fast``)."""
+        """Every setting as plain JSON-able values (the inverse of `from_dict`, without ``name``)."""
         values = dataclasses.asdict(self)
         values.pop("name")
-        for key in self.LATER:
-            if values[key] == getattr(_DEFAULT, key):
-                values.pop(key)
-        if self.coreset != "fast":  # the cap applies to the fast coreset only: model keys as before
-            values.pop("coreset_max_bank")
         return values
 
     def architecture(self) -> str | None:

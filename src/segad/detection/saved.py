@@ -34,7 +34,9 @@ from segad.vocabulary import MAP_LIBRARIES
 #: 2: model_key also holds the versions of the libraries that compute the maps.
 #: 3: the seed is set right before the model is constructed (PaDiM's channel subset no longer
 #:    depends on whether the backbone cache existed), so format-2 PaDiM models are refitted.
-FORMAT_VERSION = 3
+#: 4: detector.json and model_key hold every setting (none left out at its default any more);
+#:    a saved detector of another format is not loaded (`load_detector`).
+FORMAT_VERSION = 4
 
 
 def library_versions() -> dict[str, str]:
@@ -85,6 +87,10 @@ def load_detector(
     """
     directory = Path(directory)
     meta, state = read_model_folder(directory)
+    if meta.get("format") != FORMAT_VERSION:
+        raise DetectorLoadError(
+            f"{directory}: saved detector format {meta.get('format')}, this segad reads {FORMAT_VERSION}; fit it again"
+        )
     try:
         config = DetectorConfig.from_dict(meta["detector"], meta["config"])
         image_size = ImageSize.parse(meta["image_size"])

@@ -24,8 +24,7 @@ Layout of one bundle (all paths relative to the bundle folder)::
     classifier/model_<k>/     with g(I) in the combination: its model(s) (`segad.production.bundle_classifier`)
     brf.ubj                   the XGBoost BRF (UBJSON model file)
 
-Format versions: 3 adds the manifest's ``blend``; 2 its ``segmentation`` block (static or
-auto_per_image) and ``classifier`` block (null without g(I)); 1 (static map only) is still read.
+Format version 4 (saved detectors of format 4, every setting recorded); another version is refused.
 
 Loading (`load_bundle`) refuses, with an error that says what differs:
 
@@ -80,9 +79,12 @@ from segad.storage.files import file_sha256
 logger = logging.getLogger(__name__)
 
 FORMAT = "segad-bundle"
-FORMAT_VERSION = 3
-#: format versions this code reads (1: static segment map only; 3: the ``blend`` of `segad.meta.blend`)
-READ_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+#: keys every manifest holds (``classifier`` and ``blend`` may be null)
+KEYS = tuple(
+    "bundle_id packages detectors n_segments segmentation classifier computed_columns feature_columns blend "
+    "operating_point input_spec files".split()
+)
 MANIFEST = "manifest.json"
 BRF_FILE = "brf.ubj"
 DETECTORS_DIR = "detectors"
@@ -104,20 +106,6 @@ RECORDED_PACKAGES = CHECKED_PACKAGES + ("torchvision", "kedro", "numpy", "numba"
 def package_versions() -> dict[str, str]:
     """Installed versions of `RECORDED_PACKAGES` ('missing' for one that is not installed)."""
     return versions.package_versions(RECORDED_PACKAGES)
-
-
-def _major_minor(version: str) -> tuple[str, ...]:
-    return tuple(version.split("+")[0].split(".")[:2])
-
-
-def version_mismatches(recorded: Mapping[str, str], installed: Mapping[str, str]) -> list[str]:
-    """'name: bundle X, installed Y' for every CHECKED_PACKAGES entry whose major.minor differs."""
-    problems = []
-    for name in CHECKED_PACKAGES:
-        want, have = recorded.get(name), installed.get(name)
-        if want is None or have is None or _major_minor(want) != _major_minor(have):
-            problems.append(f"{name}: bundle {want}, installed {have}")
-    return problems
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,12 +309,14 @@ def read_manifest(root: str | Path) -> dict:
     if manifest.get("format") != FORMAT:
         raise BundleVersionError(f"{path}: format {manifest.get('format')!r} is not {FORMAT!r}")
     version = manifest.get("format_version")
-    if version not in READ_VERSIONS:
+    if version != FORMAT_VERSION:
         newer = isinstance(version, int) and version > FORMAT_VERSION
         raise BundleVersionError(
-            f"{path}: bundle format version {version}, this segad reads versions {list(READ_VERSIONS)}"
+            f"{path}: bundle format version {version}, this segad reads version {FORMAT_VERSION}"
             + (" (upgrade segad)" if newer else " (retrain the bundle)")
         )
+    if missing := [key for key in KEYS if key not in manifest]:
+        raise BundleIntegrityError(f"{path}: the manifest lacks {missing}")
     check_names(path, manifest)
     return manifest
 
@@ -392,7 +382,7 @@ def load_bundle(
     """
     root = Path(root)
     manifest = read_manifest(root)
-    mismatches = version_mismatches(manifest.get("packages", {}), package_versions())
+    mismatches = versions.mismatches(manifest["packages"], package_versions(), CHECKED_PACKAGES)
     if mismatches:
         message = f"{root}: package versions differ from training: " + "; ".join(mismatches)
         if not allow_version_mismatch:
@@ -407,7 +397,7 @@ def load_bundle(
     columns = [str(c) for c in manifest["feature_columns"]]
     classifiers = check_classifiers(root, manifest.get("classifier"))
     computed = feature_columns(detectors, n_segments, classifier=bool(classifiers))
-    recorded = [str(c) for c in manifest.get("computed_columns", [])]
+    recorded = [str(c) for c in manifest["computed_columns"]]
     if recorded != computed:
         raise BundleSchemaError(
             f"{root}: this segad computes other feature columns than the bundle was trained with "
@@ -428,8 +418,8 @@ def load_bundle(
         raise BundleSchemaError(
             f"{root / BRF_FILE}: the BRF expects {booster.num_features()} features, the manifest lists {len(columns)}"
         )
-    try:  # the blend of a selected combination (format 3), on feature columns only
-        blend = Blend.from_dict(manifest["blend"], columns) if manifest.get("blend") is not None else None
+    try:  # the blend of a selected combination, on feature columns only
+        blend = Blend.from_dict(manifest["blend"], columns) if manifest["blend"] is not None else None
     except ValueError as error:
         raise BundleSchemaError(f"{root / MANIFEST}: {error}") from error
     spec = InputSpec.from_dict(manifest["input_spec"])

@@ -165,7 +165,7 @@ def load_segments(
 ) -> BundleSegments:
     """The bundle's segments from its manifest and files (see the module docstring)."""
     n_segments = int(manifest["n_segments"])
-    block = manifest.get("segmentation") or {"kind": STATIC}
+    block = manifest["segmentation"]
     kind = block.get("kind")
     if kind == STATIC:
         return BundleSegments(STATIC, n_segments, labels=load_segmentation(root / SEGMENTATION_FILE, n_segments, size))
