@@ -174,9 +174,10 @@ def shared_module(models: Sequence[torch.nn.Module], backend: str, cache_root: s
     """The group's shared pass on `backend` (built, converted and cached once per process)."""
     per_first = _SHARED.setdefault(models[0], {})
     key = (tuple(id(m) for m in models), backend)
-    if key not in per_first:
-        per_first[key] = _Shared(models, backend, cache_root)
-    return per_first[key]
+    entry = per_first.get(key)
+    if entry is None or any(ref() is not model for ref, model in zip(entry.models, models)):  # an id reused
+        entry = per_first[key] = _Shared(models, backend, cache_root)
+    return entry
 
 
 def detector_maps(
