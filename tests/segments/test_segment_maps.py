@@ -10,7 +10,7 @@ from segad.datasets.segment_maps_dataset import SegmentMapsDataset
 from segad.segments.auto_segments import auto_segment_map
 from segad.segments.elpv import ELPV_BUSBAR_ROWS, ELPV_BUSBAR_ROWS_2, ELPV_SEGMENTS, elpv_segment_map
 from segad.segments.label_maps import SegmentMapError, per_image_map_path, read_label_map, segment_count
-from segad.segments.overlay import overlay
+from segad.segments.overlay import legend_entries, overlay
 from segad.segments.resolve import resolve_segmentation
 from segad.segments.segment_maps import SegmentMapConfig
 
@@ -158,6 +158,18 @@ def test_overlay_marks_borders():
     assert out.shape == (16, 16, 3) and out.dtype == np.uint8
     assert (out[7, 8] == 255).all()  # border between label 1 and 0 rows is white
     assert not (out[12, 12] == 255).all()
+
+
+def test_the_legend_names_each_segment_in_its_overlay_colour_with_its_share():
+    labels = _labels()
+    entries = legend_entries(labels, {2: "left band"})
+    assert [text for text, _, _ in entries] == ["segment 0", "segment 1", "left band"]
+    assert sum(share for _, _, share in entries) == pytest.approx(1.0)
+    assert entries[2][2] == pytest.approx((labels == 2).mean())
+    drawn = overlay(np.zeros((3, 16, 16), np.float32), labels, alpha=1.0)  # pure segment colours
+    for label, (row, col) in enumerate([(12, 12), (2, 12), (2, 1)]):  # a pixel inside each segment
+        assert labels[row, col] == label
+        np.testing.assert_array_equal(drawn[row, col], (np.array(entries[label][1]) * 255).astype(np.uint8))
 
 
 def test_every_method_gives_height_by_width_maps(tmp_path):

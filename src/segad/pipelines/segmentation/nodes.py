@@ -6,9 +6,10 @@ import logging
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.patches import Patch
 
 from segad.config import DatasetConfig
-from segad.segments.overlay import overlay
+from segad.segments.overlay import legend_entries, overlay
 from segad.segments.resolve import resolve_segmentation
 from segad.segments.segment_maps import SegmentMapConfig, SegmentMaps
 from segad.storage.images import read_image, resolve_image_size
@@ -43,7 +44,9 @@ def build_segmentation(
 
 
 def segmentation_overlays(image_index: pd.DataFrame, segmentation: SegmentMaps, config: SegmentMapConfig) -> dict:
-    """A few images per category with their segments drawn over them, as figures."""
+    """A few images per category with their segments drawn over them, as figures: the title names
+    the segmentation each category got (`SegmentMaps.sources`), the legend each segment's colour and
+    share of the image."""
     figures = {}
     for category, rows in image_index.sort_values("image_id").groupby("category"):
         picked = pd.concat(
@@ -56,10 +59,18 @@ def segmentation_overlays(image_index: pd.DataFrame, segmentation: SegmentMaps, 
             labels = segmentation.labels_for(category, [row["image_id"]])
             labels = labels[0] if labels.ndim == 3 else labels
             image = read_image(row["path"], size=labels.shape)
-            fig, ax = plt.subplots(figsize=(4, 4))
+            fig, ax = plt.subplots(figsize=(5.2, 4))
             ax.imshow(overlay(image, labels))
-            ax.set_title(f"{category}: {row['image_id']}", fontsize=7)
+            source = segmentation.sources.get(category, segmentation.method)
+            ax.set_title(
+                f"{category}: {row['image_id']}\n{source}, {segmentation.n_segments[category]} segments", fontsize=7
+            )
             ax.axis("off")
+            handles = [
+                Patch(color=colour, label=f"{text} ({share:.0%})") for text, colour, share in legend_entries(labels)
+            ]
+            ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=6, frameon=False)
+            fig.tight_layout()
             name = f"{category}__{row['image_id']}".replace("/", "_").rsplit(".", 1)[0]
             figures[f"{name}.png"] = fig
     return figures
