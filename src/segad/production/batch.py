@@ -87,7 +87,8 @@ def score_images(
     """Score image files with a loaded bundle (`segad.production.bundle.load_bundle`) and its detectors.
 
     Per batch: read and check each image (`load_checked`: a failing image becomes an error row,
-    the batch goes on); raw maps of every detector (`segad.detection.inference.predict_maps`); the
+    the batch goes on); raw maps of every detector (`segad.detection.shared.detector_maps`: one backbone
+    pass for the detectors that share one); the
     segment labels (the bundle's static map, or each image's own labels from the bundled centres and
     the packaged backbone, `segad.production.bundle_segments`); the classifier score when bundled
     (`segad.production.bundle_classifier`); per-segment statistics and maxima (`segad.segments.statistics`); the score (`Bundle.score`: the
