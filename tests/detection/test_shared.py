@@ -12,7 +12,7 @@ from anomalib.models.components import GaussianBlur2d
 from segad.detection.inference import predict_maps
 from segad.detection.lean import LeanMapModule, SeparableBlur, lean_copy
 from segad.detection.shared import SharedMaps, detector_maps, shared_groups, shared_module
-from segad.storage.backends import TOLERANCE, BackendMismatchError, MapModule
+from segad.storage.backends import TOLERANCE, BackendError, BackendMismatchError, MapModule
 from segad.storage.images import read_image
 from tests.detection.test_backends import CONVERTED
 from tests.detection.tiny import SIZE
@@ -65,13 +65,20 @@ def test_patchcore_and_padim_on_one_backbone_share_a_pass(fitted, images):
     assert shared_groups({**fitted, "padim": other}, NAMES) == [["patchcore"], ["padim"]]
 
     module = SharedMaps([fitted[n] for n in NAMES]).eval()
-    calls = {"shared": 0, "own": 0}
-    module.feature_extractor.register_forward_hook(lambda *_: calls.__setitem__("shared", calls["shared"] + 1))
+    calls = {name: 0 for name in NAMES}
+    hooks = [  # the detectors' own extractors: the shared pass runs one of them, once
+        fitted[name].model.feature_extractor.register_forward_hook(
+            lambda *_, name=name: calls.__setitem__(name, calls[name] + 1)
+        )
+        for name in NAMES
+    ]
     x = torch.from_numpy(_batch(images))
     with torch.inference_mode():
         maps = module(x).numpy()
+    for hook in hooks:
+        hook.remove()
     assert maps.shape == (len(x), 2, SIZE, SIZE)
-    assert calls["shared"] == 1  # one backbone pass for both detectors
+    assert sorted(calls.values()) == [0, 1]  # one backbone pass for both detectors
     for k, name in enumerate(NAMES):
         assert _close(maps[:, k], predict_maps(fitted[name], x.numpy()))
 
@@ -86,16 +93,20 @@ def test_detector_maps_on_a_converted_backend_equal_each_detector_alone(backend,
         assert got[name].shape == (len(x), SIZE, SIZE) and got[name].dtype == np.float32
         assert _close(got[name], predict_maps(fitted[name], x))
     one = detector_maps(fitted, NAMES, x[:1], {n: backend for n in NAMES}, cache_root=tmp_path)
-    assert all(_close(one[n], got[n][:1]) for n in NAMES) and folder.exists()
+    assert all(_close(one[n], got[n][:1]) for n in NAMES)
+    assert [p for p in tmp_path.iterdir()] == [folder]  # the second batch converted nothing more
     # eager is the reference: each detector's own anomalib module, bit for bit
     eager = detector_maps(fitted, NAMES, x)
     assert all(np.array_equal(eager[n], predict_maps(fitted[n], x)) for n in NAMES)
 
 
-def test_a_shared_pass_that_drifts_from_the_detectors_is_refused(fitted, images):
+@pytest.mark.parametrize("backend", CONVERTED)
+def test_a_shared_pass_that_drifts_from_the_detectors_is_refused(backend, fitted, images, tmp_path):
     models = [copy.deepcopy(fitted[n]) for n in NAMES]
-    shared = shared_module(models, "eager")
+    with pytest.raises(BackendError, match="a shared pass runs converted"):
+        shared_module(models, "eager")
+    shared = shared_module(models, backend, tmp_path)
     with torch.no_grad():
         shared.module.heads[0].memory_bank.mul_(3.0)  # the copy no longer matches the patchcore it stands for
-    with pytest.raises(BackendMismatchError, match="detector 0 maps differ"):
+    with pytest.raises(BackendMismatchError, match="detector 0 maps differ from eager"):
         shared(_batch(images))

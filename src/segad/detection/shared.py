@@ -6,8 +6,8 @@ features; run one after the other, each image goes through the backbone once per
 detector's own anomalib torch model, in a copy whose ``feature_extractor`` is `ProvidedFeatures`
 (the features of the current batch) and whose blur is lean (`segad.detection.lean`): everything
 after the features is the anomalib model's own code. `detector_maps` groups a bundle's detectors
-that can share a pass (`shared_groups`) and runs each group as one module, eager or converted
-(`segad.storage.backends`). Every map a shared module returns is checked against the detector's
+that can share a pass (`shared_groups`) and runs each group as one converted module
+(`segad.storage.backends`); `prepare_maps` converts them ahead of the first image. Every map a shared module returns is checked against the detector's
 own eager map on the first batch in each process: within `segad.storage.backends.TOLERANCE` x
 the map range, else `segad.storage.backends.BackendMismatchError`.
 """
@@ -23,8 +23,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from segad.detection.lean import lean_copy
-from segad.storage.backends import TOLERANCE, BackendMismatchError, MapModule, Runner
+from segad.detection.lean import LeanMapModule, lean_copy
+from segad.storage.backends import (
+    BackendError,
+    Runner,
+    check_backend,
+    check_close,
+    compiled_detector,
+    converted_path,
+    eager_maps,
+    runner,
+)
 
 #: detectors whose torch model reads its features once, from ``feature_extractor(pre-processed image)``
 SHAREABLE = ("patchcore", "padim")
@@ -112,22 +121,20 @@ def shared_groups(models: Mapping[str, torch.nn.Module], names: Sequence[str]) -
 
 
 class _Shared:
-    """A group's `SharedMaps`, eager or converted, checked against each detector's eager map once."""
+    """A group's `SharedMaps` converted to a backend, checked against each detector's eager map once."""
 
     def __init__(self, models: Sequence[torch.nn.Module], backend: str, cache_root: str | Path | None) -> None:
-        from segad.storage.backends import check_backend
-
+        if check_backend(backend) == "eager":
+            raise BackendError("a shared pass runs converted; eager runs each detector itself (predict_maps)")
         self.models = [weakref.ref(m) for m in models]
         self.module = SharedMaps(models).eval()
-        self.backend = check_backend(backend)
+        self.backend = backend
         self.cache_root = cache_root
         self.runners: dict[tuple[int, int], Runner] = {}
         self.verified = False
 
     def prepare(self, height: int, width: int) -> Runner:
         """The converted module for (height, width) images (converted once, or loaded from the cache)."""
-        from segad.storage.backends import converted_path, runner
-
         if (height, width) not in self.runners:
             path = converted_path(self.module, self.backend, (height, width), "shared", self.cache_root, wrap=_same)
             self.runners[(height, width)] = runner(path, self.backend, torch.get_num_threads())
@@ -135,32 +142,15 @@ class _Shared:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
-        if self.backend != "eager":
-            maps = self.prepare(*x.shape[-2:])(x)
-        else:
-            device = next(self.module.parameters()).device
-            with torch.inference_mode():
-                maps = self.module(torch.from_numpy(x).to(device)).float().cpu().numpy()
+        maps = self.prepare(*x.shape[-2:])(x)
         if not self.verified:
-            self._check(x[:1], maps[:1])
+            for k, ref in enumerate(self.models):
+                model = ref()
+                if model is not None:
+                    what = f"shared backbone pass ({self.backend}): detector {k} maps"
+                    check_close(maps[:1, k], eager_maps(model, x[:1]), what, "use backend: eager")
             self.verified = True
         return maps
-
-    def _check(self, x: np.ndarray, maps: np.ndarray) -> None:
-        for k, ref in enumerate(self.models):
-            model = ref()
-            if model is None:
-                continue
-            device = next(model.parameters()).device
-            with torch.inference_mode():
-                reference = MapModule(model).eval()(torch.from_numpy(x).to(device))[:, 0].float().cpu().numpy()
-            diff = float(np.abs(maps[:, k] - reference).max())
-            scale = float(reference.max() - reference.min()) or 1.0
-            if not diff <= TOLERANCE * scale:
-                raise BackendMismatchError(
-                    f"shared backbone pass ({self.backend}): detector {k} maps differ from its own eager maps "
-                    f"by {diff:.4g} (> {TOLERANCE} x map range {scale:.4g})"
-                )
 
 
 def _same(module: torch.nn.Module) -> torch.nn.Module:
@@ -178,6 +168,30 @@ def shared_module(models: Sequence[torch.nn.Module], backend: str, cache_root: s
     if entry is None or any(ref() is not model for ref, model in zip(entry.models, models)):  # an id reused
         entry = per_first[key] = _Shared(models, backend, cache_root)
     return entry
+
+
+def _one_pass(models: Mapping[str, torch.nn.Module], group: Sequence[str], backend: str) -> bool:
+    """Whether `group` (one of `shared_groups`) runs as one converted `SharedMaps` on `backend`."""
+    return len(group) >= 2 and backend != "eager" and next(models[group[0]].parameters()).is_cpu
+
+
+def prepare_maps(
+    models: Mapping[str, torch.nn.Module],
+    names: Sequence[str],
+    backend: str,
+    height: int,
+    width: int,
+    cache_root: str | Path,
+) -> None:
+    """Convert (or load the converted) modules `detector_maps` will run for (height, width) images
+    on `backend`, kept under `cache_root` (the resident scorer keeps them beside its bundle)."""
+    for group in shared_groups(models, names):
+        if _one_pass(models, group, backend):
+            shared_module([models[n] for n in group], backend, cache_root).prepare(height, width)
+        elif backend != "eager":
+            for name in group:
+                if next(models[name].parameters()).is_cpu:
+                    compiled_detector(models[name], backend, (height, width), name, cache_root, LeanMapModule)
 
 
 def detector_maps(
@@ -200,7 +214,7 @@ def detector_maps(
     for group in shared_groups(models, names):
         chosen = {backends.get(name, "eager") for name in group}
         backend = chosen.pop() if len(chosen) == 1 else "eager"
-        if len(group) >= 2 and backend != "eager" and next(models[group[0]].parameters()).is_cpu:
+        if _one_pass(models, group, backend):
             stacked = shared_module([models[n] for n in group], backend, cache_root)(x)
             maps.update({name: stacked[:, k] for k, name in enumerate(group)})
             continue

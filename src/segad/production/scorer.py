@@ -166,10 +166,8 @@ class Scorer:
         detectors that share a backbone as one module (`segad.detection.shared`), any other alone
         with lean heads (`segad.detection.lean`); nothing to do for eager or a model on a GPU."""
         from segad.columns import CLASSIFIER
-        from segad.detection.lean import LeanMapModule
-        from segad.detection.shared import shared_groups, shared_module
+        from segad.detection.shared import prepare_maps
         from segad.meta.classifier_models import keep_converted_stem
-        from segad.storage.backends import compiled_detector
 
         root = Path(converted_root)
         stems = self.models.get(CLASSIFIER) or []
@@ -180,15 +178,8 @@ class Scorer:
         except OSError as error:  # a read-only bundle location: the temp-dir cache still works
             log.warning("converted models cannot be kept in %s (%s); using the temp-dir cache", root, error)
             return
-        size = self.bundle.input_spec.image_size
-        for group in shared_groups(self.models, self.bundle.detectors):
-            models = [self.models[name] for name in group]
-            if self.backend == "eager" or next(models[0].parameters()).device.type != "cpu":
-                continue
-            if len(group) >= 2:  # one backbone pass for the group (segad.detection.shared)
-                shared_module(models, self.backend, root).prepare(*size.hw)
-            else:
-                compiled_detector(models[0], self.backend, size, group[0], root, LeanMapModule)
+        height, width = self.bundle.input_spec.image_size.hw
+        prepare_maps(self.models, self.bundle.detectors, self.backend, height, width, root)
         if self.bundle.classifier_models:
             keep_converted_stem(self.models[CLASSIFIER], root)
 

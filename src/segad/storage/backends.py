@@ -240,17 +240,29 @@ class _Compiled:
         if not self.verified:
             model = self.model_ref()
             if model is not None:
-                with torch.inference_mode():
-                    reference = MapModule(model).eval()(torch.from_numpy(np.ascontiguousarray(x[:1])))[:, 0].numpy()
-                diff = float(np.abs(maps[:1] - reference).max())
-                scale = float(reference.max() - reference.min()) or 1.0
-                if not diff <= TOLERANCE * scale:
-                    raise BackendMismatchError(
-                        f"backend {self.backend}: maps differ from eager by {diff:.4g} "
-                        f"(> {TOLERANCE} x map range {scale:.4g}); use backend: eager"
-                    )
+                check_close(maps[:1], eager_maps(model, x[:1]), f"backend {self.backend}: maps", "use backend: eager")
             self.verified = True
         return maps
+
+
+def eager_maps(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    """float32 (B, H, W): the detector's own raw maps of a float32 (B, 3, H, W) batch (`MapModule`
+    run eagerly, on the model's device): what every converted or shared path is checked against."""
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        batch = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+        return MapModule(model).eval()(batch)[:, 0].float().cpu().numpy()
+
+
+def check_close(got: np.ndarray, reference: np.ndarray, what: str, remedy: str) -> None:
+    """BackendMismatchError ``"<what> differ from eager by ... ; <remedy>"`` unless
+    ``max |got - reference| <= TOLERANCE x (reference max - min)``."""
+    diff = float(np.abs(np.asarray(got) - reference).max())
+    scale = float(reference.max() - reference.min()) or 1.0
+    if not diff <= TOLERANCE * scale:
+        raise BackendMismatchError(
+            f"{what} differ from eager by {diff:.4g} (> {TOLERANCE} x range {scale:.4g}); {remedy}"
+        )
 
 
 _COMPILED: weakref.WeakKeyDictionary[torch.nn.Module, dict[str, _Compiled]] = weakref.WeakKeyDictionary()
