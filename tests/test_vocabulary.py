@@ -68,7 +68,7 @@ def test_each_table_column_list_is_spelled_out_only_in_its_pandera_model(table):
     copies = [
         f"{path.relative_to(SRC)}:{line}"
         for path in sorted(SRC.rglob("*.py"))
-        if path.name != "schemas.py"
+        if "schemas" not in path.relative_to(SRC).parts
         for line, values in _word_lists(path.read_text())
         if len(wanted) > 2 and values == wanted
     ]

@@ -1,22 +1,6 @@
-"""The tables between the stages, each declared once as a pandera model (docs/schemas.md).
-
-`validate(model, table, name)` checks a table lazily and raises `SchemaError` with a short
-summary (dataset, column, problem, a few failing values) instead of pandera's full report; the
-Kedro hook `segad.schema_hooks.SchemaHooks` calls it whenever a node loads or saves one of these
-tables. The column tables of docs/schemas.md are generated from the models (`markdown_tables`);
-``python -m segad.schema_report [docs/schemas.md]`` rewrites them.
-
-Example::
-
-    >>> import pandas as pd
-    >>> from segad.schemas import Splits, validate
-    >>> table = pd.DataFrame({"image_id": ["a.png"], "split_seed": [0], "role": ["train"], "in_benchmark": [True]})
-    >>> validate(Splits, table, "splits")
-    Traceback (most recent call last):
-    ...
-    segad.schemas.SchemaError: splits does not match segad.schemas.Splits (docs/schemas.md):
-      column 'role': isin(['detector_train', 'brf_train', 'test', 'unused']) fails for 1 row(s), e.g. 'train'
-"""
+"""The tables of a training run (docs/schemas.md): ingestion (`image_index`, `splits`,
+`synthetic_index`), anomaly maps (`<detector>.map_index`), features, BRF scores and evaluation
+(`test_scores`, `metrics`)."""
 
 from __future__ import annotations
 
@@ -24,30 +8,12 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from segad.columns import (
-    CONTRIBUTION_PATTERN,
-    MAX_PATTERN,
-    SCORE_PATTERN,
-    SEGMENT_PATTERN,
-    STATS,
-    is_feature_column,
-    max_column,
-)
-from segad.runs import RUN_ID
-from segad.schema_errors import summary
+from segad.columns import MAX_PATTERN, SCORE_PATTERN, SEGMENT_PATTERN, STATS, is_feature_column, max_column
+from segad.schemas.fields import doc
 from segad.storage.identity import DATASET_DESCRIPTION, DATASET_ID_PATTERN
-from segad.vocabulary import BENCHMARKS, DECISIONS, DEFECT_KINDS, FEATURE_ROLES, LABELS, ROLES, STATUSES, SUBSETS
+from segad.vocabulary import BENCHMARKS, DEFECT_KINDS, FEATURE_ROLES, LABELS, ROLES, SUBSETS
 
 _OWN_SCORE = "classifier g(I), when enabled; a detector's own image score (supersimplenet_supervised pred_score)"
-
-
-class SchemaError(ValueError):
-    """A table does not match its model; the message names the dataset, the columns and the problems."""
-
-
-def _doc(name: str, meaning: str) -> dict:
-    """Field metadata: the column name shown in the doc (regex columns) and its meaning."""
-    return {"doc_name": name, "meaning": meaning}
 
 
 def _detector_names(series: pd.Series) -> pd.Series:
@@ -209,21 +175,21 @@ class Features(pa.DataFrameModel):
         alias=SEGMENT_PATTERN.pattern,
         regex=True,
         nullable=True,
-        metadata=_doc(
+        metadata=doc(
             "seg<l>__<detector>__<stat>",
             f"stat ∈ {', '.join(STATS)} of the raw map over segment l; NaN skew/kurtosis for constant or "
             "1-pixel segments (XGBoost reads NaN as missing), all 0.0 for an empty segment",
         ),
     )
     detector_max: Series[pa.Float64] = pa.Field(
-        alias=MAX_PATTERN.pattern, regex=True, nullable=True, metadata=_doc("<detector>__max", "global max of the map")
+        alias=MAX_PATTERN.pattern, regex=True, nullable=True, metadata=doc("<detector>__max", "global max of the map")
     )
     own_score: Series[pa.Float64] = pa.Field(
         alias=SCORE_PATTERN.pattern,
         regex=True,
         required=False,
         nullable=True,
-        metadata=_doc("classifier__score, <detector>__score", _OWN_SCORE),
+        metadata=doc("classifier__score, <detector>__score", _OWN_SCORE),
     )
     detectors: Series[str] = pa.Field(description="the run's detectors, sorted, joined by `+` (partition folder)")
 
@@ -342,104 +308,3 @@ class Metrics(pa.DataFrameModel):
     @classmethod
     def seed_or_aggregate(cls, series: pd.Series) -> pd.Series:
         return _split_seed_or_aggregate(series)
-
-
-class Inspection(pa.DataFrameModel):
-    """`inspection` — one row per image scored by the production bundle (score)."""
-
-    run: Series[str] = pa.Field(
-        str_matches=RUN_ID.pattern,
-        description="the score run that wrote the row (`<UTC time>Z-<8 hex>`; its partition)",
-    )
-    image: Series[str] = pa.Field(description="the image's path relative to the input folder (unique within a run)")
-    path: Series[str] = pa.Field(description="absolute path of the image file")
-    status: Series[str] = pa.Field(
-        isin=list(STATUSES), description="`ok`, or `error` (unreadable image, wrong input, non-finite map)"
-    )
-    decision: Series[str] = pa.Field(
-        isin=list(DECISIONS), description="`accept`, `reject` (score >= threshold) or `error`"
-    )
-    score: Series[pa.Float64] = pa.Field(nullable=True, description="BRF raw margin; NaN on error rows")
-    threshold: Series[pa.Float64] = pa.Field(description="the bundle's operating threshold")
-    error: Series[str] = pa.Field(nullable=True, description="what went wrong, on error rows")
-    top_segment: Series[pa.Int64] = pa.Field(
-        ge=-1, description="segment contributing most to the score; -1 when not explained"
-    )
-    top_segment_name: Series[str] = pa.Field(nullable=True, description="its name")
-    contribution: Series[pa.Float64] = pa.Field(
-        alias=CONTRIBUTION_PATTERN.pattern,
-        regex=True,
-        nullable=True,
-        metadata=_doc(
-            "contrib_seg<l>, contrib_global, contrib_bias, contrib_det_<detector>",
-            "SHAP contributions to the score per segment, of the global features, of the bias, per detector; NaN "
-            "where not explained",
-        ),
-    )
-    detector_max: Series[pa.Float64] = pa.Field(
-        alias=MAX_PATTERN.pattern,
-        regex=True,
-        nullable=True,
-        metadata=_doc("<detector>__max", "global max of the detector's map; NaN on error rows"),
-    )
-    classifier_score: Series[pa.Float64] | None = pa.Field(
-        alias="classifier__score",
-        nullable=True,
-        description="the classifier g(I)'s score (logit, or mean logit of its K models), when the bundle has it",
-    )
-    overlay: Series[str] = pa.Field(nullable=True, description="name of the overlay picture (rejected parts)")
-    bundle_id: Series[str] = pa.Field(description="the bundle version used")
-
-    class Config:
-        strict = True
-        unique = ["run", "image"]
-
-
-class ScoreRuns(pa.DataFrameModel):
-    """`score_runs` — the index of score runs: one row per `score` run, one small file each (score)."""
-
-    run: Series[str] = pa.Field(unique=True, str_matches=RUN_ID.pattern, description="the run id, as in `inspection`")
-    started: Series[str] = pa.Field(description="UTC start time (ISO 8601)")
-    finished: Series[str] = pa.Field(description="UTC end time (ISO 8601)")
-    seconds: Series[pa.Float64] = pa.Field(ge=0, description="wall time of the run's scoring node")
-    bundle_id: Series[str] = pa.Field(description="the bundle version used")
-    threshold: Series[pa.Float64] = pa.Field(description="the bundle's operating threshold")
-    input: Series[str] = pa.Field(description="the scored folder (`score.input`)")
-    images: Series[pa.Int64] = pa.Field(ge=0, description="image files found")
-    accepted: Series[pa.Int64] = pa.Field(ge=0, description="rows with decision `accept`")
-    rejected: Series[pa.Int64] = pa.Field(ge=0, description="rows with decision `reject`")
-    errors: Series[pa.Int64] = pa.Field(ge=0, description="rows with decision `error`")
-    host: Series[str] = pa.Field(description="machine that ran it")
-    pid: Series[pa.Int64] = pa.Field(description="its process id")
-
-    class Config:
-        strict = True
-
-
-#: Every model, by the catalog name of its table (map_index: the per-detector `<detector>.map_index`).
-MODELS: dict[str, type[pa.DataFrameModel]] = {
-    "image_index": ImageIndex,
-    "splits": Splits,
-    "synthetic_index": SyntheticIndex,
-    "map_index": MapIndex,
-    "features": Features,
-    "scores": Scores,
-    "test_scores": TestScores,
-    "metrics": Metrics,
-    "inspection": Inspection,
-    "score_runs": ScoreRuns,
-}
-
-
-def columns(model: type[pa.DataFrameModel]) -> tuple[str, ...]:
-    """The required columns of `model`, in its order (the one column list of its table); an empty
-    table of the model is ``model.empty()``."""
-    return tuple(name for name, column in model.to_schema().columns.items() if column.required)
-
-
-def validate(model: type[pa.DataFrameModel], table: pd.DataFrame, name: str) -> None:
-    """Check `table` against `model` (all problems at once); `SchemaError` summarising them if any."""
-    try:
-        model.validate(table, lazy=True)
-    except pa.errors.SchemaErrors as errors:
-        raise SchemaError(summary(errors.failure_cases, model, name)) from None
