@@ -25,7 +25,9 @@ from segad.ingestion.defects import DefectConfig, empty_synthetic_index, plan_sy
 from segad.ingestion.layouts import build_index
 from segad.ingestion.splits import SplitConfig, make_splits
 from segad.meta.brf_params import BRFParams
+from segad.meta.classifier import ClassifierConfig
 from segad.pipelines.brf.nodes import train_brf
+from segad.pipelines.classifier.nodes import train_classifier
 from segad.pipelines.evaluation.nodes import compute_metrics, label_test_scores
 from segad.pipelines.features.nodes import compute_features
 from segad.production.batch import _table
@@ -35,6 +37,7 @@ from segad.segments.features import FeatureConfig
 from segad.segments.segment_maps import SegmentMaps
 from segad.storage.map_store import MapStore
 from tests.conftest import PROJECT_ROOT, copy_project, kedro_run
+from tests.meta.conftest import tiny_config
 
 SIZE = 32
 DATASET = DatasetConfig(layout="demo", name="demo")
@@ -82,6 +85,10 @@ def tables(tiny_demo, tmp_path_factory) -> dict[str, tuple[str, pd.DataFrame, pd
         root / "models",
         progress=False,
     )
+    classifier = tiny_config(str(root / "backbones"), max_steps=2)
+    classifier_scores = train_classifier(
+        index, splits, empty_synthetic_index(), classifier, SIZE, "cpu", MapStore(root / "classifier_store")
+    )
     labels = np.zeros((SIZE, SIZE), np.int64)
     labels[:, SIZE // 2 :] = 1
     segmentation = SegmentMaps(method="static", size=(SIZE, SIZE), n_segments={"demo": 2}, static_maps={"demo": labels})
@@ -105,6 +112,7 @@ def tables(tiny_demo, tmp_path_factory) -> dict[str, tuple[str, pd.DataFrame, pd
         splits=("splits", splits),
         synthetic_index=("synthetic_index", synthetic),
         map_index=("padim.map_index", map_index),
+        classifier_scores=("classifier_scores", classifier_scores),
         features=("features", features),
         scores=("scores", scores),
         test_scores=("evaluation.test_scores", test_scores),
@@ -177,6 +185,13 @@ def test_each_schema_accepts_the_table_its_producer_builds_and_the_catalog_loads
     assert len(built) > 0
     validate(schemas.MODELS[model], built, name)
     validate(schemas.MODELS[model], loaded, name)
+
+
+def test_the_disabled_classifier_writes_an_empty_table_of_its_model():
+    disabled = ClassifierConfig(enabled=False)
+    empty = train_classifier(pd.DataFrame(), pd.DataFrame(), empty_synthetic_index(), disabled, SIZE, "cpu", None)
+    assert len(empty) == 0 and tuple(empty.columns) == schemas.columns(schemas.ClassifierScores)
+    validate(schemas.ClassifierScores, empty, "classifier_scores")
 
 
 def test_a_wrong_dtype_a_null_id_and_an_extra_column_are_named(tables):

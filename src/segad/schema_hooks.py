@@ -22,6 +22,7 @@ DATASETS: dict[str, str] = {
     "image_index": "image_index",
     "splits": "splits",
     "synthetic_index": "synthetic_index",
+    "classifier_scores": "classifier_scores",
     "features": "features",
     "scores": "scores",
     "evaluation.test_scores": "test_scores",

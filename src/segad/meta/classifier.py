@@ -41,10 +41,9 @@ from pydantic.dataclasses import dataclass
 
 from segad.config import PARAMS
 from segad.meta.classifier_stem import ActivationCache, load_batch
+from segad.schemas import ClassifierScores
 from segad.storage.images import SizeLike
 from segad.vocabulary import Backend
-
-SCORE_COLUMNS = ("image_id", "split_seed", "score", "model_key")
 
 
 @dataclass(config=PARAMS)
@@ -88,15 +87,8 @@ class ClassifierConfig:
 
 
 def empty_scores() -> pd.DataFrame:
-    """The scores table with no rows (classifier disabled)."""
-    return pd.DataFrame(
-        {
-            "image_id": pd.Series(dtype="string"),
-            "split_seed": pd.Series(dtype="int64"),
-            "score": pd.Series(dtype="float64"),
-            "model_key": pd.Series(dtype="string"),
-        }
-    )
+    """`classifier_scores` with its columns and no rows (classifier disabled; `segad.schemas.ClassifierScores`)."""
+    return ClassifierScores.empty()
 
 
 def build_model(config: ClassifierConfig):

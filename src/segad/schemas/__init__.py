@@ -9,7 +9,7 @@ tables. The column tables of docs/schemas.md are generated from the models (`mar
 The models live by concern and are all importable from here:
 
 - `training`: the tables of a training run (image index, splits, synthetic index, map index,
-  features, scores, test scores, metrics);
+  classifier scores, features, scores, test scores, metrics);
 - `production`: the tables of production scoring (inspection, score runs);
 - `fields`: the field metadata the models share (doc name and meaning of regex columns).
 
@@ -33,6 +33,7 @@ import pandera.pandas as pa
 from segad.schema_errors import summary
 from segad.schemas.production import Inspection, ScoreRuns
 from segad.schemas.training import (
+    ClassifierScores,
     Features,
     ImageIndex,
     MapIndex,
@@ -45,6 +46,7 @@ from segad.schemas.training import (
 
 __all__ = [
     "MODELS",
+    "ClassifierScores",
     "Features",
     "ImageIndex",
     "Inspection",
@@ -71,6 +73,7 @@ MODELS: dict[str, type[pa.DataFrameModel]] = {
     "splits": Splits,
     "synthetic_index": SyntheticIndex,
     "map_index": MapIndex,
+    "classifier_scores": ClassifierScores,
     "features": Features,
     "scores": Scores,
     "test_scores": TestScores,

@@ -1,6 +1,6 @@
 """The tables of a training run (docs/schemas.md): ingestion (`image_index`, `splits`,
-`synthetic_index`), anomaly maps (`<detector>.map_index`), features, BRF scores and evaluation
-(`test_scores`, `metrics`)."""
+`synthetic_index`), anomaly maps (`<detector>.map_index`), the classifier (`classifier_scores`),
+features, BRF scores and evaluation (`test_scores`, `metrics`)."""
 
 from __future__ import annotations
 
@@ -151,6 +151,22 @@ class MapIndex(pa.DataFrameModel):
     @classmethod
     def detector_name(cls, series: pd.Series) -> pd.Series:
         return _detector_names(series)
+
+
+class ClassifierScores(pa.DataFrameModel):
+    """`classifier_scores` — the classifier g(I)'s score of each brf_train, synthetic and test row, per
+    split seed; no rows when the classifier is disabled (classifier)."""
+
+    image_id: Series[str] = pa.Field(description="key into `image_index` or `synthetic_index`")
+    split_seed: Series[pa.Int64] = pa.Field(ge=0, description="the split seed")
+    score: Series[pa.Float64] = pa.Field(
+        description="raw logit, higher = more anomalous (cross-fitted: out of fold; test rows: mean of the K models)"
+    )
+    model_key: Series[str] = pa.Field(description="`classifier/seed_<s>/<digest>`: key of the seed's scores and models")
+
+    class Config:
+        strict = True
+        unique = ["image_id", "split_seed"]
 
 
 class Features(pa.DataFrameModel):
