@@ -2,10 +2,11 @@
 
 One real `kedro run` of the `segad` chain (ingestion .. bundle, a cheap PaDiM, the classifier g(I)
 on, as by default, with a few steps) on a tiny demo whose parts are shifted, rotated and scaled,
-read as a VAD folder with the default `segmentation.method: null`, in a copy of this project's
+read as a VAD folder with `segmentation.method: auto_per_image` (the default, `auto_select`,
+would choose among one segment, static and per-image segments out of fold, and on these few rows
+ships the simplest: tests/meta/test_segmentation_choice.py), in a copy of this project's
 configuration (tests.conftest.make_project); then the `score` pipeline on its test folder.
-The default segmentation is `auto_select`: the parts are not aligned, so it picks
-`auto_per_image`; `bundle.detectors` names `classifier+padim+segad` (by default the out-of-fold
+`bundle.detectors` names `classifier+padim+segad` (by default the out-of-fold
 selection would ship the single input that wins on these few rows). The bundle holds the
 shared centres and the classifier model; every test image's features (its own segment labels,
 from the packaged backbone at the bundle's image size; the classifier's logit) and score equal
@@ -47,6 +48,7 @@ def per_image_run(shifted, tmp_path_factory):
     project = make_project(tmp_path_factory.mktemp("per_image") / "project", shifted)
     base = yaml.safe_load((project / "conf" / "base" / "parameters_segmentation.yml").read_text())
     assert base["segmentation"]["method"] is None
+    base["segmentation"]["method"] = "auto_per_image"
     classifier = yaml.safe_load((project / "conf" / "base" / "parameters_classifier.yml").read_text())["classifier"]
     bundle = yaml.safe_load((project / "conf" / "base" / "parameters_bundle.yml").read_text())["bundle"]
     assert classifier["enabled"] and classifier["cross_fit_folds"] == 3 and classifier["backend"] == "openvino"
@@ -71,11 +73,11 @@ def _training_rows(project: Path, table: str, seed: int) -> pd.DataFrame:
     return frame[(frame["split_seed"] == seed) & (frame["image_id"].str.startswith("test/"))]
 
 
-def test_the_default_picks_per_image_segments_and_the_bundle_holds_their_centres(per_image_run):
+def test_per_image_segments_are_bundled_with_their_centres(per_image_run):
     bundle = load_bundle(resolve_bundle(per_image_run / "data" / "06_models" / "segad_bundle"))
     assert bundle.manifest["segmentation"]["kind"] == "auto_per_image" and bundle.n_segments == K
-    source = bundle.manifest["config"]["segmentation_source"]  # the measure, the threshold and the choice
-    assert source.startswith("alignment ") and " < 0.6 -> auto_per_image:kmeans(3)" in source
+    source = bundle.manifest["config"]["segmentation_source"]
+    assert source.startswith("auto_per_image:kmeans(3)")
     category = bundle.manifest["config"]["category"]
     (path,) = (per_image_run / "data" / "04_feature").glob("dataset=*/segment_maps.npz")  # one dataset's maps
     saved = np.load(path, allow_pickle=False)

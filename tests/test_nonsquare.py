@@ -1,8 +1,8 @@
 """Non-square images end to end: `image_size: auto` on a VAD-layout folder of tall 48 x 96 images.
 
 One real `kedro run` of the `segad` chain (ingestion .. bundle, a cheap PaDiM, the default
-segmentation: `auto_select`, which must find these banded parts aligned and pick the static
-k-means map, the classifier g(I)) in a copy of this project's configuration
+segmentation: `auto_select`, which must find these banded parts aligned and then choose among one
+segment, static and per-image segments out of fold, the classifier g(I)) in a copy of this project's configuration
 (tests.conftest.make_project), then the `score` pipeline on a folder of new images. Every stage
 must resolve the same size: median aspect 2 (h/w) at about 256 x 256 pixels -> 352 x 192.
 PatchCore at non-square sizes is tested in tests/detection (fit, maps, save and reload, backends);
@@ -101,7 +101,18 @@ def test_the_bundle_records_the_size_and_scores_a_folder_at_it(tall_run):
     assert manifest["config"]["parameters"]["image_size"] == list(EXPECTED)  # concrete, not "auto"
     assert np.load(bundle / "segmentation.npy").shape == EXPECTED
     # aligned by construction, constant along the width: the alignment measure must say so
-    assert manifest["config"]["segmentation_source"].startswith("alignment 1.00 >= 0.6 -> auto:kmeans(3)")
+    (maps,) = (project / "data" / "04_feature").glob("dataset=*/segment_maps.npz")
+    assert list(json.loads(str(np.load(maps)["meta"]))["alignment"].values()) == [1.0]
+    # the bundle ships the segments the features stage chose out of fold, the ones its BRF was fitted on
+    evidence = pd.read_parquet(project / "data" / "04_feature" / "segmentation_selection")
+    assert sorted(evidence["segmentation"]) == ["auto", "auto_per_image", "single"]
+    (chosen,) = evidence.loc[evidence["chosen"], "segmentation"]
+    assert manifest["config"]["segmentation_source"].startswith(f"{chosen} (chosen out of fold): ")
+    recorded = manifest["config"]["segmentation_selection"]  # the evidence travels with the bundle
+    assert [r["segmentation"] for r in recorded] == ["single", "auto", "auto_per_image"]
+    assert [r["chosen"] for r in recorded] == list(
+        evidence.set_index("segmentation").loc[["single", "auto", "auto_per_image"], "chosen"]
+    )
 
     table = pd.read_parquet(project / "data" / "07_model_output" / "inspection")  # every score run's partition
     incoming = parts / "test"

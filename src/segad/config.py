@@ -247,6 +247,7 @@ class ReportOptions:
     #: folder of each plot dataset relative to report.md (catalog_evaluation.yml writes them there)
     plot_dirs: dict[str, str] = dataclasses.field(
         default_factory=lambda: {
+            "segments": "plots/segments",
             "roc_curves": "plots/roc",
             "score_histograms": "plots/histograms",
             "feature_importance": "plots/importance",
@@ -256,6 +257,7 @@ class ReportOptions:
     title: str = "SegAD evaluation report"
     plot_titles: dict[str, str] = dataclasses.field(
         default_factory=lambda: {
+            "segments": "Segments of each category (the out-of-fold choice where the segmentation is automatic)",
             "roc_curves": "ROC curves (one line per split seed)",
             "score_histograms": "Score histograms of good, seen-bad and unseen-bad test images",
             "feature_importance": "BRF feature importance by segment and statistic",

@@ -45,7 +45,7 @@ MASK_POLICIES: tuple[str, ...] = get_args(MaskPolicy)
 MAP_LIBRARIES = ("anomalib", "torch", "torchvision", "timm")
 #: The evaluation's plot sets (`evaluation.<set>` folders, `evaluation.<set>_files` lists, keys of
 #: `evaluation.report.plot_dirs`), which the report stage links in report.md.
-PLOT_SETS = ("roc_curves", "score_histograms", "feature_importance", "overlays")
+PLOT_SETS = ("segments", "roc_curves", "score_histograms", "feature_importance", "overlays")
 
 #: Table value sets (segad.schemas): image labels (0 good, 1 bad), metric subsets, score row statuses
 #: (segad.production.batch OK, ERROR) and decisions (segad.production.operating_point ACCEPT, REJECT, ERROR).

@@ -102,6 +102,7 @@ def test_report_opens_with_the_decision_on_one_consistent_method():
         "expected_miss_rate": 0.0,
         "n_good": 50,
         "n_bad": 20,
+        "segmentation": "auto (chosen out of fold): auto:kmeans(4) on 64 good train images",
     }
     scores = pd.DataFrame(
         {
@@ -116,6 +117,7 @@ def test_report_opens_with_the_decision_on_one_consistent_method():
     first = "\n".join(text.splitlines()[:25])
     assert "`20261206T023807Z-44e419db`" in first
     assert "reject when score ≥ **1.5**" in first
+    assert "| segments | auto (chosen out of fold): auto:kmeans(4) on 64 good train images |" in first
     assert "test images | **25.0 %** (95 % interval 4.6–69.9 %; 1 of 4)" in first
     assert (
         "false-reject rate (good parts rejected), test images | **33.3 %** (95 % interval 9.7–70.0 %; 2 of 6)" in first

@@ -84,6 +84,22 @@ def test_shift_rotation_scale_option_moves_the_part():
         DemoConfig(scale_jitter=1.5)
 
 
+def test_only_parts_in_register_ship_the_static_map(tmp_path, tiny_demo):
+    """A static map fits the aligned demo only: the shifted variant ships none and is segmented as any
+    dataset without a map (segmentation.method null -> auto_select)."""
+    from segad.ingestion.demo import ships_map
+    from segad.segments.segment_maps import SegmentMapConfig
+
+    assert ships_map(DemoConfig()) and not ships_map(DemoConfig(jitter_px=40))
+    assert not ships_map(DemoConfig(rotation_deg=10)) and not ships_map(DemoConfig(surface="texture"))
+    small = dict(n_train_good=2, n_train_bad=1, n_test_good=1, n_test_bad=1, n_test_unseen=1, image_size=32)
+    shifted = write_demo(tmp_path / "shifted", DemoConfig(**small, jitter_px=40, rotation_deg=180))
+    assert not (shifted / "segmentation.png").exists()
+    assert SegmentMapConfig().for_dataset("demo", str(shifted)).method == "auto_select"
+    chosen = SegmentMapConfig().for_dataset("demo", str(tiny_demo))
+    assert (chosen.method, chosen.path) == ("static", str(tiny_demo / "segmentation.png"))
+
+
 @pytest.mark.parametrize("damage", ["delete", "truncate"])
 def test_a_damaged_demo_is_written_again_never_used_as_it_is(tmp_path, tiny_demo, caplog, damage):
     """The demo's files are verified against the checksums in its manifest; a listed file that

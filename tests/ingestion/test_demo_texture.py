@@ -22,8 +22,7 @@ def test_texture_demo_writes_tall_images_with_its_own_defects(tmp_path):
     with open(root / "defects.csv") as handle:
         types = {row["defect_type"] for row in csv.DictReader(handle)}
     assert types == set(TEXTURE_DEFECTS)
-    segments = np.asarray(Image.open(root / "segmentation.png"))
-    assert segments.shape == (128, 64) and not segments.any()
+    assert not (root / "segmentation.png").exists()  # no parts: segmented as a user's surface would be
 
 
 def test_a_defect_is_small_and_changes_only_a_few_pixels():

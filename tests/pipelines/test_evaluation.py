@@ -24,7 +24,7 @@ from segad.pipelines.evaluation import create_pipeline
 from segad.pipelines.evaluation.nodes import compute_metrics, label_test_scores, plot_feature_importance
 from segad.pipelines.report import create_pipeline as report_pipeline
 from segad.production.assemble import BundleOptions
-from segad.segments.segment_maps import SegmentMaps
+from segad.segments.segment_maps import SegmentMapConfig, SegmentMaps
 from segad.storage.map_store import MapStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,6 +202,7 @@ def test_pipeline_writes_metrics_plots_and_report(tmp_path):
     index, store, map_index, segmentation, models = _run_inputs(tmp_path, index, splits, scores)
     out = tmp_path / "08_reporting"
     plot_dirs = {
+        "segments": "plots/segments",
         "roc_curves": "plots/roc",
         "score_histograms": "plots/histograms",
         "feature_importance": "plots/importance",
@@ -214,6 +215,8 @@ def test_pipeline_writes_metrics_plots_and_report(tmp_path):
             "splits": MemoryDataset(splits),
             "brf_models": MemoryDataset(models, copy_mode="assign"),
             "segment_maps": MemoryDataset(segmentation, copy_mode="assign"),
+            "segmentation_selection": MemoryDataset(pd.DataFrame()),  # no automatic segments to choose
+            "params:segmentation": MemoryDataset(SegmentMapConfig(method="static", path="given.png")),
             "patchcore.map_index": MemoryDataset(map_index),
             "patchcore.map_store": MemoryDataset(store, copy_mode="assign"),
             "metrics": CSVDataset(filepath=str(out / "metrics.csv"), save_args={"index": False}),
@@ -246,6 +249,9 @@ def test_pipeline_writes_metrics_plots_and_report(tmp_path):
     report = (out / "report.md").read_text()
     for png in pngs:
         assert f"({png})" in report
+    segments = sorted((out / "plots/segments").glob("*.png"))  # the segments the features used, per category
+    assert segments and all(f"(plots/segments/{png.name})" in report for png in segments)
+    assert "## Segments of each category" in report
     assert "| patchcore+segad |" in report and "### Unseen defects" in report
     assert "| kedro |" in report and "benchmark: high_shot" in report
     assert report.splitlines()[4] == "## Decision" and "none written (bundle.build is false)" in report

@@ -20,6 +20,7 @@ from segad.config import DatasetConfig
 from segad.ingestion.demo import write_demo
 from segad.ingestion.layouts import build_index
 from segad.ingestion.splits import SplitConfig, make_splits
+from segad.meta.brf_params import BRFParams
 from segad.meta.classifier import ClassifierConfig
 from segad.pipelines.classifier import create_pipeline as classifier_pipeline
 from segad.pipelines.features import create_pipeline
@@ -84,6 +85,8 @@ def run_features(tiny_demo, tmp_path, benchmark="high_shot", seeds=(0, 1), segme
         "classifier_scores",
         "classifier_store",
         "classifier_models",
+        "segmentation_selection",
+        "brf_store",
     ):
         conf = dict(catalog_conf[name])
         for key in ("filepath", "path", "labels_folder"):
@@ -104,6 +107,7 @@ def run_features(tiny_demo, tmp_path, benchmark="high_shot", seeds=(0, 1), segme
         "features": FeatureConfig(**params["features"]),
         "dataset": DatasetConfig(layout="demo", root=str(tiny_demo), name="demo"),
         "benchmark": benchmark,
+        "brf": BRFParams(**params["brf"]),
     }.items():
         catalog[f"params:{key}"] = value
     for name, dataset in write_maps(index, splits, tmp_path / "maps").items():
@@ -159,7 +163,11 @@ def test_features_pipeline_segments_unaligned_parts_per_image(tmp_path, caplog):
     segment_maps = catalog.load("segment_maps")  # read back from the .npz
     assert segment_maps.method == "auto_select" and not segment_maps.is_static("demo")
     assert segment_maps.alignment["demo"] < 0.6 and segment_maps.n_segments["demo"] == 4
-    assert "-> auto_per_image:kmeans(4)" in segment_maps.sources["demo"]
+    assert segment_maps.sources["demo"].startswith("auto_per_image (alignment ")
+    assert list(segment_maps.alternatives["demo"]) == ["single", "auto", "auto_per_image"]
+    # one seed's few brf_train rows: the out-of-fold choice ran and its table names one candidate
+    evidence = catalog.load("segmentation_selection")
+    assert evidence["chosen"].sum() == 1 and set(evidence["segmentation"]) == {"single", "auto", "auto_per_image"}
     stored = sorted((tmp_path / "data/04_feature/segment_labels").rglob("*.npz"))
     rows = splits[splits.role.isin(["brf_train", "test"])]
     assert len(stored) == rows.image_id.nunique()  # every image segmented once, kept on disk

@@ -83,6 +83,8 @@ def run(params: dict, tmp_path: Path, index: pd.DataFrame) -> DataCatalog:
             "features": MemoryDataset(),
             "classifier_store": MapStoreDataset(str(tmp_path / "classifier_scores")),
             "classifier_models": DetectorStoreDataset(str(tmp_path / "classifier_models")),
+            "segmentation_selection": MemoryDataset(),
+            "brf_store": MemoryDataset(None),
         }
     )
     stages = (
@@ -105,6 +107,7 @@ def run(params: dict, tmp_path: Path, index: pd.DataFrame) -> DataCatalog:
         "features",
         "defects",  # the split checks the rows later stages need (bundle calibration, synthetic top-up)
         "bundle",
+        "brf",
     ):
         catalog[f"params:{key}"] = typed[key]
     catalog["params:anomaly_maps.padim"] = typed["anomaly_maps"]["padim"]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from segad.datasets.segment_maps_dataset import SegmentMapsDataset
 from segad.segments.auto_segments import FeatureClusters, backbone_features, border_band, fit_feature_clusters
 from segad.segments.label_maps import SegmentMapError
 from segad.segments.resolve import resolve_segmentation
@@ -180,7 +181,29 @@ def test_auto_select_logs_its_choice_per_category(tmp_path, caplog):
         seg = resolve_segmentation(config, ["a", "s"], 64, paths)
     assert seg.alignment == {"a": 1.0, "s": pytest.approx(seg.alignment["s"])} and seg.alignment["s"] < 0.6
     assert seg.is_static("a") and not seg.is_static("s") and "s" in seg.clusters
-    assert seg.sources["a"].startswith("alignment 1.00 >= 0.6 -> auto:kmeans(2)")
-    assert "-> auto_per_image:kmeans(2)" in seg.sources["s"]
+    assert seg.sources["a"].startswith("auto (alignment 1.00 >= 0.6): auto:kmeans(2)")
+    assert seg.sources["s"].startswith(f"auto_per_image (alignment {seg.alignment['s']:.2f} < 0.6): auto_per_image:")
+    # every category keeps its three candidates for the out-of-fold choice of the features stage
+    for category in ("a", "s"):
+        options = seg.alternatives[category]
+        assert list(options) == ["single", "auto", "auto_per_image"]
+        assert options["single"].n_segments == 1 and options["auto"].n_segments == 2
+        assert options["auto_per_image"].clusters is not None
+    single = seg.with_choice({"s": "single"})
+    assert single.is_static("s") and single.n_segments["s"] == 1 and "s" not in single.clusters
+    assert "s" in seg.clusters  # the original is unchanged
+    # the candidates survive the catalog's file, and a choice read back segments like the original
+    ds = SegmentMapsDataset(str(tmp_path / "maps.npz"))
+    ds.save(seg)
+    back = ds.load()
+    assert {c: list(o) for c, o in back.alternatives.items()} == {c: list(o) for c, o in seg.alternatives.items()}
+    ids = list(shifted)[:2]
+    np.testing.assert_array_equal(
+        back.with_choice({"a": "auto_per_image"}).labels_for("a", ids),
+        seg.with_choice({"a": "auto_per_image"}).labels_for("a", ids),
+    )
+    np.testing.assert_array_equal(back.with_choice({"s": "auto"}).static_maps["s"], options["auto"].labels)
+    with pytest.raises(SegmentMapError, match="no candidate segmentation 'grid'"):
+        seg.with_choice({"a": "grid"})
     assert "segmentation: category a alignment 1.00 >= 0.6 -> auto" in caplog.text
     assert f"segmentation: category s alignment {seg.alignment['s']:.2f} < 0.6 -> auto_per_image" in caplog.text

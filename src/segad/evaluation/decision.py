@@ -184,6 +184,8 @@ def decision_block(
             lines.append(
                 f"| expected false-reject rate (good parts rejected), test images | {_rate(rates['false_reject'])} |"
             )
+        if op.get("segmentation"):
+            lines.append(f"| segments | {op['segmentation']} |")
         n_good, n_bad = int(op.get("n_good", 0)), int(op.get("n_bad", 0))
         miss = round(float(op.get("expected_miss_rate", math.nan)) * n_bad)
         reject = round((1 - float(op.get("expected_pass_rate", math.nan))) * n_good)

@@ -33,7 +33,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from pydantic import Field
 
 from segad.config import PARAMS
-from segad.ingestion.demo_texture import TEXTURE_SEEN, TEXTURE_SEGMENTS, TEXTURE_UNSEEN, render_texture, texture_size
+from segad.ingestion.demo_texture import TEXTURE_SEEN, TEXTURE_SEGMENTS, TEXTURE_UNSEEN, render_texture
 from segad.logs import progress
 from segad.storage.files import check_owned, file_sha256, replace_folder, staging_folder
 from segad.versions import jsonable
@@ -68,12 +68,14 @@ class DemoConfig:
     jitter_px: Annotated[float, Field(ge=0.0)] = 3.0  # max position jitter of the whole part, in pixels at 256 px
     # unaligned variant (0 = off, the aligned demo): max rotation of the part about its centre in
     # degrees, and max relative scale change (0.2: scale in [0.8, 1.2]); e.g. jitter_px 40,
-    # rotation_deg 180, scale_jitter 0.2. The shipped static segmentation.png then no longer fits.
+    # rotation_deg 180, scale_jitter 0.2. A static map no longer fits: no segmentation.png is
+    # written (`ships_map`), and the run segments the parts as for any dataset without a map.
     rotation_deg: Annotated[float, Field(ge=0.0, le=180.0)] = 0.0
     scale_jitter: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     # `texture`: the textured-surface variant (segad.ingestion.demo_texture): tall image_size x
     # 2 image_size images of a uniform surface with small defects; seen/unseen_defects are then
-    # its own (scratch, pit / stain) and segmentation.png has one segment.
+    # its own (scratch, pit / stain). It ships no segmentation.png: like a user's surface images,
+    # it is segmented automatically.
     surface: Literal["part", "texture"] = "part"
 
 
@@ -256,15 +258,30 @@ def demo_plan(config: DemoConfig) -> list[tuple[str, str | None]]:
     return images
 
 
-def demo_files(config: DemoConfig) -> list[str]:
-    """Every file the demo writes for `config`, as sorted POSIX paths relative to its root."""
-    return sorted(
-        [image_id for image_id, _ in demo_plan(config)] + ["defects.csv", "manifest.json", "segmentation.png"]
+#: Largest position jitter (pixels at 256 px) the shipped static map holds the parts within.
+MAP_JITTER_PX = 3.0
+
+
+def ships_map(config: DemoConfig) -> bool:
+    """True when the parts are in register, so the demo ships its static ``segmentation.png``: the
+    part variant without rotation or scale change and with at most `MAP_JITTER_PX` of jitter."""
+    return (
+        config.surface == "part"
+        and config.rotation_deg == 0
+        and config.scale_jitter == 0
+        and config.jitter_px <= MAP_JITTER_PX
     )
 
 
+def demo_files(config: DemoConfig) -> list[str]:
+    """Every file the demo writes for `config`, as sorted POSIX paths relative to its root."""
+    shipped = ["segmentation.png"] if ships_map(config) else []
+    return sorted([image_id for image_id, _ in demo_plan(config)] + ["defects.csv", "manifest.json", *shipped])
+
+
 def write_demo(root: str | Path, config: DemoConfig = DEFAULT_DEMO) -> Path:
-    """Write the demo under `root` (VAD layout + defects.csv + segmentation.png + manifest.json).
+    """Write the demo under `root` (VAD layout + defects.csv + manifest.json, + segmentation.png
+    when the parts are in register: `ships_map`).
 
     Skips the work when `root/manifest.json` already records the same configuration. Writes only
     into a missing or empty folder, or one that holds a demo with its own manifest and no other
@@ -309,12 +326,8 @@ def write_demo(root: str | Path, config: DemoConfig = DEFAULT_DEMO) -> Path:
         for folder in ("train/good", "train/bad", "test/good", "test/bad", "test/bad_unseen_defects"):
             (staging / folder).mkdir(parents=True, exist_ok=True)
         (staging / "defects.csv").write_text("\n".join(types) + "\n")
-        segments = (
-            np.zeros(texture_size(config.image_size), np.uint8)
-            if config.surface == "texture"
-            else segmentation_map(config.image_size)
-        )
-        Image.fromarray(segments).save(staging / "segmentation.png")
+        if ships_map(config):
+            Image.fromarray(segmentation_map(config.image_size)).save(staging / "segmentation.png")
         manifest["sha256"] = {
             name: file_sha256(staging / name) for name in manifest["files"] if name != "manifest.json"
         }

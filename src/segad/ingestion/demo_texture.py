@@ -5,8 +5,8 @@ structure, where a defect is a few pixels among many. `render_texture` draws one
 ``width`` x ``2 * width`` (tall): a gray surface with vertical brushing streaks, fine grain and a
 slow lighting gradient, all varying per image; defects are small (`TEXTURE_DEFECTS`): a thin
 scratch, a pit, a faint stain. `DemoConfig(surface="texture")` writes it in the demo's layout
-(`segad.ingestion.demo`), with seen defects `TEXTURE_SEEN` and unseen `TEXTURE_UNSEEN`, and a
-one-segment ``segmentation.png`` (a uniform surface has no parts).
+(`segad.ingestion.demo`), with seen defects `TEXTURE_SEEN` and unseen `TEXTURE_UNSEEN` and no
+segment map: as for a user's surface images, the run chooses its segments (one, or automatic ones).
 
 Example:
     >>> import numpy as np

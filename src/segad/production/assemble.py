@@ -247,6 +247,7 @@ def assemble_bundle(
         "scores_method": SELECTED if chosen is not None else method,
         "category": category,
         "split_seed": seed,
+        "segmentation": segment_maps.sources.get(category),
         "classifier_models": len(classifier_dirs),
         **op.as_dict(),
         "input_spec": spec.as_dict(),

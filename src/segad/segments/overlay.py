@@ -1,5 +1,5 @@
-"""Segments drawn over an image, to check a segment map by eye (the segmentation overlays and
-the report's worst cases)."""
+"""Segments drawn over an image, to check a segment map by eye (the segmentation overlays, the
+report's chosen segments and its worst cases)."""
 
 from __future__ import annotations
 
@@ -53,3 +53,41 @@ def legend_entries(labels: np.ndarray, names: dict[int, str] | None = None) -> l
         )
         for label, count in zip(present, counts)
     ]
+
+
+def segmentation_figures(image_index, segmentation, n_images: int, names: dict[int, str] | None = None) -> dict:
+    """A few images per category (half good, half bad, by image id) with their segments drawn over
+    them, as matplotlib figures keyed ``<category>__<image>.png``: the title names the category's
+    segmentation (`SegmentMaps.sources`) and its segment count, the legend each segment's colour,
+    name (`names`, else ``segment <l>``) and share of the image."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from matplotlib.patches import Patch
+
+    from segad.storage.images import read_image
+
+    figures = {}
+    for category, rows in image_index.sort_values("image_id").groupby("category"):
+        picked = pd.concat(
+            [rows[rows["label"] == 0].head(n_images // 2 or 1), rows[rows["label"] == 1].head(n_images // 2)]
+        )
+        for _, row in picked.iterrows():
+            labels = segmentation.labels_for(category, [row["image_id"]])
+            labels = labels[0] if labels.ndim == 3 else labels
+            image = read_image(row["path"], size=labels.shape)
+            fig, ax = plt.subplots(figsize=(5.2, 4))
+            ax.imshow(overlay(image, labels))
+            source = segmentation.sources.get(category, segmentation.method)
+            ax.set_title(
+                f"{category}: {row['image_id']}\n{source}, {segmentation.n_segments[category]} segments", fontsize=7
+            )
+            ax.axis("off")
+            handles = [
+                Patch(color=colour, label=f"{text} ({share:.0%})")
+                for text, colour, share in legend_entries(labels, names)
+            ]
+            ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=6, frameon=False)
+            fig.tight_layout()
+            name = f"{category}__{row['image_id']}".replace("/", "_").rsplit(".", 1)[0]
+            figures[f"{name}.png"] = fig
+    return figures

@@ -13,7 +13,7 @@ from segad.segments.alignment import alignment, choose_method
 from segad.segments.auto_segments import FeatureClusters, auto_segment_map, fit_feature_clusters
 from segad.segments.elpv import ELPV_SEGMENTS, elpv_segment_map
 from segad.segments.label_maps import SegmentMapError, read_label_map, segment_count, single_segment_map
-from segad.segments.segment_maps import SegmentMapConfig, SegmentMaps, rgb_images
+from segad.segments.segment_maps import CANDIDATES, Alternative, SegmentMapConfig, SegmentMaps, rgb_images
 from segad.storage.images import ImageSize, SizeLike
 from segad.storage.map_store import MapStore
 
@@ -33,6 +33,35 @@ def _fit_per_image(config: SegmentMapConfig, category: str, images: np.ndarray) 
         )
     except ValueError as error:
         raise SegmentMapError(f"auto_per_image segmentation of {category!r}: {error}") from error
+
+
+def _auto_source(config: SegmentMapConfig, n_images: int) -> str:
+    return f"auto:kmeans({config.auto_segments}) on {n_images} good train images"
+
+
+def _per_image_source(config: SegmentMapConfig, n_images: int) -> str:
+    return (
+        f"auto_per_image:kmeans({config.auto_segments}) of {'+'.join(config.auto_layers)} "
+        f"features, centres from {n_images} good train images, assigned per image"
+        + (f", image-border band {config.auto_border:g}" if config.auto_border else "")
+    )
+
+
+def _candidates(
+    config: SegmentMapConfig, category: str, images: np.ndarray, size: tuple[int, int]
+) -> dict[str, Alternative]:
+    """The `CANDIDATES` of an `auto_select` category, fitted on its good training `images`."""
+    clusters = _fit_per_image(config, category, images)
+    built = {
+        "single": Alternative("builtin:single", 1, labels=single_segment_map(size)),
+        "auto": Alternative(
+            _auto_source(config, len(images)),
+            config.auto_segments,
+            labels=auto_segment_map(images, config.auto_segments, config.seed),
+        ),
+        "auto_per_image": Alternative(_per_image_source(config, len(images)), clusters.n_segments, clusters=clusters),
+    }
+    return {name: built[name] for name in CANDIDATES}
 
 
 def resolve_segmentation(
@@ -64,30 +93,28 @@ def resolve_segmentation(
     )
     for category in categories:
         method: str = config.method
-        chosen = ""
         if method in ("auto", "auto_per_image", "auto_select"):
             paths = list((good_train_paths or {}).get(category, []))[: config.auto_max_images]
             if not paths:
                 raise SegmentMapError(f"{method} segmentation: no good training images for {category!r}")
             images = rgb_images(paths, size)
             if method == "auto_select":
+                seg.alternatives[category] = _candidates(config, category, images, size)
                 value = seg.alignment[category] = alignment(images)
                 method = choose_method(value, config.alignment_threshold)
                 relation = ">=" if method == "auto" else "<"
                 chosen = f"alignment {value:.2f} {relation} {config.alignment_threshold:g} -> "
-                why = (
-                    "its good images are aligned: one static map fits"
-                    if method == "auto"
-                    else "its good images are not aligned: each image is segmented on its own"
-                )
                 log.info(
-                    "segmentation: category %s %s%s (share of %d good train images in register; %s)",
+                    "segmentation: category %s %s%s until the features stage chooses among %s out of fold "
+                    "(share of %d good train images in register)",
                     category,
                     chosen,
                     method,
+                    "/".join(seg.alternatives[category]),
                     len(paths),
-                    why,
                 )
+                seg = seg.with_choice({category: method}, why=chosen.removesuffix(" -> "))
+                continue
         if method == "static":
             path = config.path[category] if isinstance(config.path, Mapping) else config.path
             if path is None:
@@ -105,15 +132,11 @@ def resolve_segmentation(
         elif method == "auto":
             labels = auto_segment_map(images, config.auto_segments, config.seed)
             n = config.auto_segments
-            seg.sources[category] = f"{chosen}auto:kmeans({n}) on {len(paths)} good train images"
+            seg.sources[category] = _auto_source(config, len(paths))
         elif method == "auto_per_image":
             seg.clusters[category] = _fit_per_image(config, category, images)
             seg.n_segments[category] = seg.clusters[category].n_segments
-            seg.sources[category] = (
-                f"{chosen}auto_per_image:kmeans({config.auto_segments}) of {'+'.join(config.auto_layers)} "
-                f"features, centres from {len(paths)} good train images, assigned per image"
-                + (f", image-border band {config.auto_border:g}" if config.auto_border else "")
-            )
+            seg.sources[category] = _per_image_source(config, len(paths))
             continue
         else:  # per_image
             n_category = segment_count(config.n_segments, category)

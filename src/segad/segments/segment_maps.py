@@ -21,17 +21,20 @@ the resolution of the anomaly maps. Sources (`SegmentMapConfig.method`):
   assigned to the shared centres, so the segments follow the part wherever it lies. Each image's
   labels are computed once and kept in `SegmentMaps.label_store` when one is attached (a
   `MapStore` keyed by the settings and the image file's content: a second run reads them back).
-- ``auto_select``: per category, `auto` when its good training images are aligned
-  (`segad.segments.alignment`, share of images in register >= ``alignment_threshold``), else
-  ``auto_per_image``; the choice and the measure are logged and kept in `SegmentMaps.sources`.
+- ``auto_select``: per category, three candidates are built: ``single``, ``auto`` and
+  ``auto_per_image`` (`SegmentMaps.alternatives`). The features stage chooses among them out of
+  fold on the brf_train rows (`segad.meta.segmentation_choice`); until then, and where too few bad
+  training images allow no choice, a category uses `auto` when its good training images are
+  aligned (`segad.segments.alignment`, share of images in register >= ``alignment_threshold``),
+  else ``auto_per_image``. The measure and the choices are logged and kept in `SegmentMaps.sources`.
 - ``single``: one segment covering the whole map (the ablation's "one segment + stats").
 
 With ``method: null`` (the default) the method follows from what is given (`for_dataset`): a
 ``path`` means ``static``, a ``folder`` ``per_image``; with neither, the demo layout uses the map
-it ships (``<dataset.root>/segmentation.png``), ELPV its built-in map, and every other dataset
-``auto_select`` (`AUTO_DEFAULT`): per category the static ``auto`` map when its good images are
-aligned, else ``auto_per_image``; the choice and the measure are logged, so nobody mistakes the
-automatic segments for a map of theirs.
+it ships (``<dataset.root>/segmentation.png``, written when its parts are in register), ELPV its
+built-in map, and every other dataset ``auto_select`` (`AUTO_DEFAULT`): one segment, static
+``auto`` or ``auto_per_image`` segments per category, chosen out of fold; the choice and its
+evidence are logged, so nobody mistakes the automatic segments for a map of theirs.
 
 Every map is resized to the map resolution by nearest neighbour. A file whose labels fall outside
 [0, n_segments) or whose shape is not 2-D raises `SegmentMapError` naming the file.
@@ -125,7 +128,7 @@ class SegmentMapConfig:
             method, path = "static", self.path
         elif self.folder:
             method, path = "per_image", None
-        elif layout == "demo":
+        elif layout == "demo" and (not root or (Path(root) / "segmentation.png").is_file()):
             if not root:
                 raise ValueError("dataset.root is needed to find the demo's segmentation.png")
             method, path = "static", str(Path(root) / "segmentation.png")
@@ -142,6 +145,21 @@ class SegmentMapConfig:
 # resolving the segmentation of a run
 
 
+#: The candidate segmentations of an `auto_select` category, simplest first.
+CANDIDATES: tuple[str, ...] = ("single", "auto", "auto_per_image")
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """One candidate segmentation of a category: a static map `labels` (H, W) with labels
+    0..n_segments-1, or per-image centres `clusters`; `source` says how it was made."""
+
+    source: str
+    n_segments: int
+    labels: np.ndarray | None = None
+    clusters: FeatureClusters | None = None
+
+
 @dataclass
 class SegmentMaps:
     """Segment maps of a run at map resolution `size` (H, W).
@@ -149,7 +167,9 @@ class SegmentMaps:
     Static methods hold one map per category (`static_maps`); `per_image` reads a map per image
     from `folder`; `auto_per_image` (also chosen by `auto_select`) segments each image with the
     category's shared `clusters`. `labels_for(category, image_ids)` returns (H, W) shared or
-    (N, H, W). `alignment` holds the measure of each category `auto_select` decided on.
+    (N, H, W). `alignment` holds the measure of each category `auto_select` decided on, and
+    `alternatives` its candidate segmentations (`CANDIDATES`, simplest first); `with_choice` gives
+    the maps with a chosen candidate per category.
     """
 
     method: str
@@ -163,12 +183,43 @@ class SegmentMaps:
     image_paths: Mapping[str, str] | None = None
     image_root: str | None = None
     alignment: dict[str, float] = field(default_factory=dict)
+    alternatives: dict[str, dict[str, Alternative]] = field(default_factory=dict)
     # per-image labels on disk (float16 maps of integer labels), keyed by settings and image content
     label_store: MapStore | None = None
     _cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def is_static(self, category: str) -> bool:
         return category in self.static_maps
+
+    def with_choice(self, chosen: Mapping[str, str], why: str = "chosen out of fold") -> SegmentMaps:
+        """These maps with category -> candidate name of `chosen` in place of each category's
+        current segmentation (its `alternatives`); other categories unchanged. Per-image labels
+        already computed are shared."""
+        out = dataclasses.replace(
+            self,
+            n_segments=dict(self.n_segments),
+            static_maps=dict(self.static_maps),
+            sources=dict(self.sources),
+            clusters=dict(self.clusters),
+        )
+        out._cache = self._cache
+        for category, name in chosen.items():
+            options = self.alternatives.get(category, {})
+            if name not in options:
+                raise SegmentMapError(
+                    f"category {category!r} has no candidate segmentation {name!r} (candidates: {sorted(options)})"
+                )
+            alternative = options[name]
+            out.static_maps.pop(category, None)
+            out.clusters.pop(category, None)
+            if alternative.clusters is not None:
+                out.clusters[category] = alternative.clusters
+            else:
+                assert alternative.labels is not None
+                out.static_maps[category] = alternative.labels
+            out.n_segments[category] = alternative.n_segments
+            out.sources[category] = f"{name} ({why}): {alternative.source}"
+        return out
 
     def image_path(self, image_id: str) -> str:
         if self.image_paths is not None and image_id in self.image_paths:

@@ -11,6 +11,7 @@ import pandas as pd
 from segad.config import DatasetConfig
 from segad.meta.brf_params import BRFParams
 from segad.meta.brf_store import BRFStore
+from segad.meta.segmentation_choice import chosen_segmentation, evidence_records
 from segad.production.assemble import BundleOptions, assemble_bundle, evaluated_rows
 from segad.production.writer import new_bundle_id
 from segad.segments.segment_maps import SegmentMaps
@@ -43,6 +44,7 @@ def build_bundle(
     metrics_by_regime: Mapping[str, Callable[[], pd.DataFrame]] | None = None,
     brf_selection: pd.DataFrame | None = None,
     brf_store: BRFStore | None = None,
+    segmentation_selection: pd.DataFrame | None = None,
     **detector_handles,
 ) -> tuple[dict, dict]:
     """(arguments of `segad.production.writer.write_bundle`, operating-point report).
@@ -88,6 +90,8 @@ def build_bundle(
         }
         for kind in ("map_index", "detector_store")
     }
+    if segment_maps is not None:  # the segments the features were computed with
+        segment_maps = chosen_segmentation(segment_maps, segmentation_selection, dataset.id, str(benchmark))
     contents, report = assemble_bundle(
         features,
         image_index,
@@ -109,6 +113,11 @@ def build_bundle(
         selection=brf_selection if brf.selection.enabled else None,
         fit_brf=brf_store.fit if brf_store is not None else None,
     )
+    if contents:  # the out-of-fold choice of the shipped category's segments, and its evidence
+        category = str(contents["config"]["category"])
+        contents["config"]["segmentation_selection"] = evidence_records(
+            segmentation_selection, dataset.id, str(benchmark), category
+        )
     if brf_store is not None:
         log.info("bundle: out-of-fold BRFs %s (%s)", brf_store.summary(), brf_store.root)
     if metrics_by_regime is not None:

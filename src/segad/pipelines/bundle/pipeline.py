@@ -40,6 +40,7 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
                     "image_index": "image_index",
                     "splits": "splits",
                     "segment_maps": "segment_maps",
+                    "segmentation_selection": "segmentation_selection",
                     "brf_models": "brf_models",
                     "classifier_scores": "classifier_scores",
                     "classifier_models": "classifier_models",

@@ -21,9 +21,12 @@ from segad.evaluation.plots import (
 )
 from segad.evaluation.report import method_order
 from segad.meta.brf import parse_model_key
+from segad.meta.segmentation_choice import chosen_segmentation
 from segad.production.assemble import BundleOptions
 from segad.runs import new_run_id
 from segad.schemas import Metrics, TestScores, columns
+from segad.segments.overlay import segmentation_figures
+from segad.segments.segment_maps import SegmentMapConfig, SegmentMaps
 from segad.storage.images import read_image
 
 log = logging.getLogger(__name__)
@@ -220,6 +223,28 @@ def plot_score_histograms(
         )
         for category, suffix, rows in _per_category(test_scores)
     }
+    return figures, list(figures)
+
+
+def chosen_segments(
+    segment_maps: SegmentMaps, segmentation_selection: pd.DataFrame, dataset: DatasetConfig, benchmark: str
+) -> SegmentMaps:
+    """The segments the features of this regime were computed with (`segad.meta.segmentation_choice`)."""
+    return chosen_segmentation(segment_maps, segmentation_selection, dataset.id, str(benchmark))
+
+
+def plot_segments(
+    image_index: pd.DataFrame,
+    segmentation: SegmentMaps,
+    segmentation_params: SegmentMapConfig,
+    dataset: DatasetConfig,
+    bundle: BundleOptions | None = None,
+) -> tuple[dict, list[str]]:
+    """The segments the features were computed with (the out-of-fold choice where there was one),
+    over ``segmentation.overlay_images`` images per category, parts named as the bundle names them
+    -> (figures, file names) (`segad.segments.overlay.segmentation_figures`)."""
+    names = _part_names(segmentation, dataset, bundle)
+    figures = segmentation_figures(image_index, segmentation, segmentation_params.overlay_images, names)
     return figures, list(figures)
 
 

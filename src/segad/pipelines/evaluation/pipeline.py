@@ -1,7 +1,7 @@
 """evaluation: scores, BRF models, anomaly maps, segment maps -> metrics and plots.
 
 All nodes live in the ``evaluation`` namespace; the shared datasets (``scores``, ``brf_models``,
-``image_index``, ``splits``, ``segment_maps``, ``<detector>.map_index`` / ``.map_store``,
+``image_index``, ``splits``, ``segment_maps``, ``segmentation_selection``, ``<detector>.map_index`` / ``.map_store``,
 ``metrics``) keep their global names. The plot nodes also write the list of their files
 (``evaluation.<plot>_files``), which the report stage (after the bundle) links in report.md.
 """
@@ -10,6 +10,7 @@ from kedro.pipeline import Pipeline, node
 
 from segad.pipelines import detector_inputs
 from segad.pipelines.evaluation.nodes import (
+    chosen_segments,
     compute_metrics,
     keep_metrics_by_regime,
     label_test_scores,
@@ -17,6 +18,7 @@ from segad.pipelines.evaluation.nodes import (
     plot_overlays,
     plot_roc_curves,
     plot_score_histograms,
+    plot_segments,
 )
 from segad.vocabulary import PLOT_SETS
 
@@ -32,6 +34,18 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
                 name="label_test_scores",
             ),
             node(compute_metrics, ["test_scores", "params:benchmark"], "metrics", name="compute_metrics"),
+            node(
+                chosen_segments,
+                ["segment_maps", "segmentation_selection", "params:dataset", "params:benchmark"],
+                "chosen_segment_maps",
+                name="chosen_segmentation",
+            ),
+            node(
+                plot_segments,
+                ["image_index", "chosen_segment_maps", "params:segmentation", "params:dataset", "params:bundle"],
+                ["segments", "segments_files"],
+                name="plot_segments",
+            ),
             node(plot_roc_curves, "test_scores", ["roc_curves", "roc_curves_files"], name="plot_roc_curves"),
             node(
                 plot_score_histograms,
@@ -47,7 +61,7 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
                     "params:evaluation.plots",
                     "params:dataset",
                     "params:benchmark",
-                    "segment_maps",
+                    "chosen_segment_maps",
                     "params:bundle",
                 ],
                 ["feature_importance", "feature_importance_files"],
@@ -58,7 +72,7 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
                 {
                     "test_scores": "test_scores",
                     "image_index": "image_index",
-                    "segmentation": "segment_maps",
+                    "segmentation": "chosen_segment_maps",
                     "options": "params:evaluation.plots",
                     "bundle": "params:bundle",
                     "dataset": "params:dataset",
@@ -83,7 +97,21 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
     return Pipeline(
         nodes,
         namespace="evaluation",
-        inputs={"scores", "brf_models", "image_index", "splits", "segment_maps", *maps.values()},
+        inputs={
+            "scores",
+            "brf_models",
+            "image_index",
+            "splits",
+            "segment_maps",
+            "segmentation_selection",
+            *maps.values(),
+        },
         outputs={"metrics", "metrics_by_regime"},
-        parameters={"params:dataset", "params:benchmark", "params:evaluation.plots", "params:bundle"},
+        parameters={
+            "params:dataset",
+            "params:benchmark",
+            "params:evaluation.plots",
+            "params:bundle",
+            "params:segmentation",
+        },
     )

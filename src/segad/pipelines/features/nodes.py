@@ -8,6 +8,9 @@ import pandas as pd
 
 from segad.config import DatasetConfig
 from segad.logs import progress as progress_bar
+from segad.meta.brf_params import BRFParams
+from segad.meta.brf_store import BRFStore
+from segad.meta.segmentation_choice import choose_segmentations
 from segad.segments.features import FeatureConfig, build_feature_table, feature_rows
 from segad.segments.segment_maps import SegmentMaps
 
@@ -23,28 +26,49 @@ def compute_features(
     config: FeatureConfig,
     dataset: DatasetConfig,
     benchmark: str,
+    brf: BRFParams,
+    brf_store: BRFStore | None = None,
     **maps,
-) -> pd.DataFrame:
-    """Feature table of brf_train, test and synthetic rows for every split seed.
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(feature table of brf_train, test and synthetic rows for every split seed, segmentation
+    evidence).
 
-    `maps` holds ``<detector>__map_index`` and ``<detector>__map_store`` for each detector, in the
-    order of the `detectors` list.
+    Categories with candidate segmentations (`auto_select`) first get theirs chosen out of fold on
+    the brf_train rows (`segad.meta.segmentation_choice`, with the ``brf`` settings and selection
+    params; `brf_store` reuses earlier fits); the table uses the chosen segments. `maps` holds
+    ``<detector>__map_index`` and ``<detector>__map_store`` for each detector, in the order of the
+    `detectors` list.
     """
     detectors = [k[: -len("__map_index")] for k in maps if k.endswith("__map_index")]
     rows = feature_rows(image_index, splits, synthetic_index)
     use_classifier = classifier_scores is not None and len(classifier_scores) > 0
-    table = build_feature_table(
+
+    def features_of(chosen_rows: pd.DataFrame, maps_used: SegmentMaps, scores=None) -> pd.DataFrame:
+        return build_feature_table(
+            chosen_rows,
+            {d: maps[f"{d}__map_index"] for d in detectors},
+            {d: maps[f"{d}__map_store"].read for d in detectors},
+            maps_used,
+            batch_size=config.batch_size,
+            classifier_scores=scores,
+            progress=lambda it, desc: progress_bar(it, desc=f"features {desc}", unit="batch"),
+            threads=config.kernel_threads,
+        )
+
+    chosen, evidence = choose_segmentations(
         rows,
-        {d: maps[f"{d}__map_index"] for d in detectors},
-        {d: maps[f"{d}__map_store"].read for d in detectors},
         segmentation,
-        batch_size=config.batch_size,
-        classifier_scores=classifier_scores if use_classifier else None,
-        progress=lambda it, desc: progress_bar(it, desc=f"features {desc}", unit="batch"),
-        threads=config.kernel_threads,
+        features_of,
+        detectors,
+        brf.settings,
+        brf.selection,
+        fit=brf_store.fit if brf_store is not None else None,
     )
+    table = features_of(rows, segmentation.with_choice(chosen), classifier_scores if use_classifier else None)
     table.insert(0, "dataset", dataset.id)
     table.insert(1, "benchmark", benchmark)
     table["detectors"] = "+".join(sorted(detectors))
+    evidence.insert(0, "benchmark", str(benchmark))
+    evidence.insert(0, "dataset", dataset.id)
     log.info("feature table: %d rows x %d columns", *table.shape)
-    return table
+    return table, evidence

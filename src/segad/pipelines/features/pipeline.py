@@ -1,5 +1,5 @@
 """features: image_index, splits, synthetic_index, segment_maps, classifier_scores, maps of every detector
--> features."""
+-> features + segmentation_selection (the out-of-fold choice of automatic segments)."""
 
 from kedro.pipeline import Pipeline, node
 
@@ -22,9 +22,11 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
                     "config": "params:features",
                     "dataset": "params:dataset",
                     "benchmark": "params:benchmark",
+                    "brf": "params:brf",
+                    "brf_store": "brf_store",
                     **maps,
                 },
-                "features",
+                ["features", "segmentation_selection"],
                 name="compute_features",
             ),
         ]
