@@ -92,7 +92,7 @@ def tables(tiny_demo, tmp_path_factory) -> dict[str, tuple[str, pd.DataFrame, pd
     labels = np.zeros((SIZE, SIZE), np.int64)
     labels[:, SIZE // 2 :] = 1
     segmentation = SegmentMaps(method="static", size=(SIZE, SIZE), n_segments={"demo": 2}, static_maps={"demo": labels})
-    features = compute_features(
+    features, _ = compute_features(
         index,
         splits,
         empty_synthetic_index(),
@@ -101,6 +101,7 @@ def tables(tiny_demo, tmp_path_factory) -> dict[str, tuple[str, pd.DataFrame, pd
         FeatureConfig(),
         DATASET,
         "high_shot",
+        BRF,
         padim__map_index=map_index,
         padim__map_store=store,
     )

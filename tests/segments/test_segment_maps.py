@@ -129,13 +129,16 @@ def test_resolve_static_and_single_and_dataset_roundtrip(tmp_path):
         SegmentMapConfig(**{"method": "sam"})
 
 
-def test_method_follows_from_what_is_given():
+def test_method_follows_from_what_is_given(tmp_path):
     unset = SegmentMapConfig(**{"auto_segments": 3})
     assert unset.method is None
     with pytest.raises(ValueError, match="for_dataset"):
         resolve_segmentation(unset, ["a"], 8)
-    demo = unset.for_dataset("demo", "data/01_raw/demo")
-    assert (demo.method, demo.path) == ("static", "data/01_raw/demo/segmentation.png")
+    Image.fromarray(_labels()).save(tmp_path / "segmentation.png")
+    demo = unset.for_dataset("demo", str(tmp_path))
+    assert (demo.method, demo.path) == ("static", str(tmp_path / "segmentation.png"))
+    # a demo without its map (parts not in register) is segmented as any other dataset
+    assert unset.for_dataset("demo", str(tmp_path / "shifted")).method == "auto_select"
     with pytest.raises(ValueError, match="dataset.root"):
         unset.for_dataset("demo", None)
     assert unset.for_dataset("elpv", None).method == "elpv"
