@@ -79,11 +79,11 @@ def _maps(defect: str, seeds=(0, 1), n_good: int = 30, n_bad: int = 15, seed: in
     return pd.DataFrame(rows), pd.DataFrame(index), maps
 
 
-def _choose(rows, index, maps):
+def _choose(rows, index, maps, fit=None):
     def features_of(chosen_rows, segmentation):
         return build_feature_table(chosen_rows, {"d": index}, {"d": maps.__getitem__}, segmentation)
 
-    return choose_segmentations(rows, _segment_maps(), features_of, ["d"], FAST)
+    return choose_segmentations(rows, _segment_maps(), features_of, ["d"], FAST, fit=fit)
 
 
 def _with_map_index_columns(index: pd.DataFrame) -> pd.DataFrame:
@@ -165,3 +165,18 @@ def test_a_richer_candidate_must_beat_the_simpler_by_more_than_one_bad_image():
     assert chosen == "single"
     row = evidence.set_index("segmentation").loc["single"]
     assert row["shortfall"] > 0 and row["one_bad_margin"] >= row["shortfall"]
+
+
+def test_a_rerun_on_the_same_rows_fits_nothing(tmp_path):
+    from segad.meta.brf_store import BRFStore
+
+    rows, index, maps = _maps("local")
+    index = _with_map_index_columns(index)
+    store = BRFStore(tmp_path / "brf_store")
+    chosen, evidence = _choose(rows, index, maps, fit=store.fit)
+    assert store.fitted == 2 * 2 * 5 and store.reused == 0  # 2 candidates x 2 seeds x 5 folds
+    again = BRFStore(tmp_path / "brf_store")
+    chosen_again, evidence_again = _choose(rows, index, maps, fit=again.fit)
+    assert again.fitted == 0 and again.reused == 2 * 2 * 5
+    assert chosen_again == chosen
+    pd.testing.assert_frame_equal(evidence_again, evidence)

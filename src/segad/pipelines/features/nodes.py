@@ -55,6 +55,7 @@ def compute_features(
             threads=config.kernel_threads,
         )
 
+    fitted, reused = (brf_store.fitted, brf_store.reused) if brf_store is not None else (0, 0)
     chosen, evidence = choose_segmentations(
         rows,
         segmentation,
@@ -64,6 +65,13 @@ def compute_features(
         brf.selection,
         fit=brf_store.fit if brf_store is not None else None,
     )
+    if brf_store is not None and chosen:
+        log.info(
+            "segmentation choice: out-of-fold BRFs %d fitted, %d reused (%s)",
+            brf_store.fitted - fitted,
+            brf_store.reused - reused,
+            brf_store.root,
+        )
     table = features_of(rows, segmentation.with_choice(chosen), classifier_scores if use_classifier else None)
     table.insert(0, "dataset", dataset.id)
     table.insert(1, "benchmark", benchmark)
