@@ -207,3 +207,20 @@ def test_auto_select_logs_its_choice_per_category(tmp_path, caplog):
         seg.with_choice({"a": "grid"})
     assert "segmentation: category a alignment 1.00 >= 0.6 -> auto" in caplog.text
     assert f"segmentation: category s alignment {seg.alignment['s']:.2f} < 0.6 -> auto_per_image" in caplog.text
+
+
+def test_a_candidate_the_images_cannot_make_is_left_out_with_a_warning(tmp_path, caplog, monkeypatch):
+    import segad.segments.resolve as resolve
+
+    def no_clusters(config, category, images):
+        raise SegmentMapError(f"auto_per_image segmentation of {category!r}: too few distinct features")
+
+    monkeypatch.setattr(resolve, "_fit_per_image", no_clusters)
+    shifted = _write(tmp_path, _shifted(_part(), SHIFTS)[0], "shifted")
+    config = SegmentMapConfig(method="auto_select", auto_segments=2).for_dataset("folder", str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="segad.segments.resolve"):
+        seg = resolve_segmentation(config, ["s"], 64, {"s": list(shifted.values())})
+    assert list(seg.alternatives["s"]) == ["single", "auto"]
+    assert "category s has no auto_per_image candidate: auto_per_image segmentation of 's'" in caplog.text
+    # not aligned, but per-image segments cannot be made: the static map until the choice
+    assert seg.alignment["s"] < 0.6 and seg.is_static("s") and seg.n_segments["s"] == 2

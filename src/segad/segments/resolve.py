@@ -50,18 +50,30 @@ def _per_image_source(config: SegmentMapConfig, n_images: int) -> str:
 def _candidates(
     config: SegmentMapConfig, category: str, images: np.ndarray, size: tuple[int, int]
 ) -> dict[str, Alternative]:
-    """The `CANDIDATES` of an `auto_select` category, fitted on its good training `images`."""
-    clusters = _fit_per_image(config, category, images)
-    built = {
-        "single": Alternative("builtin:single", 1, labels=single_segment_map(size)),
-        "auto": Alternative(
+    """The `CANDIDATES` of an `auto_select` category, fitted on its good training `images`; a
+    candidate these images cannot make (e.g. too few distinct features for per-image clusters) is
+    left out with a warning naming why (one segment always exists)."""
+
+    def per_image() -> Alternative:
+        clusters = _fit_per_image(config, category, images)
+        return Alternative(_per_image_source(config, len(images)), clusters.n_segments, clusters=clusters)
+
+    makers = {
+        "single": lambda: Alternative("builtin:single", 1, labels=single_segment_map(size)),
+        "auto": lambda: Alternative(
             _auto_source(config, len(images)),
             config.auto_segments,
             labels=auto_segment_map(images, config.auto_segments, config.seed),
         ),
-        "auto_per_image": Alternative(_per_image_source(config, len(images)), clusters.n_segments, clusters=clusters),
+        "auto_per_image": per_image,
     }
-    return {name: built[name] for name in CANDIDATES}
+    built = {}
+    for name in CANDIDATES:
+        try:
+            built[name] = makers[name]()
+        except (SegmentMapError, ValueError) as error:
+            log.warning("segmentation: category %s has no %s candidate: %s", category, name, error)
+    return built
 
 
 def resolve_segmentation(
@@ -102,6 +114,9 @@ def resolve_segmentation(
                 seg.alternatives[category] = _candidates(config, category, images, size)
                 value = seg.alignment[category] = alignment(images)
                 method = choose_method(value, config.alignment_threshold)
+                if method not in seg.alternatives[category]:  # it could not be made: the next simpler one
+                    simpler = CANDIDATES[: CANDIDATES.index(method)]
+                    method = [n for n in simpler if n in seg.alternatives[category]][-1]
                 relation = ">=" if method == "auto" else "<"
                 chosen = f"alignment {value:.2f} {relation} {config.alignment_threshold:g} -> "
                 log.info(
