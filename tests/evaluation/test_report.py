@@ -147,6 +147,19 @@ def test_verdict_follows_the_spread_over_seeds_and_prefers_the_selected_method()
     assert compare_best(table[table["method"].str.endswith("segad")], "demo") is None
 
 
+def test_overlapping_bootstrap_intervals_make_the_verdict_not_distinguishable():
+    table = metrics_table(subsets=("all",))
+    assert compare_best(table, "demo").verdict_word == "pays"  # +15 points against a spread of 2
+    apart = table.assign(auroc_lo=table["auroc"] - 0.01, auroc_hi=table["auroc"] + 0.01)
+    assert compare_best(apart, "demo").verdict_word == "pays"  # intervals apart: the gain stands
+    wide = table.assign(auroc_lo=0.5, auroc_hi=1.0)
+    best = compare_best(wide, "demo")
+    assert best.verdict_word == "not distinguishable" and best.intervals_overlap
+    assert "the 95 % bootstrap intervals overlap" in best.verdict()
+    unknown = wide.assign(auroc_lo=float("nan"))  # no interval (one test image of a class): the spread decides
+    assert compare_best(unknown, "demo").verdict_word == "pays"
+
+
 def test_the_appendix_holds_only_the_blocks_that_ran():
     params = {
         "dataset": {"layout": "vad"},

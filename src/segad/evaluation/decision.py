@@ -10,7 +10,9 @@ one consistent method (both metrics from the same method row), and a one-line ve
 - Detector side: the best single detector by AUROC (methods without ``+``, not ``classifier``).
 - Verdict: "pays" when the method's mean AUROC is above the detector's by more than the seeds'
   spread (the larger of the two sample stds), "does not pay" when below by more than that,
-  otherwise "not distinguishable".
+  otherwise "not distinguishable"; also "not distinguishable" when the metrics carry the two
+  AUROCs' 95 % bootstrap intervals (``auroc_lo`` / ``auroc_hi``) and they overlap, as the
+  report's result lines say.
 - Rates on the test images: the bundled method and split seed's test scores against the bundle's
   threshold (reject when ``score >= threshold``): miss rate = bad images accepted / bad images,
   false-reject rate = good images rejected / good images, each with a Wilson 95 % interval.
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from segad.columns import CLASSIFIER
+from segad.evaluation.bootstrap import HIGH, LOW, overlap
 from segad.meta.brf import SEGAD_SUFFIX
 
 #: The method name of the do-no-harm selection in the metrics table.
@@ -56,6 +59,7 @@ class Comparison:
     mean: dict[str, dict[str, float]]  # {method or detector: {metric: mean}}
     std: dict[str, dict[str, float]]  # same, sample std over seeds (NaN with one seed)
     verdict_word: str  # pays | does not pay | not distinguishable
+    intervals_overlap: bool = False  # the two AUROCs' 95 % bootstrap intervals overlap
 
     def cell(self, name: str, metric: str) -> str:
         m, s = self.mean[name].get(metric, math.nan), self.std[name].get(metric, math.nan)
@@ -73,6 +77,8 @@ class Comparison:
         }[self.verdict_word]
         spreads = [s for s in (self.std[self.method]["auroc"], self.std[self.detector]["auroc"]) if not pd.isna(s)]
         spread = f"seed spread ± {100 * max(spreads):.1f}" if spreads else "one split seed: no spread to compare"
+        if self.intervals_overlap:
+            spread += "; the 95 % bootstrap intervals overlap"
         return f"{lead}: {self.method} against {self.detector}, AUROC {gain:+.1f} points ({spread})."
 
 
@@ -110,7 +116,15 @@ def compare_best(metrics: pd.DataFrame, category: str, subset: str = "all", by: 
     gain = means[method][by] - means[detector][by]
     spread = max((s for s in (stds[method][by], stds[detector][by]) if not pd.isna(s)), default=0.0)
     word = "pays" if gain > spread else "does not pay" if gain < -spread else "not distinguishable"
-    return Comparison(method, detector, means, stds, word)
+    bounds = [f"{by}{LOW}", f"{by}{HIGH}"]
+    overlapping = set(bounds) <= set(mean.columns) and overlap(
+        tuple(mean.loc[method, bounds].astype(float)), tuple(mean.loc[detector, bounds].astype(float))
+    )
+    if overlapping and not any(pd.isna(mean.loc[name, b]) for name in (method, detector) for b in bounds):
+        word = "not distinguishable"
+    else:
+        overlapping = False
+    return Comparison(method, detector, means, stds, word, overlapping)
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float, float]:
