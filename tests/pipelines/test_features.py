@@ -168,6 +168,9 @@ def test_features_pipeline_segments_unaligned_parts_per_image(tmp_path, caplog):
     # one seed's few brf_train rows: the out-of-fold choice ran and its table names one candidate
     evidence = catalog.load("segmentation_selection")
     assert evidence["chosen"].sum() == 1 and set(evidence["segmentation"]) == {"single", "auto", "auto_per_image"}
+    # the segmentation stage draws every candidate, so the options can be compared by eye
+    drawn = {p.stem.rsplit("__", 1)[1] for p in tmp_path.rglob("segmentation/*.png")}
+    assert drawn == {"single", "auto", "auto_per_image"}
     stored = sorted((tmp_path / "data/04_feature/segment_labels").rglob("*.npz"))
     rows = splits[splits.role.isin(["brf_train", "test"])]
     assert len(stored) == rows.image_id.nunique()  # every image segmented once, kept on disk

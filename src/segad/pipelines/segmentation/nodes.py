@@ -42,7 +42,16 @@ def build_segmentation(
 
 
 def segmentation_overlays(image_index: pd.DataFrame, segmentation: SegmentMaps, config: SegmentMapConfig) -> dict:
-    """A few images per category with their segments drawn over them (`segmentation_figures`). For an
-    `auto_select` category these are the alignment's segments; the report shows the ones the
-    features stage chose out of fold."""
-    return segmentation_figures(image_index, segmentation, config.overlay_images)
+    """A few images per category with their segments drawn over them (`segmentation_figures`). An
+    `auto_select` category is drawn once per candidate (``<category>__<image>__<candidate>.png``),
+    so its options can be compared by eye; the report shows the one the features stage chose."""
+    fixed = image_index[~image_index["category"].isin(list(segmentation.alternatives))]
+    figures = segmentation_figures(fixed, segmentation, config.overlay_images)
+    for category, options in segmentation.alternatives.items():
+        rows = image_index[image_index["category"] == category]
+        for name in options:
+            drawn = segmentation_figures(
+                rows, segmentation.with_choice({category: name}, why="candidate"), config.overlay_images
+            )
+            figures.update({f"{key.removesuffix('.png')}__{name}.png": fig for key, fig in drawn.items()})
+    return figures
