@@ -92,7 +92,7 @@ def tables(tiny_demo, tmp_path_factory) -> dict[str, tuple[str, pd.DataFrame, pd
     labels = np.zeros((SIZE, SIZE), np.int64)
     labels[:, SIZE // 2 :] = 1
     segmentation = SegmentMaps(method="static", size=(SIZE, SIZE), n_segments={"demo": 2}, static_maps={"demo": labels})
-    features, _ = compute_features(
+    features, segmentation_selection = compute_features(
         index,
         splits,
         empty_synthetic_index(),
@@ -115,6 +115,7 @@ def tables(tiny_demo, tmp_path_factory) -> dict[str, tuple[str, pd.DataFrame, pd
         map_index=("padim.map_index", map_index),
         classifier_scores=("classifier_scores", classifier_scores),
         features=("features", features),
+        segmentation_selection=("segmentation_selection", segmentation_selection),
         scores=("scores", scores),
         test_scores=("evaluation.test_scores", test_scores),
         metrics=("metrics", metrics),

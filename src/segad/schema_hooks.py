@@ -24,6 +24,7 @@ DATASETS: dict[str, str] = {
     "synthetic_index": "synthetic_index",
     "classifier_scores": "classifier_scores",
     "features": "features",
+    "segmentation_selection": "segmentation_selection",
     "scores": "scores",
     "evaluation.test_scores": "test_scores",
     "metrics": "metrics",

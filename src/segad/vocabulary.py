@@ -43,6 +43,8 @@ MASK_POLICIES: tuple[str, ...] = get_args(MaskPolicy)
 #: Libraries whose exact installed version is part of a fitted detector's identity (model_key):
 #: a new release may fit or score differently, so its maps are not reused.
 MAP_LIBRARIES = ("anomalib", "torch", "torchvision", "timm")
+#: The candidate segmentations of an `auto_select` category, simplest first (segad.segments.segment_maps).
+SEGMENTATION_CANDIDATES = ("single", "auto", "auto_per_image")
 #: The evaluation's plot sets (`evaluation.<set>` folders, `evaluation.<set>_files` lists, keys of
 #: `evaluation.report.plot_dirs`), which the report stage links in report.md.
 PLOT_SETS = ("segments", "roc_curves", "score_histograms", "feature_importance", "overlays")

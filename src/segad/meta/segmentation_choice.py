@@ -48,24 +48,14 @@ from segad.meta.brf import method_name
 from segad.meta.held_out import HeldOut, fold_ids, held_out_metrics, judged_rows, one_bad_margin, out_of_fold
 from segad.meta.selection import Candidate
 from segad.meta.selection_params import DEFAULT_SELECTION, SelectionParams
+from segad.schemas import SegmentationSelection, columns
 from segad.segments.segment_maps import SegmentMaps
 
 log = logging.getLogger(__name__)
 
-#: Columns of the evidence table (``segmentation_selection``): one row per category and candidate.
-EVIDENCE_COLUMNS = [
-    "category",
-    "segmentation",
-    "n_segments",
-    "n_pairs",
-    "auroc",
-    "pg",
-    "utility",
-    "shortfall",
-    "shortfall_se",
-    "one_bad_margin",
-    "chosen",
-]
+#: Columns of the evidence table (`segad.schemas.SegmentationSelection`) without its partition
+#: columns dataset and benchmark: one row per category and candidate.
+EVIDENCE_COLUMNS = [c for c in columns(SegmentationSelection) if c not in ("dataset", "benchmark")]
 
 
 def simplest_within(
@@ -190,10 +180,17 @@ def choose_segmentations(
     # one marker row per category without a choice, so a table is always written and an older
     # run's choice never outlives the segmentation it was made for
     unchosen = sorted(set(rows["category"].astype(str)) - set(chosen))
-    frames.append(pd.DataFrame({"category": unchosen, "segmentation": "", "chosen": False}))
+    markers = {"segmentation": "", "n_pairs": 0, "chosen": False}
+    frames.append(
+        pd.DataFrame(
+            [{"category": c, "n_segments": segmentation.n_segments[c], **markers} for c in unchosen],
+            columns=["category", "n_segments", *markers],
+        )
+    )
     table = pd.concat([f for f in frames if len(f)], ignore_index=True).reindex(columns=EVIDENCE_COLUMNS)
-    table["chosen"] = table["chosen"].astype(bool)
-    return chosen, table
+    table = table.astype({"n_segments": "int64", "n_pairs": "int64", "chosen": bool})
+    floats = ["auroc", "pg", "utility", "shortfall", "shortfall_se", "one_bad_margin"]
+    return chosen, table.astype({c: "float64" for c in floats})
 
 
 def chosen_of(evidence: pd.DataFrame | None, dataset_id: str, benchmark: str) -> dict[str, str]:

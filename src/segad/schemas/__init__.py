@@ -9,7 +9,7 @@ tables. The column tables of docs/schemas.md are generated from the models (`mar
 The models live by concern and are all importable from here:
 
 - `training`: the tables of a training run (image index, splits, synthetic index, map index,
-  classifier scores, features, scores, test scores, metrics);
+  classifier scores, features, segmentation selection, scores, test scores, metrics);
 - `production`: the tables of production scoring (inspection, score runs);
 - `fields`: the field metadata the models share (doc name and meaning of regex columns).
 
@@ -39,6 +39,7 @@ from segad.schemas.training import (
     MapIndex,
     Metrics,
     Scores,
+    SegmentationSelection,
     Splits,
     SyntheticIndex,
     TestScores,
@@ -55,6 +56,7 @@ __all__ = [
     "SchemaError",
     "ScoreRuns",
     "Scores",
+    "SegmentationSelection",
     "Splits",
     "SyntheticIndex",
     "TestScores",
@@ -75,6 +77,7 @@ MODELS: dict[str, type[pa.DataFrameModel]] = {
     "map_index": MapIndex,
     "classifier_scores": ClassifierScores,
     "features": Features,
+    "segmentation_selection": SegmentationSelection,
     "scores": Scores,
     "test_scores": TestScores,
     "metrics": Metrics,

@@ -1,6 +1,7 @@
 """The tables of a training run (docs/schemas.md): ingestion (`image_index`, `splits`,
 `synthetic_index`), anomaly maps (`<detector>.map_index`), the classifier (`classifier_scores`),
-features, BRF scores and evaluation (`test_scores`, `metrics`)."""
+features and the choice of their segments (`segmentation_selection`), BRF scores and evaluation
+(`test_scores`, `metrics`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pandera.typing import Series
 from segad.columns import MAX_PATTERN, SCORE_PATTERN, SEGMENT_PATTERN, STATS, is_feature_column, max_column
 from segad.schemas.fields import doc
 from segad.storage.identity import DATASET_DESCRIPTION, DATASET_ID_PATTERN
-from segad.vocabulary import BENCHMARKS, DEFECT_KINDS, FEATURE_ROLES, LABELS, ROLES, SUBSETS
+from segad.vocabulary import BENCHMARKS, DEFECT_KINDS, FEATURE_ROLES, LABELS, ROLES, SEGMENTATION_CANDIDATES, SUBSETS
 
 _OWN_SCORE = "classifier g(I), when enabled; a detector's own image score (supersimplenet_supervised pred_score)"
 
@@ -167,6 +168,34 @@ class ClassifierScores(pa.DataFrameModel):
     class Config:
         strict = True
         unique = ["image_id", "split_seed"]
+
+
+class SegmentationSelection(pa.DataFrameModel):
+    """`segmentation_selection` — the out-of-fold choice of an `auto_select` category's segments: one
+    row per category and candidate; a category without a choice has one row with an empty
+    `segmentation` (features)."""
+
+    dataset: Series[str] = pa.Field(str_matches=DATASET_ID_PATTERN, description="the dataset id (partition folder)")
+    benchmark: Series[str] = pa.Field(isin=list(BENCHMARKS), description="the regime (partition folder)")
+    category: Series[str] = pa.Field(description="product category")
+    segmentation: Series[str] = pa.Field(
+        isin=["", *SEGMENTATION_CANDIDATES], description="the candidate; empty: no choice made (its segments as given)"
+    )
+    n_segments: Series[pa.Int64] = pa.Field(ge=1, description="segments of the candidate (of the category when none)")
+    n_pairs: Series[pa.Int64] = pa.Field(ge=0, description="(split seed, fold) pairs that scored every candidate")
+    auroc: Series[pa.Float64] = pa.Field(nullable=True, description="mean out-of-fold AUROC of the probe, in [0, 1]")
+    pg: Series[pa.Float64] = pa.Field(nullable=True, description="mean out-of-fold PG at the selection's miss rate")
+    utility: Series[pa.Float64] = pa.Field(nullable=True, description="(1 - w) AUROC + w PG, mean over the pairs")
+    shortfall: Series[pa.Float64] = pa.Field(nullable=True, description="mean utility below the best candidate's")
+    shortfall_se: Series[pa.Float64] = pa.Field(nullable=True, description="standard error of that paired difference")
+    one_bad_margin: Series[pa.Float64] = pa.Field(
+        nullable=True, description="largest change of the shortfall that dropping one bad image causes"
+    )
+    chosen: Series[bool] = pa.Field(description="the candidate the features, the BRFs and the bundle use")
+
+    class Config:
+        strict = True
+        unique = ["dataset", "benchmark", "category", "segmentation"]
 
 
 class Features(pa.DataFrameModel):

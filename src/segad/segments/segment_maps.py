@@ -74,6 +74,7 @@ from segad.segments.label_maps import SegmentMapError, per_image_map_path, read_
 from segad.storage.files import file_sha256
 from segad.storage.images import read_image
 from segad.storage.map_store import MapStore, MapStoreError
+from segad.vocabulary import SEGMENTATION_CANDIDATES
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ class SegmentMapConfig:
 
 
 #: The candidate segmentations of an `auto_select` category, simplest first.
-CANDIDATES: tuple[str, ...] = ("single", "auto", "auto_per_image")
+CANDIDATES: tuple[str, ...] = SEGMENTATION_CANDIDATES
 
 
 @dataclass(frozen=True)
