@@ -105,7 +105,7 @@ def tables(tiny_demo, tmp_path_factory) -> dict[str, tuple[str, pd.DataFrame, pd
         padim__map_index=map_index,
         padim__map_store=store,
     )
-    _, scores, _ = train_brf(features, index, BRF, DATASET, [0], "high_shot", ["padim"])
+    _, scores, brf_selection = train_brf(features, index, BRF, DATASET, [0], "high_shot", ["padim"])
     test_scores = label_test_scores(scores, index, splits, DATASET, "high_shot")
     metrics = compute_metrics(test_scores, "high_shot")
     built.update(
@@ -116,6 +116,7 @@ def tables(tiny_demo, tmp_path_factory) -> dict[str, tuple[str, pd.DataFrame, pd
         classifier_scores=("classifier_scores", classifier_scores),
         features=("features", features),
         segmentation_selection=("segmentation_selection", segmentation_selection),
+        brf_selection=("brf_selection", brf_selection),
         scores=("scores", scores),
         test_scores=("evaluation.test_scores", test_scores),
         metrics=("metrics", metrics),
@@ -194,6 +195,15 @@ def test_the_disabled_classifier_writes_an_empty_table_of_its_model():
     empty = train_classifier(pd.DataFrame(), pd.DataFrame(), empty_synthetic_index(), disabled, SIZE, "cpu", None)
     assert len(empty) == 0 and tuple(empty.columns) == schemas.columns(schemas.ClassifierScores)
     validate(schemas.ClassifierScores, empty, "classifier_scores")
+
+
+def test_the_marker_rows_of_a_run_without_selection_match_the_evidence_model(tables):
+    _, features, _ = tables["features"]
+    _, index, _ = tables["image_index"]
+    off = BRFParams(**{"model": BRF.model, "selection": {"enabled": False}})
+    _, _, evidence = train_brf(features, index, off, DATASET, [0], "high_shot", ["padim"])
+    assert list(evidence["method"]) == [""] and not evidence["chosen"].any()
+    validate(schemas.BRFSelection, evidence, "brf_selection")
 
 
 def test_a_wrong_dtype_a_null_id_and_an_extra_column_are_named(tables):

@@ -26,6 +26,7 @@ DATASETS: dict[str, str] = {
     "features": "features",
     "segmentation_selection": "segmentation_selection",
     "scores": "scores",
+    "brf_selection": "brf_selection",
     "evaluation.test_scores": "test_scores",
     "metrics": "metrics",
     "inspection": "inspection",

@@ -62,6 +62,7 @@ from segad.meta.held_out import (
     utility_of,
 )
 from segad.meta.selection_params import DEFAULT_SELECTION, SelectionParams
+from segad.schemas import BRFSelection, columns
 
 log = logging.getLogger(__name__)
 
@@ -70,27 +71,8 @@ __all__ = ["DEFAULT_SELECTION", "SELECTED", "Candidate", "Selection", "Selection
 #: Method name of the selected method's rows in ``scores`` and ``metrics.csv``.
 SELECTED = "selected"
 
-#: Columns of the selection evidence table (``brf_selection``).
-EVIDENCE_COLUMNS = [
-    "dataset",
-    "benchmark",
-    "category",
-    "method",
-    "members",
-    "n_pairs",
-    "auroc",
-    "auroc_se",
-    "pg",
-    "pg_se",
-    "utility",
-    "gain",
-    "gain_se",
-    "one_bad_margin",
-    "baseline",
-    "wins",
-    "blend_with",
-    "chosen",
-]
+#: Columns of the selection evidence table (``brf_selection``, `segad.schemas.BRFSelection`).
+EVIDENCE_COLUMNS = list(columns(BRFSelection))
 
 
 @plain_dataclass(frozen=True)

@@ -9,7 +9,7 @@ tables. The column tables of docs/schemas.md are generated from the models (`mar
 The models live by concern and are all importable from here:
 
 - `training`: the tables of a training run (image index, splits, synthetic index, map index,
-  classifier scores, features, segmentation selection, scores, test scores, metrics);
+  classifier scores, features, segmentation selection, scores, BRF selection, test scores, metrics);
 - `production`: the tables of production scoring (inspection, score runs);
 - `fields`: the field metadata the models share (doc name and meaning of regex columns).
 
@@ -33,6 +33,7 @@ import pandera.pandas as pa
 from segad.schema_errors import summary
 from segad.schemas.production import Inspection, ScoreRuns
 from segad.schemas.training import (
+    BRFSelection,
     ClassifierScores,
     Features,
     ImageIndex,
@@ -47,6 +48,7 @@ from segad.schemas.training import (
 
 __all__ = [
     "MODELS",
+    "BRFSelection",
     "ClassifierScores",
     "Features",
     "ImageIndex",
@@ -79,6 +81,7 @@ MODELS: dict[str, type[pa.DataFrameModel]] = {
     "features": Features,
     "segmentation_selection": SegmentationSelection,
     "scores": Scores,
+    "brf_selection": BRFSelection,
     "test_scores": TestScores,
     "metrics": Metrics,
     "inspection": Inspection,

@@ -1,7 +1,7 @@
 """The tables of a training run (docs/schemas.md): ingestion (`image_index`, `splits`,
 `synthetic_index`), anomaly maps (`<detector>.map_index`), the classifier (`classifier_scores`),
-features and the choice of their segments (`segmentation_selection`), BRF scores and evaluation
-(`test_scores`, `metrics`)."""
+features and the choice of their segments (`segmentation_selection`), BRF scores and the
+selection's evidence (`brf_selection`), evaluation (`test_scores`, `metrics`)."""
 
 from __future__ import annotations
 
@@ -196,6 +196,39 @@ class SegmentationSelection(pa.DataFrameModel):
     class Config:
         strict = True
         unique = ["dataset", "benchmark", "category", "segmentation"]
+
+
+class BRFSelection(pa.DataFrameModel):
+    """`brf_selection` — the do-no-harm selection's evidence: one row per category and candidate
+    method, out of fold on the brf_train rows; with the selection off, one row per category with an
+    empty `method` (brf)."""
+
+    dataset: Series[str] = pa.Field(str_matches=DATASET_ID_PATTERN, description="the dataset id (partition folder)")
+    benchmark: Series[str] = pa.Field(isin=list(BENCHMARKS), description="the regime (partition folder)")
+    category: Series[str] = pa.Field(description="product category")
+    method: Series[str] = pa.Field(
+        description="the candidate (a single input or a SegAD combination); empty: no selection"
+    )
+    members: Series[str] = pa.Field(description="the inputs it reads, joined by `+`")
+    n_pairs: Series[pa.Int64] = pa.Field(ge=0, description="(split seed, fold) pairs that scored every single input")
+    auroc: Series[pa.Float64] = pa.Field(nullable=True, description="mean out-of-fold AUROC, in [0, 1]")
+    auroc_se: Series[pa.Float64] = pa.Field(nullable=True, description="its standard error over the pairs")
+    pg: Series[pa.Float64] = pa.Field(nullable=True, description="mean out-of-fold PG at the selection's miss rate")
+    pg_se: Series[pa.Float64] = pa.Field(nullable=True, description="its standard error over the pairs")
+    utility: Series[pa.Float64] = pa.Field(nullable=True, description="(1 - w) AUROC + w PG, mean over the pairs")
+    gain: Series[pa.Float64] = pa.Field(nullable=True, description="mean paired utility gain over the baseline")
+    gain_se: Series[pa.Float64] = pa.Field(nullable=True, description="its standard error")
+    one_bad_margin: Series[pa.Float64] = pa.Field(
+        nullable=True, description="largest change of the mean gain that dropping one bad image causes"
+    )
+    baseline: Series[bool] = pa.Field(description="the single input with the best mean utility")
+    wins: Series[bool] = pa.Field(description="a richer candidate whose gain passes the rule")
+    blend_with: Series[str] = pa.Field(description="the member a chosen combination is blended with; empty: none")
+    chosen: Series[bool] = pa.Field(description="the method that ships")
+
+    class Config:
+        strict = True
+        unique = ["dataset", "benchmark", "category", "method"]
 
 
 class Features(pa.DataFrameModel):

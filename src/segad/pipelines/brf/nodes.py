@@ -76,12 +76,14 @@ def train_brf(
         evidence.insert(0, "dataset", ident)
         log.info("selection: %s", ", ".join(f"{c}: {m}" for c, m in sorted(selection.chosen.items())))
     else:  # one marker row per category: the bundle then ships bundle.detectors, not an older run's choice
-        evidence = pd.DataFrame(
-            {"category": sorted(table["category"].astype(str).unique()), "method": "", "chosen": False}
+        evidence = pd.DataFrame({"category": sorted(table["category"].astype(str).unique())}).assign(
+            method="", members="", n_pairs=0, baseline=False, wins=False, blend_with="", chosen=False
         )
         evidence.insert(0, "benchmark", str(benchmark))
         evidence.insert(0, "dataset", ident)
         evidence = evidence.reindex(columns=EVIDENCE_COLUMNS)
+        floats = [c for c in EVIDENCE_COLUMNS if evidence[c].isna().all()]
+        evidence = evidence.astype({c: "float64" for c in floats})
     keyed = {}
     for key, model in models.items():
         method, category, seed = key.split("/")  # segad.meta.brf.run_brf: <method>/<category>/split_seed_<s>
