@@ -40,3 +40,14 @@ def test_same_seed_same_interval_and_a_missing_class_gives_nan():
 def test_overlap():
     assert overlap((0.1, 0.3), (0.25, 0.5)) and not overlap((0.1, 0.2), (0.3, 0.4))
     assert overlap((float("nan"), 0.2), (0.3, 0.4))
+
+
+def test_rows_overlap_needs_both_intervals():
+    import pandas as pd
+
+    from segad.evaluation.bootstrap import rows_overlap
+
+    table = pd.DataFrame({"auroc_lo": [0.8, 0.85, 0.95], "auroc_hi": [0.9, 0.95, 0.99]}, index=["a", "b", "c"])
+    assert rows_overlap(table, "a", "b", "auroc") and not rows_overlap(table, "a", "c", "auroc")
+    assert not rows_overlap(table.assign(auroc_lo=float("nan")), "a", "b", "auroc")  # no interval: not told
+    assert not rows_overlap(table, "a", "b", "pg2")  # the metric has no interval columns

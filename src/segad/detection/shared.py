@@ -7,9 +7,10 @@ detector's own anomalib torch model, in a copy whose ``feature_extractor`` is `P
 (the features of the current batch) and whose blur is lean (`segad.detection.lean`): everything
 after the features is the anomalib model's own code. `detector_maps` groups a bundle's detectors
 that can share a pass (`shared_groups`) and runs each group as one converted module
-(`segad.storage.backends`); `prepare_maps` converts them ahead of the first image. Every map a shared module returns is checked against the detector's
-own eager map on the first batch in each process: within `segad.storage.backends.TOLERANCE` x
-the map range, else `segad.storage.backends.BackendMismatchError`.
+(`segad.storage.backends`); `prepare_maps` converts them ahead of the first image. Every map a
+shared module returns is checked against the detector's own eager map on the first batch in each
+process: within `segad.storage.backends.TOLERANCE` x the map range, else
+`segad.storage.backends.BackendMismatchError`.
 """
 
 from __future__ import annotations

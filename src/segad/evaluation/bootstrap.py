@@ -73,3 +73,14 @@ def overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
     if any(np.isnan(v) for v in (*a, *b)):
         return True
     return a[0] <= b[1] and b[0] <= a[1]
+
+
+def rows_overlap(table, first: str, second: str, metric: str) -> bool:
+    """Whether rows `first` and `second` of `table` (indexed by method) both carry `metric`'s interval
+    (columns ``<metric>_lo`` / ``<metric>_hi``, finite) and the two intervals overlap; False where
+    an interval is missing (nothing to tell apart by it)."""
+    bounds = [f"{metric}{LOW}", f"{metric}{HIGH}"]
+    if not set(bounds) <= set(table.columns):
+        return False
+    (a_lo, a_hi), (b_lo, b_hi) = (table.loc[name, bounds].astype(float) for name in (first, second))
+    return not np.isnan([a_lo, a_hi, b_lo, b_hi]).any() and overlap((a_lo, a_hi), (b_lo, b_hi))

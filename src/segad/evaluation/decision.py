@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from segad.columns import CLASSIFIER
-from segad.evaluation.bootstrap import HIGH, LOW, overlap
+from segad.evaluation.bootstrap import rows_overlap
 from segad.meta.brf import SEGAD_SUFFIX
 
 #: The method name of the do-no-harm selection in the metrics table.
@@ -116,14 +116,9 @@ def compare_best(metrics: pd.DataFrame, category: str, subset: str = "all", by: 
     gain = means[method][by] - means[detector][by]
     spread = max((s for s in (stds[method][by], stds[detector][by]) if not pd.isna(s)), default=0.0)
     word = "pays" if gain > spread else "does not pay" if gain < -spread else "not distinguishable"
-    bounds = [f"{by}{LOW}", f"{by}{HIGH}"]
-    overlapping = set(bounds) <= set(mean.columns) and overlap(
-        tuple(mean.loc[method, bounds].astype(float)), tuple(mean.loc[detector, bounds].astype(float))
-    )
-    if overlapping and not any(pd.isna(mean.loc[name, b]) for name in (method, detector) for b in bounds):
+    overlapping = rows_overlap(mean, method, detector, by)
+    if overlapping:
         word = "not distinguishable"
-    else:
-        overlapping = False
     return Comparison(method, detector, means, stds, word, overlapping)
 
 

@@ -27,7 +27,7 @@ import yaml
 
 from segad import versions
 from segad.columns import CLASSIFIER
-from segad.evaluation.bootstrap import HIGH, LOW, overlap
+from segad.evaluation.bootstrap import HIGH, LOW, rows_overlap
 from segad.evaluation.decision import decision_block
 from segad.evaluation.metrics import METRIC_COLUMNS
 from segad.meta.brf import SEGAD_SUFFIX
@@ -178,11 +178,8 @@ def _against_best_detector(side: pd.DataFrame, alone: pd.DataFrame, title: str) 
             f"{METRIC_TITLES[metric]} {100 * side.at[best, metric]:.1f} ({best}) against "
             f"{100 * alone.at[single, metric]:.1f} ({single}): **{gain:+.1f}**"
         )
-        bounds = [f"{metric}{LOW}", f"{metric}{HIGH}"]
-        if set(bounds) <= set(side.columns) and set(bounds) <= set(alone.columns):
-            a, b = tuple(side.loc[best, bounds]), tuple(alone.loc[single, bounds])
-            if not any(pd.isna(v) for v in (*a, *b)) and overlap(a, b):
-                parts[-1] += " (not distinguishable: the 95 % bootstrap intervals overlap)"
+        if rows_overlap(pd.concat([side.loc[[best]], alone.loc[[single]]]), best, single, metric):
+            parts[-1] += " (not distinguishable: the 95 % bootstrap intervals overlap)"
     if not parts:
         return None
     return f"{title} against the best single detector: " + "; ".join(parts) + "."

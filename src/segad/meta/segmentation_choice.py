@@ -180,17 +180,13 @@ def choose_segmentations(
     # one marker row per category without a choice, so a table is always written and an older
     # run's choice never outlives the segmentation it was made for
     unchosen = sorted(set(rows["category"].astype(str)) - set(chosen))
-    markers = {"segmentation": "", "n_pairs": 0, "chosen": False}
-    frames.append(
-        pd.DataFrame(
-            [{"category": c, "n_segments": segmentation.n_segments[c], **markers} for c in unchosen],
-            columns=["category", "n_segments", *markers],
-        )
-    )
-    table = pd.concat([f for f in frames if len(f)], ignore_index=True).reindex(columns=EVIDENCE_COLUMNS)
-    table = table.astype({"n_segments": "int64", "n_pairs": "int64", "chosen": bool})
-    floats = ["auroc", "pg", "utility", "shortfall", "shortfall_se", "one_bad_margin"]
-    return chosen, table.astype({c: "float64" for c in floats})
+    markers = [
+        {"category": c, "segmentation": "", "n_segments": segmentation.n_segments[c], "n_pairs": 0, "chosen": False}
+        for c in unchosen
+    ]
+    typed = SegmentationSelection.empty()[EVIDENCE_COLUMNS]  # the model's dtypes, also for marker rows
+    table = pd.concat([typed, *frames, pd.DataFrame(markers)], ignore_index=True)[EVIDENCE_COLUMNS]
+    return chosen, table
 
 
 def chosen_of(evidence: pd.DataFrame | None, dataset_id: str, benchmark: str) -> dict[str, str]:
@@ -212,18 +208,3 @@ def chosen_segmentation(
     """The run's segment maps with the features stage's choice (`chosen_of`) applied: the maps the
     feature table, and so the BRFs and the bundle, were computed with."""
     return segmentation.with_choice(chosen_of(evidence, dataset_id, benchmark))
-
-
-def evidence_records(evidence: pd.DataFrame | None, dataset_id: str, benchmark: str, category: str) -> list[dict]:
-    """The evidence rows of one category of this dataset id and regime, as JSON-ready records (for
-    the bundle's manifest); empty where nothing was chosen."""
-    if evidence is None or evidence.empty:
-        return []
-    rows = evidence[
-        (evidence["dataset"].astype(str) == dataset_id)
-        & (evidence["benchmark"].astype(str) == benchmark)
-        & (evidence["category"].astype(str) == category)
-        & (evidence["segmentation"].astype(str) != "")
-    ]
-    records = rows.drop(columns=["dataset", "benchmark", "category"]).to_dict("records")
-    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in records]

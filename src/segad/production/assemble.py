@@ -48,10 +48,10 @@ from segad.meta.brf import (
 from segad.meta.selection import SELECTED
 from segad.production.bundle_selection import (
     blend_member,
+    evidence_records,
     member_column,
     selected_members,
     selected_method,
-    selection_evidence,
 )
 from segad.production.inputs import input_spec_from_paths
 from segad.production.operating_point import training_operating_point
@@ -236,7 +236,7 @@ def assemble_bundle(
             "method": method,
             "brf_model": key,
             "segmentation_source": segment_maps.sources.get(category),
-            "selection": selection_evidence(selection, ident, benchmark, category) if chosen is not None else None,
+            "selection": evidence_records(selection, ident, benchmark, category) if chosen is not None else None,
             "parameters": dict(recorded),
         },
     )

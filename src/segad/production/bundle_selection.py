@@ -1,6 +1,6 @@
 """The bundle's side of the out-of-fold selection (`segad.meta.selection`): which method of the
 brf stage's evidence table (`brf_selection`) ships for a dataset id, regime and category, its
-members, and the evidence rows recorded in the manifest."""
+members, and the evidence rows recorded in the manifest (also those of `segmentation_selection`)."""
 
 from __future__ import annotations
 
@@ -39,15 +39,18 @@ def blend_member(selection: pd.DataFrame | None, dataset_id: str, benchmark: str
     return str(member) if isinstance(member, str) and member else None
 
 
-def selection_evidence(selection: pd.DataFrame | None, dataset_id: str, benchmark: str, category: str) -> list[dict]:
-    """The selection's evidence rows of this category, as JSON-ready records for the manifest."""
+def evidence_records(evidence: pd.DataFrame | None, dataset_id: str, benchmark: str, category: str) -> list[dict]:
+    """The rows of one dataset id, regime and category of an evidence table (`brf_selection`,
+    `segmentation_selection`), as JSON-ready records for the manifest (NaN and infinite values as
+    null); empty without a table."""
     from segad.versions import jsonable
 
-    assert selection is not None
-    rows = selection[
-        (selection["dataset"].astype(str) == dataset_id)
-        & (selection["benchmark"].astype(str) == benchmark)
-        & (selection["category"].astype(str) == category)
+    if evidence is None or evidence.empty:
+        return []
+    rows = evidence[
+        (evidence["dataset"].astype(str) == dataset_id)
+        & (evidence["benchmark"].astype(str) == benchmark)
+        & (evidence["category"].astype(str) == category)
     ]
     records = jsonable(rows.drop(columns=["dataset", "benchmark"]).to_dict("records"))
     return [{k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in r.items()} for r in records]

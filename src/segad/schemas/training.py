@@ -170,14 +170,20 @@ class ClassifierScores(pa.DataFrameModel):
         unique = ["image_id", "split_seed"]
 
 
-class SegmentationSelection(pa.DataFrameModel):
-    """`segmentation_selection` — the out-of-fold choice of an `auto_select` category's segments: one
-    row per category and candidate; a category without a choice has one row with an empty
-    `segmentation` (features)."""
+class _Evidence(pa.DataFrameModel):
+    """The key columns of an out-of-fold evidence table: one partition per dataset id and regime,
+    rows per category."""
 
     dataset: Series[str] = pa.Field(str_matches=DATASET_ID_PATTERN, description="the dataset id (partition folder)")
     benchmark: Series[str] = pa.Field(isin=list(BENCHMARKS), description="the regime (partition folder)")
     category: Series[str] = pa.Field(description="product category")
+
+
+class SegmentationSelection(_Evidence):
+    """`segmentation_selection` — the out-of-fold choice of an `auto_select` category's segments: one
+    row per category and candidate; a category without a choice has one row with an empty
+    `segmentation` (features)."""
+
     segmentation: Series[str] = pa.Field(
         isin=["", *SEGMENTATION_CANDIDATES], description="the candidate; empty: no choice made (its segments as given)"
     )
@@ -198,14 +204,11 @@ class SegmentationSelection(pa.DataFrameModel):
         unique = ["dataset", "benchmark", "category", "segmentation"]
 
 
-class BRFSelection(pa.DataFrameModel):
+class BRFSelection(_Evidence):
     """`brf_selection` — the do-no-harm selection's evidence: one row per category and candidate
     method, out of fold on the brf_train rows; with the selection off, one row per category with an
     empty `method` (brf)."""
 
-    dataset: Series[str] = pa.Field(str_matches=DATASET_ID_PATTERN, description="the dataset id (partition folder)")
-    benchmark: Series[str] = pa.Field(isin=list(BENCHMARKS), description="the regime (partition folder)")
-    category: Series[str] = pa.Field(description="product category")
     method: Series[str] = pa.Field(
         description="the candidate (a single input or a SegAD combination); empty: no selection"
     )

@@ -202,8 +202,7 @@ class SegmentMaps:
             static_maps=dict(self.static_maps),
             sources=dict(self.sources),
             clusters=dict(self.clusters),
-        )
-        out._cache = self._cache
+        )  # `_cache` (per-image labels computed) is carried over: shared
         for category, name in chosen.items():
             options = self.alternatives.get(category, {})
             if name not in options:

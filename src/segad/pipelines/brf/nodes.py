@@ -12,6 +12,7 @@ from segad.meta.brf import model_key, run_brf, select_run
 from segad.meta.brf_params import BRFParams
 from segad.meta.brf_store import BRFStore
 from segad.meta.selection import EVIDENCE_COLUMNS, run_selection, selected_scores
+from segad.schemas import BRFSelection
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +77,11 @@ def train_brf(
         evidence.insert(0, "dataset", ident)
         log.info("selection: %s", ", ".join(f"{c}: {m}" for c, m in sorted(selection.chosen.items())))
     else:  # one marker row per category: the bundle then ships bundle.detectors, not an older run's choice
-        evidence = pd.DataFrame({"category": sorted(table["category"].astype(str).unique())}).assign(
-            method="", members="", n_pairs=0, baseline=False, wins=False, blend_with="", chosen=False
+        markers = pd.DataFrame({"category": sorted(table["category"].astype(str).unique())}).assign(
+            dataset=ident, benchmark=str(benchmark), method="", members="", n_pairs=0, blend_with=""
         )
-        evidence.insert(0, "benchmark", str(benchmark))
-        evidence.insert(0, "dataset", ident)
-        evidence = evidence.reindex(columns=EVIDENCE_COLUMNS)
-        floats = [c for c in EVIDENCE_COLUMNS if evidence[c].isna().all()]
-        evidence = evidence.astype({c: "float64" for c in floats})
+        markers = markers.assign(baseline=False, wins=False, chosen=False)
+        evidence = pd.concat([BRFSelection.empty(), markers], ignore_index=True)  # typed by the model
     keyed = {}
     for key, model in models.items():
         method, category, seed = key.split("/")  # segad.meta.brf.run_brf: <method>/<category>/split_seed_<s>

@@ -11,8 +11,9 @@ import pandas as pd
 from segad.config import DatasetConfig
 from segad.meta.brf_params import BRFParams
 from segad.meta.brf_store import BRFStore
-from segad.meta.segmentation_choice import chosen_segmentation, evidence_records
+from segad.meta.segmentation_choice import chosen_segmentation
 from segad.production.assemble import BundleOptions, assemble_bundle, evaluated_rows
+from segad.production.bundle_selection import evidence_records
 from segad.production.writer import new_bundle_id
 from segad.segments.segment_maps import SegmentMaps
 from segad.storage.images import resolve_image_size

@@ -38,7 +38,7 @@ def create_pipeline(detectors: list[str] | None = None, **kwargs) -> Pipeline:
                 chosen_segments,
                 ["segment_maps", "segmentation_selection", "params:dataset", "params:benchmark"],
                 "chosen_segment_maps",
-                name="chosen_segmentation",
+                name="chosen_segments",
             ),
             node(
                 plot_segments,
