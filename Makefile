@@ -1,5 +1,6 @@
 # Two commands on a fresh machine: `make run` and `make test`. Both create .venv when missing.
 # `make test-fast`: ruff and the tests without the end-to-end ones (pytest -m "not e2e"), for development.
+# pytest runs on two workers, a test file per worker (pytest-xdist; docs/journal.md, "Tests").
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,6 +8,8 @@ STAMP := $(VENV)/.installed
 export KEDRO_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export MPLBACKEND := Agg
+
+PYTEST_WORKERS ?= -n 2 --dist loadfile
 
 .PHONY: run test test-fast install viz ui notebook clean-data
 
@@ -28,12 +31,12 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_WORKERS)
 
 test-fast: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
-	$(BIN)/python -m pytest -q -m "not e2e"
+	$(BIN)/python -m pytest -q -m "not e2e" $(PYTEST_WORKERS)
 
 viz: $(STAMP)
 	$(BIN)/kedro viz build

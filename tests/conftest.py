@@ -1,6 +1,6 @@
 """Shared test setup: offline, no telemetry, headless plots; tiny datasets built on the fly; and the one
 harness for end-to-end tests that run a real Kedro project (`copy_project`, `make_project`,
-`run_project`, `kedro_run`, `project_env`).
+`run_project`, `kedro_run`, `project_env`, and `segad_run`: one finished tiny run per session).
 
 A test that runs a real Kedro project (`kedro run`, a KedroSession, a subprocess of kedro) is marked
 `@pytest.mark.e2e`; `make test-fast` leaves those out. The harness refuses to build a project for a
@@ -155,13 +155,14 @@ def kedro_run(project: Path, *args: str, env: dict[str, str] | None = None, time
 
 def make_project(root: Path, demo: Path) -> Path:
     """The tiny project: `copy_project` (base + dask) tuned to the tiny demo at `demo` (one seed, one
-    cheap PatchCore at 32 px, a small BRF, classifier off). The same small overrides go to
+    cheap PatchCore at 32 px on the eager backend, a small BRF, classifier off). The same small overrides go to
     conf/local and conf/dask (`--env dask` replaces local); `set_parameters` changes them."""
     copy_project(root, ("base", "dask"))
     base = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_segmentation.yml").read_text())
     brf = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_brf.yml").read_text())["brf"]
     classifier = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_classifier.yml").read_text())
     classifier = classifier["classifier"]
+    score = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_score.yml").read_text())["score"]
     overrides = {
         "dataset": {"layout": "demo", "root": str(demo), "category": None, "on_bad_image": "fail"},
         "demo": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(TINY_DEMO).items()},
@@ -181,8 +182,13 @@ def make_project(root: Path, demo: Path) -> Path:
                 "weights": "packaged:efficientnet_lite0",
                 "trainer": {"max_epochs": 1},
                 "batch_size": 16,
+                # eager: converting to OpenVINO costs 2-3 s of a ~17 s tiny run; the converted
+                # backends run end to end in tests/test_bundle_per_image.py (padim, classifier,
+                # score) and are compared with eager in tests/detection/test_backends.py
+                "backend": "eager",
             }
         },
+        "score": {**score, "backend": "eager"},
         "segmentation": {**base["segmentation"], "path": str(demo / "segmentation.png")},
         "brf": {**brf, "model": {**brf["model"], "n_estimators": 2, "num_parallel_tree": 10, "n_jobs": 1}},
         # off in these runs (each would convert the backbone weights again); the default-on path runs
@@ -219,6 +225,52 @@ def run_project(root: Path, pipelines: list[str], runner, env: str = "local", pa
     bootstrap_project(root)
     with KedroSession.create(project_path=root, env=env, runtime_params=params or {}) as session:
         session.run(pipeline_names=pipelines, runner=runner)
+
+
+@dataclasses.dataclass(frozen=True)
+class SegadRun:
+    """A finished `segad` run of the tiny project (`segad_run`): its project folder and its log."""
+
+    project: Path
+    log: str
+
+    def copy(self, destination: Path) -> Path:
+        """A copy of the project, data folder included, at `destination`: a test that runs more
+        stages or damages a file works on its own copy; the dataset (the tiny demo) stays shared."""
+        _require_e2e()
+        return Path(shutil.copytree(self.project, destination, symlinks=True))
+
+
+@pytest.fixture(scope="session")
+def segad_run(tiny_demo, tmp_path_factory) -> SegadRun:
+    """`python -m segad --pipelines segad` (what the `segad` command runs) of the tiny project, once
+    per session: tracked (SEGAD_TRACKING=on), with the project's own conf/logging.yml, stdout and
+    stderr to run.log, the bundle shipping patchcore+segad (so out-of-fold BRFs are fitted).
+
+    Read it as it is (the log, the report, the MLflow store) or take `.copy(tmp_path / ...)` to run
+    on; never change the fixture's own folder."""
+    _require_e2e()
+    project = make_project(tmp_path_factory.mktemp("segad_run") / "project", tiny_demo)
+    bundle = yaml.safe_load((project / "conf" / "local" / "parameters_test.yml").read_text())["bundle"]
+    set_parameters(project, bundle={**bundle, "detectors": ["patchcore"]})
+    shutil.copy(PROJECT_ROOT / "conf" / "logging.yml", project / "conf" / "logging.yml")
+    env = {**project_env(SEGAD_TRACKING="on", PYTHONWARNINGS="default")}
+    env.pop("KEDRO_LOGGING_CONFIG", None)
+    log_file = project / "run.log"
+    with log_file.open("w") as out:
+        done = subprocess.run(
+            [sys.executable, "-m", "segad", "--pipelines", "segad"],
+            cwd=project,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            timeout=1800,
+            check=False,
+        )
+    text = log_file.read_text()
+    assert done.returncode == 0, text[-3000:]
+    return SegadRun(project, text)
 
 
 #: A cheap PaDiM (16 features, batches of 4) for the tiny project's runs.

@@ -60,7 +60,8 @@ def per_image_run(shifted, tmp_path_factory):
         segmentation={**base["segmentation"], "auto_segments": K},
         classifier={**classifier, "max_steps": 4},
         bundle={**bundle, "detectors": ["padim", "classifier"]},
-    )
+        score={**yaml.safe_load((project / "conf" / "base" / "parameters_score.yml").read_text())["score"]},
+    )  # the shipped backends (OpenVINO) end to end, where the other tiny projects run eager
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(project)
         run_project(project, ["segad"], SequentialRunner())

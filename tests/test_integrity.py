@@ -1,10 +1,9 @@
 """Nothing unverified reaches production, and a run stops promptly: real `kedro run` processes.
 
-Real `python -m kedro run` subprocesses on a tiny demo, in a copy of the project's configuration
-(tests.test_interruption._project, tiny images): a truncated cached detector is refitted and the
-new bundle scores images; a run whose evaluation fails leaves LATEST where it was; a run sent
-SIGTERM during a detector fit exits within 10 s, leaves no temporary file, and its rerun
-completes.
+Real `python -m kedro run` subprocesses on a tiny demo (tests/conftest.py: a copy of the session's
+finished `segad_run`, or a fresh tiny project): a truncated cached detector is refitted and the new
+bundle scores images; a run whose evaluation fails leaves LATEST where it was; a run sent SIGTERM
+during a detector fit exits within 10 s, leaves no temporary file, and its rerun completes.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import pytest
 import yaml
 
 from segad.production.bundle import LATEST, list_bundles
-from tests.conftest import TINY_DEMO
+from tests.conftest import TINY_DEMO, plain_logging
 from tests.conftest import interruptible_env as _env
 from tests.conftest import interruptible_project as _project
 from tests.conftest import kedro_command as _command
@@ -56,9 +55,15 @@ def _bundles(project: Path) -> Path:
     return project / "data" / "06_models" / "segad_bundle"
 
 
-def test_a_truncated_cached_detector_is_refitted_and_the_new_bundle_scores_images(tmp_path):
-    project = _tiny(tmp_path / "project")
-    _ok(_kedro(project))
+def _finished(segad_run, root: Path) -> Path:
+    """A copy of the session's finished tiny `segad` run (tests/conftest.py) with plain log lines."""
+    project = segad_run.copy(root)
+    plain_logging(project)
+    return project
+
+
+def test_a_truncated_cached_detector_is_refitted_and_the_new_bundle_scores_images(segad_run, tiny_demo, tmp_path):
+    project = _finished(segad_run, tmp_path / "project")
     models = project / "data" / "06_models" / "patchcore"
     (state,) = [p for p in models.glob("*/state_dict.pt") if not p.parent.name.startswith("_")]
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # truncated
@@ -70,16 +75,15 @@ def test_a_truncated_cached_detector_is_refitted_and_the_new_bundle_scores_image
     latest = (_bundles(project) / LATEST).read_text().strip()
     assert len(list_bundles(_bundles(project))) == 2
 
-    scored = _ok(_kedro(project, "score", f"score.input={project / 'raw_demo' / 'test' / 'bad'}"))
+    scored = _ok(_kedro(project, "score", f"score.input={tiny_demo / 'test' / 'bad'}"))
     assert "checksum mismatch" not in scored
     table = pd.read_parquet(project / "data" / "07_model_output" / "inspection")  # this score run's partition
     assert len(table) == TINY_DEMO.n_test_bad and (table["status"] == "ok").all()
     assert set(table["bundle_id"]) == {latest}
 
 
-def test_a_run_whose_evaluation_fails_leaves_latest_unchanged(tmp_path):
-    project = _tiny(tmp_path / "project")
-    _ok(_kedro(project))
+def test_a_run_whose_evaluation_fails_leaves_latest_unchanged(segad_run, tmp_path):
+    project = _finished(segad_run, tmp_path / "project")
     parent = _bundles(project)
     before = (parent / LATEST).read_bytes(), list_bundles(parent)
     # the metrics table's path is a folder now: the evaluation fails after maps, features and BRF

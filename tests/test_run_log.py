@@ -31,26 +31,10 @@ NOISE = ("litlogger", "litmodels", "Unexpected keys", "register_new_resolver", "
 
 
 @pytest.fixture(scope="module")
-def logged_run(tiny_demo, tmp_path_factory):
-    """`python -m segad --pipelines segad` (what the `segad` command runs) of the tiny project, tracked, output to run.log."""
-    project = make_project(tmp_path_factory.mktemp("logged") / "project", tiny_demo)
-    shutil.copy(PROJECT_ROOT / "conf" / "logging.yml", project / "conf" / "logging.yml")
-    env = {**os.environ, "SEGAD_TRACKING": "on", "PYTHONWARNINGS": "default"}
-    env.pop("KEDRO_LOGGING_CONFIG", None)
-    log_file = project / "run.log"
-    with log_file.open("w") as out:
-        result = subprocess.run(
-            [sys.executable, "-m", "segad", "--pipelines", "segad"],
-            cwd=project,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            timeout=1800,
-        )
-    text = log_file.read_text()
-    assert result.returncode == 0, text[-3000:]
-    return project, text
+def logged_run(segad_run):
+    """The session's tiny `python -m segad --pipelines segad` run (tests/conftest.py `segad_run`):
+    tracked, with the project's conf/logging.yml, stdout and stderr to run.log."""
+    return segad_run.project, segad_run.log
 
 
 def test_the_log_file_is_readable_and_ends_with_the_summary(logged_run):

@@ -17,7 +17,7 @@ from kedro.runner import SequentialRunner
 from segad.evaluation.metrics import METRIC_COLUMNS
 from segad.evaluation.tracking import flat_params, run_metrics, tracking_name
 from segad.tracking_hooks import DEFAULTS, SWITCH, bundle_record, close_stale_runs, tracking_enabled, tracking_uri
-from tests.conftest import demo_id, make_project, run_project
+from tests.conftest import demo_id, run_project
 
 
 def _client(project):
@@ -27,14 +27,10 @@ def _client(project):
 
 
 @pytest.fixture(scope="module")
-def tracked(tiny_demo, tmp_path_factory):
-    """One tracked `segad` run of the tiny demo (cwd and every output under tmp)."""
-    project = make_project(tmp_path_factory.mktemp("tracked") / "project", tiny_demo)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(project)
-        patch.setenv(SWITCH, "on")
-        run_project(project, ["segad"], SequentialRunner())
-    return project
+def tracked(segad_run, tmp_path_factory):
+    """A copy of the session's tracked tiny `segad` run (tests/conftest.py `segad_run`): a test
+    here reruns a stage in it."""
+    return segad_run.copy(tmp_path_factory.mktemp("tracked") / "project")
 
 
 @pytest.mark.e2e

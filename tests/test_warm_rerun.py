@@ -1,8 +1,8 @@
 """A warm `segad` rerun with nothing changed fits nothing: no detector, no BRF, no out-of-fold BRF.
 
-A real `python -m kedro run --pipelines segad` runs twice in a subprocess on the tiny demo
-(tests.test_runner.make_project), bundling the combination patchcore+segad (by default the
-out-of-fold selection would ship the single input, which needs no out-of-fold BRF). The second run
+The session's tiny `segad` run (tests/conftest.py `segad_run`: a real `python -m segad` subprocess,
+bundling the combination patchcore+segad; by default the out-of-fold selection would ship the
+single input, which needs no out-of-fold BRF) is rerun in a copy of its project. The second run
 must reuse the saved detector and every map, take every BRF of the brf stage, every out-of-fold
 BRF of the selection and every out-of-fold BRF of the bundle from the BRF store
 (`segad.meta.brf_store`) and write the same metrics and scores.
@@ -15,11 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from tests.conftest import set_parameters
-from tests.test_interruption import _env  # the same plain-log subprocess environment
-from tests.test_runner import make_project
+from tests.conftest import interruptible_env, kedro_run, plain_logging
 
 DETECTOR = re.compile(r"patchcore: (\d+) models fitted .*?, (\d+) reused")
 BRF = re.compile(r"BRF: (\d+) models \((\d+) fitted, (\d+) reused")
@@ -29,41 +26,16 @@ SELECTION = re.compile(r"selection: out-of-fold BRFs (\d+) fitted, (\d+) reused"
 pytestmark = pytest.mark.e2e
 
 
-def _run(project: Path) -> str:
-    import subprocess
-    import sys
-
-    import yaml
-
-    logging_yml = project / "logging.yml"
-    if not logging_yml.is_file():
-        logging_yml.write_text(
-            yaml.safe_dump(
-                {
-                    "version": 1,
-                    "disable_existing_loggers": False,
-                    "handlers": {"plain": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
-                    "root": {"level": "INFO", "handlers": ["plain"]},
-                }
-            )
-        )
-    done = subprocess.run(
-        [sys.executable, "-m", "kedro", "run", "--pipelines", "segad"],
-        cwd=project,
-        env=_env(project),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def _rerun(project: Path) -> str:
+    """`kedro run --pipelines segad` in `project` with plain log lines, its whole output."""
+    plain_logging(project)
+    done = kedro_run(project, "--pipelines", "segad", env=interruptible_env(project))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout + done.stderr
 
 
-def test_a_warm_segad_rerun_with_nothing_changed_fits_nothing(tmp_path, tiny_demo):
-    project = make_project(tmp_path / "project", tiny_demo)
-    bundle = yaml.safe_load((project / "conf" / "local" / "parameters_test.yml").read_text())["bundle"]
-    set_parameters(project, bundle={**bundle, "detectors": ["patchcore"]})
-    first = _run(project)
+def test_a_warm_segad_rerun_with_nothing_changed_fits_nothing(segad_run, tmp_path):
+    first = " ".join(segad_run.log.split())  # the console wraps long lines on spaces
     assert DETECTOR.search(first).groups() == ("1", "0")
     n_models, fitted, reused = map(int, BRF.search(first).groups())
     assert n_models > 0 and (fitted, reused) == (n_models, 0)
@@ -71,10 +43,11 @@ def test_a_warm_segad_rerun_with_nothing_changed_fits_nothing(tmp_path, tiny_dem
     assert oof_fitted > 0 and oof_reused == 0
     selection_fitted, selection_reused = map(int, SELECTION.search(first).groups())
     assert selection_fitted > 0 and selection_reused == 0
+    project = segad_run.copy(tmp_path / "project")
     metrics = (project / "data" / "08_reporting" / "metrics.csv").read_bytes()
     scores = pd.read_parquet(project / "data" / "07_model_output" / "scores")
 
-    second = _run(project)
+    second = " ".join(_rerun(project).split())
     assert DETECTOR.search(second).groups() == ("0", "1")
     assert tuple(map(int, BRF.search(second).groups())) == (n_models, 0, n_models)
     assert tuple(map(int, OUT_OF_FOLD.search(second).groups())) == (0, oof_fitted)
