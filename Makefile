@@ -1,6 +1,9 @@
 # Two commands on a fresh machine: `make run` and `make test`. Both create .venv when missing.
-# `make test-fast`: ruff and the tests without the end-to-end ones (pytest -m "not e2e"), for development.
-# pytest runs on two workers, a test file per worker (pytest-xdist; docs/journal.md, "Tests").
+# `make test-fast`: ruff and the tests without the end-to-end and the slow ones (pytest -m "not e2e and not
+# slow"), for development; `make test` (CI) runs every test.
+# `make test` runs pytest on two workers, a test file per worker (pytest-xdist): the end-to-end tests'
+# subprocesses spend much of their time in single-threaded imports; the fast lane gains nothing from
+# it and runs serially (docs/journal.md, "Tests").
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -36,7 +39,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
-	$(BIN)/python -m pytest -q -m "not e2e" $(PYTEST_WORKERS)
+	$(BIN)/python -m pytest -q -m "not e2e and not slow"
 
 viz: $(STAMP)
 	$(BIN)/kedro viz build

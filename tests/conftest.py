@@ -3,7 +3,8 @@ harness for end-to-end tests that run a real Kedro project (`copy_project`, `mak
 `run_project`, `kedro_run`, `project_env`, and `segad_run`: one finished tiny run per session).
 
 A test that runs a real Kedro project (`kedro run`, a KedroSession, a subprocess of kedro) is marked
-`@pytest.mark.e2e`; `make test-fast` leaves those out. The harness refuses to build a project for a
+`@pytest.mark.e2e`, a library test that takes seconds `@pytest.mark.slow`; `make test-fast` leaves
+both out. The harness refuses to build a project for a
 test without the mark, so a new end-to-end test cannot slip into the fast lane.
 """
 

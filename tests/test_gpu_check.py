@@ -28,6 +28,7 @@ def test_gpu_check_without_cuda_prints_one_line_and_exits_0(monkeypatch, capsys)
 
 
 @pytest.mark.skipif(os.name != "posix", reason="hides GPUs with CUDA_VISIBLE_DEVICES")
+@pytest.mark.slow
 def test_gpu_check_script_runs_as_a_command_without_a_visible_gpu():
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, env=env, timeout=300)

@@ -45,6 +45,7 @@ def tiny_features(n: int = 12) -> pd.DataFrame:
     return rows
 
 
+@pytest.mark.slow
 def test_the_query_features_notebook_runs_headless(tmp_path):
     from segad.notebooks import run_notebook
 

@@ -108,6 +108,7 @@ def test_a_killed_holder_frees_the_folder_and_its_record_is_replaced(tmp_path, c
     assert f"the previous run (pid {child.pid}" in caplog.text and "ended without releasing" in caplog.text
 
 
+@pytest.mark.slow
 def test_a_dead_record_under_a_live_lock_is_not_named_as_the_holder(tmp_path):
     """A new holder took the lock but has not written its record yet: the old record's process is
     reported as no longer running, not as the holder."""

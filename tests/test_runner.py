@@ -73,6 +73,7 @@ def cluster():
         yield cluster
 
 
+@pytest.mark.slow
 def test_dask_runner_matches_sequential_runner(tmp_path, cluster):
     (tmp_path / "seq").mkdir()
     (tmp_path / "dask").mkdir()

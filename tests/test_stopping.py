@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import PROJECT_ROOT
 
 # A Lightning fit whose epoch ends in a long, busy hook (like PatchCore's coreset selection, where
@@ -68,6 +70,7 @@ def _python(code: str) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_sigterm_inside_a_lightning_fit_stops_it_at_once():
     """Lightning composes its own SIGTERM handler (which only records the signal) with ours, so
     the stop reaches the busy hook: the process ends in seconds, not after the 30 s hook."""

@@ -76,6 +76,7 @@ def test_a_segad_run_is_one_mlflow_run_with_params_metrics_and_artifacts(tracked
     assert run.data.metrics["bundle.threshold"] == pytest.approx(op["threshold"])
 
 
+@pytest.mark.slow
 def test_a_run_left_running_by_a_killed_process_is_marked_killed(tmp_path):
     import socket
 

@@ -26,6 +26,7 @@ def _batch(images):
 
 @pytest.mark.parametrize("backend", CONVERTED)
 @pytest.mark.parametrize("name", ["patchcore", "padim"])
+@pytest.mark.slow
 def test_backend_maps_and_segad_features_equal_eager(name, backend, fitted, images, tmp_path):
     model = fitted[name]
     x = _batch(images)
@@ -53,6 +54,7 @@ def test_backend_maps_and_segad_features_equal_eager(name, backend, fitted, imag
 
 @pytest.mark.parametrize("backend", CONVERTED)
 @pytest.mark.parametrize("name", ["patchcore", "padim"])
+@pytest.mark.slow
 def test_non_square_detectors_convert_at_height_by_width(name, backend, images, tmp_path):
     size = ImageSize(32, 64)
     config = config_for(name, images)
@@ -67,6 +69,7 @@ def test_non_square_detectors_convert_at_height_by_width(name, backend, images, 
 
 
 @pytest.mark.parametrize("backend", CONVERTED)
+@pytest.mark.slow
 def test_conversion_is_cached_by_key_and_reused(backend, fitted, tmp_path, monkeypatch):
     model = fitted["padim"]
     path = converted_path(model, backend, SIZE, key="k123", cache_root=tmp_path)
@@ -80,6 +83,7 @@ def test_conversion_is_cached_by_key_and_reused(backend, fitted, tmp_path, monke
 
 
 @pytest.mark.parametrize("backend", CONVERTED)
+@pytest.mark.slow
 def test_another_model_under_the_same_key_is_converted_again(backend, fitted, tmp_path, monkeypatch):
     """Another checkout may fit another model under the same model_key: it never gets this one's file."""
     import copy

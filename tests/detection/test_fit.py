@@ -24,6 +24,7 @@ def test_every_supported_detector_has_cheap_settings():
 
 
 @pytest.mark.parametrize("name", SUPPORTED_DETECTORS)
+@pytest.mark.slow
 def test_detector_fits_on_good_images_and_maps_survive_save_and_reload(name, images, tmp_path):
     # EfficientAD's autoencoder needs >= 256 px; SuperSimpleNet's Perlin noise needs > 32 px
     size = {"efficient_ad": 256, "supersimplenet": 64}.get(name, SIZE)
@@ -154,6 +155,7 @@ def test_efficient_ad_pad_maps_reaches_the_anomalib_constructor(images):
     assert build_detector(_efficient_ad(images, model=model), 256).model.pad_maps is False
 
 
+@pytest.mark.slow
 def test_efficient_ad_quantiles_come_from_the_brf_train_goods_when_asked(images, tmp_path, monkeypatch):
     """quantiles_from: brf_train (the SegAD reference): the map-normalisation quantiles are computed on
     the held-out good images given as quantile_paths, not on the training images."""

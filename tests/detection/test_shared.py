@@ -84,6 +84,7 @@ def test_patchcore_and_padim_on_one_backbone_share_a_pass(fitted, images):
 
 
 @pytest.mark.parametrize("backend", CONVERTED)
+@pytest.mark.slow
 def test_detector_maps_on_a_converted_backend_equal_each_detector_alone(backend, fitted, images, tmp_path):
     x = _batch(images)
     got = detector_maps(fitted, NAMES, x, {n: backend for n in NAMES}, cache_root=tmp_path)
@@ -101,6 +102,7 @@ def test_detector_maps_on_a_converted_backend_equal_each_detector_alone(backend,
 
 
 @pytest.mark.parametrize("backend", CONVERTED)
+@pytest.mark.slow
 def test_a_shared_pass_that_drifts_from_the_detectors_is_refused(backend, fitted, images, tmp_path):
     models = [copy.deepcopy(fitted[n]) for n in NAMES]
     with pytest.raises(BackendError, match="a shared pass runs converted"):

@@ -72,6 +72,7 @@ def with_masks(data):
     return fit_supervised(_config(), data["items"], SIZE, backbone_cache_dir=data["backbones"])
 
 
+@pytest.mark.slow
 def test_trains_on_masks_and_bad_images_score_higher(with_masks, data):
     maps, scores = predict_supervised(with_masks, _test_images(data))
     assert maps.shape == (6, SIZE, SIZE) and maps.dtype == np.float32
@@ -81,6 +82,7 @@ def test_trains_on_masks_and_bad_images_score_higher(with_masks, data):
     assert peaks[3:].min() > peaks[:3].max()
 
 
+@pytest.mark.slow
 def test_label_only_trains_the_classification_head(data):
     config = _config(masks="label_only")
     model = fit_supervised(config, data["items"], SIZE, backbone_cache_dir=data["backbones"])

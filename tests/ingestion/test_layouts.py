@@ -141,6 +141,7 @@ def test_sensum_and_official_folds(tmp_path):
         build_index("sensum", root)
 
 
+@pytest.mark.slow
 def test_elpv_from_the_installed_package():
     index, _ = build_index("elpv", None)
     counts = index.groupby("label").size().to_dict()

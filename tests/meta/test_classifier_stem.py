@@ -34,6 +34,7 @@ def test_activation_cache_follows_the_file_contents(tmp_path, backbones):
 
 
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+@pytest.mark.slow
 def test_converted_stem_gives_the_eager_activations_and_scores(tmp_path, backends_root, backbones, backend):
     """A frozen stem run by a CPU backend: activations and trained scores equal eager within tolerance."""
     from segad.storage.backends import TOLERANCE
@@ -54,6 +55,7 @@ def test_converted_stem_gives_the_eager_activations_and_scores(tmp_path, backend
     assert np.abs(b - a).max() <= 0.05 * (a.max() - a.min()) and np.corrcoef(a, b)[0, 1] > 0.99
 
 
+@pytest.mark.slow
 def test_the_converted_stem_is_reused_by_models_whose_tails_differ(backends_root, backbones):
     import torch
 
@@ -73,6 +75,7 @@ def test_the_converted_stem_is_reused_by_models_whose_tails_differ(backends_root
     assert converted_path(b, "openvino", 32, key="stem", wrap=_stem_module) != first
 
 
+@pytest.mark.slow
 def test_a_converted_stem_that_disagrees_with_eager_is_refused(tmp_path, backends_root, backbones, monkeypatch):
     import segad.storage.backends as backends
     from segad.storage.backends import BackendMismatchError

@@ -38,6 +38,7 @@ def _brf_catalog(tmp_path, features_catalog, index, params, brf_params):
     return catalog
 
 
+@pytest.mark.slow
 def test_brf_pipeline_fits_models_and_scores_test_rows(tiny_demo, tmp_path):
     features_catalog, index, splits, params = run_features(tiny_demo, tmp_path)
     brf_params = dict(params["brf"], model=dict(params["brf"]["model"], **FAST))
@@ -77,6 +78,7 @@ def test_brf_pipeline_fits_models_and_scores_test_rows(tiny_demo, tmp_path):
     np.testing.assert_allclose(model.predict(test[names].astype(float), output_margin=True), got, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_rerun_on_the_same_features_fits_no_brf_and_a_changed_seed_refits_only_its_models(
     tiny_demo, tmp_path, caplog, monkeypatch
 ):
@@ -132,6 +134,7 @@ def test_select_run_refuses_missing_partitions(tiny_demo, tmp_path):
         select_run(table, index, "demo", [0], DETECTORS, "low_shot")
 
 
+@pytest.mark.slow
 def test_brf_runs_of_two_benchmarks_coexist(tiny_demo, tmp_path):
     """A one_class run beside a high_shot run of the same dataset: both models and scores stay."""
     features_catalog, index, _, params = run_features(tiny_demo, tmp_path)

@@ -197,6 +197,7 @@ def _run_inputs(tmp_path, index, splits, scores):
     return index, store, pd.DataFrame(map_rows), segmentation, models
 
 
+@pytest.mark.slow
 def test_pipeline_writes_metrics_plots_and_report(tmp_path):
     index, splits, scores = make_tables()
     index, store, map_index, segmentation, models = _run_inputs(tmp_path, index, splits, scores)

@@ -117,6 +117,7 @@ def run_features(tiny_demo, tmp_path, benchmark="high_shot", seeds=(0, 1), segme
     return catalog, index, splits, params
 
 
+@pytest.mark.slow
 def test_features_pipeline_writes_partitioned_table(tiny_demo, tmp_path):
     catalog, index, splits, _ = run_features(tiny_demo, tmp_path)
     root = tmp_path / "data/04_feature/features"
@@ -149,6 +150,7 @@ def test_features_pipeline_writes_partitioned_table(tiny_demo, tmp_path):
     assert table["classifier__score"].notna().all()
 
 
+@pytest.mark.slow
 def test_features_pipeline_segments_unaligned_parts_per_image(tmp_path, caplog):
     """auto_select on the shifted demo picks auto_per_image; the catalog keeps the centres and the labels."""
     shifted = write_demo(

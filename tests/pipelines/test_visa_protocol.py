@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
@@ -120,6 +121,7 @@ def fit_log(caplog) -> list[str]:
     return [m for r in caplog.records if (m := r.getMessage()).startswith("padim: ") and "models fitted" in m]
 
 
+@pytest.mark.slow
 def test_visa_env_fixed_split_one_detector_per_category(tmp_path, caplog):
     images, maps = visa_folder(tmp_path)
     params = visa_params(images, maps)

@@ -129,6 +129,7 @@ def test_a_restarted_scorer_loads_the_converted_models_kept_beside_the_bundle(
     assert conversions == [1] and again.score_bytes(path.read_bytes(), "p").score == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_a_scorer_runs_detectors_on_one_backbone_as_one_kept_shared_pass(tiny_demo, tmp_path, monkeypatch):
     import segad.storage.backends as backends
     from tests.production.conftest import TINY_DETECTORS, train_tiny_bundle

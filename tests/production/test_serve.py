@@ -121,6 +121,7 @@ def test_a_damaged_bundle_refuses_to_start(bundle_dir, capsys):
     assert err.startswith("segad-serve: refusing to start: ") and "brf.ubj" in err and "changed" in err
 
 
+@pytest.mark.slow
 def test_a_small_bounded_load_test_loses_nothing(bundle_dir, tiny_demo):
     """benchmarks/bench_serve.py end to end (server process, 1 and 2 clients), few requests."""
     bench = _bench()
