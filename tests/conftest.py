@@ -4,8 +4,8 @@ harness for end-to-end tests that run a real Kedro project (`copy_project`, `mak
 
 A test that runs a real Kedro project (`kedro run`, a KedroSession, a subprocess of kedro) is marked
 `@pytest.mark.e2e`, a library test that takes seconds `@pytest.mark.slow`; `make test-fast` leaves
-both out. The harness refuses to build a project for a
-test without the mark, so a new end-to-end test cannot slip into the fast lane.
+both out. The harness refuses to build a project for a test without the e2e mark, so a new
+end-to-end test cannot slip into the fast lane.
 """
 
 from __future__ import annotations
@@ -156,8 +156,9 @@ def kedro_run(project: Path, *args: str, env: dict[str, str] | None = None, time
 
 def make_project(root: Path, demo: Path) -> Path:
     """The tiny project: `copy_project` (base + dask) tuned to the tiny demo at `demo` (one seed, one
-    cheap PatchCore at 32 px on the eager backend, a small BRF, classifier off). The same small overrides go to
-    conf/local and conf/dask (`--env dask` replaces local); `set_parameters` changes them."""
+    cheap PatchCore at 32 px on the eager backend, a small BRF, classifier off). The same small
+    overrides go to conf/local and conf/dask (`--env dask` replaces local); `set_parameters` changes
+    them."""
     copy_project(root, ("base", "dask"))
     base = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_segmentation.yml").read_text())
     brf = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters_brf.yml").read_text())["brf"]
@@ -255,7 +256,7 @@ def segad_run(tiny_demo, tmp_path_factory) -> SegadRun:
     bundle = yaml.safe_load((project / "conf" / "local" / "parameters_test.yml").read_text())["bundle"]
     set_parameters(project, bundle={**bundle, "detectors": ["patchcore"]})
     shutil.copy(PROJECT_ROOT / "conf" / "logging.yml", project / "conf" / "logging.yml")
-    env = {**project_env(SEGAD_TRACKING="on", PYTHONWARNINGS="default")}
+    env = project_env(SEGAD_TRACKING="on", PYTHONWARNINGS="default")
     env.pop("KEDRO_LOGGING_CONFIG", None)
     log_file = project / "run.log"
     with log_file.open("w") as out:

@@ -25,6 +25,7 @@ from segad.meta.brf import (
     monotone_constraints,
     run_brf,
     scale_pos_weight,
+    single_input_model,
 )
 from segad.meta.brf_params import BRFParams
 
@@ -109,6 +110,23 @@ def test_scores_are_raw_margins_and_rank_bad_higher():
     np.testing.assert_allclose(scores, model.predict_proba(X)[:, 1], rtol=1e-6)  # the reference's call
     assert (scores < 0).any() or (scores > 1).any()  # a margin, not a probability
     assert scores[y == 1].mean() > scores[y == 0].mean()
+
+
+def test_an_array_gets_the_margins_the_model_gives_its_table():
+    """An array goes to the booster directly; the margins equal `predict` on the named table, for a
+    BRF, a single-input model, one row and many, NaN cells included."""
+    X, y = _data(seed=2)
+    table = pd.DataFrame(X, columns=[f"c{i}" for i in range(X.shape[1])])
+    table.iloc[3, 1] = np.nan
+    for model in (fit_brf(table, y, SMALL, seed=0), single_input_model("c0")):
+        columns = list(model.get_booster().feature_names)
+        expected = model.predict(table[columns], output_margin=True)
+        rows = table[columns].to_numpy()
+        np.testing.assert_array_equal(brf_scores(model, rows), expected)
+        np.testing.assert_array_equal(brf_scores(model, rows[3:4]), expected[3:4])
+        np.testing.assert_array_equal(brf_scores(model, table[columns]), expected)
+    single = brf_scores(single_input_model("c0"), rows[:, :1])  # the column itself, as XGBoost's float32
+    np.testing.assert_array_equal(single, rows[:, 0].astype(np.float32))
 
 
 def test_same_seed_same_model_other_seed_differs():

@@ -176,17 +176,22 @@ def make_brf(config: BRFConfig, pos_weight: float, seed: int, names: Sequence[st
 
 
 def brf_scores(model, features: np.ndarray) -> np.ndarray:
-    """Raw margins float64 (N,) of the BRF: a score (higher = more anomalous), not a probability."""
-    if hasattr(features, "columns"):
-        features = features.astype(np.float64)
-    else:
-        features = np.asarray(features, np.float64)
-        names = model.get_booster().feature_names if hasattr(model, "get_booster") else None
-        if names and features.ndim == 2 and features.shape[1] == len(names):
-            import pandas as pd  # a linear single-input model (`single_input_model`) validates names
+    """Raw margins float64 (N,) of the BRF: a score (higher = more anomalous), not a probability.
 
-            features = pd.DataFrame(features, columns=list(names))
-    return np.asarray(model.predict(features, output_margin=True), dtype=np.float64)
+    A table is scored by column name (XGBoost checks its columns against the model's). An array
+    (N, F) holds the model's F columns in the model's order and goes to the booster directly: a
+    tree booster's `inplace_predict` (the call `predict` makes, without building a table: one row
+    in about a tenth of the time), a linear one's (`single_input_model`) `predict` on a DMatrix."""
+    if hasattr(features, "columns"):
+        return np.asarray(model.predict(features.astype(np.float64), output_margin=True), dtype=np.float64)
+    features, booster = np.asarray(features, np.float64), model.get_booster()
+    if model.get_params()["booster"] == "gblinear":  # no in-place prediction for linear boosters
+        from xgboost import DMatrix
+
+        rows = DMatrix(features, missing=model.missing, feature_names=booster.feature_names)
+        return np.asarray(booster.predict(rows, output_margin=True), dtype=np.float64)
+    margins = booster.inplace_predict(features, predict_type="margin", missing=model.missing, validate_features=False)
+    return np.asarray(margins, dtype=np.float64)
 
 
 def single_input_model(column: str):

@@ -314,20 +314,21 @@ def _explain(features, finite, decisions, explain, bundle):
 
     n = features.shape[0]
     wanted = {"all": finite, "rejected": decisions == REJECT, "none": np.zeros(n, bool)}[explain]
-    segment_part = pd.DataFrame(np.nan, index=range(n), columns=contribution_columns(bundle.n_segments))
-    detector_part = pd.DataFrame(
-        np.nan, index=range(n), columns=[detector_contribution_column(d) for d in bundle.owners]
-    )
+    segment_columns = contribution_columns(bundle.n_segments)
+    detector_columns = [detector_contribution_column(d) for d in bundle.owners]
+    segment_part = np.full((n, len(segment_columns)), np.nan)  # filled as arrays, framed once below
+    detector_part = np.full((n, len(detector_columns)), np.nan)
     if wanted.any():
         dmatrix = xgboost.DMatrix(features[wanted], feature_names=bundle.feature_columns)
         contribs = bundle.brf.get_booster().predict(dmatrix, pred_contribs=True)
         grouped = group_contributions(contribs, bundle.feature_columns)
-        segment_part.loc[wanted, :] = 0.0  # a segment the model does not read (a single input) adds nothing
-        segment_part.loc[wanted, list(grouped.columns)] = grouped.to_numpy()
-        per_detector = detector_contributions(contribs, bundle.feature_columns)
-        detector_part.loc[wanted, :] = per_detector[detector_part.columns].to_numpy()
-    tops = np.where(wanted, top_segment(segment_part.fillna(-np.inf)), -1)
-    return wanted, segment_part, detector_part, tops
+        explained = np.zeros((len(grouped), len(segment_columns)))  # a segment the model does not read adds nothing
+        explained[:, [segment_columns.index(c) for c in grouped.columns]] = grouped.to_numpy()
+        segment_part[wanted] = explained
+        detector_part[wanted] = detector_contributions(contribs, bundle.feature_columns)[detector_columns].to_numpy()
+    segment_frame = pd.DataFrame(segment_part, columns=segment_columns)
+    tops = np.where(wanted, top_segment(segment_frame.fillna(-np.inf)), -1)
+    return wanted, segment_frame, pd.DataFrame(detector_part, columns=detector_columns), tops
 
 
 def _fill_rows(
