@@ -112,13 +112,20 @@ def test_scores_are_raw_margins_and_rank_bad_higher():
     assert scores[y == 1].mean() > scores[y == 0].mean()
 
 
-def test_an_array_gets_the_margins_the_model_gives_its_table():
+def test_an_array_gets_the_margins_the_model_gives_its_table(tmp_path):
     """An array goes to the booster directly; the margins equal `predict` on the named table, for a
-    BRF, a single-input model, one row and many, NaN cells included."""
+    BRF, a single-input model and both reloaded from a file, one row and many, NaN cells included."""
+    from xgboost import XGBClassifier
+
     X, y = _data(seed=2)
     table = pd.DataFrame(X, columns=[f"c{i}" for i in range(X.shape[1])])
     table.iloc[3, 1] = np.nan
-    for model in (fit_brf(table, y, SMALL, seed=0), single_input_model("c0")):
+    models = [fit_brf(table, y, SMALL, seed=0), single_input_model("c0")]
+    for i, model in enumerate(list(models)):  # as a bundle loads them (segad.production.bundle.load_brf)
+        model.save_model(tmp_path / f"{i}.ubj")
+        models.append(XGBClassifier())
+        models[-1].load_model(tmp_path / f"{i}.ubj")
+    for model in models:
         columns = list(model.get_booster().feature_names)
         expected = model.predict(table[columns], output_margin=True)
         rows = table[columns].to_numpy()
