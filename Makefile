@@ -1,9 +1,8 @@
 # Two commands on a fresh machine: `make run` and `make test`. Both create .venv when missing.
 # `make test-fast`: ruff and the tests without the end-to-end and the slow ones (pytest -m "not e2e and not
 # slow"), for development; `make test` (CI) runs every test.
-# `make test` runs pytest on two workers, a test file per worker (pytest-xdist): the end-to-end tests'
-# subprocesses spend much of their time in single-threaded imports; the fast lane gains nothing from
-# it and runs serially (docs/journal.md, "Tests").
+# `make test` runs pytest on two workers, a test file per worker (pytest-xdist); the fast lane gained
+# nothing from two workers and runs serially (docs/journal.md, "Tests").
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin

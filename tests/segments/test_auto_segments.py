@@ -218,9 +218,10 @@ def test_a_candidate_the_images_cannot_make_is_left_out_with_a_warning(tmp_path,
     monkeypatch.setattr(resolve, "_fit_per_image", no_clusters)
     shifted = _write(tmp_path, _shifted(_part(), SHIFTS)[0], "shifted")
     config = SegmentMapConfig(method="auto_select", auto_segments=2).for_dataset("folder", str(tmp_path))
-    with caplog.at_level(logging.WARNING, logger="segad.segments.resolve"):
+    with caplog.at_level(logging.INFO, logger="segad.segments.resolve"):
         seg = resolve_segmentation(config, ["s"], 64, {"s": list(shifted.values())})
     assert list(seg.alternatives["s"]) == ["single", "auto"]
     assert "category s has no auto_per_image candidate: auto_per_image segmentation of 's'" in caplog.text
     # not aligned, but per-image segments cannot be made: the static map until the choice
     assert seg.alignment["s"] < 0.6 and seg.is_static("s") and seg.n_segments["s"] == 2
+    assert f"category s alignment {seg.alignment['s']:.2f} < 0.6, no auto_per_image candidate -> auto" in caplog.text

@@ -113,22 +113,23 @@ def resolve_segmentation(
             if method == "auto_select":
                 seg.alternatives[category] = _candidates(config, category, images, size)
                 value = seg.alignment[category] = alignment(images)
-                method = choose_method(value, config.alignment_threshold)
+                aligned = method = choose_method(value, config.alignment_threshold)
+                relation = ">=" if aligned == "auto" else "<"
+                why = f"alignment {value:.2f} {relation} {config.alignment_threshold:g}"
                 if method not in seg.alternatives[category]:  # it could not be made: the next simpler one
                     simpler = CANDIDATES[: CANDIDATES.index(method)]
                     method = [n for n in simpler if n in seg.alternatives[category]][-1]
-                relation = ">=" if method == "auto" else "<"
-                chosen = f"alignment {value:.2f} {relation} {config.alignment_threshold:g} -> "
+                    why += f", no {aligned} candidate"
                 log.info(
-                    "segmentation: category %s %s%s until the features stage chooses among %s out of fold "
+                    "segmentation: category %s %s -> %s until the features stage chooses among %s out of fold "
                     "(share of %d good train images in register)",
                     category,
-                    chosen,
+                    why,
                     method,
                     "/".join(seg.alternatives[category]),
                     len(paths),
                 )
-                seg = seg.with_choice({category: method}, why=chosen.removesuffix(" -> "))
+                seg = seg.with_choice({category: method}, why=why)
                 continue
         if method == "static":
             path = config.path[category] if isinstance(config.path, Mapping) else config.path
