@@ -9,6 +9,7 @@ import pytest
 from segad.columns import feature_columns
 from segad.meta.brf import BRFConfig, brf_scores, fit_brf
 from segad.production.explain import (
+    ContributionGroups,
     contribution_groups,
     detector_contributions,
     group_contributions,
@@ -64,3 +65,30 @@ def test_groups_and_owners_follow_the_column_grammar():
     np.testing.assert_array_equal(owners["contrib_det_classifier"], contribs[:, 0])
     with pytest.raises(ValueError, match="'seg0__padim' is not a feature column"):
         contribution_groups(["seg0__padim"])
+
+
+def test_contribution_groups_sum_every_segment_and_owner_in_one_product():
+    """A bundle's groups cover all L segments (one the model does not read sums to 0) and put its
+    owners in the bundle's order; the sums equal the per-frame functions and the bias is its own."""
+    columns = feature_columns(["padim", "patchcore"], n_segments=3, classifier=True)
+    columns = [c for c in columns if not c.startswith("seg1__")]  # segment 1 dropped by the BRF
+    groups = ContributionGroups.of(columns, n_segments=3, owners=["padim", "patchcore", "classifier"])
+    assert groups.segment_columns == ["contrib_seg0", "contrib_seg1", "contrib_seg2", "contrib_global", "contrib_bias"]
+    assert groups.detector_columns == ["contrib_det_padim", "contrib_det_patchcore", "contrib_det_classifier"]
+    contribs = np.random.default_rng(1).normal(size=(4, len(columns) + 1))
+    segment_part, detector_part = groups.sum(contribs)
+    np.testing.assert_allclose(segment_part.sum(axis=1), contribs.sum(axis=1))
+    np.testing.assert_array_equal(segment_part[:, 1], 0.0)
+    np.testing.assert_allclose(segment_part[:, -1], contribs[:, -1])
+    frame = group_contributions(contribs, columns)
+    np.testing.assert_allclose(segment_part[:, [0, 2, 3, 4]], frame.to_numpy())
+    owners = detector_contributions(contribs, columns)
+    np.testing.assert_allclose(detector_part, owners[groups.detector_columns].to_numpy())
+    with pytest.raises(ValueError, match="do not match"):
+        groups.sum(contribs[:, :-1])
+
+
+def test_contribution_groups_top_segment_skips_rows_not_explained():
+    groups = ContributionGroups.of(feature_columns(["padim"], n_segments=2), n_segments=2)
+    segment_part = np.array([[0.2, 0.7, 5.0, 0.0], [-0.1, -0.3, 2.0, 1.0], [np.nan] * 4])
+    assert groups.top_segment(segment_part).tolist() == [1, -1, -1]

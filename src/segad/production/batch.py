@@ -33,13 +33,7 @@ import numpy as np
 import pandas as pd
 
 from segad.columns import CLASSIFIER, CLASSIFIER_COLUMN, max_column
-from segad.production.explain import (
-    contribution_columns,
-    detector_contribution_column,
-    detector_contributions,
-    group_contributions,
-    top_segment,
-)
+from segad.production.explain import contribution_columns, detector_contribution_column
 from segad.production.inputs import InputMismatchError, load_checked
 from segad.production.operating_point import ERROR, REJECT, decide
 from segad.production.render import overlay_name, render_overlay
@@ -309,26 +303,19 @@ def _score_batch(x, rows, bundle, models, segment_map, explain, overlays, pictur
 
 
 def _explain(features, finite, decisions, explain, bundle):
-    """(rows explained, per-segment frame, per-detector frame, top segment) of one batch."""
+    """(rows explained, per-segment float64 (N, L + 2), per-owner float64 (N, K), top segment int64 (N,))
+    of one batch; NaN (and top segment -1) in rows not explained."""
     import xgboost
 
-    n = features.shape[0]
+    n, groups = features.shape[0], bundle.contribution_groups
     wanted = {"all": finite, "rejected": decisions == REJECT, "none": np.zeros(n, bool)}[explain]
-    segment_columns = contribution_columns(bundle.n_segments)
-    detector_columns = [detector_contribution_column(d) for d in bundle.owners]
-    segment_part = np.full((n, len(segment_columns)), np.nan)  # filled as arrays, framed once below
-    detector_part = np.full((n, len(detector_columns)), np.nan)
+    segment_part = np.full((n, len(groups.segment_columns)), np.nan)
+    detector_part = np.full((n, len(groups.detector_columns)), np.nan)
     if wanted.any():
         dmatrix = xgboost.DMatrix(features[wanted], feature_names=bundle.feature_columns)
         contribs = bundle.brf.get_booster().predict(dmatrix, pred_contribs=True)
-        grouped = group_contributions(contribs, bundle.feature_columns)
-        explained = np.zeros((len(grouped), len(segment_columns)))  # a segment the model does not read adds nothing
-        explained[:, [segment_columns.index(c) for c in grouped.columns]] = grouped.to_numpy()
-        segment_part[wanted] = explained
-        detector_part[wanted] = detector_contributions(contribs, bundle.feature_columns)[detector_columns].to_numpy()
-    segment_frame = pd.DataFrame(segment_part, columns=segment_columns)
-    tops = np.where(wanted, top_segment(segment_frame.fillna(-np.inf)), -1)
-    return wanted, segment_frame, pd.DataFrame(detector_part, columns=detector_columns), tops
+        segment_part[wanted], detector_part[wanted] = groups.sum(contribs)  # a segment the model does not read: 0
+    return wanted, segment_part, detector_part, groups.top_segment(segment_part)
 
 
 def _fill_rows(
@@ -350,15 +337,15 @@ def _fill_rows(
     names = bundle.segment_names
     maps, maxima, finite, labels = computed.maps, computed.maxima, computed.finite, computed.labels
     own = {CLASSIFIER_COLUMN: computed.classifier} if computed.classifier is not None else {}
-    on_maps = [detector_contribution_column(d) for d in detectors]  # the overlay shows a detector's map
+    groups = bundle.contribution_groups  # owners: the detectors first, so [:len(detectors)] are the maps' own
     for i, row in enumerate(rows):
         row.update(
             decision=decisions[i],
             score=float(scores[i]),
             top_segment=int(tops[i]),
             top_segment_name=names[tops[i]] if tops[i] >= 0 else None,
-            **segment_part.iloc[i].to_dict(),
-            **detector_part.iloc[i].to_dict(),
+            **dict(zip(groups.segment_columns, segment_part[i].tolist(), strict=True)),
+            **dict(zip(groups.detector_columns, detector_part[i].tolist(), strict=True)),
             **{max_column(name): float(maxima[k][i]) for k, name in enumerate(detectors)},
             **{column: float(values[i]) for column, values in own.items()},
         )
@@ -366,8 +353,7 @@ def _fill_rows(
             broken = [d for d in detectors if not np.isfinite(maps[d][i]).all()]
             row.update(status=ERROR, error=f"{row['path']}: non-finite values in the {', '.join(broken)} anomaly map")
         if overlays and decisions[i] == REJECT:
-            contribution = detector_part.iloc[i][on_maps].to_numpy(np.float64)
-            strongest = detectors[int(np.nanargmax(contribution))] if wanted[i] else detectors[0]
+            strongest = detectors[int(np.nanargmax(detector_part[i, : len(detectors)]))] if wanted[i] else detectors[0]
             label = f" | {names[tops[i]]}" if tops[i] >= 0 else ""
             name = overlay_name(row["image"])
             with clock("overlay"):

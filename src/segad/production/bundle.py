@@ -57,6 +57,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,7 @@ from segad.production.errors import BundleError as BundleError
 from segad.production.errors import BundleIntegrityError as BundleIntegrityError
 from segad.production.errors import BundleSchemaError as BundleSchemaError
 from segad.production.errors import BundleVersionError as BundleVersionError
+from segad.production.explain import ContributionGroups
 from segad.production.inputs import InputSpec
 from segad.production.operating_point import OperatingPoint
 from segad.storage.files import file_sha256
@@ -220,6 +222,11 @@ class Bundle:
         if self.classifier_models:
             models[CLASSIFIER] = load_classifiers(self.root, self.classifier_models, self.input_spec.image_size, device)
         return models
+
+    @cached_property
+    def contribution_groups(self) -> ContributionGroups:
+        """How the BRF's SHAP contributions sum per segment and per owner (`owners`), built once."""
+        return ContributionGroups.of(self.feature_columns, self.n_segments, self.owners)
 
     @property
     def owners(self) -> list[str]:

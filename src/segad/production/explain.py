@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -47,11 +48,61 @@ def contribution_groups(columns: Sequence[str]) -> list[str]:
     return groups
 
 
-def _check(contribs: np.ndarray, columns: Sequence[str]) -> np.ndarray:
-    contribs = np.asarray(contribs, dtype=np.float64)
-    if contribs.ndim != 2 or contribs.shape[1] != len(columns) + 1:
-        raise ValueError(f"contributions {contribs.shape} do not match {len(columns)} features + bias")
-    return contribs
+def _segments(columns: Sequence[str]) -> list[int]:
+    """The segments the feature `columns` hold statistics of, ascending."""
+    return sorted({int(g[3:]) for g in contribution_groups(columns) if g != GLOBAL_GROUP})
+
+
+@dataclass(frozen=True)
+class ContributionGroups:
+    """How SHAP contributions (N, F + 1: one per feature column, the bias last) sum into groups.
+
+    Attributes:
+        segment_columns: `contribution_columns(n_segments)`.
+        detector_columns: ``contrib_det_<owner>`` per owner.
+        segments: float64 (F + 1, L + 2) 0/1: feature (row) -> segment group, ``global`` and
+            ``bias`` (column); a segment no column belongs to gets 0.
+        detectors: float64 (F + 1, K) 0/1: feature -> its owner (the bias belongs to none).
+    Built once per bundle (`Bundle.contribution_groups`), so explaining a row is one matrix product.
+    """
+
+    segment_columns: list[str]
+    detector_columns: list[str]
+    segments: np.ndarray
+    detectors: np.ndarray
+
+    @classmethod
+    def of(cls, columns: Sequence[str], n_segments: int, owners: Sequence[str] | None = None) -> ContributionGroups:
+        """Groups of the feature `columns` over `n_segments` segments; `owners` fixes the order of
+        the detector groups (default: order of first appearance in `columns`)."""
+        groups = contribution_groups(columns)
+        column_owners = [parse_column(column).owner for column in columns]
+        owners = list(dict.fromkeys(column_owners)) if owners is None else list(owners)
+        segment_columns = contribution_columns(n_segments)
+        segments = np.zeros((len(columns) + 1, len(segment_columns)))
+        detectors = np.zeros((len(columns) + 1, len(owners)))
+        for i, (group, owner) in enumerate(zip(groups, column_owners, strict=True)):
+            segments[i, segment_columns.index(f"contrib_{group}")] = 1.0
+            if owner in owners:
+                detectors[i, owners.index(owner)] = 1.0
+        segments[-1, -1] = 1.0  # the bias
+        return cls(segment_columns, [detector_contribution_column(o) for o in owners], segments, detectors)
+
+    def sum(self, contribs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float64 (N, L + 2) per segment group, global and bias (each row sums to the raw
+        margin), and float64 (N, K) per owner, of contributions (N, F + 1)."""
+        contribs = np.asarray(contribs, dtype=np.float64)
+        if contribs.ndim != 2 or contribs.shape[1] != self.segments.shape[0]:
+            raise ValueError(
+                f"contributions {contribs.shape} do not match {self.segments.shape[0] - 1} features + bias"
+            )
+        return contribs @ self.segments, contribs @ self.detectors
+
+    def top_segment(self, segment_part: np.ndarray) -> np.ndarray:
+        """int64 (N,): the segment with the largest positive contribution in each row of `sum`'s
+        first array; -1 where none is > 0 or the row is NaN (not explained)."""
+        n_segments = len(self.segment_columns) - 2
+        return _largest_positive(segment_part[:, :n_segments], np.arange(n_segments, dtype=np.int64))
 
 
 def group_contributions(contribs: np.ndarray, columns: Sequence[str]) -> pd.DataFrame:
@@ -65,15 +116,10 @@ def group_contributions(contribs: np.ndarray, columns: Sequence[str]) -> pd.Data
         float64 frame (N, L + 2): ``contrib_seg<l>`` for each segment present in `columns`
         (ascending), ``contrib_global``, ``contrib_bias``; each row sums to the raw margin.
     """
-    contribs = _check(contribs, columns)
-    groups = contribution_groups(columns)
-    segments = sorted({g for g in groups if g != GLOBAL_GROUP}, key=lambda g: int(g[3:]))
-    out = {}
-    for name in [*segments, GLOBAL_GROUP]:
-        mask = np.array([g == name for g in groups])
-        out[f"contrib_{name}"] = contribs[:, :-1][:, mask].sum(axis=1)
-    out[f"contrib_{BIAS_GROUP}"] = contribs[:, -1]
-    return pd.DataFrame(out)
+    present = _segments(columns)
+    groups = ContributionGroups.of(columns, present[-1] + 1 if present else 0, owners=[])
+    grouped = pd.DataFrame(groups.sum(contribs)[0], columns=groups.segment_columns)
+    return grouped[[f"contrib_seg{l}" for l in present] + groups.segment_columns[-2:]]
 
 
 def detector_contributions(contribs: np.ndarray, columns: Sequence[str]) -> pd.DataFrame:
@@ -82,22 +128,22 @@ def detector_contributions(contribs: np.ndarray, columns: Sequence[str]) -> pd.D
     A detector's group holds its segment statistics and its map maximum; the classifier score,
     when present, is its own group ``classifier``. Groups in order of first appearance.
     """
-    contribs = _check(contribs, columns)
-    owners = [parse_column(column).owner for column in columns]
-    out = {}
-    for owner in dict.fromkeys(owners):
-        mask = np.array([o == owner for o in owners])
-        out[detector_contribution_column(owner)] = contribs[:, :-1][:, mask].sum(axis=1)
-    return pd.DataFrame(out)
+    present = _segments(columns)
+    groups = ContributionGroups.of(columns, present[-1] + 1 if present else 0)
+    return pd.DataFrame(groups.sum(contribs)[1], columns=groups.detector_columns)
 
 
 def top_segment(grouped: pd.DataFrame) -> np.ndarray:
     """int64 (N,): index of the segment with the largest positive contribution per row of a
     `group_contributions` frame; -1 if none is > 0."""
     segments = {c: int(m.group(1)) for c in grouped.columns if (m := _CONTRIB_SEGMENT.match(c))}
-    if not segments:
-        return np.full(len(grouped), -1, dtype=np.int64)
-    values = grouped[list(segments)].to_numpy()
-    best = values.argmax(axis=1)
-    index = np.array(list(segments.values()))[best]
-    return np.where(values.max(axis=1) > 0, index, -1).astype(np.int64)
+    return _largest_positive(grouped[list(segments)].to_numpy(), np.array(list(segments.values()), dtype=np.int64))
+
+
+def _largest_positive(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """int64 (N,): `index` of each row's largest value of float (N, S) `values`; -1 where none is
+    > 0 (NaN rows included)."""
+    if values.shape[1] == 0:
+        return np.full(len(values), -1, dtype=np.int64)
+    filled = np.nan_to_num(values, nan=-np.inf)
+    return np.where(filled.max(axis=1) > 0, index[filled.argmax(axis=1)], -1).astype(np.int64)
