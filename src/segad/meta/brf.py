@@ -188,7 +188,7 @@ def brf_scores(model, features: np.ndarray) -> np.ndarray:
     if model.get_params()["booster"] == "gblinear":  # no in-place prediction for linear boosters
         from xgboost import DMatrix
 
-        rows = DMatrix(features, missing=model.missing, feature_names=booster.feature_names)
+        rows = DMatrix(features, missing=model.missing, feature_names=booster.feature_names, nthread=model.n_jobs)
         return np.asarray(booster.predict(rows, output_margin=True), dtype=np.float64)
     margins = booster.inplace_predict(features, predict_type="margin", missing=model.missing, validate_features=False)
     return np.asarray(margins, dtype=np.float64)

@@ -312,7 +312,8 @@ def _explain(features, finite, decisions, explain, bundle):
     segment_part = np.full((n, len(groups.segment_columns)), np.nan)
     detector_part = np.full((n, len(groups.detector_columns)), np.nan)
     if wanted.any():
-        dmatrix = xgboost.DMatrix(features[wanted], feature_names=bundle.feature_columns)
+        # on the BRF's threads (one in a bundle): a DMatrix built on every core waits for busy ones
+        dmatrix = xgboost.DMatrix(features[wanted], feature_names=bundle.feature_columns, nthread=bundle.brf.n_jobs)
         contribs = bundle.brf.get_booster().predict(dmatrix, pred_contribs=True)
         segment_part[wanted], detector_part[wanted] = groups.sum(contribs)  # a segment the model does not read: 0
     return wanted, segment_part, detector_part, groups.top_segment(segment_part)
