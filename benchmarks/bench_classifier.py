@@ -37,13 +37,9 @@ import pandas as pd  # noqa: E402
 from segad.evaluation.metrics import auroc, pg  # noqa: E402
 from segad.ingestion.demo import DemoConfig, write_demo  # noqa: E402
 from segad.ingestion.layouts import build_index  # noqa: E402
-from segad.meta.classifier import (  # noqa: E402
-    ActivationCache,
-    ClassifierConfig,
-    fit_classifier,
-    predict_scores,
-    stratified_share,
-)
+from segad.meta.classifier import ClassifierConfig, fit_classifier, predict_scores  # noqa: E402
+from segad.meta.classifier_protocol import stratified_share  # noqa: E402
+from segad.meta.classifier_stem import ActivationCache  # noqa: E402
 from segad.storage.weights import backbone_cache  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,10 @@ f32 by default), batch 1 as a line scores:
    per image per stage (read, detector, segments, classifier, features, brf, explain, overlay).
 
 It prints each as ms per image and as backbone-forward equivalents (ms / floor ms), and the peak
-RSS. Run it on a quiet machine; the load average is printed before and after.
+RSS. The floor and the scorer's passes are timed in each of `--rounds` rounds (floor, then every
+folder); their rows are the median over the rounds, forwards the median of each round's ratio to
+that round's floor, with the range beside them. Run it on a quiet machine; the load average is
+printed before and after.
 
     .venv/bin/python benchmarks/bench_forwards.py --bundle data/06_models/segad_bundle \
         --images data/01_raw/demo/test --n 96
@@ -75,6 +78,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=96, help="images the scorer scores per subfolder")
     parser.add_argument("--backend", default="openvino", choices=["openvino", "onnxruntime"])
     parser.add_argument("--repeats", type=int, default=100, help="calls per timed graph")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of floor + scorer passes (median reported)")
     parser.add_argument("--workdir", default=None, help="converted graphs (default: a temp folder)")
     args = parser.parse_args()
     import tempfile
@@ -89,8 +93,9 @@ def main() -> None:
     rows: list[tuple[str, float]] = []
 
     lite0 = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
-    floor = _ms_per_call(_converted(lite0, args.backend, (3, height, width), root), x, args.repeats)
-    rows.append(("floor: tf_efficientnet_lite0 full forward", floor))
+    run_floor = _converted(lite0, args.backend, (3, height, width), root)
+    floor = _ms_per_call(run_floor, x, args.repeats)
+    rows.append(("floor: tf_efficientnet_lite0 full forward (first)", floor))
     detectors = {n: scorer.models[n] for n in scorer.bundle.detectors}
     for group in shared_groups(detectors, list(detectors)):
         extractor = detectors[group[0]].model.feature_extractor
@@ -133,21 +138,41 @@ def main() -> None:
 
     folder = Path(args.images)
     parts = {p.name: p for p in sorted(folder.iterdir()) if p.is_dir()} or {folder.name: folder}
-    totals = {}
-    for part, where in parts.items():  # e.g. test/good and test/bad: rejected parts are also explained and drawn
-        paths = sorted(p for p in where.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[: args.n]
+    files = {
+        part: sorted(p for p in where.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[: args.n]
+        for part, where in parts.items()
+    }
+    for paths in files.values():
         scorer.score_paths(paths[:4], batch_size=1, overlays=True)  # warm
-        start = time.perf_counter()
-        result = scorer.score_paths(paths, batch_size=1, overlays=True)
-        totals[part] = total = (time.perf_counter() - start) / len(paths) * 1000
-        rejected = int((result.table["decision"] == "reject").sum())
-        for stage, seconds in result.seconds.items():
-            rows.append((f"scorer {part}: stage {stage}", seconds / len(paths) * 1000))
-        rows.append((f"scorer {part}: whole image ({len(paths)}, {rejected} rejected, batch 1)", total))
+    timed: dict[str, list[tuple[float, float]]] = {}  # row -> (ms, ms / that round's floor) per round
+    for _ in range(args.rounds):
+        round_floor = _ms_per_call(run_floor, x, args.repeats)
+        timed.setdefault("floor: tf_efficientnet_lite0 full forward", []).append((round_floor, 1.0))
+        for part, paths in files.items():  # e.g. test/good and test/bad: rejected parts are also explained and drawn
+            start = time.perf_counter()
+            result = scorer.score_paths(paths, batch_size=1, overlays=True)
+            total = (time.perf_counter() - start) / len(paths) * 1000
+            rejected = int((result.table["decision"] == "reject").sum())
+            for stage, seconds in result.seconds.items():
+                ms = seconds / len(paths) * 1000
+                timed.setdefault(f"scorer {part}: stage {stage}", []).append((ms, ms / round_floor))
+            whole = f"scorer {part}: whole image ({len(paths)}, {rejected} rejected, batch 1)"
+            timed.setdefault(whole, []).append((total, total / round_floor))
+    floor = float(np.median([ms for ms, _ in timed["floor: tf_efficientnet_lite0 full forward"]]))
+    totals = {
+        row.split(":")[0][len("scorer ") :]: float(np.median([ms for ms, _ in values]))
+        for row, values in timed.items()
+        if "whole image" in row
+    }
 
-    print(f"\n{'what':<62} {'ms/image':>9} {'forwards':>9}")
+    print(f"\n{'what (one timing)':<62} {'ms/image':>9} {'forwards':>9}")
     for label, ms in rows:
         print(f"{label:<62} {ms:>9.2f} {ms / floor:>9.2f}")
+    print(f"\n{'what (median of ' + str(args.rounds) + ' rounds)':<62} {'ms/image':>9} {'forwards':>9}  forwards range")
+    for label, values in timed.items():
+        ms, ratio = (float(np.median(v)) for v in zip(*values, strict=True))
+        spread = [r for _, r in values]
+        print(f"{label:<62} {ms:>9.2f} {ratio:>9.2f}  {min(spread):.2f}-{max(spread):.2f}")
     scored = ", ".join(f"{part} {1000 / ms:.1f}" for part, ms in totals.items())
     print(f"\nscored images/s: {scored}; floor forwards/s {1000 / floor:.1f}; backend {args.backend}")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
