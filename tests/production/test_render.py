@@ -39,3 +39,29 @@ def test_overlay_names_are_the_images_own_where_they_can_be():
     assert (
         overlay_name("part 07.png").startswith("part_07-") and len(overlay_name("part 07.png")) == len("part_07-") + 12
     )
+
+
+def test_overlay_is_the_documented_arithmetic_within_one_level():
+    """Tint 45 % red inside the segment, red outline, jet heat map half and half with the image:
+    the 8-bit drawing equals that arithmetic in floats, rounded, within one level per channel."""
+    from matplotlib import colormaps
+
+    rng = np.random.default_rng(3)
+    image = rng.random((3, 48, 48), dtype=np.float32)
+    amap = rng.normal(size=(48, 48)).astype(np.float32)
+    amap[0, 0] = np.nan  # left out of the scaling, drawn as the map's minimum
+    segments = np.zeros((48, 48), np.int64)
+    segments[10:30, 5:40] = 2
+    rgb = image.transpose(1, 2, 0)
+    left = rgb.copy()
+    inside = segments == 2
+    left[inside] = 0.55 * left[inside] + 0.45 * np.array([1.0, 0.0, 0.0], np.float32)
+    outline = inside.copy()
+    outline[11:29, 6:39] = False
+    left[outline] = (1.0, 0.0, 0.0)
+    finite = np.isfinite(amap)
+    scaled = np.where(finite, (amap - amap[finite].min()) / np.ptp(amap[finite]), 0.0)
+    right = 0.5 * rgb + 0.5 * colormaps["jet"](scaled)[..., :3]
+    want = np.floor(np.concatenate([left, right], axis=1) * 255.0 + 0.5)  # drawn at 8 bits
+    got = render_overlay(image, amap, segments, highlight=2).astype(np.float64)
+    assert np.abs(got - want).max() <= 1.0

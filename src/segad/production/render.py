@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +55,11 @@ def render_overlay(
     """Side-by-side picture of a rejected part: uint8 (S, 2S, 3), plus a title strip on top.
 
     Left: the image with the `highlight` segment (the one that pushed the score most) tinted red
-    and its outline drawn. Right: the anomaly map as a heat map over the image, min-max scaled
-    per image (for looking at, not for comparing images). A non-empty `title` is written in a
-    black strip of `TITLE_HEIGHT` pixels above the pictures.
+    (45 % red) and its outline drawn. Right: the anomaly map as matplotlib's 'jet' heat map (256
+    bins) blended half and half with the image, min-max scaled per image (for looking at, not for
+    comparing images). A non-empty `title` is written in a black strip of `TITLE_HEIGHT` pixels
+    above the pictures. Drawn at 8 bits per channel with Pillow's blends (within 1 level of the
+    same arithmetic in floats).
 
     Args:
         image: float (3, S, S) in [0, 1].
@@ -64,28 +67,43 @@ def render_overlay(
         segments: int (S, S) segment labels.
         highlight: segment index to highlight, or None / -1 for none.
     """
-    from matplotlib import colormaps
     from PIL import ImageDraw
 
-    rgb = np.clip(np.asarray(image, dtype=np.float32).transpose(1, 2, 0), 0.0, 1.0)
-    left = rgb.copy()
-    if highlight is not None and highlight >= 0:
-        mask = np.asarray(segments) == highlight
-        left[mask] = 0.55 * left[mask] + 0.45 * np.array([1.0, 0.0, 0.0], dtype=np.float32)
-        edge = mask & ~_erode(mask)
-        left[edge] = (1.0, 0.0, 0.0)
+    height, width = np.shape(anomaly_map)
+    rgb = Image.fromarray(_to_uint8(np.asarray(image, dtype=np.float32).transpose(1, 2, 0)))
     amap = np.asarray(anomaly_map, dtype=np.float64)
     finite = np.isfinite(amap)
     lo, hi = (amap[finite].min(), amap[finite].max()) if finite.any() else (0.0, 1.0)
     scaled = np.where(finite, (amap - lo) / (hi - lo if hi > lo else 1.0), 0.0)
-    heat = colormaps["jet"](scaled)[..., :3].astype(np.float32)
-    right = 0.5 * rgb + 0.5 * heat
-    both = (np.concatenate([left, right], axis=1) * 255.0 + 0.5).astype(np.uint8)
+    heat = Image.fromarray(_jet()[np.minimum((scaled * 256).astype(np.intp), 255)])  # the colormap's own bins
+    left = rgb
+    if highlight is not None and highlight >= 0:
+        mask = np.asarray(segments) == highlight
+        red = Image.new("RGB", (width, height), (255, 0, 0))
+        left = Image.composite(Image.blend(rgb, red, 0.45), rgb, Image.fromarray(mask))
+        left = Image.composite(red, left, Image.fromarray(mask & ~_erode(mask)))  # the outline
+    top = TITLE_HEIGHT if title else 0
+    picture = Image.new("RGB", (2 * width, height + top), (0, 0, 0))
     if title:
-        strip = Image.new("RGB", (both.shape[1], TITLE_HEIGHT), (0, 0, 0))
+        strip = Image.new("RGB", (2 * width, TITLE_HEIGHT), (0, 0, 0))
         ImageDraw.Draw(strip).text((2, 1), title, fill=(255, 255, 0))
-        both = np.concatenate([np.asarray(strip), both], axis=0)
-    return both
+        picture.paste(strip, (0, 0))
+    picture.paste(left, (0, top))
+    picture.paste(Image.blend(rgb, heat, 0.5), (width, top))
+    return np.asarray(picture)
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    """float in [0, 1] (clipped) -> uint8, rounded to the nearest level."""
+    return (np.clip(values, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+@cache
+def _jet() -> np.ndarray:
+    """uint8 (256, 3): matplotlib's 'jet' colormap, one row per bin."""
+    from matplotlib import colormaps
+
+    return _to_uint8(colormaps["jet"](np.arange(256))[:, :3])
 
 
 def _erode(mask: np.ndarray) -> np.ndarray:
