@@ -145,6 +145,7 @@ def main() -> None:
     for paths in files.values():
         scorer.score_paths(paths[:4], batch_size=1, overlays=True)  # warm
     timed: dict[str, list[tuple[float, float]]] = {}  # row -> (ms, ms / that round's floor) per round
+    totals: dict[str, list[float]] = {}  # folder -> ms per whole image, per round
     for _ in range(args.rounds):
         round_floor = _ms_per_call(run_floor, x, args.repeats)
         timed.setdefault("floor: tf_efficientnet_lite0 full forward", []).append((round_floor, 1.0))
@@ -158,12 +159,8 @@ def main() -> None:
                 timed.setdefault(f"scorer {part}: stage {stage}", []).append((ms, ms / round_floor))
             whole = f"scorer {part}: whole image ({len(paths)}, {rejected} rejected, batch 1)"
             timed.setdefault(whole, []).append((total, total / round_floor))
+            totals.setdefault(part, []).append(total)
     floor = float(np.median([ms for ms, _ in timed["floor: tf_efficientnet_lite0 full forward"]]))
-    totals = {
-        row.split(":")[0][len("scorer ") :]: float(np.median([ms for ms, _ in values]))
-        for row, values in timed.items()
-        if "whole image" in row
-    }
 
     print(f"\n{'what (one timing)':<62} {'ms/image':>9} {'forwards':>9}")
     for label, ms in rows:
@@ -173,7 +170,7 @@ def main() -> None:
         ms, ratio = (float(np.median(v)) for v in zip(*values, strict=True))
         spread = [r for _, r in values]
         print(f"{label:<62} {ms:>9.2f} {ratio:>9.2f}  {min(spread):.2f}-{max(spread):.2f}")
-    scored = ", ".join(f"{part} {1000 / ms:.1f}" for part, ms in totals.items())
+    scored = ", ".join(f"{part} {1000 / float(np.median(ms)):.1f}" for part, ms in totals.items())
     print(f"\nscored images/s: {scored}; floor forwards/s {1000 / floor:.1f}; backend {args.backend}")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     print(f"load average after: {os.getloadavg()[0]:.2f}")

@@ -86,6 +86,10 @@ def test_contribution_groups_sum_every_segment_and_owner_in_one_product():
     np.testing.assert_allclose(detector_part, owners[groups.detector_columns].to_numpy())
     with pytest.raises(ValueError, match="do not match"):
         groups.sum(contribs[:, :-1])
+    with pytest.raises(ValueError, match="'seg2__padim__q995' is outside 2 segments"):
+        ContributionGroups.of(columns, n_segments=2)
+    with pytest.raises(ValueError, match="'classifier__score' is outside 3 segments and owners"):
+        ContributionGroups.of(columns, n_segments=3, owners=["padim", "patchcore"])
 
 
 def test_contribution_groups_top_segment_skips_rows_not_explained():

@@ -72,19 +72,26 @@ class ContributionGroups:
     detectors: np.ndarray
 
     @classmethod
-    def of(cls, columns: Sequence[str], n_segments: int, owners: Sequence[str] | None = None) -> ContributionGroups:
-        """Groups of the feature `columns` over `n_segments` segments; `owners` fixes the order of
-        the detector groups (default: order of first appearance in `columns`)."""
+    def of(
+        cls, columns: Sequence[str], n_segments: int | None = None, owners: Sequence[str] | None = None
+    ) -> ContributionGroups:
+        """Groups of the feature `columns` over `n_segments` segments (default: up to the largest
+        segment in `columns`); `owners` fixes the order of the detector groups (default: order of
+        first appearance in `columns`). ValueError naming a column of a segment or owner outside them."""
         groups = contribution_groups(columns)
         column_owners = [parse_column(column).owner for column in columns]
+        present = _segments(columns)
+        n_segments = (present[-1] + 1 if present else 0) if n_segments is None else int(n_segments)
         owners = list(dict.fromkeys(column_owners)) if owners is None else list(owners)
+        for column, group, owner in zip(columns, groups, column_owners, strict=True):
+            if owner not in owners or (group != GLOBAL_GROUP and int(group[3:]) >= n_segments):
+                raise ValueError(f"feature column {column!r} is outside {n_segments} segments and owners {owners}")
         segment_columns = contribution_columns(n_segments)
         segments = np.zeros((len(columns) + 1, len(segment_columns)))
         detectors = np.zeros((len(columns) + 1, len(owners)))
         for i, (group, owner) in enumerate(zip(groups, column_owners, strict=True)):
             segments[i, segment_columns.index(f"contrib_{group}")] = 1.0
-            if owner in owners:
-                detectors[i, owners.index(owner)] = 1.0
+            detectors[i, owners.index(owner)] = 1.0
         segments[-1, -1] = 1.0  # the bias
         return cls(segment_columns, [detector_contribution_column(o) for o in owners], segments, detectors)
 
@@ -116,10 +123,9 @@ def group_contributions(contribs: np.ndarray, columns: Sequence[str]) -> pd.Data
         float64 frame (N, L + 2): ``contrib_seg<l>`` for each segment present in `columns`
         (ascending), ``contrib_global``, ``contrib_bias``; each row sums to the raw margin.
     """
-    present = _segments(columns)
-    groups = ContributionGroups.of(columns, present[-1] + 1 if present else 0, owners=[])
+    groups = ContributionGroups.of(columns)
     grouped = pd.DataFrame(groups.sum(contribs)[0], columns=groups.segment_columns)
-    return grouped[[f"contrib_seg{l}" for l in present] + groups.segment_columns[-2:]]
+    return grouped[[f"contrib_seg{l}" for l in _segments(columns)] + groups.segment_columns[-2:]]
 
 
 def detector_contributions(contribs: np.ndarray, columns: Sequence[str]) -> pd.DataFrame:
@@ -128,8 +134,7 @@ def detector_contributions(contribs: np.ndarray, columns: Sequence[str]) -> pd.D
     A detector's group holds its segment statistics and its map maximum; the classifier score,
     when present, is its own group ``classifier``. Groups in order of first appearance.
     """
-    present = _segments(columns)
-    groups = ContributionGroups.of(columns, present[-1] + 1 if present else 0)
+    groups = ContributionGroups.of(columns)
     return pd.DataFrame(groups.sum(contribs)[1], columns=groups.detector_columns)
 
 
