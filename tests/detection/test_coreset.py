@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from segad.detection.config import CORESET_MAX_BANK, DetectorConfig, DetectorConfigError
+from segad.detection.config import CORESET_CHUNK, CORESET_MAX_BANK, DetectorConfig, DetectorConfigError
 from segad.detection.coreset import coreset_size, greedy_coreset_indices, greedy_k_center
 from segad.detection.fit import fit_detector
 from segad.detection.inference import predict_maps
@@ -169,3 +169,83 @@ def test_a_capped_patchcore_fit_keeps_the_first_rows_of_the_uncapped_bank(images
     save_detector(model, config, SIZE, tmp_path / "saved")
     reloaded, reloaded_config, _ = load_detector(tmp_path / "saved", backbone_cache_dir=tmp_path / "bb2")
     assert reloaded_config == config and reloaded.model.memory_bank.shape[0] == 9
+
+
+def test_at_or_below_the_chunk_the_selection_is_anomalibs():
+    from anomalib.models.components.sampling import KCenterGreedy
+
+    x = _clustered(1200, 20, 11)
+    _seeded(6)
+    expected = KCenterGreedy(x, 0.02).select_coreset_idxs()
+    for chunk in (None, 1200, 10**6):
+        _seeded(6)
+        assert greedy_coreset_indices(x, 0.02, chunk=chunk) == expected, chunk
+    with pytest.raises(ValueError, match="chunk must be >= 1"):
+        greedy_coreset_indices(x, 0.02, chunk=0)
+
+
+def _far_last_run(n: int, far_from: int) -> torch.Tensor:
+    """Clustered rows; the rows from ``far_from`` on are shifted far away (a region only the last run holds)."""
+    x = _clustered(n, 16, n)
+    x[far_from:] += 200.0
+    return x
+
+
+@pytest.mark.parametrize(("n", "chunk", "ratio", "shares"), [(900, 300, 0.1, [30, 30, 30]), (1000, 300, 0.1, [25] * 4)])
+def test_above_the_chunk_each_run_of_rows_selects_its_share(n, chunk, ratio, shares):
+    x = _far_last_run(n, n - n // len(shares))
+    _seeded(2)
+    selected = greedy_coreset_indices(x, ratio, chunk=chunk)
+    assert len(selected) == len(set(selected)) == int(n * ratio)  # uncapped: ratio x N rows, as one selection
+    runs = np.repeat(np.arange(len(shares)), n // len(shares))
+    assert np.bincount(runs[selected]).tolist() == shares  # equal runs of consecutive rows, equal shares
+    _seeded(2)
+    assert greedy_coreset_indices(x, ratio, chunk=chunk) == selected  # deterministic per seed
+    _seeded(3)
+    assert greedy_coreset_indices(x, ratio, chunk=chunk) != selected
+
+
+def test_above_the_chunk_the_union_is_reduced_to_the_cap_and_still_covers_every_run():
+    n, chunk, ratio, cap = 900, 300, 0.1, 12
+    x = _far_last_run(n, 600)
+    _seeded(8)
+    union = greedy_coreset_indices(x, ratio, chunk=chunk)
+    _seeded(8)
+    capped = greedy_coreset_indices(x, ratio, max_bank=cap, chunk=chunk)
+    assert len(capped) == len(set(capped)) == cap and set(capped) <= set(union)  # cap rows of the union
+    assert capped[0] == union[0]  # the reduction starts at the first run's start
+    assert any(i >= 600 for i in capped) and any(i < 600 for i in capped)  # the far region is kept
+    # fewer centres than runs: one run per centre, each run still contributes
+    _seeded(8)
+    few = greedy_coreset_indices(x, 0.004, chunk=100)  # int(900 x 0.004) = 3 centres, 9 chunks -> 3 runs
+    assert sorted(i // 300 for i in few) == [0, 1, 2]
+
+
+def test_coreset_chunk_is_checked_shown_in_conf_and_part_of_the_fast_model_key(images, tmp_path):
+    from kedro.config import OmegaConfigLoader
+
+    from segad.settings import CONFIG_LOADER_ARGS
+    from tests.conftest import PROJECT_ROOT
+
+    block = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), env="local", **CONFIG_LOADER_ARGS)["parameters"]
+    assert block["anomaly_maps"]["patchcore"]["coreset_chunk"] == CORESET_CHUNK == 100 * (256 // 8) ** 2
+    keys = {
+        model_key(DetectorConfig.from_dict("patchcore", {"coreset": "fast", "coreset_chunk": chunk}), 32, ["a"])
+        for chunk in (None, 1000, CORESET_CHUNK)
+    }
+    assert len(keys) == 3  # changing the chunk refits
+    for name, values in (("patchcore", {}), ("padim", {})):  # only the fast coreset reads it
+        with pytest.raises(DetectorConfigError, match="coreset_chunk applies to patchcore with coreset: fast only"):
+            DetectorConfig.from_dict(name, {**values, "coreset_chunk": 1000})
+    with pytest.raises(DetectorConfigError, match="coreset_chunk"):
+        DetectorConfig.from_dict("patchcore", {"coreset": "fast", "coreset_chunk": 0})
+    # through the fit path: 4 images of (SIZE // 4)^2 patches in runs of at most 1.5 images, bank capped
+    n_patches = 4 * (SIZE // 4) ** 2
+    values = {**CHEAP["patchcore"], "seed": 5, "coreset": "fast", "coreset_chunk": n_patches * 3 // 8}
+    config = DetectorConfig.from_dict("patchcore", {**values, "coreset_max_bank": 20})
+    model = fit_detector(config, images["train"], SIZE, backbone_cache_dir=tmp_path / "bb")
+    assert model.model.memory_bank.shape == (20, 24 + 40) and model.coreset_chunk == n_patches * 3 // 8
+    save_detector(model, config, SIZE, tmp_path / "saved")
+    reloaded, reloaded_config, _ = load_detector(tmp_path / "saved", backbone_cache_dir=tmp_path / "bb2")
+    assert reloaded_config == config
+    torch.testing.assert_close(reloaded.model.memory_bank, model.model.memory_bank, rtol=0, atol=0)

@@ -71,6 +71,10 @@ SUPPORTED_DETECTORS = tuple(SPECS)
 #: the default fits (demo: 100 images x 1024 patches -> 1024; ELPV poly: 345 -> 3532), so those
 #: are unchanged; a larger training set gets this many rows (docs/anomaly_maps.md, "PatchCore settings").
 CORESET_MAX_BANK = 4096
+#: Default rows per coreset selection (`DetectorConfig.coreset_chunk`): 100 images of 32 x 32
+#: patches (256 px, stride 8), the demo's default fit, which is unchanged; above it the coreset is
+#: merge and reduce and grows linearly with the images (docs/anomaly_maps.md, "PatchCore settings").
+CORESET_CHUNK = 102_400
 
 
 class DetectorConfigError(ValueError):
@@ -130,6 +134,10 @@ class DetectorSettings(FitSettings):
             min(int(ratio x N patches), cap), None = no cap. A capped bank is the first ``cap``
             centres of the uncapped selection; it makes the coreset (and inference against the
             bank) linear in the number of training images. Part of model_key (fast only).
+        coreset_chunk: PatchCore with ``coreset: fast``: patches per greedy selection; above it,
+            merge and reduce (equal runs of consecutive patches each select their share, the
+            union is reduced to the cap), so the fit grows linearly with the training images;
+            at or below it the selection is anomalib's. None = one selection. Part of model_key.
         backend: CPU inference backend (`segad.vocabulary.BACKENDS`; `segad.storage.backends`,
             same maps within its TOLERANCE, docs/journal.md); runtime only, not part of model_key.
     """
@@ -142,6 +150,7 @@ class DetectorSettings(FitSettings):
     quantiles_from: TrainingRole = "detector_train"
     coreset: Coreset = "anomalib"
     coreset_max_bank: Annotated[int, Field(strict=True, ge=1)] | None = CORESET_MAX_BANK
+    coreset_chunk: Annotated[int, Field(strict=True, ge=1)] | None = CORESET_CHUNK
     backend: Backend = "eager"
 
 
@@ -213,8 +222,9 @@ class DetectorConfig(DetectorSettings):
             raise DetectorConfigError(f"detector {name}: quantiles_from applies to efficient_ad only")
         if config.coreset != _DEFAULT.coreset and name != "patchcore":
             raise DetectorConfigError(f"detector {name}: coreset applies to patchcore only")
-        if config.coreset_max_bank != _DEFAULT.coreset_max_bank and config.coreset != "fast":
-            raise DetectorConfigError(f"detector {name}: coreset_max_bank applies to patchcore with coreset: fast only")
+        for setting in ("coreset_max_bank", "coreset_chunk"):
+            if getattr(config, setting) != getattr(_DEFAULT, setting) and config.coreset != "fast":
+                raise DetectorConfigError(f"detector {name}: {setting} applies to patchcore with coreset: fast only")
         return config
 
     def to_dict(self) -> dict[str, Any]:

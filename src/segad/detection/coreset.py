@@ -17,9 +17,16 @@ once a few dozen centres exist.
 
 The bank is capped (setting ``coreset_max_bank``): k = min(int(N x ratio), cap). Greedy
 k-center is a prefix process, so a capped bank is exactly the first ``cap`` centres of the uncapped
-selection (same draws), and the selection costs O(N x cap) instead of O(N^2 x ratio): a PatchCore
-fit then grows linearly with the number of training images (up to the projection dimension,
-which grows as ln N).
+selection (same draws), and the selection costs O(N x cap) instead of O(N^2 x ratio).
+
+Above ``coreset_chunk`` patches the selection is **merge and reduce** (the streaming k-center
+scheme): the projected rows are split into ceil(N / chunk) equal runs of consecutive rows (whole
+training images, in fit order), each run gets its share of the int(N x ratio) centres by the same
+greedy k-center (its own ``torch.randint`` start), and when the cap binds, the union is reduced
+to ``cap`` rows by greedy k-center over the union. Each run costs what one selection of at most
+``chunk`` rows costs, so the coreset grows linearly with the training images (the reduction is
+O(N x ratio x cap)); the union covers every run as well as that run's own selection does. At or
+below ``chunk`` rows nothing changes: the selection is anomalib's.
 
 `FastCoresetPatchcore` is an ``anomalib.models.Patchcore`` subclass overriding only ``fit`` (the
 ``MemoryBankMixin`` hook anomalib calls once after the training epoch): it stacks the torch
@@ -37,6 +44,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -128,15 +136,22 @@ def greedy_k_center(features: torch.Tensor, k: int, start: int) -> torch.Tensor:
     return selected
 
 
-def greedy_coreset_indices(embedding: torch.Tensor, sampling_ratio: float, max_bank: int | None = None) -> list[int]:
+def greedy_coreset_indices(
+    embedding: torch.Tensor, sampling_ratio: float, max_bank: int | None = None, chunk: int | None = None
+) -> list[int]:
     """anomalib's ``KCenterGreedy(embedding, sampling_ratio).select_coreset_idxs()``, vectorised;
-    with ``max_bank``, its first ``max_bank`` indices.
+    with ``max_bank``, its first ``max_bank`` indices; above ``chunk`` rows, merge and reduce.
 
     Args:
         embedding: (N, D) patch embeddings.
         sampling_ratio: coreset size = ``int(N * sampling_ratio)``.
         max_bank: at most this many indices (None: no cap); the projection and the start are
-            drawn as without a cap, so the result is a prefix of the uncapped selection.
+            drawn as without a cap, so (at or below ``chunk`` rows) the result is a prefix of the
+            uncapped selection.
+        chunk: rows per selection (None: one selection over all N rows). With N > chunk, the rows
+            are split into ceil(N / chunk) equal runs of consecutive rows, each run selects its
+            share of ``int(N * sampling_ratio)`` centres, and the union is reduced to ``max_bank``
+            rows by greedy k-center when the cap binds (module docstring).
 
     Returns:
         The selected row indices in selection order (same draws from the global torch/numpy
@@ -144,10 +159,35 @@ def greedy_coreset_indices(embedding: torch.Tensor, sampling_ratio: float, max_b
     """
     if embedding.ndim != 2:
         raise ValueError(f"embedding must be (N, D), got shape {tuple(embedding.shape)}")
-    k = coreset_size(embedding.shape[0], sampling_ratio, max_bank)
+    if chunk is not None and chunk < 1:
+        raise ValueError(f"chunk must be >= 1 or None, got {chunk}")
+    n = embedding.shape[0]
+    k = coreset_size(n, sampling_ratio, max_bank)
     features = project(embedding)
-    start = torch.randint(high=embedding.shape[0], size=(1,), device=features.device).squeeze()
-    return greedy_k_center(features, k, int(start)).cpu().tolist()
+    if chunk is None or n <= chunk:
+        start = torch.randint(high=n, size=(1,), device=features.device).squeeze()
+        return greedy_k_center(features, k, int(start)).cpu().tolist()
+    return _merge_and_reduce(features, coreset_size(n, sampling_ratio), k, chunk).cpu().tolist()
+
+
+def _merge_and_reduce(features: torch.Tensor, k_all: int, k: int, chunk: int) -> torch.Tensor:
+    """Greedy k-center per run of at most ``chunk`` consecutive rows of ``features`` (N, d), ``k_all``
+    centres shared out over the runs (at least one each), then, when ``k < k_all``, ``k`` of their
+    union by greedy k-center started at the first run's start. Returns (k,) int64 row indices."""
+    n = features.shape[0]
+    runs = min(math.ceil(n / chunk), k_all)
+    selected = []
+    lo = 0
+    for run in range(runs):
+        size = n // runs + (1 if run < n % runs else 0)
+        share = k_all // runs + (1 if run < k_all % runs else 0)
+        start = int(torch.randint(high=size, size=(1,)).squeeze())
+        selected.append(lo + greedy_k_center(features[lo : lo + size], share, start))
+        lo += size
+    union = torch.cat(selected)
+    if k < len(union):
+        union = union[greedy_k_center(features[union], k, 0)]
+    return union
 
 
 def fast_coreset_patchcore_class() -> type:
@@ -163,6 +203,8 @@ def fast_coreset_patchcore_class() -> type:
         coreset_wall_seconds: float = 0.0
         #: the memory bank's cap (setting ``coreset_max_bank``; None: int(N x ratio) rows)
         coreset_max_bank: int | None = None
+        #: rows per selection before merge and reduce (setting ``coreset_chunk``; None: one selection)
+        coreset_chunk: int | None = None
 
         def fit(self) -> None:
             model: Any = self.model
@@ -174,7 +216,9 @@ def fast_coreset_patchcore_class() -> type:
             model.embedding_store.clear()
             start, wall = time.process_time(), time.perf_counter()
             with torch.no_grad():
-                idx = greedy_coreset_indices(embedding, self.coreset_sampling_ratio, self.coreset_max_bank)
+                idx = greedy_coreset_indices(
+                    embedding, self.coreset_sampling_ratio, self.coreset_max_bank, self.coreset_chunk
+                )
                 model.memory_bank = embedding[idx]
             self.coreset_seconds = time.process_time() - start
             self.coreset_wall_seconds = time.perf_counter() - wall

@@ -195,6 +195,7 @@ def build_detector(
         raise
     if config.coreset == "fast":
         model.coreset_max_bank = config.coreset_max_bank
+        model.coreset_chunk = config.coreset_chunk
     if spec.backbone == "none" and not for_loading:
         model.teacher_file = teacher
     if state_to_load is not None:
