@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from segad.detection.config import CORESET_CHUNK, CORESET_MAX_BANK, DetectorConfig, DetectorConfigError
+from segad.detection.config import CORESET_MAX_BANK, DetectorConfig, DetectorConfigError
 from segad.detection.coreset import coreset_size, greedy_coreset_indices, greedy_k_center
 from segad.detection.fit import fit_detector
 from segad.detection.inference import predict_maps
@@ -228,12 +228,21 @@ def test_coreset_chunk_is_checked_shown_in_conf_and_part_of_the_fast_model_key(i
     from tests.conftest import PROJECT_ROOT
 
     block = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), env="local", **CONFIG_LOADER_ARGS)["parameters"]
-    assert block["anomaly_maps"]["patchcore"]["coreset_chunk"] == CORESET_CHUNK == 100 * (256 // 8) ** 2
+    assert "coreset_chunk" in block["anomaly_maps"]["patchcore"]  # conf/base shows it, at the default
+    assert (
+        block["anomaly_maps"]["patchcore"]["coreset_chunk"] is DetectorConfig.from_dict("patchcore", {}).coreset_chunk
+    )
     keys = {
         model_key(DetectorConfig.from_dict("patchcore", {"coreset": "fast", "coreset_chunk": chunk}), 32, ["a"])
-        for chunk in (None, 1000, CORESET_CHUNK)
+        for chunk in (None, 1000, 102_400)
     }
     assert len(keys) == 3  # changing the chunk refits
+    # unset, it stays out of the key: the keys (and cached models) from before the setting existed hold
+    fast = DetectorConfig.from_dict("patchcore", {"coreset": "fast"})
+    assert "coreset_chunk" not in fast.identity()
+    assert (
+        DetectorConfig.from_dict("patchcore", {"coreset": "fast", "coreset_chunk": 5}).identity()["coreset_chunk"] == 5
+    )
     for name, values in (("patchcore", {}), ("padim", {})):  # only the fast coreset reads it
         with pytest.raises(DetectorConfigError, match="coreset_chunk applies to patchcore with coreset: fast only"):
             DetectorConfig.from_dict(name, {**values, "coreset_chunk": 1000})

@@ -71,10 +71,6 @@ SUPPORTED_DETECTORS = tuple(SPECS)
 #: the default fits (demo: 100 images x 1024 patches -> 1024; ELPV poly: 345 -> 3532), so those
 #: are unchanged; a larger training set gets this many rows (docs/anomaly_maps.md, "PatchCore settings").
 CORESET_MAX_BANK = 4096
-#: Default rows per coreset selection (`DetectorConfig.coreset_chunk`): 100 images of 32 x 32
-#: patches (256 px, stride 8), the demo's default fit, which is unchanged; above it the coreset is
-#: merge and reduce and grows linearly with the images (docs/anomaly_maps.md, "PatchCore settings").
-CORESET_CHUNK = 102_400
 
 
 class DetectorConfigError(ValueError):
@@ -137,7 +133,9 @@ class DetectorSettings(FitSettings):
         coreset_chunk: PatchCore with ``coreset: fast``: patches per greedy selection; above it,
             merge and reduce (equal runs of consecutive patches each select their share, the
             union is reduced to the cap), so the fit grows linearly with the training images;
-            at or below it the selection is anomalib's. None = one selection. Part of model_key.
+            at or below it the selection is anomalib's. None (default) = one selection: runs of
+            100 images cost ELPV accuracy (docs/anomaly_maps.md, "PatchCore settings"). Part of
+            model_key when set.
         backend: CPU inference backend (`segad.vocabulary.BACKENDS`; `segad.storage.backends`,
             same maps within its TOLERANCE, docs/journal.md); runtime only, not part of model_key.
     """
@@ -150,7 +148,7 @@ class DetectorSettings(FitSettings):
     quantiles_from: TrainingRole = "detector_train"
     coreset: Coreset = "anomalib"
     coreset_max_bank: Annotated[int, Field(strict=True, ge=1)] | None = CORESET_MAX_BANK
-    coreset_chunk: Annotated[int, Field(strict=True, ge=1)] | None = CORESET_CHUNK
+    coreset_chunk: Annotated[int, Field(strict=True, ge=1)] | None = None
     backend: Backend = "eager"
 
 
@@ -186,6 +184,9 @@ class DetectorConfig(DetectorSettings):
 
     #: settings that change neither the fitted model nor its maps
     RUNTIME_ONLY: ClassVar[tuple[str, ...]] = ("batch_size", "num_workers", "channels_last", "backend")
+    #: settings added after models were cached: left out of model_key at None (their default, the
+    #: behaviour from before they existed), so the keys and caches of earlier runs still hold
+    KEYED_WHEN_SET: ClassVar[tuple[str, ...]] = ("coreset_chunk",)
 
     @classmethod
     def from_dict(cls, name: str, values: DetectorParams | dict[str, Any] | None) -> DetectorConfig:
@@ -248,6 +249,9 @@ class DetectorConfig(DetectorSettings):
         values = self.to_dict()
         for key in self.RUNTIME_ONLY:
             values.pop(key, None)
+        for key in self.KEYED_WHEN_SET:
+            if values.get(key) is None:
+                values.pop(key, None)
         source = WeightsSource.parse(self.weights)
         values["weights"] = (
             weights_fingerprint(source, self.pretrained) if SPECS[self.name].backbone != "none" else None
