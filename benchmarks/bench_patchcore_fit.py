@@ -73,7 +73,7 @@ def write_data(data: str, n_train: int, n_good: int, n_bad: int, seed: int, scra
     bad = sorted(test[test.label == 1].path.tolist())
     if len(train) < n_train or len(good) < n_good or len(bad) < n_bad:
         raise SystemExit(f"{data}: {len(train)} train goods, {len(good)} + {len(bad)} test images: too few")
-    order = rng.permutation(sorted(train))[:n_train].tolist()  # first draw: the demo's order as before --data
+    order = rng.permutation(sorted(train))[:n_train].tolist()  # drawn first: the demo's order is unchanged
     good = sorted(rng.choice(good, size=n_good, replace=False).tolist())
     bad = sorted(rng.choice(bad, size=n_bad, replace=False).tolist())
     return {
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test-good", type=int, default=60, help="good test images")
     parser.add_argument("--test-bad", type=int, default=40, help="bad test images")
     parser.add_argument("--size", type=int, default=256, help="image side in pixels")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the training order")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the training order and the test subsets")
     parser.add_argument("--jobs", type=int, default=1, help="variants run at once (one torch thread each)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per variant")
     parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from segad.detection.config import CORESET_MAX_BANK, DetectorConfig, DetectorConfigError
-from segad.detection.coreset import coreset_size, greedy_coreset_indices, greedy_k_center
+from segad.detection.coreset import _even_parts, coreset_size, greedy_coreset_indices, greedy_k_center
 from segad.detection.fit import fit_detector
 from segad.detection.inference import predict_maps
 from segad.detection.saved import load_detector, model_key, save_detector
@@ -205,6 +205,10 @@ def test_above_the_chunk_each_run_of_rows_selects_its_share(n, chunk, ratio, sha
     assert greedy_coreset_indices(x, ratio, chunk=chunk) != selected
 
 
+def test_even_parts_differ_by_at_most_one_larger_first():
+    assert _even_parts(1000, 4) == [250] * 4 and _even_parts(10, 3) == [4, 3, 3] and _even_parts(2, 3) == [1, 1, 0]
+
+
 def test_above_the_chunk_the_union_is_reduced_to_the_cap_and_still_covers_every_run():
     n, chunk, ratio, cap = 900, 300, 0.1, 12
     x = _far_last_run(n, 600)
@@ -243,9 +247,9 @@ def test_coreset_chunk_is_checked_shown_in_conf_and_part_of_the_fast_model_key(i
     assert (
         DetectorConfig.from_dict("patchcore", {"coreset": "fast", "coreset_chunk": 5}).identity()["coreset_chunk"] == 5
     )
-    for name, values in (("patchcore", {}), ("padim", {})):  # only the fast coreset reads it
+    for name in ("patchcore", "padim"):  # only the fast coreset reads it
         with pytest.raises(DetectorConfigError, match="coreset_chunk applies to patchcore with coreset: fast only"):
-            DetectorConfig.from_dict(name, {**values, "coreset_chunk": 1000})
+            DetectorConfig.from_dict(name, {"coreset_chunk": 1000})
     with pytest.raises(DetectorConfigError, match="coreset_chunk"):
         DetectorConfig.from_dict("patchcore", {"coreset": "fast", "coreset_chunk": 0})
     # through the fit path: 4 images of (SIZE // 4)^2 patches in runs of at most 1.5 images, bank capped

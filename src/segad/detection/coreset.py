@@ -178,9 +178,7 @@ def _merge_and_reduce(features: torch.Tensor, k_all: int, k: int, chunk: int) ->
     runs = min(math.ceil(n / chunk), k_all)
     selected = []
     lo = 0
-    for run in range(runs):
-        size = n // runs + (1 if run < n % runs else 0)
-        share = k_all // runs + (1 if run < k_all % runs else 0)
+    for size, share in zip(_even_parts(n, runs), _even_parts(k_all, runs), strict=True):
         start = int(torch.randint(high=size, size=(1,)).squeeze())
         selected.append(lo + greedy_k_center(features[lo : lo + size], share, start))
         lo += size
@@ -188,6 +186,11 @@ def _merge_and_reduce(features: torch.Tensor, k_all: int, k: int, chunk: int) ->
     if k < len(union):
         union = union[greedy_k_center(features[union], k, 0)]
     return union
+
+
+def _even_parts(total: int, parts: int) -> list[int]:
+    """``total`` split into ``parts`` integers that differ by at most one, the larger first."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
 def fast_coreset_patchcore_class() -> type:
