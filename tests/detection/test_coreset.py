@@ -11,7 +11,13 @@ import pytest
 import torch
 
 from segad.detection.config import CORESET_MAX_BANK, DetectorConfig, DetectorConfigError
-from segad.detection.coreset import _even_parts, coreset_size, greedy_coreset_indices, greedy_k_center
+from segad.detection.coreset import (
+    _even_parts,
+    coreset_size,
+    greedy_coreset_indices,
+    greedy_k_center,
+    pca_bound_coordinates,
+)
 from segad.detection.fit import fit_detector
 from segad.detection.inference import predict_maps
 from segad.detection.saved import load_detector, model_key, save_detector
@@ -70,6 +76,26 @@ def test_farthest_points_on_a_hand_built_example():
     assert greedy_k_center(points, 2, 3).tolist() == [3, 5]
     with pytest.raises(ValueError, match="k must be"):
         greedy_k_center(points, 8, 0)
+
+
+def test_the_pca_bound_never_exceeds_the_distance_and_is_exact_on_rows_of_low_rank():
+    g = torch.Generator().manual_seed(0)
+    pairs = torch.randint(0, 500, (2, 3000), generator=g)
+
+    def distances(rows: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.norm(rows[pairs[0]] - rows[pairs[1]], dim=1)
+
+    # a decaying spectrum, far from the origin (the float32 case where rounding could matter)
+    x = 1000.0 + torch.randn(500, 64, generator=g) * 10.0 * 0.8 ** torch.arange(64.0)
+    coords, tolerance = pca_bound_coordinates(x, 8)
+    assert coords.shape == (500, 9)
+    bound, true = distances(coords), distances(x)
+    assert (bound <= true + tolerance).all()
+    assert (bound > 0.5 * true).float().mean() > 0.9  # the top components carry most of it
+    # rows in a 4-dimensional subspace: 4 components hold everything, the bound is the distance
+    low = torch.randn(500, 4, generator=g) @ torch.randn(4, 64, generator=g)
+    coords, tolerance = pca_bound_coordinates(low, 4)
+    torch.testing.assert_close(distances(coords), distances(low), rtol=1e-4, atol=tolerance)
 
 
 def test_coreset_setting_is_checked_and_part_of_the_model_key():

@@ -12,8 +12,9 @@ N x d floats, which dominates PatchCore's fit at larger ratios.
 the same arithmetic** (anomalib's own ``SparseRandomProjection`` fitted exactly as ``KCenterGreedy``
 does, the same ``torch.randint`` start, distances with anomalib's expression), so it selects the
 same indices in the same order. It is faster because it skips the rows a new centre cannot
-change (triangle inequality, `greedy_k_center`): on real patch embeddings most rows are skipped
-once a few dozen centres exist.
+change, by two exact tests (`greedy_k_center`): the triangle inequality through each row's nearest
+centre, then a lower bound on the distance from the rows' top principal components and the norm
+of what is left (`pca_bound_coordinates`). Only the rows that pass both are measured in full.
 
 The bank is capped (setting ``coreset_max_bank``): k = min(int(N x ratio), cap). Greedy
 k-center is a prefix process, so a capped bank is exactly the first ``cap`` centres of the uncapped
@@ -54,10 +55,18 @@ logger = logging.getLogger(__name__)
 
 #: anomalib's KCenterGreedy projects with SparseRandomProjection(eps=0.9)
 PROJECTION_EPS = 0.9
-#: above 1/DENSE_SHARE of the rows left after pruning, all rows are recomputed in one product
-DENSE_SHARE = 4
 #: rows per chunk of a full distance pass (a 4096 x 284 float32 temporary is 4.6 MB)
 CHUNK = 4096
+#: principal components of the lower bound (at most a quarter of the projected dimension)
+BOUND_COMPONENTS = 32
+#: rows of the covariance sample the principal components are computed from
+BOUND_SAMPLE = 65536
+#: relative margin of both pruning tests over float32 rounding
+MARGIN = 1e-3
+#: relative rounding allowance of the bound computed for all rows as one matrix-vector product
+ROUNDING = 1e-5
+#: above 1/DENSE_SHARE of the rows left by the triangle test, the bound is computed for all rows
+DENSE_SHARE = 8
 
 
 def coreset_size(n: int, sampling_ratio: float, max_bank: int | None = None) -> int:
@@ -91,6 +100,35 @@ def _distances(x: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def pca_bound_coordinates(x: torch.Tensor, components: int) -> tuple[torch.Tensor, float]:
+    """(N, c + 1) coordinates whose Euclidean distances never exceed those of ``x`` (N, d), and
+    their rounding tolerance.
+
+    Columns 0..c-1: the rows' coordinates on the top ``c`` principal components (computed in float64
+    from an even sample of at most `BOUND_SAMPLE` rows); column c: the norm of the rest of the
+    centred row. For rows a, b with coordinates p, q: |p - q| <= |x_a - x_b| for any orthonormal
+    basis (Pythagoras, then the reverse triangle inequality on the remainders), so a good basis only
+    makes the bound tight, never wrong. The tolerance (1e-4 x the largest centred norm) covers the
+    float32 rounding of the coordinates.
+    """
+    n, dim = x.shape
+    sample = x[:: max(1, n // BOUND_SAMPLE)].double()
+    mean = sample.mean(0)
+    centred = sample - mean
+    _, vectors = torch.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
+    basis = vectors[:, -components:].to(x.dtype).contiguous()
+    mean32 = mean.to(x.dtype)
+    coords = torch.empty((n, components + 1), dtype=x.dtype, device=x.device)
+    largest = torch.zeros((), dtype=x.dtype, device=x.device)
+    for lo in range(0, n, CHUNK):
+        rows = x[lo : lo + CHUNK] - mean32
+        on_basis = rows @ basis
+        coords[lo : lo + CHUNK, :components] = on_basis
+        coords[lo : lo + CHUNK, components] = torch.linalg.norm(rows - on_basis @ basis.T, dim=1)
+        largest = torch.maximum(largest, torch.linalg.norm(rows, dim=1).max())
+    return coords, 1e-4 * float(largest)
+
+
 def greedy_k_center(features: torch.Tensor, k: int, start: int) -> torch.Tensor:
     """Greedy farthest-point selection of ``k`` rows of ``features`` (N, d), first row ``start``.
 
@@ -99,39 +137,58 @@ def greedy_k_center(features: torch.Tensor, k: int, start: int) -> torch.Tensor:
 
     Distances are computed with anomalib's own expression, ``torch.linalg.norm(x - c, dim=1)``,
     so every running minimum is bit-identical to ``KCenterGreedy``'s, but only for the rows that
-    can change: a row whose nearest centre a satisfies ``|c - a| >= 2 |x - a|`` cannot get closer
-    to the new centre c (triangle inequality; a 1e-3 relative margin covers rounding) and is
-    skipped. When more than 1/`DENSE_SHARE` of the rows remain, all rows are recomputed at once.
+    can change. A row x with running minimum m = |x - a| (a: its nearest centre) is skipped when
+    the new centre c satisfies ``|c - a| >= 2 m`` (triangle inequality), or else when its
+    `pca_bound_coordinates` lower bound on |x - c| is at least m: for the rows the triangle test
+    left, or, when they are more than 1/`DENSE_SHARE` of all rows (textured parts, where the
+    triangle test prunes little), for all rows as one matrix-vector product. Both tests keep a
+    relative `MARGIN` (and the bound its tolerance and `ROUNDING`) over float32 rounding, so a
+    skipped row could not have changed.
     """
     n, dim = features.shape
     if not 1 <= k <= n:
         raise ValueError(f"k must be in [1, {n}], got {k}")
     x = features.contiguous()
+    bound, tolerance = pca_bound_coordinates(x, max(1, min(BOUND_COMPONENTS, dim // 4)))
     centers = torch.empty((k, dim), dtype=x.dtype, device=x.device)
     selected = torch.empty(k, dtype=torch.long, device=x.device)
     idx = torch.as_tensor(start, device=x.device)
     selected[0], centers[0] = idx, x[idx]
     min_d = _distances(x, x[idx])
     nearest = torch.zeros(n, dtype=torch.long, device=x.device)  # slot of each row's nearest centre
-    margin = 2.0 * (1.0 + 1e-3)
+    twice = 2.0 * (1.0 + MARGIN)
+    reach = min_d * twice  # a centre at least this far from a row's nearest centre cannot change it
+    limit2 = (min_d * (1.0 + MARGIN) + tolerance).square_()  # a bound at least sqrt(this): no change
+    # |p - q|^2 = |p|^2 + |q|^2 - 2 p.q for all rows in one matrix-vector product, the norms
+    # shrunk by ROUNDING so that float32 rounding can only make the bound smaller
+    shrunk = bound.square().sum(1).mul_(1.0 - ROUNDING)
+    gathered = torch.empty_like(min_d)
+    may_change = torch.empty(n, dtype=torch.bool, device=x.device)
+    below = torch.empty(n, dtype=torch.bool, device=x.device)
     for i in range(1, k):
         idx = torch.max(min_d, dim=0).indices
         center = x[idx]
         selected[i], centers[i] = idx, center
         between = torch.linalg.norm(centers[:i] - center, ord=2, dim=1)
-        rows = torch.nonzero(between[nearest] < margin * min_d).squeeze(1)
-        if rows.numel() > n // DENSE_SHARE:  # most rows: recompute all, as anomalib does
-            dist = _distances(x, center)
-            closer = dist < min_d
-            torch.minimum(min_d, dist, out=min_d)
-            nearest.masked_fill_(closer, i)
+        torch.index_select(between, 0, nearest, out=gathered)
+        torch.lt(gathered, reach, out=may_change)
+        if int(may_change.sum()) > n // DENSE_SHARE:  # most rows left: the bound of all rows at once
+            torch.addmv(shrunk, bound, bound[idx], alpha=-2.0, out=gathered).add_(shrunk[idx])
+            torch.lt(gathered, limit2, out=below)
+            rows = torch.nonzero(below.logical_and_(may_change)).squeeze(1)
         else:
-            dist = torch.linalg.norm(x[rows] - center, ord=2, dim=1)
-            closer = dist < min_d[rows]
-            rows = rows[closer]
-            min_d[rows] = dist[closer]
-            nearest[rows] = i
+            rows = torch.nonzero(may_change).squeeze(1)
+            rows = rows[(bound[rows] - bound[idx]).square_().sum(1) < limit2[rows]]
+        dist = torch.linalg.norm(x[rows] - center, ord=2, dim=1)
+        closer = dist < min_d[rows]
+        rows, dist = rows[closer], dist[closer]
+        min_d[rows] = dist
+        nearest[rows] = i
+        reach[rows] = dist * twice
+        limit2[rows] = (dist * (1.0 + MARGIN) + tolerance).square_()
         min_d[idx] = 0.0  # as anomalib (its own distance is already 0)
+        reach[idx] = 0.0
+        limit2[idx] = 0.0
         nearest[idx] = i
     return selected
 
