@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from segad.detection import coreset
 from segad.detection.config import CORESET_MAX_BANK, DetectorConfig, DetectorConfigError
 from segad.detection.coreset import (
     _even_parts,
@@ -41,9 +42,13 @@ def _clustered(n: int, dim: int, seed: int) -> torch.Tensor:
     ("n", "dim", "ratio", "data"),
     [(600, 16, 0.05, "gauss"), (800, 152, 0.1, "gauss"), (1000, 8, 0.3, "clustered"), (500, 40, 0.2, "clustered")],
 )
-def test_same_selection_as_anomalib_k_center_greedy(n, dim, ratio, data):
+@pytest.mark.parametrize("bound_form", ["chosen per step", "gathered rows", "all rows at once"])
+def test_same_selection_as_anomalib_k_center_greedy(n, dim, ratio, data, bound_form, monkeypatch):
     from anomalib.models.components.sampling import KCenterGreedy
 
+    # DENSE_SHARE picks the form of the lower bound: 1 never takes the all-rows product, n + 1 always does
+    share = {"chosen per step": coreset.DENSE_SHARE, "gathered rows": 1, "all rows at once": n + 1}[bound_form]
+    monkeypatch.setattr(coreset, "DENSE_SHARE", share)
     x = torch.randn(n, dim, generator=torch.Generator().manual_seed(n)) if data == "gauss" else _clustered(n, dim, n)
     _seeded(3)
     expected = KCenterGreedy(x, ratio).select_coreset_idxs()

@@ -156,6 +156,7 @@ def greedy_k_center(features: torch.Tensor, k: int, start: int) -> torch.Tensor:
     selected[0], centers[0] = idx, x[idx]
     min_d = _distances(x, x[idx])
     nearest = torch.zeros(n, dtype=torch.long, device=x.device)  # slot of each row's nearest centre
+    # both tests' thresholds follow min_d; kept beside it so that a step does not rescale all N rows
     twice = 2.0 * (1.0 + MARGIN)
     reach = min_d * twice  # a centre at least this far from a row's nearest centre cannot change it
     limit2 = (min_d * (1.0 + MARGIN) + tolerance).square_()  # a bound at least sqrt(this): no change
